@@ -1,0 +1,134 @@
+"""Array helpers shared by every penalty: one implementation for numpy and torch.
+
+Everything here goes through the array API namespace returned by
+:func:`array_api_compat.array_namespace`, so the same code serves numpy arrays
+and torch tensors (any device), float32 and float64, and keeps the input's
+kind, dtype, device and shape.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "l2_norm",
+    "soft_threshold",
+    "max_or_zero",
+    "check_array",
+    "check_nonnegative",
+    "check_positive",
+    "check_unit_interval",
+]
+
+
+def namespace(*arrays):
+    """Array API namespace of ``arrays`` (numpy or torch), with a clear error otherwise."""
+    try:
+        return array_api_compat.array_namespace(*arrays)
+    except TypeError as err:
+        kinds = ", ".join(type(a).__name__ for a in arrays)
+        raise TypeError(
+            f"expected numpy arrays or torch tensors, got {kinds}; "
+            "convert lists with numpy.asarray first"
+        ) from err
+
+
+def l2_norm(x, axis=None, keepdims=False):
+    r"""Euclidean norm :math:`\sqrt{\sum_i x_i^2}` without overflow or underflow.
+
+    The entries are divided by their largest magnitude before squaring, so
+    vectors with entries near 1e300 or 1e-300 get their exact (finite,
+    nonzero) norm. ``axis`` may be an int, a tuple of ints or None (all axes).
+    An all-zero slice has norm 0.
+    """
+    xp = namespace(x)
+    ax = _axis_tuple(x, axis)
+    if x.ndim == 0 or math.prod(x.shape[a] for a in ax) == 0:
+        return xp.sum(xp.abs(x), axis=ax, keepdims=keepdims)
+    scale = xp.max(xp.abs(x), axis=ax, keepdims=True)
+    safe = xp.where(scale > 0, scale, xp.ones_like(scale))
+    norm = safe * xp.sqrt(xp.sum((x / safe) ** 2, axis=ax, keepdims=True))
+    norm = xp.where(scale > 0, norm, xp.zeros_like(norm))
+    if not keepdims:
+        norm = xp.squeeze(norm, axis=ax) if ax else norm
+    return norm
+
+
+def _axis_tuple(x, axis):
+    if axis is None:
+        return tuple(range(x.ndim))
+    if isinstance(axis, int):
+        return (axis % x.ndim,)
+    return tuple(a % x.ndim for a in axis)
+
+
+def soft_threshold(x, threshold):
+    r"""Soft thresholding :math:`\operatorname{sign}(x)\max(|x| - t, 0)`, elementwise.
+
+    ``threshold`` is a nonnegative scalar or an array broadcastable to ``x``.
+    Entries with :math:`|x| \le t` become exact zeros.
+    """
+    xp = namespace(x)
+    return xp.sign(x) * xp.clip(xp.abs(x) - threshold, 0, None)
+
+
+def max_or_zero(x):
+    """Largest entry of ``x`` over all axes, 0 for an empty array (a 0-d array of ``x``'s kind)."""
+    xp = namespace(x)
+    if math.prod(x.shape) == 0:
+        return xp.sum(x)
+    return xp.max(x)
+
+
+def check_array(x, name="x"):
+    """Validate a penalty's input: a numpy array or torch tensor, real floating, finite.
+
+    Returns the array namespace. Raises ``TypeError`` for other kinds and for
+    integer or complex dtypes, ``ValueError`` for NaN or infinite entries.
+    """
+    xp = namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{name} must have a real floating dtype (float32 or float64), got {x.dtype}; "
+            f"convert it with {name}.astype(float) or {name}.double()"
+        )
+    if math.prod(x.shape) and not bool(xp.all(xp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or infinite values; remove or impute them first")
+    return xp
+
+
+def _check_real(value, name):
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_nonnegative(value, name):
+    """Return ``value`` as a float, or raise naming ``name`` if it is negative or not finite."""
+    value = _check_real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}; use a nonnegative {name}")
+    return value
+
+
+def check_positive(value, name):
+    """Return ``value`` as a float, or raise naming ``name`` if it is not > 0 and finite."""
+    value = _check_real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}; use a positive {name}")
+    return value
+
+
+def check_unit_interval(value, name):
+    """Return ``value`` as a float, or raise naming ``name`` if it lies outside [0, 1]."""
+    value = _check_real(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
