@@ -1,0 +1,429 @@
+"""The experiment contract (Check, Result, Experiment, registry) and the report runner, writer and html."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import jinja2
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from matplotlib.figure import Figure
+
+from normpen.experiments import registry
+from normpen.experiments.base import Check, Experiment, Result
+from normpen.report import figures as report_figures
+from normpen.report import writer
+from normpen.report.html import format_number, render_html
+from normpen.report.runner import Outcome, run_experiment, run_experiments
+from normpen.report.writer import (
+    ReportDirError,
+    check_output_dir,
+    results_document,
+    write_files,
+    write_report,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+finite = st.floats(-1e12, 1e12, allow_nan=False)
+tolerances = st.floats(0, 1e6, allow_nan=False)
+
+
+# ---- Check -------------------------------------------------------------------
+
+
+@given(measured=finite, expected=finite, rtol=tolerances, atol=tolerances)
+def test_close_passes_exactly_within_atol_plus_rtol_times_expected(measured, expected, rtol, atol):
+    if rtol + atol == 0:
+        atol = 1.0
+    check = Check.close("c", measured, expected, rtol=rtol, atol=atol)
+    assert check.tolerance == atol + rtol * abs(expected)
+    assert check.passed == (abs(measured - expected) <= atol + rtol * abs(expected))
+    assert check.relation == "close"
+
+
+@given(measured=finite, bound=finite, atol=tolerances)
+def test_at_most_and_at_least_compare_with_the_bound_and_slack(measured, bound, atol):
+    assert Check.at_most("c", measured, bound, atol=atol).passed == (measured <= bound + atol)
+    assert Check.at_least("c", measured, bound, atol=atol).passed == (measured >= bound - atol)
+
+
+@given(measured=st.integers(-5, 5), expected=st.integers(-5, 5))
+def test_equal_is_exact(measured, expected):
+    check = Check.equal("c", measured, expected)
+    assert check.passed == (measured == expected)
+    assert check.tolerance == 0.0
+
+
+def test_a_check_just_outside_its_tolerance_fails():
+    assert Check.close("c", 1.0 + 1e-6, 1.0, atol=1e-6).passed
+    assert not Check.close("c", 1.0 + 2e-6, 1.0, atol=1e-6).passed
+    assert not Check.at_most("c", 1.5, 1.0, atol=0.25).passed
+    assert not Check.at_least("c", 0.5, 1.0, atol=0.25).passed
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: Check.close("c", m, 0.0, atol=1e300),
+        lambda m: Check.at_most("c", m, 1e300),
+        lambda m: Check.at_least("c", m, -1e300),
+        lambda m: Check.equal("c", m, 0),
+    ],
+)
+def test_nan_never_passes(make):
+    assert not make(math.nan).passed
+
+
+def test_passed_is_computed_and_cannot_be_set():
+    check = Check.equal("c", 1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        check.passed = True
+    with pytest.raises(TypeError):
+        Check("c", 1, 2, 0.0, "equal", passed=True)
+    assert not check.passed
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (np.float32(0.5), 0.5),
+        (np.int64(3), 3),
+        (np.bool_(True), 1),
+        (np.array(2.5), 2.5),
+        (torch.tensor(4), 4),
+        (True, 1),
+    ],
+)
+def test_measured_accepts_numpy_and_torch_scalars(value, expected):
+    check = Check.equal("c", value, expected)
+    assert check.measured == expected
+    assert type(check.measured) in (int, float)
+    assert check.passed
+
+
+def test_integer_measurements_stay_integers_in_the_record():
+    assert Check.equal("count", np.int64(3), 3).to_dict()["measured"] == 3
+    assert isinstance(Check.equal("count", np.int64(3), 3).to_dict()["measured"], int)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: Check.close("c", 1.0, 1.0), ValueError, "Check.equal"),
+        (lambda: Check.close("c", 1.0, 1.0, rtol=-1.0, atol=1.0), ValueError, "rtol >= 0"),
+        (lambda: Check.at_most("c", 1.0, 2.0, atol=-1.0), ValueError, "tolerance"),
+        (lambda: Check.equal("c", np.ones(3), 1.0), TypeError, "reduce arrays"),
+        (lambda: Check.equal("c", "1", 1.0), TypeError, "measured must be a real number"),
+        (lambda: Check.equal("c", 1.0, math.nan), ValueError, "expected must be finite"),
+        (lambda: Check.equal("", 1.0, 1.0), ValueError, "non-empty"),
+        (lambda: Check("c", 1.0, 1.0, 0.0, "roughly"), ValueError, "relation must be one of"),
+        (lambda: Check("c", 1.0, 1.0, 0.1, "equal"), ValueError, "tolerance 0"),
+    ],
+)
+def test_bad_checks_are_refused_with_a_clear_message(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_to_dict_has_every_field_and_the_verdict():
+    record = Check.at_most("kkt", 2e-15, 0.0, atol=1e-9).to_dict()
+    assert record == {
+        "name": "kkt",
+        "measured": 2e-15,
+        "expected": 0,
+        "tolerance": 1e-9,
+        "relation": "at_most",
+        "criterion": "m ≤ e + t",
+        "passed": True,
+    }
+
+
+# ---- Result and Experiment ------------------------------------------------------
+
+
+def _compute_passing(quick, seed):
+    fig = Figure()
+    fig.subplots().plot([0, 1], [seed, 1 if quick else 2])
+    return Result(checks=[Check.equal("seed", seed, seed)], figures={"line": fig}, notes=f"quick={quick}")
+
+
+def _experiment(name="fake", compute=_compute_passing, seed=7):
+    return Experiment(
+        name=name, title="Fake", seed_section="000 Nowhere", claim="It works.", compute=compute, seed=seed
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"checks": []}, ValueError, "at least one Check"),
+        ({"checks": [Check.equal("a", 1, 1), Check.equal("a", 2, 2)]}, ValueError, "repeated: \\['a'\\]"),
+        ({"checks": [("a", 1, 1)]}, TypeError, "Check objects"),
+        ({"checks": [Check.equal("a", 1, 1)], "figures": {"line": "png"}}, TypeError, "matplotlib Figure"),
+        ({"checks": [Check.equal("a", 1, 1)], "figures": {"Bad Name": Figure()}}, ValueError, "slug"),
+    ],
+)
+def test_bad_results_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Result(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "Has Spaces"}, "lowercase slug"),
+        ({"name": "double--hyphen"}, "lowercase slug"),
+        ({"claim": " "}, "claim must be a non-empty string"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+        ({"seed": 1.5}, "seed must be an int >= 0"),
+    ],
+)
+def test_bad_experiments_are_refused(kwargs, match):
+    fields = {
+        "name": "fake",
+        "title": "Fake",
+        "seed_section": "000",
+        "claim": "It works.",
+        "compute": _compute_passing,
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=match):
+        Experiment(**fields)
+
+
+def test_run_passes_the_fixed_seed_and_quick_flag():
+    result = _experiment(seed=7).run(quick=True)
+    assert result.checks[0].measured == 7
+    assert result.notes == "quick=True"
+
+
+def test_run_refuses_a_compute_that_returns_something_else():
+    with pytest.raises(TypeError, match="expected a Result"):
+        _experiment(compute=lambda quick, seed: {"checks": []}).run()
+
+
+# ---- registry -------------------------------------------------------------------
+
+
+def test_registry_names_are_unique_slugs_and_select_keeps_registry_order(monkeypatch):
+    names = [e.name for e in registry.select()]
+    assert len(names) == len(set(names)) >= 1
+    a, b = _experiment("a"), _experiment("b")
+    monkeypatch.setattr(registry, "EXPERIMENTS", (a, b))
+    assert registry.select(["b", "a"]) == [a, b]
+    assert registry.select(["b"]) == [b]
+    assert registry.select(None) == registry.select([]) == [a, b]
+
+
+def test_registry_rejects_unknown_names_listing_the_known_ones(monkeypatch):
+    monkeypatch.setattr(registry, "EXPERIMENTS", (_experiment("a"), _experiment("b")))
+    with pytest.raises(ValueError, match="unknown experiment 'zzz'; choose from: a, b"):
+        registry.select(["a", "zzz"])
+
+
+def test_registry_rejects_two_experiments_with_one_name(monkeypatch):
+    monkeypatch.setattr(registry, "EXPERIMENTS", (_experiment("a"), _experiment("a")))
+    with pytest.raises(ValueError, match="two registered experiments are named 'a'"):
+        registry.select()
+
+
+# ---- runner ---------------------------------------------------------------------
+
+
+def test_run_experiment_renders_figures_to_png():
+    outcome = run_experiment(_experiment(), quick=True)
+    assert outcome.passed and outcome.verdict == "pass" and outcome.error is None
+    assert outcome.figures["line"].startswith(PNG_SIGNATURE)
+    assert outcome.figure_file("line") == "fake.line.png"
+    assert outcome.seconds > 0
+
+
+def test_a_raising_experiment_becomes_an_error_outcome_with_its_traceback():
+    def compute(quick, seed):
+        raise RuntimeError("the solver diverged")
+
+    outcome = run_experiment(_experiment(compute=compute), quick=False)
+    assert not outcome.passed and outcome.verdict == "error"
+    assert "RuntimeError: the solver diverged" in outcome.error
+    assert "in compute" in outcome.error
+    assert outcome.checks == () and dict(outcome.figures) == {}
+
+
+def test_a_failing_check_fails_the_outcome():
+    def compute(quick, seed):
+        return Result(checks=[Check.equal("ok", 1, 1), Check.at_most("bad", 2.0, 1.0)])
+
+    outcome = run_experiment(_experiment(compute=compute), quick=True)
+    assert outcome.verdict == "fail"
+    assert [c.name for c in outcome.failed_checks] == ["bad"]
+
+
+def test_pyplot_figures_are_closed_after_rendering():
+    def compute(quick, seed):
+        fig = plt.figure()
+        return Result(checks=[Check.equal("ok", 1, 1)], figures={"pyplot": fig})
+
+    before = set(plt.get_fignums())
+    outcome = run_experiment(_experiment(compute=compute), quick=True)
+    assert outcome.figures["pyplot"].startswith(PNG_SIGNATURE)
+    assert set(plt.get_fignums()) == before
+
+
+def test_run_experiments_runs_all_in_order_and_goes_on_after_an_error():
+    from rich.console import Console
+
+    def boom(quick, seed):
+        raise ValueError("boom")
+
+    console = Console(record=True, width=100)
+    outcomes = run_experiments(
+        [_experiment("a"), _experiment("b", compute=boom), _experiment("c")], True, console
+    )
+    assert [o.experiment.name for o in outcomes] == ["a", "b", "c"]
+    assert [o.verdict for o in outcomes] == ["pass", "error", "pass"]
+    assert "3/3" in console.export_text()
+
+
+# ---- writer and html ---------------------------------------------------------------
+
+
+def _outcomes():
+    def failing(quick, seed):
+        return Result(checks=[Check.close("gap", math.nan, 0.0, atol=1e-9), Check.equal("count", 3, 3)])
+
+    return [
+        run_experiment(_experiment("a"), quick=True),
+        run_experiment(_experiment("b", compute=failing), quick=True),
+    ]
+
+
+def test_results_document_totals_and_records():
+    document = results_document(_outcomes(), quick=True, version="9.9")
+    assert document["generator"] == "normpen report" and document["normpen_version"] == "9.9"
+    assert document["totals"] == {
+        "experiments": 2,
+        "experiments_passed": 1,
+        "checks": 3,
+        "checks_passed": 2,
+        "seconds": pytest.approx(sum(r["seconds"] for r in document["experiments"])),
+        "passed": False,
+    }
+    a, b = document["experiments"]
+    assert a["figures"] == ["a.line.png"] and b["figures"] == []
+    assert b["checks"][0]["measured"] == "NaN" and b["checks"][0]["passed"] is False
+
+
+def test_write_report_writes_strict_json_html_and_pngs(tmp_path):
+    outcomes = _outcomes()
+    index = write_report(tmp_path / "new" / "report", outcomes, quick=True)
+    out = index.parent
+    assert sorted(p.name for p in out.iterdir()) == ["a.line.png", "index.html", "results.json"]
+    document = json.loads((out / "results.json").read_text(encoding="utf-8"), parse_constant=_no_constants)
+    assert document["totals"]["experiments"] == 2
+    assert (out / "a.line.png").read_bytes() == outcomes[0].figures["line"]
+    assert oct((out / "index.html").stat().st_mode & 0o777) == oct(0o666 & ~_current_umask())
+
+
+def _no_constants(name):
+    raise AssertionError(f"results.json must be strict JSON, found {name}")
+
+
+def _current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_check_output_dir_accepts_new_empty_and_own_dirs_and_refuses_others(tmp_path):
+    check_output_dir(tmp_path / "missing", force=False)
+    check_output_dir(tmp_path, force=False)
+    write_report(tmp_path / "own", _outcomes(), quick=True)
+    check_output_dir(tmp_path / "own", force=False)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.json").write_text('{"generator": "something else"}')
+    with pytest.raises(ReportDirError, match="--force"):
+        check_output_dir(foreign, force=False)
+    check_output_dir(foreign, force=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReportDirError, match="is a file"):
+        check_output_dir(tmp_path / "file", force=True)
+
+
+@pytest.mark.parametrize(
+    "experiments", [7, [7], [{"figures": 7}], [{"figures": [7, None]}], {"figures": ["a.png"]}]
+)
+def test_a_malformed_previous_results_json_is_still_replaced(tmp_path, experiments):
+    (tmp_path / "results.json").write_text(
+        json.dumps({"generator": "normpen report", "experiments": experiments})
+    )
+    write_report(tmp_path, _outcomes(), quick=True)
+    assert json.loads((tmp_path / "results.json").read_text())["totals"]["experiments"] == 2
+
+
+def test_a_tampered_results_json_cannot_make_the_report_delete_outside_files(tmp_path):
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    tampered = {
+        "generator": "normpen report",
+        "experiments": [{"figures": ["../victim.png", "x/../../y.png"]}],
+    }
+    (out / "results.json").write_text(json.dumps(tampered))
+    write_report(out, _outcomes(), quick=True)
+    assert victim.read_bytes() == b"keep me"
+
+
+def test_write_files_writes_all_or_nothing(tmp_path, monkeypatch):
+    (tmp_path / "index.html").write_text("old")
+    calls = []
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(writer.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        write_files(tmp_path, {"a.png": b"a", "index.html": b"new", "results.json": b"{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+    assert (tmp_path / "index.html").read_text() == "old"
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(0, "0"), (12, "12"), (0.0, "0"), (2.2204e-15, "2.22e-15"), (1 / 3, "0.3333"), ("NaN", "NaN")],
+)
+def test_format_number(value, text):
+    assert format_number(value) == text
+
+
+def test_render_html_needs_every_named_figure():
+    document = results_document(_outcomes(), quick=True, version="0")
+    with pytest.raises(jinja2.UndefinedError):
+        render_html(document, {})
+
+
+def test_png_data_uri_round_trips():
+    import base64
+
+    png = report_figures.figure_png(Figure(figsize=(1, 1)))
+    uri = report_figures.png_data_uri(png)
+    assert uri.startswith("data:image/png;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1]) == png
+
+
+def test_outcome_figures_are_read_only():
+    outcome = Outcome(_experiment(), 0.1, figures={"a": b"x"})
+    with pytest.raises(TypeError):
+        outcome.figures["b"] = b"y"
