@@ -12,6 +12,7 @@ import math
 from numbers import Real
 
 import array_api_compat
+import numpy
 
 __all__ = [
     "namespace",
@@ -22,6 +23,9 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_unit_interval",
+    "asarray_like",
+    "cumulative_l2_norm",
+    "project_l2_ball",
 ]
 
 
@@ -51,7 +55,9 @@ def l2_norm(x, axis=None, keepdims=False):
         return xp.sum(xp.abs(x), axis=ax, keepdims=keepdims)
     scale = xp.max(xp.abs(x), axis=ax, keepdims=True)
     safe = xp.where(scale > 0, scale, xp.ones_like(scale))
-    norm = safe * xp.sqrt(xp.sum((x / safe) ** 2, axis=ax, keepdims=True))
+    sumsq = xp.sum((x / safe) ** 2, axis=ax, keepdims=True)
+    # sqrt only of positive numbers: keeps autograd's gradient finite at an all-zero slice
+    norm = safe * xp.sqrt(xp.where(scale > 0, sumsq, xp.ones_like(sumsq)))
     norm = xp.where(scale > 0, norm, xp.zeros_like(norm))
     if not keepdims:
         norm = xp.squeeze(norm, axis=ax) if ax else norm
@@ -132,3 +138,42 @@ def check_unit_interval(value, name):
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value}")
     return value
+
+
+def asarray_like(a, x):
+    """``a`` (a numpy array or torch tensor) as an array of ``x``'s kind, dtype and device.
+
+    No copy is made when ``a`` already fits; a torch tensor on another device
+    is moved, and one meeting a numpy ``x`` goes through host memory.
+    """
+    xp = namespace(x)
+    if namespace(a) is not xp:
+        a = numpy.asarray(array_api_compat.to_device(a, "cpu"))
+    return xp.asarray(a, dtype=x.dtype, device=array_api_compat.device(x))
+
+
+def cumulative_l2_norm(x):
+    r"""Norms of the prefixes of a 1-D ``x``: :math:`\sqrt{\sum_{i \le k} x_i^2}` for every k.
+
+    Like :func:`l2_norm`, the entries are scaled by the largest magnitude first,
+    so no prefix overflows or underflows.
+    """
+    xp = namespace(x)
+    scale = max_or_zero(xp.abs(x))
+    safe = xp.where(scale > 0, scale, xp.ones_like(scale))
+    return safe * xp.sqrt(xp.cumulative_sum((x / safe) ** 2))
+
+
+def project_l2_ball(x, radius, axis=None):
+    r"""Euclidean projection onto the ball :math:`\{z : \|z\|_2 \le r\}`: :math:`x \min(1, r/\|x\|_2)`.
+
+    With ``axis`` the norm is taken along those axes only, so each slice
+    (each row with ``axis=1``, say) is projected onto its own ball.
+    ``radius`` is a nonnegative scalar; radius 0 gives zeros. Points inside
+    are returned unchanged, and :math:`(x/\|x\|_2)\,r` is formed in that order
+    so that neither factor overflows or underflows.
+    """
+    xp = namespace(x)
+    norm = l2_norm(x, axis=axis, keepdims=True)
+    outside = norm > radius
+    return xp.where(outside, x / xp.where(outside, norm, xp.ones_like(norm)) * radius, x)

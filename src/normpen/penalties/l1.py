@@ -11,7 +11,7 @@ import numpy as np
 from normpen._array import max_or_zero, namespace, soft_threshold
 from normpen.penalties.base import Penalty
 
-__all__ = ["L1"]
+__all__ = ["L1", "project_l1_ball"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +81,8 @@ class L1(Penalty):
     def _dual_norm(self, x):
         xp = namespace(x)
         w = self._weights_like(x)
-        ratio = xp.where(w > 0, xp.abs(x) / xp.where(w > 0, w, 1), xp.where(x != 0, xp.inf, 0))
+        unbounded = xp.where(x != 0, xp.full_like(x, math.inf), xp.zeros_like(x))
+        ratio = xp.where(w > 0, xp.abs(x) / xp.where(w > 0, w, 1), unbounded)
         return max_or_zero(ratio)
 
     def _project_dual(self, x, radius):
@@ -94,8 +95,27 @@ class L1(Penalty):
             return x
         xp = namespace(x)
         w = self._weights_like(x)
-        tau = _l1_threshold(xp.reshape(xp.abs(x), (-1,)), xp.reshape(w, (-1,)), radius)
-        return soft_threshold(x, tau * w)
+        magnitudes = project_l1_ball(xp.reshape(xp.abs(x), (-1,)), xp.reshape(w, (-1,)), radius)
+        return xp.sign(x) * xp.reshape(magnitudes, x.shape)
+
+
+def project_l1_ball(a, w, radius):
+    r"""Projection of a nonnegative vector onto :math:`\{b : \sum_g w_g b_g \le r\}`.
+
+    :math:`b_g = \max(a_g - \tau w_g, 0)` with the threshold :math:`\tau \ge 0` of
+    :func:`_l1_threshold` (0 when ``a`` is already inside, and then ``a``
+    comes back unchanged). For a point outside, the answer lies on the sphere
+    :math:`\sum_g w_g b_g = r`, and the entries with :math:`w_g > 0` are rescaled onto it: the
+    differences :math:`a_g - \tau w_g` carry an absolute rounding error of order
+    :math:`\varepsilon \max_g a_g`, which for a point far outside would otherwise leave the
+    result off the ball by that much. Entries with :math:`w_g = 0` are never changed.
+    """
+    xp = namespace(a)
+    tau = _l1_threshold(a, w, radius)
+    b = soft_threshold(a, tau * w)
+    total = xp.sum(w * b)
+    onto_sphere = radius / xp.where(total > 0, total, 1)
+    return xp.where((tau > 0) & (w > 0), b * onto_sphere, b)
 
 
 def _l1_threshold(a, w, radius):
