@@ -96,7 +96,13 @@ def check_array(x, name="x"):
     Returns the array namespace. Raises ``TypeError`` for other kinds and for
     integer or complex dtypes, ``ValueError`` for NaN or infinite entries.
     """
-    xp = namespace(x)
+    try:
+        xp = array_api_compat.array_namespace(x)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a numpy array or torch tensor, got {type(x).__name__}; "
+            f"convert it with numpy.asarray({name}, dtype=float)"
+        ) from None
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(
             f"{name} must have a real floating dtype (float32 or float64), got {x.dtype}; "

@@ -56,9 +56,10 @@ class MaxNorm(Penalty):
       above :math:`r` onto :math:`r`.
     - dual norm: :math:`\|W\|_{2,1} = \sum_g \|w_g\|_2`; ``project_dual``
       projects onto its ball (the group norms onto the L1 ball).
-    - lambda_max: :math:`\|\nabla F(0)\|_{2,1}`, the strength above which the
-      *penalty* :math:`\lambda\|W\|_{2,\infty}` (whose ball this constraint
-      is) makes :math:`W = 0` optimal.
+    - lambda_max: a constraint has no strength, so no :math:`\lambda` makes
+      :math:`W = 0` optimal unless :math:`\nabla F(0) = 0`: ``inf``, else 0
+      (the base rule). The strength at which the *penalty*
+      :math:`\lambda\|W\|_{2,\infty}` zeroes the solution is ``dual_norm(grad0)``.
     """
 
     c: float
@@ -104,6 +105,3 @@ class MaxNorm(Penalty):
         xp = namespace(x)
         norms = self._partition.norms(x)
         return self._partition.rescale(x, norms, project_l1_ball(norms, xp.ones_like(norms), radius))
-
-    def _lambda_max(self, grad0):
-        return float(self._dual_norm(grad0))
