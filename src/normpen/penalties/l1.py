@@ -114,8 +114,8 @@ def project_l1_ball(a, w, radius):
     tau = _l1_threshold(a, w, radius)
     b = soft_threshold(a, tau * w)
     total = xp.sum(w * b)
-    onto_sphere = radius / xp.where(total > 0, total, 1)
-    return xp.where((tau > 0) & (w > 0), b * onto_sphere, b)
+    onto_sphere = (b / xp.where(total > 0, total, 1)) * radius  # b / total <= 1 / w: no overflow
+    return xp.where((tau > 0) & (w > 0), onto_sphere, b)
 
 
 def _l1_threshold(a, w, radius):
