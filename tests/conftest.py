@@ -20,7 +20,12 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+# The suite runs one pytest-xdist worker per core: more torch threads per worker only contend
+# (tiny models train ~10x slower with 2 threads on 2 busy cores).
+torch.set_num_threads(1)
 
 _COMMON = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", max_examples=25, **_COMMON)

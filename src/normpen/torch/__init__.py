@@ -1,0 +1,28 @@
+"""Training with norm penalties in PyTorch: one declaration, any ``torch.optim`` optimizer.
+
+>>> from normpen.torch import Regularizer, Rule
+>>> reg = Regularizer(model, [Rule(L2(1e-2), mode="decoupled")])
+>>> opt = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-3))   # now AdamW, bit for bit
+
+Modes: coupled, decoupled, proximal, constrained, lagrangian (see :class:`Rule`);
+anchored penalties (:func:`l2_sp`, :func:`ewc`, :func:`fisher_diagonal`);
+learning-rate rules (:func:`rescale_weight_decay`). Details in ``docs/torch.md``.
+"""
+
+from normpen.torch.anchored import ewc, fisher_diagonal, l2_sp
+from normpen.torch.regularizer import Regularizer
+from normpen.torch.report import Report
+from normpen.torch.rules import DEFAULT_WEIGHTS, MODES, Rule
+from normpen.torch.scaling import rescale_weight_decay
+
+__all__ = [
+    "Rule",
+    "Regularizer",
+    "Report",
+    "MODES",
+    "DEFAULT_WEIGHTS",
+    "rescale_weight_decay",
+    "fisher_diagonal",
+    "l2_sp",
+    "ewc",
+]

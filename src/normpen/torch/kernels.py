@@ -1,0 +1,431 @@
+r"""The per-step tensor work of the training modes, on lists of tensors, with no host synchronisation.
+
+A :class:`Kernel` does one penalty's work on a *bucket*: the tensors of one
+rule that share an optimizer param group, a device and a dtype. The generic
+:class:`Kernel` calls the penalty's own unchecked array-API kernels
+(``_grad``, ``_prox``, ``_project``) tensor by tensor and writes the results
+back with one ``torch._foreach_copy_``; it serves every penalty, including
+ones written after this module. Where a multi-tensor (``torch._foreach_*``)
+formulation exists, a subclass replaces a method by it:
+
+- :class:`L2Kernel`: decay :math:`\theta \leftarrow (1 - \eta\lambda)\theta`
+  with one ``_foreach_mul_``, the very operation of ``torch.optim.AdamW``;
+- :class:`L1Kernel`: soft thresholding in place (``softshrink`` for a number
+  threshold, :math:`\theta - \operatorname{clip}(\theta, -t, t)` in foreach
+  ops for tensor thresholds), exact zeros;
+- :class:`AxisGroupKernel`: group soft thresholding of row or column groups;
+- :class:`MaxNormKernel`: rows (or columns) clipped to a ball;
+- :class:`AnchoredKernel`: the pull :math:`\theta \leftarrow \theta - \eta\lambda F(\theta - a)`.
+
+The step :math:`\eta` may be a Python float or a 0-d tensor (a tensor
+learning rate); no kernel branches on a tensor's value.
+
+:class:`Bucket` runs a kernel on its tensors: it skips the parameters the
+optimizer skips (``grad is None``), and for float16/bfloat16 parameters it
+works on float32 copies and keeps the rounding error in a float32 residual
+(error feedback), so a decay :math:`\eta\lambda` below the dtype's epsilon
+accumulates instead of rounding away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from normpen.penalties.anchored import Anchored
+from normpen.penalties.base import Penalty
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+from normpen.penalties.max_norm import MaxNorm
+
+__all__ = [
+    "Slot",
+    "Kernel",
+    "L2Kernel",
+    "L1Kernel",
+    "AxisGroupKernel",
+    "MaxNormKernel",
+    "AnchoredKernel",
+    "kernel_for",
+    "penalty_value",
+    "as_penalty_input",
+    "work_dtype",
+    "Bucket",
+]
+
+
+@dataclass(eq=False)
+class Slot:
+    """One parameter under one rule: its name, the tensor, its penalty, the kernel serving it and its data."""
+
+    name: str
+    param: torch.nn.Parameter
+    penalty: Penalty
+    kernel: Any = None
+    extra: Any = None
+
+
+def work_dtype(dtype):
+    """The dtype the per-step updates are computed in: float32 for float16/bfloat16, else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def as_penalty_input(penalty, tensor):
+    """``tensor`` as the penalty sees it: a matrix ``(shape[0], -1)`` for matrix-only penalties.
+
+    Spectral, nuclear and max-norm penalties act on a conv kernel
+    ``(out, in, k...)`` through this reshape (one row per output channel),
+    not on the convolution operator.
+    """
+    if penalty.matrix_only and tensor.ndim > 2:
+        return tensor.reshape(tensor.shape[0], -1)
+    return tensor
+
+
+class _PenaltyValue(torch.autograd.Function):
+    """:math:`P(x)` whose backward is the penalty's own gradient (minimum-norm subgradient).
+
+    Differentiating the value's formula instead would give NaN where a norm
+    is zero (the derivative of :math:`\\sqrt{\\cdot}` at 0) and would record
+    the overflow-safe scaling of every norm in the autograd graph.
+    """
+
+    @staticmethod
+    def forward(x, penalty):
+        return penalty._value(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, penalty = inputs
+        ctx.save_for_backward(x)
+        ctx.penalty = penalty
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.penalty._grad(x), None
+
+
+def penalty_value(penalty, tensor):
+    """Differentiable :math:`P(\\text{tensor})` (0-d) with :math:`\\nabla P` from ``penalty._grad``."""
+    return _PenaltyValue.apply(as_penalty_input(penalty, tensor), penalty)
+
+
+def _total(values):
+    """Sum of 0-d tensors (the first one's device; dtypes promote)."""
+    first = values[0]
+    return sum((v.to(first.device) for v in values[1:]), first)
+
+
+def axpy_(xs, ys, alpha):
+    """``xs[i] += alpha * ys[i]`` for every i, with ``alpha`` a number or a 0-d tensor."""
+    if isinstance(alpha, torch.Tensor):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, alpha))
+    else:
+        torch._foreach_add_(xs, ys, alpha=alpha)
+
+
+def _negative(t):
+    return torch._foreach_neg(t) if isinstance(t, (list, tuple)) else -t
+
+
+def soft_threshold_(xs, t):
+    r"""Soft thresholding in place: :math:`x \leftarrow x - \operatorname{clip}(x, -t, t)`.
+
+    That is :math:`\operatorname{sign}(x)\max(|x| - t, 0)`, bit for bit.
+
+    ``t`` is a number, a 0-d tensor or a list of tensors broadcastable to
+    ``xs``; entries with :math:`|x| \le t` become exact zeros. A number takes
+    ``softshrink`` written into ``x`` itself, one read and one write per
+    entry (the same values; about 4x less memory traffic than the foreach
+    form, which a tensor threshold needs: ``softshrink`` would read it to
+    the host).
+    """
+    if isinstance(t, (int, float)):
+        for x in xs:
+            torch.ops.aten.softshrink.out(x, t, out=x)
+        return
+    clipped = torch._foreach_clamp_max(xs, t)
+    torch._foreach_clamp_min_(clipped, _negative(t))
+    torch._foreach_sub_(xs, clipped)
+
+
+class Kernel:
+    """Generic kernel: the penalty's array-API kernels tensor by tensor, written back with foreach ops.
+
+    Subclasses override :meth:`accepts` (which penalties they serve),
+    :meth:`bucket_key` (the scalars slots must share to be batched),
+    :meth:`prepare` (per-slot data kept on the device) and the operations
+    they do faster.
+    """
+
+    def __init__(self, penalty):
+        #: A representative penalty of the bucket (they agree on :meth:`bucket_key`).
+        self.penalty = penalty
+
+    @classmethod
+    def accepts(cls, penalty):
+        """Whether this kernel serves ``penalty``."""
+        return True
+
+    @staticmethod
+    def bucket_key(penalty):
+        """What slots of one rule must share to be served by one kernel instance."""
+        return None
+
+    def prepare(self, slot, dtype):
+        """Per-slot data for tensors of ``dtype``, built once (None: the generic kernel needs none)."""
+        return None
+
+    def value(self, tensors, slots):
+        """:math:`\\sum_i P_i(x_i)`, differentiable, as a 0-d tensor."""
+        return _total([penalty_value(s.penalty, t) for t, s in zip(tensors, slots, strict=True)])
+
+    def decay_(self, tensors, slots, step):
+        """In place :math:`x \\leftarrow x - \\eta\\nabla P(x)`."""
+        grads = [_reshaped(s.penalty, "_grad", t) for t, s in zip(tensors, slots, strict=True)]
+        axpy_(tensors, grads, _negative(step))
+
+    def prox_(self, tensors, slots, step):
+        """In place :math:`x \\leftarrow \\operatorname{prox}_{\\eta P}(x)`."""
+        results = [_reshaped(s.penalty, "_prox", t, step) for t, s in zip(tensors, slots, strict=True)]
+        torch._foreach_copy_(tensors, results)
+
+    def project_(self, tensors, slots, radius):
+        """In place :math:`x \\leftarrow \\Pi_{\\{\\Omega \\le r\\}}(x)`, each tensor onto its own ball."""
+        results = [_reshaped(s.penalty, "_project", t, radius) for t, s in zip(tensors, slots, strict=True)]
+        torch._foreach_copy_(tensors, results)
+
+
+def _reshaped(penalty, kernel, tensor, *args):
+    """``penalty.<kernel>`` on ``tensor`` as the penalty sees it, reshaped back to ``tensor``'s shape."""
+    return getattr(penalty, kernel)(as_penalty_input(penalty, tensor), *args).reshape(tensor.shape)
+
+
+class L2Kernel(Kernel):
+    r"""Squared L2: decay :math:`x \leftarrow (1 - \eta\lambda)x` as AdamW computes it, bit for bit.
+
+    The value :math:`\tfrac{\lambda}{2}\sum x\cdot x` is one dot product per
+    tensor (autograd gives exactly :math:`\lambda x`, 0 at 0): no scaling,
+    so exact unless entries exceed about :math:`10^{154}` (float64) or
+    :math:`10^{19}` (float32), far beyond any trained weight.
+    """
+
+    @classmethod
+    def accepts(cls, penalty):
+        return isinstance(penalty, L2)
+
+    @staticmethod
+    def bucket_key(penalty):
+        return penalty.lam
+
+    def value(self, tensors, slots):
+        flat = [t.reshape(-1) for t in tensors]
+        return (self.penalty.lam / 2) * _total([torch.dot(f, f) for f in flat])
+
+    def decay_(self, tensors, slots, step):
+        torch._foreach_mul_(tensors, 1 - step * self.penalty.lam)
+
+
+class L1Kernel(Kernel):
+    r"""(Weighted) L1: prox by foreach soft thresholding at :math:`\eta\lambda\omega`."""
+
+    @classmethod
+    def accepts(cls, penalty):
+        return isinstance(penalty, L1)
+
+    @staticmethod
+    def bucket_key(penalty):
+        return penalty.lam, penalty.weights is None
+
+    def prepare(self, slot, dtype):
+        if slot.penalty.weights is None:
+            return None
+        return torch.as_tensor(slot.penalty.weights, dtype=dtype, device=slot.param.device) * slot.penalty.lam
+
+    def prox_(self, tensors, slots, step):
+        if self.penalty.weights is None:
+            soft_threshold_(tensors, step * self.penalty.lam)
+        else:
+            soft_threshold_(tensors, torch._foreach_mul([s.extra for s in slots], step))
+
+
+class AxisGroupKernel(Kernel):
+    r"""Group lasso on rows (axis 0) or columns (axis 1): prox by group soft thresholding.
+
+    .. math:: x_g \leftarrow x_g\,\frac{\max(\|x_g\|_2 - \eta\lambda\omega_g, 0)}{\|x_g\|_2}
+
+    Group norms are one ``vector_norm`` per tensor (a plain sum of squares:
+    exact unless entries exceed about :math:`10^{150}` in float64,
+    :math:`10^{19}` in float32, far beyond any trained weight); the
+    thresholds, the factors and the rescaling are foreach ops over the bucket.
+    """
+
+    @classmethod
+    def accepts(cls, penalty):
+        return isinstance(penalty, GroupLasso) and penalty.groups in ("rows", "cols")
+
+    @staticmethod
+    def bucket_key(penalty):
+        return penalty.lam
+
+    def prepare(self, slot, dtype):
+        param, penalty = slot.param, slot.penalty
+        partition = penalty._partition
+        weights = torch.as_tensor(
+            partition._host_weights(tuple(param.shape)), dtype=dtype, device=param.device
+        )
+        shape = [1] * param.ndim
+        shape[partition.axis] = param.shape[partition.axis]
+        dims = tuple(d for d in range(param.ndim) if d != partition.axis)
+        return dims, (penalty.lam * weights).reshape(shape)
+
+    def prox_(self, tensors, slots, step):
+        norms = [_group_norms(t, s.extra[0]) for t, s in zip(tensors, slots, strict=True)]
+        factors = torch._foreach_sub(norms, torch._foreach_mul([s.extra[1] for s in slots], step))
+        torch._foreach_clamp_min_(factors, 0)
+        torch._foreach_div_(factors, torch._foreach_clamp_min(norms, torch.finfo(tensors[0].dtype).tiny))
+        torch._foreach_mul_(tensors, factors)
+
+
+def _group_norms(tensor, dims):
+    """Norms of the slices of ``tensor`` over ``dims`` (kept as size-1 axes); ``|x|`` when dims is empty."""
+    if not dims:
+        return tensor.abs()
+    return torch.linalg.vector_norm(tensor, dim=dims, keepdim=True)
+
+
+class MaxNormKernel(Kernel):
+    r"""Max-norm: every row (or column) of the matrix view clipped to the ball of radius :math:`r`.
+
+    .. math:: x_g \leftarrow x_g \big/ \max(1, \|x_g\|_2 / r)
+
+    with :math:`r = c` for ``prox`` (the constraint's own projection) and
+    ``radius`` for ``project``. Rows of the matrix view ``(out, -1)`` are the
+    slices along axis 0 and its columns the positions across axis 0, so the
+    norms are one ``vector_norm`` on the tensor itself; slices inside the
+    ball are divided by exactly 1, unchanged bit for bit.
+    """
+
+    @classmethod
+    def accepts(cls, penalty):
+        return isinstance(penalty, MaxNorm)
+
+    @staticmethod
+    def bucket_key(penalty):
+        return penalty.c, penalty.axis
+
+    def prepare(self, slot, dtype):
+        ndim = slot.param.ndim
+        return tuple(range(1, ndim)) if slot.penalty.axis == "rows" else (0,)
+
+    def prox_(self, tensors, slots, step):
+        self.project_(tensors, slots, self.penalty.c)
+
+    def project_(self, tensors, slots, radius):
+        excess = [_group_norms(t, s.extra) for t, s in zip(tensors, slots, strict=True)]
+        torch._foreach_clamp_min_(excess, radius)
+        torch._foreach_div_(excess, radius)
+        torch._foreach_div_(tensors, excess)
+
+
+class AnchoredKernel(Kernel):
+    r"""Anchored L2 (L2-SP, EWC): decay :math:`x \leftarrow x - \eta\lambda F(x - a)` over the bucket.
+
+    One bucket batches every tensor of a rule with the same :math:`\lambda`,
+    each with its own anchor :math:`a` and Fisher weights :math:`F`, held on the
+    tensor's device in the working dtype.
+    """
+
+    @classmethod
+    def accepts(cls, penalty):
+        return isinstance(penalty, Anchored)
+
+    @staticmethod
+    def bucket_key(penalty):
+        return penalty.lam, penalty.fisher is None
+
+    def prepare(self, slot, dtype):
+        device = slot.param.device
+        fisher = slot.penalty.fisher
+        return (
+            torch.as_tensor(slot.penalty.anchor, dtype=dtype, device=device),
+            None if fisher is None else torch.as_tensor(fisher, dtype=dtype, device=device),
+        )
+
+    def decay_(self, tensors, slots, step):
+        pull = torch._foreach_sub(tensors, [s.extra[0] for s in slots])
+        if self.penalty.fisher is not None:
+            torch._foreach_mul_(pull, [s.extra[1] for s in slots])
+        axpy_(tensors, pull, _negative(step * self.penalty.lam))
+
+
+#: The specialised kernels, tried in order; the generic :class:`Kernel` serves the rest.
+FAST_KERNELS = (L2Kernel, L1Kernel, AxisGroupKernel, MaxNormKernel, AnchoredKernel)
+
+
+def kernel_for(penalty):
+    """The kernel class that serves ``penalty``."""
+    return next((k for k in FAST_KERNELS if k.accepts(penalty)), Kernel)
+
+
+class Bucket:
+    """The tensors of one rule in one param group on one device and dtype, and the kernel that serves them.
+
+    Parameters
+    ----------
+    kernel : Kernel
+    slots : list of Slot
+        Their ``extra`` must have been made by ``kernel.prepare``.
+    group : dict
+        The optimizer param group the tensors belong to (its ``lr`` is read
+        at every step, so schedulers are followed).
+    residuals : list of Tensor or None
+        float32 residuals, one per slot, for float16/bfloat16 parameters.
+    """
+
+    def __init__(self, kernel, slots, group, residuals=None):
+        self.kernel = kernel
+        self.slots = slots
+        self.group = group
+        self.residuals = residuals
+        self.params = [s.param for s in slots]
+
+    def apply_(self, method, argument):
+        """Run ``kernel.<method>_`` (``"decay"``, ``"prox"`` or ``"project"``) on the live tensors.
+
+        Live: the parameters the optimizer updates in this step, those with
+        a gradient (AdamW skips the others too, decay included).
+        """
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if len(live) == len(self.params):
+            slots, params, residuals = self.slots, self.params, self.residuals
+        elif not live:
+            return
+        else:
+            slots = [self.slots[i] for i in live]
+            params = [self.params[i] for i in live]
+            residuals = None if self.residuals is None else [self.residuals[i] for i in live]
+        operation = getattr(self.kernel, f"{method}_")
+        with torch.no_grad():
+            if residuals is None:
+                operation(params, slots, argument)
+            else:
+                _with_residuals(operation, params, slots, argument, residuals)
+
+
+def _with_residuals(operation, params, slots, argument, residuals):
+    r"""``operation`` on float32 :math:`w = \theta + r`; then :math:`\theta = w`, :math:`r = w - \theta`.
+
+    Error feedback: :math:`\theta + r` carries the float32 result, so
+    increments below half a unit in the last place of the low-precision
+    :math:`\theta` accumulate in :math:`r` until they move :math:`\theta`.
+    """
+    work = torch._foreach_add([p.float() for p in params], residuals)
+    operation(work, slots, argument)
+    torch._foreach_copy_(params, work)
+    torch._foreach_sub_(work, [p.float() for p in params])
+    torch._foreach_copy_(residuals, work)

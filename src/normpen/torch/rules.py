@@ -1,0 +1,406 @@
+r"""Which parameter gets which penalty, and how: :class:`Rule` and parameter selection.
+
+A :class:`Rule` pairs a penalty with a *mode* (how it enters training) and a
+*selection* (which tensors it acts on). The default selection is decided by
+module type, not by names: the weight matrices and kernels of
+
+- ``Linear``, ``Bilinear``, ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``,
+  ``Embedding``, ``EmbeddingBag`` (their ``weight``; lazy modules once
+  materialised);
+- ``MultiheadAttention`` (``in_proj_weight`` or ``q/k/v_proj_weight``; its
+  ``out_proj`` is a ``Linear``);
+- ``RNN``, ``LSTM``, ``GRU`` (``weight_ih_l*``, ``weight_hh_l*``, ``weight_hr_l*``).
+
+Never a bias, never a parameter of a normalisation layer (BatchNorm,
+LayerNorm, GroupNorm, InstanceNorm, RMSNorm), never a scalar or vector owned
+by another module (a learned temperature, a gate), never a frozen tensor
+(``requires_grad=False``). ``candidates="all"`` widens the pool to every
+trainable parameter; ``select`` narrows it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from normpen._array import check_nonnegative, check_positive
+from normpen.penalties.base import Penalty
+from normpen.penalties.max_norm import MaxNorm
+from normpen.torch.scaling import SCHEDULES
+
+__all__ = [
+    "MODES",
+    "CANDIDATES",
+    "DEFAULT_WEIGHTS",
+    "Rule",
+    "ParameterEntry",
+    "parameter_entries",
+    "is_default_weight",
+    "select_entries",
+    "choose_entries",
+]
+
+#: How a penalty enters training (see :class:`Rule`).
+MODES = ("coupled", "decoupled", "proximal", "constrained", "lagrangian")
+#: The pool a rule selects from.
+CANDIDATES = ("weights", "all")
+#: Module types and the glob patterns of their local parameter names that the
+#: default selection takes.
+DEFAULT_WEIGHTS = (
+    (
+        (
+            nn.Linear,
+            nn.Bilinear,
+            nn.Conv1d,
+            nn.Conv2d,
+            nn.Conv3d,
+            nn.ConvTranspose1d,
+            nn.ConvTranspose2d,
+            nn.ConvTranspose3d,
+            nn.Embedding,
+            nn.EmbeddingBag,
+        ),
+        ("weight",),
+    ),
+    ((nn.MultiheadAttention,), ("in_proj_weight", "?_proj_weight")),
+    ((nn.RNNBase,), ("weight_ih_l*", "weight_hh_l*", "weight_hr_l*")),
+)
+#: Modes that take a tensor penalty's value into the loss (and so accept a
+#: model-level callable too).
+VALUE_MODES = ("coupled", "lagrangian")
+
+
+@dataclass(eq=False)
+class Rule:
+    r"""One penalty, the tensors it acts on and the way it enters training.
+
+    Parameters
+    ----------
+    penalty : Penalty, mapping or callable
+        - a :class:`~normpen.penalties.base.Penalty`, applied to every selected
+          tensor (the rule's penalty is the sum over them);
+        - a mapping from qualified parameter names to penalties, one per tensor
+          (how :func:`~normpen.torch.anchored.l2_sp` and
+          :func:`~normpen.torch.anchored.ewc` attach an anchor per tensor);
+          its keys are the selection;
+        - a callable ``model -> 0-d tensor``, a model-level penalty such as a
+          path norm or a product of operator norms; differentiable, for
+          ``mode="coupled"`` or ``"lagrangian"`` only.
+    mode : {"coupled", "decoupled", "proximal", "constrained", "lagrangian"}
+        With :math:`\eta` the param group's learning rate in this step
+        (see ``schedule``) and :math:`P` the penalty:
+
+        - ``"coupled"``: :math:`P(\theta)` is part of ``Regularizer.penalty()``,
+          which the user adds to the loss; autograd and the optimizer do the
+          rest (L2 here is classic ``weight_decay``, scheme A of seed 004);
+        - ``"decoupled"``: before each optimizer step,
+          :math:`\theta \leftarrow \theta - \eta\nabla P(\theta)`, where AdamW
+          applies its decay (scheme B): decoupled L2 on ``Adam`` *is* ``AdamW``;
+        - ``"proximal"``: after each step,
+          :math:`\theta \leftarrow \operatorname{prox}_{\eta P}(\theta)`
+          (exact zeros for L1, elastic net and group lasso, exact low rank
+          for nuclear);
+        - ``"constrained"``: after each step,
+          :math:`\theta \leftarrow \Pi_{\{\Omega \le r\}}(\theta)`, with
+          :math:`\Omega` = ``penalty.norm`` and :math:`r` = ``radius``, per tensor;
+        - ``"lagrangian"``: the budget form
+          :math:`\min_\theta L(\theta)` s.t. :math:`\sum P(\theta) \le C`:
+          ``Regularizer.penalty()`` contains :math:`\mu\,P(\theta)`, and after
+          each step the multiplier does a projected dual-ascent step
+          :math:`\mu \leftarrow \max(0, \mu + \eta_\mu(P(\theta) - C))`.
+    select : str, module type, callable or a sequence of them, optional
+        Narrows the candidates: a glob on the qualified parameter name
+        (``"encoder.*"``), a module type (``nn.Conv2d``: tensors owned by such
+        modules), or a predicate ``(name, param) -> bool``; a sequence is the
+        union. ``None`` keeps every candidate.
+    candidates : {"weights", "all"}
+        ``"weights"`` (default): the weight matrices and kernels of the layers
+        in :data:`DEFAULT_WEIGHTS`; ``"all"``: every trainable parameter,
+        biases and normalisation layers included.
+    radius : float, optional
+        The ball radius :math:`r > 0`; required by ``"constrained"`` and only there.
+    budget : float, optional
+        The budget :math:`C \ge 0`; required by ``"lagrangian"`` and only there.
+    dual_lr : float, optional
+        The dual step :math:`\eta_\mu > 0`; required by ``"lagrangian"``. The
+        multiplier moves by ``dual_lr * (P - C)`` per step: scale it so that
+        this is a small fraction of the multiplier you expect.
+    multiplier_init : float
+        The starting multiplier :math:`\mu_0 \ge 0` of ``"lagrangian"``.
+    schedule : {"follow", "fixed"}
+        The step :math:`\eta` of ``"decoupled"`` and ``"proximal"``: the
+        group's current learning rate (``"follow"``, AdamW's convention), or
+        its base learning rate, so :math:`\eta\lambda` stays fixed while a
+        scheduler moves the learning rate (``"fixed"``).
+    label : str, optional
+        Name of the rule in reports, errors and state dicts.
+
+    Attributes
+    ----------
+    multiplier : torch.Tensor or None
+        The learned Lagrange multiplier :math:`\mu` (0-d, on the parameters'
+        device) of a ``"lagrangian"`` rule, the shadow price of the budget:
+        the loss decrease per unit of budget added. ``None`` for other modes
+        and before the rule is given to a :class:`~normpen.torch.Regularizer`.
+    """
+
+    penalty: Any
+    mode: str
+    select: Any = None
+    candidates: str = "weights"
+    radius: float | None = None
+    budget: float | None = None
+    dual_lr: float | None = None
+    multiplier_init: float = 0.0
+    schedule: str = "follow"
+    label: str | None = None
+    multiplier: torch.Tensor | None = field(default=None, init=False, repr=False)
+    #: A weak reference to the Regularizer the rule is bound to (it holds the multiplier's state).
+    _owner: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.candidates not in CANDIDATES:
+            raise ValueError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "fixed" and self.mode not in ("decoupled", "proximal"):
+            raise ValueError(
+                f"schedule='fixed' sets the step of decoupled and proximal rules; mode={self.mode!r} "
+                "takes no learning rate, so leave schedule='follow'"
+            )
+        self._check_penalty()
+        _check_select(self.select)
+        self._check_mode_arguments()
+
+    @property
+    def is_model_level(self):
+        """The penalty is a callable ``model -> scalar`` rather than tensor penalties."""
+        return not isinstance(self.penalty, (Penalty, Mapping))
+
+    @property
+    def is_per_tensor(self):
+        """The penalty is a mapping from parameter names to one penalty each."""
+        return isinstance(self.penalty, Mapping)
+
+    def describe(self):
+        """Short human-readable name: the label, else mode and penalty."""
+        if self.label is not None:
+            return self.label
+        if self.is_per_tensor:
+            kinds = sorted({type(p).__name__ for p in self.penalty.values()})
+            what = f"{'/'.join(kinds)} on {len(self.penalty)} tensors"
+        elif self.is_model_level:
+            what = getattr(self.penalty, "__name__", type(self.penalty).__name__)
+        else:
+            what = repr(self.penalty)
+        return f"{self.mode} {what}"
+
+    def _check_penalty(self):
+        pen = self.penalty
+        if isinstance(pen, Penalty):
+            _check_constraint_mode(pen, self.mode)
+            return
+        if isinstance(pen, Mapping):
+            bad = [k for k, v in pen.items() if not (isinstance(k, str) and isinstance(v, Penalty))]
+            if bad or not pen:
+                raise TypeError(
+                    "a per-tensor penalty must be a non-empty mapping from parameter names (str) to "
+                    f"Penalty objects; bad entries: {bad[:5]}"
+                )
+            if self.select is not None:
+                raise ValueError("a per-tensor penalty mapping is its own selection: leave select=None")
+            for value in pen.values():
+                _check_constraint_mode(value, self.mode)
+            return
+        if not callable(pen):
+            raise TypeError(
+                "penalty must be a normpen Penalty, a mapping name -> Penalty, or a callable "
+                f"model -> scalar tensor; got {type(pen).__name__}"
+            )
+        if self.mode not in VALUE_MODES:
+            raise ValueError(
+                f"a model-level penalty (a callable) enters through the loss: use mode='coupled' or "
+                f"'lagrangian', not {self.mode!r}"
+            )
+        if self.select is not None:
+            raise ValueError("a model-level penalty (a callable) sees the whole model: leave select=None")
+
+    def _check_mode_arguments(self):
+        constrained, lagrangian = self.mode == "constrained", self.mode == "lagrangian"
+        if constrained != (self.radius is not None):
+            raise ValueError(
+                "mode='constrained' needs radius=r > 0 (the ball Omega(theta) <= r), and only it takes one"
+            )
+        if constrained:
+            self.radius = check_positive(self.radius, "radius")
+        if lagrangian != (self.budget is not None) or lagrangian != (self.dual_lr is not None):
+            raise ValueError(
+                "mode='lagrangian' needs budget=C >= 0 and dual_lr > 0 (the multiplier's step), and only "
+                "it takes them; e.g. Rule(pen, mode='lagrangian', budget=1.0, dual_lr=0.1)"
+            )
+        if lagrangian:
+            self.budget = check_nonnegative(self.budget, "budget")
+            self.dual_lr = check_positive(self.dual_lr, "dual_lr")
+        self.multiplier_init = check_nonnegative(self.multiplier_init, "multiplier_init")
+        if self.multiplier_init and not lagrangian:
+            raise ValueError("multiplier_init is the start of a Lagrange multiplier: mode='lagrangian' only")
+
+
+def _check_constraint_mode(penalty, mode):
+    if isinstance(penalty, MaxNorm) and mode not in ("proximal", "constrained"):
+        raise ValueError(
+            "MaxNorm is a constraint (its value is an indicator, its gradient zero): use mode='proximal' "
+            f"(projection onto the radius c) or mode='constrained' (onto radius=r), not {mode!r}"
+        )
+
+
+def _check_select(select):
+    if select is None:
+        return
+    items = select if isinstance(select, (list, tuple)) else [select]
+    if not items:
+        raise ValueError("select is an empty sequence; pass None to keep every candidate")
+    for item in items:
+        if isinstance(item, str):
+            continue
+        if isinstance(item, type):
+            if not issubclass(item, nn.Module):
+                raise TypeError(f"select by type needs a torch.nn.Module subclass, got {item.__name__}")
+            continue
+        if not callable(item):
+            raise TypeError(
+                "select must be a glob (str), a module type, a predicate (name, param) -> bool, or a "
+                f"list of those; got {type(item).__name__}"
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class ParameterEntry:
+    """One distinct parameter of a model: its qualified name and the modules that own it.
+
+    A tied parameter (one tensor registered by several modules) appears once,
+    under its first name, with every owner listed.
+    """
+
+    name: str
+    param: nn.Parameter
+    owners: tuple[tuple[nn.Module, str], ...]
+
+    @property
+    def is_default_weight(self):
+        """Whether the default selection takes this tensor (see :data:`DEFAULT_WEIGHTS`)."""
+        return self.param.requires_grad and any(is_default_weight(m, local) for m, local in self.owners)
+
+    def describe(self):
+        """``name (Owner, shape (a, b))`` for error messages."""
+        owner = type(self.owners[0][0]).__name__
+        frozen = ", frozen" if not self.param.requires_grad else ""
+        return f"{self.name} ({owner}, shape {tuple(self.param.shape)}{frozen})"
+
+
+def is_default_weight(module, local_name):
+    """Whether ``module``'s parameter ``local_name`` is a weight matrix the default selection takes."""
+    return any(
+        isinstance(module, types) and any(fnmatch.fnmatchcase(local_name, pat) for pat in patterns)
+        for types, patterns in DEFAULT_WEIGHTS
+    )
+
+
+def parameter_entries(model):
+    """Every distinct parameter of ``model`` with its qualified name and owners, in registration order.
+
+    Raises ``ValueError`` for a lazy module that has not been materialised
+    (its shapes are unknown until the first forward pass).
+    """
+    entries = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for local, param in module.named_parameters(recurse=False):
+            if isinstance(param, nn.parameter.UninitializedParameter):
+                raise ValueError(
+                    f"parameter {module_name}.{local} is not materialised (a lazy module): run one "
+                    "forward pass before building the Regularizer"
+                )
+            name = f"{module_name}.{local}" if module_name else local
+            if id(param) in entries:
+                first = entries[id(param)]
+                entries[id(param)] = ParameterEntry(first.name, param, first.owners + ((module, local),))
+            else:
+                entries[id(param)] = ParameterEntry(name, param, ((module, local),))
+    return list(entries.values())
+
+
+def _matches(select, entry):
+    items = select if isinstance(select, (list, tuple)) else [select]
+    for item in items:
+        if isinstance(item, str):
+            hit = fnmatch.fnmatchcase(entry.name, item)
+        elif isinstance(item, type):
+            hit = any(isinstance(m, item) for m, _ in entry.owners)
+        else:
+            hit = bool(item(entry.name, entry.param))
+        if hit:
+            return True
+    return False
+
+
+def select_entries(rule, entries):
+    """The entries ``rule`` acts on, in model order (none for a model-level penalty).
+
+    Raises ``ValueError`` when the rule selects nothing, listing what it saw,
+    and for per-tensor penalties naming a parameter the model does not have.
+    """
+    if rule.is_model_level:
+        return []
+    if rule.is_per_tensor:
+        by_name = {e.name: e for e in entries}
+        missing = [name for name in rule.penalty if name not in by_name]
+        if missing:
+            raise ValueError(
+                f"rule {rule.describe()!r} names parameters the model does not have: {missing[:10]}; "
+                f"it has {_listing(entries)}"
+            )
+        return [by_name[name] for name in rule.penalty]
+    return choose_entries(entries, rule.select, rule.candidates, f"rule {rule.describe()!r}")
+
+
+def choose_entries(entries, select=None, candidates="weights", who="the selection"):
+    """The trainable entries among ``candidates`` that ``select`` matches (see :class:`Rule`).
+
+    Raises ``ValueError`` naming ``who`` when nothing is selected, with the
+    list of what was seen.
+    """
+    if candidates not in CANDIDATES:
+        raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}")
+    _check_select(select)
+    pool = [e for e in entries if e.param.requires_grad and (candidates == "all" or e.is_default_weight)]
+    chosen = pool if select is None else [e for e in pool if _matches(select, e)]
+    if not chosen:
+        pooled = {id(e) for e in pool}
+        left_out = [e for e in entries if id(e) not in pooled and (select is None or _matches(select, e))]
+        excluded = f"; matching but not candidates: {_listing(left_out, 10)}" if left_out and pool else ""
+        hint = (
+            "; biases, normalisation layers and other modules' parameters are candidates only with "
+            "candidates='all', frozen ones never"
+        )
+        seen = pool if pool else entries
+        what = "candidates" if pool else "parameters (none is a candidate)"
+        raise ValueError(
+            f"{who} with select={select!r} selected no parameter; it saw {len(seen)} {what}: "
+            f"{_listing(seen)}{excluded}{hint}"
+        )
+    return chosen
+
+
+def _listing(entries, limit=40):
+    if not entries:
+        return "nothing (the model has no parameters)"
+    shown = ", ".join(e.describe() for e in entries[:limit])
+    more = f", ... and {len(entries) - limit} more" if len(entries) > limit else ""
+    return shown + more

@@ -1,0 +1,227 @@
+"""The spectral penalty and the spectral-ball constraint: values and gradients against exact spectral
+norms, projections against the SVD, persistence, and use inside normpen.torch training rules."""
+
+import copy
+
+import pytest
+import torch
+from analysis_helpers import make_mlp, train
+from torch import nn
+
+from normpen.analysis.operator_norm import layer_input_shapes, operator_norm_bound, operator_norm_exact
+from normpen.analysis.spectral_penalty import SpectralConstraint, SpectralPenalty
+
+
+def _exact_norms(model, input_shape):
+    shapes = layer_input_shapes(model, input_shape)
+    return {
+        name: float(operator_norm_exact(m, shapes[name]))
+        for name, m in model.named_modules()
+        if name in shapes
+    }
+
+
+def _cnn64():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 2, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2 * 2 * 2, 3),
+    ).double()
+
+
+def test_penalty_value_is_lam_times_the_sum_of_operator_norms_at_convergence():
+    model = _cnn64()
+    penalty = SpectralPenalty(model, 0.7, (1, 6, 6), n_iter=400)
+    exact = _exact_norms(model, (1, 6, 6))
+    assert set(exact) == {"0", "2", "5"}
+    value = penalty(model).item()
+    assert value <= 0.7 * sum(exact.values()) * (1 + 1e-12)
+    assert value == pytest.approx(0.7 * sum(exact.values()), rel=1e-4)
+    estimates = penalty.estimates()
+    for name, norm in exact.items():
+        assert estimates[name].item() == pytest.approx(norm, rel=1e-4)
+
+
+def test_penalty_gradient_is_lam_u_v_transpose_the_gradient_of_the_exact_norms():
+    model = _cnn64()
+    penalty = SpectralPenalty(model, 0.5, (1, 6, 6), n_iter=600)
+    penalty(model).backward()
+    linear = model[5]
+    weight = linear.weight.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(0.5 * torch.linalg.matrix_norm(weight, ord=2), weight)
+    torch.testing.assert_close(linear.weight.grad, expected, rtol=1e-6, atol=1e-9)
+    it = penalty.iterations["5"]
+    torch.testing.assert_close(linear.weight.grad, 0.5 * torch.outer(it.u[0], it.v[0]))
+    conv = model[2]
+    kernel = conv.weight.detach().clone().requires_grad_(True)
+    basis = torch.eye(3 * 6 * 6, dtype=torch.float64).reshape(-1, 3, 6, 6)
+    matrix = nn.functional.conv2d(basis, kernel, None, 2).reshape(basis.shape[0], -1)
+    (expected,) = torch.autograd.grad(0.5 * torch.linalg.matrix_norm(matrix, ord=2), kernel)
+    torch.testing.assert_close(conv.weight.grad, expected, rtol=1e-5, atol=1e-8)
+    assert linear.bias.grad is None
+
+
+def test_one_iteration_per_call_tracks_the_norms_as_calls_repeat():
+    model = _cnn64()
+    penalty = SpectralPenalty(model, 1.0, (1, 6, 6), n_iter=1)
+    exact = sum(_exact_norms(model, (1, 6, 6)).values())
+    values = [penalty(model).item() for _ in range(150)]
+    assert all(v <= exact * (1 + 1e-12) for v in values)
+    assert values[-1] > values[0]
+    assert values[-1] == pytest.approx(exact, rel=1e-3)
+
+
+def test_names_select_layers_and_mlp_needs_no_input_shape():
+    model = make_mlp(0).double()
+    penalty = SpectralPenalty(model, 1.0, names=["2"], n_iter=300)
+    assert list(penalty.iterations) == ["2"]
+    expected = float(torch.linalg.matrix_norm(model[2].weight.detach(), ord=2))
+    assert penalty(model).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_training_with_the_penalty_lowers_the_lipschitz_bound(digits):
+    X, y, _, _ = digits
+    plain = train(make_mlp(3), X[:500], y[:500], epochs=60, seed=3)
+    model = make_mlp(3)
+    penalized = train(model, X[:500], y[:500], epochs=60, seed=3, penalty=SpectralPenalty(model, 0.05))
+    product = [
+        operator_norm_bound(m[0]).item() * operator_norm_bound(m[2]).item() for m in (plain, penalized)
+    ]
+    assert product[1] < 0.8 * product[0]
+
+
+def test_state_dict_round_trip_and_checks():
+    model = _cnn64()
+    penalty = SpectralPenalty(model, 1.0, (1, 6, 6), n_iter=5)
+    penalty(model)
+    state = penalty.state_dict()
+    fresh = SpectralPenalty(model, 1.0, (1, 6, 6), n_iter=0, seed=7)
+    fresh.load_state_dict(state)
+    for name in state:
+        torch.testing.assert_close(fresh.iterations[name].u, penalty.iterations[name].u)
+    broken = {name: dict(s) for name, s in state.items()}
+    broken["5"] = {"u": torch.zeros(1, 7), "v": state["5"]["v"]}
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match="shape"):
+        fresh.load_state_dict(broken)
+    for name in state:  # nothing half-loaded
+        torch.testing.assert_close(fresh.iterations[name].u, before[name]["u"])
+    with pytest.raises(ValueError, match="expected"):
+        fresh.load_state_dict({"0": state["0"]})
+
+
+def test_rescale_constraint_with_certified_bound_puts_every_layer_in_the_ball():
+    model = _cnn64()
+    for layer in (model[0], model[2], model[5]):
+        with torch.no_grad():
+            layer.weight.mul_(3.0)
+    constraint = SpectralConstraint(model, 0.8, (1, 6, 6), certified=True)
+    constraint(model)
+    for name, norm in _exact_norms(model, (1, 6, 6)).items():
+        assert norm <= 0.8
+        assert norm >= 0.8 * 0.9, name  # rescaled to the ball's surface up to the bound's slack
+    inside = copy.deepcopy(model)
+    constraint(model)  # already inside: unchanged
+    for a, b in zip(inside.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
+
+
+def test_rescale_constraint_with_power_iteration_reaches_the_ball():
+    model = _cnn64()
+    constraint = SpectralConstraint(model, 0.5, (1, 6, 6), n_iter=400)
+    constraint(model)
+    for norm in _exact_norms(model, (1, 6, 6)).values():
+        assert norm <= 0.5 * (1 + 1e-4)  # the estimate is a lower bound: the ball is reached from outside
+
+
+def test_clip_constraint_is_the_svd_projection_when_one_singular_value_is_too_large():
+    torch.manual_seed(1)
+    u, _, vh = torch.linalg.svd(torch.randn(5, 4, dtype=torch.float64), full_matrices=False)
+    layer = nn.Linear(4, 5).double()
+    with torch.no_grad():
+        layer.weight.copy_(u @ torch.diag(torch.tensor([3.0, 1.0, 0.5, 0.2], dtype=torch.float64)) @ vh)
+    model = nn.Sequential(layer)
+    SpectralConstraint(model, 1.5, mode="clip", n_iter=200)(model)
+    expected = u @ torch.diag(torch.tensor([1.5, 1.0, 0.5, 0.2], dtype=torch.float64)) @ vh
+    torch.testing.assert_close(layer.weight.detach(), expected, rtol=0, atol=1e-10)
+
+
+def test_attach_projects_after_every_optimizer_step():
+    model = make_mlp(0).double()
+    constraint = SpectralConstraint(model, 0.5, n_iter=50)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    handle = constraint.attach(opt)
+    x = torch.randn(16, 64, dtype=torch.float64)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+        for layer in (model[0], model[2]):
+            assert float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2)) <= 0.5 * (1 + 1e-6)
+    handle.remove()
+
+
+def test_clear_errors():
+    cnn = _cnn64()
+    with pytest.raises(ValueError, match="input_shape is required"):
+        SpectralPenalty(cnn, 1.0)
+    with pytest.raises(ValueError, match="no Linear/Conv layer named"):
+        SpectralPenalty(cnn, 1.0, (1, 6, 6), names=["7"])
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        SpectralPenalty(cnn, -1.0, (1, 6, 6))
+    with pytest.raises(ValueError, match="another model"):
+        SpectralPenalty(cnn, 1.0, (1, 6, 6))(_cnn64())
+    with pytest.raises(ValueError, match="no Linear, Conv1d or Conv2d"):
+        SpectralPenalty(nn.Sequential(nn.ReLU()), 1.0)
+    with pytest.raises(ValueError, match="mode='rescale'"):
+        SpectralConstraint(cnn, 1.0, (1, 6, 6), mode="clip")
+    with pytest.raises(ValueError, match="certified=True needs"):
+        SpectralConstraint(make_mlp(0), 1.0, mode="clip", certified=True)
+    with pytest.raises(ValueError, match="radius must be > 0"):
+        SpectralConstraint(cnn, 0.0, (1, 6, 6))
+    with pytest.raises(ValueError, match="n_iter"):
+        SpectralPenalty(cnn, 1.0, (1, 6, 6), n_iter=-1)
+    with pytest.raises(TypeError, match=r"\['0'\]"):
+        SpectralPenalty(cnn, 1.0, (1, 6, 6), names="0")
+
+
+def test_unreached_conv_is_an_error():
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Conv1d(1, 1, 3)
+            self.unused = nn.Conv1d(1, 1, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(ValueError, match=r"\['unused'\] are not used"):
+        SpectralPenalty(TwoBranches(), 1.0, (1, 8))
+
+
+# ---- with normpen.torch's Regularizer ------------------------------------------------------------
+
+
+def test_spectral_and_path_norm_penalties_as_coupled_rules_of_the_regularizer():
+    from normpen.analysis.pathnorm import PathNormPenalty, path_norm
+    from normpen.torch import Regularizer, Rule
+
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 10)
+    ).double()
+    spectral = SpectralPenalty(model, 0.1, (1, 8, 8), n_iter=300)
+    path = PathNormPenalty(0.01, input_shape=(1, 8, 8))
+    reg = Regularizer(model, [Rule(spectral, mode="coupled"), Rule(path, mode="coupled")])
+    opt = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.01))
+    value = reg.penalty()
+    exact = sum(_exact_norms(model, (1, 8, 8)).values())
+    assert value.item() == pytest.approx(0.1 * exact + 0.01 * path_norm(model, 2, (1, 8, 8)).item(), rel=1e-5)
+    before = [p.detach().clone() for p in model.parameters()]
+    value.backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -1,0 +1,109 @@
+"""Under DDP (gloo, two CPU processes started here) the ranks stay identical and equal one process.
+
+Each rank trains on its half of every global batch; DDP averages the
+gradients, so with the coupled term counted once and the lagrangian value
+averaged, the result must be the single-process run on the whole batch. The
+Fisher diagonal of the two halves must be the Fisher of the whole data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch_cases import conv_batches, conv_net
+
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+from normpen.torch import Regularizer, Rule, fisher_diagonal
+
+WORLD = 2
+STEPS = 4
+TIMEOUT_S = 120
+
+
+def _rules():
+    return [
+        Rule(L2(0.05), mode="decoupled"),
+        Rule(L1(0.02), mode="coupled", select="head.*"),
+        Rule(GroupLasso(0.02, "rows"), mode="proximal", select="fc.weight"),
+        Rule(L2(1.0), mode="lagrangian", budget=0.5, dual_lr=0.5),
+    ]
+
+
+def _train(model, batches, wrap=lambda m: m):
+    reg = Regularizer(wrap(model), _rules())
+    sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    net = wrap(model)
+    for x, y in batches:
+        sgd.zero_grad()
+        (((net(x) - y) ** 2).mean() + reg.penalty()).backward()
+        sgd.step()
+    return reg.rules[-1].multiplier
+
+
+def _fisher(model, batches):
+    data = [(x, y) for x, y in batches]
+    return fisher_diagonal(model, data, nn.MSELoss(), progress=False)
+
+
+def _worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        halves = [(x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]) for x, y in conv_batches(STEPS)]
+        model = conv_net()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        multiplier = _train(model, halves, wrap=lambda m: ddp)
+        fisher = _fisher(conv_net(), halves)
+        torch.save(
+            {"params": dict(model.named_parameters()), "multiplier": multiplier, "fisher": fisher},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+def test_ddp_ranks_stay_identical_and_equal_a_single_process_run(tmp_path):
+    context = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not context.join(timeout=1):
+            assert time.monotonic() < deadline, "the DDP workers did not finish in time"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+    for name, p in ranks[0]["params"].items():
+        assert torch.equal(p, ranks[1]["params"][name]), name
+    assert torch.equal(ranks[0]["multiplier"], ranks[1]["multiplier"])
+
+    single = conv_net()
+    multiplier = _train(single, conv_batches(STEPS))
+    for name, p in single.named_parameters():
+        torch.testing.assert_close(ranks[0]["params"][name], p.detach(), rtol=1e-10, atol=1e-13, msg=name)
+    torch.testing.assert_close(ranks[0]["multiplier"], multiplier, rtol=1e-10, atol=1e-13)
+    assert multiplier.item() > 0
+
+    fisher = _fisher(conv_net(), conv_batches(STEPS))
+    for name, value in fisher.items():
+        torch.testing.assert_close(ranks[0]["fisher"][name], value, rtol=1e-10, atol=1e-15, msg=name)
+        assert torch.equal(ranks[0]["fisher"][name], ranks[1]["fisher"][name])

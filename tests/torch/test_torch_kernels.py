@@ -1,0 +1,276 @@
+"""The per-step kernels against the penalties' public API; low precision; no host synchronisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch_cases import conv_batches, conv_net, mse_step
+
+from normpen.penalties.anchored import Anchored
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+from normpen.penalties.max_norm import MaxNorm
+from normpen.penalties.nuclear import Nuclear
+from normpen.penalties.spectral import Spectral
+from normpen.torch import Regularizer, Rule, l2_sp
+from normpen.torch.kernels import (
+    AnchoredKernel,
+    AxisGroupKernel,
+    Kernel,
+    L1Kernel,
+    L2Kernel,
+    MaxNormKernel,
+    Slot,
+    kernel_for,
+)
+
+DTYPES = {torch.float64: dict(rtol=1e-12, atol=1e-14), torch.float32: dict(rtol=2e-5, atol=1e-6)}
+
+
+@st.composite
+def tensors(draw, min_dims=1):
+    """A list of 1 to 3 tensors of one dtype, 1 to 4 dims, moderate magnitudes (weights, not 1e300)."""
+    dtype = draw(st.sampled_from(list(DTYPES)))
+    count = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([1e-6, 1e-2, 1.0, 1e3]))
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        shape = tuple(draw(st.lists(st.integers(1, 4), min_size=min_dims, max_size=4)))
+        x = torch.randn(shape, generator=g, dtype=dtype) * scale
+        x[torch.rand(shape, generator=g) < 0.2] = 0.0  # exact zeros, and whole zero groups sometimes
+        out.append(x)
+    return out
+
+
+def _run(penalty, method, xs, argument):
+    """The kernel serving ``penalty`` applied in place to copies of ``xs``."""
+    kernel = kernel_for(penalty)(penalty)
+    copies = [x.clone() for x in xs]
+    slots = [Slot(f"t{i}", x, penalty, kernel) for i, x in enumerate(copies)]
+    for s in slots:
+        s.extra = kernel.prepare(s, s.param.dtype)
+    getattr(kernel, f"{method}_")(copies, slots, argument)
+    return copies
+
+
+def test_the_registry_picks_the_fast_kernels():
+    assert kernel_for(L2(1.0)) is L2Kernel
+    assert kernel_for(L1(1.0)) is L1Kernel
+    assert kernel_for(GroupLasso(1.0, "cols")) is AxisGroupKernel
+    assert kernel_for(GroupLasso(1.0, [[0, 1]])) is Kernel
+    assert kernel_for(Anchored(1.0, anchor=torch.zeros(2))) is AnchoredKernel
+    assert kernel_for(Nuclear(1.0)) is Kernel
+    assert kernel_for(MaxNorm(1.0)) is MaxNormKernel
+
+
+@given(tensors(), st.sampled_from([0.0, 1e-3, 0.3]), st.sampled_from([0.0, 0.5, 2.0]))
+def test_l2_decay_is_one_minus_step_lam_times_x(xs, step, lam):
+    out = _run(L2(lam), "decay", xs, step)
+    for x, y in zip(xs, out, strict=True):
+        assert torch.equal(y, x * (1 - step * lam))
+
+
+@given(tensors(), st.sampled_from([0.0, 1e-3, 0.3]), st.sampled_from([0.0, 0.5, 2.0]))
+def test_l1_prox_is_the_penalty_prox_bit_for_bit(xs, step, lam):
+    out = _run(L1(lam), "prox", xs, step)
+    for x, y in zip(xs, out, strict=True):
+        assert torch.equal(y, L1(lam).prox(x, step))
+
+
+@given(tensors(), st.sampled_from([0.0, 1e-3, 0.3]))
+def test_l1_prox_with_a_tensor_step_matches_the_penalty(xs, step):
+    out = _run(L1(0.5), "prox", xs, torch.tensor(step, dtype=xs[0].dtype))
+    for x, y in zip(xs, out, strict=True):
+        torch.testing.assert_close(y, L1(0.5).prox(x, step), **DTYPES[x.dtype])
+        assert not (y[L1(0.5).prox(x, step) == 0] != 0).any()  # the same exact zeros
+
+
+@given(tensors(), st.sampled_from([1e-3, 0.3]))
+def test_weighted_l1_prox_matches_the_penalty(xs, step):
+    x = xs[0]
+    weights = torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    weights[..., 0] = 0.0  # an unpenalised coordinate
+    pen = L1(0.7, weights=weights.numpy())
+    (y,) = _run(pen, "prox", [x], step)
+    torch.testing.assert_close(y, pen.prox(x, step), **DTYPES[x.dtype])
+
+
+@given(tensors(min_dims=2), st.sampled_from(["rows", "cols"]), st.sampled_from([1e-3, 0.1, 1.0]))
+def test_group_prox_matches_the_penalty_and_zeroes_the_same_groups(xs, groups, step):
+    pen = GroupLasso(0.4, groups)
+    out = _run(pen, "prox", xs, step)
+    for x, y in zip(xs, out, strict=True):
+        expected = pen.prox(x, step)
+        torch.testing.assert_close(y, expected, **DTYPES[x.dtype])
+        axis = 0 if groups == "rows" else 1
+        dims = tuple(d for d in range(x.ndim) if d != axis)
+        assert torch.equal((y == 0).all(dim=dims), (expected == 0).all(dim=dims))
+
+
+@given(tensors(min_dims=2), st.sampled_from(["rows", "cols"]), st.sampled_from([1e-3, 0.5, 10.0]))
+def test_max_norm_projection_matches_the_penalty_on_the_matrix_view(xs, axis, radius):
+    pen = MaxNorm(1.0, axis=axis)
+    for method, argument, expected_radius in (("project", radius, radius), ("prox", 0.1, 1.0)):
+        out = _run(pen, method, xs, argument)
+        for x, y in zip(xs, out, strict=True):
+            matrix = x.reshape(x.shape[0], -1)
+            expected = pen.project(matrix, expected_radius).reshape(x.shape)
+            torch.testing.assert_close(y, expected, **DTYPES[x.dtype])
+            inside = matrix.norm(dim=1 if axis == "rows" else 0) < expected_radius * 0.999
+            kept = y.reshape(matrix.shape)
+            assert torch.equal(kept[inside] if axis == "rows" else kept[:, inside],
+                               matrix[inside] if axis == "rows" else matrix[:, inside])  # fmt: skip
+
+
+@given(tensors(), st.sampled_from([0.0, 0.7]))
+def test_l2_value_and_its_gradient_match_the_penalty(xs, lam):
+    params = [x.clone().requires_grad_() for x in xs]
+    kernel = L2Kernel(L2(lam))
+    value = kernel.value(params, [Slot("t", p, L2(lam), kernel) for p in params])
+    value.backward()
+    expected = sum(L2(lam).value(x) for x in xs)
+    torch.testing.assert_close(value.detach(), expected, **DTYPES[xs[0].dtype])
+    for x, p in zip(xs, params, strict=True):
+        assert torch.equal(p.grad, lam * x)
+
+
+def test_group_prox_of_a_vector_with_row_groups_is_weighted_soft_thresholding():
+    x = torch.tensor([3.0, -0.05, 0.0, -2.0], dtype=torch.float64)
+    (y,) = _run(GroupLasso(0.5, "rows"), "prox", [x], 0.2)
+    assert torch.equal(y, torch.tensor([2.9, 0.0, 0.0, -1.9], dtype=torch.float64))
+
+
+@given(tensors(), st.sampled_from([1e-3, 0.3]), st.booleans())
+def test_anchored_decay_pulls_toward_each_anchor(xs, step, with_fisher):
+    g = torch.Generator().manual_seed(1)
+    anchors = [torch.randn(x.shape, generator=g, dtype=x.dtype) for x in xs]
+    fishers = [torch.rand(x.shape, generator=g, dtype=x.dtype) if with_fisher else None for x in xs]
+    penalties = [Anchored(0.8, anchor=a, fisher=f) for a, f in zip(anchors, fishers, strict=True)]
+    kernel = AnchoredKernel(penalties[0])
+    copies = [x.clone() for x in xs]
+    slots = [Slot(str(i), c, p, kernel) for i, (c, p) in enumerate(zip(copies, penalties, strict=True))]
+    for s in slots:
+        s.extra = kernel.prepare(s, s.param.dtype)
+    kernel.decay_(copies, slots, step)
+    for x, y, p in zip(xs, copies, penalties, strict=True):
+        torch.testing.assert_close(y, x - step * p.grad(x), **DTYPES[x.dtype])
+
+
+def test_a_zero_weight_gets_a_zero_gradient_not_nan_in_coupled_mode():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.zero_()  # zero-initialised head, common in practice
+    reg = Regularizer(
+        model,
+        [
+            Rule(L2(0.1), mode="coupled"),
+            Rule(GroupLasso(0.1, "rows"), mode="lagrangian", budget=1.0, dual_lr=0.1, multiplier_init=1.0),
+        ],
+    )
+    reg.penalty().backward()
+    assert torch.equal(model[1].weight.grad, torch.zeros(2, 4))
+    assert torch.isfinite(model[0].weight.grad).all()
+
+
+def test_matrix_penalties_see_a_conv_kernel_as_out_by_rest():
+    model = conv_net()
+    reg = Regularizer(model, Rule(Spectral(0.5), mode="coupled", select="conv.weight"))
+    w = model.conv.weight.detach()
+    expected = Spectral(0.5).value(w.reshape(3, -1))
+    torch.testing.assert_close(reg.penalty().detach(), expected, rtol=1e-13, atol=0)
+
+
+class WithIdle(nn.Module):
+    def __init__(self, dtype):
+        super().__init__()
+        self.used = nn.Linear(4, 1).to(dtype)
+        self.idle = nn.Linear(4, 8, bias=False).to(dtype)
+
+    def forward(self, x):
+        return self.used(x) + 0 * self.idle(x).sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_decay_below_epsilon_accumulates_instead_of_rounding_away(dtype):
+    lr, lam, steps = 1e-3, 0.1, 400  # lr*lam = 1e-4, far below half an ulp of bf16 (2^-9) and fp16 (2^-12)
+    torch.manual_seed(0)
+    model = WithIdle(dtype)
+    start = model.idle.weight.detach().float().clone()
+    naive = model.idle.weight.detach().clone()
+    reg = Regularizer(model, Rule(L2(lam), mode="decoupled", select="idle.*"))
+    sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=lr))
+    x, y = torch.randn(8, 4).to(dtype), torch.randn(8, 1).to(dtype)
+    for _ in range(steps):
+        mse_step(model, sgd, (x, y))
+        naive.mul_(1 - lr * lam)  # what AdamW and a hand-written decay do in the parameter's dtype
+    expected = start * (1 - lr * lam) ** steps  # 0.96: a 4% shrink
+    assert torch.equal(naive.float(), start)  # the plain way rounds the decay away entirely
+    residual = reg.state_dict()["residuals"]["idle.weight"]
+    torch.testing.assert_close(model.idle.weight.float() + residual, expected, rtol=1e-5, atol=1e-7)
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(model.idle.weight.float(), expected, rtol=ulp, atol=0)
+
+
+class SyncDetector(TorchDispatchMode):
+    """Fails on every operation that copies a tensor's value to the host (what .item() or bool() do)."""
+
+    SYNCING = {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "masked_select"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.__name__.split(".")[0] in self.SYNCING:
+            raise AssertionError(f"host synchronisation: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_sync_detector_catches_item_and_bool():
+    t = torch.tensor([1.0, 2.0])
+    with pytest.raises(AssertionError, match="host synchronisation"), SyncDetector():
+        t.sum().item()
+    with pytest.raises(AssertionError, match="host synchronisation"), SyncDetector():
+        bool(t.sum() > 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_no_mode_synchronises_with_the_host_during_a_step(dtype):
+    model = conv_net(dtype=dtype)
+    rules = [
+        Rule(L2(0.1), mode="decoupled", select=["conv.*", "head.*"]),
+        l2_sp(model, 0.05, mode="decoupled", select="fc.weight"),
+        Rule(L2(0.01), mode="coupled"),
+        Rule(L1(0.01), mode="proximal", select="conv.weight"),
+        Rule(GroupLasso(0.01, "rows"), mode="proximal", select="fc.weight"),
+        Rule(Nuclear(0.01), mode="proximal", select="head.weight"),
+        Rule(L2(1.0), mode="constrained", radius=2.0, select="fc.weight"),
+        Rule(MaxNorm(1.0), mode="constrained", radius=0.5, select="conv.weight"),
+        Rule(GroupLasso(1.0, "cols"), mode="lagrangian", budget=1.0, dual_lr=0.1),
+    ]
+    reg = Regularizer(model, rules)
+    sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.05))
+    batches = conv_batches(3, dtype=dtype)
+    mse_step(model, sgd, batches[0], reg.penalty)  # first step: one-time validation may read values
+    with SyncDetector():
+        for batch in batches[1:]:
+            mse_step(model, sgd, batch, reg.penalty)
+    assert float(rules[-1].multiplier) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for torch's sync debug mode")
+def test_no_synchronisation_under_cuda_sync_debug_mode():
+    model = conv_net().cuda()
+    reg = Regularizer(model, [Rule(L2(0.1), mode="decoupled"), Rule(L1(0.01), mode="proximal")])
+    adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2, foreach=True, capturable=True))
+    batches = [(x.cuda(), y.cuda()) for x, y in conv_batches(3)]
+    mse_step(model, adam, batches[0], reg.penalty)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches[1:]:
+            mse_step(model, adam, batch, reg.penalty)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

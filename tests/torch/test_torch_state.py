@@ -1,0 +1,171 @@
+"""Checkpoints resume bit for bit; state loads are all-or-nothing; reports; the lr-decay rules."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch_cases import assert_same, conv_batches, conv_net, mse_step
+
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+from normpen.torch import Regularizer, Rule, l2_sp, rescale_weight_decay
+
+
+def _setup(seed, dtype=torch.float64):
+    model = conv_net(seed, dtype)
+    rules = [
+        Rule(L2(0.05), mode="decoupled"),
+        Rule(L1(1e-3), mode="proximal", select="conv.weight"),
+        Rule(GroupLasso(0.5, "rows"), mode="lagrangian", budget=0.5, dual_lr=0.2),
+        l2_sp(model, 0.1, mode="coupled", select="fc.weight"),
+    ]
+    reg = Regularizer(model, rules)
+    adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2))
+    scheduler = torch.optim.lr_scheduler.StepLR(adam, step_size=3, gamma=0.5)
+    return model, reg, adam, scheduler
+
+
+def _train(model, reg, adam, scheduler, batches):
+    for batch in batches:
+        mse_step(model, adam, batch, reg.penalty)
+        scheduler.step()
+
+
+def _round_trip(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)  # data only: no pickle of code
+
+
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one():
+    batches = conv_batches(10)
+    straight = _setup(seed=0)
+    _train(*straight, batches)
+
+    first = _setup(seed=0)
+    _train(*first, batches[:5])
+    model, reg, adam, scheduler = first
+    checkpoint = _round_trip(
+        {
+            "model": model.state_dict(),
+            "optimizer": adam.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "regularizer": reg.state_dict(),
+        }
+    )
+
+    resumed = _setup(seed=7)  # a fresh process: other weights, so other L2-SP anchors until loaded
+    model, reg, adam, scheduler = resumed
+    model.load_state_dict(checkpoint["model"])
+    adam.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    reg.load_state_dict(checkpoint["regularizer"])
+    _train(*resumed, batches[5:])
+
+    assert_same(resumed[0], straight[0], exact=True)
+    assert torch.equal(resumed[1].rules[2].multiplier, straight[1].rules[2].multiplier)
+    assert resumed[1].rules[2].multiplier.item() > 0
+
+
+def test_low_precision_residuals_are_part_of_the_state():
+    def setup():
+        torch.manual_seed(0)
+        model = nn.Linear(8, 8).to(torch.bfloat16)
+        reg = Regularizer(model, Rule(L2(0.1), mode="decoupled"))
+        return model, reg, reg.wrap(torch.optim.SGD(model.parameters(), lr=1e-3))
+
+    def steps(model, sgd, count):
+        for _ in range(count):
+            sgd.zero_grad()
+            (0 * model(torch.ones(1, 8, dtype=torch.bfloat16))).sum().backward()
+            sgd.step()
+
+    straight, _, straight_sgd = setup()
+    steps(straight, straight_sgd, 60)
+    model, reg, sgd = setup()
+    steps(model, sgd, 30)
+    saved = _round_trip({"model": model.state_dict(), "reg": reg.state_dict()})
+    model, reg, sgd = setup()
+    model.load_state_dict(saved["model"])
+    reg.load_state_dict(saved["reg"])
+    steps(model, sgd, 30)
+    assert torch.equal(model.weight, straight.weight)
+    assert not torch.equal(model.weight, setup()[0].weight)  # the decay did act
+
+
+def test_a_bad_state_changes_nothing():
+    model, reg, adam, scheduler = _setup(seed=0)
+    _train(model, reg, adam, scheduler, conv_batches(2))
+    good = reg.state_dict()
+    multiplier = reg.rules[2].multiplier.clone()
+
+    bad = dict(good, multipliers={"2": torch.tensor(9.0, dtype=torch.float64)})
+    bad["anchors"] = {"3": {"fc.weight": torch.zeros(2, 2)}}  # wrong shape: found after the multiplier
+    with pytest.raises(ValueError, match="the anchors for 'fc.weight' does not fit"):
+        reg.load_state_dict(bad)
+    assert torch.equal(reg.rules[2].multiplier, multiplier)
+
+    with pytest.raises(ValueError, match="not a Regularizer state dict"):
+        reg.load_state_dict({"multipliers": {}})
+    other = Regularizer(conv_net(), Rule(L2(0.05), mode="decoupled"))
+    with pytest.raises(ValueError, match="the state has 4 rules, this regularizer has 1"):
+        other.load_state_dict(good)
+    swapped = dict(good, rules=[dict(good["rules"][0], mode="coupled")] + good["rules"][1:])
+    with pytest.raises(ValueError, match="rule 0 differs"):
+        reg.load_state_dict(swapped)
+    reg.load_state_dict(good)
+
+
+def test_the_report_measures_every_tensor():
+    model = conv_net()
+    with torch.no_grad():
+        model.fc.weight[1] = 0.0
+        model.fc.weight[:, 4] = 0.0
+    rules = [
+        Rule(GroupLasso(0.5, "rows"), mode="proximal", select="fc.weight"),
+        Rule(L2(0.5), mode="lagrangian", budget=3.0, dual_lr=0.1, multiplier_init=0.25),
+    ]
+    reg = Regularizer(model, rules)
+    report = reg.report()
+    group, lagrangian = report.rules
+    (fc,) = group.tensors
+    w = model.fc.weight.detach()
+    assert fc.name == "fc.weight" and fc.shape == (6, 27) and fc.lam == 0.5
+    assert (fc.zero_rows, fc.rows, fc.zero_cols, fc.cols) == (1, 6, 1, 27)
+    assert fc.zero_fraction == pytest.approx((w == 0).sum().item() / w.numel(), rel=1e-15)
+    assert fc.norm == pytest.approx(math.sqrt(27) * w.norm(dim=1).sum().item(), rel=1e-12)
+    assert fc.value == pytest.approx(0.5 * fc.norm, rel=1e-12)
+    assert lagrangian.multiplier == 0.25 and lagrangian.budget == 3.0
+    expected = sum(
+        0.25 * p.detach().pow(2).sum().item() for p in (model.conv.weight, model.fc.weight, model.head.weight)
+    )
+    assert lagrangian.value == pytest.approx(expected, rel=1e-12)
+    text = str(report)
+    assert "fc.weight" in text and "1/6" in text and "zero rows" in text
+    json.dumps(report.to_dict())
+
+
+def test_the_report_plots_a_figure(tmp_path):
+    reg = Regularizer(conv_net(), Rule(L1(0.1), mode="proximal"))
+    fig = reg.report().plot()
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    fig.savefig(tmp_path / "report.png")
+    assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_rescale_weight_decay_keeps_lr_times_lambda():
+    assert rescale_weight_decay(0.1, 1e-3, 2e-3) == pytest.approx(0.05, rel=1e-15)
+    lam = rescale_weight_decay(5e-4, 0.1, 0.4)
+    assert 1 - 0.4 * lam == pytest.approx(1 - 0.1 * 5e-4, rel=1e-15)  # same shrink factor per step
+    with pytest.raises(ValueError, match="lr_to must be > 0"):
+        rescale_weight_decay(0.1, 1e-3, 0.0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        rescale_weight_decay(-0.1, 1e-3, 1e-3)
