@@ -298,3 +298,337 @@ def _check_group_sizes(group_sizes):
     if not sizes:
         raise ValueError(f"group_sizes must be a non-empty sequence of ints >= 1, got {group_sizes!r}")
     return tuple(_check_count(s, "each group size", 1) for s in sizes)
+
+
+# ---- separable classes, block-correlated designs, pathway-structured regression --------------
+
+__all__ += [
+    "ClassificationProblem",
+    "separable_classification",
+    "planted_max_margin",
+    "block_design",
+    "pathway_regression",
+]
+
+
+@dataclass(frozen=True)
+class ClassificationProblem:
+    r"""Two classes :math:`y_i \in \{-1, +1\}` split by a known hyperplane with an empty slab around it.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+        Labels, -1.0 or +1.0.
+    direction : ndarray of shape (n_features,)
+        Unit normal :math:`u` of the generating hyperplane :math:`u^\top x + c = 0`.
+    offset : float
+        Its offset :math:`c`.
+    gap : float
+        Width of the empty slab: :math:`y_i(u^\top x_i + c) \ge \text{gap}/2` for every i, so
+        the maximal margin of the data is at least ``gap / 2``.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    direction: np.ndarray
+    offset: float
+    gap: float
+
+
+def separable_classification(
+    n_samples: int = 40, n_features: int = 2, *, gap: float = 1.0, offset: float = 0.0, seed=0
+) -> ClassificationProblem:
+    r"""Linearly separable classes: Gaussian clouds pushed apart along a random unit normal :math:`u`.
+
+    Half the samples (rounded up) are labelled +1, in random order. Each point is
+    :math:`x_i = P_\perp z_i + \big(y_i(\text{gap}/2 + |\zeta_i|) - c\big)u`
+    with :math:`z_i \sim N(0, I_p)`, :math:`\zeta_i \sim N(0, 1)` and :math:`P_\perp` the projection
+    orthogonal to :math:`u`, so :math:`y_i(u^\top x_i + c) = \text{gap}/2 + |\zeta_i|`: the
+    hyperplane :math:`u^\top x + c = 0` separates the classes with margin at least ``gap / 2``.
+    ``offset = 0`` gives data separable by a hyperplane through the origin.
+
+    Parameters
+    ----------
+    n_samples : int
+        At least 2 (one sample of each class).
+    n_features : int
+    gap : float
+        Width of the empty slab, > 0.
+    offset : float
+        :math:`c`, any real number.
+    seed : int or numpy.random.Generator
+    """
+    n_samples = _check_count(n_samples, "n_samples", 2)
+    n_features = _check_count(n_features, "n_features", 1)
+    gap = float(gap)
+    if not np.isfinite(gap) or gap <= 0:
+        raise ValueError(f"gap must be a finite number > 0 (the width of the empty slab), got {gap}")
+    offset = float(offset)
+    if not np.isfinite(offset):
+        raise ValueError(f"offset must be finite, got {offset}")
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(n_features)
+    u /= np.linalg.norm(u)
+    y = rng.permutation(np.where(np.arange(n_samples) < (n_samples + 1) // 2, 1.0, -1.0))
+    z = rng.standard_normal((n_samples, n_features))
+    along = y * (gap / 2 + np.abs(rng.standard_normal(n_samples))) - offset
+    X = z - np.outer(z @ u, u) + np.outer(along, u)
+    return ClassificationProblem(X=X, y=y, direction=u, offset=offset, gap=gap)
+
+
+def planted_max_margin(
+    n_samples: int = 16,
+    n_features: int = 2,
+    *,
+    margin: float = 0.5,
+    excess: float = 1.0,
+    spread: float = 2.0,
+    seed=0,
+) -> ClassificationProblem:
+    r"""Separable data whose hard-margin SVM (through the origin) is known: :math:`\hat w = u/\gamma`.
+
+    With :math:`z_i = y_i x_i`, the max-margin problem
+    :math:`\min \tfrac12\|w\|^2` s.t. :math:`z_i^\top w \ge 1` is planted:
+
+    - ``n_features`` support vectors :math:`z_s = \gamma u + v_s`, with :math:`v_s \perp u` the
+      vertices of a regular simplex of circumradius ``spread`` :math:`\cdot\gamma` (randomly rotated
+      in :math:`u^\perp`) shifted so that :math:`\sum_s \omega_s v_s = 0` for the unequal weights
+      :math:`\omega_s \propto 1, 2, \dots, p` (in random order);
+    - every other point has :math:`z_i^\top u = \gamma(1 + \text{excess} + E_i)`, :math:`E_i \sim`
+      Exp(1), and a :math:`N(0, (\text{spread}\,\gamma)^2)` component in :math:`u^\perp`.
+
+    Then :math:`w = u/\gamma` satisfies every KKT condition with multipliers
+    :math:`\alpha_s = \omega_s/\gamma^2 > 0` on the support vectors (:math:`\sum_s\alpha_s z_s = u/\gamma`)
+    and 0 elsewhere, so the maximal margin is exactly :math:`\gamma` and every non-support point
+    has margin at least :math:`\gamma(1 + \text{excess})`. The unequal multipliers make the
+    offset of gradient descent from the max-margin ray (Soudry et al., 2018) not parallel
+    to :math:`u`, and ``spread`` keeps the support vectors well apart, so that gradient
+    descent on the logistic loss reaches its asymptote quickly. ``gap`` of the result is
+    :math:`2\gamma` and ``offset`` is 0.
+
+    Parameters
+    ----------
+    n_samples : int
+        At least ``n_features + 1``; half of them (rounded up), in random order, are labelled +1.
+    n_features : int
+    margin : float
+        :math:`\gamma > 0`.
+    excess : float
+        Relative margin excess of the non-support points, > 0.
+    spread : float
+        Circumradius of the support vectors' simplex in units of :math:`\gamma`, > 0.
+    seed : int or numpy.random.Generator
+    """
+    n_features = _check_count(n_features, "n_features", 1)
+    n_samples = _check_count(n_samples, "n_samples", n_features + 1)
+    for value, name in ((margin, "margin"), (excess, "excess"), (spread, "spread")):
+        if not (isinstance(value, Real) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    gamma = float(margin)
+    rng = np.random.default_rng(seed)
+    # an orthonormal basis: u, then n_features - 1 directions spanning its complement
+    basis = np.linalg.qr(rng.standard_normal((n_features, n_features)))[0]
+    u, perp = basis[:, 0], basis[:, 1:]
+    simplex = np.eye(n_features) - 1.0 / n_features  # rows: regular simplex in the sum-zero hyperplane
+    simplex_coords = simplex @ np.linalg.svd(simplex)[2][: n_features - 1].T
+    radius = np.linalg.norm(simplex_coords[0]) if n_features > 1 else 1.0
+    vertices = spread * gamma * simplex_coords / radius @ perp.T
+    weights = rng.permutation(np.arange(1.0, n_features + 1))
+    weights /= weights.sum()
+    support = gamma * u + vertices - weights @ vertices
+    n_rest = n_samples - n_features
+    along = gamma * (1.0 + excess + rng.exponential(1.0, n_rest))
+    rest = np.outer(along, u) + spread * gamma * rng.standard_normal((n_rest, n_features - 1)) @ perp.T
+    order = rng.permutation(n_samples)
+    z = np.vstack([support, rest])[order]
+    y = rng.permutation(np.where(np.arange(n_samples) < (n_samples + 1) // 2, 1.0, -1.0))
+    return ClassificationProblem(X=y[:, None] * z, y=y, direction=u, offset=0.0, gap=2 * gamma)
+
+
+def block_design(n_samples: int, group_sizes, correlation: float, seed=0) -> np.ndarray:
+    r"""Rows from :math:`N(0, \Sigma)` with unit variances, correlation :math:`\rho` within a group, 0 across.
+
+    Feature :math:`j` of group :math:`g` is :math:`x_j = \sqrt\rho\, f_g + \sqrt{1-\rho}\, z_j`
+    with independent standard normal factors :math:`f_g` and noises :math:`z_j`: the
+    equicorrelated blocks of co-expressed genes in a pathway, or of near-duplicate
+    measurements.
+
+    Parameters
+    ----------
+    n_samples : int
+    group_sizes : sequence of int
+        Sizes of the consecutive groups (each >= 1).
+    correlation : float
+        :math:`\rho \in [0, 1)`.
+    seed : int or numpy.random.Generator
+    """
+    n_samples = _check_count(n_samples, "n_samples", 1)
+    sizes = _check_group_sizes(group_sizes)
+    rho = _check_correlation(correlation)
+    if rho < 0:
+        raise ValueError(f"correlation must lie in [0, 1) for equicorrelated blocks, got {rho}")
+    rng = np.random.default_rng(seed)
+    factors = rng.standard_normal((n_samples, len(sizes)))
+    noise = rng.standard_normal((n_samples, sum(sizes)))
+    return np.sqrt(rho) * np.repeat(factors, sizes, axis=1) + np.sqrt(1.0 - rho) * noise
+
+
+def pathway_regression(
+    n_samples: int = 60,
+    group_sizes=(10,) * 50,
+    n_active_groups: int = 3,
+    *,
+    correlation: float = 0.5,
+    noise: float = 0.5,
+    effects: str = "gene",
+    seed=0,
+) -> RegressionProblem:
+    r"""Expression-like regression: genes in pathways (groups), a few whole pathways drive the response.
+
+    The design is :func:`block_design` (genes of a pathway correlated by
+    :math:`\rho`, pathways independent). In each of ``n_active_groups`` pathways
+    drawn at random every gene has a nonzero effect, with one random sign
+    :math:`s_g` per pathway (its genes act together):
+
+    - ``effects="gene"``: :math:`w^\star_j = s_g u_j`, :math:`u_j \sim U[1, 3]` per gene;
+    - ``effects="pathway"``: :math:`w^\star_j = s_g u_g/|g|`, one :math:`u_g \sim U[1, 3]` per pathway,
+      so the response depends on the pathway's mean expression (its activity)
+      and its genes are interchangeable.
+
+    Then :math:`y = Xw^\star + \sigma\varepsilon`. ``n_samples`` may be far below the
+    number of genes.
+
+    Parameters
+    ----------
+    n_samples : int
+    group_sizes : sequence of int
+        Pathway sizes, in feature order.
+    n_active_groups : int
+        Number of pathways with an effect, ``0 .. len(group_sizes)``.
+    correlation : float
+        Within-pathway correlation :math:`\rho \in [0, 1)`.
+    noise : float
+        Noise standard deviation :math:`\sigma \ge 0`.
+    effects : {"gene", "pathway"}
+        One effect size per gene, or one per pathway shared by its genes.
+    seed : int or numpy.random.Generator
+    """
+    if effects not in ("gene", "pathway"):
+        raise ValueError(f"effects must be 'gene' or 'pathway', got {effects!r}")
+    sizes = _check_group_sizes(group_sizes)
+    n_active_groups = _check_count(n_active_groups, "n_active_groups", 0)
+    if n_active_groups > len(sizes):
+        raise ValueError(
+            f"n_active_groups must be at most the number of groups ({len(sizes)}), got {n_active_groups}"
+        )
+    noise = check_nonnegative(noise, "noise")
+    rng = np.random.default_rng(seed)
+    X = block_design(n_samples, sizes, correlation, rng)
+    groups = tuple(np.split(np.arange(X.shape[1]), np.cumsum(sizes)[:-1]))
+    coef = np.zeros(X.shape[1])
+    for g in rng.choice(len(sizes), size=n_active_groups, replace=False):
+        size = groups[g].size
+        sign = rng.choice([-1.0, 1.0])
+        if effects == "gene":
+            coef[groups[g]] = sign * rng.uniform(*_COEF_RANGE, size=size)
+        else:
+            coef[groups[g]] = sign * rng.uniform(*_COEF_RANGE) / size
+    y = X @ coef + noise * rng.standard_normal(X.shape[0])
+    return RegressionProblem(X=X, y=y, coef=coef, groups=groups, noise=noise)
+
+
+# ---- factor-model asset returns ---------------------------------------------------------------
+
+__all__ += ["FactorMarket", "factor_market"]
+
+
+@dataclass(frozen=True)
+class FactorMarket:
+    r"""Asset returns of a factor model: the true moments and sampled estimation windows.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (n_assets,)
+        True expected returns :math:`\mu`.
+    cov : ndarray of shape (n_assets, n_assets)
+        True covariance :math:`\Sigma = B B^\top + D`.
+    returns : ndarray of shape (n_windows, n_periods, n_assets)
+        Independent windows of i.i.d. returns :math:`r \sim N(\mu, \Sigma)`, one per row of the first axis.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    returns: np.ndarray
+
+
+def factor_market(
+    n_assets: int = 20,
+    n_periods: int = 60,
+    n_windows: int = 1,
+    *,
+    n_factors: int = 2,
+    seed=0,
+) -> FactorMarket:
+    r"""Returns of ``n_assets`` assets driven by ``n_factors`` common factors, in independent windows.
+
+    Monthly-scale numbers: loadings :math:`B_{ik} \sim N(0, 0.04^2)` (the first
+    factor, the market, has loadings :math:`0.04 + 0.02\,|z|`), idiosyncratic
+    volatilities :math:`\sqrt{D_{ii}} \sim U[0.02, 0.08]`, and expected returns
+    :math:`\mu = 0.005 + B\pi` with factor premia :math:`\pi_k \sim U[0, 0.5]`
+    (expected return rises with risk, as in a factor model). Each window holds
+    ``n_periods`` i.i.d. draws :math:`r_t \sim N(\mu, \Sigma)`.
+
+    Parameters
+    ----------
+    n_assets, n_periods, n_windows, n_factors : int
+    seed : int or numpy.random.Generator
+    """
+    n_assets = _check_count(n_assets, "n_assets", 1)
+    n_periods = _check_count(n_periods, "n_periods", 1)
+    n_windows = _check_count(n_windows, "n_windows", 1)
+    n_factors = _check_count(n_factors, "n_factors", 1)
+    rng = np.random.default_rng(seed)
+    loadings = 0.04 * rng.standard_normal((n_assets, n_factors))
+    loadings[:, 0] = 0.04 + 0.02 * np.abs(rng.standard_normal(n_assets))
+    idiosyncratic = rng.uniform(0.02, 0.08, n_assets) ** 2
+    cov = loadings @ loadings.T + np.diag(idiosyncratic)
+    mean = 0.005 + loadings @ rng.uniform(0.0, 0.5, n_factors)
+    noise = rng.standard_normal((n_windows, n_periods, n_assets)) @ np.linalg.cholesky(cov).T
+    return FactorMarket(mean=mean, cov=cov, returns=mean + noise)
+
+
+# ---- a ring of Gaussians (the 2-D GAN benchmark) --------------------------------------------------
+
+__all__ += ["ring_centers", "ring_of_gaussians"]
+
+
+def ring_centers(n_modes: int = 8, radius: float = 2.0) -> np.ndarray:
+    r"""The centers :math:`r(\cos(2\pi k/K), \sin(2\pi k/K))`, :math:`k = 0..K-1`, shape ``(K, 2)``."""
+    n_modes = _check_count(n_modes, "n_modes", 1)
+    radius = check_nonnegative(radius, "radius")
+    angles = 2 * np.pi * np.arange(n_modes) / n_modes
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def ring_of_gaussians(
+    n_samples: int, n_modes: int = 8, radius: float = 2.0, std: float = 0.05, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Points from an equal mixture of isotropic Gaussians centred on a ring (:func:`ring_centers`).
+
+    Each point picks a mode :math:`k` uniformly and is
+    :math:`c_k + \sigma\varepsilon`, :math:`\varepsilon \sim N(0, I_2)`: the standard
+    2-D test of mode collapse in generative adversarial networks.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 2)
+    modes : ndarray of shape (n_samples,), int
+        The mode each point was drawn from.
+    """
+    n_samples = _check_count(n_samples, "n_samples", 1)
+    std = check_nonnegative(std, "std")
+    centers = ring_centers(n_modes, radius)
+    rng = np.random.default_rng(seed)
+    modes = rng.integers(0, len(centers), n_samples)
+    return centers[modes] + std * rng.standard_normal((n_samples, 2)), modes

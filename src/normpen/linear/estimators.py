@@ -1,0 +1,1165 @@
+r"""scikit-learn estimators for penalized linear models, and their cross-validated twins.
+
+Every estimator minimises a datafit averaged over the samples plus a penalty
+(conventions of :mod:`normpen.linear.datafits` and :mod:`normpen.penalties`),
+with an unpenalized intercept, sample weights, dense or scipy.sparse ``X`` in
+float32 or float64, and reports ``dual_gap_`` (the duality gap reached,
+absolute; the solve stops when it is below ``tol`` times the objective at
+:math:`w = 0`) and ``n_iter_``.
+
+Penalties added to the averaged datafit, and the scikit-learn equivalents:
+
+- ``Lasso(lam)``: :math:`\lambda\|w\|_1`, scikit-learn's ``Lasso(alpha=lam)``;
+- ``ElasticNet(lam, l1_ratio=rho)``: :math:`\lambda(\rho\|w\|_1 + \frac{1-\rho}2\|w\|^2)`,
+  ``ElasticNet(alpha=lam, l1_ratio=rho)``;
+- ``Ridge(lam)``: :math:`\frac\lambda2\|w\|^2`, ``Ridge(alpha=n*lam)``;
+- ``GroupLasso``: :math:`\lambda\sum_g\omega_g\|w_g\|` (no scikit-learn equivalent);
+- ``SparseGroupLasso``: :math:`\lambda(\rho\|w\|_1 + (1-\rho)\sum_g\omega_g\|w_g\|)` (none);
+- ``LogisticRegression(lam, penalty=...)``: any penalty on the logistic (two classes) or
+  cross-entropy datafit, ``LogisticRegression(C=1/(n*lam))``;
+- ``LinearSVC(lam)``: :math:`\frac\lambda2\|w\|^2` on the (squared) hinge, ``LinearSVC(C=1/(n*lam))``.
+
+The regressors' datafit is :math:`\frac1{2n}\|y - Xw - b\|^2`.
+
+(scikit-learn's ``Ridge``, ``LogisticRegression`` and ``LinearSVC`` sum the
+losses instead of averaging them, hence the factor :math:`n`; liblinear also
+penalizes the intercept, normpen never does.) ``PenalizedLinearModel(datafit,
+penalty)`` takes any datafit and penalty. The ``*CV`` twins choose
+:math:`\lambda` by K-fold cross-validation along a warm-started path
+(:class:`LassoCV` etc.), report the :math:`\lambda` of least mean held-out
+error and the largest :math:`\lambda` within one standard error of it, and
+refit on all the data with the one ``selection`` names.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import check_cv
+from sklearn.utils import ClassifierTags, RegressorTags
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from normpen.linear.blocks import SparseGroupLasso as SparseGroupLassoPenalty
+from normpen.linear.blocks import as_block_penalty
+from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
+from normpen.linear.datafits.base import Datafit
+from normpen.linear.path import Path, lambda_grid, lambda_max, path
+from normpen.linear.problem import Problem
+from normpen.linear.solvers.ridge import ridge_path
+from normpen.linear.solvers.svm import hard_margin_svm, linear_svm
+from normpen.penalties.elastic_net import ElasticNet as ElasticNetPenalty
+from normpen.penalties.group_lasso import GroupLasso as GroupLassoPenalty
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+
+__all__ = [
+    "Lasso",
+    "LassoCV",
+    "ElasticNet",
+    "ElasticNetCV",
+    "Ridge",
+    "RidgeCV",
+    "GroupLasso",
+    "GroupLassoCV",
+    "SparseGroupLasso",
+    "SparseGroupLassoCV",
+    "LogisticRegression",
+    "LogisticRegressionCV",
+    "LinearSVC",
+    "LinearSVCCV",
+    "PenalizedLinearModel",
+    "PenalizedLinearModelCV",
+]
+
+_DATAFITS = {
+    "quadratic": Quadratic,
+    "multitask_quadratic": MultitaskQuadratic,
+    "logistic": Logistic,
+    "multinomial": Multinomial,
+    "squared_hinge": SquaredHinge,
+}
+_DTYPES = [np.float64, np.float32]
+
+
+# ---- shared machinery ---------------------------------------------------------------
+
+
+def _check_strength(value, name):
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _named_penalty(penalty, lam, l1_ratio):
+    """A penalty object from a name ("l1", "l2", "elasticnet") or an object (its strength set to ``lam``)."""
+    if isinstance(penalty, str):
+        lam = 1.0 if lam is None else lam
+        if penalty == "l1":
+            return L1(lam)
+        if penalty == "l2":
+            return L2(lam)
+        if penalty == "elasticnet":
+            return ElasticNetPenalty(lam, l1_ratio)
+        raise ValueError(f"penalty must be 'l1', 'l2', 'elasticnet' or a penalty object, got {penalty!r}")
+    if not (hasattr(penalty, "prox") and hasattr(penalty, "value") and hasattr(penalty, "with_lam")):
+        raise TypeError(
+            "penalty must be 'l1', 'l2', 'elasticnet' or a normpen penalty object, "
+            f"got {type(penalty).__name__}"
+        )
+    return penalty if lam is None else penalty.with_lam(lam)
+
+
+def _groups_or_singletons(groups, n_features):
+    """``groups`` as given, or one group per feature when it is None."""
+    if groups is None:
+        return [np.array([j]) for j in range(n_features)]
+    return groups
+
+
+class _LinearModel(BaseEstimator):
+    """Fit = a one-strength path; the CV twins reuse the path. Subclasses give the target handling
+    (:class:`_RegressorCore` or :class:`_ClassifierCore`), ``_datafit`` and ``_penalty``."""
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X`` (dense or sparse, float32/float64) and ``y``, with optional ``sample_weight``."""
+        X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
+        result = self._fit_path(X, y_enc, sample_weight, np.array([self._strength()]))
+        self._set_solution(result, 0)
+        return self
+
+    # hooks
+
+    def _strength(self):
+        return _check_strength(self.lam, "lam")
+
+    def _solver_options(self):
+        options = {"tol": self.tol}
+        if self.max_iter is not None:
+            options["max_iter"] = self.max_iter
+        return options
+
+    def _fit_path(self, X, y_enc, sample_weight, lams):
+        """Warm-started solutions at ``lams`` (a :class:`~normpen.linear.path.Path`)."""
+        return path(
+            X,
+            y_enc,
+            self._datafit(y_enc),
+            self._penalty(X.shape[1]),
+            lams,
+            sample_weight=sample_weight,
+            fit_intercept=self.fit_intercept,
+            positive=getattr(self, "positive", False),
+            solver=getattr(self, "solver", "auto"),
+            **self._solver_options(),
+        )
+
+    def _default_lams(self, X, y_enc, sample_weight, n_lams, eps):
+        r"""From :math:`\lambda_{\max}` down to ``eps`` times it; for a penalty that never zeroes the
+        solution (ridge), from :math:`10L` with :math:`L` the Lipschitz constant of the datafit's gradient."""
+        datafit = self._datafit(y_enc)
+        lam_max = lambda_max(
+            X,
+            y_enc,
+            datafit,
+            self._penalty(X.shape[1]),
+            sample_weight=sample_weight,
+            fit_intercept=self.fit_intercept,
+            positive=getattr(self, "positive", False),
+        )
+        if not math.isfinite(lam_max):
+            lam_max = 10 * datafit.lipschitz(X, sample_weight, self.fit_intercept)
+        return lambda_grid(lam_max, n_lams, eps)
+
+    def _set_solution(self, result, index):
+        self._set_coef(result.coefs[index], result.intercepts[index])
+        self.dual_gap_ = float(result.dual_gaps[index])
+        self.n_iter_ = int(result.n_iters[index])
+
+    def _held_out_loss(self, X, y_enc, sample_weight, coef, intercept):
+        """Weighted mean held-out datafit loss (for least squares: the mean squared error)."""
+        datafit = self._datafit(y_enc)
+        y_enc = datafit.encode_target(y_enc)
+        z = np.asarray(safe_sparse_dot(X, coef), dtype=np.float64) + intercept
+        weights = (
+            np.full(X.shape[0], 1.0 / X.shape[0])
+            if sample_weight is None
+            else sample_weight / sample_weight.sum()
+        )
+        loss = float(datafit.value(y_enc, z, weights))
+        return 2 * loss if isinstance(datafit, Quadratic) else loss
+
+
+class _RegressorCore(RegressorMixin):
+    """Target handling of the regressors: float ``y``, 1-D or (when ``_multi_output``) 2-D."""
+
+    _multi_output = True
+
+    def _validate_training(self, X, y, sample_weight):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse="csc",
+            dtype=_DTYPES,
+            order="F",
+            multi_output=self._multi_output,
+            y_numeric=True,
+        )
+        y = np.asarray(y, dtype=np.float64)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        return X, y, sample_weight
+
+    def _datafit(self, y_enc):
+        return MultitaskQuadratic() if y_enc.ndim == 2 else Quadratic()
+
+    def _set_coef(self, coef, intercept):
+        self.coef_ = coef.T.copy() if coef.ndim == 2 else coef
+        self.intercept_ = intercept
+
+    def predict(self, X):
+        """:math:`Xw + b` (shape ``(n,)``, or ``(n, m)`` for a 2-D target)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=True, dtype=_DTYPES, reset=False)
+        return np.asarray(safe_sparse_dot(X, self.coef_.T), dtype=np.float64) + self.intercept_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.multi_output = self._multi_output
+        return tags
+
+
+class _ClassifierCore(ClassifierMixin):
+    """Target handling of the classifiers: labels of any kind, binary (-1/+1) or multiclass (0..K-1)."""
+
+    def _validate_training(self, X, y, sample_weight):
+        X, y = validate_data(self, X, y, accept_sparse="csc", dtype=_DTYPES, order="F")
+        check_classification_targets(y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        present = np.unique(y_idx if sample_weight is None else y_idx[sample_weight > 0])
+        if present.size < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least two classes (with positive weight); "
+                f"got 1 class, {self.classes_[present[0]]!r}"
+            )
+        if self.classes_.size == 2:
+            return X, np.where(y_idx == 1, 1.0, -1.0), sample_weight
+        return X, np.eye(self.classes_.size)[y_idx], sample_weight
+
+    def _datafit(self, y_enc):
+        return Logistic() if _is_binary(y_enc) else Multinomial()
+
+    def _set_coef(self, coef, intercept):
+        self.coef_ = coef.reshape(1, -1) if coef.ndim == 1 else coef.T.copy()
+        self.intercept_ = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+
+    def decision_function(self, X):
+        """Scores :math:`Xw + b`: ``(n,)`` for two classes (positive: ``classes_[1]``), else ``(n, K)``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=True, dtype=_DTYPES, reset=False)
+        scores = np.asarray(safe_sparse_dot(X, self.coef_.T), dtype=np.float64) + self.intercept_
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict(self, X):
+        """The class of largest score."""
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _is_binary(y_enc):
+    """Encoded classification targets: -1/+1 labels (binary) or a one-hot matrix (multiclass)."""
+    return y_enc.ndim == 1
+
+
+def _labels(y_enc):
+    """Class labels of an encoded target, for stratified folds (the values themselves for regression)."""
+    return y_enc.argmax(axis=1) if y_enc.ndim == 2 else y_enc
+
+
+def _probabilities(scores):
+    """Class probabilities from logistic (1-D) or softmax (2-D) scores."""
+    if scores.ndim == 1:
+        p = np.exp(-np.logaddexp(0, -scores))
+        return np.column_stack([1 - p, p])
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ---- regressors -----------------------------------------------------------------------
+
+
+class Lasso(_RegressorCore, _LinearModel):
+    r"""Lasso :math:`\min_{w,b} \frac1{2n}\|y - Xw - b\|^2 + \lambda\|w\|_1` (scikit-learn's ``Lasso``).
+
+    With sample weights :math:`s`: :math:`\sum_i s_i(\cdot)^2/(2\sum_i s_i)`. A 2-D
+    target fits one lasso per column. Solved by working-set coordinate descent
+    (:mod:`normpen.linear.solvers.cd`).
+
+    Parameters
+    ----------
+    lam : float, default 0.1
+        :math:`\lambda \ge 0`.
+    weights : array-like of shape (p,), optional
+        Per-feature weights of the weighted (adaptive) lasso; 0 leaves a feature unpenalized.
+    fit_intercept : bool, default True
+    positive : bool, default False
+        Constrain the coefficients to be nonnegative.
+    tol : float, default 1e-4
+        Relative duality-gap tolerance.
+    max_iter : int, optional
+        Outer-iteration cap of the solver (its default when None).
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (p,) or (m, p)
+    intercept_ : float or ndarray of shape (m,)
+    dual_gap_ : float
+    n_iter_ : int
+    """
+
+    def __init__(self, lam=0.1, *, weights=None, fit_intercept=True, positive=False, tol=1e-4, max_iter=None):
+        self.lam = lam
+        self.weights = weights
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _penalty(self, n_features):
+        return L1(1.0, None if self.weights is None else np.asarray(self.weights, dtype=np.float64))
+
+    def _datafit(self, y_enc):
+        if y_enc.ndim == 2 and self.weights is not None:
+            raise ValueError("weights give one weight per feature: fit a 1-D target, or drop weights")
+        return super()._datafit(y_enc)
+
+
+class ElasticNet(_RegressorCore, _LinearModel):
+    r"""Elastic net :math:`\frac1{2n}\|y - Xw - b\|^2 + \lambda(\rho\|w\|_1 + \frac{1-\rho}2\|w\|^2)`.
+
+    scikit-learn's ``ElasticNet(alpha=lam, l1_ratio=l1_ratio)`` and glmnet's
+    (``lambda``, ``alpha``). Parameters as :class:`Lasso`, plus ``l1_ratio``
+    :math:`\rho \in [0, 1]` (default 0.5).
+    """
+
+    def __init__(self, lam=0.1, *, l1_ratio=0.5, fit_intercept=True, positive=False, tol=1e-4, max_iter=None):
+        self.lam = lam
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _penalty(self, n_features):
+        return ElasticNetPenalty(1.0, self.l1_ratio)
+
+
+class GroupLasso(_RegressorCore, _LinearModel):
+    r"""Group lasso :math:`\frac1{2n}\|y - Xw - b\|^2 + \lambda\sum_g \omega_g\|w_g\|_2` (block CD).
+
+    Parameters
+    ----------
+    lam : float, default 0.1
+    groups : sequence of int arrays, optional
+        Disjoint feature indices; features in no group are unpenalized. None:
+        one group per feature (the lasso).
+    weights : array-like, optional
+        :math:`\omega_g`, default :math:`\sqrt{|g|}`.
+    fit_intercept, positive, tol, max_iter
+        As for :class:`Lasso`.
+    """
+
+    _multi_output = False
+
+    def __init__(
+        self,
+        lam=0.1,
+        *,
+        groups=None,
+        weights=None,
+        fit_intercept=True,
+        positive=False,
+        tol=1e-4,
+        max_iter=None,
+    ):
+        self.lam = lam
+        self.groups = groups
+        self.weights = weights
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _penalty(self, n_features):
+        return GroupLassoPenalty(1.0, _groups_or_singletons(self.groups, n_features), self.weights)
+
+
+class SparseGroupLasso(_RegressorCore, _LinearModel):
+    r"""Sparse-group lasso: least squares plus \lambda(\rho\|w\|_1 + (1-\rho)\sum\omega_g\|w_g\|)`.
+
+    Parameters as :class:`GroupLasso`, plus ``l1_ratio`` :math:`\rho` (default 0.5).
+    """
+
+    _multi_output = False
+
+    def __init__(
+        self,
+        lam=0.1,
+        *,
+        groups=None,
+        l1_ratio=0.5,
+        weights=None,
+        fit_intercept=True,
+        positive=False,
+        tol=1e-4,
+        max_iter=None,
+    ):
+        self.lam = lam
+        self.groups = groups
+        self.l1_ratio = l1_ratio
+        self.weights = weights
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _penalty(self, n_features):
+        return SparseGroupLassoPenalty(
+            1.0, _groups_or_singletons(self.groups, n_features), self.l1_ratio, self.weights
+        )
+
+
+class Ridge(_RegressorCore, _LinearModel):
+    r"""Ridge :math:`\frac1{2n}\|y - Xw - b\|^2 + \frac\lambda2\|w\|^2`, closed form through one SVD.
+
+    scikit-learn's ``Ridge(alpha=a)`` is ``Ridge(lam=a/n)`` (``a / sum(sample_weight)``
+    with weights). ``dual_gap_`` is the duality gap of the closed-form solution
+    (rounding level) and ``n_iter_`` is 1.
+
+    Parameters
+    ----------
+    lam : float, default 0.01
+    fit_intercept : bool, default True
+    """
+
+    def __init__(self, lam=0.01, *, fit_intercept=True):
+        self.lam = lam
+        self.fit_intercept = fit_intercept
+
+    def _penalty(self, n_features):
+        return L2(1.0)
+
+    def _fit_path(self, X, y_enc, sample_weight, lams):
+        return _ridge_as_path(X, y_enc, sample_weight, lams, self.fit_intercept)
+
+
+def _ridge_as_path(X, y, sample_weight, lams, fit_intercept):
+    """F2's SVD ridge path with the duality gap of every solution, as a :class:`Path`."""
+    result = ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=fit_intercept)
+    datafit = MultitaskQuadratic() if y.ndim == 2 else Quadratic()
+    problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+    gaps, objectives = [], []
+    for lam, coef, intercept in zip(result.lams, result.coefs, result.intercepts, strict=True):
+        primal, gap = _certificate(problem, L2(float(lam)), coef, intercept)
+        gaps.append(gap)
+        objectives.append(primal)
+    return Path(
+        lams=result.lams,
+        coefs=result.coefs,
+        intercepts=result.intercepts,
+        dual_gaps=np.array(gaps),
+        gap_scale=problem.objective_at_zero(),
+        objectives=np.array(objectives),
+        n_iters=np.ones(len(lams), dtype=int),
+        converged=np.ones(len(lams), dtype=bool),
+        lambda_max=math.inf,
+    )
+
+
+def _certificate(problem, penalty, coef, intercept):
+    """``(primal, duality gap)`` of a given solution (intercept refitted first)."""
+    state = problem.state(coef, np.atleast_1d(intercept) if problem.fit_intercept else None)
+    problem.refit_intercept(state)
+    block = as_block_penalty(penalty, problem.coef_shape)
+    _, grad = problem.full_gradient(state)
+    report = problem.duality_gap(state.z, block, state.W, grad)
+    return report.primal, report.gap
+
+
+# ---- classifiers --------------------------------------------------------------------------
+
+
+class LogisticRegression(_ClassifierCore, _LinearModel):
+    r"""Penalized logistic regression, binary or multinomial.
+
+    Minimises :math:`\frac1n\sum_i \log(1 + e^{-y_i(x_i^\top w + b)}) + P_\lambda(w)`
+    (two classes) or the mean cross-entropy of the softmax with ``W`` of shape
+    ``(p, K)`` (more classes). Our ``lam`` is scikit-learn's
+    ``C = 1/(n*lam)``; the intercept is never penalized.
+
+    Parameters
+    ----------
+    lam : float, default 0.01
+    penalty : {"l2", "l1", "elasticnet"} or penalty object, default "l2"
+        A penalty object (for example ``GroupLasso(1, groups="rows")`` to select
+        features across classes) keeps its structure; ``lam`` sets its strength.
+    l1_ratio : float, default 0.5
+        For ``"elasticnet"``.
+    fit_intercept : bool, default True
+    solver : {"auto", "cd", "fista"}, default "auto"
+    tol : float, default 1e-4
+    max_iter : int, optional
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    coef_ : ndarray of shape (1, p) or (K, p)
+    intercept_ : ndarray of shape (1,) or (K,)
+    dual_gap_, n_iter_
+    """
+
+    def __init__(
+        self,
+        lam=0.01,
+        *,
+        penalty="l2",
+        l1_ratio=0.5,
+        fit_intercept=True,
+        solver="auto",
+        tol=1e-4,
+        max_iter=None,
+    ):
+        self.lam = lam
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _penalty(self, n_features):
+        return _named_penalty(self.penalty, 1.0, self.l1_ratio)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape ``(n, K)`` (columns in the order of ``classes_``)."""
+        return _probabilities(self.decision_function(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+
+class LinearSVC(_ClassifierCore, _LinearModel):
+    r"""Linear SVM :math:`\frac1n\sum_i\varphi(y_i(x_i^\top w + b)) + \frac\lambda2\|w\|^2` (one-vs-rest).
+
+    :math:`\varphi` is the hinge or the squared hinge (scikit-learn's
+    ``LinearSVC(C=1/(n*lam), loss=...)``, but with an unpenalized intercept),
+    solved by dual coordinate descent (:mod:`normpen.linear.solvers.svm`).
+    With ``hard_margin=True`` it solves seed 004's
+    :math:`\min \frac12\|w\|^2` s.t. :math:`y_i(x_i^\top w + b) \ge 1` exactly and
+    raises :class:`~normpen.linear.solvers.svm.NotSeparableError` (a
+    ``ValueError``) when the classes are not separable; ``lam`` is then unused.
+
+    Parameters
+    ----------
+    lam : float, default 0.01
+    loss : {"squared_hinge", "hinge"}, default "squared_hinge"
+    hard_margin : bool, default False
+    fit_intercept : bool, default True
+    tol : float, default 1e-4
+    max_iter : int, optional
+        Epoch cap of the dual coordinate descent.
+    random_state : int or None
+        Seeds the coordinate order.
+
+    Attributes
+    ----------
+    classes_, coef_ (1 or K rows), intercept_, dual_gap_ (largest over the
+    one-vs-rest problems), n_iter_ (largest), margin_ (hard margin only:
+    :math:`1/\|w\|` per problem).
+    """
+
+    def __init__(
+        self,
+        lam=0.01,
+        *,
+        loss="squared_hinge",
+        hard_margin=False,
+        fit_intercept=True,
+        tol=1e-4,
+        max_iter=None,
+        random_state=None,
+    ):
+        self.lam = lam
+        self.loss = loss
+        self.hard_margin = hard_margin
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _datafit(self, y_enc):
+        if self.loss not in ("hinge", "squared_hinge"):
+            raise ValueError(f"loss must be 'hinge' or 'squared_hinge', got {self.loss!r}")
+        return Hinge() if self.loss == "hinge" else SquaredHinge()
+
+    def _penalty(self, n_features):
+        return L2(1.0)
+
+    def _fit_path(self, X, y_enc, sample_weight, lams):
+        self._datafit(y_enc)
+        targets = [y_enc] if _is_binary(y_enc) else [np.where(column > 0, 1.0, -1.0) for column in y_enc.T]
+        paths = [self._binary_path(X, target, sample_weight, lams) for target in targets]
+        coefs = np.stack([p["coefs"] for p in paths], axis=-1)
+        intercepts = np.stack([p["intercepts"] for p in paths], axis=-1)
+        if self.hard_margin:
+            self.margin_ = np.array([p["margin"] for p in paths])
+        binary = len(paths) == 1
+        return Path(
+            lams=lams,
+            coefs=coefs[..., 0] if binary else coefs,
+            intercepts=intercepts[..., 0] if binary else intercepts,
+            dual_gaps=np.max([p["gaps"] for p in paths], axis=0),
+            gap_scale=math.nan,
+            objectives=np.full(len(lams), math.nan),
+            n_iters=np.max([p["iters"] for p in paths], axis=0),
+            converged=np.ones(len(lams), dtype=bool),
+            lambda_max=math.inf,
+        )
+
+    def _binary_path(self, X, y, sample_weight, lams):
+        """Coefficients, intercepts, gaps and epochs of one two-class problem along ``lams``, warm-started."""
+        if self.hard_margin:
+            result = hard_margin_svm(X, y, fit_intercept=self.fit_intercept)
+            one = np.ones(len(lams))
+            return {
+                "coefs": np.tile(result.coef, (len(lams), 1)),
+                "intercepts": result.intercept * one,
+                "gaps": result.dual_gap * one,
+                "iters": result.n_iter * one.astype(int),
+                "margin": result.margin,
+            }
+        options = {"tol": self.tol, "random_state": self.random_state}
+        if self.max_iter is not None:
+            options["max_iter"] = self.max_iter
+        results, dual, previous = [], None, None
+        for lam in lams:
+            init = None if dual is None else dual * previous / lam
+            result = linear_svm(
+                X,
+                y,
+                float(lam),
+                loss=self.loss,
+                sample_weight=sample_weight,
+                fit_intercept=self.fit_intercept,
+                dual_init=init,
+                **options,
+            )
+            results.append(result)
+            dual, previous = result.dual_coef, float(lam)
+        return {
+            "coefs": np.array([r.coef for r in results]),
+            "intercepts": np.array([r.intercept for r in results]),
+            "gaps": np.array([r.dual_gap for r in results]),
+            "iters": np.array([r.n_iter for r in results]),
+        }
+
+    def _default_lams(self, X, y_enc, sample_weight, n_lams, eps):
+        r"""Grid from :math:`\|X_c^\top A y\|_2` (where :math:`\|w\|` becomes small) down by ``eps``."""
+        y = y_enc if _is_binary(y_enc) else np.where(y_enc[:, 0] > 0, 1.0, -1.0)
+        problem = Problem(X, y, Quadratic(), sample_weight, self.fit_intercept)
+        return lambda_grid(float(np.linalg.norm(problem.gradient_at_zero())), n_lams, eps)
+
+    def _held_out_loss(self, X, y_enc, sample_weight, coef, intercept):
+        """Held-out misclassification rate (weighted)."""
+        scores = np.asarray(safe_sparse_dot(X, coef), dtype=np.float64) + intercept
+        predicted = np.where(scores > 0, 1.0, -1.0) if scores.ndim == 1 else scores.argmax(axis=1)
+        wrong = (predicted != _labels(y_enc)).astype(float)
+        return float(np.average(wrong, weights=sample_weight))
+
+
+# ---- generic --------------------------------------------------------------------------------
+
+
+class PenalizedLinearModel(_LinearModel):
+    r"""Any datafit with any penalty: :math:`\min_{W,b} F(XW + b) + P_\lambda(W)`.
+
+    A regressor for the quadratic datafits and a classifier for the logistic,
+    multinomial and squared-hinge ones (``"logistic"`` switches to the
+    multinomial for more than two classes).
+
+    Parameters
+    ----------
+    datafit : str or Datafit, default "quadratic"
+        ``"quadratic"``, ``"multitask_quadratic"``, ``"logistic"``,
+        ``"multinomial"``, ``"squared_hinge"``, or a datafit object.
+    penalty : str or penalty object, default "l1"
+        ``"l1"``, ``"l2"``, ``"elasticnet"``, or any normpen penalty (group,
+        sparse-group, nuclear, ...).
+    lam : float, optional
+        Strength; None keeps the penalty object's own (0.1 for a name).
+    l1_ratio : float, default 0.5
+        For ``"elasticnet"``.
+    fit_intercept : bool, default True
+    positive : bool, default False
+        Coordinate descent option.
+    solver : {"auto", "cd", "fista"}, default "auto"
+        Coordinate descent for the penalties it supports, FISTA otherwise.
+    tol : float, default 1e-4
+    max_iter : int, optional
+    """
+
+    _multi_output = True
+
+    def __init__(
+        self,
+        datafit="quadratic",
+        penalty="l1",
+        *,
+        lam=None,
+        l1_ratio=0.5,
+        fit_intercept=True,
+        positive=False,
+        solver="auto",
+        tol=1e-4,
+        max_iter=None,
+    ):
+        self.datafit = datafit
+        self.penalty = penalty
+        self.lam = lam
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _datafit_object(self):
+        if isinstance(self.datafit, Datafit):
+            return self.datafit
+        if self.datafit not in _DATAFITS:
+            raise ValueError(
+                f"datafit must be one of {sorted(_DATAFITS)} or a Datafit object, got {self.datafit!r}"
+            )
+        return _DATAFITS[self.datafit]()
+
+    def _is_classifier(self):
+        return isinstance(self._datafit_object(), Logistic | Multinomial | SquaredHinge | Hinge)
+
+    def _core(self):
+        return _ClassifierCore if self._is_classifier() else _RegressorCore
+
+    def _strength(self):
+        if self.lam is not None:
+            return _check_strength(self.lam, "lam")
+        return 0.1 if isinstance(self.penalty, str) else float(self.penalty.lam)
+
+    def _penalty(self, n_features):
+        return _named_penalty(self.penalty, 1.0, self.l1_ratio)
+
+    def _datafit(self, y_enc):
+        datafit = self._datafit_object()
+        if isinstance(datafit, Hinge):
+            raise ValueError("the hinge is not differentiable: use LinearSVC(loss='hinge')")
+        if self._is_classifier() and not _is_binary(y_enc):
+            if isinstance(datafit, SquaredHinge):
+                raise ValueError(
+                    "the squared hinge is binary: use LinearSVC for one-vs-rest with more classes"
+                )
+            return Multinomial()
+        if self._is_classifier() and isinstance(datafit, Multinomial):
+            return Logistic()
+        if isinstance(datafit, Quadratic):  # one or several targets: the least squares of their shape
+            return MultitaskQuadratic() if y_enc.ndim == 2 else Quadratic()
+        return datafit
+
+    def _validate_training(self, X, y, sample_weight):
+        return self._core()._validate_training(self, X, y, sample_weight)
+
+    def _set_coef(self, coef, intercept):
+        self._core()._set_coef(self, coef, intercept)
+
+    def predict(self, X):
+        """Predictions: :math:`XW + b` for a regressor, the class of largest score for a classifier."""
+        return self._core().predict(self, X)
+
+    @available_if(lambda self: self._is_classifier())
+    def decision_function(self, X):
+        """Scores of a classifier (see :class:`LogisticRegression`)."""
+        return _ClassifierCore.decision_function(self, X)
+
+    @available_if(lambda self: isinstance(self._datafit_object(), Logistic | Multinomial))
+    def predict_proba(self, X):
+        """Class probabilities of a logistic or multinomial model."""
+        return _probabilities(self.decision_function(X))
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy for a classifier, :math:`R^2` for a regressor."""
+        metric = accuracy_score if self._is_classifier() else r2_score
+        return metric(y, self.predict(X), sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        if self._is_classifier():
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags()
+            tags.target_tags.multi_output = False
+        else:
+            tags.estimator_type = "regressor"
+            tags.regressor_tags = RegressorTags()
+            tags.target_tags.multi_output = True
+        return tags
+
+
+# ---- cross-validation -------------------------------------------------------------------------
+
+
+def _fold_errors(estimator, X, y_enc, sample_weight, train, test, lams):
+    """Held-out error of every strength of a path fitted on one fold."""
+    sw_train = None if sample_weight is None else sample_weight[train]
+    sw_test = None if sample_weight is None else sample_weight[test]
+    result = estimator._fit_path(X[train], y_enc[train], sw_train, lams)
+    return np.array(
+        [
+            estimator._held_out_loss(X[test], y_enc[test], sw_test, coef, intercept)
+            for coef, intercept in zip(result.coefs, result.intercepts, strict=True)
+        ]
+    )
+
+
+class _CrossValidated:
+    r"""K-fold choice of :math:`\lambda` along a warm-started path; mixed in before the estimator it tunes.
+
+    Fitted attributes: ``lams_`` (the grid, decreasing), ``cv_errors_``
+    (``(K, L)`` held-out errors), ``cv_mean_`` and ``cv_se_`` (mean and
+    standard error over the folds), ``lam_min_`` (least mean error),
+    ``lam_1se_`` (largest :math:`\lambda` whose mean error is within one
+    standard error of the minimum, Breiman's rule), ``lam_`` (the one
+    ``selection`` picks, used for the final refit on all the data), and the
+    refit's ``coef_``, ``intercept_``, ``dual_gap_``, ``n_iter_``.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        """Cross-validate the grid, then refit at the selected strength."""
+        if self.selection not in ("min", "1se"):
+            raise ValueError(f"selection must be 'min' or '1se', got {self.selection!r}")
+        X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
+        if X.shape[0] < 2:
+            raise ValueError(f"cross-validation needs at least 2 samples, got n_samples={X.shape[0]}")
+        if self.lams is None:
+            lams = self._default_lams(X, y_enc, sample_weight, self.n_lams, self.eps)
+        else:
+            lams = -np.sort(-np.asarray(self.lams, dtype=np.float64).ravel())
+        if lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
+            raise ValueError("lams must be a non-empty sequence of finite strengths >= 0")
+        splitter = check_cv(self.cv, _labels(y_enc), classifier=is_classifier(self))
+        folds = list(splitter.split(X, _labels(y_enc)))
+        errors = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fold_errors)(self, X, y_enc, sample_weight, train, test, lams) for train, test in folds
+        )
+        self.lams_ = lams
+        self.cv_errors_ = np.array(errors)
+        self.cv_mean_ = self.cv_errors_.mean(axis=0)
+        self.cv_se_ = (
+            self.cv_errors_.std(axis=0, ddof=1) / math.sqrt(len(folds)) if len(folds) > 1 else 0 * lams
+        )
+        best = int(np.argmin(self.cv_mean_))
+        within = np.flatnonzero(self.cv_mean_ <= self.cv_mean_[best] + self.cv_se_[best])
+        self.lam_min_ = float(lams[best])
+        self.lam_1se_ = float(lams[within.min()])
+        self.lam_ = self.lam_min_ if self.selection == "min" else self.lam_1se_
+        result = self._fit_path(X, y_enc, sample_weight, np.array([self.lam_]))
+        self._set_solution(result, 0)
+        return self
+
+    def plot(self, ax=None):
+        """Mean held-out error with one-standard-error bars against :math:`\\lambda`; returns the Figure."""
+        from matplotlib.figure import Figure
+
+        check_is_fitted(self)
+        if ax is None:
+            ax = Figure(figsize=(6, 4)).add_subplot()
+        ax.errorbar(self.lams_, self.cv_mean_, yerr=self.cv_se_, fmt="o-", markersize=3, capsize=2)
+        ax.axvline(self.lam_min_, linestyle="--", color="k", label=r"$\lambda_{\min}$")
+        ax.axvline(self.lam_1se_, linestyle=":", color="k", label=r"$\lambda_{1se}$")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel(r"$\lambda$")
+        ax.set_ylabel("held-out error")
+        ax.legend()
+        return ax.figure
+
+
+def _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs):
+    self.lams = lams
+    self.n_lams = n_lams
+    self.eps = eps
+    self.cv = cv
+    self.selection = selection
+    self.n_jobs = n_jobs
+
+
+class LassoCV(_CrossValidated, Lasso):
+    """:class:`Lasso` with :math:`\\lambda` chosen by K-fold cross-validation (mean squared error).
+
+    Parameters as :class:`Lasso` (without ``lam``), plus ``lams`` (grid; default
+    ``n_lams`` values from :math:`\\lambda_{\\max}` down to ``eps`` times it),
+    ``cv`` (folds: an int, a splitter or an iterable), ``selection``
+    (``"min"`` or ``"1se"``) and ``n_jobs`` (folds in parallel through joblib,
+    so any joblib backend, Dask or Ray included, works unchanged).
+    """
+
+    def __init__(
+        self,
+        *,
+        lams=None,
+        n_lams=100,
+        eps=1e-3,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        weights=None,
+        fit_intercept=True,
+        positive=False,
+        tol=1e-4,
+        max_iter=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.weights = weights
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+
+class ElasticNetCV(_CrossValidated, ElasticNet):
+    """:class:`ElasticNet` with :math:`\\lambda` chosen by K-fold cross-validation (see :class:`LassoCV`)."""
+
+    def __init__(
+        self,
+        *,
+        l1_ratio=0.5,
+        lams=None,
+        n_lams=100,
+        eps=1e-3,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        fit_intercept=True,
+        positive=False,
+        tol=1e-4,
+        max_iter=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+
+class GroupLassoCV(_CrossValidated, GroupLasso):
+    """:class:`GroupLasso` with :math:`\\lambda` chosen by K-fold cross-validation (see :class:`LassoCV`)."""
+
+    def __init__(
+        self,
+        *,
+        groups=None,
+        weights=None,
+        lams=None,
+        n_lams=100,
+        eps=1e-3,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        fit_intercept=True,
+        positive=False,
+        tol=1e-4,
+        max_iter=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.groups = groups
+        self.weights = weights
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+
+class SparseGroupLassoCV(_CrossValidated, SparseGroupLasso):
+    """:class:`SparseGroupLasso` with :math:`\\lambda` chosen by K-fold CV (as :class:`LassoCV`)."""
+
+    def __init__(
+        self,
+        *,
+        groups=None,
+        l1_ratio=0.5,
+        weights=None,
+        lams=None,
+        n_lams=100,
+        eps=1e-3,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        fit_intercept=True,
+        positive=False,
+        tol=1e-4,
+        max_iter=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.groups = groups
+        self.l1_ratio = l1_ratio
+        self.weights = weights
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.tol = tol
+        self.max_iter = max_iter
+
+
+class RidgeCV(_CrossValidated, Ridge):
+    """:class:`Ridge` with :math:`\\lambda` chosen by K-fold cross-validation along the SVD path.
+
+    With ``cv=None`` (the default) the error is the exact leave-one-out error
+    of :func:`~normpen.linear.solvers.ridge.ridge_path`, free from the one SVD
+    of the data (no folds; ``lam_1se_`` then equals ``lam_min_``, as there is
+    no spread over folds to measure). Any other ``cv`` runs K-fold, one SVD
+    per fold for the whole grid. Parameters as :class:`LassoCV`; the default
+    grid runs from :math:`10\\sigma_{\\max}^2` (the Lipschitz constant of the
+    gradient) down to ``eps`` times it.
+    """
+
+    def __init__(
+        self, *, lams=None, n_lams=100, eps=1e-6, cv=None, selection="min", n_jobs=None, fit_intercept=True
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.fit_intercept = fit_intercept
+
+    def fit(self, X, y, sample_weight=None):
+        """Exact leave-one-out (``cv=None``) or K-fold choice of :math:`\\lambda`, then the refit."""
+        if self.cv is not None:
+            return super().fit(X, y, sample_weight)
+        if self.selection not in ("min", "1se"):
+            raise ValueError(f"selection must be 'min' or '1se', got {self.selection!r}")
+        X, y, sample_weight = self._validate_training(X, y, sample_weight)
+        lams = (
+            self._default_lams(X, y, sample_weight, self.n_lams, self.eps)
+            if self.lams is None
+            else (-np.sort(-np.asarray(self.lams, dtype=np.float64).ravel()))
+        )
+        result = ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=self.fit_intercept)
+        errors = result.loo_mse if result.loo_mse.ndim == 1 else result.loo_mse.mean(axis=1)
+        self.lams_, self.cv_mean_ = lams, errors
+        self.cv_errors_, self.cv_se_ = errors[None], np.zeros_like(errors)
+        self.lam_min_ = self.lam_1se_ = self.lam_ = float(lams[int(np.argmin(errors))])
+        self._set_solution(self._fit_path(X, y, sample_weight, np.array([self.lam_])), 0)
+        return self
+
+
+class LogisticRegressionCV(_CrossValidated, LogisticRegression):
+    """:class:`LogisticRegression` with :math:`\\lambda` chosen by stratified K-fold CV (log loss)."""
+
+    def __init__(
+        self,
+        *,
+        penalty="l2",
+        l1_ratio=0.5,
+        lams=None,
+        n_lams=30,
+        eps=1e-3,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        fit_intercept=True,
+        solver="auto",
+        tol=1e-4,
+        max_iter=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+
+
+class LinearSVCCV(_CrossValidated, LinearSVC):
+    """:class:`LinearSVC` with :math:`\\lambda` chosen by stratified K-fold CV (misclassification rate).
+
+    The soft margin only: the hard margin has no :math:`\\lambda` to choose.
+    """
+
+    hard_margin = False
+
+    def __init__(
+        self,
+        *,
+        loss="squared_hinge",
+        lams=None,
+        n_lams=20,
+        eps=1e-2,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        fit_intercept=True,
+        tol=1e-4,
+        max_iter=None,
+        random_state=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.loss = loss
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+
+class PenalizedLinearModelCV(_CrossValidated, PenalizedLinearModel):
+    """:class:`PenalizedLinearModel` with :math:`\\lambda` chosen by K-fold CV (held-out datafit loss)."""
+
+    def __init__(
+        self,
+        datafit="quadratic",
+        penalty="l1",
+        *,
+        l1_ratio=0.5,
+        lams=None,
+        n_lams=50,
+        eps=1e-3,
+        cv=5,
+        selection="min",
+        n_jobs=None,
+        fit_intercept=True,
+        positive=False,
+        solver="auto",
+        tol=1e-4,
+        max_iter=None,
+    ):
+        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
+        self.datafit = datafit
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.positive = positive
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter

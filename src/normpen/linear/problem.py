@@ -1,0 +1,508 @@
+r"""A penalized linear problem bound to its data, and the duality gap that certifies a solution.
+
+:class:`Problem` holds what every solve on the same data shares (the
+validated design, the encoded target, the normalised sample weights and the
+caches: the Gram matrix of the quadratic datafit, block Lipschitz constants,
+the objective at zero), so that a path of :math:`\lambda` pays for it once.
+
+Coefficients are handled internally as a ``(p, m)`` matrix :math:`W` and the
+intercept as an ``(m,)`` vector :math:`b`, with :math:`m = 1` for a single
+output; the linear predictor :math:`z = XW + b` keeps the datafit's own shape
+(``(n,)`` for a single output).
+
+The certificate. For a :class:`~normpen.linear.blocks.BlockPenalty` :math:`P`,
+the dual of :math:`\min_{W,b} F(XW + b) + P(W)` is
+:math:`\max_u -\sum_i a_i\ell_i^*(u_i) - P^*(-X^\top A u)`, with
+:math:`\sum_i a_i u_i = 0` when the intercept is fitted. At a primal point
+the intercept is first refitted exactly (:meth:`Datafit.fit_intercept`), so
+that :math:`u = \ell'(z)` has :math:`\sum_i a_i u_i = 0`; then
+
+- without ridge part, :math:`P^*` is the indicator of the dual ball and
+  :math:`u / \kappa` is feasible for :math:`\kappa = \max(1, \max_g t_g)`;
+- with a ridge part :math:`P^*` is finite and :math:`u` itself is used.
+
+The gap :math:`P(W, b) - D(u) \ge P(W, b) - P^\star` is reported as is
+(``dual_gap_``) and compared with ``tol`` times :math:`P_0 = \min_b F(0, b)`,
+the objective at :math:`W = 0`. Unpenalized coefficients (zero weights,
+features outside every group) carry the dual constraint
+:math:`(X^\top A u)_j = 0`, which no rescaling meets: :math:`u` is first
+projected onto it (:meth:`Problem.free_projection`), so the certificate holds
+for every penalty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from normpen._array import namespace
+from normpen.linear._validation import check_design, check_target_array
+from normpen.linear.datafits.base import normalize_weights
+from normpen.linear.datafits.quadratic import Quadratic
+
+__all__ = [
+    "Problem",
+    "State",
+    "Solution",
+    "GapReport",
+    "dual_objective",
+    "penalty_dual_terms",
+    "free_constraints",
+    "project_free",
+]
+
+#: Largest Gram cache, in entries of float64 (about 128 MB).
+_GRAM_CACHE_ENTRIES = 16_000_000
+
+
+@dataclass
+class State:
+    """A primal point: ``W`` (p, m) and ``b`` (m,) in float64, and ``z = XW + b``.
+
+    ``gradient`` caches ``(G, X^T G)`` at this point; whoever moves the point
+    resets it to ``None`` (a path reuses it for the next strength).
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    z: np.ndarray
+    gradient: tuple | None = None
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """Primal and dual objectives at a point and the gap between them."""
+
+    primal: float
+    dual: float
+    gap: float
+
+
+@dataclass(frozen=True)
+class Solution:
+    """What a solver returns.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (p,) or (p, m)
+        Coefficients, in the dtype of ``X``.
+    intercept : float or ndarray of shape (m,)
+        Intercept (0 when not fitted).
+    dual_gap : float
+        Duality gap :math:`P - D` at the returned point (absolute).
+    gap_scale : float
+        :math:`P_0`, the objective at :math:`W = 0`; convergence means
+        ``dual_gap <= tol * gap_scale``.
+    objective : float
+        Primal objective at the returned point.
+    n_iter : int
+        Outer iterations (working-set rounds for coordinate descent,
+        iterations for FISTA).
+    n_epochs : int
+        Inner passes (coordinate descent epochs; equal to ``n_iter`` for FISTA).
+    converged : bool
+        Whether ``dual_gap <= tol * gap_scale`` was reached.
+    """
+
+    coef: np.ndarray
+    intercept: float | np.ndarray
+    dual_gap: float
+    gap_scale: float
+    objective: float
+    n_iter: int
+    n_epochs: int
+    converged: bool
+
+
+class Problem:
+    r"""Data of a penalized linear problem, validated once, with the caches solvers share.
+
+    Parameters
+    ----------
+    X : array-like or scipy.sparse matrix of shape (n, p)
+        Design; float32 is kept, other dtypes become float64.
+    y : array-like
+        Target in the form the datafit's ``encode_target`` takes.
+    datafit : Datafit
+        The loss.
+    sample_weight : array-like of shape (n,), optional
+        Nonnegative weights with a positive sum.
+    fit_intercept : bool, default True
+        Fit an unpenalized intercept.
+    """
+
+    def __init__(self, X, y, datafit, sample_weight=None, fit_intercept=True):
+        self.X = check_design(X)
+        y = check_target_array(self.X, y)
+        self.datafit = datafit
+        self.y = datafit.encode_target(y)
+        self.fit_intercept = bool(fit_intercept)
+        self.n_samples, self.n_features = self.X.shape
+        self.n_outputs = datafit.n_outputs(self.y)
+        self.coef_shape = (self.n_features, self.n_outputs) if datafit.multi_output else (self.n_features,)
+        self.weights = normalize_weights(sample_weight, self.n_samples, np.zeros(1))
+        self.sparse = sp.issparse(self.X)
+        self._means = None
+        self._gram = _GramCache(self) if isinstance(datafit, Quadratic) else None
+        self._block_lipschitz = {}
+        self._square_norms = None
+        self._zero = None
+        self._free = None
+
+    # ---- shapes -----------------------------------------------------------------
+
+    def as_matrix(self, coef):
+        """Coefficients of shape ``coef_shape`` as a float64 ``(p, m)`` matrix."""
+        coef = np.asarray(coef, dtype=np.float64)
+        if coef.shape != self.coef_shape:
+            raise ValueError(f"coef_init must have shape {self.coef_shape}, got {coef.shape}")
+        return coef.reshape(self.n_features, self.n_outputs)
+
+    def as_coef(self, W):
+        """A ``(p, m)`` matrix back to ``coef_shape``, in the dtype of ``X``."""
+        return W.reshape(self.coef_shape).astype(self.X.dtype)
+
+    def as_intercept(self, b):
+        b = self.datafit.canonical_intercept(b)
+        return b.copy() if self.datafit.multi_output else float(b[0])
+
+    def columns(self, rows):
+        """The columns ``rows`` of ``X`` (dense Fortran array or CSC matrix)."""
+        return self.X[:, rows]
+
+    def _natural(self, Z):
+        """An ``(n, m)`` predictor in the datafit's shape."""
+        return Z if self.datafit.multi_output else Z[:, 0]
+
+    def _matrix(self, z):
+        return z if z.ndim == 2 else z[:, None]
+
+    # ---- predictor, gradient, objective ---------------------------------------------
+
+    def product(self, X_cols, W_rows):
+        """``X_cols @ W_rows`` as an ``(n, m)`` float64 array, computed in the dtype of ``X``."""
+        out = X_cols @ W_rows.astype(self.X.dtype, copy=False)
+        return np.asarray(out, dtype=np.float64).reshape(self.n_samples, self.n_outputs)
+
+    def predictor(self, W, b):
+        support = np.flatnonzero(np.any(W != 0, axis=1))
+        Z = (
+            self.product(self.columns(support), W[support])
+            if support.size
+            else np.zeros((self.n_samples, self.n_outputs))
+        )
+        return self._natural(Z + b)
+
+    def state(self, coef_init=None, intercept_init=None):
+        """The starting :class:`State`: zeros, or the given coefficients and intercept."""
+        W = np.zeros((self.n_features, self.n_outputs)) if coef_init is None else self.as_matrix(coef_init)
+        b = np.zeros(self.n_outputs)
+        if intercept_init is not None and self.fit_intercept:
+            b = np.asarray(intercept_init, dtype=np.float64).reshape(self.n_outputs).copy()
+        return State(W, b, self.predictor(W, b))
+
+    def refit_intercept(self, state):
+        """Set ``state.b`` to the best intercept for ``state.W`` (no-op without an intercept)."""
+        if not self.fit_intercept:
+            return
+        shift = np.atleast_1d(np.asarray(self.datafit.fit_intercept(self.y, state.z, self.weights)))
+        if np.any(shift != 0):
+            state.gradient = None
+            state.b += shift
+            state.z = state.z + (shift[0] if state.z.ndim == 1 else shift)
+
+    def loss(self, z):
+        return float(self.datafit.value(self.y, z, self.weights))
+
+    def raw_gradient(self, z):
+        """:math:`G = (a_i \\ell'(z_i))_i` as an ``(n, m)`` array."""
+        return self._matrix(self.datafit.raw_gradient(self.y, z, self.weights))
+
+    def full_gradient(self, state):
+        """``(G, X^T G)`` at ``state``, cached on it."""
+        if state.gradient is None:
+            G = self.raw_gradient(state.z)
+            state.gradient = (G, self.gradient(G))
+        return state.gradient
+
+    def gradient(self, G, rows=None):
+        r""":math:`X^\top G` (restricted to ``rows``), an ``(p, m)`` float64 array."""
+        X = self.X if rows is None else self.columns(rows)
+        out = X.T @ G.astype(self.X.dtype, copy=False)
+        return np.asarray(out, dtype=np.float64).reshape(-1, self.n_outputs)
+
+    def objective_at_zero(self):
+        r""":math:`P_0 = \min_b F(0, b)`, the scale of the relative duality gap."""
+        if self._zero is None:
+            state = self.state()
+            self.refit_intercept(state)
+            G = self.raw_gradient(state.z)
+            self._zero = (self.loss(state.z), self.gradient(G), state.b.copy())
+            self._zero_z = state.z
+        return self._zero[0]
+
+    def zero_state(self):
+        """The :class:`State` at :math:`W = 0` with the intercept fitted, its gradient already known."""
+        self.objective_at_zero()
+        G0 = self.raw_gradient(self._zero_z)
+        state = State(np.zeros((self.n_features, self.n_outputs)), self._zero[2].copy(), self._zero_z.copy())
+        state.gradient = (G0, self._zero[1])
+        return state
+
+    def gradient_at_zero(self):
+        r""":math:`\nabla_W F(0, b_0)` with the intercept :math:`b_0` fitted, shape ``(p, m)``."""
+        self.objective_at_zero()
+        return self._zero[1]
+
+    # ---- duality ------------------------------------------------------------------
+
+    def duality_gap(self, z, penalty, W, grad, rows=None):
+        r""":class:`GapReport` at the predictor ``z`` (intercept refitted) for a BlockPenalty.
+
+        ``W`` and ``grad`` (:math:`X^\top G`) are the coefficients the penalty
+        covers: all of them (``rows=None``), or the working set ``rows`` (then
+        ``penalty`` is restricted to them and the gap is that of the problem
+        restricted to the working set). Unpenalized coefficients are handled
+        by :meth:`free_projection`.
+        """
+        primal = self.loss(z) + penalty.value(W)
+        u = self._matrix(self.datafit.derivative(self.y, z))
+        free = penalty.free_rows
+        if free.size:
+            u, correction = self.free_projection(u, free if rows is None else rows[free])
+            grad = grad - (correction if rows is None else correction[rows])
+        dual = dual_objective(
+            self.datafit, self.y, self._natural(u), self.weights, *penalty_dual_terms(penalty, -grad)
+        )
+        return GapReport(primal, dual, primal - dual)
+
+    def free_projection(self, u, free):
+        r"""The dual point ``u`` projected onto the constraints of the unpenalized coefficients ``free``.
+
+        Unpenalized coefficients (zero weights, features in no group) add the
+        dual constraints :math:`X_f^\top A u = 0`. With :math:`\tilde X = [X_f, 1]`
+        (the column of ones with an intercept, whose constraint the intercept
+        refit already meets) the :math:`A`-orthogonal projection is
+        :math:`u - \tilde X c` with :math:`c = (\tilde X^\top A\tilde X)^+\tilde X^\top A u`.
+        Returns it and :math:`X^\top A\tilde X c`, the change of :math:`X^\top A u`
+        (from the cached :math:`X^\top A \tilde X`, so no pass over :math:`X`).
+        Near the optimum :math:`c` is tiny; a projection that leaves the
+        conjugate's domain gives an infinite gap, so the certificate stays valid.
+        """
+        key = free.tobytes()
+        if self._free is None or self._free[0] != key:
+            self._free = (key, free_constraints(self.X, self.weights, self.fit_intercept, free))
+        return project_free(self._free[1], u)
+
+    def gap_threshold(self, tol, report):
+        """The gap to reach: ``tol * P0``, never below the objective's rounding level in ``X``'s dtype."""
+        eps = float(np.finfo(self.X.dtype).eps)
+        rounding = 64 * eps * abs(report.primal)
+        return max(tol * self.objective_at_zero(), rounding)
+
+    # ---- curvature ----------------------------------------------------------------
+
+    def means(self):
+        r""":math:`\bar x = X^\top a`, the weighted column means (zeros without an intercept)."""
+        if self._means is None:
+            if self.fit_intercept:
+                self._means = np.asarray(
+                    self.X.T @ self.weights.astype(self.X.dtype), dtype=np.float64
+                ).ravel()
+            else:
+                self._means = np.zeros(self.n_features)
+        return self._means
+
+    def block_lipschitz(self, penalty):
+        r"""Per-block :math:`L_g = c\,\|A^{1/2}(X_g - 1\bar x_g^\top)\|_2^2` (cached per block structure).
+
+        :math:`c` is the datafit's curvature; the centring applies with an
+        intercept (dual points then satisfy :math:`\sum_i a_i u_i = 0`). A
+        zero column gets :math:`L = 1` so that steps stay finite.
+        """
+        key = penalty.structure_key
+        if key not in self._block_lipschitz:
+            sq = self._centred_square_norms()
+            if penalty.singletons:
+                L = sq[penalty.row_order]
+            else:
+                L = np.array(
+                    [
+                        self._largest_eigenvalue(penalty.block_rows(g))
+                        if penalty.block_sizes[g] > 1
+                        else sq[penalty.block_rows(g)[0]]
+                        for g in range(penalty.n_blocks)
+                    ]
+                )
+            L = self.datafit.curvature * L
+            self._block_lipschitz = {key: np.where(L > 0, L, 1.0)}
+        return self._block_lipschitz[key]
+
+    def _centred_square_norms(self):
+        if self._square_norms is not None:
+            return self._square_norms
+        a = self.weights
+        if self.sparse:
+            sq = np.asarray(self.X.multiply(self.X).T @ a).ravel()
+        else:
+            sq = np.einsum("ij,ij,i->j", self.X, self.X, a.astype(self.X.dtype), dtype=np.float64)
+        self._square_norms = np.maximum(sq - self.means() ** 2, 0)
+        return self._square_norms
+
+    def _largest_eigenvalue(self, rows):
+        gram = self.weighted_gram(rows, self.weights, cached=False)
+        return float(np.linalg.eigvalsh(gram)[-1])
+
+    def weighted_gram(self, rows, h, hsum=None, cached=True):
+        r"""Centred Gram :math:`X_r^\top H X_r - q q^\top / \sum h` with :math:`q = X_r^\top h`.
+
+        The centring (only with an intercept) is the Schur complement that
+        eliminates the intercept from a quadratic model with curvature
+        weights ``h``; for the quadratic datafit (``h = a``) the result is
+        taken from and stored in the Gram cache.
+        """
+        if cached and self._gram is not None and h is self.weights:
+            return self._gram.centred(rows)
+        Xr = self.columns(rows)
+        hx = Xr.multiply(h[:, None]).tocsc() if self.sparse else Xr * h[:, None].astype(Xr.dtype)
+        gram = _dense(Xr.T @ hx)
+        if self.fit_intercept:
+            q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
+            gram -= np.outer(q, q) / (h.sum() if hsum is None else hsum)
+        return gram
+
+
+def penalty_dual_terms(penalty, V):
+    r"""``(kappa, conjugate)`` of a penalty at :math:`V = -X^\top G`, for :func:`dual_objective`.
+
+    A :class:`~normpen.linear.blocks.BlockPenalty` with a ridge part has a
+    finite conjugate (``kappa = 1``); without one, and for any norm penalty
+    (``is_norm``), the conjugate is the indicator of the dual ball and
+    ``kappa = max(1, dual_norm(V) / lam)`` rescales the dual point into it.
+    Returns ``None`` for a penalty with neither (no certificate).
+    """
+    if hasattr(penalty, "dual_scale"):
+        if penalty.ridge > 0:
+            return 1.0, penalty.conjugate(V)
+        return penalty.dual_scale(V), 0.0
+    if getattr(penalty, "is_norm", False) and penalty.lam > 0:
+        return max(1.0, float(penalty.dual_norm(V)) / penalty.lam), 0.0
+    return None
+
+
+def free_constraints(X, weights, fit_intercept, free):
+    r"""What :func:`project_free` needs for the unpenalized columns ``free`` (numpy, scipy.sparse or torch).
+
+    Returns :math:`\tilde X = [X_f, 1]` (dense), :math:`A\tilde X`,
+    :math:`(\tilde X^\top A\tilde X)^+` and :math:`X^\top A\tilde X`, in the
+    kind of ``weights``.
+    """
+    xp = namespace(weights)
+    columns = X[:, free]
+    columns = xp.asarray(
+        columns.toarray() if sp.issparse(columns) else columns, dtype=weights.dtype, device=weights.device
+    )
+    if fit_intercept:
+        ones = xp.ones((X.shape[0], 1), dtype=weights.dtype, device=weights.device)
+        columns = xp.concat([columns, ones], axis=1)
+    weighted = columns * xp.reshape(weights, (-1, 1))
+    system = xp.linalg.pinv(columns.T @ weighted)
+    cross = xp.asarray(X.T @ xp.astype(weighted, X.dtype), dtype=weights.dtype, device=weights.device)
+    return columns, weighted, system, cross
+
+
+def project_free(constraints, u):
+    r"""The projected dual point :math:`u - \tilde X c` and :math:`X^\top A\tilde X c`.
+
+    Here :math:`c = (\tilde X^\top A\tilde X)^+\tilde X^\top A u`.
+
+    ``u`` has shape ``(n,)`` or ``(n, m)``; see :meth:`Problem.free_projection`.
+    """
+    columns, weighted, system, cross = constraints
+    coefficients = system @ (weighted.T @ u)
+    return u - columns @ coefficients, cross @ coefficients
+
+
+def dual_objective(datafit, y, u, weights, kappa, conjugate):
+    r"""Dual objective :math:`-\sum_i a_i \ell_i^*(u_i/\kappa) - P^*(V)` at the dual point :math:`u/\kappa`.
+
+    ``u`` is :math:`\ell'(z)` at a primal point (possibly projected by
+    :meth:`Problem.free_projection`), in the datafit's shape.
+    """
+    return float(datafit.dual(y, u / kappa, weights)) - conjugate
+
+
+def _grown(buffer, used, shape, rows_too=True):
+    """A larger buffer holding the first ``used`` rows/columns of ``buffer``."""
+    out = np.empty(shape, dtype=buffer.dtype, order="F")
+    if rows_too:
+        out[:used, :used] = buffer[:used, :used]
+    else:
+        out[:, :used] = buffer[:, :used]
+    return out
+
+
+def _dense(M):
+    return np.asarray(M.toarray() if sp.issparse(M) else M, dtype=np.float64)
+
+
+class _GramCache:
+    r"""Uncentred :math:`X_F^\top A X_F` for the features :math:`F` met so far, grown on demand.
+
+    Working sets along a path overlap heavily, so each Gram entry is computed
+    once per problem. The matrix lives in a buffer whose capacity doubles as
+    features arrive; the cache restarts when it would exceed
+    ``_GRAM_CACHE_ENTRIES``.
+    """
+
+    def __init__(self, problem):
+        self.problem = problem
+        self.slot = np.full(problem.n_features, -1, dtype=np.int64)
+        self.features = np.zeros(0, dtype=np.int64)
+        self.buffer = np.zeros((0, 0))
+        self.columns = (
+            None if problem.sparse else np.zeros((problem.n_samples, 0), dtype=problem.X.dtype, order="F")
+        )
+
+    def centred(self, rows):
+        self._add(rows)
+        slots = self.slot[rows]
+        gram = self.buffer[:, slots][slots]  # columns first: the buffer is Fortran-ordered
+        if self.problem.fit_intercept:
+            q = self.problem.means()[rows]
+            gram -= q[:, None] * q[None, :]
+        return gram
+
+    def _add(self, rows):
+        new = np.unique(rows[self.slot[rows] < 0])
+        if not new.size:
+            return
+        k = self.features.size
+        problem = self.problem
+        if (k + new.size) ** 2 > _GRAM_CACHE_ENTRIES:
+            self.slot[self.features] = -1
+            self.features, self.buffer, k = np.zeros(0, dtype=np.int64), np.zeros((0, 0)), 0
+            new = np.unique(rows)
+        end = k + new.size
+        if end > self.buffer.shape[0]:
+            capacity = min(max(2 * end, 64), problem.n_features)
+            self.buffer = _grown(self.buffer, k, (capacity, capacity))
+            if not problem.sparse:
+                self.columns = _grown(self.columns, k, (problem.n_samples, capacity), rows_too=False)
+        a = problem.weights
+        X_new = problem.columns(new)
+        aX_new = (
+            X_new.multiply(a[:, None]).tocsc() if problem.sparse else X_new * a[:, None].astype(X_new.dtype)
+        )
+        if k:
+            old = problem.columns(self.features) if problem.sparse else self.columns[:, :k]
+            cross = _dense(aX_new.T @ old)
+            self.buffer[k:end, :k] = cross
+            self.buffer[:k, k:end] = cross.T
+        self.buffer[k:end, k:end] = _dense(aX_new.T @ X_new)
+        if not problem.sparse:
+            self.columns[:, k:end] = X_new
+        self.slot[new] = np.arange(k, end)
+        self.features = np.concatenate([self.features, new])

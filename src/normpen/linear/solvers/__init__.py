@@ -1,0 +1,1 @@
+"""Solvers of penalized linear models, one per file, each declaring what it needs from a penalty."""

@@ -1,0 +1,288 @@
+"""Coordinate descent against scikit-learn, scipy and the optimality conditions."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import minimize
+from sklearn import linear_model
+from sklearn.exceptions import ConvergenceWarning
+
+from normpen.linear.blocks import SparseGroupLasso
+from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
+from normpen.linear.solvers.cd import coordinate_descent
+from normpen.penalties.elastic_net import ElasticNet
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(0)
+    n, p = 60, 30
+    X = rng.standard_normal((n, p)) + 0.5
+    w = np.zeros(p)
+    w[:4] = [2.0, -1.5, 1.0, 0.5]
+    y = X @ w + 0.3 * rng.standard_normal(n) + 1.0
+    lam_max = np.max(np.abs((X - X.mean(0)).T @ (y - y.mean()))) / n
+    return X, y, lam_max
+
+
+@pytest.fixture(scope="module")
+def classification():
+    rng = np.random.default_rng(1)
+    n, p = 80, 12
+    X = rng.standard_normal((n, p))
+    score = X[:, 0] - 2 * X[:, 1] + 0.5 * rng.standard_normal(n) + 0.3
+    return X, np.where(score > 0, 1.0, -1.0)
+
+
+def _lasso_objective(X, y, coef, intercept, lam, sample_weight=None):
+    s = np.ones(len(y)) if sample_weight is None else sample_weight
+    return 0.5 * np.sum(s * (y - X @ coef - intercept) ** 2) / s.sum() + lam * np.abs(coef).sum()
+
+
+@pytest.mark.parametrize("kind", ["dense", "csc", "csr", "float32"])
+@pytest.mark.parametrize("fraction", [0.5, 0.05])
+def test_lasso_matches_scikit_learn(regression, kind, fraction):
+    X, y, lam_max = regression
+    lam = fraction * lam_max
+    reference = linear_model.Lasso(alpha=lam, tol=1e-12, max_iter=100_000).fit(X, y)
+    design = {"dense": X, "csc": sp.csc_matrix(X), "csr": sp.csr_matrix(X), "float32": X.astype(np.float32)}[
+        kind
+    ]
+    ours = coordinate_descent(design, y, Quadratic(), L1(lam), tol=1e-10)
+    expected = _lasso_objective(X, y, reference.coef_, reference.intercept_, lam)
+    reached = _lasso_objective(X, y, ours.coef.astype(float), ours.intercept, lam)
+    rel = 1e-5 if kind == "float32" else 1e-9
+    assert reached == pytest.approx(expected, rel=rel)
+    assert ours.coef.dtype == (np.float32 if kind == "float32" else np.float64)
+    np.testing.assert_allclose(ours.coef, reference.coef_, atol=1e-3 if kind == "float32" else 1e-6)
+
+
+def test_lasso_with_sample_weights_and_no_intercept_matches_scikit_learn(regression):
+    X, y, lam_max = regression
+    s = np.random.default_rng(2).uniform(0.2, 3, len(y))
+    lam = 0.1 * lam_max
+    for fit_intercept in (True, False):
+        reference = linear_model.Lasso(alpha=lam, tol=1e-12, max_iter=100_000, fit_intercept=fit_intercept)
+        reference.fit(X, y, sample_weight=s)
+        ours = coordinate_descent(
+            X, y, Quadratic(), L1(lam), sample_weight=s, fit_intercept=fit_intercept, tol=1e-10
+        )
+        np.testing.assert_allclose(ours.coef, reference.coef_, atol=1e-6)
+        assert ours.intercept == pytest.approx(reference.intercept_, abs=1e-6)
+
+
+def test_sample_weights_equal_repeated_samples(regression):
+    X, y, lam_max = regression
+    counts = np.random.default_rng(3).integers(0, 3, len(y))
+    weighted = coordinate_descent(X, y, Quadratic(), L1(0.1 * lam_max), sample_weight=counts, tol=1e-12)
+    repeated = coordinate_descent(
+        np.repeat(X, counts, 0), np.repeat(y, counts), Quadratic(), L1(0.1 * lam_max), tol=1e-12
+    )
+    np.testing.assert_allclose(weighted.coef, repeated.coef, atol=1e-9)
+
+
+@pytest.mark.parametrize("l1_ratio", [0.2, 0.7])
+def test_elastic_net_matches_scikit_learn(regression, l1_ratio):
+    X, y, lam_max = regression
+    lam = 0.2 * lam_max
+    reference = linear_model.ElasticNet(alpha=lam, l1_ratio=l1_ratio, tol=1e-12, max_iter=100_000).fit(X, y)
+    ours = coordinate_descent(X, y, Quadratic(), ElasticNet(lam, l1_ratio), tol=1e-10)
+    np.testing.assert_allclose(ours.coef, reference.coef_, atol=1e-7)
+    assert ours.intercept == pytest.approx(reference.intercept_, abs=1e-7)
+
+
+def test_positive_lasso_matches_scikit_learn(regression):
+    X, y, lam_max = regression
+    y = y - 3 * X[:, 5]
+    reference = linear_model.Lasso(alpha=0.05 * lam_max, positive=True, tol=1e-12, max_iter=100_000).fit(X, y)
+    ours = coordinate_descent(X, y, Quadratic(), L1(0.05 * lam_max), positive=True, tol=1e-10)
+    assert np.all(ours.coef >= 0)
+    np.testing.assert_allclose(ours.coef, reference.coef_, atol=1e-7)
+
+
+def test_multitask_group_lasso_matches_scikit_learn(regression):
+    X, _, _ = regression
+    rng = np.random.default_rng(4)
+    Y = X[:, :3] @ rng.standard_normal((3, 4)) + 0.2 * rng.standard_normal((len(X), 4))
+    reference = linear_model.MultiTaskLasso(alpha=0.1, tol=1e-12, max_iter=100_000).fit(X, Y)
+    ours = coordinate_descent(
+        X, Y, MultitaskQuadratic(), GroupLasso(0.1, "rows", weights=np.ones(X.shape[1])), tol=1e-10
+    )
+    np.testing.assert_allclose(ours.coef, reference.coef_.T, atol=1e-6)
+    np.testing.assert_allclose(ours.intercept, reference.intercept_, atol=1e-6)
+
+
+def _logistic_objective(X, y, coef, intercept, penalty):
+    return np.mean(np.logaddexp(0, -y * (X @ coef + intercept))) + float(penalty.value(coef))
+
+
+@pytest.mark.parametrize("penalty", [L1(0.02), L2(0.05), ElasticNet(0.03, 0.5)], ids=["l1", "l2", "en"])
+def test_logistic_matches_scikit_learn(classification, penalty):
+    X, y = classification
+    n = len(y)
+    if isinstance(penalty, L2):
+        reference = linear_model.LogisticRegression(C=1 / (n * penalty.lam), tol=1e-12, max_iter=10_000)
+    else:
+        ratio = 1.0 if isinstance(penalty, L1) else penalty.l1_ratio
+        reference = linear_model.LogisticRegression(
+            C=1 / (n * penalty.lam), l1_ratio=ratio, solver="saga", tol=1e-12, max_iter=100_000
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.fit(X, y)
+    ours = coordinate_descent(X, y, Logistic(), penalty, tol=1e-10)
+    expected = _logistic_objective(X, y, reference.coef_.ravel(), reference.intercept_[0], penalty)
+    reached = _logistic_objective(X, y, ours.coef, ours.intercept, penalty)
+    assert reached <= expected + 1e-9
+    assert reached == pytest.approx(expected, rel=1e-6)
+
+
+def test_multinomial_matches_scikit_learn(classification):
+    X, _ = classification
+    rng = np.random.default_rng(5)
+    labels = np.argmax(X[:, :3] + 0.7 * rng.standard_normal((len(X), 3)), axis=1)
+    lam = 0.02
+    reference = linear_model.LogisticRegression(C=1 / (len(X) * lam), tol=1e-12, max_iter=10_000).fit(
+        X, labels
+    )
+    ours = coordinate_descent(X, labels, Multinomial(), L2(lam), tol=1e-12)
+
+    def objective(W, b):
+        Z = X @ W + b
+        return np.mean(np.log(np.exp(Z).sum(1)) - Z[np.arange(len(X)), labels]) + 0.5 * lam * np.sum(W**2)
+
+    assert objective(ours.coef, ours.intercept) <= objective(reference.coef_.T, reference.intercept_) + 1e-11
+    np.testing.assert_allclose(ours.coef, reference.coef_.T, atol=1e-5)
+    np.testing.assert_allclose(ours.intercept, reference.intercept_ - reference.intercept_.mean(), atol=1e-5)
+    assert np.sum(ours.intercept) == pytest.approx(0, abs=1e-12)
+
+
+def test_squared_hinge_l1_minimises_its_objective(classification):
+    """Checked against scipy on the smooth reformulation w = u - v, u, v >= 0 (bound-constrained L-BFGS)."""
+    X, y = classification
+    lam = 0.02
+    ours = coordinate_descent(X, y, SquaredHinge(), L1(lam), tol=1e-12)
+    p = X.shape[1]
+
+    def objective(theta):
+        w, b = theta[:p] - theta[p : 2 * p], theta[-1]
+        slack = np.maximum(0, 1 - y * (X @ w + b))
+        value = np.mean(slack**2) + lam * theta[: 2 * p].sum()
+        grad_z = -2 * y * slack / len(y)
+        gw = X.T @ grad_z
+        return value, np.concatenate([gw + lam, -gw + lam, [grad_z.sum()]])
+
+    bounds = [(0, None)] * (2 * p) + [(None, None)]
+    reference = minimize(
+        objective,
+        np.zeros(2 * p + 1),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 50_000},
+    )
+    reached = objective(
+        np.concatenate([np.maximum(ours.coef, 0), np.maximum(-ours.coef, 0), [ours.intercept]])
+    )[0]
+    assert reached <= reference.fun + 1e-9
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_sparse_group_lasso_satisfies_its_kkt_conditions(regression, rho):
+    X, y, lam_max = regression
+    groups = [np.arange(i, i + 5) for i in range(0, 30, 5)]
+    lam = 0.1 * lam_max
+    ours = coordinate_descent(X, y, Quadratic(), SparseGroupLasso(lam, groups, rho), tol=1e-12)
+    residual = y - X @ ours.coef - ours.intercept
+    gradient = -(X.T @ residual) / len(y)
+    assert abs(residual.mean()) < 1e-12
+    for g in groups:
+        w, grad = ours.coef[g], gradient[g]
+        excess = np.sign(-grad) * np.maximum(np.abs(grad) - lam * rho, 0)
+        if np.all(w == 0):
+            assert np.linalg.norm(excess) <= lam * (1 - rho) * np.sqrt(5) * (1 + 1e-8)
+        else:
+            # -grad = lam*rho*s + lam*(1-rho)*sqrt(5)*w/||w||, s in the subdifferential of |.|
+            l1_part = -grad - lam * (1 - rho) * np.sqrt(5) * w / np.linalg.norm(w)
+            nonzero = w != 0
+            np.testing.assert_allclose(l1_part[nonzero], lam * rho * np.sign(w[nonzero]), atol=1e-8)
+            assert np.all(np.abs(l1_part[~nonzero]) <= lam * rho + 1e-8)
+
+
+def test_lasso_kkt_and_gap_at_exit(regression):
+    X, y, lam_max = regression
+    lam = 0.05 * lam_max
+    tol = 1e-6
+    ours = coordinate_descent(X, y, Quadratic(), L1(lam), tol=tol)
+    assert ours.converged and ours.dual_gap <= tol * ours.gap_scale
+    residual = y - X @ ours.coef - ours.intercept
+    correlation = X.T @ residual / len(y)
+    support = ours.coef != 0
+    # the tolerance on the relative gap bounds how far the conditions can be from exact
+    slack = np.sqrt(2 * ours.dual_gap * np.max(np.sum((X - X.mean(0)) ** 2, 0) / len(y)))
+    assert np.all(np.abs(correlation[~support]) <= lam + slack)
+    np.testing.assert_allclose(correlation[support], lam * np.sign(ours.coef[support]), atol=slack + 1e-12)
+    assert ours.gap_scale == pytest.approx(0.5 * np.var(y))
+
+
+def test_weighted_lasso_leaves_zero_weight_features_unpenalized(regression):
+    X, y, lam_max = regression
+    weights = np.ones(X.shape[1])
+    weights[[7, 8]] = 0
+    ours = coordinate_descent(X, y, Quadratic(), L1(2 * lam_max, weights=weights), tol=1e-12)
+    residual = y - X @ ours.coef - ours.intercept
+    np.testing.assert_allclose(X[:, [7, 8]].T @ residual, 0, atol=1e-9)
+    assert np.all(ours.coef[np.flatnonzero(weights)] == 0)
+    assert ours.dual_gap <= 1e-12 * ours.gap_scale
+
+
+@pytest.mark.parametrize("options", [dict(screening=False), dict(anderson=0), dict(ws_start=1000)])
+def test_options_change_the_route_not_the_solution(regression, options):
+    X, y, lam_max = regression
+    base = coordinate_descent(X, y, Quadratic(), L1(0.02 * lam_max), tol=1e-12)
+    other = coordinate_descent(X, y, Quadratic(), L1(0.02 * lam_max), tol=1e-12, **options)
+    np.testing.assert_allclose(other.coef, base.coef, atol=1e-9)
+
+
+def test_warm_start_is_used(regression):
+    X, y, lam_max = regression
+    cold = coordinate_descent(X, y, Quadratic(), L1(0.05 * lam_max), tol=1e-10)
+    warm = coordinate_descent(
+        X, y, Quadratic(), L1(0.05 * lam_max), tol=1e-10, coef_init=cold.coef, intercept_init=cold.intercept
+    )
+    assert warm.n_iter == 0
+    np.testing.assert_array_equal(warm.coef, cold.coef)
+
+
+def test_convergence_warning_carries_the_gap(regression):
+    X, y, lam_max = regression
+    with pytest.warns(ConvergenceWarning, match=r"duality gap \d\.\d+e[-+]\d+ > tol"):
+        result = coordinate_descent(X, y, Quadratic(), L1(1e-4 * lam_max), tol=1e-15, max_iter=1)
+    assert not result.converged and result.dual_gap > 0
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "datafit", "message"),
+    [
+        (np.array([[1.0, np.nan], [0.0, 1.0]]), np.array([1.0, 2.0]), Quadratic(), "NaN"),
+        (np.array([[1.0, np.inf], [0.0, 1.0]]), np.array([1.0, 2.0]), Quadratic(), "infinity"),
+        (np.eye(2), np.array([1.0, np.nan]), Quadratic(), "NaN"),
+        (np.eye(2), np.array([0.0, 1.0]), Logistic(), "-1, \\+1"),
+        (np.eye(2), np.array([-1.0, 1.0]), Hinge(), "differentiable"),
+        (np.eye(3), np.array([-1.0, 1.0]), Quadratic(), "inconsistent numbers of samples"),
+    ],
+)
+def test_bad_input_is_refused(X, y, datafit, message):
+    with pytest.raises(ValueError, match=message):
+        coordinate_descent(X, y, datafit, L1(0.1))
+
+
+def test_groups_that_do_not_fit_x_are_refused(regression):
+    X, y, _ = regression
+    with pytest.raises(ValueError, match="do not fit X"):
+        coordinate_descent(X, y, Quadratic(), GroupLasso(0.1, [np.arange(25, 35)]))

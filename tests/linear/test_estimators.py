@@ -1,0 +1,165 @@
+"""The estimators: scikit-learn's checks, equivalence with scikit-learn's models, and clear errors."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn import linear_model, svm
+from sklearn.utils.estimator_checks import check_estimator
+
+from normpen.linear.datafits import Quadratic
+from normpen.linear.estimators import (
+    ElasticNet,
+    GroupLasso,
+    Lasso,
+    LinearSVC,
+    LogisticRegression,
+    PenalizedLinearModel,
+    Ridge,
+    SparseGroupLasso,
+)
+from normpen.linear.solvers.svm import NotSeparableError
+from normpen.penalties.group_lasso import GroupLasso as GroupLassoPenalty
+from normpen.penalties.nuclear import Nuclear
+
+#: scikit-learn marks the same check as an expected failure for its own LinearSVC: the dual
+#: coordinate descent visits samples in a random order, so weights and repetitions take different routes.
+_RANDOM = "dual coordinate descent visits samples in random order"
+RANDOM_ORDER = {
+    "check_sample_weight_equivalence_on_dense_data": _RANDOM,
+    "check_sample_weight_equivalence_on_sparse_data": _RANDOM,
+}
+
+ESTIMATORS = [
+    Lasso(),
+    ElasticNet(),
+    Ridge(),
+    GroupLasso(),
+    SparseGroupLasso(),
+    LogisticRegression(),
+    LogisticRegression(penalty="l1"),
+    LinearSVC(),
+    PenalizedLinearModel(),
+    PenalizedLinearModel("logistic", "elasticnet", lam=0.01),
+]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=repr)
+def test_scikit_learn_estimator_checks(estimator):
+    expected = RANDOM_ORDER if isinstance(estimator, LinearSVC) else {}
+    check_estimator(estimator, expected_failed_checks=expected)
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 8))
+    y = X[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.2 * rng.standard_normal(50) + 3.0
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def classification():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((90, 5))
+    labels = np.argmax(X[:, :3] + 0.8 * rng.standard_normal((90, 3)), axis=1)
+    return X, np.array(["a", "b", "c"])[labels]
+
+
+def test_ridge_is_scikit_learns_with_alpha_n_lam(regression):
+    X, y = regression
+    ours = Ridge(lam=0.05).fit(X, y)
+    reference = linear_model.Ridge(alpha=0.05 * len(y)).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, reference.coef_, atol=1e-10)
+    assert ours.intercept_ == pytest.approx(reference.intercept_)
+    assert ours.dual_gap_ <= 1e-10 and ours.n_iter_ == 1
+
+
+def test_lasso_reports_its_gap_and_handles_sparse_and_float32(regression):
+    X, y = regression
+    dense = Lasso(0.05, tol=1e-10).fit(X, y)
+    assert 0 <= dense.dual_gap_ <= 1e-10 * 0.5 * np.var(y) and dense.n_iter_ >= 1
+    sparse = Lasso(0.05, tol=1e-10).fit(sp.csr_matrix(X), y)
+    single = Lasso(0.05, tol=1e-8).fit(X.astype(np.float32), y)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, atol=1e-10)
+    np.testing.assert_allclose(single.coef_, dense.coef_, atol=1e-4)
+    reference = linear_model.Lasso(alpha=0.05, tol=1e-12).fit(X, y)
+    np.testing.assert_allclose(dense.coef_, reference.coef_, atol=1e-8)
+
+
+def test_two_dimensional_targets_fit_one_model_per_column(regression):
+    X, y = regression
+    Y = np.column_stack([y, -2 * y + 1])
+    both = ElasticNet(0.05, tol=1e-10).fit(X, Y)
+    assert both.coef_.shape == (2, 8) and both.predict(X).shape == (50, 2)
+    np.testing.assert_allclose(both.coef_[1], ElasticNet(0.05, tol=1e-10).fit(X, Y[:, 1]).coef_, atol=1e-5)
+
+
+def test_multinomial_logistic_matches_scikit_learn(classification):
+    X, y = classification
+    ours = LogisticRegression(lam=0.01, tol=1e-10).fit(X, y)
+    reference = linear_model.LogisticRegression(C=1 / (0.01 * len(y)), tol=1e-12, max_iter=10_000).fit(X, y)
+    np.testing.assert_allclose(ours.predict_proba(X), reference.predict_proba(X), atol=1e-6)
+    np.testing.assert_array_equal(ours.classes_, ["a", "b", "c"])
+    np.testing.assert_array_equal(ours.predict(X), reference.predict(X))
+
+
+def test_linear_svc_matches_liblinear_without_intercept(classification):
+    X, y = classification
+    binary = np.where(y == "a", 1, 0)
+    lam = 0.02
+    ours = LinearSVC(lam, fit_intercept=False, tol=1e-10, random_state=0).fit(X, binary)
+    reference = svm.LinearSVC(C=1 / (lam * len(X)), fit_intercept=False, tol=1e-12, max_iter=100_000).fit(
+        X, binary
+    )
+    np.testing.assert_allclose(ours.coef_, reference.coef_, atol=1e-4)
+
+
+def test_hard_margin_separates_or_says_it_cannot():
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.standard_normal((20, 2)) + 4, rng.standard_normal((20, 2)) - 4])
+    y = np.repeat([1, 0], 20)
+    model = LinearSVC(hard_margin=True).fit(X, y)
+    margins = (2 * y - 1) * model.decision_function(X)
+    assert margins.min() == pytest.approx(1.0, abs=1e-8)
+    assert model.margin_[0] == pytest.approx(1 / np.linalg.norm(model.coef_), rel=1e-10)
+    with pytest.raises(NotSeparableError, match="linear_svm"):
+        LinearSVC(hard_margin=True).fit(np.vstack([X, [[4.0, 4.0]]]), np.append(y, 0))
+
+
+def test_generic_model_takes_any_datafit_and_penalty(regression, classification):
+    X, y = regression
+    rng = np.random.default_rng(3)
+    Y = X @ np.outer(rng.standard_normal(8), rng.standard_normal(3)) + 0.5 * rng.standard_normal((50, 3))
+    low_rank = PenalizedLinearModel("multitask_quadratic", Nuclear(0.3), tol=1e-8).fit(X, Y)
+    assert low_rank.coef_.shape == (3, 8) and np.linalg.matrix_rank(low_rank.coef_, tol=1e-6) < 3
+    Xc, yc = classification
+    selector = PenalizedLinearModel("logistic", GroupLassoPenalty(0.05, "rows"), tol=1e-8).fit(Xc, yc)
+    assert selector.predict_proba(Xc).shape == (90, 3)
+    assert np.all((selector.coef_ == 0).all(axis=0) | (selector.coef_ != 0).all(axis=0))
+    as_lasso = PenalizedLinearModel(Quadratic(), "l1", lam=0.05, tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(as_lasso.coef_, Lasso(0.05, tol=1e-10).fit(X, y).coef_, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("model", "X", "y", "error", "message"),
+    [
+        (Lasso(), [[1.0, np.nan], [0.0, 1.0]], [1.0, 2.0], ValueError, "NaN"),
+        (Lasso(), [[1.0, 2.0], [0.0, 1.0]], [1.0, np.inf], ValueError, "infinity"),
+        (LogisticRegression(), [[1.0], [0.0], [2.0]], [0.1, 0.2, 0.3], ValueError, "Unknown label type"),
+        (LogisticRegression(), [[1.0], [0.0]], [1, 1], ValueError, "1 class"),
+        (
+            GroupLasso(groups=[np.array([0, 5])]),
+            [[1.0, 2.0], [0.0, 1.0]],
+            [1.0, 2.0],
+            ValueError,
+            "do not fit X",
+        ),
+        (Lasso(lam=-1.0), [[1.0], [0.0]], [1.0, 2.0], ValueError, "lam must be"),
+        (PenalizedLinearModel("hinge"), [[1.0], [0.0]], [1, 0], ValueError, "datafit must be one of"),
+        (LogisticRegression(penalty="l3"), [[1.0], [0.0]], [1, 0], ValueError, "penalty must be"),
+        (LinearSVC(loss="log"), [[1.0], [0.0]], [1, 0], ValueError, "loss must be"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(model, X, y, error, message):
+    with pytest.raises(error, match=message):
+        model.fit(np.asarray(X), np.asarray(y))

@@ -1,0 +1,144 @@
+"""FISTA against coordinate descent, closed forms and the optimality conditions, on numpy and torch."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from normpen.linear.blocks import SparseGroupLasso
+from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic
+from normpen.linear.solvers.cd import coordinate_descent
+from normpen.linear.solvers.fista import fista
+from normpen.penalties.anchored import Anchored
+from normpen.penalties.elastic_net import ElasticNet
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.nuclear import Nuclear
+
+GROUPS = [np.arange(i, i + 4) for i in range(0, 16, 4)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 16))
+    y = X[:, :3] @ np.array([1.5, -2.0, 1.0]) + 0.5 * rng.standard_normal(50) + 0.7
+    return X, y, np.where(y > np.median(y), 1.0, -1.0), np.digitize(y, np.quantile(y, [0.33, 0.66]))
+
+
+CASES = {
+    "lasso": (Quadratic(), L1(0.05), 1),
+    "elastic_net": (Quadratic(), ElasticNet(0.1, 0.4), 1),
+    "group_lasso": (Quadratic(), GroupLasso(0.1, GROUPS), 1),
+    "group_lasso_free_features": (Quadratic(), GroupLasso(0.1, GROUPS[:2]), 1),
+    "sparse_group_lasso": (Quadratic(), SparseGroupLasso(0.1, GROUPS, 0.5), 1),
+    "logistic_l1": (Logistic(), L1(0.01), 2),
+    "multinomial_elastic_net": (Multinomial(), ElasticNet(0.01, 0.5), 3),
+}
+
+
+def _target(data, kind):
+    X, y, binary, labels = data
+    return {1: y, 2: binary, 3: labels}[kind]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fista_and_coordinate_descent_agree(data, name):
+    datafit, penalty, kind = CASES[name]
+    X, y = data[0], _target(data, kind)
+    reference = coordinate_descent(X, y, datafit, penalty, tol=1e-12)
+    ours = fista(X, y, datafit, penalty, tol=1e-10, max_iter=50_000)
+    assert ours.converged and ours.dual_gap <= 1e-10 * ours.gap_scale
+    assert ours.objective == pytest.approx(reference.objective, rel=1e-8)
+    np.testing.assert_allclose(ours.coef, reference.coef, atol=1e-4)
+
+
+def test_fista_takes_sparse_designs(data):
+    X, y = data[0], data[1]
+    dense = fista(X, y, Quadratic(), L1(0.05), tol=1e-10, max_iter=20_000)
+    sparse = fista(sp.csr_matrix(X), y, Quadratic(), L1(0.05), tol=1e-10, max_iter=20_000)
+    np.testing.assert_allclose(sparse.coef, dense.coef, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_torch_tensors_give_the_numpy_solution(data, dtype):
+    X, y = data[0], data[2]
+    reference = fista(X, y, Logistic(), L1(0.01), tol=1e-10, max_iter=20_000)
+    ours = fista(
+        torch.tensor(X, dtype=dtype),
+        torch.tensor(y, dtype=dtype),
+        Logistic(),
+        L1(0.01),
+        tol=1e-10 if dtype == torch.float64 else 1e-5,
+        max_iter=20_000,
+    )
+    assert isinstance(ours.coef, torch.Tensor) and ours.coef.dtype == dtype
+    np.testing.assert_allclose(
+        ours.coef.numpy(), reference.coef, atol=1e-6 if dtype == torch.float64 else 2e-2
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fista_runs_on_the_gpu(data):
+    X, y = data[0], data[1]
+    reference = fista(X, y, Quadratic(), GroupLasso(0.1, GROUPS), tol=1e-10, max_iter=20_000)
+    device = torch.device("cuda")
+    ours = fista(
+        torch.tensor(X, device=device),
+        torch.tensor(y, device=device),
+        Quadratic(),
+        GroupLasso(0.1, GROUPS),
+        tol=1e-10,
+        max_iter=20_000,
+    )
+    assert ours.coef.device.type == "cuda"
+    np.testing.assert_allclose(ours.coef.cpu().numpy(), reference.coef, atol=1e-6)
+
+
+def test_nuclear_norm_solution_satisfies_its_optimality_conditions(data):
+    r"""Optimality: :math:`\|G\|_2 \le \lambda` and :math:`\langle -G, W\rangle = \lambda\|W\|_*`."""
+    X = data[0]
+    rng = np.random.default_rng(1)
+    Y = X @ rng.standard_normal((16, 2)) @ rng.standard_normal((2, 5)) + 0.3 * rng.standard_normal((50, 5))
+    lam = 0.3
+    ours = fista(X, Y, MultitaskQuadratic(), Nuclear(lam), tol=1e-11, max_iter=50_000)
+    residual = Y - X @ ours.coef - ours.intercept
+    gradient = -(X.T @ residual) / len(X)
+    singular = np.linalg.svd(ours.coef, compute_uv=False)
+    assert np.linalg.norm(gradient, 2) <= lam * (1 + 1e-4)
+    assert np.sum(-gradient * ours.coef) == pytest.approx(lam * singular.sum(), rel=1e-5)
+    assert np.sum(singular > 1e-8) < 5  # the nuclear norm lowers the rank
+
+
+def test_penalty_without_certificate_stops_on_the_step_and_reports_no_gap(data):
+    """Anchored L2 has a closed form: (Xc'Xc/n + lam I) w = Xc'yc/n + lam a."""
+    X, y = data[0], data[1]
+    anchor = np.linspace(-1, 1, 16)
+    lam = 0.2
+    ours = fista(X, y, Quadratic(), Anchored(lam, anchor), tol=1e-12, max_iter=50_000)
+    Xc, yc = X - X.mean(0), y - y.mean()
+    exact = np.linalg.solve(Xc.T @ Xc / 50 + lam * np.eye(16), Xc.T @ yc / 50 + lam * anchor)
+    np.testing.assert_allclose(ours.coef, exact, atol=1e-8)
+    assert np.isnan(ours.dual_gap) and ours.converged
+
+
+def test_fista_warns_with_the_gap_when_it_stops_early(data):
+    X, y = data[0], data[1]
+    with pytest.warns(ConvergenceWarning, match="duality gap"):
+        result = fista(X, y, Quadratic(), L1(0.01), tol=1e-14, max_iter=20)
+    assert not result.converged and result.n_iter == 20
+
+
+def test_fista_refuses_the_hinge(data):
+    with pytest.raises(ValueError, match="differentiable"):
+        fista(data[0], data[2], Hinge(), L1(0.1))
+
+
+def test_torch_input_is_validated():
+    with pytest.raises(ValueError, match="NaN"):
+        fista(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), torch.tensor([1.0, 2.0]), Quadratic(), L1(0.1))
+    with pytest.raises(ValueError, match="samples"):
+        fista(
+            torch.ones((3, 2), dtype=torch.float64), torch.ones(2, dtype=torch.float64), Quadratic(), L1(0.1)
+        )

@@ -1,0 +1,355 @@
+"""``normpen fit`` and ``normpen predict`` driven as a user drives them, checked against the library API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import KFold, StratifiedKFold
+from typer.testing import CliRunner
+
+from normpen.cli import EXIT_BAD_INPUT, EXIT_FIT_FAILED, FIT_FILES, app
+from normpen.datasets import load
+from normpen.linear import ElasticNetCV, GroupLassoCV, LassoCV, LogisticRegressionCV
+from normpen.model_io import load_model
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+
+@pytest.fixture
+def table():
+    rng = np.random.default_rng(3)
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(5.0, 2.0, n),
+            "x2": rng.normal(0.0, 10.0, n),
+            "color": rng.choice(["red", "green", "blue"], n),
+        }
+    )
+    frame["y"] = 2 * frame.x1 - 0.1 * frame.x2 + np.where(frame.color == "red", 3.0, 0.0) + rng.normal(size=n)
+    frame["label"] = np.where(frame.y > frame.y.median(), "high", "low")
+    return frame
+
+
+@pytest.fixture
+def table_csv(table, tmp_path):
+    path = tmp_path / "data.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def _fit(runner, *args):
+    result = runner.invoke(app, ["fit", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _standardised(X):
+    return (X - X.mean(axis=0)) / X.std(axis=0)
+
+
+def _design(table):
+    """The design matrix the command builds, written out by hand: z-scores, then one-hot colours (sorted)."""
+    colours = np.column_stack([(table.color == c).to_numpy(float) for c in ("blue", "green", "red")])
+    return np.column_stack([_standardised(table[["x1", "x2"]].to_numpy()), colours])
+
+
+def test_fit_without_data_uses_diabetes_and_matches_lasso_cv(runner, tmp_path):
+    summary = _fit(runner, "--out", tmp_path / "out", "--n-lams", 20)
+    diabetes = load("diabetes")
+    expected = LassoCV(cv=KFold(5, shuffle=True, random_state=0), n_lams=20).fit(
+        _standardised(diabetes.X), diabetes.y
+    )
+    assert summary["n_samples"] == 442
+    assert summary["lam_min"] == pytest.approx(expected.lam_min_, rel=1e-12)
+    assert summary["lam_1se"] == pytest.approx(expected.lam_1se_, rel=1e-12)
+    assert summary["cv_error_min"] == pytest.approx(expected.cv_mean_.min(), rel=1e-9)
+    in_original_units = expected.coef_ / diabetes.X.std(axis=0)
+    got = [summary["coefficients"][name][0] for name in diabetes.feature_names]
+    np.testing.assert_allclose(got, in_original_units, rtol=1e-7, atol=1e-9)
+    assert summary["coefficients"]["(intercept)"][0] == pytest.approx(
+        expected.intercept_ - in_original_units @ diabetes.X.mean(axis=0), rel=1e-9
+    )
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(FIT_FILES)
+    for figure in ("path.png", "cv.png"):
+        assert (out / figure).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_fit_prints_the_lambdas_and_the_selected_coefficients(runner, tmp_path):
+    result = runner.invoke(app, ["fit", "--out", str(tmp_path / "o"), "--n-lams", "10"])
+    assert result.exit_code == 0, result.output
+    for text in ("λ_min", "λ_1se", "CV error", "selected coefficients", "bmi", "(intercept)", "exactly zero"):
+        assert text in result.output
+
+
+def test_group_penalty_makes_each_categorical_variable_a_group(runner, table, table_csv, tmp_path):
+    out = tmp_path / "group"
+    summary = _fit(
+        runner,
+        table_csv,
+        "--target",
+        "y",
+        "--exclude",
+        "label",
+        "--penalty",
+        "group",
+        "--n-lams",
+        10,
+        "--out",
+        out,
+    )
+    groups = [np.array([0]), np.array([1]), np.array([2, 3, 4])]
+    expected = GroupLassoCV(groups=groups, cv=KFold(5, shuffle=True, random_state=0), n_lams=10)
+    expected.fit(_design(table), table.y.to_numpy())
+    assert summary["lam_min"] == pytest.approx(expected.lam_min_, rel=1e-12)
+    saved = load_model(out).estimator
+    assert [list(g) for g in saved.groups] == [[0], [1], [2, 3, 4]]
+    np.testing.assert_allclose(saved.coef_, expected.coef_, rtol=1e-9, atol=1e-12)
+    with open(out / "coefficients.csv") as file:
+        rows = {row["feature"]: row for row in csv.DictReader(file)}
+    assert float(rows["color=red"]["coefficient"]) == pytest.approx(expected.coef_[4], rel=1e-12)
+    assert float(rows["x1"]["coefficient"]) == pytest.approx(
+        expected.coef_[0] / table.x1.std(ddof=0), rel=1e-12
+    )
+
+
+def test_elastic_net_passes_l1_ratio(runner, table, table_csv, tmp_path):
+    summary = _fit(
+        runner,
+        table_csv,
+        "-t",
+        "y",
+        "--exclude",
+        "label",
+        "--exclude",
+        "color",
+        "--penalty",
+        "enet",
+        "--l1-ratio",
+        0.3,
+        "--n-lams",
+        10,
+        "--select",
+        "1se",
+        "--out",
+        tmp_path / "e",
+    )
+    expected = ElasticNetCV(
+        l1_ratio=0.3, cv=KFold(5, shuffle=True, random_state=0), n_lams=10, selection="1se"
+    )
+    expected.fit(_standardised(table[["x1", "x2"]].to_numpy()), table.y.to_numpy())
+    assert summary["lam"] == summary["lam_1se"] == pytest.approx(expected.lam_1se_, rel=1e-12)
+    np.testing.assert_allclose(load_model(tmp_path / "e").estimator.coef_, expected.coef_, rtol=1e-9)
+
+
+def test_predict_reproduces_the_library_and_scores_when_the_target_is_there(
+    runner, table, table_csv, tmp_path
+):
+    out = tmp_path / "model"
+    _fit(runner, table_csv, "--target", "y", "--exclude", "label", "--n-lams", 10, "--out", out)
+    estimator = load_model(out).estimator
+    result = runner.invoke(app, ["predict", str(out), str(table_csv), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    expected = estimator.predict(_design(table))
+    np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-12)
+    assert answer["score"]["value"] == pytest.approx(r2_score(table.y, expected), rel=1e-12)
+    written = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["predict", str(out), str(table_csv), "--out", str(written)])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(pd.read_csv(written)["prediction"], expected, rtol=1e-12)
+    result = runner.invoke(app, ["predict", str(out), str(table_csv), "--out", str(written)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "--force" in result.output
+
+
+def test_logistic_fit_and_predict_with_text_labels(runner, table, tmp_path):
+    path = tmp_path / "data.parquet"
+    table.to_parquet(path)
+    out = tmp_path / "logit"
+    summary = _fit(
+        runner,
+        path,
+        "--target",
+        "label",
+        "--exclude",
+        "y",
+        "--penalty",
+        "logistic-l1",
+        "--n-lams",
+        8,
+        "--out",
+        out,
+    )
+    expected = LogisticRegressionCV(
+        penalty="l1", cv=StratifiedKFold(5, shuffle=True, random_state=0), n_lams=8
+    )
+    expected.fit(_design(table), table.label.to_numpy())
+    assert summary["classes"] == ["high", "low"]
+    assert summary["lam_min"] == pytest.approx(expected.lam_min_, rel=1e-12)
+    new_rows = table.drop(columns=["y", "label"]).iloc[:7]
+    new_rows.to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path / "new.csv")])
+    assert result.exit_code == 0, result.output
+    printed = pd.read_csv(io.StringIO(result.stdout))
+    assert list(printed.columns) == ["row", "prediction", "p(high)", "p(low)"]
+    np.testing.assert_array_equal(printed.prediction, expected.predict(_design(table)[:7]))
+    np.testing.assert_allclose(
+        printed[["p(high)", "p(low)"]], expected.predict_proba(_design(table)[:7]), rtol=1e-9
+    )
+
+
+def test_svm_fit_reports_misclassification(runner, table_csv, tmp_path, table):
+    out = tmp_path / "svm"
+    summary = _fit(
+        runner,
+        table_csv,
+        "--target",
+        "label",
+        "--exclude",
+        "y",
+        "--penalty",
+        "svm",
+        "--n-lams",
+        5,
+        "--out",
+        out,
+    )
+    assert summary["cv_error"] == "misclassification rate"
+    result = runner.invoke(app, ["predict", str(out), str(table_csv), "--json"])
+    answer = json.loads(result.stdout)
+    assert answer["score"]["value"] == pytest.approx(accuracy_score(table.label, answer["predictions"]))
+    assert answer["score"]["value"] > 0.8
+
+
+def test_existing_files_need_force(runner, tmp_path):
+    out = tmp_path / "o"
+    _fit(runner, "--out", out, "--penalty", "ridge", "--n-lams", 10)
+    before = (out / "model.json").read_bytes()
+    result = runner.invoke(app, ["fit", "--out", str(out), "--penalty", "lasso", "--n-lams", "10"])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "already holds" in result.output and "--force" in result.output
+    assert (out / "model.json").read_bytes() == before
+    _fit(runner, "--out", out, "--penalty", "lasso", "--n-lams", 10, "--force")
+    assert load_model(out).estimator.__class__.__name__ == "LassoCV"
+
+
+def _with_nan(frame):
+    frame.loc[4, "x2"] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("change", "args", "message"),
+    [
+        (None, ["--target", "price"], "target column 'price' is not in the file"),
+        (None, [], "--target"),
+        (None, ["--target", "label"], "not numeric.*logistic-l1"),
+        (_with_nan, ["--target", "y", "--exclude", "label"], "'x2' has 1 missing.*--drop-na.*--impute"),
+        (
+            lambda f: f.assign(unit=1.0),
+            ["--target", "y", "--exclude", "label"],
+            "'unit' is constant.*--exclude unit",
+        ),
+        (None, ["--target", "y", "--penalty", "lars"], "not one of ridge, lasso"),
+        (None, ["--target", "y", "--drop-na", "--impute"], "choose one of --drop-na and --impute"),
+        (None, ["--target", "y", "--exclude", "label", "--cv", "99"], "60 rows are too few for --cv 99"),
+        (
+            lambda f: f.assign(label="one"),
+            ["--target", "label", "--exclude", "y", "--penalty", "svm"],
+            "single class",
+        ),
+    ],
+)
+def test_bad_input_exits_2_naming_problem_and_fix(runner, table, tmp_path, change, args, message):
+    frame = table if change is None else change(table)
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    result = runner.invoke(app, ["fit", str(tmp_path / "bad.csv"), *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert re.search(message, " ".join(result.output.split()))
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_file_is_bad_input(runner, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    result = runner.invoke(app, ["fit", str(tmp_path / "empty.csv"), "--target", "y"])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "is empty" in result.output
+
+
+@pytest.mark.parametrize(("flag", "rows"), [("--drop-na", 58), ("--impute", 60)])
+def test_missing_values_can_be_dropped_or_imputed(runner, table, tmp_path, flag, rows):
+    table.loc[[4, 9], "x2"] = np.nan
+    table.to_csv(tmp_path / "na.csv", index=False)
+    summary = _fit(
+        runner,
+        tmp_path / "na.csv",
+        "--target",
+        "y",
+        "--exclude",
+        "label",
+        flag,
+        "--n-lams",
+        5,
+        "--out",
+        tmp_path / "o",
+    )
+    assert summary["n_samples"] == rows
+    assert summary["encoder"]["na"] == flag.strip("-").replace("-na", "")
+
+
+def test_a_failing_solver_exits_3(runner, monkeypatch, tmp_path):
+    def diverge(self, X, y, sample_weight=None):
+        raise FloatingPointError("overflow in the solver")
+
+    monkeypatch.setattr(LassoCV, "fit", diverge)
+    result = runner.invoke(app, ["fit", "--out", str(tmp_path / "o")])
+    assert result.exit_code == EXIT_FIT_FAILED
+    assert "the fit failed: overflow in the solver" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_bad_input_exits_2(runner, table, table_csv, tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path / "nowhere"), str(table_csv)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "holds no model.json" in result.output
+    out = tmp_path / "model"
+    _fit(runner, table_csv, "--target", "y", "--exclude", "label", "--n-lams", 5, "--out", out)
+    table.assign(color="purple").to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path / "new.csv")])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "'color' holds level 'purple', not seen in training" in " ".join(result.output.split())
+
+
+def test_column_names_are_printed_verbatim(runner, table, tmp_path):
+    table.rename(columns={"x1": "[red]x:b:1"}).to_csv(tmp_path / "odd.csv", index=False)
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            str(tmp_path / "odd.csv"),
+            "-t",
+            "y",
+            "--exclude",
+            "label",
+            "--n-lams",
+            "5",
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "[red]x:b:1" in result.output

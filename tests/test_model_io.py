@@ -1,0 +1,183 @@
+"""Saved linear models: JSON + npz round trips, refusal of anything that is not plain data, safe writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from normpen.linear import GroupLassoCV, Lasso, LassoCV, LinearSVCCV, LogisticRegressionCV, RidgeCV
+from normpen.model_io import (
+    MODEL_ARRAYS,
+    MODEL_JSON,
+    ModelFileError,
+    OutputExistsError,
+    load_model,
+    model_files,
+    write_new_files,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 5))
+    y = X @ np.array([1.5, 0.0, -2.0, 0.0, 0.5]) + 0.3 * rng.normal(size=40)
+    return X, y
+
+
+def _save(estimator, directory, metadata=None):
+    write_new_files(directory, model_files(estimator, metadata), force=False)
+    return load_model(directory)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LassoCV(cv=3, n_lams=8),
+        lambda: RidgeCV(n_lams=8),
+        lambda: GroupLassoCV(groups=[np.array([0, 1]), np.array([2]), np.array([3, 4])], cv=3, n_lams=8),
+        lambda: Lasso(0.05),
+    ],
+)
+def test_regressor_round_trip_predicts_identically(make, data, tmp_path):
+    X, y = data
+    estimator = make().fit(X, y)
+    saved = _save(estimator, tmp_path, {"note": "ok"})
+    assert type(saved.estimator) is type(estimator)
+    assert saved.metadata == {"note": "ok"}
+    np.testing.assert_array_equal(saved.estimator.predict(X), estimator.predict(X))
+    np.testing.assert_array_equal(saved.estimator.coef_, estimator.coef_)
+    for name in ("lam_min_", "lam_1se_", "lams_", "cv_mean_"):
+        if hasattr(estimator, name):
+            np.testing.assert_array_equal(getattr(saved.estimator, name), getattr(estimator, name))
+
+
+@pytest.mark.parametrize("labels", [np.array(["no", "yes"]), np.array([3, 7]), np.array(["a", "b", "c"])])
+def test_classifier_round_trip_keeps_labels_and_probabilities(labels, data, tmp_path):
+    X, y = data
+    bins = np.quantile(y, np.linspace(0, 1, len(labels) + 1)[1:-1])
+    target = labels[np.digitize(y, bins)]
+    estimator = LogisticRegressionCV(cv=3, n_lams=5).fit(X, target)
+    saved = _save(estimator, tmp_path).estimator
+    np.testing.assert_array_equal(saved.classes_, estimator.classes_)
+    assert saved.classes_.dtype.kind == estimator.classes_.dtype.kind
+    np.testing.assert_array_equal(saved.predict(X), estimator.predict(X))
+    np.testing.assert_array_equal(saved.predict_proba(X), estimator.predict_proba(X))
+
+
+def test_svm_round_trip(data, tmp_path):
+    X, y = data
+    estimator = LinearSVCCV(cv=3, n_lams=5).fit(X, y > 0)
+    np.testing.assert_array_equal(_save(estimator, tmp_path).estimator.predict(X), estimator.predict(X))
+
+
+def test_files_are_json_and_a_plain_npz(data, tmp_path):
+    X, y = data
+    files = model_files(LassoCV(cv=3, n_lams=5).fit(X, y))
+    assert set(files) == {MODEL_JSON, MODEL_ARRAYS}
+    document = json.loads(files[MODEL_JSON])
+    assert document["estimator"] == "LassoCV"
+    assert document["params"]["cv"] == 3
+    write_new_files(tmp_path, files, force=False)
+    with np.load(tmp_path / MODEL_ARRAYS, allow_pickle=False) as arrays:
+        assert sorted(arrays.files) == document["arrays"]
+        assert "coef_" in arrays.files
+
+
+def test_splitter_parameter_is_saved_as_its_fold_count(data, tmp_path):
+    from sklearn.model_selection import KFold
+
+    X, y = data
+    saved = _save(LassoCV(cv=KFold(4, shuffle=True, random_state=0), n_lams=5).fit(X, y), tmp_path)
+    assert saved.estimator.cv == 4
+
+
+def test_unsavable_estimators_and_parameters_raise_type_error(data):
+    from sklearn.linear_model import Lasso as SklearnLasso
+
+    X, y = data
+    with pytest.raises(TypeError, match="only normpen.linear estimators"):
+        model_files(SklearnLasso().fit(X, y))
+    estimator = Lasso(0.1).fit(X, y)
+    estimator.weights = object()
+    with pytest.raises(TypeError, match="weights=.*cannot be saved as data"):
+        model_files(estimator)
+
+
+@pytest.fixture
+def saved_dir(data, tmp_path):
+    X, y = data
+    write_new_files(tmp_path, model_files(Lasso(0.1).fit(X, y)), force=False)
+    return tmp_path
+
+
+def _edit_json(directory, **changes):
+    document = json.loads((directory / MODEL_JSON).read_text())
+    document.update(changes)
+    (directory / MODEL_JSON).write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"estimator": "system"}, "names no normpen estimator: 'system'"),
+        ({"estimator": "Datafit"}, "names no normpen estimator"),
+        ({"format": "pickle"}, "not a normpen linear model"),
+        ({"format_version": 99}, "format version 99"),
+        ({"params": {"no_such_parameter": 1}}, "malformed"),
+        ({"attributes": {"__class__": 1}}, "malformed"),
+        ({"arrays": ["coef_", "lams_"]}, "model.json lists"),
+    ],
+)
+def test_tampered_model_json_is_refused(saved_dir, changes, message):
+    _edit_json(saved_dir, **changes)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(saved_dir)
+
+
+def test_npz_needing_pickle_is_refused(saved_dir):
+    document = json.loads((saved_dir / MODEL_JSON).read_text())
+    np.savez(saved_dir / MODEL_ARRAYS, **{name: np.array([object()]) for name in document["arrays"]})
+    with pytest.raises(ModelFileError, match="not a plain numpy archive"):
+        load_model(saved_dir)
+
+
+def test_missing_files_are_named(saved_dir, tmp_path_factory):
+    with pytest.raises(ModelFileError, match="holds no model.json"):
+        load_model(tmp_path_factory.mktemp("empty"))
+    (saved_dir / MODEL_ARRAYS).unlink()
+    with pytest.raises(ModelFileError, match="model.npz is missing"):
+        load_model(saved_dir / MODEL_JSON)
+    (saved_dir / MODEL_JSON).write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(saved_dir)
+
+
+def test_existing_files_are_replaced_only_with_force(data, tmp_path):
+    X, y = data
+    first = model_files(Lasso(0.1).fit(X, y))
+    second = model_files(Lasso(0.5).fit(X, y))
+    write_new_files(tmp_path, first, force=False)
+    with pytest.raises(OutputExistsError, match="already holds model.json, model.npz.*--force"):
+        write_new_files(tmp_path, second, force=False)
+    assert (tmp_path / MODEL_JSON).read_bytes() == first[MODEL_JSON]
+    write_new_files(tmp_path, second, force=True)
+    assert load_model(tmp_path).estimator.lam == 0.5
+
+
+def test_failed_write_leaves_the_directory_unchanged(data, tmp_path):
+    X, y = data
+    write_new_files(tmp_path, {"keep.txt": b"mine"}, force=False)
+    files = model_files(Lasso(0.1).fit(X, y)) | {"broken.bin": "not bytes"}
+    with pytest.raises(TypeError):
+        write_new_files(tmp_path, files, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_output_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        write_new_files(target, {"a": b"1"}, force=True)
