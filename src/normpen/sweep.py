@@ -341,7 +341,7 @@ def train_sweep(data: SweepData, lams, *, penalty="l2", mode="coupled", model="m
     one thread: networks this small only lose time synchronising threads.
     Raises :class:`TrainingDiverged` when a loss becomes non-finite.
     """
-    from normpen.experiments.lr_wd_scaling import single_threaded
+    from normpen._threads import single_threaded
 
     if mode not in ("coupled", "decoupled", "proximal"):
         raise ValueError(f"mode must be coupled, decoupled or proximal, got {mode!r}")

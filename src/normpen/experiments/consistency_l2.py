@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.analysis.consistency import (
     consistency_loss,
     equivalent_ridge_lam,
@@ -61,7 +62,6 @@ from normpen.analysis.consistency import (
 )
 from normpen.datasets import gaussian_design, sparse_regression
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.lr_wd_scaling import single_threaded
 from normpen.linear.solvers.ridge import ridge_path
 
 __all__ = [

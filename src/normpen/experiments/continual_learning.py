@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.experiments.base import Check, Experiment, Result
 from normpen.experiments.diagnosing_fit import digits_split, mlp
-from normpen.experiments.lr_wd_scaling import single_threaded
 from normpen.torch import Regularizer, ewc, fisher_diagonal, l2_sp
 
 __all__ = [

@@ -47,9 +47,9 @@ from matplotlib.figure import Figure
 from scipy.special import xlogy
 from sklearn.model_selection import train_test_split
 
+from normpen._threads import single_threaded
 from normpen.datasets import load
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.lr_wd_scaling import single_threaded
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule
 

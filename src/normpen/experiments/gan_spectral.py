@@ -53,11 +53,11 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from normpen._threads import single_threaded
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.datasets import ring_centers, ring_of_gaussians
 from normpen.experiments.base import Check, Experiment, Result
 from normpen.experiments.diagnosing_fit import mlp
-from normpen.experiments.lr_wd_scaling import single_threaded
 from normpen.penalties.spectral import Spectral
 
 __all__ = [

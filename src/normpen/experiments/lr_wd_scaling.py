@@ -62,15 +62,14 @@ differs from :math:`(\alpha, \lambda)`'s by at least 5 standard errors
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
-import threadpoolctl
 import torch
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.datasets import load
 from normpen.experiments.base import Check, Experiment, Result
 from normpen.torch.scaling import rescale_weight_decay
@@ -80,7 +79,6 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizerSetting",
     "Runs",
-    "single_threaded",
     "equivalent_scale",
     "normalized_softmax_losses",
     "train_runs",
@@ -138,22 +136,6 @@ class _Size:
 
 
 _SIZES = {True: _Size(n_steps=600), False: _Size(n_steps=2500)}
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """Run torch and the BLAS behind numpy and scipy on one thread, restoring the previous counts.
-
-    Tiny tensors and matrices gain nothing from a second thread, and on a busy
-    machine the threads' synchronisation makes every small operation many times slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpoolctl.threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def equivalent_scale(lr_ratio: float, gradient_degree: int) -> float:

@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.analysis.contrastive import info_nce, info_nce_grad, norm_force, radial_tangential
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.lr_wd_scaling import single_threaded
 
 __all__ = ["EXPERIMENT", "Embeddings", "make_embeddings", "autograd_gradient", "run"]
 

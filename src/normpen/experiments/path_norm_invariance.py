@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.analysis.pathnorm import path_norm, rebalance
 from normpen.experiments.base import Check, Experiment, Result
 from normpen.experiments.diagnosing_fit import digits_split, mlp
-from normpen.experiments.lr_wd_scaling import single_threaded
 
 __all__ = [
     "EXPERIMENT",

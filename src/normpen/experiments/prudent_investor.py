@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.analysis.portfolio import effective_number_of_assets, portfolio_variance, regularized_portfolio
 from normpen.datasets import factor_market
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.lr_wd_scaling import single_threaded
 
 __all__ = [
     "EXPERIMENT",

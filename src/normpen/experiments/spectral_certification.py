@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.analysis.certify import certified_radius, pgd_attack
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.analysis.spectral_penalty import SpectralPenalty
 from normpen.experiments.base import Check, Experiment, Result
 from normpen.experiments.diagnosing_fit import digits_split, mlp
-from normpen.experiments.lr_wd_scaling import single_threaded
 from normpen.torch import Regularizer, Rule
 
 __all__ = ["EXPERIMENT", "EPS", "MODELS", "train", "product_of_spectral_norms", "jacobian_norms", "run"]

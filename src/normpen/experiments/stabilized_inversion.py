@@ -49,9 +49,9 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
+from normpen._threads import single_threaded
 from normpen.datasets import gaussian_design
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.lr_wd_scaling import single_threaded
 from normpen.linear.solvers.ridge import ridge_path
 
 __all__ = [

@@ -67,8 +67,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from normpen._threads import single_threaded
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.lr_wd_scaling import single_threaded
 
 __all__ = [
     "EXPERIMENT",

@@ -21,7 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from normpen.linear._validation import check_count, check_lams
 from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.problem import Problem
-from normpen.linear.solvers import cd, fista
+from normpen.linear.solvers.cd import solve as cd_solve
+from normpen.linear.solvers.fista import solve as fista_solve
 
 __all__ = ["Path", "path", "lambda_max", "lambda_grid"]
 
@@ -120,7 +121,7 @@ def _null_state(problem, block):
     unpenalized = BlockPenalty.separable(
         np.zeros((free.size, problem.n_outputs)), block.ridge, block.positive
     )
-    fitted = cd.solve(sub, unpenalized, sub.zero_state(), tol=1e-12, max_iter=100, warn=False)
+    fitted = cd_solve(sub, unpenalized, sub.zero_state(), tol=1e-12, max_iter=100, warn=False)
     W = np.zeros((problem.n_features, problem.n_outputs))
     W[free] = np.asarray(fitted.coef, dtype=np.float64).reshape(free.size, problem.n_outputs)
     return problem.state(W.reshape(problem.coef_shape), fitted.intercept)
@@ -206,11 +207,11 @@ def path(
         for lam in lams:
             if use_cd:
                 block = as_block_penalty(_scaled(penalty, lam), problem.coef_shape, positive)
-                sol = cd.solve(
+                sol = cd_solve(
                     problem, block, state, tol=tol, max_iter=max_iter, warn=False, **solver_options
                 )
             else:
-                sol = fista.solve(
+                sol = fista_solve(
                     problem,
                     penalty.with_lam(float(lam)),
                     state,

@@ -172,12 +172,18 @@ class Problem:
         """The columns ``rows`` of ``X`` (dense Fortran array or CSC matrix)."""
         return self.X[:, rows]
 
-    def _natural(self, Z):
+    def natural(self, Z):
         """An ``(n, m)`` predictor in the datafit's shape."""
         return Z if self.datafit.multi_output else Z[:, 0]
 
-    def _matrix(self, z):
+    def matrix(self, z):
+        """A predictor (or anything of its shape) as an ``(n, m)`` array."""
         return z if z.ndim == 2 else z[:, None]
+
+    @property
+    def exact_model(self):
+        """The datafit is least squares: its quadratic model is exact and its Gram matrix is cached."""
+        return self._gram is not None
 
     # ---- predictor, gradient, objective ---------------------------------------------
 
@@ -193,7 +199,7 @@ class Problem:
             if support.size
             else np.zeros((self.n_samples, self.n_outputs))
         )
-        return self._natural(Z + b)
+        return self.natural(Z + b)
 
     def state(self, coef_init=None, intercept_init=None):
         """The starting :class:`State`: zeros, or the given coefficients and intercept."""
@@ -218,7 +224,7 @@ class Problem:
 
     def raw_gradient(self, z):
         """:math:`G = (a_i \\ell'(z_i))_i` as an ``(n, m)`` array."""
-        return self._matrix(self.datafit.raw_gradient(self.y, z, self.weights))
+        return self.matrix(self.datafit.raw_gradient(self.y, z, self.weights))
 
     def full_gradient(self, state):
         """``(G, X^T G)`` at ``state``, cached on it."""
@@ -268,13 +274,13 @@ class Problem:
         by :meth:`free_projection`.
         """
         primal = self.loss(z) + penalty.value(W)
-        u = self._matrix(self.datafit.derivative(self.y, z))
+        u = self.matrix(self.datafit.derivative(self.y, z))
         free = penalty.free_rows
         if free.size:
             u, correction = self.free_projection(u, free if rows is None else rows[free])
             grad = grad - (correction if rows is None else correction[rows])
         dual = dual_objective(
-            self.datafit, self.y, self._natural(u), self.weights, *penalty_dual_terms(penalty, -grad)
+            self.datafit, self.y, self.natural(u), self.weights, *penalty_dual_terms(penalty, -grad)
         )
         return GapReport(primal, dual, primal - dual)
 

@@ -259,7 +259,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     """
     pen_ws, rows = penalty.restrict(working)
     X_ws = problem.columns(rows)
-    quadratic = problem._gram is not None
+    quadratic = problem.exact_model
     g_ws, g_b = grad[rows], G.sum(axis=0)
     epochs = 0
     for newton in range(_MAX_NEWTON):
@@ -285,7 +285,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         db = (
             -(g_b + np.einsum("kc,kc->c", model.q.T, step)) / model.hsum if problem.fit_intercept else 0 * g_b
         )
-        dz = problem._natural(problem.product(X_ws, step) + db)
+        dz = problem.natural(problem.product(X_ws, step) + db)
         t = 1.0 if quadratic else _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db)
         if t == 0:
             break
@@ -369,7 +369,7 @@ class _QuadraticModel:
             self.q = np.tile(problem.means()[rows], (problem.n_outputs, 1))
             self.hsum = np.ones(problem.n_outputs)
             return
-        h = problem._matrix(problem.datafit.second_derivative(problem.y, z)) * problem.weights[:, None]
+        h = problem.matrix(problem.datafit.second_derivative(problem.y, z)) * problem.weights[:, None]
         self.hsum = np.maximum(h.sum(axis=0), np.finfo(np.float64).tiny)
         X_ws = problem.columns(rows)
         self.q = np.asarray((X_ws.T @ h.astype(X_ws.dtype)).T, dtype=np.float64).reshape(h.shape[1], -1)
