@@ -3,8 +3,8 @@
 Hypothesis profiles (choose one with ``NORMPEN_HYPOTHESIS_PROFILE=<name>`` or
 pytest's ``--hypothesis-profile=<name>``):
 
-- ``ci`` (default): a modest number of examples so the whole suite stays fast
-  on a loaded 2-core machine;
+- ``ci`` (default): a modest, derandomized set of examples so the whole suite
+  stays fast on a loaded 2-core machine and gives the same answer every run;
 - ``dev``: more examples, for a change that touches numerics;
 - ``thorough``: many examples, for a nightly or pre-release run.
 
@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, settings
 torch.set_num_threads(1)
 
 _COMMON = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
-settings.register_profile("ci", max_examples=25, **_COMMON)
+# "ci" is derandomized: the same examples on every run, so a red CI is reproducible and never luck.
+settings.register_profile("ci", max_examples=25, derandomize=True, **_COMMON)
 settings.register_profile("dev", max_examples=200, **_COMMON)
 settings.register_profile("thorough", max_examples=2000, **_COMMON)
 settings.load_profile(os.environ.get("NORMPEN_HYPOTHESIS_PROFILE", "ci"))
