@@ -157,3 +157,15 @@ def to_numpy(a):
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     return np.array(a, dtype=np.float64)
+
+
+def assert_methods_agree(pen, x64, kind, calls, rtol):
+    """Each ``(method, args)`` of ``pen`` on ``x64`` as ``kind`` keeps the kind, dtype and shape and
+    agrees with the float64 numpy result to ``rtol`` (relative and absolute)."""
+    x = kind.asarray(x64)
+    for method, args in calls:
+        out = getattr(pen, method)(x, *args)
+        expected = getattr(pen, method)(x64, *args)
+        assert kind.holds(out), method
+        assert tuple(out.shape) == np.shape(expected), method
+        np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol, atol=rtol, err_msg=method)
