@@ -124,7 +124,7 @@ def test_decoupled_l2_equals_adamw_on_the_weights():
     result = train_sweep(
         data, [lam], mode="decoupled", model="mlp", hidden=5, epochs=3, batch_size=8, lr=lr, seed=2
     )
-    from normpen.experiments.diagnosing_fit import mlp
+    from normpen.experiments.common import mlp
 
     network = mlp((4, 5, 3), 2)
     weights = [p for p in network.parameters() if p.ndim == 2]

@@ -325,7 +325,7 @@ def _data_loss(task):
 
 
 def _network(model, n_inputs, hidden, n_outputs, seed):
-    from normpen.experiments.diagnosing_fit import mlp
+    from normpen.experiments.common import mlp
 
     widths = (n_inputs, n_outputs) if model == "linear" else (n_inputs, hidden, n_outputs)
     return mlp(widths, seed)

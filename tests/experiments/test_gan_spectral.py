@@ -8,7 +8,7 @@ import torch
 
 from normpen.datasets import ring_centers, ring_of_gaussians
 from normpen.experiments import gan_spectral as gs
-from normpen.experiments.diagnosing_fit import mlp
+from normpen.experiments.common import mlp
 
 SEED = gs.EXPERIMENT.seed
 

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import f_oneway
 
 from normpen.experiments import group_lasso_features as gl
-from normpen.experiments.diagnosing_fit import digits_split
+from normpen.experiments.common import digits_split
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from normpen.analysis import pathnorm
 from normpen.experiments import path_norm_invariance as pn
-from normpen.experiments.diagnosing_fit import mlp
+from normpen.experiments.common import mlp
 
 SEED = pn.EXPERIMENT.seed
 

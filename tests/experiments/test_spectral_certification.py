@@ -8,7 +8,7 @@ import torch
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.analysis.spectral_penalty import SpectralPenalty
 from normpen.experiments import spectral_certification as sc
-from normpen.experiments.diagnosing_fit import digits_split, mlp
+from normpen.experiments.common import digits_split, mlp
 
 SEED = sc.EXPERIMENT.seed
 

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 
 from normpen._threads import single_threaded
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.diagnosing_fit import digits_split, mlp
+from normpen.experiments.common import digits_split, mlp
 from normpen.torch import Regularizer, ewc, fisher_diagonal, l2_sp
 
 __all__ = [

@@ -57,7 +57,7 @@ from normpen._threads import single_threaded
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.datasets import ring_centers, ring_of_gaussians
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.diagnosing_fit import mlp
+from normpen.experiments.common import mlp
 from normpen.penalties.spectral import Spectral
 
 __all__ = [

@@ -55,7 +55,7 @@ from sklearn.feature_selection import f_classif
 
 from normpen._threads import single_threaded
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.diagnosing_fit import DigitsSplit, digits_split, mlp
+from normpen.experiments.common import DigitsSplit, digits_split, mlp
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.torch import Regularizer, Rule

@@ -48,7 +48,7 @@ from matplotlib.figure import Figure
 from normpen._threads import single_threaded
 from normpen.analysis.pathnorm import path_norm, rebalance
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.diagnosing_fit import digits_split, mlp
+from normpen.experiments.common import digits_split, mlp
 
 __all__ = [
     "EXPERIMENT",

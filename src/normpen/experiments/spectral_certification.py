@@ -46,7 +46,7 @@ from normpen.analysis.certify import certified_radius, pgd_attack
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.analysis.spectral_penalty import SpectralPenalty
 from normpen.experiments.base import Check, Experiment, Result
-from normpen.experiments.diagnosing_fit import digits_split, mlp
+from normpen.experiments.common import digits_split, mlp
 from normpen.torch import Regularizer, Rule
 
 __all__ = ["EXPERIMENT", "EPS", "MODELS", "train", "product_of_spectral_norms", "jacobian_norms", "run"]
