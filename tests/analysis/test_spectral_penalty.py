@@ -2,6 +2,7 @@
 norms, projections against the SVD, persistence, and use inside normpen.torch training rules."""
 
 import copy
+import io
 
 import pytest
 import torch
@@ -120,12 +121,12 @@ def test_rescale_constraint_with_certified_bound_puts_every_layer_in_the_ball():
         with torch.no_grad():
             layer.weight.mul_(3.0)
     constraint = SpectralConstraint(model, 0.8, (1, 6, 6), certified=True)
-    constraint(model)
+    constraint.project_(model)
     for name, norm in _exact_norms(model, (1, 6, 6)).items():
         assert norm <= 0.8
         assert norm >= 0.8 * 0.9, name  # rescaled to the ball's surface up to the bound's slack
     inside = copy.deepcopy(model)
-    constraint(model)  # already inside: unchanged
+    constraint.project_(model)  # already inside: unchanged
     for a, b in zip(inside.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
 
@@ -133,7 +134,7 @@ def test_rescale_constraint_with_certified_bound_puts_every_layer_in_the_ball():
 def test_rescale_constraint_with_power_iteration_reaches_the_ball():
     model = _cnn64()
     constraint = SpectralConstraint(model, 0.5, (1, 6, 6), n_iter=400)
-    constraint(model)
+    constraint.project_(model)
     for norm in _exact_norms(model, (1, 6, 6)).values():
         assert norm <= 0.5 * (1 + 1e-4)  # the estimate is a lower bound: the ball is reached from outside
 
@@ -145,24 +146,9 @@ def test_clip_constraint_is_the_svd_projection_when_one_singular_value_is_too_la
     with torch.no_grad():
         layer.weight.copy_(u @ torch.diag(torch.tensor([3.0, 1.0, 0.5, 0.2], dtype=torch.float64)) @ vh)
     model = nn.Sequential(layer)
-    SpectralConstraint(model, 1.5, mode="clip", n_iter=200)(model)
+    SpectralConstraint(model, 1.5, mode="clip", n_iter=200).project_(model)
     expected = u @ torch.diag(torch.tensor([1.5, 1.0, 0.5, 0.2], dtype=torch.float64)) @ vh
     torch.testing.assert_close(layer.weight.detach(), expected, rtol=0, atol=1e-10)
-
-
-def test_attach_projects_after_every_optimizer_step():
-    model = make_mlp(0).double()
-    constraint = SpectralConstraint(model, 0.5, n_iter=50)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    handle = constraint.attach(opt)
-    x = torch.randn(16, 64, dtype=torch.float64)
-    for _ in range(3):
-        opt.zero_grad()
-        model(x).pow(2).sum().backward()
-        opt.step()
-        for layer in (model[0], model[2]):
-            assert float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2)) <= 0.5 * (1 + 1e-6)
-    handle.remove()
 
 
 def test_clear_errors():
@@ -225,3 +211,147 @@ def test_spectral_and_path_norm_penalties_as_coupled_rules_of_the_regularizer():
     value.backward()
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def _step(model, opt, x, reg=None):
+    """One optimizer step on a quadratic loss, plus ``reg.penalty()`` when given."""
+    opt.zero_grad()
+    loss = model(x).pow(2).sum()
+    (loss if reg is None else loss + reg.penalty()).backward()
+    opt.step()
+
+
+def test_spectral_ball_rule_keeps_every_layer_in_the_ball_after_every_step():
+    from normpen.torch import Regularizer, Rule
+
+    model = _cnn64()
+    shapes = layer_input_shapes(model, (1, 6, 6))
+    ball = SpectralConstraint(model, 0.5, (1, 6, 6), certified=True)
+    reg = Regularizer(model, Rule(ball, mode="constrained"))
+    opt = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.5))
+    x = torch.randn(8, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        _step(model, opt, x)
+        for name in ("0", "2", "5"):
+            layer = dict(model.named_modules())[name]
+            assert operator_norm_bound(layer, shapes.get(name)).item() <= 0.5 * (1 + 1e-12), name
+    assert reg.report().rules[0].value <= 0.5 * (1 + 1e-12)
+
+
+def test_power_iteration_rule_keeps_every_linear_layer_in_the_ball_after_every_step():
+    from normpen.torch import Regularizer, Rule
+
+    model = make_mlp(0).double()
+    reg = Regularizer(model, Rule(SpectralConstraint(model, 0.5, n_iter=50), mode="constrained"))
+    opt = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.5))
+    x = torch.randn(16, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        _step(model, opt, x)
+        for layer in (model[0], model[2]):
+            assert float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2)) <= 0.5 * (1 + 1e-6)
+
+
+def test_the_rule_is_bit_identical_to_projecting_in_a_step_post_hook():
+    from normpen.torch import Regularizer, Rule
+
+    x = torch.randn(8, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    by_hook, by_rule = _cnn64(), _cnn64()
+    hooked = SpectralConstraint(by_hook, 0.7, (1, 6, 6))
+    adam = torch.optim.Adam(by_hook.parameters(), lr=0.05)
+    adam.register_step_post_hook(lambda *_: hooked.project_(by_hook))  # what attach(optimizer) did
+    reg = Regularizer(by_rule, Rule(SpectralConstraint(by_rule, 0.7, (1, 6, 6)), mode="constrained"))
+    rule_adam = reg.wrap(torch.optim.Adam(by_rule.parameters(), lr=0.05))
+    for _ in range(6):
+        _step(by_hook, adam, x)
+        _step(by_rule, rule_adam, x)
+    for a, b in zip(by_hook.parameters(), by_rule.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def _spectral_run(seed):
+    from normpen.torch import Regularizer, Rule
+
+    model = _cnn64()
+    rules = [
+        Rule(SpectralConstraint(model, 0.6, (1, 6, 6), names=["0", "2"], seed=seed), mode="constrained"),
+        Rule(SpectralPenalty(model, 0.1, (1, 6, 6), names=["5"], seed=seed), mode="coupled"),
+    ]
+    reg = Regularizer(model, rules)
+    return model, reg, reg.wrap(torch.optim.Adam(model.parameters(), lr=0.05))
+
+
+def _round_trip(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_a_run_resumed_from_the_regularizer_state_ends_bit_identical():
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randn(8, 1, 6, 6, dtype=torch.float64, generator=g) for _ in range(8)]
+    straight = _spectral_run(seed=0)
+    for x in batches:
+        _step(straight[0], straight[2], x, straight[1])
+    model, reg, adam = _spectral_run(seed=0)
+    for x in batches[:4]:
+        _step(model, adam, x, reg)
+    saved = _round_trip({"model": model.state_dict(), "opt": adam.state_dict(), "reg": reg.state_dict()})
+    model, reg, adam = _spectral_run(seed=5)  # other starting vectors: only the loaded state makes them equal
+    model.load_state_dict(saved["model"])
+    adam.load_state_dict(saved["opt"])
+    reg.load_state_dict(saved["reg"])
+    for x in batches[4:]:
+        _step(model, adam, x, reg)
+    for a, b in zip(straight[0].parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_reports_do_not_change_the_run():
+    x = torch.randn(8, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    quiet, logged = _spectral_run(seed=0), _spectral_run(seed=0)
+    for _ in range(4):
+        _step(quiet[0], quiet[2], x, quiet[1])
+        _step(logged[0], logged[2], x, logged[1])
+        report = logged[1].report()
+    assert report.rules[1].value > 0
+    for a, b in zip(quiet[0].parameters(), logged[0].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_state_that_does_not_fit_changes_nothing():
+    model, reg, _ = _spectral_run(seed=0)
+    state = reg.state_dict()
+    constraint = reg.rules[0].penalty
+    before = constraint.state_dict()
+    bad = copy.deepcopy(state)
+    bad["model_level"]["1"]["5"]["u"] = torch.zeros(1, 7, dtype=torch.float64)
+    with pytest.raises(ValueError, match="shape"):
+        reg.load_state_dict(bad)
+    for name, vectors in constraint.state_dict().items():  # the first rule's load was undone
+        assert torch.equal(vectors["u"], before[name]["u"])
+    missing = copy.deepcopy(state)
+    del missing["model_level"]["0"]
+    with pytest.raises(ValueError, match="model-level"):
+        reg.load_state_dict(missing)
+
+
+def test_rule_errors_for_model_level_constraints():
+    from normpen.torch import Rule
+
+    ball = SpectralConstraint(make_mlp(0), 1.0)
+    with pytest.raises(ValueError, match="carries its own radius"):
+        Rule(ball, mode="constrained", radius=1.0)
+    with pytest.raises(ValueError, match="leave select=None"):
+        Rule(ball, mode="constrained", select="0.weight")
+    with pytest.raises(TypeError, match="project_"):
+        Rule(lambda m: m, mode="constrained")
+    with pytest.raises(TypeError, match="callable"):
+        Rule(ball, mode="coupled")
+
+
+def test_a_constraint_built_for_another_model_is_refused_before_any_step():
+    from normpen.torch import Regularizer, Rule
+
+    with pytest.raises(ValueError, match="constrained SpectralConstraint.*another model"):
+        Regularizer(make_mlp(1), Rule(SpectralConstraint(make_mlp(0), 1.0), mode="constrained"))

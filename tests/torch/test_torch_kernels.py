@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_cases import conv_batches, conv_net, mse_step
 
+from normpen.analysis.spectral_penalty import SpectralConstraint
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
@@ -54,9 +55,7 @@ def _run(penalty, method, xs, argument):
     kernel = kernel_for(penalty)(penalty)
     copies = [x.clone() for x in xs]
     slots = [Slot(f"t{i}", x, penalty, kernel) for i, x in enumerate(copies)]
-    for s in slots:
-        s.extra = kernel.prepare(s, s.param.dtype)
-    getattr(kernel, f"{method}_")(copies, slots, argument)
+    getattr(kernel, f"{method}_")(copies, kernel.prepare(slots, xs[0].dtype, method), argument)
     return copies
 
 
@@ -141,6 +140,28 @@ def test_l2_value_and_its_gradient_match_the_penalty(xs, lam):
         assert torch.equal(p.grad, lam * x)
 
 
+@given(tensors(min_dims=2), st.sampled_from(["rows", "cols"]))
+def test_group_prox_with_given_weights_matches_the_penalty(xs, groups):
+    x = xs[0]
+    axis = 0 if groups == "rows" else 1
+    weights = torch.rand(x.shape[axis], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    weights[0] = 0.0  # an unpenalised group
+    pen = GroupLasso(0.4, groups, weights=weights.numpy())
+    (y,) = _run(pen, "prox", [x], 0.3)
+    torch.testing.assert_close(y, pen.prox(x, 0.3), **DTYPES[x.dtype])
+
+
+def test_axis_weights_are_the_given_weights_or_the_square_root_of_the_group_size():
+    assert GroupLasso(1.0, "rows").axis == 0 and GroupLasso(1.0, "cols").axis == 1
+    assert GroupLasso(1.0, [[0, 1]]).axis is None
+    assert GroupLasso(1.0, "cols").axis_weights((3, 2, 4)).tolist() == [12**0.5, 12**0.5]
+    assert GroupLasso(1.0, "rows", weights=[1.0, 2.0]).axis_weights((2, 5)).tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="index groups have no group axis"):
+        GroupLasso(1.0, [[0, 1]]).axis_weights((2,))
+    with pytest.raises(ValueError, match="has no axis 1"):
+        GroupLasso(1.0, "cols").axis_weights((4,))
+
+
 def test_group_prox_of_a_vector_with_row_groups_is_weighted_soft_thresholding():
     x = torch.tensor([3.0, -0.05, 0.0, -2.0], dtype=torch.float64)
     (y,) = _run(GroupLasso(0.5, "rows"), "prox", [x], 0.2)
@@ -156,9 +177,7 @@ def test_anchored_decay_pulls_toward_each_anchor(xs, step, with_fisher):
     kernel = AnchoredKernel(penalties[0])
     copies = [x.clone() for x in xs]
     slots = [Slot(str(i), c, p, kernel) for i, (c, p) in enumerate(zip(copies, penalties, strict=True))]
-    for s in slots:
-        s.extra = kernel.prepare(s, s.param.dtype)
-    kernel.decay_(copies, slots, step)
+    kernel.decay_(copies, kernel.prepare(slots, xs[0].dtype, "decay"), step)
     for x, y, p in zip(xs, copies, penalties, strict=True):
         torch.testing.assert_close(y, x - step * p.grad(x), **DTYPES[x.dtype])
 
@@ -250,6 +269,7 @@ def test_no_mode_synchronises_with_the_host_during_a_step(dtype):
         Rule(L2(1.0), mode="constrained", radius=2.0, select="fc.weight"),
         Rule(MaxNorm(1.0), mode="constrained", radius=0.5, select="conv.weight"),
         Rule(GroupLasso(1.0, "cols"), mode="lagrangian", budget=1.0, dual_lr=0.1),
+        Rule(SpectralConstraint(model, 1.0, (2, 5, 5), names=["conv", "head"]), mode="constrained"),
     ]
     reg = Regularizer(model, rules)
     sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.05))
@@ -258,7 +278,7 @@ def test_no_mode_synchronises_with_the_host_during_a_step(dtype):
     with SyncDetector():
         for batch in batches[1:]:
             mse_step(model, sgd, batch, reg.penalty)
-    assert float(rules[-1].multiplier) > 0
+    assert float(rules[-2].multiplier) > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for torch's sync debug mode")
@@ -274,3 +294,21 @@ def test_no_synchronisation_under_cuda_sync_debug_mode():
             mse_step(model, adam, batch, reg.penalty)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_bucket_skips_tensors_without_gradient_and_keeps_the_others_exact():
+    model = nn.Sequential(nn.Linear(5, 4, bias=False), nn.Linear(4, 3, bias=False)).double()
+    pen = GroupLasso(0.5, "rows")
+    reg = Regularizer(model, Rule(pen, mode="proximal"))
+    sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.2))
+    for skipped in (0, 1, 0):  # each subset of the bucket is built once and reused
+        first, second = (p.detach().clone() for p in model.parameters())
+        model[1 - skipped].weight.grad = torch.zeros_like(model[1 - skipped].weight)
+        model[skipped].weight.grad = None
+        sgd.step()
+        kept = (first, second)[skipped]
+        assert torch.equal(model[skipped].weight.detach(), kept)  # untouched, as AdamW leaves it
+        moved = (first, second)[1 - skipped]
+        torch.testing.assert_close(
+            model[1 - skipped].weight.detach(), pen.prox(moved, 0.2), rtol=1e-12, atol=0
+        )

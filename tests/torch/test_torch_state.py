@@ -169,3 +169,18 @@ def test_rescale_weight_decay_keeps_lr_times_lambda():
         rescale_weight_decay(0.1, 1e-3, 0.0)
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         rescale_weight_decay(-0.1, 1e-3, 1e-3)
+
+
+def test_the_step_follows_the_lr_of_an_optimizer_state_loaded_after_wrapping():
+    """``optimizer.load_state_dict`` replaces the param-group dicts; the hooks read the new lr."""
+    model = nn.Linear(4, 3, bias=False).double()
+    reg = Regularizer(model, Rule(L1(0.5), mode="proximal"))
+    sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    state = sgd.state_dict()
+    state["param_groups"][0]["lr"] = 0.01
+    sgd.load_state_dict(state)
+    before = model.weight.detach().clone()
+    model.weight.grad = torch.zeros_like(model.weight)
+    sgd.step()
+    expected = torch.sign(before) * torch.clamp(before.abs() - 0.01 * 0.5, min=0)
+    assert torch.equal(model.weight.detach(), expected)

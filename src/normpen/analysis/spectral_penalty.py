@@ -4,7 +4,12 @@ Both keep one :class:`~normpen.analysis.operator_norm.PowerIteration` per
 layer, so each training step costs a few matrix-vector products (a forward
 and a backward convolution for a conv layer) and the singular-vector
 estimates improve as training goes. For a conv layer the norm is that of the
-*operator* at the layer's input shape, not of the reshaped kernel.
+*operator* at the layer's input shape, not of the reshaped kernel. Both are
+model-level rules of :class:`normpen.torch.Regularizer`, which keeps their
+vectors in its ``state_dict``:
+
+>>> reg = Regularizer(model, [Rule(SpectralPenalty(model, 1e-2, (1, 8, 8)), mode="coupled")])
+>>> reg = Regularizer(model, [Rule(SpectralConstraint(model, 1.0, (1, 8, 8)), mode="constrained")])
 """
 
 from __future__ import annotations
@@ -149,9 +154,10 @@ class SpectralPenalty(_SpectralState):
 class SpectralConstraint(_SpectralState):
     r"""In-place projection of every layer onto the spectral ball :math:`\{W : \sigma_{\max}(A_W) \le r\}`.
 
-    Call it after each optimiser step (``constraint(model)``, or once
-    ``constraint.attach(optimizer)`` to have every step do it): it runs
-    ``n_iter`` power iterations per layer, then
+    A model-level constraint: ``Rule(constraint, mode="constrained")`` has
+    :class:`~normpen.torch.Regularizer` call :meth:`project_` after every
+    optimizer step (or call it yourself). Each call runs ``n_iter`` power
+    iterations per layer, then
 
     - ``mode="rescale"``: :math:`W \leftarrow W\min(1, r/\hat\sigma)`, any layer;
     - ``mode="clip"``: :math:`W \leftarrow W - \max(\hat\sigma - r, 0)\,u v^\top`,
@@ -200,21 +206,31 @@ class SpectralConstraint(_SpectralState):
         self.mode = mode
         self.certified = certified
 
-    def attach(self, optimizer):
-        """Project after every ``optimizer.step()`` (a step post-hook); returns the removable handle."""
-        return optimizer.register_step_post_hook(lambda *_: self(self.model))
-
-    def __call__(self, model):
+    def project_(self, model):
+        """Project every layer of ``model`` (the one it was built for) onto the ball, in place."""
         self._check_model(model)
         with torch.no_grad():
             for it in self.iterations.values():
                 weight = it.operator.module.weight
-                if self.certified:
-                    sigma = operator_norm_bound(it.operator.module, it.operator.input_shape)
-                else:
-                    sigma = it.step(self.n_iter)
+                sigma = self._bound(it) if self.certified else it.step(self.n_iter)
                 if self.mode == "rescale":
                     weight.mul_(torch.clamp(self.radius / sigma, max=1.0))
                 else:
                     excess = torch.clamp(sigma - self.radius, min=0.0)
                     weight.sub_(excess * torch.outer(it.u.reshape(-1), it.v.reshape(-1)))
+
+    def norm(self, model):
+        """The largest layer norm as the projection sees it, a detached 0-d tensor; runs no iteration.
+
+        The certified bound with ``certified=True``, else the current
+        power-iteration estimates (lower bounds): what a report shows
+        against the radius.
+        """
+        self._check_model(model)
+        with torch.no_grad():
+            sigmas = [self._bound(it) if self.certified else it.step(0) for it in self.iterations.values()]
+        return torch.stack([s.to(sigmas[0]) for s in sigmas]).max()
+
+    @staticmethod
+    def _bound(iteration):
+        return operator_norm_bound(iteration.operator.module, iteration.operator.input_shape)

@@ -29,6 +29,7 @@ accumulates instead of rounding away.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +60,12 @@ __all__ = [
 
 @dataclass(eq=False)
 class Slot:
-    """One parameter under one rule: its name, the tensor, its penalty, the kernel serving it and its data."""
+    """One parameter under one rule: its name, the tensor, its penalty and the kernel serving it."""
 
     name: str
     param: torch.nn.Parameter
     penalty: Penalty
     kernel: Any = None
-    extra: Any = None
 
 
 def work_dtype(dtype):
@@ -146,7 +146,7 @@ def soft_threshold_(xs, t):
     """
     if isinstance(t, (int, float)):
         for x in xs:
-            torch.ops.aten.softshrink.out(x, t, out=x)
+            torch._C._nn.softshrink(x, t, out=x)
         return
     clipped = torch._foreach_clamp_max(xs, t)
     torch._foreach_clamp_min_(clipped, _negative(t))
@@ -156,10 +156,11 @@ def soft_threshold_(xs, t):
 class Kernel:
     """Generic kernel: the penalty's array-API kernels tensor by tensor, written back with foreach ops.
 
-    Subclasses override :meth:`accepts` (which penalties they serve),
-    :meth:`bucket_key` (the scalars slots must share to be batched),
-    :meth:`prepare` (per-slot data kept on the device) and the operations
-    they do faster.
+    A kernel serves the tensors of a rule that share :meth:`bucket_key`. Its
+    per-step methods take the tensors, the data :meth:`prepare` built once
+    for exactly those tensors (a bucket), and the step or radius. Subclasses
+    override :meth:`accepts` (which penalties they serve), :meth:`bucket_key`,
+    :meth:`prepare` and the operations they do faster.
     """
 
     def __init__(self, penalty):
@@ -176,27 +177,31 @@ class Kernel:
         """What slots of one rule must share to be served by one kernel instance."""
         return None
 
-    def prepare(self, slot, dtype):
-        """Per-slot data for tensors of ``dtype``, built once (None: the generic kernel needs none)."""
-        return None
+    def prepare(self, slots, dtype, method):
+        """The data ``<method>_`` needs on the tensors of ``slots``, computed in ``dtype``; built once.
+
+        The generic methods need each tensor's penalty; a subclass prepares
+        its own data for the methods it replaces.
+        """
+        return [s.penalty for s in slots]
 
     def value(self, tensors, slots):
         """:math:`\\sum_i P_i(x_i)`, differentiable, as a 0-d tensor."""
         return _total([penalty_value(s.penalty, t) for t, s in zip(tensors, slots, strict=True)])
 
-    def decay_(self, tensors, slots, step):
+    def decay_(self, tensors, data, step):
         """In place :math:`x \\leftarrow x - \\eta\\nabla P(x)`."""
-        grads = [_reshaped(s.penalty, "_grad", t) for t, s in zip(tensors, slots, strict=True)]
+        grads = [_reshaped(p, "_grad", t) for t, p in zip(tensors, data, strict=True)]
         axpy_(tensors, grads, _negative(step))
 
-    def prox_(self, tensors, slots, step):
+    def prox_(self, tensors, data, step):
         """In place :math:`x \\leftarrow \\operatorname{prox}_{\\eta P}(x)`."""
-        results = [_reshaped(s.penalty, "_prox", t, step) for t, s in zip(tensors, slots, strict=True)]
+        results = [_reshaped(p, "_prox", t, step) for t, p in zip(tensors, data, strict=True)]
         torch._foreach_copy_(tensors, results)
 
-    def project_(self, tensors, slots, radius):
+    def project_(self, tensors, data, radius):
         """In place :math:`x \\leftarrow \\Pi_{\\{\\Omega \\le r\\}}(x)`, each tensor onto its own ball."""
-        results = [_reshaped(s.penalty, "_project", t, radius) for t, s in zip(tensors, slots, strict=True)]
+        results = [_reshaped(p, "_project", t, radius) for t, p in zip(tensors, data, strict=True)]
         torch._foreach_copy_(tensors, results)
 
 
@@ -226,12 +231,15 @@ class L2Kernel(Kernel):
         flat = [t.reshape(-1) for t in tensors]
         return (self.penalty.lam / 2) * _total([torch.dot(f, f) for f in flat])
 
-    def decay_(self, tensors, slots, step):
+    def decay_(self, tensors, data, step):
         torch._foreach_mul_(tensors, 1 - step * self.penalty.lam)
 
 
 class L1Kernel(Kernel):
-    r"""(Weighted) L1: prox by foreach soft thresholding at :math:`\eta\lambda\omega`."""
+    r"""(Weighted) L1: prox by soft thresholding at :math:`\eta\lambda\omega`.
+
+    Its data: ``None``, or the tensors :math:`\lambda\omega` of weighted L1.
+    """
 
     @classmethod
     def accepts(cls, penalty):
@@ -241,61 +249,110 @@ class L1Kernel(Kernel):
     def bucket_key(penalty):
         return penalty.lam, penalty.weights is None
 
-    def prepare(self, slot, dtype):
-        if slot.penalty.weights is None:
-            return None
-        return torch.as_tensor(slot.penalty.weights, dtype=dtype, device=slot.param.device) * slot.penalty.lam
-
-    def prox_(self, tensors, slots, step):
+    def prepare(self, slots, dtype, method):
+        if method != "prox":
+            return super().prepare(slots, dtype, method)
         if self.penalty.weights is None:
-            soft_threshold_(tensors, step * self.penalty.lam)
-        else:
-            soft_threshold_(tensors, torch._foreach_mul([s.extra for s in slots], step))
+            return None
+        return [
+            torch.as_tensor(s.penalty.weights, dtype=dtype, device=s.param.device) * s.penalty.lam
+            for s in slots
+        ]
+
+    def prox_(self, tensors, data, step):
+        soft_threshold_(tensors, step * self.penalty.lam if data is None else torch._foreach_mul(data, step))
+
+
+class GroupNorms:
+    r"""The norms of the groups (slices) of a bucket's tensors, written into one flat buffer.
+
+    Tensor :math:`i`'s group norms are ``vector_norm`` over ``dims[i]``
+    (kept as size-1 axes; :math:`|x|` when there is nothing to reduce),
+    written straight into its segment of :attr:`flat`, so the per-group
+    arithmetic of a whole bucket is a handful of operations on one vector
+    and :meth:`views` broadcast any such vector back over the tensors.
+    """
+
+    def __init__(self, tensors, dims, dtype):
+        self.dims = [tuple(d) for d in dims]
+        self.shapes = [
+            tuple(1 if axis in reduced else size for axis, size in enumerate(t.shape))
+            for t, reduced in zip(tensors, self.dims, strict=True)
+        ]
+        size = sum(math.prod(s) for s in self.shapes)
+        self.flat = torch.zeros(size, dtype=dtype, device=tensors[0].device)
+        self.out = self.views(self.flat)
+
+    def views(self, flat):
+        """``flat`` (one entry per group of the bucket) as one broadcastable view per tensor."""
+        sizes = [math.prod(s) for s in self.shapes]
+        return [v.view(s) for v, s in zip(flat.split(sizes), self.shapes, strict=True)]
+
+    def compute(self, tensors):
+        """Write the group norms of ``tensors`` into :attr:`flat` and return it."""
+        for tensor, reduced, out in zip(tensors, self.dims, self.out, strict=True):
+            if reduced:
+                torch.linalg.vector_norm(tensor, dim=reduced, keepdim=True, out=out)
+            else:
+                torch.abs(tensor, out=out)
+        return self.flat
+
+
+@dataclass(eq=False)
+class _GroupThreshold:
+    """AxisGroupKernel's data: the group norms, :math:`\\lambda\\omega` per group, the factor buffers."""
+
+    norms: GroupNorms
+    scaled_weights: torch.Tensor
+    factors: torch.Tensor
+    denominators: torch.Tensor
+    factor_views: list
 
 
 class AxisGroupKernel(Kernel):
     r"""Group lasso on rows (axis 0) or columns (axis 1): prox by group soft thresholding.
 
-    .. math:: x_g \leftarrow x_g\,\frac{\max(\|x_g\|_2 - \eta\lambda\omega_g, 0)}{\|x_g\|_2}
+    .. math::
+        x_g \leftarrow x_g\,\frac{\max(\|x_g\|_2 - \eta\lambda\omega_g, 0)}{\max(\|x_g\|_2, \text{tiny})}
 
-    Group norms are one ``vector_norm`` per tensor (a plain sum of squares:
-    exact unless entries exceed about :math:`10^{150}` in float64,
-    :math:`10^{19}` in float32, far beyond any trained weight); the
-    thresholds, the factors and the rescaling are foreach ops over the bucket.
+    The norms of every group of the bucket land in one vector (one
+    ``vector_norm`` per tensor, a plain sum of squares: exact unless entries
+    exceed about :math:`10^{150}` in float64, :math:`10^{19}` in float32, far
+    beyond any trained weight); the factors are four operations on that
+    vector, and the rescaling one ``_foreach_mul_``: no temporaries, nothing
+    per tensor but the norms.
     """
 
     @classmethod
     def accepts(cls, penalty):
-        return isinstance(penalty, GroupLasso) and penalty.groups in ("rows", "cols")
+        return isinstance(penalty, GroupLasso) and penalty.axis is not None
 
     @staticmethod
     def bucket_key(penalty):
         return penalty.lam
 
-    def prepare(self, slot, dtype):
-        param, penalty = slot.param, slot.penalty
-        partition = penalty._partition
-        weights = torch.as_tensor(
-            partition._host_weights(tuple(param.shape)), dtype=dtype, device=param.device
-        )
-        shape = [1] * param.ndim
-        shape[partition.axis] = param.shape[partition.axis]
-        dims = tuple(d for d in range(param.ndim) if d != partition.axis)
-        return dims, (penalty.lam * weights).reshape(shape)
+    def prepare(self, slots, dtype, method):
+        if method != "prox":
+            return super().prepare(slots, dtype, method)
+        params = [s.param for s in slots]
+        axis = self.penalty.axis
+        norms = GroupNorms(params, [_all_but(p.ndim, axis) for p in params], dtype)
+        weights = [torch.as_tensor(s.penalty.axis_weights(s.param.shape), dtype=dtype) for s in slots]
+        scaled = (self.penalty.lam * torch.cat(weights)).to(norms.flat.device)
+        factors = torch.empty_like(norms.flat)
+        return _GroupThreshold(norms, scaled, factors, torch.empty_like(factors), norms.views(factors))
 
-    def prox_(self, tensors, slots, step):
-        norms = [_group_norms(t, s.extra[0]) for t, s in zip(tensors, slots, strict=True)]
-        factors = torch._foreach_sub(norms, torch._foreach_mul([s.extra[1] for s in slots], step))
-        torch._foreach_clamp_min_(factors, 0)
-        torch._foreach_div_(factors, torch._foreach_clamp_min(norms, torch.finfo(tensors[0].dtype).tiny))
-        torch._foreach_mul_(tensors, factors)
+    def prox_(self, tensors, data, step):
+        norms = data.norms.compute(tensors)
+        factors = torch.mul(data.scaled_weights, step, out=data.factors)
+        torch.sub(norms, factors, out=factors).clamp_min_(0)
+        factors.div_(torch.clamp_min(norms, torch.finfo(norms.dtype).tiny, out=data.denominators))
+        torch._foreach_mul_(tensors, data.factor_views)
 
 
-def _group_norms(tensor, dims):
-    """Norms of the slices of ``tensor`` over ``dims`` (kept as size-1 axes); ``|x|`` when dims is empty."""
-    if not dims:
-        return tensor.abs()
-    return torch.linalg.vector_norm(tensor, dim=dims, keepdim=True)
+def _all_but(ndim, axis):
+    """The dimensions of an ``ndim``-dimensional tensor other than ``axis``."""
+    return tuple(d for d in range(ndim) if d != axis)
 
 
 class MaxNormKernel(Kernel):
@@ -306,8 +363,9 @@ class MaxNormKernel(Kernel):
     with :math:`r = c` for ``prox`` (the constraint's own projection) and
     ``radius`` for ``project``. Rows of the matrix view ``(out, -1)`` are the
     slices along axis 0 and its columns the positions across axis 0, so the
-    norms are one ``vector_norm`` on the tensor itself; slices inside the
-    ball are divided by exactly 1, unchanged bit for bit.
+    norms are one ``vector_norm`` on each tensor into one
+    :class:`GroupNorms` vector; slices inside the ball are divided by
+    exactly 1, unchanged bit for bit.
     """
 
     @classmethod
@@ -318,18 +376,18 @@ class MaxNormKernel(Kernel):
     def bucket_key(penalty):
         return penalty.c, penalty.axis
 
-    def prepare(self, slot, dtype):
-        ndim = slot.param.ndim
-        return tuple(range(1, ndim)) if slot.penalty.axis == "rows" else (0,)
+    def prepare(self, slots, dtype, method):
+        rows = self.penalty.axis == "rows"
+        return GroupNorms(
+            [s.param for s in slots], [_all_but(s.param.ndim, 0) if rows else (0,) for s in slots], dtype
+        )
 
-    def prox_(self, tensors, slots, step):
-        self.project_(tensors, slots, self.penalty.c)
+    def prox_(self, tensors, data, step):
+        self.project_(tensors, data, self.penalty.c)
 
-    def project_(self, tensors, slots, radius):
-        excess = [_group_norms(t, s.extra) for t, s in zip(tensors, slots, strict=True)]
-        torch._foreach_clamp_min_(excess, radius)
-        torch._foreach_div_(excess, radius)
-        torch._foreach_div_(tensors, excess)
+    def project_(self, tensors, data, radius):
+        data.compute(tensors).clamp_min_(radius).div_(radius)
+        torch._foreach_div_(tensors, data.out)
 
 
 class AnchoredKernel(Kernel):
@@ -337,7 +395,7 @@ class AnchoredKernel(Kernel):
 
     One bucket batches every tensor of a rule with the same :math:`\lambda`,
     each with its own anchor :math:`a` and Fisher weights :math:`F`, held on the
-    tensor's device in the working dtype.
+    tensor's device in the working dtype (the data: the two lists).
     """
 
     @classmethod
@@ -348,18 +406,22 @@ class AnchoredKernel(Kernel):
     def bucket_key(penalty):
         return penalty.lam, penalty.fisher is None
 
-    def prepare(self, slot, dtype):
-        device = slot.param.device
-        fisher = slot.penalty.fisher
-        return (
-            torch.as_tensor(slot.penalty.anchor, dtype=dtype, device=device),
-            None if fisher is None else torch.as_tensor(fisher, dtype=dtype, device=device),
-        )
+    def prepare(self, slots, dtype, method):
+        if method != "decay":
+            return super().prepare(slots, dtype, method)
 
-    def decay_(self, tensors, slots, step):
-        pull = torch._foreach_sub(tensors, [s.extra[0] for s in slots])
-        if self.penalty.fisher is not None:
-            torch._foreach_mul_(pull, [s.extra[1] for s in slots])
+        def on_device(array, slot):
+            return torch.as_tensor(array, dtype=dtype, device=slot.param.device)
+
+        anchors = [on_device(s.penalty.anchor, s) for s in slots]
+        fishers = None if self.penalty.fisher is None else [on_device(s.penalty.fisher, s) for s in slots]
+        return anchors, fishers
+
+    def decay_(self, tensors, data, step):
+        anchors, fishers = data
+        pull = torch._foreach_sub(tensors, anchors)
+        if fishers is not None:
+            torch._foreach_mul_(pull, fishers)
         axpy_(tensors, pull, _negative(step * self.penalty.lam))
 
 
@@ -373,51 +435,62 @@ def kernel_for(penalty):
 
 
 class Bucket:
-    """The tensors of one rule in one param group on one device and dtype, and the kernel that serves them.
+    """The tensors of one rule in one param group on one device and dtype, and the kernel work on them.
 
     Parameters
     ----------
     kernel : Kernel
     slots : list of Slot
-        Their ``extra`` must have been made by ``kernel.prepare``.
     group : dict
         The optimizer param group the tensors belong to (its ``lr`` is read
         at every step, so schedulers are followed).
+    method : {"decay", "prox", "project"}
+        The kernel operation :meth:`apply_` runs.
     residuals : list of Tensor or None
         float32 residuals, one per slot, for float16/bfloat16 parameters.
     """
 
-    def __init__(self, kernel, slots, group, residuals=None):
+    def __init__(self, kernel, slots, group, method, residuals=None):
         self.kernel = kernel
         self.slots = slots
         self.group = group
+        self.method = method
+        self.operation = getattr(kernel, f"{method}_")
         self.residuals = residuals
         self.params = [s.param for s in slots]
+        self.dtype = work_dtype(self.params[0].dtype)
+        self.data = kernel.prepare(slots, self.dtype, method)
+        self._subsets = {}
 
-    def apply_(self, method, argument):
-        """Run ``kernel.<method>_`` (``"decay"``, ``"prox"`` or ``"project"``) on the live tensors.
+    def apply_(self, argument):
+        """Run the kernel operation with ``argument`` (step or radius) on the live tensors.
 
         Live: the parameters the optimizer updates in this step, those with
-        a gradient (AdamW skips the others too, decay included).
+        a gradient (AdamW skips the others too, decay included). The kernel
+        data of a subset is built on its first use and kept.
         """
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if len(live) == len(self.params):
-            slots, params, residuals = self.slots, self.params, self.residuals
-        elif not live:
-            return
-        else:
-            slots = [self.slots[i] for i in live]
-            params = [self.params[i] for i in live]
-            residuals = None if self.residuals is None else [self.residuals[i] for i in live]
-        operation = getattr(self.kernel, f"{method}_")
+        params, data, residuals = self.params, self.data, self.residuals
+        if any(p.grad is None for p in params):
+            live = tuple(i for i, p in enumerate(params) if p.grad is not None)
+            if not live:
+                return
+            params, data, residuals = self._subset(live)
         with torch.no_grad():
             if residuals is None:
-                operation(params, slots, argument)
+                self.operation(params, data, argument)
             else:
-                _with_residuals(operation, params, slots, argument, residuals)
+                _with_residuals(self.operation, params, data, argument, residuals)
+
+    def _subset(self, live):
+        if live not in self._subsets:
+            slots = [self.slots[i] for i in live]
+            residuals = None if self.residuals is None else [self.residuals[i] for i in live]
+            data = self.kernel.prepare(slots, self.dtype, self.method)
+            self._subsets[live] = ([s.param for s in slots], data, residuals)
+        return self._subsets[live]
 
 
-def _with_residuals(operation, params, slots, argument, residuals):
+def _with_residuals(operation, params, data, argument, residuals):
     r"""``operation`` on float32 :math:`w = \theta + r`; then :math:`\theta = w`, :math:`r = w - \theta`.
 
     Error feedback: :math:`\theta + r` carries the float32 result, so
@@ -425,7 +498,7 @@ def _with_residuals(operation, params, slots, argument, residuals):
     :math:`\theta` accumulate in :math:`r` until they move :math:`\theta`.
     """
     work = torch._foreach_add([p.float() for p in params], residuals)
-    operation(work, slots, argument)
+    operation(work, data, argument)
     torch._foreach_copy_(params, work)
     torch._foreach_sub_(work, [p.float() for p in params])
     torch._foreach_copy_(residuals, work)

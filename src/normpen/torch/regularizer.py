@@ -11,11 +11,14 @@ step hooks. Per optimizer step:
     optimizer.step  the user's update (coupled and lagrangian terms arrive through the loss)
     post-step hook  proximal:     theta <- prox_{lr P}(theta)
                     constrained:  theta <- project(theta, radius)
+                                  then model-level constraints: constraint.project_(model)
                     lagrangian:   mu <- max(0, mu + dual_lr * (P(theta) - budget))
 
 ``lr`` is the param group's learning rate at that step (or its base learning
 rate for ``schedule="fixed"``). All per-step work is foreach (multi-tensor)
-operations with no host synchronisation.
+operations with no host synchronisation, on buckets and buffers built when
+the optimizer is wrapped (rebuilt when its param groups change): no Python
+work per tensor per step beyond the kernels' own calls.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ __all__ = ["Regularizer"]
 
 #: Modes whose work is done by the optimizer hooks, in the order the post hook runs them.
 STEP_MODES = ("decoupled", "proximal", "constrained")
+#: The kernel operation of each step mode.
+METHODS = {"decoupled": "decay", "proximal": "prox", "constrained": "project"}
 _FORMAT = "normpen.torch.Regularizer/1"
 
 
@@ -48,6 +53,12 @@ class _Action:
     rule: Rule
     bucket: Bucket
     group_index: int
+
+    def argument(self, base_lrs):
+        """The rule's radius (constrained), else its step: the group's lr now, or its base lr (``fixed``)."""
+        if self.rule.mode == "constrained":
+            return self.rule.radius
+        return rule_lr(self.bucket.group, self.rule.schedule, base_lrs[self.group_index])
 
 
 @dataclasses.dataclass(eq=False)
@@ -61,6 +72,7 @@ class _Wrapped:
     penalty_seen: bool = False
     pre: list = dataclasses.field(default_factory=list)
     post: list = dataclasses.field(default_factory=list)
+    model_constraints: list = dataclasses.field(default_factory=list)
     dual_rules: list = dataclasses.field(default_factory=list)
 
 
@@ -105,6 +117,7 @@ class Regularizer:
             raise ValueError("the same Rule object appears twice in rules; create one Rule per use")
         self.rules = tuple(rules)
         self._slots = self._bind_slots()
+        self._check_model_constraints()
         self._claim_rules()
         self._residuals = self._make_residuals()
         self._wrapped = []
@@ -132,11 +145,18 @@ class Regularizer:
                 _check_fits(penalty, entry, rule)
                 cls = kernel_for(penalty)
                 kernel = kernels.setdefault((cls, cls.bucket_key(penalty)), cls(penalty))
-                slot = Slot(entry.name, entry.param, penalty, kernel)
-                slot.extra = kernel.prepare(slot, work_dtype(entry.param.dtype))
-                slots.append(slot)
+                slots.append(Slot(entry.name, entry.param, penalty, kernel))
             all_slots.append(slots)
         return all_slots
+
+    def _check_model_constraints(self):
+        """Each model-level constraint accepts this model (its ``norm``), so no step fails half-way."""
+        for rule in self.rules:
+            if rule.is_model_constraint:
+                try:
+                    rule.penalty.norm(self.model)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"rule {rule.describe()!r}: {err}") from err
 
     def _claim_rules(self):
         """Tie the rules to this regularizer and give lagrangian rules their multiplier."""
@@ -273,10 +293,16 @@ class Regularizer:
             for (kernel, index, _, dtype), bucket_slots in buckets.items():
                 low_precision = work_dtype(dtype) != dtype
                 residuals = [self._residuals[s.name] for s in bucket_slots] if low_precision else None
-                action = _Action(rule, Bucket(kernel, bucket_slots, groups[index], residuals), index)
-                (wrapped.pre if rule.mode == "decoupled" else wrapped.post).append(action)
+                bucket = Bucket(kernel, bucket_slots, groups[index], METHODS[rule.mode], residuals)
+                actions = wrapped.pre if rule.mode == "decoupled" else wrapped.post
+                actions.append(_Action(rule, bucket, index))
         wrapped.post.sort(key=lambda a: STEP_MODES.index(a.rule.mode))
         others = [w for w in self._wrapped if w is not wrapped]
+        wrapped.model_constraints = [
+            rule
+            for rule in self.rules
+            if rule.is_model_constraint and not any(rule in w.model_constraints for w in others)
+        ]
         wrapped.dual_rules = [
             rule
             for rule, slots in zip(self.rules, self._slots, strict=True)
@@ -308,21 +334,17 @@ class Regularizer:
         wrapped = self._find(optimizer)
         self._check_step(wrapped)
         for action in wrapped.pre:
-            action.bucket.apply_("decay", self._step_size(action, wrapped))
+            action.bucket.apply_(action.argument(wrapped.base_lrs))
 
     def _post_step(self, optimizer, args, kwargs):
         wrapped = self._find(optimizer)
         for action in wrapped.post:
-            argument = (
-                action.rule.radius if action.rule.mode == "constrained" else self._step_size(action, wrapped)
-            )
-            action.bucket.apply_("project" if action.rule.mode == "constrained" else "prox", argument)
+            action.bucket.apply_(action.argument(wrapped.base_lrs))
+        for rule in wrapped.model_constraints:
+            rule.penalty.project_(self.model)
         for rule in wrapped.dual_rules:
             self._dual_step(rule)
         wrapped.penalty_seen = False
-
-    def _step_size(self, action, wrapped):
-        return rule_lr(action.bucket.group, action.rule.schedule, wrapped.base_lrs[action.group_index])
 
     def _dual_step(self, rule):
         r"""Dual ascent :math:`\mu \leftarrow \max(0, \mu + \eta_\mu (\bar P - C))`, mean over ranks."""
@@ -344,8 +366,8 @@ class Regularizer:
                 f"lagrangian rules {missing} have no constraint value for this step: add reg.penalty() to "
                 "the loss before loss.backward() and optimizer.step()"
             )
-        coupled = [r.describe() for r in self.rules if r.mode == "coupled"]
-        if coupled and not wrapped.penalty_seen:
+        coupled = [] if wrapped.penalty_seen else [r.describe() for r in self.rules if r.mode == "coupled"]
+        if coupled:
             warnings.warn(
                 f"optimizer.step() without reg.penalty() since the last step: the coupled rules {coupled} "
                 "are not in this update; add reg.penalty() to the loss",
@@ -385,20 +407,31 @@ class Regularizer:
         with torch.no_grad():
             for rule, slots in zip(self.rules, self._slots, strict=True):
                 tensors = [tensor_report(s.name, s.param, s.penalty) for s in slots]
-                value = (
-                    float(self._rule_value(rule, slots))
-                    if rule.is_model_level
-                    else sum(t.value for t in tensors)
-                )
+                if rule.is_model_constraint:
+                    value = float(rule.penalty.norm(self.model))
+                elif rule.is_model_level:
+                    value = float(self._model_value(rule))
+                else:
+                    value = sum(t.value for t in tensors)
                 multiplier = None if rule.multiplier is None else float(rule.multiplier)
                 rules.append(RuleReport(rule.describe(), rule.mode, value, multiplier, rule.budget, tensors))
         return Report(rules)
+
+    def _model_value(self, rule):
+        """A model-level penalty's value with its state (power-iteration vectors) put back afterwards."""
+        saved = rule.penalty.state_dict() if hasattr(rule.penalty, "state_dict") else None
+        value = self._rule_value(rule, [])
+        if saved is not None:
+            rule.penalty.load_state_dict(saved)
+        return value
 
     def state_dict(self):
         """The regularizer's learned and reference state, as tensors and plain data (no pickle needed).
 
         Multipliers of lagrangian rules, anchors and Fisher weights of anchored
-        penalties, and the float32 residuals of float16/bfloat16 parameters.
+        penalties, the float32 residuals of float16/bfloat16 parameters, and
+        the ``state_dict()`` of model-level penalties and constraints that
+        have one (the power-iteration vectors of the spectral rules).
         Save it next to the model's and the optimizer's (``torch.save``, then
         ``torch.load(..., weights_only=True)``): a resumed run then ends bit
         for bit where an uninterrupted one does.
@@ -410,6 +443,7 @@ class Regularizer:
             "anchors": {},
             "fisher": {},
             "residuals": {name: r.clone() for name, r in self._residuals.items()},
+            "model_level": {str(i): r.penalty.state_dict() for i, r in self._stateful_model_rules()},
         }
         for i, (rule, slots) in enumerate(zip(self.rules, self._slots, strict=True)):
             if rule.multiplier is not None:
@@ -434,6 +468,7 @@ class Regularizer:
             for i, rule in enumerate(self.rules)
             if str(i) in state["anchors"]
         }
+        self._load_model_level(state.get("model_level", {}))
         with torch.no_grad():
             for i, rule in enumerate(self.rules):
                 if rule.multiplier is not None:
@@ -445,6 +480,23 @@ class Regularizer:
         self._slots = self._bind_slots()
         for wrapped in self._wrapped:
             self._build_actions(wrapped)
+
+    def _stateful_model_rules(self):
+        """``(index, rule)`` of the model-level rules whose penalty or constraint has a state dict."""
+        rules = enumerate(self.rules)
+        return [(i, r) for i, r in rules if r.is_model_level and hasattr(r.penalty, "state_dict")]
+
+    def _load_model_level(self, states):
+        """Load every model-level state, or none: a failed load puts back the ones already loaded."""
+        rules = self._stateful_model_rules()
+        backups = [rule.penalty.state_dict() for _, rule in rules]
+        try:
+            for i, rule in rules:
+                rule.penalty.load_state_dict(states[str(i)])
+        except (ValueError, KeyError, RuntimeError) as err:
+            for (_, rule), backup in zip(rules, backups, strict=True):
+                rule.penalty.load_state_dict(backup)
+            raise ValueError(f"a model-level rule's state does not fit: {err}") from err
 
     def _check_state(self, state):
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
@@ -462,6 +514,12 @@ class Regularizer:
         for name, residual in state["residuals"].items():
             if name not in self._residuals or residual.shape != self._residuals[name].shape:
                 raise ValueError(f"residual {name!r} does not match a low-precision parameter here")
+        stateful = {str(i) for i, _ in self._stateful_model_rules()}
+        if set(state.get("model_level", {})) != stateful:
+            raise ValueError(
+                f"the state has model-level states for rules {sorted(state.get('model_level', {}))}, "
+                f"this regularizer's stateful model-level rules are {sorted(stateful)}"
+            )
         for i, rule in enumerate(self.rules):
             if (str(i) in state["multipliers"]) != (rule.multiplier is not None):
                 raise ValueError(f"rule {i}: a multiplier is in only one of the state and the rule")
@@ -497,8 +555,14 @@ def _replace_anchor(penalty, anchor, fisher):
 
 
 def _layout(groups):
-    """What the buckets depend on in the param groups: their number and members (Python ids only)."""
-    return tuple(tuple(id(p) for p in g["params"]) for g in groups)
+    """What the buckets depend on in the param groups, read per group, not per tensor.
+
+    The group dicts (``optimizer.load_state_dict`` replaces them), their
+    ``params`` lists and their lengths: ``add_param_group``, a replaced or
+    resized list all change it; swapping one tensor for another inside the
+    same list does not (no torch.optim API does that).
+    """
+    return tuple((id(g), id(g["params"]), len(g["params"])) for g in groups)
 
 
 def _check_fits(penalty, entry, rule):

@@ -89,8 +89,17 @@ class Rule:
           :func:`~normpen.torch.anchored.ewc` attach an anchor per tensor);
           its keys are the selection;
         - a callable ``model -> 0-d tensor``, a model-level penalty such as a
-          path norm or a product of operator norms; differentiable, for
-          ``mode="coupled"`` or ``"lagrangian"`` only.
+          path norm or :class:`~normpen.analysis.SpectralPenalty`;
+          differentiable, for ``mode="coupled"`` or ``"lagrangian"``;
+        - a model-level constraint for ``mode="constrained"``: an object with
+          ``project_(model)`` (in place, no host synchronisation) and
+          ``norm(model)`` (the constrained quantity, for reports), carrying
+          its own radius, such as :class:`~normpen.analysis.SpectralConstraint`
+          (every layer's operator norm :math:`\le r`).
+
+        A model-level penalty or constraint takes no ``select``; one with
+        ``state_dict()``/``load_state_dict()`` (persistent power-iteration
+        vectors) has that state saved in the regularizer's.
     mode : {"coupled", "decoupled", "proximal", "constrained", "lagrangian"}
         With :math:`\eta` the param group's learning rate in this step
         (see ``schedule``) and :math:`P` the penalty:
@@ -107,7 +116,8 @@ class Rule:
           for nuclear);
         - ``"constrained"``: after each step,
           :math:`\theta \leftarrow \Pi_{\{\Omega \le r\}}(\theta)`, with
-          :math:`\Omega` = ``penalty.norm`` and :math:`r` = ``radius``, per tensor;
+          :math:`\Omega` = ``penalty.norm`` and :math:`r` = ``radius``, per
+          tensor; or a model-level constraint's ``project_(model)``;
         - ``"lagrangian"``: the budget form
           :math:`\min_\theta L(\theta)` s.t. :math:`\sum P(\theta) \le C`:
           ``Regularizer.penalty()`` contains :math:`\mu\,P(\theta)`, and after
@@ -123,7 +133,8 @@ class Rule:
         in :data:`DEFAULT_WEIGHTS`; ``"all"``: every trainable parameter,
         biases and normalisation layers included.
     radius : float, optional
-        The ball radius :math:`r > 0`; required by ``"constrained"`` and only there.
+        The ball radius :math:`r > 0`; required by ``"constrained"`` with a
+        tensor penalty, and only there (a model-level constraint has its own).
     budget : float, optional
         The budget :math:`C \ge 0`; required by ``"lagrangian"`` and only there.
     dual_lr : float, optional
@@ -185,6 +196,11 @@ class Rule:
         return not isinstance(self.penalty, (Penalty, Mapping))
 
     @property
+    def is_model_constraint(self):
+        """The penalty is a model-level constraint (``project_(model)``), applied after each step."""
+        return self.is_model_level and self.mode == "constrained"
+
+    @property
     def is_per_tensor(self):
         """The penalty is a mapping from parameter names to one penalty each."""
         return isinstance(self.penalty, Mapping)
@@ -219,24 +235,35 @@ class Rule:
             for value in pen.values():
                 _check_constraint_mode(value, self.mode)
             return
+        if self.select is not None:
+            raise ValueError("a model-level penalty or constraint sees the whole model: leave select=None")
+        if self.mode == "constrained":
+            missing = [m for m in ("project_", "norm") if not callable(getattr(pen, m, None))]
+            if missing:
+                raise TypeError(
+                    "mode='constrained' takes a normpen Penalty (with radius=r) or a model-level constraint "
+                    f"with project_(model) and norm(model), such as normpen.analysis.SpectralConstraint; "
+                    f"{type(pen).__name__} has no {' or '.join(missing)}"
+                )
+            return
         if not callable(pen):
             raise TypeError(
-                "penalty must be a normpen Penalty, a mapping name -> Penalty, or a callable "
-                f"model -> scalar tensor; got {type(pen).__name__}"
+                "penalty must be a normpen Penalty, a mapping name -> Penalty, a callable "
+                f"model -> scalar tensor or a model-level constraint; got {type(pen).__name__}"
             )
         if self.mode not in VALUE_MODES:
             raise ValueError(
                 f"a model-level penalty (a callable) enters through the loss: use mode='coupled' or "
-                f"'lagrangian', not {self.mode!r}"
+                f"'lagrangian', not {self.mode!r} (mode='constrained' takes an object with project_(model))"
             )
-        if self.select is not None:
-            raise ValueError("a model-level penalty (a callable) sees the whole model: leave select=None")
 
     def _check_mode_arguments(self):
-        constrained, lagrangian = self.mode == "constrained", self.mode == "lagrangian"
+        constrained = self.mode == "constrained" and not self.is_model_level
+        lagrangian = self.mode == "lagrangian"
         if constrained != (self.radius is not None):
             raise ValueError(
-                "mode='constrained' needs radius=r > 0 (the ball Omega(theta) <= r), and only it takes one"
+                "mode='constrained' with a tensor penalty needs radius=r > 0 (the ball Omega(theta) <= r), "
+                "and only it takes one; a model-level constraint carries its own radius"
             )
         if constrained:
             self.radius = check_positive(self.radius, "radius")

@@ -1,0 +1,328 @@
+"""Per-step cost of normpen.torch's modes against the bare optimizer, AdamW and hand-written code.
+
+One process, 2 threads (``--threads``). Two models: an MLP of about 6.3M
+parameters with LayerNorm (a few large tensors) and a small CNN (many small
+tensors). Every variant times ``optimizer.step()`` alone (hooks included) on
+fixed random gradients, so forward and backward, identical for all, do not
+dilute the differences. Variants are interleaved round by round, ``--steps``
+steps each; the time per step is the minimum over all steps (on a shared
+machine other load only ever adds time) of the process's CPU time (waiting
+for a core does not count; ``--clock wall`` for wall time). On a loaded
+machine set ``OMP_WAIT_POLICY=PASSIVE``: threads spinning while they wait
+for a busy core otherwise count as CPU time.
+
+The peers: torch's ``AdamW(foreach=True)``, and for every normpen mode the
+code a user writes by hand on top of ``Adam(foreach=True)``, indented under
+it: the per-tensor Python loop with ordinary torch ops (``hand: per-tensor``),
+the group lasso's per-group loop, and the fastest hand-vectorised version
+written here (``(fastest)``: multi-tensor ops and preallocated buffers, i.e.
+normpen's own algorithm written out). The table gives ratios to ``Adam`` and
+``AdamW``, the cost added to Adam, and each hand-written version's time and
+added cost over the normpen mode it replaces. These machines are shared and
+noisy: compare ratios, not absolute times. Not a test: nothing here asserts a
+time.
+
+Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 30] [--steps 5] [--threads 2] [--models mlp cnn]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from torch import nn
+
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+from normpen.penalties.max_norm import MaxNorm
+from normpen.torch import Regularizer, Rule
+
+LR, LAM = 1e-3, 1e-2
+
+
+def mlp():
+    return nn.Sequential(
+        nn.Linear(512, 2048), nn.LayerNorm(2048), nn.ReLU(),
+        nn.Linear(2048, 2048), nn.LayerNorm(2048), nn.ReLU(),
+        nn.Linear(2048, 512), nn.LayerNorm(512), nn.ReLU(),
+        nn.Linear(512, 10),
+    )  # fmt: skip
+
+
+def cnn():
+    layers = []
+    for cin, cout in [(3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]:
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+
+
+def weights(model):
+    """The tensors normpen's default selection takes: weights of Linear and Conv layers."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def adam(params):
+    return torch.optim.Adam(params, lr=LR, foreach=True)
+
+
+# ---- the variants: each builds (model copy) -> step function ---------------------------------------
+
+
+def plain_adam(model):
+    return adam(model.parameters()).step
+
+
+def torch_adamw(model):
+    decay = {id(p) for p in weights(model)}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in decay], "weight_decay": LAM},
+        {"params": [p for p in model.parameters() if id(p) not in decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=LR, foreach=True).step
+
+
+def normpen(rule):
+    def build(model):
+        reg = Regularizer(model, rule())
+        return reg.wrap(adam(model.parameters())).step
+
+    return build
+
+
+def normpen_in_loss(rule):
+    """A coupled or lagrangian rule: its term's value and backward belong to the step's cost."""
+
+    def build(model):
+        reg = Regularizer(model, rule())
+        opt = reg.wrap(adam(model.parameters()))
+
+        def step():
+            reg.penalty().backward()  # accumulates into the fixed gradients; harmless for timing
+            opt.step()
+
+        return step
+
+    return build
+
+
+def hand_l2_in_loss(model):
+    opt = adam(model.parameters())
+    params = weights(model)
+
+    def step():
+        (LAM / 2 * sum((p * p).sum() for p in params)).backward()
+        opt.step()
+
+    return step
+
+
+def by_hand(after=None, before=None):
+    """Adam with hand-written code run on the weights before or after its step.
+
+    ``after``/``before`` is a factory ``weights -> update()``, built once
+    (what a user precomputes), called on every step under ``no_grad``.
+    """
+
+    def build(model):
+        opt = adam(model.parameters())
+        params = weights(model)
+        pre = before(params) if before else None
+        post = after(params) if after else None
+
+        def step():
+            with torch.no_grad():
+                if pre:
+                    pre()
+                opt.step()
+                if post:
+                    post()
+
+        return step
+
+    return build
+
+
+def per_tensor(update):
+    """A Python loop over the weight tensors, ``update(p)`` on each: the code a user writes first."""
+    return lambda params: lambda: [update(p) for p in params]
+
+
+def decay(p):
+    p.mul_(1 - LR * LAM)
+
+
+def decay_foreach(params):
+    """Fastest by hand: one multi-tensor multiply (what AdamW runs)."""
+    return lambda: torch._foreach_mul_(params, 1 - LR * LAM)
+
+
+def soft_threshold(p):
+    """The textbook formula sign(x) max(|x| - t, 0)."""
+    p.copy_(torch.sign(p) * torch.clamp(p.abs() - LR * LAM, min=0))
+
+
+def softshrink_in_place(params):
+    """Fastest by hand: ``softshrink`` written into each tensor (one read, one write per entry)."""
+
+    def update():
+        for p in params:
+            torch._C._nn.softshrink(p, LR * LAM, out=p)
+
+    return update
+
+
+def group_weight(p):
+    """sqrt(|g|): the size of one row group (an output unit or filter)."""
+    return p[0].numel() ** 0.5
+
+
+def group_threshold(p):
+    """Row-group soft threshold of one tensor, vectorised over its rows: x_g max(1 - t w_g/||x_g||, 0)."""
+    norms = p.reshape(p.shape[0], -1).norm(dim=1).reshape((-1,) + (1,) * (p.ndim - 1))
+    p.mul_(torch.clamp(1 - LR * LAM * group_weight(p) / norms.clamp_min(1e-30), min=0))
+
+
+def group_threshold_per_group(p):
+    """The formula written group by group, as a first implementation reads."""
+    threshold = LR * LAM * group_weight(p)
+    for row in p:
+        norm = row.norm()
+        if norm <= threshold:
+            row.zero_()
+        else:
+            row.mul_(1 - threshold / norm)
+
+
+def group_threshold_fused(params):
+    """Fastest by hand: every row norm into one preallocated vector, the factors in four ops on it,
+    one multi-tensor multiply (normpen's own algorithm, written out)."""
+    counts = [p.shape[0] for p in params]
+    shapes = [(c,) + (1,) * (p.ndim - 1) for c, p in zip(counts, params, strict=True)]
+    norms = torch.empty(sum(counts))
+    factors, denominators = torch.empty_like(norms), torch.empty_like(norms)
+    weights_per_row = [torch.full((c,), group_weight(p)) for c, p in zip(counts, params, strict=True)]
+    thresholds = LR * LAM * torch.cat(weights_per_row)
+    norm_views = [v.view(s) for v, s in zip(norms.split(counts), shapes, strict=True)]
+    factor_views = [v.view(s) for v, s in zip(factors.split(counts), shapes, strict=True)]
+    dims = [tuple(range(1, p.ndim)) for p in params]
+
+    def update():
+        for p, d, out in zip(params, dims, norm_views, strict=True):
+            torch.linalg.vector_norm(p, dim=d, keepdim=True, out=out)
+        torch.sub(norms, thresholds, out=factors).clamp_min_(0)
+        factors.div_(torch.clamp_min(norms, 1e-30, out=denominators))
+        torch._foreach_mul_(params, factor_views)
+
+    return update
+
+
+#: name -> (builder, the normpen variant a hand-written one replaces, or None)
+L2_, L1_, GL_ = "normpen decoupled L2", "normpen proximal L1", "normpen proximal group lasso"
+COUPLED = "normpen coupled L2 (term + backward)"
+VARIANTS = {
+    "Adam": (plain_adam, None),
+    "AdamW(weight_decay)": (torch_adamw, None),
+    L2_: (normpen(lambda: Rule(L2(LAM), mode="decoupled")), None),
+    "  hand: per-tensor decay loop": (by_hand(before=per_tensor(decay)), L2_),
+    "  hand: foreach decay (fastest)": (by_hand(before=decay_foreach), L2_),
+    L1_: (normpen(lambda: Rule(L1(LAM), mode="proximal")), None),
+    "  hand: per-tensor sign(x)max(|x|-t,0)": (by_hand(after=per_tensor(soft_threshold)), L1_),
+    "  hand: softshrink in place (fastest)": (by_hand(after=softshrink_in_place), L1_),
+    GL_: (normpen(lambda: Rule(GroupLasso(LAM, "rows"), mode="proximal")), None),
+    "  hand: per-tensor group threshold": (by_hand(after=per_tensor(group_threshold)), GL_),
+    "  hand: per-group loop": (by_hand(after=per_tensor(group_threshold_per_group)), GL_),
+    "  hand: fused foreach (fastest)": (by_hand(after=group_threshold_fused), GL_),
+    "normpen constrained max-norm": (
+        normpen(lambda: Rule(MaxNorm(1.0), mode="constrained", radius=0.5)),
+        None,
+    ),
+    COUPLED: (normpen_in_loss(lambda: Rule(L2(LAM), mode="coupled")), None),
+    "  hand: L2 term (+ backward)": (hand_l2_in_loss, COUPLED),
+    "normpen lagrangian L2 (term + backward)": (
+        normpen_in_loss(lambda: Rule(L2(1.0), mode="lagrangian", budget=10.0, dual_lr=1e-3)),
+        None,
+    ),
+}
+
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def measure(make_model, rounds, steps, clock):
+    """The fastest single optimizer step of every variant (ms), variants interleaved round by round."""
+    torch.manual_seed(0)
+    base = make_model()
+    grads = [torch.randn_like(p) * 1e-2 for p in base.parameters()]
+    runs = {}
+    for name, (build, _) in VARIANTS.items():
+        model = copy.deepcopy(base)  # a deep copy does not carry .grad: give each copy the same gradients
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        step = build(model)
+        step()  # warm up: optimizer state, buckets, first-step checks
+        runs[name] = (step, [])
+    for _ in track(range(rounds), description=f"{make_model.__name__}", transient=True):
+        for step, times in runs.values():
+            for _ in range(steps):
+                start = clock()
+                step()
+                times.append((clock() - start) * 1e3)
+    return {name: min(times) for name, (_, times) in runs.items()}
+
+
+def table(title, ms):
+    """The rows of one model: time, ratios to Adam and AdamW, and each hand-written version against normpen.
+
+    ``added`` is the cost over plain Adam, and for a hand-written version the
+    ratio of its added cost to the normpen mode's (n/a when normpen's is
+    within the noise, at or below 0).
+    """
+    adam_ms, adamw_ms = ms["Adam"], ms["AdamW(weight_decay)"]
+    out = Table(title=title)
+    columns = ("variant", "ms/step", "vs Adam", "vs AdamW", "added ms", "hand/normpen", "added: hand/normpen")
+    for column in columns:
+        out.add_column(column, justify="left" if column == "variant" else "right")
+    for name, value in ms.items():
+        replaces = VARIANTS[name][1]
+        total = added = ""
+        if replaces is not None:
+            ours = ms[replaces]
+            total = f"{value / ours:.2f}x"
+            added = f"{(value - adam_ms) / (ours - adam_ms):.2f}x" if ours > adam_ms else "n/a"
+        out.add_row(name, f"{value:.2f}", f"{value / adam_ms:.3f}", f"{value / adamw_ms:.3f}",
+                    f"{value - adam_ms:+.2f}", total, added)  # fmt: skip
+    return out
+
+
+MODELS = {"mlp": mlp, "cnn": cnn}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console(width=150)
+    for name in args.models:
+        make_model = MODELS[name]
+        count = sum(p.numel() for p in make_model().parameters())
+        ms = measure(make_model, args.rounds, args.steps, CLOCKS[args.clock])
+        title = (
+            f"{name}: {count / 1e6:.2f}M parameters, {args.clock} ms per optimizer step, "
+            f"{args.threads} thread(s), fastest of {args.rounds} x {args.steps} steps"
+        )
+        console.print(table(title, ms))
+
+
+if __name__ == "__main__":
+    main()
