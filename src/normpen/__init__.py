@@ -15,8 +15,20 @@ from normpen.penalties import (
     MaxNorm,
     Nuclear,
     Penalty,
+    SparseGroupLasso,
     Spectral,
 )
 
-__all__ = ["Penalty", "L2", "L1", "ElasticNet", "GroupLasso", "Spectral", "Nuclear", "Anchored", "MaxNorm"]
+__all__ = [
+    "Penalty",
+    "L2",
+    "L1",
+    "ElasticNet",
+    "GroupLasso",
+    "SparseGroupLasso",
+    "Spectral",
+    "Nuclear",
+    "Anchored",
+    "MaxNorm",
+]
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.penalties.max_norm import MaxNorm
 from normpen.penalties.nuclear import Nuclear
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 from normpen.penalties.spectral import Spectral
 
 __all__ = [
@@ -114,6 +115,18 @@ CASES = (
         "GroupLasso-cols",
         MATRIX,
         lambda shape, rng: GroupLasso(0.5, "cols", weights=rng.uniform(0.2, 1.5, shape[1])),
+    ),
+    Case(
+        "SparseGroupLasso",
+        ANY,
+        lambda shape, rng: SparseGroupLasso(0.5, partial_groups(shape, rng), l1_ratio=rng.uniform(0.2, 0.8)),
+    ),
+    Case(
+        "SparseGroupLasso-rows",
+        MATRIX,
+        lambda shape, rng: SparseGroupLasso(
+            0.5, "rows", l1_ratio=0.3, weights=some_zero(rng, 0.2, 1.5, shape[0])
+        ),
     ),
     Case("Spectral", MATRIX, lambda shape, rng: Spectral(0.6)),
     Case("Nuclear", MATRIX, lambda shape, rng: Nuclear(0.6)),

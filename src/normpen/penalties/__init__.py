@@ -8,6 +8,18 @@ from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.penalties.max_norm import MaxNorm
 from normpen.penalties.nuclear import Nuclear
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 from normpen.penalties.spectral import Spectral
 
-__all__ = ["Penalty", "L2", "L1", "ElasticNet", "GroupLasso", "Spectral", "Nuclear", "Anchored", "MaxNorm"]
+__all__ = [
+    "Penalty",
+    "L2",
+    "L1",
+    "ElasticNet",
+    "GroupLasso",
+    "SparseGroupLasso",
+    "Spectral",
+    "Nuclear",
+    "Anchored",
+    "MaxNorm",
+]

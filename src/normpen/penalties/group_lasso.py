@@ -47,9 +47,10 @@ def _placement(x):
 class _Groups:
     """A partition of the entries of ``x`` into groups, with one nonnegative weight per group.
 
-    Subclasses give the group norms (:meth:`norms`), spread one value per
-    group back over the entries (:meth:`expand`) and the host-side weights;
-    the order of the groups inside these vectors is the subclass's own.
+    Subclasses give the group norms (:meth:`norms`), the groups as rows of
+    matrices (:meth:`rows`), spread one value per group back over the entries
+    (:meth:`expand`) and the host-side weights; the order of the groups inside
+    these vectors is the subclass's own.
     """
 
     def __init__(self, weights):
@@ -119,11 +120,21 @@ class _AxisGroups(_Groups):
         count = shape[self.axis]
         return np.full(count, math.sqrt(math.prod(shape) / count) if count else 0.0)
 
-    def norms(self, x):
-        xp = namespace(x)
+    def _view(self, x):
+        """``x`` as ``(lead, G, rest)``, the group axis in the middle."""
         shape = tuple(x.shape)
         view = (math.prod(shape[: self.axis]), shape[self.axis], math.prod(shape[self.axis + 1 :]))
-        return l2_norm(xp.reshape(x, view), axis=(0, 2))
+        return namespace(x).reshape(x, view)
+
+    def norms(self, x):
+        return l2_norm(self._view(x), axis=(0, 2))
+
+    def rows(self, x):
+        """The groups as the rows of one matrix ``(G, |g|)``, in the order of :meth:`norms`."""
+        xp = namespace(x)
+        view = self._view(x)
+        lead, count, rest = view.shape
+        return [xp.reshape(xp.permute_dims(view, (1, 0, 2)), (count, lead * rest))]
 
     def expand(self, x, v):
         xp = namespace(x)
@@ -183,14 +194,16 @@ class _IndexGroups(_Groups):
 
         return _memo(self._cache, ("device", size, *_placement(x)), build)
 
-    def norms(self, x):
+    def rows(self, x):
+        """The groups as the zero-padded rows of one matrix per size class, in the order of :meth:`norms`."""
         xp = namespace(x)
         blocks, _ = self._layout(x)
         zero = xp.zeros((1,), dtype=x.dtype, device=array_api_compat.device(x))
         padded = xp.concat([zero, xp.reshape(x, (-1,))])
-        return xp.concat(
-            [l2_norm(xp.reshape(xp.take(padded, index, axis=0), shape), axis=1) for index, shape in blocks]
-        )
+        return [xp.reshape(xp.take(padded, index, axis=0), shape) for index, shape in blocks]
+
+    def norms(self, x):
+        return namespace(x).concat([l2_norm(rows, axis=1) for rows in self.rows(x)])
 
     def expand(self, x, v):
         xp = namespace(x)
@@ -367,6 +380,26 @@ class GroupLasso(Penalty):
         twin = copy.copy(self)
         object.__setattr__(twin, "lam", check_nonnegative(lam, "lam"))
         return twin
+
+    @property
+    def axis(self):
+        """The group axis: 0 for ``groups="rows"``, 1 for ``"cols"``, None for index groups."""
+        return self._partition.axis if isinstance(self._partition, _AxisGroups) else None
+
+    def axis_weights(self, shape):
+        r"""The weights :math:`\omega_g` of the slices along :attr:`axis` of an array of ``shape``.
+
+        A float64 numpy vector with ``shape[axis]`` entries, in slice order: the
+        given ``weights``, else :math:`\sqrt{|g|}` with
+        :math:`|g| = \prod(\text{shape}) / \text{shape}[\text{axis}]`. For
+        ``groups="rows"`` or ``"cols"`` only; raises ``ValueError`` for index
+        groups and for a shape without the group axis.
+        """
+        if self.axis is None:
+            raise ValueError("axis_weights is for groups='rows' or 'cols'; index groups have no group axis")
+        if len(shape) <= self.axis:
+            raise ValueError(f"shape {tuple(shape)} has no axis {self.axis} (groups={self.groups!r})")
+        return self._partition._host_weights(tuple(shape))
 
     def _check_shape(self, x, name):
         self._partition.check(x, name)
