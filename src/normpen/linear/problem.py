@@ -154,8 +154,8 @@ class Problem:
     # ---- shapes -----------------------------------------------------------------
 
     def as_matrix(self, coef):
-        """Coefficients of shape ``coef_shape`` as a float64 ``(p, m)`` matrix."""
-        coef = np.asarray(coef, dtype=np.float64)
+        """Coefficients of shape ``coef_shape`` as a float64 ``(p, m)`` copy (solvers write to it)."""
+        coef = np.array(coef, dtype=np.float64)
         if coef.shape != self.coef_shape:
             raise ValueError(f"coef_init must have shape {self.coef_shape}, got {coef.shape}")
         return coef.reshape(self.n_features, self.n_outputs)

@@ -3,33 +3,43 @@
 Every library solves the same objective on the same data without an
 intercept (regression data centred first), and every solution is certified
 the same way: the duality gap of normpen's certificate
-(:mod:`normpen.linear.problem`) at each strength, relative to the objective
-at :math:`w = 0`. The table gives, per problem and library, the wall time,
-the largest relative gap along the path, and our time divided by the
-fastest peer's among those that reached an equal or better gap (``-`` when
-no peer did: then the ratio to the fastest peer at any gap is in brackets).
-normpen runs twice, at ``tol`` and at ten times it, because at equal
-nominal tolerance its gaps are often ten times smaller than the peers'.
-A separate table gives the first fit in a fresh process (cold start, import
-excluded) for each library; the timed runs come after a warm-up call on a
-corner of the data, so that just-in-time compilation (skglm, numba) is not
-counted there.
+(:mod:`normpen.linear.problem`: residual dual point rescaled into the dual
+ball) at each strength, relative to the objective at :math:`w = 0`, whatever
+the library reports itself. The peers' own tolerances do not mean the same
+gap (celer's is relative to another scale and certified with another dual
+point), so each peer is run at ``tol`` and, while its largest gap is worse
+than normpen's, again at a tenfold smaller tolerance (down to
+``tol * 1e-4``), unless it already took ``--patience`` times normpen's time:
+the row shows the tolerance it needed. The table gives, per problem and
+library, the process CPU time (one BLAS thread, so CPU time is the solver's
+time even on a loaded machine), the largest relative gap along the path, and
+normpen's time divided by the fastest peer's among those that reached an
+equal or better gap (in brackets, when no peer did: the ratio to the fastest
+peer at any gap, an upper bound of the ratio at equal gap). A separate table
+gives the first fit in a fresh process (cold start, import excluded) for
+each library; the timed runs come after a warm-up call on a corner of the
+data, so that just-in-time compilation (skglm, numba) is not counted there.
 
-Problems (the issue's list):
+Problems (the issue's list; a new one is a builder in ``PROBLEMS`` and, where
+a runner does not know it, a branch in the runners):
 
 a. lasso path, AR(1) design with rho = 0.6, n = 1000, p = 5000, 50 strengths
    from lambda_max to lambda_max / 100;
 b. elastic net path on the same data, l1_ratio = 0.5;
 c. L1 logistic path, n = 2000, p = 2000;
 d. group lasso path, groups of 5, n = 1000, p = 5000;
-e. ridge path of 100 strengths with leave-one-out CV, n = 5000, p = 500;
+e. ridge path of 100 strengths with leave-one-out CV, n = 5000, p = 500
+   (certified at the strength each library selects);
 f. lasso path on sparse X (1% nonzero), n = 20000, p = 50000 (20 strengths
    down to lambda_max / 20).
 
-Run ``python benchmarks/bench_linear.py [--quick] [--only a,c] [--tol 1e-6]``.
-BLAS is limited to one thread for every library (the solvers compared are
-single-threaded). The peers are optional (``pip install skglm celer``); a
-missing one is skipped. This is a benchmark, not a test: nothing asserts a time.
+g. linear SVMs (``benchmarks/svm_problem.py``, which has its own peers and
+   reference optimum): its rows join the table under ``--only g``, where the
+   gap column is the relative suboptimality that file defines.
+
+Run ``python benchmarks/linear.py [--quick] [--only ac] [--tol 1e-6] [--patience 5]``.
+The peers are optional (``pip install skglm celer``); a missing one is
+skipped. This is a benchmark, not a test: nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import subprocess
 import sys
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,7 +68,7 @@ from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 
-console = Console()
+console = Console(width=130)
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -81,51 +92,66 @@ def regression(n, p, rng, sparse_signal=20):
     return np.asfortranarray(X - X.mean(0)), y - y.mean()
 
 
-def problems(quick, seed=0):
-    """The six problems as dicts: data, normpen datafit and penalty, path length and depth."""
-    rng = np.random.default_rng(seed)
+def _regression_problems(quick, rng):
+    """(a), (b), (d): lasso, elastic net and group lasso paths on one AR(1) design."""
     s = 5 if quick else 1
     X, y = regression(1000 // s, 5000 // s, rng)
-    Xl = rng.standard_normal((2000 // s, 2000 // s))
-    wl = np.zeros(Xl.shape[1])
-    wl[:20] = 1.0
-    yl = np.where(Xl @ wl + 0.5 * rng.standard_normal(Xl.shape[0]) > 0, 1.0, -1.0)
-    Xr = rng.standard_normal((5000 // s, 500 // s))
-    yr = Xr @ rng.standard_normal(Xr.shape[1]) + 5 * rng.standard_normal(Xr.shape[0])
-    Xs = sp.random(20000 // s, 50000 // s, density=0.01, format="csc", random_state=seed)
-    ws = np.zeros(Xs.shape[1])
-    ws[:50] = 1.0
-    ys = Xs @ ws + 0.1 * rng.standard_normal(Xs.shape[0])
     groups = [np.arange(i, i + 5) for i in range(0, X.shape[1], 5)]
+    common = dict(X=X, y=y, datafit=Quadratic(), n_lams=50, eps=1e-2)
     return {
-        "a": dict(title="lasso path", X=X, y=y, datafit=Quadratic(), penalty=L1(1.0), n_lams=50, eps=1e-2),
-        "b": dict(
-            title="elastic net path",
-            X=X,
-            y=y,
-            datafit=Quadratic(),
-            penalty=ElasticNet(1.0, 0.5),
-            n_lams=50,
-            eps=1e-2,
-        ),
-        "c": dict(
-            title="L1 logistic path", X=Xl, y=yl, datafit=Logistic(), penalty=L1(1.0), n_lams=50, eps=1e-2
-        ),
-        "d": dict(
-            title="group lasso path",
-            X=X,
-            y=y,
-            datafit=Quadratic(),
-            penalty=GroupLasso(1.0, groups),
-            n_lams=50,
-            eps=1e-2,
-            groups=groups,
-        ),
-        "e": dict(title="ridge path + LOO", X=Xr, y=yr, datafit=Quadratic(), penalty=L2(1.0), n_lams=100),
-        "f": dict(
-            title="sparse lasso path", X=Xs, y=ys, datafit=Quadratic(), penalty=L1(1.0), n_lams=20, eps=5e-2
-        ),
+        "a": dict(common, title="lasso path", penalty=L1(1.0)),
+        "b": dict(common, title="elastic net path", penalty=ElasticNet(1.0, 0.5)),
+        "d": dict(common, title="group lasso path", penalty=GroupLasso(1.0, groups), groups=groups),
     }
+
+
+def _logistic_problem(quick, rng):
+    """(c): L1 logistic path."""
+    s = 5 if quick else 1
+    X = rng.standard_normal((2000 // s, 2000 // s))
+    w = np.zeros(X.shape[1])
+    w[:20] = 1.0
+    y = np.where(X @ w + 0.5 * rng.standard_normal(X.shape[0]) > 0, 1.0, -1.0)
+    return {
+        "c": dict(
+            title="L1 logistic path", X=X, y=y, datafit=Logistic(), penalty=L1(1.0), n_lams=50, eps=1e-2
+        )
+    }
+
+
+def _ridge_problem(quick, rng):
+    """(e): ridge path with leave-one-out CV."""
+    s = 5 if quick else 1
+    X = rng.standard_normal((5000 // s, 500 // s))
+    y = X @ rng.standard_normal(X.shape[1]) + 5 * rng.standard_normal(X.shape[0])
+    return {"e": dict(title="ridge path + LOO", X=X, y=y, datafit=Quadratic(), penalty=L2(1.0), n_lams=100)}
+
+
+def _sparse_problem(quick, rng, seed):
+    """(f): lasso path on a sparse design."""
+    s = 5 if quick else 1
+    X = sp.random(20000 // s, 50000 // s, density=0.01, format="csc", random_state=seed)
+    w = np.zeros(X.shape[1])
+    w[:50] = 1.0
+    y = X @ w + 0.1 * rng.standard_normal(X.shape[0])
+    return {
+        "f": dict(
+            title="sparse lasso path", X=X, y=y, datafit=Quadratic(), penalty=L1(1.0), n_lams=20, eps=5e-2
+        )
+    }
+
+
+#: Problem builders, each ``(quick, rng) -> {letter: spec}`` (the SVM problems, g, come from svm_problem.py).
+PROBLEMS = (_regression_problems, _logistic_problem, _ridge_problem, partial(_sparse_problem, seed=0))
+
+
+def problems(quick, seed=0):
+    """The problems as dicts: data, normpen datafit and penalty, path length and depth."""
+    rng = np.random.default_rng(seed)
+    specs = {}
+    for build in PROBLEMS:
+        specs.update(build(quick, rng))
+    return dict(sorted(specs.items()))
 
 
 # ---- the certificate every library is measured with -----------------------------------
@@ -146,12 +172,15 @@ def largest_relative_gap(problem, spec, lams, coefs):
 # ---- the libraries ----------------------------------------------------------------------
 
 
+# Each runner returns the strengths it solved and its coefficients there (None: problem not supported).
+
+
 def run_normpen(spec, lams, tol):
     if spec["penalty"].__class__ is L2:
-        model = RidgeCV(lams=lams).fit(spec["X"], spec["y"])
-        return [model.coef_]  # the selected strength's solution; the path comes from one SVD
+        model = RidgeCV(lams=lams, fit_intercept=False).fit(spec["X"], spec["y"])
+        return [model.lam_], [model.coef_]  # the selected strength's solution; the path comes from one SVD
     result = path(spec["X"], spec["y"], spec["datafit"], spec["penalty"], lams, fit_intercept=False, tol=tol)
-    return list(result.coefs)
+    return lams, list(result.coefs)
 
 
 def run_sklearn(spec, lams, tol):
@@ -161,17 +190,17 @@ def run_sklearn(spec, lams, tol):
     penalty = spec["penalty"]
     if isinstance(penalty, L2):
         model = linear_model.RidgeCV(alphas=lams * n, fit_intercept=False).fit(X, y)
-        return [model.coef_]
+        return [model.alpha_ / n], [model.coef_]
     if isinstance(spec["datafit"], Logistic):
         model = linear_model.LogisticRegression(
             l1_ratio=1.0, solver="liblinear", fit_intercept=False, tol=tol
         )
-        return [model.set_params(C=1 / (n * lam)).fit(X, y).coef_.ravel().copy() for lam in lams]
+        return lams, [model.set_params(C=1 / (n * lam)).fit(X, y).coef_.ravel().copy() for lam in lams]
     if isinstance(penalty, GroupLasso):
         return None
     ratio = penalty.l1_ratio if isinstance(penalty, ElasticNet) else 1.0
     _, coefs, _ = linear_model.enet_path(X, y, l1_ratio=ratio, alphas=lams, tol=tol, max_iter=100_000)
-    return list(coefs.T)
+    return lams, list(coefs.T)
 
 
 def run_celer(spec, lams, tol):
@@ -190,7 +219,7 @@ def run_celer(spec, lams, tol):
         _, coefs, _ = celer_path(X, y, "lasso", alphas=lams, l1_ratio=penalty.l1_ratio, tol=tol)
     else:
         _, coefs, _ = celer_path(X, y, "lasso", alphas=lams, tol=tol)
-    return list(coefs.T)
+    return lams, list(coefs.T)
 
 
 def run_skglm(spec, lams, tol):
@@ -228,26 +257,17 @@ def run_skglm(spec, lams, tol):
     for lam in lams:
         w = solver.solve(X, y, datafit, pen(float(lam)), w_init=w.copy(), Xw_init=np.asarray(X @ w))[0]
         coefs.append(w.copy())
-    return coefs
+    return lams, coefs
 
 
-def run_normpen_loose(spec, lams, tol):
-    """normpen at ten times the tolerance: the peers' gaps are often ten times ours at equal ``tol``."""
-    return run_normpen(spec, lams, 10 * tol)
-
-
-LIBRARIES = {
-    "normpen": run_normpen,
-    "normpen (10 tol)": run_normpen_loose,
-    "scikit-learn": run_sklearn,
-    "skglm": run_skglm,
-    "celer": run_celer,
-}
-OURS = ("normpen", "normpen (10 tol)")
+LIBRARIES = {"normpen": run_normpen, "scikit-learn": run_sklearn, "skglm": run_skglm, "celer": run_celer}
+OURS = "normpen"
+#: A peer whose gap is worse than normpen's is rerun at tolerances down to ``tol * _TIGHTEST``.
+_TIGHTEST = 1e-4
 
 
 def available(name):
-    if name in OURS or name == "scikit-learn":
+    if name in (OURS, "scikit-learn"):
         return True
     try:
         __import__(name)
@@ -299,48 +319,93 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="problems 5x smaller in each dimension")
-    parser.add_argument("--only", default="abcdef", help="problems to run, e.g. 'ac'")
-    parser.add_argument("--tol", type=float, default=1e-6, help="tolerance passed to every library")
+    parser.add_argument("--only", default="abcdefg", help="problems to run, e.g. 'ac'")
+    parser.add_argument("--tol", type=float, default=1e-6, help="tolerance of normpen and first one of peers")
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=5.0,
+        help="no tighter peer reruns past this multiple of our time",
+    )
     args = parser.parse_args(argv)
     specs = problems(args.quick)
     names = [name for name in LIBRARIES if available(name)]
-    table = Table(title=f"normpen.linear vs peers (tol={args.tol:g}, one BLAS thread)")
-    for column in ("problem", "library", "time (s)", "largest rel. gap", "normpen / fastest peer"):
+    table = Table(title=f"normpen.linear vs peers (normpen tol={args.tol:g}, one BLAS thread, CPU seconds)")
+    for column in ("problem", "library", "tol", "time (s)", "largest rel. gap", "normpen / fastest peer"):
         table.add_column(column, justify="right" if column != "library" else "left")
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for key in args.only:
+        for key in args.only.replace("g", ""):
             spec = specs[key]
-            problem = Problem(spec["X"], spec["y"], spec["datafit"], fit_intercept=False)
-            if isinstance(spec["penalty"], L2):
-                lams = np.geomspace(1e2, 1e-4, spec["n_lams"])
-            else:
-                lam_max = lambda_max(
-                    spec["X"], spec["y"], spec["datafit"], spec["penalty"], fit_intercept=False
-                )
-                lams = lam_max * np.geomspace(1, spec["eps"], spec["n_lams"])
+            lams = _strengths(spec)
             rows = {}
             for name in names:
                 with console.status(f"({key}) {spec['title']}: {name}"):
-                    LIBRARIES[name](_small(spec), lams[:2] * 10, args.tol)  # compile (numba) before timing
-                    start = time.perf_counter()
-                    coefs = LIBRARIES[name](spec, lams, args.tol)
-                    elapsed = time.perf_counter() - start
-                if coefs is None:
-                    continue
-                solved_lams = lams if len(coefs) == len(lams) else lams[:0]
-                gap = largest_relative_gap(problem, spec, solved_lams, coefs) if len(solved_lams) else 0.0
-                rows[name] = (elapsed, gap)
+                    row = _run_matched(name, spec, lams, args.tol, rows.get(OURS), args.patience)
+                if row is not None:
+                    rows[name] = row
             _add_rows(table, f"({key}) {spec['title']}", rows)
+    if "g" in args.only:
+        from svm_problem import svm_rows  # benchmarks/ is the script's directory, hence on sys.path
+
+        for label, rows in svm_rows(args.quick, args.tol, args.patience):
+            _add_rows(table, label, rows)
     console.print(table)
     cold = Table(title="cold start: first fit in a fresh process (small lasso, imports excluded)")
     for column in ("library", "first fit (s)", "second fit (s)"):
         cold.add_column(column)
-    for name in [name for name in names if name != "normpen (10 tol)"]:
+    for name in names:
         with console.status(f"cold start: {name}"):
             first, second = cold_start(name)
         cold.add_row(name, f"{first:.3f}", f"{second:.4f}")
     console.print(cold)
+
+
+def _strengths(spec):
+    """The grid: geometric from lambda_max down to ``eps`` times it (a fixed grid for ridge)."""
+    if isinstance(spec["penalty"], L2):
+        return np.geomspace(1e2, 1e-4, spec["n_lams"])
+    lam_max = lambda_max(spec["X"], spec["y"], spec["datafit"], spec["penalty"], fit_intercept=False)
+    return lam_max * np.geomspace(1, spec["eps"], spec["n_lams"])
+
+
+def _timed(name, spec, lams, tol):
+    """``(CPU seconds, largest relative gap)`` of one library's path, or None if it lacks the problem."""
+    LIBRARIES[name](_small(spec), lams[:2] * 10, tol)  # compile just-in-time code (numba) before timing
+    start = time.process_time()
+    solved = LIBRARIES[name](spec, lams, tol)
+    elapsed = time.process_time() - start
+    if solved is None:
+        return None
+    problem = Problem(spec["X"], spec["y"], spec["datafit"], fit_intercept=False)
+    return elapsed, largest_relative_gap(problem, spec, *solved)
+
+
+def _run_matched(name, spec, lams, tol, ours, patience):
+    """``(tol, time, gap)``: normpen at ``tol``; a peer at ``tol`` and tenfold tighter until its gap is ours.
+
+    A peer stops tightening once its gap is at most normpen's, at ``tol * _TIGHTEST``, or once a run
+    took ``patience`` times normpen's time (then it is slower at a worse gap already).
+    """
+    current = tol
+    while True:
+        result = _timed(name, spec, lams, current)
+        if result is None:
+            return None
+        elapsed, gap = result
+        if (
+            ours is None
+            or _as_good(gap, ours[2])
+            or current <= tol * _TIGHTEST * (1 + 1e-9)
+            or elapsed > patience * ours[1]
+        ):
+            return current, elapsed, gap
+        current /= 10
+
+
+def _as_good(gap, ours):
+    """An equal or better gap than ours (gaps below 1e-14 are rounding and all equal)."""
+    return gap <= ours * (1 + 1e-9) or gap <= 1e-14
 
 
 def _small(spec):
@@ -355,17 +420,17 @@ def _small(spec):
 
 def _ratio(ours, peers):
     """Our time over the fastest peer's with an equal or better gap (bracketed: any gap, if none has)."""
-    ours_time, ours_gap = ours
-    matched = [t for t, g in peers.values() if g <= ours_gap * (1 + 1e-9) or g <= 1e-14]
-    fastest_any = min((t for t, _ in peers.values()), default=math.nan)
-    return f"{ours_time / min(matched):.2f}" if matched else f"- ({ours_time / fastest_any:.2f})"
+    _, ours_time, ours_gap = ours
+    matched = [t for _, t, g in peers.values() if _as_good(g, ours_gap)]
+    fastest_any = min((t for _, t, _ in peers.values()), default=math.nan)
+    return f"{ours_time / min(matched):.2f}" if matched else f"({ours_time / fastest_any:.2f})"
 
 
 def _add_rows(table, label, rows):
-    peers = {name: row for name, row in rows.items() if name not in OURS}
-    for i, (name, (elapsed, gap)) in enumerate(rows.items()):
-        ratio = _ratio(rows[name], peers) if name in OURS and peers else ""
-        table.add_row(label if i == 0 else "", name, f"{elapsed:.2f}", f"{gap:.1e}", ratio)
+    peers = {name: row for name, row in rows.items() if name != OURS}
+    for i, (name, (tol, elapsed, gap)) in enumerate(rows.items()):
+        ratio = _ratio(rows[name], peers) if name == OURS and peers else ""
+        table.add_row(label if i == 0 else "", name, f"{tol:.0e}", f"{elapsed:.2f}", f"{gap:.1e}", ratio)
 
 
 if __name__ == "__main__":
