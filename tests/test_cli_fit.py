@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from normpen.cli import EXIT_BAD_INPUT, EXIT_FIT_FAILED, FIT_FILES, app
 from normpen.datasets import load
-from normpen.linear import ElasticNetCV, GroupLassoCV, LassoCV, LogisticRegressionCV
+from normpen.linear import ElasticNetCV, GroupLassoCV, LassoCV, LogisticRegressionCV, SparseGroupLassoCV
 from normpen.model_io import load_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -95,8 +95,17 @@ def test_fit_prints_the_lambdas_and_the_selected_coefficients(runner, tmp_path):
         assert text in result.output
 
 
-def test_group_penalty_makes_each_categorical_variable_a_group(runner, table, table_csv, tmp_path):
-    out = tmp_path / "group"
+@pytest.mark.parametrize(
+    ("penalty", "expected"),
+    [
+        ("group", lambda groups, folds: GroupLassoCV(groups=groups, cv=folds, n_lams=10)),
+        ("sgl", lambda groups, folds: SparseGroupLassoCV(groups=groups, l1_ratio=0.5, cv=folds, n_lams=10)),
+    ],
+)
+def test_group_penalties_make_each_categorical_variable_a_group(
+    runner, table, table_csv, tmp_path, penalty, expected
+):
+    out = tmp_path / penalty
     summary = _fit(
         runner,
         table_csv,
@@ -105,14 +114,14 @@ def test_group_penalty_makes_each_categorical_variable_a_group(runner, table, ta
         "--exclude",
         "label",
         "--penalty",
-        "group",
+        penalty,
         "--n-lams",
         10,
         "--out",
         out,
     )
     groups = [np.array([0]), np.array([1]), np.array([2, 3, 4])]
-    expected = GroupLassoCV(groups=groups, cv=KFold(5, shuffle=True, random_state=0), n_lams=10)
+    expected = expected(groups, KFold(5, shuffle=True, random_state=0))
     expected.fit(_design(table), table.y.to_numpy())
     assert summary["lam_min"] == pytest.approx(expected.lam_min_, rel=1e-12)
     saved = load_model(out).estimator

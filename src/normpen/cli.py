@@ -214,8 +214,7 @@ def _path_figure(estimator, X, y, feature_names):
     with λ_min and λ_1se marked and (for one coefficient vector of at most 20 features) named lines."""
     import math
 
-    X_checked, y_enc, _ = estimator._validate_training(X, y, None)
-    path = estimator._fit_path(X_checked, y_enc, None, estimator.lams_)
+    path = estimator.fit_path(X, y)
     figure = path.plot()
     ax = figure.axes[0]
     scale = path.lambda_max if math.isfinite(path.lambda_max) and path.lambda_max > 0 else 1.0

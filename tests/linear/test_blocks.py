@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from normpen.linear.blocks import BlockPenalty, SparseGroupLasso, as_block_penalty
+from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.datafits import Quadratic
 from normpen.linear.path import lambda_max
 from normpen.linear.problem import Problem
@@ -15,6 +15,7 @@ from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 
 GROUPS = [np.array([0, 1, 2]), np.array([5, 3]), np.array([6])]  # feature 4 is in no group
 

@@ -163,3 +163,21 @@ def test_generic_model_takes_any_datafit_and_penalty(regression, classification)
 def test_bad_input_gets_a_clear_error(model, X, y, error, message):
     with pytest.raises(error, match=message):
         model.fit(np.asarray(X), np.asarray(y))
+
+
+def test_fit_path_solves_the_cv_grid_on_all_the_data_and_leaves_the_estimator_as_it_was():
+    from normpen.linear.estimators import LassoCV
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 6)), rng.standard_normal(40)
+    model = LassoCV(cv=3, n_lams=6).fit(X, y)
+    coef = model.coef_.copy()
+    result = model.fit_path(X, y)
+    np.testing.assert_array_equal(model.coef_, coef)
+    for lam, path_coef in zip(model.lams_, result.coefs, strict=True):
+        reference = linear_model.Lasso(alpha=lam, tol=1e-12, max_iter=100_000).fit(X, y)
+        np.testing.assert_allclose(path_coef, reference.coef_, atol=1e-6)
+    with pytest.raises(ValueError, match="lams is required"):
+        Lasso().fit_path(X, y)
+    with pytest.raises(ValueError, match="finite strengths"):
+        Lasso().fit_path(X, y, lams=[0.1, -1.0])

@@ -1,12 +1,13 @@
-"""FISTA against coordinate descent, closed forms and the optimality conditions, on numpy and torch."""
+"""FISTA against coordinate descent, scikit-learn, closed forms and optimality conditions; numpy and torch."""
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from scipy.optimize import minimize
+from sklearn import linear_model
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen.linear.blocks import SparseGroupLasso
 from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic
 from normpen.linear.solvers.cd import coordinate_descent
 from normpen.linear.solvers.fista import fista
@@ -14,7 +15,9 @@ from normpen.penalties.anchored import Anchored
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
+from normpen.penalties.max_norm import MaxNorm
 from normpen.penalties.nuclear import Nuclear
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 
 GROUPS = [np.arange(i, i + 4) for i in range(0, 16, 4)]
 
@@ -142,3 +145,106 @@ def test_torch_input_is_validated():
         fista(
             torch.ones((3, 2), dtype=torch.float64), torch.ones(2, dtype=torch.float64), Quadratic(), L1(0.1)
         )
+
+
+# ---- positivity ------------------------------------------------------------------------------
+
+SIGN_INVARIANT = {
+    "lasso": L1(0.05),
+    "weighted_lasso": L1(0.05, weights=np.linspace(0.0, 2.0, 16)),
+    "elastic_net": ElasticNet(0.1, 0.4),
+    "group_lasso": GroupLasso(0.1, GROUPS),
+    "sparse_group_lasso": SparseGroupLasso(0.1, GROUPS, 0.5),
+}
+
+
+def _orthant_prox_minimum(penalty, x, step, starts):
+    r"""Smallest :math:`\tfrac12\|z - x\|^2 + sP(z)` over :math:`z \ge 0` Nelder-Mead finds (as max(v, 0))."""
+
+    def objective(v):
+        z = np.maximum(v, 0).reshape(x.shape)
+        return 0.5 * np.sum((z - x) ** 2) + step * float(penalty._value(z))
+
+    options = {"xatol": 1e-10, "fatol": 1e-14, "adaptive": True, "maxfev": 20_000}
+    return min(minimize(objective, s.ravel(), method="Nelder-Mead", options=options).fun for s in starts)
+
+
+@pytest.mark.parametrize(
+    "penalty",
+    [
+        L1(0.6, weights=np.array([0.0, 1.0, 2.0, 0.5, 1.0, 1.5])),
+        ElasticNet(0.6, 0.3),
+        GroupLasso(0.6, [np.array([0, 1, 2]), np.array([4, 3])]),
+        SparseGroupLasso(0.6, [np.array([0, 1, 2]), np.array([4, 3])], 0.4),
+    ],
+    ids=repr,
+)
+def test_prox_with_positivity_is_the_prox_of_the_positive_part(penalty):
+    """The identity FISTA's positive=True rests on, for each kind of sign-invariant penalty."""
+    x = 1.5 * np.random.default_rng(2).standard_normal(6)
+    ours = penalty.prox(np.maximum(x, 0), 1.1)
+    assert np.all(ours >= 0)
+    objective = 0.5 * np.sum((ours - x) ** 2) + 1.1 * float(penalty.value(ours))
+    best = _orthant_prox_minimum(penalty, x, 1.1, (np.abs(x), ours + 0.05, np.zeros_like(x)))
+    assert objective <= best + 1e-12 * abs(best)
+
+
+def test_max_norm_with_positivity_projects_onto_both_sets():
+    """Max-norm indicator plus positivity: the nearest point with every row in the ball and z >= 0."""
+    x = 1.5 * np.random.default_rng(2).standard_normal((2, 3))
+    ours = MaxNorm(0.8).prox(np.maximum(x, 0), 1.0)
+    reference = minimize(
+        lambda z: 0.5 * np.sum((z - x.ravel()) ** 2),
+        np.zeros(6),
+        jac=lambda z: z - x.ravel(),
+        bounds=[(0, None)] * 6,
+        constraints={"type": "ineq", "fun": lambda z: 0.64 - np.sum(z.reshape(2, 3) ** 2, axis=1)},
+        method="SLSQP",
+        options={"ftol": 1e-15},
+    )
+    np.testing.assert_allclose(ours.ravel(), reference.x, atol=1e-7)
+
+
+def test_prox_of_the_positive_part_fails_for_the_nuclear_norm():
+    """Why FISTA refuses such penalties: a sign flip changes the singular values, and the identity breaks."""
+    penalty, x = Nuclear(0.3), np.array([[1.0, -0.8], [0.9, 1.0]])
+    ours = penalty.prox(np.maximum(x, 0), 1.0)
+    objective = 0.5 * np.sum((ours - x) ** 2) + float(penalty.value(ours))
+    assert _orthant_prox_minimum(penalty, x, 1.0, (np.abs(x), ours)) < objective - 1e-3
+
+
+@pytest.mark.parametrize("name", SIGN_INVARIANT)
+def test_positive_fista_agrees_with_positive_coordinate_descent(data, name):
+    X, y = data[0], data[1] - 0.4 * data[0][:, 5]  # a negative effect, zeroed by the constraint
+    penalty = SIGN_INVARIANT[name]
+    reference = coordinate_descent(X, y, Quadratic(), penalty, positive=True, tol=1e-12)
+    ours = fista(X, y, Quadratic(), penalty, positive=True, tol=1e-10, max_iter=50_000)
+    assert ours.converged and ours.dual_gap <= 1e-10 * ours.gap_scale
+    assert np.all(ours.coef >= 0) and ours.coef[5] == 0
+    assert ours.objective == pytest.approx(reference.objective, rel=1e-8)
+    np.testing.assert_allclose(ours.coef, reference.coef, atol=1e-5)
+
+
+def test_positive_fista_is_scikit_learns_positive_lasso(data):
+    X, y = data[0], data[1] - 0.4 * data[0][:, 5]
+    ours = fista(X, y, Quadratic(), L1(0.05), positive=True, tol=1e-12, max_iter=50_000)
+    reference = linear_model.Lasso(alpha=0.05, positive=True, tol=1e-12, max_iter=100_000).fit(X, y)
+    np.testing.assert_allclose(ours.coef, reference.coef_, atol=1e-6)
+    assert ours.intercept == pytest.approx(reference.intercept_, abs=1e-6)
+
+
+def test_positive_logistic_fista_on_torch_gives_the_numpy_solution(data):
+    X, y = data[0], data[2]
+    reference = fista(X, y, Logistic(), L1(0.01), positive=True, tol=1e-10, max_iter=20_000)
+    X_t, y_t = torch.tensor(X), torch.tensor(y)
+    ours = fista(X_t, y_t, Logistic(), L1(0.01), positive=True, tol=1e-10, max_iter=20_000)
+    assert bool((ours.coef >= 0).all())
+    np.testing.assert_allclose(ours.coef.numpy(), reference.coef, atol=1e-6)
+
+
+@pytest.mark.parametrize("penalty", [Nuclear(0.1), Anchored(0.1, np.ones(16))], ids=repr)
+def test_positivity_is_refused_where_the_prox_identity_fails(data, penalty):
+    X, Y = data[0], data[1] if isinstance(penalty, Anchored) else np.column_stack([data[1], data[1]])
+    datafit = Quadratic() if isinstance(penalty, Anchored) else MultitaskQuadratic()
+    with pytest.raises(TypeError, match=f"positive=True needs .* {type(penalty).__name__} is not one"):
+        fista(X, Y, datafit, penalty, positive=True)

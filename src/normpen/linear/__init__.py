@@ -7,7 +7,6 @@ grid of strengths; the estimators (``Lasso``, ``ElasticNet``, ``Ridge``,
 Solvers live in :mod:`normpen.linear.solvers`, one per file.
 """
 
-from normpen.linear.blocks import SparseGroupLasso as SparseGroupLassoPenalty
 from normpen.linear.datafits import (
     Datafit,
     Hinge,
@@ -36,6 +35,7 @@ from normpen.linear.estimators import (
     SparseGroupLassoCV,
 )
 from normpen.linear.path import Path, lambda_grid, lambda_max, path
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso as SparseGroupLassoPenalty
 
 __all__ = [
     "Datafit",

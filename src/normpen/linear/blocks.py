@@ -1,4 +1,4 @@
-r"""Block-separable penalties as coordinate descent sees them, and the sparse-group lasso.
+r"""Block-separable penalties as coordinate descent sees them.
 
 Coordinate descent works on the rows of the coefficient matrix :math:`W`
 (shape ``(p, m)``, ``m = 1`` for a single output), grouped into *blocks* that
@@ -38,17 +38,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from normpen._array import check_nonnegative, check_unit_interval
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso, _parse_groups, _parse_weights
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 
-__all__ = ["BlockPenalty", "SparseGroupLasso", "as_block_penalty"]
+__all__ = ["BlockPenalty", "as_block_penalty"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -349,70 +348,6 @@ def _as_matrix(W, shape):
     return W.reshape(shape)
 
 
-@dataclass(frozen=True, eq=False)
-class SparseGroupLasso:
-    r"""Sparse-group lasso :math:`P(x) = \lambda\big(\rho\|x\|_1 + (1-\rho)\sum_g \omega_g\|x_g\|_2\big)`.
-
-    Parameters
-    ----------
-    lam : float
-        Strength :math:`\lambda \ge 0`.
-    groups : {"rows"} or sequence of int arrays
-        As for :class:`~normpen.penalties.group_lasso.GroupLasso`: disjoint
-        index arrays into ``x.reshape(-1)``; coordinates in no group get only
-        the L1 part.
-    l1_ratio : float, default 0.5
-        :math:`\rho \in [0, 1]`: 1 is the lasso, 0 the group lasso.
-    weights : array-like, optional
-        Group weights :math:`\omega_g \ge 0`, default :math:`\sqrt{|g|}`.
-
-    Notes
-    -----
-    The prox is the composition of the two proxes (soft thresholding, then
-    group soft thresholding), exact because both parts are homogeneous and
-    sign-invariant (Friedman, Hastie and Tibshirani, 2010); value and prox go
-    through :class:`~normpen.penalties.l1.L1` and
-    :class:`~normpen.penalties.group_lasso.GroupLasso`, so they take numpy
-    arrays and torch tensors. ``lambda_max`` solves the block dual-norm root
-    of :class:`BlockPenalty` (numpy). This object offers what the solvers use
-    (``value``, ``prox``, ``lambda_max``, ``with_lam``), not the whole
-    :class:`~normpen.penalties.base.Penalty` contract (no projection).
-    """
-
-    lam: float
-    groups: Any
-    l1_ratio: float = 0.5
-    weights: Any = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "lam", check_nonnegative(self.lam, "lam"))
-        object.__setattr__(self, "l1_ratio", check_unit_interval(self.l1_ratio, "l1_ratio"))
-
-    @property
-    def l1_part(self):
-        return L1(self.lam * self.l1_ratio)
-
-    @property
-    def group_part(self):
-        return GroupLasso(self.lam * (1 - self.l1_ratio), self.groups, self.weights)
-
-    def with_lam(self, lam):
-        return SparseGroupLasso(lam, self.groups, self.l1_ratio, self.weights)
-
-    def value(self, x):
-        group = self.group_part
-        return self.l1_part._value(x) + group.value(x)
-
-    def prox(self, x, step):
-        """Group soft thresholding of the soft thresholding (the kernels: no per-call checks)."""
-        return self.group_part._prox(self.l1_part._prox(x, step), step)
-
-    def lambda_max(self, grad0):
-        grad0 = np.asarray(grad0)
-        unit = as_block_penalty(self.with_lam(1.0), grad0.shape)
-        return unit.zero_scale(-grad0.reshape(unit.shape))
-
-
 def as_block_penalty(penalty, coef_shape, positive=False):
     """The :class:`BlockPenalty` of a normpen penalty for coefficients of shape ``coef_shape``.
 
@@ -420,8 +355,9 @@ def as_block_penalty(penalty, coef_shape, positive=False):
     :class:`~normpen.penalties.elastic_net.ElasticNet`,
     :class:`~normpen.penalties.l2.L2`,
     :class:`~normpen.penalties.group_lasso.GroupLasso` (index groups over
-    features, or ``"rows"`` for a ``(p, m)`` matrix), :class:`SparseGroupLasso`
-    and a :class:`BlockPenalty` of the right shape. Raises ``TypeError`` for
+    features, or ``"rows"`` for a ``(p, m)`` matrix),
+    :class:`~normpen.penalties.sparse_group_lasso.SparseGroupLasso` (the same
+    groups) and a :class:`BlockPenalty` of the right shape. Raises ``TypeError`` for
     other penalties (solve those with FISTA) and ``ValueError`` for groups that
     do not fit the coefficients.
     """

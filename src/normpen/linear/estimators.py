@@ -47,7 +47,6 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from normpen.linear.blocks import SparseGroupLasso as SparseGroupLassoPenalty
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
 from normpen.linear.datafits.base import Datafit
@@ -59,6 +58,7 @@ from normpen.penalties.elastic_net import ElasticNet as ElasticNetPenalty
 from normpen.penalties.group_lasso import GroupLasso as GroupLassoPenalty
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso as SparseGroupLassoPenalty
 
 __all__ = [
     "Lasso",
@@ -117,6 +117,14 @@ def _named_penalty(penalty, lam, l1_ratio):
     return penalty if lam is None else penalty.with_lam(lam)
 
 
+def _decreasing_strengths(lams):
+    """``lams`` as a float64 vector sorted from the largest down, checked non-empty, finite and >= 0."""
+    lams = -np.sort(-np.asarray(lams, dtype=np.float64).ravel())
+    if lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
+        raise ValueError("lams must be a non-empty sequence of finite strengths >= 0")
+    return lams
+
+
 def _groups_or_singletons(groups, n_features):
     """``groups`` as given, or one group per feature when it is None."""
     if groups is None:
@@ -134,6 +142,34 @@ class _LinearModel(BaseEstimator):
         result = self._fit_path(X, y_enc, sample_weight, np.array([self._strength()]))
         self._set_solution(result, 0)
         return self
+
+    def fit_path(self, X, y, lams=None, sample_weight=None):
+        r"""Warm-started solutions on ``(X, y)`` along a grid of strengths; the estimator stays as it was.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`.
+        lams : array-like of float, optional
+            The strengths, solved from the largest down. Default: the grid
+            ``lams_`` a fitted ``*CV`` estimator chose from.
+
+        Returns
+        -------
+        Path
+            Coefficients, intercepts, duality gaps and iteration counts per
+            strength (:class:`~normpen.linear.path.Path`; ``.plot()`` draws it).
+        """
+        if lams is None:
+            if not hasattr(self, "lams_"):
+                raise ValueError(
+                    f"lams is required: {type(self).__name__} has no grid of its own "
+                    "(a fitted *CV estimator uses its lams_)"
+                )
+            lams = self.lams_
+        lams = _decreasing_strengths(lams)
+        X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
+        return self._fit_path(X, y_enc, sample_weight, lams)
 
     # hooks
 
@@ -572,7 +608,8 @@ class LinearSVC(_ClassifierCore, _LinearModel):
 
     :math:`\varphi` is the hinge or the squared hinge (scikit-learn's
     ``LinearSVC(C=1/(n*lam), loss=...)``, but with an unpenalized intercept),
-    solved by dual coordinate descent (:mod:`normpen.linear.solvers.svm`).
+    solved by an interior-point method with crossover (dual coordinate descent
+    for very large problems; :mod:`normpen.linear.solvers.svm`).
     With ``hard_margin=True`` it solves seed 004's
     :math:`\min \frac12\|w\|^2` s.t. :math:`y_i(x_i^\top w + b) \ge 1` exactly and
     raises :class:`~normpen.linear.solvers.svm.NotSeparableError` (a
@@ -586,9 +623,10 @@ class LinearSVC(_ClassifierCore, _LinearModel):
     fit_intercept : bool, default True
     tol : float, default 1e-4
     max_iter : int, optional
-        Epoch cap of the dual coordinate descent.
+        Iteration cap of the SVM solver (interior-point iterations, or epochs
+        of dual coordinate descent on very large problems).
     random_state : int or None
-        Seeds the coordinate order.
+        Seeds the coordinate order of dual coordinate descent.
 
     Attributes
     ----------
@@ -641,7 +679,7 @@ class LinearSVC(_ClassifierCore, _LinearModel):
             gap_scale=math.nan,
             objectives=np.full(len(lams), math.nan),
             n_iters=np.max([p["iters"] for p in paths], axis=0),
-            converged=np.ones(len(lams), dtype=bool),
+            converged=np.all([p["converged"] for p in paths], axis=0),
             lambda_max=math.inf,
         )
 
@@ -655,6 +693,7 @@ class LinearSVC(_ClassifierCore, _LinearModel):
                 "intercepts": result.intercept * one,
                 "gaps": result.dual_gap * one,
                 "iters": result.n_iter * one.astype(int),
+                "converged": one.astype(bool),
                 "margin": result.margin,
             }
         options = {"tol": self.tol, "random_state": self.random_state}
@@ -680,6 +719,7 @@ class LinearSVC(_ClassifierCore, _LinearModel):
             "intercepts": np.array([r.intercept for r in results]),
             "gaps": np.array([r.dual_gap for r in results]),
             "iters": np.array([r.n_iter for r in results]),
+            "converged": np.array([r.converged for r in results]),
         }
 
     def _default_lams(self, X, y_enc, sample_weight, n_lams, eps):
@@ -720,7 +760,8 @@ class PenalizedLinearModel(_LinearModel):
         For ``"elasticnet"``.
     fit_intercept : bool, default True
     positive : bool, default False
-        Coordinate descent option.
+        Constrain the coefficients to be nonnegative (coordinate descent, or FISTA for penalties
+        unchanged by sign flips).
     solver : {"auto", "cd", "fista"}, default "auto"
         Coordinate descent for the penalties it supports, FISTA otherwise.
     tol : float, default 1e-4
@@ -868,28 +909,39 @@ class _CrossValidated:
         if self.lams is None:
             lams = self._default_lams(X, y_enc, sample_weight, self.n_lams, self.eps)
         else:
-            lams = -np.sort(-np.asarray(self.lams, dtype=np.float64).ravel())
-        if lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
-            raise ValueError("lams must be a non-empty sequence of finite strengths >= 0")
+            lams = _decreasing_strengths(self.lams)
         splitter = check_cv(self.cv, _labels(y_enc), classifier=is_classifier(self))
         folds = list(splitter.split(X, _labels(y_enc)))
         errors = Parallel(n_jobs=self.n_jobs)(
             delayed(_fold_errors)(self, X, y_enc, sample_weight, train, test, lams) for train, test in folds
         )
-        self.lams_ = lams
-        self.cv_errors_ = np.array(errors)
-        self.cv_mean_ = self.cv_errors_.mean(axis=0)
-        self.cv_se_ = (
-            self.cv_errors_.std(axis=0, ddof=1) / math.sqrt(len(folds)) if len(folds) > 1 else 0 * lams
-        )
+        self._select(lams, np.array(errors), np.full(len(folds), 1.0 / len(folds)))
+        result = self._fit_path(X, y_enc, sample_weight, np.array([self.lam_]))
+        self._set_solution(result, 0)
+        return self
+
+    def _select(self, lams, errors, weights):
+        r"""Set ``lams_``, ``cv_errors_``, ``cv_mean_``, ``cv_se_``, ``lam_min_``, ``lam_1se_`` and ``lam_``.
+
+        ``errors`` has one row per held-out part (a fold, or a sample for
+        leave-one-out) and ``weights`` :math:`v` (summing to 1) weighs the
+        rows. The mean is :math:`m = \sum_k v_k e_k` and its standard error
+        :math:`\sqrt{\sum_k v_k^2 (e_k - m)^2 / (1 - \sum_k v_k^2)}`, for equal
+        weights :math:`\operatorname{std}(e)/\sqrt K` with ``ddof=1``; 0 with a
+        single part.
+        """
+        self.lams_, self.cv_errors_ = lams, errors
+        self.cv_mean_ = weights @ errors
+        finite = np.isfinite(self.cv_mean_)  # not where a sample has leverage 1 (ridge at lam = 0)
+        deviations = np.where(finite, errors - np.where(finite, self.cv_mean_, 0), 0)
+        spread = 1 - float(weights @ weights)
+        se = np.sqrt((weights**2) @ deviations**2 / spread) if spread > 0 else 0 * lams
+        self.cv_se_ = np.where(finite, se, np.inf)
         best = int(np.argmin(self.cv_mean_))
         within = np.flatnonzero(self.cv_mean_ <= self.cv_mean_[best] + self.cv_se_[best])
         self.lam_min_ = float(lams[best])
         self.lam_1se_ = float(lams[within.min()])
         self.lam_ = self.lam_min_ if self.selection == "min" else self.lam_1se_
-        result = self._fit_path(X, y_enc, sample_weight, np.array([self.lam_]))
-        self._set_solution(result, 0)
-        return self
 
     def plot(self, ax=None):
         """Mean held-out error with one-standard-error bars against :math:`\\lambda`; returns the Figure."""
@@ -1040,11 +1092,13 @@ class RidgeCV(_CrossValidated, Ridge):
 
     With ``cv=None`` (the default) the error is the exact leave-one-out error
     of :func:`~normpen.linear.solvers.ridge.ridge_path`, free from the one SVD
-    of the data (no folds; ``lam_1se_`` then equals ``lam_min_``, as there is
-    no spread over folds to measure). Any other ``cv`` runs K-fold, one SVD
-    per fold for the whole grid. Parameters as :class:`LassoCV`; the default
-    grid runs from :math:`10\\sigma_{\\max}^2` (the Lipschitz constant of the
-    gradient) down to ``eps`` times it.
+    of the data: every sample is a held-out part, ``cv_errors_`` holds the
+    squared leave-one-out residuals (``(n, L)``, averaged over the outputs of a
+    2-D target), ``cv_mean_`` their (sample-weighted) mean and ``cv_se_`` its
+    standard error, from which ``lam_1se_`` follows as for K-fold. Any other
+    ``cv`` runs K-fold, one SVD per fold for the whole grid. Parameters as
+    :class:`LassoCV`; the default grid runs from :math:`10\\sigma_{\\max}^2` (the
+    Lipschitz constant of the gradient) down to ``eps`` times it.
     """
 
     def __init__(
@@ -1063,13 +1117,13 @@ class RidgeCV(_CrossValidated, Ridge):
         lams = (
             self._default_lams(X, y, sample_weight, self.n_lams, self.eps)
             if self.lams is None
-            else (-np.sort(-np.asarray(self.lams, dtype=np.float64).ravel()))
+            else _decreasing_strengths(self.lams)
         )
         result = ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=self.fit_intercept)
-        errors = result.loo_mse if result.loo_mse.ndim == 1 else result.loo_mse.mean(axis=1)
-        self.lams_, self.cv_mean_ = lams, errors
-        self.cv_errors_, self.cv_se_ = errors[None], np.zeros_like(errors)
-        self.lam_min_ = self.lam_1se_ = self.lam_ = float(lams[int(np.argmin(errors))])
+        errors = result.loo_errors if result.loo_errors.ndim == 2 else result.loo_errors.mean(axis=2)
+        n = X.shape[0]
+        weights = np.full(n, 1 / n) if sample_weight is None else sample_weight / sample_weight.sum()
+        self._select(lams, np.asarray(errors, dtype=np.float64).T, weights)
         self._set_solution(self._fit_path(X, y, sample_weight, np.array([self.lam_])), 0)
         return self
 

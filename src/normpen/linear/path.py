@@ -201,14 +201,21 @@ def path(
     lams = lambda_grid(lam_max, n_lams, eps) if lams is None else -np.sort(-check_lams(lams))
     state = problem.zero_state()
     if use_cd:
-        state = _null_state(problem, as_block_penalty(_unit(penalty), problem.coef_shape, positive))
+        # the structure is built once (groups parsed once) and scaled to each strength
+        unit = as_block_penalty(_unit(penalty), problem.coef_shape, positive)
+        state = _null_state(problem, unit)
     results = []
     with _progress(progress, len(lams)) as advance:
         for lam in lams:
             if use_cd:
-                block = as_block_penalty(_scaled(penalty, lam), problem.coef_shape, positive)
                 sol = cd_solve(
-                    problem, block, state, tol=tol, max_iter=max_iter, warn=False, **solver_options
+                    problem,
+                    unit.scaled(float(lam)),
+                    state,
+                    tol=tol,
+                    max_iter=max_iter,
+                    warn=False,
+                    **solver_options,
                 )
             else:
                 sol = fista_solve(
@@ -218,6 +225,7 @@ def path(
                     tol=tol,
                     max_iter=max_iter,
                     warn=False,
+                    positive=positive,
                     **solver_options,
                 )
             results.append(sol)
@@ -261,13 +269,11 @@ def _choose_solver(solver, penalty, problem, positive):
             "or the SquaredHinge datafit"
         )
     if solver == "fista":
-        if positive:
-            raise ValueError("positive=True is a coordinate descent option; use solver='cd'")
         return False
     try:
         as_block_penalty(_scaled(penalty, 1.0), problem.coef_shape, positive)
     except TypeError:
-        if solver == "cd" or positive:
+        if solver == "cd":
             raise
         return False
     return True

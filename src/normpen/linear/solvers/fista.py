@@ -24,6 +24,31 @@ norm penalty (spectral, nuclear). A penalty with neither (e.g. anchored L2)
 gets no certificate: the solve then stops when an iteration moves the point
 by less than ``tol`` relative to its norm, and ``dual_gap`` is ``nan``.
 
+**Positivity** (``positive=True``) adds the indicator of :math:`W \ge 0` to
+the penalty. For a convex :math:`P` invariant under flipping the sign of one
+coordinate (``_SIGN_INVARIANT``: L1 weighted or not, L2, elastic net, group and
+sparse-group lasso, max-norm),
+
+.. math:: \operatorname{prox}_{sP + \iota_{\ge 0}}(x) = \operatorname{prox}_{sP}(x_+),
+          \qquad x_+ = \max(x, 0).
+
+*Proof.* Write :math:`x = x_+ - x_-` with :math:`x_\pm \ge 0`,
+:math:`\langle x_+, x_-\rangle = 0`. For :math:`z \ge 0`,
+:math:`\tfrac12\|z - x\|^2 = \tfrac12\|z - x_+\|^2 + \langle z, x_-\rangle + \tfrac12\|x_-\|^2`.
+Let :math:`z^* = \operatorname{prox}_{sP}(x_+)`, the unique minimiser of
+:math:`\tfrac12\|z - x_+\|^2 + sP(z)` over all :math:`z`. Flipping the sign
+of :math:`z_i` leaves :math:`P` unchanged and does not increase
+:math:`(z_i - x_{+,i})^2` when the new sign is that of :math:`x_{+,i} \ge 0`,
+strictly decreasing it when :math:`x_{+,i} > 0`; where :math:`x_{+,i} = 0`
+the flip maps the objective onto itself, so uniqueness gives :math:`z^*_i = 0`.
+Hence :math:`z^* \ge 0` and :math:`\langle z^*, x_-\rangle = 0` (it vanishes where
+:math:`x_- > 0`), so for every :math:`z \ge 0` the objective is at least
+:math:`\tfrac12\|z - x_+\|^2 + sP(z) + \tfrac12\|x_-\|^2 \ge` its value at
+:math:`z^*`. :math:`\square` Other penalties (spectral, nuclear, anchored L2:
+a sign flip of one entry changes them) are refused with an error. The duality
+gap then uses the block dual norm on the positive part, as coordinate descent
+does.
+
 Written once against the array API: ``X`` and ``y`` may be numpy arrays
 (``X`` also scipy.sparse) or torch tensors on any device; the iterations
 never leave the device, and the certificate, every ``check_every``
@@ -51,8 +76,17 @@ from normpen.linear.problem import (
     project_free,
 )
 from normpen.penalties.base import Penalty
+from normpen.penalties.elastic_net import ElasticNet
+from normpen.penalties.group_lasso import GroupLasso
+from normpen.penalties.l1 import L1
+from normpen.penalties.l2 import L2
+from normpen.penalties.max_norm import MaxNorm
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 
 __all__ = ["fista", "solve"]
+
+#: Penalties unchanged by flipping the sign of one coordinate: positivity is their prox of max(x, 0).
+_SIGN_INVARIANT = (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso, MaxNorm)
 
 
 def fista(
@@ -63,13 +97,14 @@ def fista(
     *,
     sample_weight=None,
     fit_intercept=True,
+    positive=False,
     coef_init=None,
     intercept_init=None,
     tol=1e-4,
     max_iter=10_000,
     check_every=10,
 ):
-    r"""Minimise :math:`F(W, b) + P(W)` by FISTA with restart.
+    r"""Minimise :math:`F(W, b) + P(W)` (subject to :math:`W \ge 0` with ``positive``) by FISTA with restart.
 
     Parameters
     ----------
@@ -79,9 +114,12 @@ def fista(
     datafit : Datafit
         A differentiable datafit.
     penalty : object with ``prox`` and ``value``
-        Any normpen penalty, or :class:`~normpen.linear.blocks.SparseGroupLasso`.
+        Any normpen penalty.
     sample_weight : array-like, optional
     fit_intercept : bool, default True
+    positive : bool, default False
+        Constrain the coefficients to be nonnegative (penalties invariant under
+        sign flips only; see the module docstring).
     coef_init, intercept_init : optional
         Warm start (arrays of the same kind as ``X``).
     tol : float, default 1e-4
@@ -105,7 +143,7 @@ def fista(
             if intercept_init is None or not fit_intercept
             else intercept_init
         )
-        return _run(data, penalty, W, b, tol, max_iter, check_every, warn=True)
+        return _run(data, penalty, W, b, tol, max_iter, check_every, warn=True, positive=positive)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
     return solve(
         problem,
@@ -114,15 +152,16 @@ def fista(
         tol=tol,
         max_iter=max_iter,
         check_every=check_every,
+        positive=positive,
     )
 
 
-def solve(problem, penalty, state, *, tol=1e-4, max_iter=10_000, check_every=10, warn=True):
+def solve(problem, penalty, state, *, tol=1e-4, max_iter=10_000, check_every=10, warn=True, positive=False):
     """FISTA on a numpy :class:`~normpen.linear.problem.Problem` from ``state`` (updated in place)."""
     dtype = problem.X.dtype
     W = state.W.reshape(problem.coef_shape).astype(dtype)
     b = state.b.astype(dtype) if problem.datafit.multi_output else np.asarray(state.b[0], dtype=dtype)
-    solution = _run(problem, penalty, W, b, tol, max_iter, check_every, warn)
+    solution = _run(problem, penalty, W, b, tol, max_iter, check_every, warn, positive)
     state.W = np.asarray(solution.coef, dtype=np.float64).reshape(state.W.shape)
     state.b = np.atleast_1d(np.asarray(solution.intercept, dtype=np.float64)).copy()
     state.z = problem.predictor(state.W, state.b)
@@ -161,14 +200,24 @@ def _to_numpy(x):
     return x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
 
 
-def _kernels(penalty):
-    """``(prox, value)`` without per-call validation when the penalty offers its kernels."""
+def _kernels(penalty, positive):
+    """``(prox, value)``, the unchecked kernels of a Penalty; with ``positive``, prox of the positive part."""
     if isinstance(penalty, Penalty):
-        return penalty._prox, penalty._value
-    return penalty.prox, penalty.value
+        prox, value = penalty._prox, penalty._value
+    else:
+        prox, value = penalty.prox, penalty.value
+    if not positive:
+        return prox, value
+    if not isinstance(penalty, _SIGN_INVARIANT):
+        raise TypeError(
+            f"positive=True needs a penalty unchanged by flipping the sign of a coordinate (L1, L2, "
+            f"ElasticNet, GroupLasso, SparseGroupLasso, MaxNorm), whose prox with W >= 0 is its prox of "
+            f"max(W, 0); {type(penalty).__name__} is not one: drop positive=True"
+        )
+    return (lambda v, step: prox(namespace(v).clip(v, 0, None), step)), value
 
 
-def _certifier(penalty, data, weights):
+def _certifier(penalty, data, weights, positive):
     """A function ``(u, grad) -> (u, kappa, conjugate)`` for the duality gap, or ``None`` when there is none.
 
     Block-separable penalties go through their :class:`BlockPenalty` (the
@@ -178,7 +227,7 @@ def _certifier(penalty, data, weights):
     """
     coef_shape = data.coef_shape
     try:
-        block = as_block_penalty(penalty, coef_shape)
+        block = as_block_penalty(penalty, coef_shape, positive)
     except TypeError:
         if getattr(penalty, "is_norm", False) and penalty.lam > 0:
             return lambda u, grad: (u, *penalty_dual_terms(penalty, -grad))
@@ -195,7 +244,7 @@ def _certifier(penalty, data, weights):
     return certify
 
 
-def _run(data, penalty, W, b, tol, max_iter, check_every, warn):
+def _run(data, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
     """The FISTA loop on arrays of one kind (numpy or torch); returns a :class:`Solution`."""
     tol = check_tol(tol)
     max_iter = check_count(max_iter, "max_iter")
@@ -211,8 +260,8 @@ def _run(data, penalty, W, b, tol, max_iter, check_every, warn):
     y = xp.astype(data.y, dtype) if data.y.dtype != dtype else data.y
     a = xp.astype(data.weights, dtype) if data.weights.dtype != dtype else data.weights
     penalty.value(W)  # validates the penalty against the coefficients' shape once
-    prox, value = _kernels(penalty)
-    certify = _certifier(penalty, data, a)
+    prox, value = _kernels(penalty, positive)
+    certify = _certifier(penalty, data, a, positive)
     step = 1.0 / (datafit.curvature * squared_spectral_norm(X, a, fit_intercept))
 
     def gradient(z):

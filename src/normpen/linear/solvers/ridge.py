@@ -86,6 +86,9 @@ class RidgePath:
     loo_mse : ndarray of shape (L,) or (L, k)
         Exact leave-one-out mean squared error :math:`\sum_i v_i (e_i/(1-h_{ii}))^2`
         per output; ``inf`` where a sample has leverage 1 (only possible at :math:`\lambda = 0`).
+    loo_errors : ndarray of shape (L, n) or (L, n, k)
+        The squared leave-one-out residuals :math:`(e_i/(1-h_{ii}))^2` of every sample, whose
+        ``v``-weighted mean is ``loo_mse`` (``inf`` for a sample of positive weight and leverage 1).
     gcv : ndarray of shape (L,) or (L, k)
         Generalised cross-validation error per output; ``inf`` when the degrees of
         freedom reach the number of samples.
@@ -99,6 +102,7 @@ class RidgePath:
     coefs: np.ndarray
     intercepts: np.ndarray
     loo_mse: np.ndarray
+    loo_errors: np.ndarray
     gcv: np.ndarray
     dof: np.ndarray
     singular_values: np.ndarray
@@ -215,7 +219,8 @@ def ridge_path(X, y, lams, *, sample_weight=None, fit_intercept=True):
     residuals = Yc[None] - B[None] @ (gain[:, :, None] * Utz[None])  # (L, n, k)
     leverage = (U**2 @ shrink.T).T + (v if fit_intercept else 0)  # (L, n)
     dof = shrink.sum(axis=1) + (1 if fit_intercept else 0)
-    loo_mse = _loo_mse(residuals, leverage, v)
+    loo_errors = _loo_errors(residuals, leverage, v)
+    loo_mse = np.einsum("n,lnk->lk", v, loo_errors)
     gcv = _gcv(residuals, dof, v)
     squeeze = y.ndim == 1
     return RidgePath(
@@ -223,25 +228,25 @@ def ridge_path(X, y, lams, *, sample_weight=None, fit_intercept=True):
         coefs=coefs[..., 0] if squeeze else coefs,
         intercepts=intercepts[..., 0] if squeeze else intercepts,
         loo_mse=loo_mse[..., 0] if squeeze else loo_mse,
+        loo_errors=loo_errors[..., 0] if squeeze else loo_errors,
         gcv=gcv[..., 0] if squeeze else gcv,
         dof=dof,
         singular_values=sigma,
     )
 
 
-def _loo_mse(residuals, leverage, v):
-    r"""Weighted mean of the squared leave-one-out residuals :math:`e_i / (1 - h_{ii})`, per output.
+def _loo_errors(residuals, leverage, v):
+    r"""Squared leave-one-out residuals :math:`(e_i / (1 - h_{ii}))^2`, shape ``(L, n, k)``.
 
     A sample of positive weight with leverage 1 (to rounding) has no
-    leave-one-out prediction; its :math:`\lambda` gets ``inf``.
+    leave-one-out prediction: ``inf``, which makes the mean at its :math:`\lambda` infinite.
     """
     room = 1 - leverage  # (L, n)
     tiny = 16 * np.finfo(residuals.dtype).eps
-    undefined = np.any((room <= tiny) & (v > 0), axis=1)
+    undefined = (room <= tiny) & (v > 0)
     safe_room = np.where(room > tiny, room, 1)
-    loo = residuals / safe_room[:, :, None]
-    mse = np.einsum("n,lnk->lk", v, loo**2)
-    return np.where(undefined[:, None], np.inf, mse).astype(residuals.dtype)
+    loo = (residuals / safe_room[:, :, None]) ** 2
+    return np.where(undefined[:, :, None], np.inf, loo).astype(residuals.dtype)
 
 
 def _gcv(residuals, dof, v):
