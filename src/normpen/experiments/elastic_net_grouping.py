@@ -80,8 +80,9 @@ _SIZES = {
 _GROUP_SIZE, _N_ACTIVE, _CORRELATION, _NOISE = 5, 3, 0.999, 1.0
 #: Elastic net mixing α (``l1_ratio``) and the smallest L1 strength of the grid, as a fraction of λ_max.
 _L1_RATIO, _SMALLEST = 0.5, 0.05
-#: Relative duality-gap tolerance requested from the path solves (the near-duplicate lasso is ill-conditioned,
-#: smallest eigenvalue of XᵀX/n about 1e-5: coordinate descent stalls near 1e-6 when asked for 1e-12).
+#: Relative duality-gap tolerance requested from the path solves: the near-duplicate lasso is ill-conditioned
+#: (smallest eigenvalue of XᵀX/n about 1e-5), so a tight gap is needed for the coefficients of a correlated
+#: group to be resolved; coordinate descent certifies it (tests/linear/test_path.py checks 1e-12 here).
 _SOLVER_TOL = 1e-10
 
 # Tolerances, stated before any measurement.
