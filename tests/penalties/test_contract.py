@@ -290,6 +290,33 @@ def test_moreau_identity(case, shape, step, kind):
     assert_close(prox, x - run(pen, "project_dual", kind, x, step * pen.lam), kind.rtol, np.max(np.abs(x)))
 
 
+def sign_flip_defect(pen, x, step):
+    """The largest change of ``value`` and of ``prox`` (up to the flip) when one coordinate flips sign."""
+    value, prox = float(pen.value(x)), pen.prox(x, step)
+    worst = 0.0
+    for index in np.ndindex(x.shape):
+        flip = np.ones_like(x)
+        flip[index] = -1.0
+        worst = max(
+            worst,
+            abs(float(pen.value(flip * x)) - value),
+            float(np.max(np.abs(pen.prox(flip * x, step) - flip * prox))),
+        )
+    return worst
+
+
+@pytest.mark.parametrize(("case", "shape", "step"), CASE_INPUTS)
+def test_sign_invariance_flag_is_true_exactly_when_sign_flips_commute(case, shape, step):
+    """``sign_invariant`` (FISTA's positivity relies on it) against every single-coordinate sign flip."""
+    pen, x = build(case, shape)
+    scale = max(1.0, float(pen.value(x)), float(np.max(np.abs(x))))
+    defect = sign_flip_defect(pen, x, step)
+    if pen.sign_invariant:
+        assert defect <= 1e-12 * scale
+    else:
+        assert defect > 1e-6 * scale
+
+
 # ---- 3. projections ----------------------------------------------------------------------------
 
 BALL_PARAMS = pytest.mark.parametrize("ball", BALLS, ids=str)

@@ -61,6 +61,9 @@ class Penalty(ABC):
     is_norm: ClassVar[bool] = True
     #: ``value`` is differentiable everywhere (finite-difference checks apply).
     smooth: ClassVar[bool] = False
+    #: Flipping the sign of any coordinate leaves ``value`` unchanged and flips the same coordinate of
+    #: ``prox`` (so the prox under ``x >= 0`` is the prox of ``max(x, 0)``: FISTA's positivity needs it).
+    sign_invariant: ClassVar[bool] = False
 
     def __post_init__(self):
         object.__setattr__(self, "lam", check_nonnegative(self.lam, "lam"))

@@ -58,6 +58,8 @@ class ElasticNet(Penalty):
       is ``L2(lam).project(x, sqrt(2 r))``.
     """
 
+    sign_invariant: ClassVar[bool] = True
+
     l1_ratio: float = 0.5
 
     is_norm: ClassVar[bool] = False

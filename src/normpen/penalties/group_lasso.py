@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import array_api_compat
 import numpy as np
@@ -351,6 +351,8 @@ class GroupLasso(Penalty):
     ``project_dual``. Group norms are computed with per-group scaling, so
     entries from 1e-300 to 1e300 do not overflow or underflow.
     """
+
+    sign_invariant: ClassVar[bool] = True
 
     groups: Any
     weights: Any = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class L1(Penalty):
       :math:`\sum_i \omega_i \max(|x_i| - \tau\omega_i, 0) = r`, found
       exactly from the sorted breakpoints :math:`|x_i|/\omega_i`.
     """
+
+    sign_invariant: ClassVar[bool] = True
 
     weights: Any = None
 

@@ -39,6 +39,8 @@ class L2(Penalty):
       scaled norm, so it is finite whenever the true value is.
     """
 
+    sign_invariant: ClassVar[bool] = True
+
     is_norm: ClassVar[bool] = False
     smooth: ClassVar[bool] = True
 

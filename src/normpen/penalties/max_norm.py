@@ -62,6 +62,8 @@ class MaxNorm(Penalty):
       :math:`\lambda\|W\|_{2,\infty}` zeroes the solution is ``dual_norm(grad0)``.
     """
 
+    sign_invariant: ClassVar[bool] = True
+
     c: float
     axis: str = "rows"
     lam: float = field(default=0.0, kw_only=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from normpen._array import check_unit_interval, l2_norm, max_or_zero, namespace, soft_threshold
 from normpen.penalties.base import Penalty
@@ -86,6 +86,8 @@ class SparseGroupLasso(Penalty):
       :math:`\Omega = r` (:math:`\Omega` is homogeneous). With :math:`\alpha = 0` it is
       the group lasso's exact projection.
     """
+
+    sign_invariant: ClassVar[bool] = True
 
     groups: Any
     l1_ratio: float = 0.5

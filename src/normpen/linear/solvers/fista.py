@@ -26,7 +26,7 @@ by less than ``tol`` relative to its norm, and ``dual_gap`` is ``nan``.
 
 **Positivity** (``positive=True``) adds the indicator of :math:`W \ge 0` to
 the penalty. For a convex :math:`P` invariant under flipping the sign of one
-coordinate (``_SIGN_INVARIANT``: L1 weighted or not, L2, elastic net, group and
+coordinate (``sign_invariant``: L1 weighted or not, L2, elastic net, group and
 sparse-group lasso, max-norm),
 
 .. math:: \operatorname{prox}_{sP + \iota_{\ge 0}}(x) = \operatorname{prox}_{sP}(x_+),
@@ -76,17 +76,9 @@ from normpen.linear.problem import (
     project_free,
 )
 from normpen.penalties.base import Penalty
-from normpen.penalties.elastic_net import ElasticNet
-from normpen.penalties.group_lasso import GroupLasso
-from normpen.penalties.l1 import L1
-from normpen.penalties.l2 import L2
-from normpen.penalties.max_norm import MaxNorm
-from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 
 __all__ = ["fista", "solve"]
 
-#: Penalties unchanged by flipping the sign of one coordinate: positivity is their prox of max(x, 0).
-_SIGN_INVARIANT = (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso, MaxNorm)
 
 
 def fista(
@@ -208,11 +200,11 @@ def _kernels(penalty, positive):
         prox, value = penalty.prox, penalty.value
     if not positive:
         return prox, value
-    if not isinstance(penalty, _SIGN_INVARIANT):
+    if not getattr(penalty, "sign_invariant", False):
         raise TypeError(
-            f"positive=True needs a penalty unchanged by flipping the sign of a coordinate (L1, L2, "
-            f"ElasticNet, GroupLasso, SparseGroupLasso, MaxNorm), whose prox with W >= 0 is its prox of "
-            f"max(W, 0); {type(penalty).__name__} is not one: drop positive=True"
+            "positive=True needs a penalty unchanged by flipping the sign of a coordinate "
+            "(sign_invariant: L1, L2, ElasticNet, GroupLasso, SparseGroupLasso, MaxNorm), whose prox "
+            f"with W >= 0 is its prox of max(W, 0); {type(penalty).__name__} is not one: drop positive=True"
         )
     return (lambda v, step: prox(namespace(v).clip(v, 0, None), step)), value
 
