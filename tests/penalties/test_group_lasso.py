@@ -428,3 +428,23 @@ def test_every_operation_scales_with_the_input_from_1e_minus_300_to_1e300(x, exp
         scaled = getattr(pen, method)(y, arg * c)
         assert np.all(np.isfinite(scaled))
         np.testing.assert_allclose(scaled / c, getattr(pen, method)(x, arg), rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    ("groups", "shape"),
+    [([np.array([0, 4]), np.array([2]), np.array([5, 1, 3])], (6,)), ("rows", (3, 4)), ("cols", (3, 4))],
+    ids=["index", "rows", "cols"],
+)
+def test_group_rows_and_weights_list_each_group_once_in_the_same_order(groups, shape):
+    x = np.random.default_rng(5).standard_normal(shape)
+    pen = GroupLasso(1.0, groups)
+    rows = np.concatenate([np.linalg.norm(r, axis=1) for r in pen.group_rows(x)])
+    if groups == "rows":
+        expected = [x[i] for i in range(shape[0])]
+    elif groups == "cols":
+        expected = [x[:, j] for j in range(shape[1])]
+    else:
+        expected = [x[g] for g in groups]
+    pairs = sorted(zip(pen.group_weights_like(x), rows, strict=True))  # index groups come by size class
+    expected_pairs = sorted((np.sqrt(g.size), np.linalg.norm(g)) for g in expected)
+    np.testing.assert_allclose(pairs, expected_pairs, rtol=1e-15)

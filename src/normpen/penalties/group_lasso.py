@@ -403,6 +403,19 @@ class GroupLasso(Penalty):
             raise ValueError(f"shape {tuple(shape)} has no axis {self.axis} (groups={self.groups!r})")
         return self._partition._host_weights(tuple(shape))
 
+    def group_rows(self, x):
+        r"""The groups of ``x`` as the rows of matrices, for penalties built on the same groups.
+
+        One matrix for ``"rows"`` / ``"cols"``, one zero-padded matrix per group
+        size for index groups; the rows follow the order of :meth:`group_weights_like`
+        (zero padding changes no norm). ``x`` is not validated.
+        """
+        return self._partition.rows(x)
+
+    def group_weights_like(self, x):
+        r"""The weights :math:`\omega_g` as a vector of ``x``'s kind, dtype and device, in group order."""
+        return self._partition.weights_like(x)
+
     def _check_shape(self, x, name):
         self._partition.check(x, name)
 

@@ -144,10 +144,9 @@ class SparseGroupLasso(Penalty):
 
     def _dual_norm(self, x):
         xp = namespace(x)
-        groups = self._group._partition
-        betas = (1 - self.l1_ratio) * groups.weights_like(x)
+        betas = (1 - self.l1_ratio) * self._group.group_weights_like(x)
         roots, start = [], 0
-        for rows in groups.rows(xp.abs(x)):  # one matrix per size class, groups in the order of betas
+        for rows in self._group.group_rows(xp.abs(x)):  # groups in the order of betas
             stop = start + rows.shape[0]
             roots.append(_group_roots(rows, self.l1_ratio, betas[start:stop]))
             start = stop
@@ -177,10 +176,10 @@ class SparseGroupLasso(Penalty):
         :math:`-(\alpha L/n + \beta_g)^2 - \alpha^2 (n - \mu\beta_g)(k - L^2/n^2)/n \le 0`.
         """
         xp = namespace(x)
-        groups, alpha = self._group._partition, self.l1_ratio
-        betas = (1 - alpha) * groups.weights_like(x)
+        alpha = self.l1_ratio
+        betas = (1 - alpha) * self._group.group_weights_like(x)
         values, slopes, start = [], [], 0
-        for rows in groups.rows(xp.abs(soft_threshold(x, mu * alpha))):
+        for rows in self._group.group_rows(xp.abs(soft_threshold(x, mu * alpha))):
             beta, start = betas[start : start + rows.shape[0]], start + rows.shape[0]
             norm = l2_norm(rows, axis=1)
             kept = norm > mu * beta
