@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array, check_consistent_length
 
-__all__ = ["check_design", "check_target_array", "check_tol", "check_count", "check_lams"]
+__all__ = ["check_design", "check_target_array", "check_tol", "check_count", "check_lams", "decreasing_lams"]
 
 
 def check_design(X, name="X"):
@@ -64,5 +64,10 @@ def check_lams(lams, name="lams"):
     if lams.ndim != 1 or lams.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of strengths, got shape {lams.shape}")
     if not np.all(np.isfinite(lams)) or np.any(lams < 0):
-        raise ValueError(f"{name} must be finite and >= 0")
+        raise ValueError(f"{name} must be finite strengths >= 0")
     return lams
+
+
+def decreasing_lams(lams, name="lams"):
+    """:func:`check_lams`, sorted from the largest strength down (the order of a warm-started path)."""
+    return -np.sort(-check_lams(lams, name))

@@ -47,6 +47,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from normpen.linear._validation import decreasing_lams
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
 from normpen.linear.datafits.base import Datafit
@@ -117,14 +118,6 @@ def _named_penalty(penalty, lam, l1_ratio):
     return penalty if lam is None else penalty.with_lam(lam)
 
 
-def _decreasing_strengths(lams):
-    """``lams`` as a float64 vector sorted from the largest down, checked non-empty, finite and >= 0."""
-    lams = -np.sort(-np.asarray(lams, dtype=np.float64).ravel())
-    if lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
-        raise ValueError("lams must be a non-empty sequence of finite strengths >= 0")
-    return lams
-
-
 def _groups_or_singletons(groups, n_features):
     """``groups`` as given, or one group per feature when it is None."""
     if groups is None:
@@ -167,7 +160,7 @@ class _LinearModel(BaseEstimator):
                     "(a fitted *CV estimator uses its lams_)"
                 )
             lams = self.lams_
-        lams = _decreasing_strengths(lams)
+        lams = decreasing_lams(lams)
         X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
         return self._fit_path(X, y_enc, sample_weight, lams)
 
@@ -909,7 +902,7 @@ class _CrossValidated:
         if self.lams is None:
             lams = self._default_lams(X, y_enc, sample_weight, self.n_lams, self.eps)
         else:
-            lams = _decreasing_strengths(self.lams)
+            lams = decreasing_lams(self.lams)
         splitter = check_cv(self.cv, _labels(y_enc), classifier=is_classifier(self))
         folds = list(splitter.split(X, _labels(y_enc)))
         errors = Parallel(n_jobs=self.n_jobs)(
@@ -1117,7 +1110,7 @@ class RidgeCV(_CrossValidated, Ridge):
         lams = (
             self._default_lams(X, y, sample_weight, self.n_lams, self.eps)
             if self.lams is None
-            else _decreasing_strengths(self.lams)
+            else decreasing_lams(self.lams)
         )
         result = ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=self.fit_intercept)
         errors = result.loo_errors if result.loo_errors.ndim == 2 else result.loo_errors.mean(axis=2)

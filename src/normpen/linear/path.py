@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen.linear._validation import check_count, check_lams
+from normpen.linear._validation import check_count, decreasing_lams
 from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.problem import Problem
 from normpen.linear.solvers.cd import solve as cd_solve
@@ -198,36 +198,21 @@ def path(
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
     use_cd = _choose_solver(solver, penalty, problem, positive)
     lam_max = _lambda_max(problem, penalty, positive)
-    lams = lambda_grid(lam_max, n_lams, eps) if lams is None else -np.sort(-check_lams(lams))
-    state = problem.zero_state()
+    lams = lambda_grid(lam_max, n_lams, eps) if lams is None else decreasing_lams(lams)
     if use_cd:
         # the structure is built once (groups parsed once) and scaled to each strength
         unit = as_block_penalty(_unit(penalty), problem.coef_shape, positive)
         state = _null_state(problem, unit)
+        solve, at_strength, options = cd_solve, unit.scaled, solver_options
+    else:
+        state = problem.zero_state()
+        solve, at_strength, options = fista_solve, penalty.with_lam, {**solver_options, "positive": positive}
     results = []
     with _progress(progress, len(lams)) as advance:
         for lam in lams:
-            if use_cd:
-                sol = cd_solve(
-                    problem,
-                    unit.scaled(float(lam)),
-                    state,
-                    tol=tol,
-                    max_iter=max_iter,
-                    warn=False,
-                    **solver_options,
-                )
-            else:
-                sol = fista_solve(
-                    problem,
-                    penalty.with_lam(float(lam)),
-                    state,
-                    tol=tol,
-                    max_iter=max_iter,
-                    warn=False,
-                    positive=positive,
-                    **solver_options,
-                )
+            sol = solve(
+                problem, at_strength(float(lam)), state, tol=tol, max_iter=max_iter, warn=False, **options
+            )
             results.append(sol)
             advance()
     missed = [float(lam) for lam, sol in zip(lams, results, strict=True) if not sol.converged]
