@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 from matplotlib.figure import Figure
 
-__all__ = ["Check", "Result", "Experiment", "check_slug"]
+__all__ = ["Check", "Result", "Experiment", "Verdict", "VERDICT_STATUSES", "check_slug"]
 
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -86,6 +86,11 @@ class Check:
         Absolute slack :math:`t \ge 0` of the comparison.
     relation : {"close", "at_most", "at_least", "equal"}
         :math:`|m - e| \le t`, :math:`m \le e + t`, :math:`m \ge e - t`, :math:`m = e`.
+    pass_rate : float or None
+        ``None`` for a check of the claim, which must pass for every seed. A
+        number in [0, 1] marks the check *empirical* (an effect of one random
+        draw, not a guarantee) and records the fraction of seeds of the
+        recorded seed sweep (``benchmarks/seed_sweep.py``) on which it passed.
     """
 
     name: str
@@ -93,6 +98,7 @@ class Check:
     expected: float
     tolerance: float
     relation: str
+    pass_rate: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -110,9 +116,19 @@ class Check:
         if self.relation == "equal" and tolerance != 0:
             raise ValueError("an 'equal' check has tolerance 0; use Check.close for a tolerance")
         object.__setattr__(self, "tolerance", tolerance)
+        if self.pass_rate is not None:
+            rate = float(_number(self.pass_rate, "pass_rate"))
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"pass_rate must lie in [0, 1], got {rate} (check {self.name!r})")
+            object.__setattr__(self, "pass_rate", rate)
+
+    @property
+    def empirical(self) -> bool:
+        """True for an empirical check (one with a recorded ``pass_rate``), False for a check of the claim."""
+        return self.pass_rate is not None
 
     @classmethod
-    def close(cls, name, measured, expected, *, rtol=0.0, atol=0.0):
+    def close(cls, name, measured, expected, *, rtol=0.0, atol=0.0, pass_rate=None):
         r"""Passes when :math:`|m - e| \le \text{atol} + \text{rtol}\,|e|`.
 
         At least one of ``rtol``, ``atol`` must be positive; use :meth:`equal`
@@ -125,22 +141,22 @@ class Check:
                 "use Check.equal for an exact comparison"
             )
         expected = _number(expected, "expected")
-        return cls(name, measured, expected, atol + rtol * abs(expected), "close")
+        return cls(name, measured, expected, atol + rtol * abs(expected), "close", pass_rate)
 
     @classmethod
-    def at_most(cls, name, measured, bound, *, atol=0.0):
+    def at_most(cls, name, measured, bound, *, atol=0.0, pass_rate=None):
         r"""Passes when :math:`m \le \text{bound} + \text{atol}`."""
-        return cls(name, measured, bound, atol, "at_most")
+        return cls(name, measured, bound, atol, "at_most", pass_rate)
 
     @classmethod
-    def at_least(cls, name, measured, bound, *, atol=0.0):
+    def at_least(cls, name, measured, bound, *, atol=0.0, pass_rate=None):
         r"""Passes when :math:`m \ge \text{bound} - \text{atol}`."""
-        return cls(name, measured, bound, atol, "at_least")
+        return cls(name, measured, bound, atol, "at_least", pass_rate)
 
     @classmethod
-    def equal(cls, name, measured, expected):
+    def equal(cls, name, measured, expected, *, pass_rate=None):
         """Passes when :math:`m = e` exactly (counts, indices, exact zeros)."""
-        return cls(name, measured, expected, 0.0, "equal")
+        return cls(name, measured, expected, 0.0, "equal", pass_rate)
 
     @property
     def passed(self) -> bool:
@@ -169,6 +185,8 @@ class Check:
             "relation": self.relation,
             "criterion": self.criterion,
             "passed": self.passed,
+            "empirical": self.empirical,
+            "pass_rate": self.pass_rate,
         }
 
 
@@ -213,6 +231,59 @@ class Result:
         object.__setattr__(self, "figures", MappingProxyType(dict(self.figures)))
 
 
+#: What each verdict status says about the text's claim.
+VERDICT_STATUSES = MappingProxyType({
+    "confirmed": "the text's claim holds as written",
+    "narrowed": "the text's claim holds only under a condition the text does not state",
+    "refuted": "the text's statement is false as written; a check shows the counterexample",
+    "literature": "no sentence of the seed texts makes this claim; it is taken from the literature",
+})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the experiment found about the text's claim.
+
+    Parameters
+    ----------
+    status : {"confirmed", "narrowed", "refuted", "literature"}
+        See :data:`VERDICT_STATUSES`.
+    reason : str
+        One or two sentences: what was confirmed, the condition the claim
+        needs (narrowed), the counterexample (refuted), or the source
+        (literature).
+    evidence : tuple of str
+        Names of the checks of the experiment's :class:`Result` that show the
+        verdict; required for ``narrowed`` and ``refuted``.
+        :meth:`Experiment.run` verifies that they exist.
+    """
+
+    status: str
+    reason: str
+    evidence: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.status not in VERDICT_STATUSES:
+            raise ValueError(f"verdict status must be one of {sorted(VERDICT_STATUSES)}, got {self.status!r}")
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise ValueError(f"a {self.status!r} verdict needs a reason (a non-empty string)")
+        evidence = (self.evidence,) if isinstance(self.evidence, str) else tuple(self.evidence)
+        if not all(isinstance(name, str) and name.strip() for name in evidence):
+            raise ValueError(f"verdict evidence must be check names, got {self.evidence!r}")
+        if self.status in ("narrowed", "refuted") and not evidence:
+            raise ValueError(f"a {self.status!r} verdict names the checks that show it (evidence=...)")
+        object.__setattr__(self, "evidence", evidence)
+
+    def to_dict(self) -> dict:
+        """``status``, ``reason``, ``evidence`` and what the status means, as plain Python values."""
+        return {
+            "status": self.status,
+            "meaning": VERDICT_STATUSES[self.status],
+            "reason": self.reason,
+            "evidence": list(self.evidence),
+        }
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One claim of the seed texts, reproduced and checked.
@@ -232,7 +303,9 @@ class Experiment:
         ``compute(quick: bool, seed: int) -> Result``. ``quick`` uses smaller
         sizes with the same checks; all randomness comes from ``seed``.
     seed : int
-        The fixed seed :meth:`run` passes to ``compute``.
+        The fixed seed :meth:`run` passes to ``compute`` unless told another.
+    verdict : Verdict
+        What the experiment found about the text's claim.
     """
 
     name: str
@@ -241,6 +314,7 @@ class Experiment:
     claim: str
     compute: Callable[..., Result]
     seed: int = 0
+    verdict: Verdict | None = None
 
     def __post_init__(self):
         check_slug(self.name, "name")
@@ -252,12 +326,25 @@ class Experiment:
             raise TypeError(f"experiment {self.name!r}: compute must be callable, got {self.compute!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"experiment {self.name!r}: seed must be an int >= 0, got {self.seed!r}")
+        if self.verdict is not None and not isinstance(self.verdict, Verdict):
+            raise TypeError(f"experiment {self.name!r}: verdict must be a Verdict, got {self.verdict!r}")
 
-    def run(self, quick: bool = False) -> Result:
-        """Run with the experiment's fixed seed; ``quick`` for small sizes and the same checks."""
-        result = self.compute(quick=bool(quick), seed=int(self.seed))
+    def run(self, quick: bool = False, seed: int | None = None) -> Result:
+        """Run with ``seed`` (default: the experiment's fixed seed); ``quick`` for small sizes, same checks.
+
+        Raises if a check the verdict names as evidence is missing from the result.
+        """
+        if seed is None:
+            seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        result = self.compute(quick=bool(quick), seed=int(seed))
         if not isinstance(result, Result):
             raise TypeError(
                 f"experiment {self.name!r}: compute returned {type(result).__name__}, expected a Result"
             )
+        names = {check.name for check in result.checks}
+        missing = [name for name in (self.verdict.evidence if self.verdict else ()) if name not in names]
+        if missing:
+            raise ValueError(f"experiment {self.name!r}: the verdict's evidence names no check {missing}")
         return result
