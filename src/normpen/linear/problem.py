@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import array_api_compat
 import numpy as np
 import scipy.sparse as sp
 
@@ -406,16 +407,16 @@ def free_constraints(X, weights, fit_intercept, free):
     kind of ``weights``.
     """
     xp = namespace(weights)
+    device = array_api_compat.device(weights)
     columns = X[:, free]
-    columns = xp.asarray(
-        columns.toarray() if sp.issparse(columns) else columns, dtype=weights.dtype, device=weights.device
-    )
+    columns = columns.toarray() if sp.issparse(columns) else columns
+    columns = xp.asarray(columns, dtype=weights.dtype, device=device)
     if fit_intercept:
-        ones = xp.ones((X.shape[0], 1), dtype=weights.dtype, device=weights.device)
+        ones = xp.ones((X.shape[0], 1), dtype=weights.dtype, device=device)
         columns = xp.concat([columns, ones], axis=1)
     weighted = columns * xp.reshape(weights, (-1, 1))
     system = xp.linalg.pinv(columns.T @ weighted)
-    cross = xp.asarray(X.T @ xp.astype(weighted, X.dtype), dtype=weights.dtype, device=weights.device)
+    cross = xp.asarray(X.T @ xp.astype(weighted, X.dtype), dtype=weights.dtype, device=device)
     return columns, weighted, system, cross
 
 

@@ -201,7 +201,7 @@ def _ellipsoid_multiplier(v, w, radius):
     """
     xp = namespace(v)
     if math.prod(v.shape) == 0:
-        return xp.zeros((), dtype=v.dtype, device=v.device)
+        return xp.zeros((), dtype=v.dtype, device=array_api_compat.device(v))
     scale = xp.clip(max_or_zero(xp.abs(v)), 1, None)
     radius = radius / scale
     y0 = xp.sqrt(w) * (v / scale)

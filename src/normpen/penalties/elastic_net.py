@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import array_api_compat
+
 from normpen._array import (
     check_unit_interval,
     cumulative_l2_norm,
@@ -166,7 +168,7 @@ def _multiplier(a, rho, radius):
     xp = namespace(a)
     c = 1 - rho
     a = xp.sort(a, descending=True)
-    count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=a.device)
+    count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=array_api_compat.device(a))
     root_b = xp.sqrt(count * rho**2 + 2 * radius * c)
     sum_a = xp.cumulative_sum(a)
     norm_a = cumulative_l2_norm(a)

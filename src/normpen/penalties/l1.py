@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import array_api_compat
 import numpy as np
 
 from normpen._array import max_or_zero, namespace, soft_threshold
@@ -64,7 +65,7 @@ class L1(Penalty):
         xp = namespace(x)
         if self.weights is None:
             return xp.ones_like(x)
-        return xp.asarray(self.weights, dtype=x.dtype, device=x.device)
+        return xp.asarray(self.weights, dtype=x.dtype, device=array_api_compat.device(x))
 
     def _norm(self, x):
         xp = namespace(x)

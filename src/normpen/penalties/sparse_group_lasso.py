@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import array_api_compat
+
 from normpen._array import check_unit_interval, l2_norm, max_or_zero, namespace, soft_threshold
 from normpen.penalties.base import Penalty
 from normpen.penalties.group_lasso import GroupLasso
@@ -202,11 +204,11 @@ def _group_roots(a, alpha, beta):
     """
     xp = namespace(a)
     if a.shape[1] == 0:
-        return xp.zeros(a.shape[:1], dtype=a.dtype, device=a.device)
+        return xp.zeros(a.shape[:1], dtype=a.dtype, device=array_api_compat.device(a))
     a = xp.sort(a, axis=1, descending=True)
     scale = a[:, :1]
     a = a / xp.where(scale > 0, scale, 1)
-    count = xp.arange(1, a.shape[1] + 1, dtype=a.dtype, device=a.device)
+    count = xp.arange(1, a.shape[1] + 1, dtype=a.dtype, device=array_api_compat.device(a))
     sums, squares = xp.cumulative_sum(a, axis=1), xp.cumulative_sum(a * a, axis=1)
     # sums of (a_i - a_j)^2 from the gaps d = max - a: small differences stay accurate
     d = 1 - a

@@ -69,6 +69,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import array_api_compat
 import numpy as np
 
 from normpen._array import namespace
@@ -85,13 +86,13 @@ def normalize_weights(sample_weight, n_samples, like):
     """
     xp = namespace(like)
     if sample_weight is None:
-        return xp.full((n_samples,), 1.0 / n_samples, dtype=like.dtype, device=like.device)
+        return xp.full((n_samples,), 1.0 / n_samples, dtype=like.dtype, device=array_api_compat.device(like))
     s = (
         np.asarray(sample_weight, dtype=np.float64)
         if isinstance(sample_weight, (list, tuple))
         else sample_weight
     )
-    s = xp.asarray(s, dtype=like.dtype, device=like.device)
+    s = xp.asarray(s, dtype=like.dtype, device=array_api_compat.device(like))
     if s.ndim != 1 or s.shape[0] != n_samples:
         raise ValueError(
             f"sample_weight must have shape ({n_samples},), one weight per sample, got {tuple(s.shape)}"
@@ -241,7 +242,7 @@ class Datafit(ABC):
             )
         xp = namespace(z)
         m = 1 if z.ndim == 1 else z.shape[1]
-        shift = xp.zeros((m,), dtype=z.dtype, device=z.device)
+        shift = xp.zeros((m,), dtype=z.dtype, device=array_api_compat.device(z))
         eps = float(xp.finfo(z.dtype).eps)
         current = self.value(y, _shifted(z, shift), weights)
         for _ in range(max_iter):
@@ -303,7 +304,7 @@ def _is_tensor(X):
 def _diag(v):
     xp = namespace(v)
     m = v.shape[0]
-    eye = xp.eye(m, dtype=v.dtype, device=v.device)
+    eye = xp.eye(m, dtype=v.dtype, device=array_api_compat.device(v))
     return eye * xp.reshape(v, (1, m))
 
 
@@ -327,7 +328,7 @@ def squared_spectral_norm(X, weights, fit_intercept, n_iter=300, seed=0):
     """
     xp = namespace(weights)
     start = np.random.default_rng(seed).standard_normal(X.shape[1] + 1)
-    v = xp.asarray(start[:-1], dtype=weights.dtype, device=weights.device)
+    v = xp.asarray(start[:-1], dtype=weights.dtype, device=array_api_compat.device(weights))
     c = float(start[-1]) if fit_intercept else 0.0
     estimate = 0.0
     for _ in range(n_iter):

@@ -2,6 +2,8 @@ r"""Multinomial datafit :math:`F(W, b) = \sum_i a_i (\log\sum_k e^{z_{ik}} - \su
 
 from __future__ import annotations
 
+import array_api_compat
+
 from normpen._array import namespace
 from normpen.linear.datafits.base import Datafit, float_target, xlogx
 
@@ -41,7 +43,7 @@ class Multinomial(Datafit):
             if bool(xp.any(labels < 0)):
                 raise ValueError("Multinomial class labels must be 0..K-1; encode them with LabelEncoder")
             n_classes = int(xp.max(labels)) + 1 if labels.shape[0] else 1
-            classes = xp.arange(n_classes, dtype=xp.int64, device=labels.device)
+            classes = xp.arange(n_classes, dtype=xp.int64, device=array_api_compat.device(labels))
             return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), xp.float64)
         Y = float_target(y, 2, "Multinomial")
         if bool(xp.any(Y < 0)) or not bool(xp.all(xp.abs(xp.sum(Y, axis=1) - 1) <= 1e-6)):
@@ -71,7 +73,7 @@ class Multinomial(Datafit):
         p = xp.exp(self._log_softmax(z))
         weighted = xp.reshape(weights, (-1, 1)) * p
         mean = xp.sum(weighted, axis=0)
-        eye = xp.eye(z.shape[1], dtype=z.dtype, device=z.device)
+        eye = xp.eye(z.shape[1], dtype=z.dtype, device=array_api_compat.device(z))
         return eye * xp.reshape(mean, (1, -1)) - weighted.T @ p
 
     def canonical_intercept(self, b):

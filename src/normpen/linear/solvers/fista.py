@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import array_api_compat
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
@@ -170,7 +171,7 @@ class _TensorData:
             raise ValueError(f"X must be 2-D (samples x features), got shape {tuple(X.shape)}")
         self.X, self.datafit, self.fit_intercept = X, datafit, bool(fit_intercept)
         xp = namespace(X)
-        self.y = xp.astype(datafit.encode_target(xp.asarray(y, device=X.device)), X.dtype)
+        self.y = xp.astype(datafit.encode_target(xp.asarray(y, device=array_api_compat.device(X))), X.dtype)
         if self.y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {self.y.shape[0]}")
         self.weights = normalize_weights(sample_weight, X.shape[0], X)
@@ -181,7 +182,7 @@ class _TensorData:
 
     def zeros(self, shape):
         xp = namespace(self.X)
-        return xp.zeros(shape, dtype=self.X.dtype, device=self.X.device)
+        return xp.zeros(shape, dtype=self.X.dtype, device=array_api_compat.device(self.X))
 
 
 def _is_tensor(X):
