@@ -22,7 +22,7 @@ def test_every_check_passes_in_quick_and_full_mode_with_the_same_checks(quick_re
         failed = [(c.name, c.measured, c.expected) for c in result.checks if not c.passed]
         assert not failed
     assert [c.name for c in quick_result.checks] == [c.name for c in full.checks]
-    assert len(quick_result.figures["gradients"].get_axes()) == 3
+    assert len(quick_result.figures["gradients"].get_axes()) == 4
 
 
 def test_the_embeddings_hold_right_and_confused_anchors_over_four_decades_of_norm():
@@ -46,8 +46,13 @@ SCALING = "x̂·k̂ logits: max ‖c·∇L(cx) − ∇L(x)‖ / ‖∇L(x)‖, c
 CLOSED = "x̂·k̂ logits: max relative error of the closed-form gradient vs autograd"
 FORCE = "x·k̂ logits: max |(−∂L/∂‖x‖ by autograd) − (cos₊ − Σpᵢcosᵢ)/τ| · τ"
 RIGHT = "x·k̂ logits: (right anchor, norm) pairs with a norm force < 0 beyond rounding"
-CONFUSED = f"x·k̂ logits: confused anchors whose norm force is ≥ 0 at ‖x‖ = {ne._SHARP:g}τ"
+CONFUSED = (
+    f"x·k̂ logits: confused anchors (cosine gap ≥ W(N/e)/R) whose norm force is ≥ 0 at ‖x‖ = R·τ = {ne._SHARP:g}τ"
+)
 CONVEX = "x·k̂ logits: (anchor, norm) pairs where the force grows with ‖x‖ (L not convex in ‖x‖)"
+STEP = "x̂·k̂ logits, gradient descent: max |‖x_{t+1}‖² − ‖x_t‖² − η²‖∇L‖²| / ‖x_{t+1}‖²"
+GROWN = f"x̂·k̂ logits, gradient descent: confused anchors whose norm did not grow in {ne._N_STEPS} steps"
+FASTEST = "x̂·k̂ logits, gradient descent: mean growth of ‖x‖², confused / right anchors"
 
 
 def _soft_unit(v):
@@ -71,6 +76,23 @@ def _flipped_force(anchors, keys, positives, temperature):
     return -contrastive.norm_force(anchors, keys, positives, temperature)
 
 
+_AUTOGRAD_GRADIENT = ne.autograd_gradient
+
+
+def _the_texts_gradient(embeddings, anchors, normalize):
+    """The gradient the text describes: the true one plus a radial pull −(cos₊ − Σpᵢcosᵢ)/τ² · x.
+
+    The extra 1/τ gives the radial part the size of the tangential one (both carry one 1/τ per cosine).
+    """
+    force = contrastive.norm_force(anchors, embeddings.keys, embeddings.positives, ne.TEMPERATURE)
+    return _AUTOGRAD_GRADIENT(embeddings, anchors, normalize) - force[:, None] * anchors / ne.TEMPERATURE
+
+
+def _swapped_right(self):
+    """Right and confused anchors swapped."""
+    return (self.anchors @ self.keys.T).argmax(dim=1) != self.positives
+
+
 WRONG = {
     "a normalisation that is not scale invariant": (
         contrastive,
@@ -81,6 +103,8 @@ WRONG = {
     "a closed form without 1/‖x‖": (ne, "info_nce_grad", _gradient_without_the_norm, {CLOSED}),
     "the force with a uniform average": (ne, "norm_force", _uniform_average_force, {FORCE, CONFUSED}),
     "the force with the wrong sign": (ne, "norm_force", _flipped_force, {FORCE, RIGHT, CONFUSED, CONVEX}),
+    "the text's radial force in the descent": (ne, "autograd_gradient", _the_texts_gradient, {STEP, GROWN}),
+    "right and confused swapped": (ne.Embeddings, "right", property(_swapped_right), {FASTEST, RIGHT}),
 }
 
 
@@ -95,3 +119,10 @@ def test_a_wrong_ingredient_fails_its_checks(monkeypatch, scenario):
 def test_every_check_is_failed_by_some_wrong_ingredient(quick_result):
     targeted = set().union(*(must_fail for *_, must_fail in WRONG.values()))
     assert targeted == {c.name for c in quick_result.checks}
+
+
+def test_the_verdict_refutes_the_text_with_the_descent_checks_as_evidence(quick_result):
+    verdict = ne.EXPERIMENT.verdict
+    assert verdict.status == "refuted"
+    assert {STEP, GROWN, FASTEST, RADIAL} == set(verdict.evidence)
+    assert all(c.passed for c in quick_result.checks if c.name in verdict.evidence)
