@@ -47,7 +47,8 @@ CLOSED = "x̂·k̂ logits: max relative error of the closed-form gradient vs aut
 FORCE = "x·k̂ logits: max |(−∂L/∂‖x‖ by autograd) − (cos₊ − Σpᵢcosᵢ)/τ| · τ"
 RIGHT = "x·k̂ logits: (right anchor, norm) pairs with a norm force < 0 beyond rounding"
 CONFUSED = (
-    f"x·k̂ logits: confused anchors (cosine gap ≥ W(N/e)/R) whose norm force is ≥ 0 at ‖x‖ = R·τ = {ne._SHARP:g}τ"
+    "x·k̂ logits: confused anchors (cosine gap ≥ W(N/e)/R) whose norm force is ≥ 0 at ‖x‖ = R·τ = "
+    f"{ne._SHARP:g}τ"
 )
 CONVEX = "x·k̂ logits: (anchor, norm) pairs where the force grows with ‖x‖ (L not convex in ‖x‖)"
 STEP = "x̂·k̂ logits, gradient descent: max |‖x_{t+1}‖² − ‖x_t‖² − η²‖∇L‖²| / ‖x_{t+1}‖²"

@@ -198,7 +198,7 @@ def _full_normalization_checks(e: Embeddings) -> tuple[list[Check], torch.Tensor
     return checks, gradient
 
 
-def _descent_checks(e: Embeddings, squared_norms: torch.Tensor, squared_gradients: torch.Tensor) -> list[Check]:
+def _descent_checks(e: Embeddings, squared_norms, squared_gradients) -> list[Check]:
     growth = squared_norms[-1] - squared_norms[0]
     right = e.right
     return [
