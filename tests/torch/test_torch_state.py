@@ -109,9 +109,18 @@ def test_a_bad_state_changes_nothing():
 
     bad = dict(good, multipliers={"2": torch.tensor(9.0, dtype=torch.float64)})
     bad["anchors"] = {"3": {"fc.weight": torch.zeros(2, 2)}}  # wrong shape: found after the multiplier
-    with pytest.raises(ValueError, match="the anchors for 'fc.weight' does not fit"):
+    with pytest.raises(ValueError, match="rule 3's anchors of 'fc.weight' in the state has shape"):
         reg.load_state_dict(bad)
     assert torch.equal(reg.rules[2].multiplier, multiplier)
+    for value, error in [
+        (torch.full((3,), 9.0), "shape"),
+        (torch.tensor(float("nan")), "not finite"),
+        (torch.tensor(-1.0), "negative"),
+        (9.0, "must be a tensor"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=error):  # issue 13 item 6: checked before applied
+            reg.load_state_dict(dict(good, multipliers={"2": value}))
+        assert torch.equal(reg.rules[2].multiplier, multiplier)
 
     with pytest.raises(ValueError, match="not a Regularizer state dict"):
         reg.load_state_dict({"multipliers": {}})

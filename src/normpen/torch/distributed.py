@@ -18,22 +18,25 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch._dynamo.eval_frame import OptimizedModule
 
 __all__ = ["unwrap_model", "world_size", "all_reduce_mean_", "all_reduce_sum_"]
 
 
 def unwrap_model(model):
-    """The module a wrapper trains: ``model.module`` for DDP and DataParallel, else ``model``.
+    """The module a wrapper trains: ``model.module`` for DDP and DataParallel, the original module of
+    ``torch.compile(model)``, else ``model``.
 
-    Parameter names (and so ``select`` globs) are those of the unwrapped
-    module, so one set of rules serves a model with and without DDP. Raises
+    Parameter names (and so ``select`` globs and state-dict keys) are those of
+    the unwrapped module, so one set of rules serves a model with and without
+    DDP or compilation (no ``_orig_mod.`` prefix). Raises
     ``TypeError`` for a non-module and for sharded (FSDP/DTensor) parameters.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    while isinstance(model, wrappers):
-        model = model.module
+    while isinstance(model, (*wrappers, OptimizedModule)):
+        model = model._orig_mod if isinstance(model, OptimizedModule) else model.module
     if _is_sharded(model):
         raise TypeError(
             "sharded parameters (FSDP or DTensor) are not supported: structured penalties need whole "

@@ -458,9 +458,15 @@ class Bucket:
         self.operation = getattr(kernel, f"{method}_")
         self.residuals = residuals
         self.params = [s.param for s in slots]
-        self.dtype = work_dtype(self.params[0].dtype)
+        self.param_dtype, self.device = self.params[0].dtype, self.params[0].device
+        self.dtype = work_dtype(self.param_dtype)
         self.data = kernel.prepare(slots, self.dtype, method)
         self._subsets = {}
+
+    def is_stale(self):
+        """The tensors were cast or moved since the bucket was built: its data and residuals no longer fit."""
+        first = self.params[0]
+        return first.dtype != self.param_dtype or first.device != self.device
 
     def apply_(self, argument):
         """Run the kernel operation with ``argument`` (step or radius) on the live tensors.

@@ -7,7 +7,8 @@ step hooks. Per optimizer step:
 .. code-block:: text
 
     pre-step hook   checks (raise before anything is modified), then
-                    decoupled:    theta <- theta - lr * grad P(theta)   (AdamW's place)
+                    decoupled:    theta <- theta - lr * grad P(theta)   (AdamW's place:
+                                  after the closure when step(closure) is called)
     optimizer.step  the user's update (coupled and lagrangian terms arrive through the loss)
     post-step hook  proximal:     theta <- prox_{lr P}(theta)
                     constrained:  theta <- project(theta, radius)
@@ -19,11 +20,19 @@ rate for ``schedule="fixed"``). All per-step work is foreach (multi-tensor)
 operations with no host synchronisation, on buckets and buffers built when
 the optimizer is wrapped (rebuilt when its param groups change): no Python
 work per tensor per step beyond the kernels' own calls.
+
+A step that raises changes nothing: every hyperparameter the update reads is
+checked before the first tensor is modified, and a closure runs before the
+decoupled decay. The regularizer's state rides in ``optimizer.state_dict()``
+(under :data:`STATE_KEY`), so any framework that checkpoints the optimizer
+checkpoints the regularizer too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import warnings
 import weakref
 
@@ -37,13 +46,15 @@ from normpen.torch.report import Report, RuleReport, tensor_report
 from normpen.torch.rules import VALUE_MODES, Rule, parameter_entries, select_entries
 from normpen.torch.scaling import base_lr, rule_lr
 
-__all__ = ["Regularizer"]
+__all__ = ["Regularizer", "STATE_KEY"]
 
 #: Modes whose work is done by the optimizer hooks, in the order the post hook runs them.
 STEP_MODES = ("decoupled", "proximal", "constrained")
 #: The kernel operation of each step mode.
 METHODS = {"decoupled": "decay", "proximal": "prox", "constrained": "project"}
 _FORMAT = "normpen.torch.Regularizer/1"
+#: The key of the regularizer's state inside a wrapped optimizer's ``state_dict()``.
+STATE_KEY = "normpen_regularizer"
 
 
 @dataclasses.dataclass(eq=False)
@@ -70,6 +81,7 @@ class _Wrapped:
     base_lrs: list
     layout: tuple = ()
     penalty_seen: bool = False
+    pending_state: dict | None = None
     pre: list = dataclasses.field(default_factory=list)
     post: list = dataclasses.field(default_factory=list)
     model_constraints: list = dataclasses.field(default_factory=list)
@@ -160,7 +172,7 @@ class Regularizer:
 
     def _claim_rules(self):
         """Tie the rules to this regularizer and give lagrangian rules their multiplier."""
-        for rule, slots in zip(self.rules, self._slots, strict=True):
+        for rule in self.rules:
             owner = getattr(rule, "_owner", None)
             if owner is not None and owner() is not None and owner() is not self:
                 raise ValueError(
@@ -169,10 +181,45 @@ class Regularizer:
                 )
             rule._owner = weakref.ref(self)
             if rule.mode == "lagrangian":
+                rule.multiplier = torch.tensor(rule.multiplier_init, dtype=torch.float64)
+        self._place_multipliers()
+
+    def _place_multipliers(self):
+        """Each multiplier on its rule's first tensor's device, in that tensor's working dtype."""
+        for rule, slots in zip(self.rules, self._slots, strict=True):
+            if rule.multiplier is not None:
                 like = slots[0].param if slots else next(self.model.parameters(), None)
                 device = like.device if like is not None else torch.device("cpu")
                 dtype = work_dtype(like.dtype) if like is not None else torch.get_default_dtype()
-                rule.multiplier = torch.tensor(rule.multiplier_init, dtype=dtype, device=device)
+                rule.multiplier = rule.multiplier.detach().to(device=device, dtype=dtype)
+
+    def _rebind(self):
+        """Look every rule's tensors up again by name in the model as it is now.
+
+        Follows casts (``.to(dtype)``, ``.half()``), moves and replaced
+        parameter objects. Each rule must still select the same names: if not,
+        a ``ValueError`` names the rule and both lists. The float32 residuals
+        follow the parameters' dtypes (kept where a parameter stays low
+        precision with the same shape), the multipliers their device.
+        """
+        slots = self._bind_slots()
+        for rule, old, new in zip(self.rules, self._slots, slots, strict=True):
+            before, now = [s.name for s in old], [s.name for s in new]
+            if before != now:
+                raise ValueError(
+                    f"the model changed after the Regularizer was built: rule {rule.describe()!r} selected "
+                    f"{before[:6]} then and {now[:6]} now; build the Regularizer on the model you train"
+                )
+        self._slots = slots
+        residuals = self._make_residuals()
+        for name, residual in residuals.items():
+            kept = self._residuals.get(name)
+            if kept is not None and kept.shape == residual.shape:
+                residual.copy_(kept)
+        self._residuals = residuals
+        self._place_multipliers()
+        for wrapped in self._wrapped:
+            self._build_actions(wrapped)
 
     def _make_residuals(self):
         """float32 residuals of the float16/bfloat16 parameters that the step hooks update."""
@@ -239,24 +286,37 @@ class Regularizer:
     # ---- optimizer hooks --------------------------------------------------------------
 
     def wrap(self, optimizer):
-        """Attach the rules to ``optimizer`` through its step hooks and return the same object.
+        """Attach the rules to ``optimizer`` through its step and state-dict hooks; return the same object.
 
-        Every parameter of a decoupled, proximal or constrained rule must be in
-        some wrapped optimizer (checked at the first step, so several
-        optimizers can be wrapped one after the other); its param group's
-        ``lr`` is the step. Warns when a parameter under an L2 rule also gets
-        the optimizer's own ``weight_decay`` (it would be decayed twice).
+        The rules' tensors are looked up again by name in the model as it is
+        now, so a model cast (``.to(torch.bfloat16)``, ``.half()``), moved or
+        compiled after the regularizer was built is followed. Every parameter
+        of a decoupled, proximal or constrained rule must be in some wrapped
+        optimizer (checked at the first step, so several optimizers can be
+        wrapped one after the other); its param group's ``lr`` is the step.
+        Warns when a parameter under an L2 rule also gets the optimizer's own
+        ``weight_decay`` (it would be decayed twice).
+
+        ``optimizer.state_dict()`` then holds this regularizer's
+        :meth:`state_dict` under :data:`STATE_KEY`, and
+        ``optimizer.load_state_dict()`` restores it (checked before the
+        optimizer loads anything), so checkpoints written by Lightning,
+        transformers' Trainer or accelerate carry it.
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if any(w.optimizer is optimizer for w in self._wrapped):
             raise ValueError("this optimizer is already wrapped by this regularizer")
+        self._rebind()
         wrapped = _Wrapped(optimizer, [], [base_lr(g) for g in optimizer.param_groups])
         self._build_actions(wrapped)
         self._warn_double_decay(optimizer)
         wrapped.handles = [
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
+            optimizer.register_state_dict_post_hook(self._save_into_optimizer_state),
+            optimizer.register_load_state_dict_pre_hook(self._take_from_optimizer_state),
+            optimizer.register_load_state_dict_post_hook(self._apply_taken_state),
         ]
         self._wrapped.append(wrapped)
         self._coverage_checked = False
@@ -331,8 +391,43 @@ class Regularizer:
                     return
 
     def _pre_step(self, optimizer, args, kwargs):
+        """Checks, then the decoupled decay: now, or right after the closure's first call."""
         wrapped = self._find(optimizer)
-        self._check_step(wrapped)
+        self._check_structure(wrapped)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if closure is None:
+            self._begin_update(wrapped)
+            return None
+        return args[:1], {**kwargs, "closure": self._closure_then_decay(wrapped, closure)}
+
+    def _closure_then_decay(self, wrapped, closure):
+        """``closure`` that, after its first call, checks the step and applies the decoupled decay.
+
+        ``optimizer.step(closure)`` evaluates the loss (and so
+        ``reg.penalty()``) inside the step; AdamW decays after that first
+        evaluation, and so does this. A closure that raises leaves the
+        regularizer's per-step records as they were.
+        """
+        first_call = True
+
+        def closure_then_decay():
+            nonlocal first_call
+            records = dict(self._constraint_values), wrapped.penalty_seen
+            try:
+                loss = closure()
+            except BaseException:
+                self._constraint_values, wrapped.penalty_seen = records
+                raise
+            if first_call:
+                first_call = False
+                self._begin_update(wrapped)
+            return loss
+
+        return closure_then_decay
+
+    def _begin_update(self, wrapped):
+        """The checks that need this step's loss, then the decoupled decay (AdamW's place)."""
+        self._check_values(wrapped)
         for action in wrapped.pre:
             action.bucket.apply_(action.argument(wrapped.base_lrs))
 
@@ -353,13 +448,26 @@ class Regularizer:
         with torch.no_grad():
             rule.multiplier.add_(value.sub_(rule.budget), alpha=rule.dual_lr).clamp_(min=0)
 
-    def _check_step(self, wrapped):
-        """Everything that can fail, checked before the first parameter is modified (Python state only)."""
+    def _check_structure(self, wrapped):
+        """What can fail before the loss is known, checked before any tensor is modified.
+
+        Param groups changed since the last step (rebuild the buckets), the
+        model cast or moved since the wrap (look the tensors up again), every
+        parameter covered, and every group's hyperparameters of the types the
+        optimizer's defaults have (so the optimizer cannot fail half-way
+        through an update the regularizer has begun).
+        """
+        if any(action.bucket.is_stale() for action in wrapped.pre + wrapped.post):
+            self._rebind()
         if _layout(wrapped.optimizer.param_groups) != wrapped.layout:
             self._build_actions(wrapped)
             self._coverage_checked = False
         if not self._coverage_checked:
             self._check_coverage()
+        _check_hyperparameters(wrapped.optimizer)
+
+    def _check_values(self, wrapped):
+        """The lagrangian rules have this step's constraint value; warn when the coupled term is missing."""
         missing = [r.describe() for r in wrapped.dual_rules if r not in self._constraint_values]
         if missing:
             raise RuntimeError(
@@ -372,7 +480,7 @@ class Regularizer:
                 f"optimizer.step() without reg.penalty() since the last step: the coupled rules {coupled} "
                 "are not in this update; add reg.penalty() to the loss",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def _check_coverage(self):
@@ -457,12 +565,19 @@ class Regularizer:
         return state
 
     def load_state_dict(self, state):
-        """Restore :meth:`state_dict`; everything is checked (and built) before anything changes.
+        """Restore :meth:`state_dict`: the whole state is checked first, then applied; nothing half-loaded.
 
-        The rules must be the same (modes and selected names, in order).
-        Raises ``ValueError`` naming the first mismatch.
+        The rules must be the same (modes and selected names, in order);
+        multipliers 0-d, finite and nonnegative; residuals, anchors and Fisher
+        weights of the right shapes and finite (Fisher nonnegative). Raises
+        ``ValueError`` (``TypeError`` for a value that is not a tensor) naming
+        the first problem, with the regularizer unchanged.
         """
         self._check_state(state)
+        self._apply_state(state)
+
+    def _apply_state(self, state):
+        """Apply a state :meth:`_check_state` accepted (only the model-level loads can fail, undone)."""
         penalties = {
             i: _with_anchors(rule.penalty, state["anchors"][str(i)], state["fisher"].get(str(i), {}))
             for i, rule in enumerate(self.rules)
@@ -480,6 +595,32 @@ class Regularizer:
         self._slots = self._bind_slots()
         for wrapped in self._wrapped:
             self._build_actions(wrapped)
+
+    def _save_into_optimizer_state(self, optimizer, state_dict):
+        """Optimizer state-dict post hook: add this regularizer's state under :data:`STATE_KEY`."""
+        state_dict[STATE_KEY] = self.state_dict()
+        return state_dict
+
+    def _take_from_optimizer_state(self, optimizer, state_dict):
+        """Optimizer load pre hook: check the regularizer's state and keep it until the optimizer has loaded.
+
+        A checkpoint without :data:`STATE_KEY` (written before the optimizer
+        was wrapped) leaves the regularizer as it is.
+        """
+        wrapped = self._find(optimizer)
+        wrapped.pending_state = None
+        if STATE_KEY not in state_dict:
+            return None
+        self._check_state(state_dict[STATE_KEY])
+        wrapped.pending_state = state_dict[STATE_KEY]
+        return {key: value for key, value in state_dict.items() if key != STATE_KEY}
+
+    def _apply_taken_state(self, optimizer):
+        """Optimizer load post hook: apply the state the pre hook checked."""
+        wrapped = self._find(optimizer)
+        state, wrapped.pending_state = wrapped.pending_state, None
+        if state is not None:
+            self._apply_state(state)
 
     def _stateful_model_rules(self):
         """``(index, rule)`` of the model-level rules whose penalty or constraint has a state dict."""
@@ -499,8 +640,18 @@ class Regularizer:
             raise ValueError(f"a model-level rule's state does not fit: {err}") from err
 
     def _check_state(self, state):
+        """Everything :meth:`_apply_state` needs is there, fits this regularizer and is finite."""
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"not a Regularizer state dict (expected format {_FORMAT!r})")
+        for key, kind in (
+            ("rules", list),
+            ("multipliers", dict),
+            ("anchors", dict),
+            ("fisher", dict),
+            ("residuals", dict),
+        ):
+            if not isinstance(state.get(key), kind):
+                raise ValueError(f"the state's {key!r} must be a {kind.__name__}, got {type(state.get(key))}")
         saved = state["rules"]
         mine = [{"mode": r.mode, "names": self.names(r)} for r in self.rules]
         if len(saved) != len(mine):
@@ -512,8 +663,9 @@ class Regularizer:
                     f"{b['mode']} on {b['names'][:5]}"
                 )
         for name, residual in state["residuals"].items():
-            if name not in self._residuals or residual.shape != self._residuals[name].shape:
+            if name not in self._residuals:
                 raise ValueError(f"residual {name!r} does not match a low-precision parameter here")
+            _check_state_tensor(residual, f"residual {name!r}", self._residuals[name].shape)
         stateful = {str(i) for i, _ in self._stateful_model_rules()}
         if set(state.get("model_level", {})) != stateful:
             raise ValueError(
@@ -523,18 +675,78 @@ class Regularizer:
         for i, rule in enumerate(self.rules):
             if (str(i) in state["multipliers"]) != (rule.multiplier is not None):
                 raise ValueError(f"rule {i}: a multiplier is in only one of the state and the rule")
-            anchored = {s.name: s for s in self._slots[i] if isinstance(s.penalty, Anchored)}
-            for key in ("anchors", "fisher"):
-                given = state[key].get(str(i), {})
-                for name, tensor in given.items():
-                    if name not in anchored or tuple(tensor.shape) != tuple(anchored[name].param.shape):
-                        raise ValueError(
-                            f"rule {i}: the {key} for {name!r} does not fit an anchored tensor here"
-                        )
-                if key == "anchors" and str(i) in state[key] and set(given) != set(anchored):
-                    raise ValueError(
-                        f"rule {i}: the state's anchors cover {sorted(given)}, not {sorted(anchored)}"
-                    )
+            if rule.multiplier is not None:
+                multiplier = state["multipliers"][str(i)]
+                _check_state_tensor(multiplier, f"rule {i}'s multiplier", (), nonnegative=True)
+            self._check_anchored_state(i, state)
+
+    def _check_anchored_state(self, i, state):
+        """Rule ``i``'s saved anchors (all of its anchored tensors) and Fisher weights fit and are finite."""
+        anchored = {s.name: s for s in self._slots[i] if isinstance(s.penalty, Anchored)}
+        for key in ("anchors", "fisher"):
+            given = state[key].get(str(i), {})
+            for name, tensor in given.items():
+                if name not in anchored:
+                    raise ValueError(f"rule {i}: the {key} for {name!r} does not fit an anchored tensor here")
+                _check_state_tensor(
+                    tensor, f"rule {i}'s {key} of {name!r}", anchored[name].param.shape, key == "fisher"
+                )
+            if key == "anchors" and str(i) in state[key] and set(given) != set(anchored):
+                raise ValueError(
+                    f"rule {i}: the state's anchors cover {sorted(given)}, not {sorted(anchored)}"
+                )
+
+
+def _check_state_tensor(value, what, shape, nonnegative=False):
+    """A saved tensor: a tensor of ``shape``, finite, and ``>= 0`` where asked."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} in the state must be a tensor, got {type(value).__name__}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{what} in the state has shape {tuple(value.shape)}, expected {tuple(shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{what} in the state is not finite (NaN or inf); the checkpoint is damaged")
+    if nonnegative and bool((value < 0).any()):
+        raise ValueError(f"{what} in the state is negative; it must be >= 0")
+
+
+def _check_hyperparameters(optimizer):
+    """Every param group's hyperparameters are of the kind of the optimizer's defaults, its ``lr`` >= 0.
+
+    Checked before the regularizer modifies anything, so that the optimizer
+    does not fail half-way through the step (``betas="bad"``, a group with
+    ``lr="0.1"``): a failed step then changes nothing.
+    """
+    for index, group in enumerate(optimizer.param_groups):
+        for key, default in optimizer.defaults.items():
+            if key in group and not _same_kind(group[key], default):
+                raise TypeError(
+                    f"param group {index} of {type(optimizer).__name__} has {key}={group[key]!r}, not of "
+                    f"the kind of its default {default!r}; fix the group (this step changed nothing)"
+                )
+        lr = group.get("lr")
+        if isinstance(lr, numbers.Real) and not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(
+                f"param group {index} has lr={lr!r}; a learning rate is finite and >= 0 (this step changed "
+                "nothing)"
+            )
+
+
+def _same_kind(value, default):
+    """``value`` may stand where ``default`` does: bool for bool, a number (or 1-element tensor) for a
+    number, a sequence of the same length for a sequence; anything for other defaults."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, numbers.Real):
+        if isinstance(value, torch.Tensor):
+            return value.numel() == 1
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(default, (tuple, list)):
+        return (
+            isinstance(value, (tuple, list))
+            and len(value) == len(default)
+            and all(_same_kind(v, d) for v, d in zip(value, default, strict=True))
+        )
+    return True
 
 
 def _with_anchors(penalty, anchors, fishers):
