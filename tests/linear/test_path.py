@@ -4,7 +4,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import dataclasses
+import importlib
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +17,9 @@ from sklearn.linear_model import lasso_path
 
 from normpen.experiments.elastic_net_grouping import make_problem, standardized
 from normpen.linear.datafits import Hinge, Logistic, MultitaskQuadratic, Quadratic
-from normpen.linear.path import lambda_grid, lambda_max, path
-from normpen.linear.solvers.cd import coordinate_descent
+from normpen.linear.path import SolverDivergedError, lambda_grid, lambda_max, path
+from normpen.linear.solvers.cd import _polish_support, coordinate_descent
+from normpen.linear.solvers.cd import solve as cd_solve
 from normpen.linear.solvers.fista import fista
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
@@ -159,3 +163,63 @@ def test_path_reaches_tiny_gaps_on_near_duplicate_columns(penalty):
             np.testing.assert_allclose(coef[support], closed_form, rtol=1e-7, atol=1e-9)
             residual = y - X @ coef - intercept
             assert np.all(np.abs(X.T @ residual) / n <= lam * (1 + 1e-8))
+
+
+COLLINEAR_ONEHOT = Path(__file__).parent / "data" / "collinear_onehot.npz"
+path_module = importlib.import_module("normpen.linear.path")  # the package re-exports path() over it
+
+
+def test_lasso_path_on_collinear_one_hot_columns_converges_to_bounded_coefficients():
+    # Two one-hot encoded factors with every level kept: their columns sum to the same constant, so the
+    # design has a null space inside the penalized columns. One reported run returned coefficients of
+    # 1.97e13 (gap 7.5e10): the support polish solved a singular Hessian. Any lasso solution has
+    # lam * ||w||_1 <= P0, which bounds every coefficient.
+    data = np.load(COLLINEAR_ONEHOT)
+    X, y, lams = data["X"], data["y"], data["lams"]
+    result = path(X, y, Quadratic(), L1(1.0), lams=lams)
+    assert np.all(result.dual_gaps <= 1e-4 * result.gap_scale)
+    assert np.all(np.abs(result.coefs).sum(axis=1) <= result.gap_scale / result.lams)
+
+
+def test_support_polish_refuses_a_singular_hessian():
+    # Columns a, b and a + b on the support: Q_SS is singular, yet with a perturbation of one ulp LAPACK
+    # returns a step of size ~1/eps instead of raising. The polish must leave the point as it was.
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 40))
+    X = np.column_stack([a, b, a + b])
+    Q = X.T @ X / 40
+    Q[2, 2] = np.nextafter(Q[2, 2], np.inf)
+    B = np.array([[0.5], [0.25], [-0.125]])
+    grad = np.array([-0.3, -0.2, 0.1])
+    alpha = np.full(3, 0.1)
+    sigma = np.sign(B[:, 0])
+    step = np.linalg.solve(Q, -(grad + alpha * sigma))
+    # what the polish used to take: a step of ~1e14 along the null space (1, 1, -1) that keeps the signs
+    assert np.max(np.abs(step)) > 1e6 and np.array_equal(np.sign(B[:, 0] + step), sigma)
+    np.testing.assert_array_equal(_polish_support(Q, grad, B, alpha, 0.0, False), B)
+
+
+def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, data):
+    X, y = data
+    good = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10)
+    calls = []
+
+    def diverging_once(problem, penalty, state, **options):
+        sol = cd_solve(problem, penalty, state, **options)
+        calls.append(state)
+        if len(calls) == 3:  # the third strength's warm-started solve blows up
+            return dataclasses.replace(sol, coef=sol.coef + 1e13, objective=1e13)
+        return sol
+
+    monkeypatch.setattr(path_module, "cd_solve", diverging_once)
+    recovered = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10)
+    assert len(calls) == 6  # one extra solve, from the null state
+    np.testing.assert_allclose(recovered.coefs, good.coefs, atol=1e-8)
+
+    def always_diverging(problem, penalty, state, **options):
+        sol = cd_solve(problem, penalty, state, **options)
+        return dataclasses.replace(sol, objective=float("nan"))
+
+    monkeypatch.setattr(path_module, "cd_solve", always_diverging)
+    with pytest.raises(SolverDivergedError, match="diverged at lam=.*collinear"):
+        path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2)

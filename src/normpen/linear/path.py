@@ -24,7 +24,7 @@ from normpen.linear.problem import Problem
 from normpen.linear.solvers.cd import solve as cd_solve
 from normpen.linear.solvers.fista import solve as fista_solve
 
-__all__ = ["Path", "path", "lambda_max", "lambda_grid"]
+__all__ = ["Path", "SolverDivergedError", "path", "lambda_max", "lambda_grid"]
 
 
 @dataclass(frozen=True)
@@ -202,17 +202,17 @@ def path(
     if use_cd:
         # the structure is built once (groups parsed once) and scaled to each strength
         unit = as_block_penalty(_unit(penalty), problem.coef_shape, positive)
-        state = _null_state(problem, unit)
+        null_state = _null_state(problem, unit)
         solve, at_strength, options = cd_solve, unit.scaled, solver_options
     else:
-        state = problem.zero_state()
+        null_state = problem.zero_state()
         solve, at_strength, options = fista_solve, penalty.with_lam, {**solver_options, "positive": positive}
+    options = {**options, "tol": tol, "max_iter": max_iter, "warn": False}
+    state = null_state.copy()
     results = []
     with _progress(progress, len(lams)) as advance:
-        for lam in lams:
-            sol = solve(
-                problem, at_strength(float(lam)), state, tol=tol, max_iter=max_iter, warn=False, **options
-            )
+        for lam in lams.tolist():
+            sol, state = _solve_or_restart(solve, problem, at_strength, lam, state, null_state, options)
             results.append(sol)
             advance()
     missed = [float(lam) for lam, sol in zip(lams, results, strict=True) if not sol.converged]
@@ -234,6 +234,41 @@ def path(
         converged=np.array([s.converged for s in results]),
         lambda_max=lam_max,
     )
+
+
+def _solve_or_restart(solve, problem, at_strength, lam, state, null_state, options):
+    """The solution at ``lam`` and the state to warm-start the next; a diverged solve restarts cold, once."""
+    sol = solve(problem, at_strength(lam), state, **options)
+    if not _diverged(sol, problem):
+        return sol, state
+    state = null_state.copy()
+    sol = solve(problem, at_strength(lam), state, **options)
+    if _diverged(sol, problem):
+        raise SolverDivergedError(
+            f"the solver diverged at lam={lam:.6g}: objective {sol.objective:.6g} is above the objective at "
+            f"zero {problem.objective_at_zero():.6g} even from a cold start; the design is probably "
+            "ill-conditioned (collinear columns, extreme scales): drop or merge collinear columns, "
+            "standardise X, or raise the smallest strength"
+        )
+    return sol, state
+
+
+class SolverDivergedError(ArithmeticError):
+    """A solve ended worse than the zero solution (or not finite), even when restarted from it."""
+
+
+def _diverged(sol, problem):
+    r"""True when a solution is not finite or its objective exceeds :math:`P_0 = \min_b F(0, b)`.
+
+    Every penalty vanishes at zero, so the optimum is at most :math:`P_0`; a
+    solver may stop above the optimum by its tolerance, :math:`\text{tol}\cdot P_0`
+    at most, so an objective above :math:`P_0(1 + \text{tol}) \le 2P_0` means it
+    moved away from the optimum, not towards it. The test allows :math:`P_0`
+    (all of the tolerance range) plus 64 ulps.
+    """
+    scale = problem.objective_at_zero()
+    finite = all(np.all(np.isfinite(a)) for a in (sol.coef, sol.intercept, sol.objective))
+    return not finite or sol.objective > 2 * scale + 64 * np.finfo(np.float64).eps * abs(scale)
 
 
 def _scaled(penalty, lam):

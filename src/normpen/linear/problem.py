@@ -71,6 +71,10 @@ class State:
     z: np.ndarray
     gradient: tuple | None = None
 
+    def copy(self):
+        """A state at the same point that moving does not share (the cached gradient is read-only)."""
+        return State(self.W.copy(), self.b.copy(), self.z.copy(), self.gradient)
+
 
 @dataclass(frozen=True)
 class GapReport:

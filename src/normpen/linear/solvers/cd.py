@@ -572,10 +572,13 @@ def _polish_support(Q, grad, B, alpha, ridge, positive):
     sigma = np.sign(b[support])
     penalized = alpha[support] > 0
     hessian = Q[np.ix_(support, support)] + ridge * np.eye(support.size)
-    try:
-        delta = np.linalg.solve(hessian, -(grad[support] + ridge * b[support] + alpha[support] * sigma))
-    except np.linalg.LinAlgError:
+    # Collinear columns on the support make the Hessian singular: the minimiser is then not unique and a
+    # solve may return a huge step along the null space (which LAPACK kernel is used decides whether it
+    # raises). Its eigenvalues are computed to |S| eps times the largest; below that it counts as singular.
+    curvatures = np.linalg.eigvalsh(hessian)
+    if not curvatures[0] > support.size * np.finfo(np.float64).eps * curvatures[-1]:
         return B
+    delta = np.linalg.solve(hessian, -(grad[support] + ridge * b[support] + alpha[support] * sigma))
     new = b[support] + delta
     if np.any(np.sign(new[penalized]) != sigma[penalized]):
         return B
