@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from normpen import __version__
 from normpen.cli import app
 from normpen.experiments import registry
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOID_ELEMENTS = {"meta", "img", "br", "hr", "link", "input"}
@@ -39,6 +39,9 @@ class ReportPage(HTMLParser):
         self.tags = []
         self.summary_links = []
         self.summary_rows = []
+        self.failing_links = []
+        self.summary_badges = []
+        self._in_failing = False
         self.sections = {}
         self._section = self._table = self._row = self._cell = None
         self.feed(html)
@@ -51,7 +54,9 @@ class ReportPage(HTMLParser):
         if tag not in VOID_ELEMENTS:
             self.stack.append(tag)
         if tag == "section":
-            self._section = {"images": [], "check_rows": [], "text": [], "classes": attrs.get("class")}
+            self._section = {
+                "images": [], "check_rows": [], "text": [], "classes": attrs.get("class"), "badges": []
+            }
             self.sections[attrs["id"]] = self._section
         elif tag == "table":
             self._table = attrs.get("class")
@@ -63,12 +68,21 @@ class ReportPage(HTMLParser):
             self._section["images"].append(attrs["src"])
         elif tag == "a" and self._table == "summary":
             self.summary_links.append(attrs["href"])
+        elif tag == "a" and self._in_failing:
+            self.failing_links.append(attrs["href"])
+        elif tag == "p" and attrs.get("id") == "failing":
+            self._in_failing = True
+        elif tag == "span" and "badge" in attrs.get("class", "").split():
+            badges = self._section["badges"] if self._section is not None else self.summary_badges
+            badges.append(attrs["class"].split()[1])
 
     def handle_endtag(self, tag):
         assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
         self.stack.pop()
         if tag == "section":
             self._section = None
+        elif tag == "p":
+            self._in_failing = False
         elif tag == "table":
             self._table = None
         elif tag in ("td", "th"):
@@ -102,11 +116,17 @@ def _figure():
     return fig
 
 
-def _fake(name, checks, claim="The fake claim holds.", figures=("curve",)):
-    def compute(quick, seed):
-        return Result(checks=checks(), figures={f: _figure() for f in figures})
+CONFIRMED = Verdict("confirmed", "It holds as written.")
 
-    return Experiment(name=name, title=f"Fake {name}", seed_section="000 Fake", claim=claim, compute=compute)
+
+def _fake(name, checks, claim="The fake claim holds.", figures=("curve",), verdict=CONFIRMED):
+    def compute(quick, seed):
+        return Result(checks=checks(), figures={f: _figure() for f in figures}, notes=f"seed {seed}")
+
+    return Experiment(
+        name=name, title=f"Fake {name}", seed_section="000 Fake", claim=claim, compute=compute, seed=5,
+        verdict=verdict,
+    )
 
 
 def _raising(quick, seed):
@@ -114,7 +134,11 @@ def _raising(quick, seed):
 
 
 PASSING = _fake("passing", lambda: [Check.close("close enough", 1.0 + 1e-12, 1.0, atol=1e-9)])
-FAILING = _fake("failing", lambda: [Check.equal("ok", 1, 1), Check.at_most("gap shrinks", 0.5, 0.01)])
+def _failing_checks():
+    return [Check.equal("ok", 1, 1), Check.at_most("gap shrinks", 0.5, 0.01)]
+
+
+FAILING = _fake("failing", _failing_checks)
 RAISING = Experiment(
     name="raising", title="Raising", seed_section="000", claim="It raises.", compute=_raising
 )
@@ -135,7 +159,7 @@ def fakes(monkeypatch):
     "args, expected",
     [
         (["--help"], ["report", "list"]),
-        (["report", "--help"], ["--out", "--only", "--quick", "--force", "normpen-report"]),
+        (["report", "--help"], ["--out", "--only", "--quick", "--force", "--seed", "normpen-report"]),
         (["list", "--help"], ["List the experiments"]),
     ],
 )
@@ -162,6 +186,13 @@ def test_list_shows_every_registered_experiment_with_its_seed_section(runner):
     for experiment in registry.EXPERIMENTS:
         assert experiment.name in result.output
         assert experiment.seed_section.split(";")[0] in result.output
+
+
+def test_list_shows_the_verdict_of_each_experiment(runner, fakes):
+    fakes(PASSING, _fake("open", lambda: [Check.equal("n", 1, 1)], verdict=None))
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    assert "(confirmed)" in result.output and "(no verdict)" in result.output
 
 
 def test_the_installed_command_runs(tmp_path):
@@ -194,6 +225,10 @@ def test_quick_report_has_a_section_per_experiment_with_images_and_checks(runner
             assert (out / file).read_bytes() == png
         assert [row[0] for row in section["check_rows"]] == [c["name"] for c in record["checks"]]
         assert all(row[-1] == "pass" for row in section["check_rows"])
+        kinds = [row[5].split(" · ")[0] for row in section["check_rows"]]
+        assert kinds == [c["kind"] for c in record["checks"]]
+        status = record["verdict"]["status"] if record["verdict"] else "none"
+        assert section["badges"][0] == status
         assert set(record["checks"][0]) >= {"name", "measured", "expected", "tolerance", "passed"}
 
 
@@ -230,11 +265,77 @@ def test_a_raising_experiment_is_a_failed_section_with_its_traceback_and_the_run
     assert result.exit_code == 1
     assert "FAILED raising: raised RuntimeError: boom in the solver" in result.output
     page, results = _read_report(out)
-    assert [r["verdict"] for r in results["experiments"]] == ["error", "pass"]
+    assert [r["result"] for r in results["experiments"]] == ["error", "pass"]
+    assert page.failing_links == ["#exp-raising"]
     text = page.section_text("raising")
     assert "Traceback" in text and "RuntimeError: boom in the solver" in text
     assert page.sections["exp-raising"]["check_rows"] == []
     assert len(page.sections["exp-passing"]["images"]) == 1
+
+
+def test_the_page_shows_each_verdict_and_the_header_names_the_failing_experiments(runner, tmp_path, fakes):
+    narrowed = Verdict("narrowed", "Only for small gaps.", evidence=("gap shrinks",))
+    literature = Verdict("literature", "From a paper, not the texts.")
+    fakes(
+        PASSING,
+        _fake("failing", _failing_checks, verdict=narrowed),
+        _fake("cited", lambda: [Check.equal("n", 1, 1)], verdict=literature),
+        RAISING,
+    )
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", "--out", str(out)]).exit_code == 1
+    page, results = _read_report(out)
+    assert page.failing_links == ["#exp-failing", "#exp-raising"]
+    assert results["totals"]["failing"] == ["failing", "raising"]
+    assert results["totals"]["statuses"] == {"confirmed": 1, "narrowed": 1, "refuted": 0, "literature": 1}
+    assert {"confirmed", "narrowed", "refuted", "literature", "none"} <= set(page.summary_badges)
+    assert [row[1] for row in page.summary_rows] == ["confirmed", "narrowed", "literature", "no verdict"]
+    assert [row[-1] for row in page.summary_rows] == ["pass", "fail", "pass", "error"]
+    assert page.sections["exp-failing"]["badges"][:2] == ["narrowed", "fail"]
+    text = page.section_text("failing")
+    assert "Verdict: narrowed" in text and "Only for small gaps." in text and "Evidence: gap shrinks" in text
+    record = results["experiments"][1]["verdict"]
+    assert record == {**record, "status": "narrowed", "evidence": ["gap shrinks"]}
+    assert "condition the text does not state" in record["meaning"] and record["meaning"] in text
+    assert page.sections["exp-failing"]["check_rows"][1][5] == "claim · evidence"
+
+
+def test_an_empirical_check_is_labelled_with_its_pass_rate_and_still_fails_its_experiment(
+    runner, tmp_path, fakes
+):
+    fakes(_fake("lucky", lambda: [Check.equal("n", 1, 1), Check.at_least("gain", 0.5, 1.0, pass_rate=0.9)]))
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["report", "--out", str(out)])
+    assert result.exit_code == 1
+    assert "gain: measured 0.5, expected 1.0 (m ≥ e − t, t = 0.0; empirical, passes on 90% of 30 seeds)" in (
+        result.output
+    )
+    page, results = _read_report(out)
+    rows = page.sections["exp-lucky"]["check_rows"]
+    assert [row[5] for row in rows] == ["claim", "empirical, passes on 90% of 30 seeds"]
+    assert [row[-1] for row in rows] == ["pass", "fail"]
+    gain = results["experiments"][0]["checks"][1]
+    assert gain == {**gain, "empirical": True, "pass_rate": 0.9, "passed": False}
+    assert results["totals"]["empirical_checks"] == 1 and results["totals"]["failing"] == ["lucky"]
+
+
+@pytest.mark.parametrize("args, seeds", [([], [5, 5]), (["--seed", "11"], [11, 11])])
+def test_the_seed_each_experiment_ran_with_is_recorded(runner, tmp_path, fakes, args, seeds):
+    fakes(PASSING, _fake("other", lambda: [Check.equal("n", 1, 1)]))
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", "--out", str(out), *args]).exit_code == 0
+    page, results = _read_report(out)
+    assert [r["seed"] for r in results["experiments"]] == seeds
+    assert [r["notes"] for r in results["experiments"]] == [f"seed {s}" for s in seeds]
+    assert results["seed"] == (int(args[1]) if args else None)
+    assert f"random seed {seeds[0]}" in page.section_text("passing")
+
+
+def test_a_negative_seed_is_refused(runner, tmp_path, fakes):
+    fakes(PASSING)
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "r"), "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_text_from_experiments_is_escaped(runner, tmp_path, fakes):
@@ -298,7 +399,43 @@ def test_a_previous_report_is_replaced_without_force_and_its_stale_figures_remov
     again = runner.invoke(app, ["report", "--only", "passing", "--out", str(out)])
     assert again.exit_code == 0, again.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["index.html", "my-notes.txt", "passing.curve.png", "results.json"]
+    report = [".normpen-manifest.json", "index.html", "passing.curve.png", "results.json"]
+    assert names == sorted([*report, "my-notes.txt"])
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_forged_results_json_cannot_make_the_report_delete_a_users_file(runner, tmp_path, force):
+    """Issue 13 item 1, the exact repro: ownership is proven by the manifest, not by results.json."""
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "holiday.png").write_bytes(b"my holiday")
+    forged = '{"generator":"normpen report","experiments":[{"figures":["holiday.png"]}]}'
+    (out / "results.json").write_text(forged)
+    args = ["report", "--only", "sparsity-dialogue", "--quick", "--out", str(out), *force]
+    result = runner.invoke(app, args)
+    assert (out / "holiday.png").read_bytes() == b"my holiday"
+    if force:
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "results.json").read_text())["experiments"][0]["name"] == "sparsity-dialogue"
+    else:
+        assert result.exit_code == 2 and "--force" in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["holiday.png", "results.json"]
+        assert (out / "results.json").read_text() == forged
+
+
+def test_a_changed_report_file_or_a_dangling_link_stops_the_report_before_it_runs(runner, tmp_path, fakes):
+    ran = []
+    fakes(_fake("passing", lambda: ran.append(1) or [Check.equal("n", 1, 1)]))
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", "--out", str(out)]).exit_code == 0
+    (out / "index.html").write_text("my notes on the report")
+    (out / "results.json").unlink()
+    (out / "results.json").symlink_to(tmp_path / "elsewhere.json")
+    result = runner.invoke(app, ["report", "--out", str(out)])
+    assert result.exit_code == 2 and ran == [1]
+    assert "index.html, results.json" in " ".join(result.output.split())
+    assert (out / "index.html").read_text() == "my notes on the report"
+    assert (out / "results.json").is_symlink() and not (tmp_path / "elsewhere.json").exists()
 
 
 def test_out_pointing_at_a_file_is_refused(runner, tmp_path, fakes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -17,14 +18,17 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
 from normpen.experiments import registry
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import SEED_SWEEP_SIZE, VERDICT_STATUSES, Check, Experiment, Result, Verdict
 from normpen.report import figures as report_figures
 from normpen.report import writer
 from normpen.report.html import format_number, render_html
 from normpen.report.runner import Outcome, run_experiment, run_experiments
 from normpen.report.writer import (
+    MANIFEST_FILE,
     ReportDirError,
     check_output_dir,
+    owned_files,
+    read_manifest,
     results_document,
     write_files,
     write_report,
@@ -142,7 +146,17 @@ def test_to_dict_has_every_field_and_the_verdict():
         "relation": "at_most",
         "criterion": "m ≤ e + t",
         "passed": True,
+        "empirical": False,
+        "pass_rate": None,
+        "kind": "claim",
     }
+
+
+def test_an_empirical_check_is_labelled_with_its_pass_rate_over_the_sweep():
+    check = Check.at_least("mode gain", 0.5, 1.0, pass_rate=28 / 30)
+    assert check.empirical and not check.passed
+    assert check.kind == f"empirical, passes on 93% of {SEED_SWEEP_SIZE} seeds"
+    assert check.to_dict()["kind"] == check.kind and check.to_dict()["pass_rate"] == 28 / 30
 
 
 # ---- Result and Experiment ------------------------------------------------------
@@ -154,9 +168,10 @@ def _compute_passing(quick, seed):
     return Result(checks=[Check.equal("seed", seed, seed)], figures={"line": fig}, notes=f"quick={quick}")
 
 
-def _experiment(name="fake", compute=_compute_passing, seed=7):
+def _experiment(name="fake", compute=_compute_passing, seed=7, verdict=None):
     return Experiment(
-        name=name, title="Fake", seed_section="000 Nowhere", claim="It works.", compute=compute, seed=seed
+        name=name, title="Fake", seed_section="000 Nowhere", claim="It works.", compute=compute, seed=seed,
+        verdict=verdict,
     )
 
 
@@ -228,6 +243,12 @@ def test_registry_rejects_unknown_names_listing_the_known_ones(monkeypatch):
         registry.select(["a", "zzz"])
 
 
+def test_every_registered_experiment_declares_a_verdict_on_the_texts_claim():
+    """Issue 12 item 4: confirmed, narrowed, refuted or literature, for every experiment of the report."""
+    missing = [e.name for e in registry.EXPERIMENTS if not isinstance(e.verdict, Verdict)]
+    assert missing == []
+
+
 def test_registry_rejects_two_experiments_with_one_name(monkeypatch):
     monkeypatch.setattr(registry, "EXPERIMENTS", (_experiment("a"), _experiment("a")))
     with pytest.raises(ValueError, match="two registered experiments are named 'a'"):
@@ -239,7 +260,7 @@ def test_registry_rejects_two_experiments_with_one_name(monkeypatch):
 
 def test_run_experiment_renders_figures_to_png():
     outcome = run_experiment(_experiment(), quick=True)
-    assert outcome.passed and outcome.verdict == "pass" and outcome.error is None
+    assert outcome.passed and outcome.result == "pass" and outcome.error is None
     assert outcome.figures["line"].startswith(PNG_SIGNATURE)
     assert outcome.figure_file("line") == "fake.line.png"
     assert outcome.seconds > 0
@@ -250,7 +271,7 @@ def test_a_raising_experiment_becomes_an_error_outcome_with_its_traceback():
         raise RuntimeError("the solver diverged")
 
     outcome = run_experiment(_experiment(compute=compute), quick=False)
-    assert not outcome.passed and outcome.verdict == "error"
+    assert not outcome.passed and outcome.result == "error"
     assert "RuntimeError: the solver diverged" in outcome.error
     assert "in compute" in outcome.error
     assert outcome.checks == () and dict(outcome.figures) == {}
@@ -261,7 +282,7 @@ def test_a_failing_check_fails_the_outcome():
         return Result(checks=[Check.equal("ok", 1, 1), Check.at_most("bad", 2.0, 1.0)])
 
     outcome = run_experiment(_experiment(compute=compute), quick=True)
-    assert outcome.verdict == "fail"
+    assert outcome.result == "fail"
     assert [c.name for c in outcome.failed_checks] == ["bad"]
 
 
@@ -287,11 +308,15 @@ def test_run_experiments_runs_all_in_order_and_goes_on_after_an_error():
         [_experiment("a"), _experiment("b", compute=boom), _experiment("c")], True, console
     )
     assert [o.experiment.name for o in outcomes] == ["a", "b", "c"]
-    assert [o.verdict for o in outcomes] == ["pass", "error", "pass"]
+    assert [o.result for o in outcomes] == ["pass", "error", "pass"]
     assert "3/3" in console.export_text()
 
 
 # ---- writer and html ---------------------------------------------------------------
+
+
+CONFIRMED = Verdict("confirmed", "It works, as the text says.")
+REFUTED = Verdict("refuted", "The gap does not close.", evidence=("gap",))
 
 
 def _outcomes():
@@ -299,36 +324,69 @@ def _outcomes():
         return Result(checks=[Check.close("gap", math.nan, 0.0, atol=1e-9), Check.equal("count", 3, 3)])
 
     return [
-        run_experiment(_experiment("a"), quick=True),
-        run_experiment(_experiment("b", compute=failing), quick=True),
+        run_experiment(_experiment("a", verdict=CONFIRMED), quick=True),
+        run_experiment(_experiment("b", compute=failing, verdict=REFUTED), quick=True),
     ]
 
 
 def test_results_document_totals_and_records():
     document = results_document(_outcomes(), quick=True, version="9.9")
     assert document["generator"] == "normpen report" and document["normpen_version"] == "9.9"
+    assert document["seed"] is None and document["statuses"] == dict(VERDICT_STATUSES)
     assert document["totals"] == {
         "experiments": 2,
         "experiments_passed": 1,
+        "failing": ["b"],
         "checks": 3,
         "checks_passed": 2,
+        "empirical_checks": 0,
+        "statuses": {"confirmed": 1, "narrowed": 0, "refuted": 1, "literature": 0},
+        "without_verdict": 0,
         "seconds": pytest.approx(sum(r["seconds"] for r in document["experiments"])),
         "passed": False,
     }
     a, b = document["experiments"]
     assert a["figures"] == ["a.line.png"] and b["figures"] == []
     assert b["checks"][0]["measured"] == "NaN" and b["checks"][0]["passed"] is False
+    assert (a["result"], b["result"]) == ("pass", "fail")
+    assert a["verdict"] == {
+        "status": "confirmed", "meaning": VERDICT_STATUSES["confirmed"], "reason": CONFIRMED.reason,
+        "evidence": [],
+    }
+    assert b["verdict"]["status"] == "refuted" and b["verdict"]["evidence"] == ["gap"]
+    assert [c["evidence"] for c in b["checks"]] == [True, False]
+    assert a["seed"] == 7
 
 
-def test_write_report_writes_strict_json_html_and_pngs(tmp_path):
+def test_the_seed_given_to_the_runner_reaches_the_experiment_and_the_record():
+    outcome = run_experiment(_experiment(seed=7), quick=True, seed=12)
+    assert outcome.seed == 12 and outcome.checks[0].measured == 12
+    document = results_document([outcome], quick=True, version="0", seed=12)
+    assert document["seed"] == 12 and document["experiments"][0]["seed"] == 12
+    assert run_experiment(_experiment(seed=7), quick=True).seed == 7
+
+
+def test_an_experiment_without_a_verdict_is_counted_as_such():
+    document = results_document([run_experiment(_experiment(), quick=True)], quick=True, version="0")
+    assert document["experiments"][0]["verdict"] is None
+    assert document["totals"]["without_verdict"] == 1
+
+
+def test_write_report_writes_strict_json_html_pngs_and_a_manifest_of_their_hashes(tmp_path):
     outcomes = _outcomes()
     index = write_report(tmp_path / "new" / "report", outcomes, quick=True)
     out = index.parent
-    assert sorted(p.name for p in out.iterdir()) == ["a.line.png", "index.html", "results.json"]
+    names = ["a.line.png", "index.html", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, MANIFEST_FILE])
     document = json.loads((out / "results.json").read_text(encoding="utf-8"), parse_constant=_no_constants)
     assert document["totals"]["experiments"] == 2
     assert (out / "a.line.png").read_bytes() == outcomes[0].figures["line"]
     assert oct((out / "index.html").stat().st_mode & 0o777) == oct(0o666 & ~_current_umask())
+    manifest = read_manifest(out)
+    assert sorted(manifest) == names
+    for name in names:
+        assert manifest[name] == {hashlib.sha256((out / name).read_bytes()).hexdigest()}
+    assert owned_files(out, manifest) == set(names)
 
 
 def _no_constants(name):
@@ -341,6 +399,14 @@ def _current_umask():
     return mask
 
 
+def _snapshot(directory):
+    """Every entry of ``directory``: file content, or ``link -> target`` for a link (not followed)."""
+    return {
+        path.name: f"link -> {os.readlink(path)}" if path.is_symlink() else path.read_bytes()
+        for path in directory.iterdir()
+    }
+
+
 def test_check_output_dir_accepts_new_empty_and_own_dirs_and_refuses_others(tmp_path):
     check_output_dir(tmp_path / "missing", force=False)
     check_output_dir(tmp_path, force=False)
@@ -348,7 +414,7 @@ def test_check_output_dir_accepts_new_empty_and_own_dirs_and_refuses_others(tmp_
     check_output_dir(tmp_path / "own", force=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    (foreign / "results.json").write_text('{"generator": "something else"}')
+    (foreign / "results.json").write_text('{"generator": "normpen report"}')
     with pytest.raises(ReportDirError, match="--force"):
         check_output_dir(foreign, force=False)
     check_output_dir(foreign, force=True)
@@ -357,29 +423,82 @@ def test_check_output_dir_accepts_new_empty_and_own_dirs_and_refuses_others(tmp_
         check_output_dir(tmp_path / "file", force=True)
 
 
-@pytest.mark.parametrize(
-    "experiments", [7, [7], [{"figures": 7}], [{"figures": [7, None]}], {"figures": ["a.png"]}]
-)
-def test_a_malformed_previous_results_json_is_still_replaced(tmp_path, experiments):
-    (tmp_path / "results.json").write_text(
-        json.dumps({"generator": "normpen report", "experiments": experiments})
-    )
+def test_a_directory_named_like_a_report_file_is_refused_even_with_force(tmp_path):
+    (tmp_path / "index.html").mkdir()
+    with pytest.raises(ReportDirError, match="directories named like the report's files"):
+        write_report(tmp_path, _outcomes(), quick=True, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
+
+
+def test_a_previous_report_is_replaced_and_only_its_own_stale_files_removed(tmp_path):
     write_report(tmp_path, _outcomes(), quick=True)
-    assert json.loads((tmp_path / "results.json").read_text())["totals"]["experiments"] == 2
+    (tmp_path / "notes.txt").write_text("mine")
+    write_report(tmp_path, _outcomes()[1:], quick=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [MANIFEST_FILE, "index.html", "notes.txt", "results.json"]
+    assert sorted(read_manifest(tmp_path)) == ["index.html", "results.json"]
 
 
-def test_a_tampered_results_json_cannot_make_the_report_delete_outside_files(tmp_path):
-    victim = tmp_path / "victim.png"
+def test_a_report_file_changed_since_it_was_written_is_neither_removed_nor_replaced(tmp_path):
+    write_report(tmp_path, _outcomes(), quick=True)
+    (tmp_path / "a.line.png").write_bytes(b"my edited figure")
+    write_report(tmp_path, _outcomes()[1:], quick=True)  # no longer has a.line.png
+    assert (tmp_path / "a.line.png").read_bytes() == b"my edited figure"
+    (tmp_path / "index.html").write_text("my edited page")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportDirError, match="changed since.*index.html.*--force"):
+        write_report(tmp_path, _outcomes(), quick=True)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_dangling_link_named_like_a_report_file_is_not_followed(tmp_path):
+    write_report(tmp_path, _outcomes(), quick=True)
+    target = tmp_path.parent / f"{tmp_path.name}-target.json"
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "results.json").symlink_to(target)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportDirError, match="results.json"):
+        write_report(tmp_path, _outcomes(), quick=True)
+    assert _snapshot(tmp_path) == before and not target.exists()
+    write_report(tmp_path, _outcomes(), quick=True, force=True)
+    assert not (tmp_path / "results.json").is_symlink() and not target.exists()
+    assert json.loads((tmp_path / "results.json").read_text())["generator"] == "normpen report"
+
+
+def test_a_forged_manifest_cannot_claim_files_that_are_not_report_files(tmp_path):
+    victim = tmp_path.parent / f"{tmp_path.name}-victim.png"
     victim.write_bytes(b"keep me")
-    out = tmp_path / "out"
-    out.mkdir()
-    tampered = {
-        "generator": "normpen report",
-        "experiments": [{"figures": ["../victim.png", "x/../../y.png"]}],
-    }
-    (out / "results.json").write_text(json.dumps(tampered))
-    write_report(out, _outcomes(), quick=True)
-    assert victim.read_bytes() == b"keep me"
+    (tmp_path / "holiday.png").write_bytes(b"keep me too")
+    digest = hashlib.sha256(b"keep me").hexdigest()
+    forged = {name: [digest] for name in ["holiday.png", f"../{victim.name}", "x/../../y.png"]}
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps({"generator": "normpen report", "files": forged}))
+    assert read_manifest(tmp_path) == {}
+    write_report(tmp_path, _outcomes(), quick=True)
+    assert victim.read_bytes() == b"keep me" and (tmp_path / "holiday.png").read_bytes() == b"keep me too"
+
+
+@pytest.mark.parametrize("manifest", ["not json", "[]", '{"generator": "other", "files": {}}'])
+def test_a_manifest_normpen_did_not_write_proves_nothing(tmp_path, manifest):
+    write_report(tmp_path, _outcomes(), quick=True)
+    (tmp_path / MANIFEST_FILE).write_text(manifest)
+    assert read_manifest(tmp_path) is None
+    with pytest.raises(ReportDirError, match="holds no normpen report"):
+        write_report(tmp_path, _outcomes(), quick=True)
+
+
+def test_a_report_killed_while_removing_stale_files_leaves_them_all_proven_its_own(tmp_path, monkeypatch):
+    write_report(tmp_path, _outcomes(), quick=True)
+
+    def killed(self, missing_ok=False):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer.Path, "unlink", killed)
+        with pytest.raises(KeyboardInterrupt):
+            write_report(tmp_path, _outcomes()[1:], quick=True)
+    assert owned_files(tmp_path, read_manifest(tmp_path)) == {"a.line.png", "index.html", "results.json"}
+    write_report(tmp_path, _outcomes()[1:], quick=True)
+    assert not (tmp_path / "a.line.png").exists()
 
 
 def test_write_files_writes_all_or_nothing(tmp_path, monkeypatch):
@@ -424,6 +543,6 @@ def test_png_data_uri_round_trips():
 
 
 def test_outcome_figures_are_read_only():
-    outcome = Outcome(_experiment(), 0.1, figures={"a": b"x"})
+    outcome = Outcome(_experiment(), 7, 0.1, figures={"a": b"x"})
     with pytest.raises(TypeError):
         outcome.figures["b"] = b"y"

@@ -53,12 +53,13 @@ def main(
 
 @app.command("list")
 def list_experiments():
-    """List the experiments: name, the seed section each reproduces, and its claim."""
+    """List the experiments: name, verdict, the seed section each reproduces, and its claim."""
     from normpen.experiments import registry
 
-    table = Table("name", "seed section", "claim", show_lines=True)
+    table = Table("name (verdict)", "seed section", "claim", show_lines=True)
     for experiment in registry.select():
-        table.add_row(experiment.name, experiment.seed_section, experiment.claim)
+        verdict = experiment.verdict.status if experiment.verdict is not None else "no verdict"
+        table.add_row(f"{experiment.name}\n({verdict})", experiment.seed_section, experiment.claim)
     Console().print(table)
 
 
@@ -78,8 +79,20 @@ def report(
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes, the same checks.")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Write into a non-empty directory that holds no normpen report.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Write the report's files into a directory holding files normpen did not write "
+            "(they are overwritten where their names clash; nothing else is deleted).",
+        ),
     ] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", min=0, metavar="N",
+            help="Run every experiment with this random seed [default: each experiment's own fixed seed].",
+        ),
+    ] = None,
 ):
     """Run the experiments and write a self-contained HTML report; exit 1 if any check fails."""
     from normpen.experiments import registry
@@ -93,8 +106,11 @@ def report(
         check_output_dir(out, force)
     except ReportDirError as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
-    outcomes = run_experiments(experiments, quick, console=Console(stderr=True))
-    index = write_report(out, outcomes, quick, force)
+    outcomes = run_experiments(experiments, quick, console=Console(stderr=True), seed=seed)
+    try:
+        index = write_report(out, outcomes, quick, force, seed)
+    except ReportDirError as err:  # a figure's file name taken since the first check
+        raise typer.BadParameter(str(err), param_hint="--out") from None
     console = Console()
     console.print(_summary_table(outcomes))
     console.print(f"report: {index}")
@@ -106,15 +122,17 @@ def report(
 
 
 def _summary_table(outcomes) -> Table:
-    table = Table("experiment", "checks passed", "time", "result")
+    table = Table("experiment", "verdict", "checks passed", "time", "result")
     for outcome in outcomes:
         passed = sum(check.passed for check in outcome.checks)
         colour = "green" if outcome.passed else "red"
+        verdict = outcome.experiment.verdict
         table.add_row(
             outcome.experiment.name,
+            verdict.status if verdict is not None else "none",
             f"{passed}/{len(outcome.checks)}",
             f"{outcome.seconds:.2f} s",
-            f"[{colour}]{outcome.verdict}[/{colour}]",
+            f"[{colour}]{outcome.result}[/{colour}]",
         )
     return table
 
@@ -125,7 +143,7 @@ def _failure_reason(outcome) -> str:
         return "raised " + outcome.error.strip().splitlines()[-1]
     return "; ".join(
         f"{check.name}: measured {check.measured}, expected {check.expected} "
-        f"({check.criterion}, t = {check.tolerance})"
+        f"({check.criterion}, t = {check.tolerance}{'; ' + check.kind if check.empirical else ''})"
         for check in outcome.failed_checks
     )
 

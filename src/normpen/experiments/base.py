@@ -24,7 +24,11 @@ from types import MappingProxyType
 
 from matplotlib.figure import Figure
 
-__all__ = ["Check", "Result", "Experiment", "Verdict", "VERDICT_STATUSES", "check_slug"]
+__all__ = ["Check", "Result", "Experiment", "Verdict", "VERDICT_STATUSES", "SEED_SWEEP_SIZE", "check_slug"]
+
+#: Number of seeds (0, 1, ..., 29) of the recorded seed sweep (``benchmarks/seed_sweep.py``) that an
+#: empirical check's ``pass_rate`` is measured over.
+SEED_SWEEP_SIZE = 30
 
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -90,7 +94,8 @@ class Check:
         ``None`` for a check of the claim, which must pass for every seed. A
         number in [0, 1] marks the check *empirical* (an effect of one random
         draw, not a guarantee) and records the fraction of seeds of the
-        recorded seed sweep (``benchmarks/seed_sweep.py``) on which it passed.
+        recorded seed sweep (``benchmarks/seed_sweep.py``, :data:`SEED_SWEEP_SIZE`
+        seeds) on which it passed.
     """
 
     name: str
@@ -126,6 +131,13 @@ class Check:
     def empirical(self) -> bool:
         """True for an empirical check (one with a recorded ``pass_rate``), False for a check of the claim."""
         return self.pass_rate is not None
+
+    @property
+    def kind(self) -> str:
+        """``"claim"``, or for an empirical check ``"empirical, passes on 93% of 30 seeds"``."""
+        if self.pass_rate is None:
+            return "claim"
+        return f"empirical, passes on {100 * self.pass_rate:.0f}% of {SEED_SWEEP_SIZE} seeds"
 
     @classmethod
     def close(cls, name, measured, expected, *, rtol=0.0, atol=0.0, pass_rate=None):
@@ -176,7 +188,7 @@ class Check:
         return _CRITERIA[self.relation]
 
     def to_dict(self) -> dict:
-        """All fields plus ``criterion`` and ``passed``, as plain Python values."""
+        """All fields plus ``criterion``, ``passed``, ``empirical`` and ``kind``, as plain Python values."""
         return {
             "name": self.name,
             "measured": self.measured,
@@ -187,6 +199,7 @@ class Check:
             "passed": self.passed,
             "empirical": self.empirical,
             "pass_rate": self.pass_rate,
+            "kind": self.kind,
         }
 
 

@@ -24,6 +24,8 @@ class Outcome:
     Attributes
     ----------
     experiment : Experiment
+    seed : int
+        The seed the experiment ran with.
     seconds : float
         Wall-clock time of the run, figures rendered included.
     checks : tuple of Check
@@ -35,6 +37,7 @@ class Outcome:
     """
 
     experiment: Experiment
+    seed: int
     seconds: float
     checks: tuple[Check, ...] = ()
     figures: Mapping[str, bytes] = field(default_factory=dict)
@@ -46,11 +49,16 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        """True when the experiment ran and every check passed."""
+        """True when the experiment ran and every check passed, empirical checks included.
+
+        An empirical check that fails fails its experiment like a check of the
+        claim: the report states what this run measured, and the check's pass
+        rate says how often that happens over seeds.
+        """
         return self.error is None and all(check.passed for check in self.checks)
 
     @property
-    def verdict(self) -> str:
+    def result(self) -> str:
         """``"pass"``, ``"fail"`` (a check failed) or ``"error"`` (the experiment raised)."""
         if self.error is not None:
             return "error"
@@ -65,26 +73,35 @@ class Outcome:
         return f"{self.experiment.name}.{figure_name}.png"
 
 
-def run_experiment(experiment: Experiment, quick: bool) -> Outcome:
-    """Run ``experiment`` and render its figures; an exception becomes a failed :class:`Outcome`."""
+def run_experiment(experiment: Experiment, quick: bool, seed: int | None = None) -> Outcome:
+    """Run ``experiment`` with ``seed`` (default: its own fixed seed) and render its figures.
+
+    An exception becomes an :class:`Outcome` with the traceback as ``error``.
+    """
+    seed = experiment.seed if seed is None else seed
     start = time.perf_counter()
     try:
-        result = experiment.run(quick)
+        result = experiment.run(quick, seed)
         figures = {name: figure_png(figure) for name, figure in result.figures.items()}
     except Exception:
-        return Outcome(experiment, time.perf_counter() - start, error=traceback.format_exc())
-    return Outcome(experiment, time.perf_counter() - start, result.checks, figures, result.notes)
+        return Outcome(experiment, seed, time.perf_counter() - start, error=traceback.format_exc())
+    return Outcome(experiment, seed, time.perf_counter() - start, result.checks, figures, result.notes)
 
 
-def run_experiments(experiments: Sequence[Experiment], quick: bool, console: Console | None = None):
-    """Run ``experiments`` in order with a rich progress bar on ``console``; a list of :class:`Outcome`."""
+def run_experiments(
+    experiments: Sequence[Experiment], quick: bool, console: Console | None = None, seed: int | None = None
+):
+    """Run ``experiments`` in order with a rich progress bar on ``console``; a list of :class:`Outcome`.
+
+    ``seed`` is passed to every experiment; ``None`` runs each with its own fixed seed.
+    """
     outcomes = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("experiments", total=len(experiments))
         for experiment in experiments:
             progress.update(task, description=f"running {experiment.name}")
-            outcomes.append(run_experiment(experiment, quick))
+            outcomes.append(run_experiment(experiment, quick, seed))
             progress.advance(task)
         progress.update(task, description="experiments done")
     return outcomes
