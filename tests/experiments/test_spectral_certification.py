@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from normpen.analysis.certify import certified_radius
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.analysis.spectral_penalty import SpectralPenalty
 from normpen.experiments import spectral_certification as sc
@@ -21,7 +24,24 @@ def quick_result():
 def test_every_check_passes_in_quick_mode(quick_result):
     failed = [(c.name, c.measured, c.expected) for c in quick_result.checks if not c.passed]
     assert not failed
-    assert len(quick_result.checks) == 9
+    assert len(quick_result.checks) == 13
+
+
+def test_the_verdict_narrows_the_text_with_the_counterexample(quick_result):
+    verdict = sc.EXPERIMENT.verdict
+    assert verdict.status == "narrowed"
+    passed = {c.name for c in quick_result.checks if c.passed}
+    assert set(verdict.evidence) <= passed and len(verdict.evidence) == 3
+
+
+def test_the_counterexample_is_tight_at_sqrt2():
+    """Along e₁ the margin of W moves by exactly √2·K·ε: m = √2Kε(1 ± 10⁻³) (≫ float64 rounding) sit on
+    either side: just below is flipped and not certified, just above survives and is certified."""
+    for margin, flipped in ((math.sqrt(2.0) * 0.999, True), (math.sqrt(2.0) * 1.001, False)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sc, "_TEXT_MARGIN", margin)
+            _, after, radius = sc.texts_condition_counterexample(sc.EPS)
+        assert (after < 0) == flipped and (radius < 1) == flipped
 
 
 def test_figure_shows_certified_accuracy_curves_and_layer_norms(quick_result):
@@ -75,6 +95,11 @@ def _no_penalty(self, model):
     return 0.0 * sum(p.sum() for p in model.parameters())
 
 
+def _radius_without_sqrt2(model, x, *, lipschitz=None):
+    """The radius m/K the text's condition implies: √2 times the certified one."""
+    return math.sqrt(2.0) * certified_radius(model, x, lipschitz=lipschitz)
+
+
 WRONG_INGREDIENTS = {
     "bound four times too small": (
         lambda mp: mp.setattr(sc, "lipschitz_bound", _quarter_bound),
@@ -87,8 +112,24 @@ WRONG_INGREDIENTS = {
     "penalty without effect": (
         lambda mp: mp.setattr(SpectralPenalty, "__call__", _no_penalty),
         {
-            "Lipschitz bound: spectral / unregularised",
-            f"certified accuracy at ε = {sc.EPS:g}: spectral − unregularised",
+            "Lipschitz bound: spectral / unregularised (lowered)",
+            "Lipschitz bound: spectral / unregularised ≤ 1/2",
+            f"certified accuracy at ε = {sc.EPS:g}: spectral − unregularised (raised)",
+        },
+    ),
+    "a certificate without the √2 (the text's condition)": (
+        lambda mp: mp.setattr(sc, "certified_radius", _radius_without_sqrt2),
+        {"text's condition: library's radius m/(√2K) at that point / ε (< 1: not certified)"},
+    ),
+    "a point where the text's condition fails (m < Kε)": (
+        lambda mp: mp.setattr(sc, "_TEXT_MARGIN", 0.9),
+        {"text's condition: m / (Kε) at the constructed point (> 1: the text certifies)"},
+    ),
+    "a point beyond the √2 (m > √2 Kε)": (
+        lambda mp: mp.setattr(sc, "_TEXT_MARGIN", 1.5),
+        {
+            "text's condition: margin after a perturbation of norm ε, / ε (< 0: flipped)",
+            "text's condition: library's radius m/(√2K) at that point / ε (< 1: not certified)",
         },
     ),
     "penalty 100 times too strong": (
