@@ -16,6 +16,7 @@ from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule, l2_sp, rescale_weight_decay
+from normpen.torch.regularizer import STATE_KEY
 
 
 def _setup(seed, dtype=torch.float64):
@@ -193,3 +194,39 @@ def test_the_step_follows_the_lr_of_an_optimizer_state_loaded_after_wrapping():
     sgd.step()
     expected = torch.sign(before) * torch.clamp(before.abs() - 0.01 * 0.5, min=0)
     assert torch.equal(model.weight.detach(), expected)
+
+
+def test_the_optimizer_checkpoint_alone_resumes_bit_identical():
+    batches = conv_batches(10)
+    straight = _setup(seed=0)
+    _train(*straight, batches)
+
+    first = _setup(seed=0)
+    _train(*first, batches[:5])
+    model, reg, adam, scheduler = first
+    checkpoint = _round_trip(
+        {"model": model.state_dict(), "optimizer": adam.state_dict(), "scheduler": scheduler.state_dict()}
+    )
+    assert STATE_KEY in checkpoint["optimizer"]
+
+    resumed = _setup(seed=7)  # no reg.load_state_dict: the optimizer carries the multiplier and anchors
+    model, reg, adam, scheduler = resumed
+    model.load_state_dict(checkpoint["model"])
+    adam.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    _train(*resumed, batches[5:])
+    assert_same(resumed[0], straight[0], exact=True)
+    assert torch.equal(resumed[1].rules[2].multiplier, straight[1].rules[2].multiplier)
+
+
+def test_a_damaged_regularizer_state_in_an_optimizer_checkpoint_loads_nothing():
+    model, reg, adam, scheduler = _setup(seed=0)
+    _train(model, reg, adam, scheduler, conv_batches(2))
+    checkpoint = adam.state_dict()
+    checkpoint[STATE_KEY]["multipliers"]["2"] = torch.tensor(float("nan"), dtype=torch.float64)
+    fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
+    before = (fresh_adam.state_dict(), fresh_reg.rules[2].multiplier.clone())
+    with pytest.raises(ValueError, match="multiplier in the state is not finite"):
+        fresh_adam.load_state_dict(checkpoint)
+    assert fresh_adam.state_dict()["state"] == before[0]["state"] == {}
+    assert torch.equal(fresh_reg.rules[2].multiplier, before[1])

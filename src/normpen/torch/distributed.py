@@ -15,10 +15,11 @@ penalty needs the whole tensor on one rank.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._dynamo.eval_frame import OptimizedModule
 
 __all__ = ["unwrap_model", "world_size", "all_reduce_mean_", "all_reduce_sum_"]
 
@@ -35,14 +36,20 @@ def unwrap_model(model):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    while isinstance(model, (*wrappers, OptimizedModule)):
-        model = model._orig_mod if isinstance(model, OptimizedModule) else model.module
+    while isinstance(model, wrappers) or _is_compiled(model):
+        model = model.module if isinstance(model, wrappers) else model._orig_mod
     if _is_sharded(model):
         raise TypeError(
             "sharded parameters (FSDP or DTensor) are not supported: structured penalties need whole "
             "tensors; use DistributedDataParallel, or gather the parameters before regularizing"
         )
     return model
+
+
+def _is_compiled(model):
+    """``model`` is what ``torch.compile(module)`` returns (dynamo is imported only once someone compiled)."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(model, eval_frame.OptimizedModule)
 
 
 def _is_sharded(model):
