@@ -100,6 +100,8 @@ def test_fisher_diagonal_arguments_are_validated():
         fisher_diagonal(model, data, nn.CrossEntropyLoss(), variant="true")
     with pytest.raises(ValueError, match="max_batches must be a positive int"):
         fisher_diagonal(model, data, nn.CrossEntropyLoss(), max_batches=0)
+    with pytest.raises(ValueError, match="data gave no sample"):  # issue 13 item 12: not an all-NaN Fisher
+        fisher_diagonal(model, [], nn.CrossEntropyLoss(), progress=False)
 
 
 def test_l2_sp_decoupled_pulls_toward_the_snapshot_by_hand_computed_steps():

@@ -69,8 +69,8 @@ def fisher_diagonal(
         dropout) and restored to its mode afterwards; its parameters are not
         modified and no ``.grad`` is touched.
     data : iterable of (inputs, targets)
-        Batches; ``inputs`` is a tensor or a tuple of tensors with the batch
-        on dimension 0, ``targets`` a tensor. Labels are the given ones (the
+        Batches, at least one sample in all; ``inputs`` is a tensor or a
+        tuple of tensors with the batch on dimension 0, ``targets`` a tensor. Labels are the given ones (the
         *empirical* Fisher); for the true Fisher pass targets sampled from
         the model.
     loss_fn : callable
@@ -125,6 +125,11 @@ def fisher_diagonal(
     finally:
         model.train(was_training)
     all_reduce_sum_(list(sums.values()) + [count])
+    if float(count) == 0:
+        raise ValueError(
+            "fisher_diagonal: data gave no sample (an empty iterable, or empty batches on every rank); "
+            "pass at least one batch of (inputs, targets)"
+        )
     return {name: (s / count.to(s.dtype)).to(chosen[name].dtype) for name, s in sums.items()}
 
 
