@@ -546,3 +546,55 @@ def test_outcome_figures_are_read_only():
     outcome = Outcome(_experiment(), 7, 0.1, figures={"a": b"x"})
     with pytest.raises(TypeError):
         outcome.figures["b"] = b"y"
+
+
+# ---- benchmarks/seed_sweep.py ---------------------------------------------------------
+
+
+def _seed_sweep():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_sweep.py"
+    spec = importlib.util.spec_from_file_location("seed_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "check, margin",
+    [
+        (Check.close("c", 1.5, 1.0, atol=2.0), 0.75),  # (2 - 0.5) / 2
+        (Check.at_most("m", 0.25, 1.0), 0.75),  # (1 - 0.25) / 1
+        (Check.at_least("l", 1.0, 2.0, atol=1.0), 0.0),  # exactly on the threshold 1
+        (Check.at_least("l", 0.5, 2.0), -0.75),  # (0.5 - 2) / 2
+        (Check.equal("e", 3, 4), -0.25),  # -1 / 4
+        (Check.equal("z", 1, 0), -1.0),  # |e| = 0: absolute
+    ],
+)
+def test_seed_sweep_relative_margin_is_positive_exactly_when_the_check_passes(check, margin):
+    record = _seed_sweep().check_record(check)
+    assert record["relative_margin"] == pytest.approx(margin)
+    assert (record["margin"] >= 0) == check.passed
+
+
+def test_seed_sweep_counts_pass_rates_over_seeds_and_an_error_as_a_failure(monkeypatch, tmp_path, capsys):
+    def compute(quick, seed):
+        if seed == 3:
+            raise RuntimeError("diverged")
+        return Result(checks=[Check.at_most("odd seeds fail", seed % 2, 0.5), Check.equal("always", 1, 1)])
+
+    monkeypatch.setattr(registry, "EXPERIMENTS", (_experiment("wobbly", compute=compute),))
+    sweep = _seed_sweep()
+    assert sweep.main(["--seeds", "4", "--json", str(tmp_path / "sweep.json")]) == 0
+    document = json.loads((tmp_path / "sweep.json").read_text())
+    assert [(r["seed"], r["error"] is None) for r in document["records"]] == [
+        (0, True), (1, True), (2, True), (3, False)
+    ]
+    rows = {row["check"]: row for row in document["summary"]}
+    assert rows["odd seeds fail"]["pass_rate"] == 0.5 and rows["odd seeds fail"]["failing_seeds"] == [1, 3]
+    assert rows["always"]["pass_rate"] == 0.75 and rows["always"]["failing_seeds"] == [3]  # seed 3 raised
+    # margins over the seeds that ran: (0.5 - seed % 2) / 0.5 = 1, -1, 1
+    assert rows["odd seeds fail"]["min_margin"] == -1.0 and rows["odd seeds fail"]["median_margin"] == 1.0
+    assert "wobbly seed 3: RuntimeError: diverged" in capsys.readouterr().out
