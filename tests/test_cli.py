@@ -438,6 +438,17 @@ def test_a_changed_report_file_or_a_dangling_link_stops_the_report_before_it_run
     assert (out / "results.json").is_symlink() and not (tmp_path / "elsewhere.json").exists()
 
 
+def test_an_edited_figure_the_report_would_replace_is_kept_and_nothing_is_written(runner, tmp_path, fakes):
+    fakes(PASSING)
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", "--out", str(out)]).exit_code == 0
+    (out / "passing.curve.png").write_bytes(b"my annotated figure")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = runner.invoke(app, ["report", "--out", str(out)])
+    assert result.exit_code == 2 and "passing.curve.png" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_out_pointing_at_a_file_is_refused(runner, tmp_path, fakes):
     fakes(PASSING)
     target = tmp_path / "file.txt"
