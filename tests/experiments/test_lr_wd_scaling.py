@@ -20,8 +20,8 @@ def quick_result():
 def test_every_check_passes_in_quick_mode(quick_result):
     failed = [(c.name, c.measured, c.expected) for c in quick_result.checks if not c.passed]
     assert not failed
-    assert len(quick_result.checks) == 10
-    assert len(quick_result.figures["runs"].get_axes()) == 4
+    assert len(quick_result.checks) == 12
+    assert len(quick_result.figures["runs"].get_axes()) == 6
 
 
 @pytest.mark.parametrize("degree, scale", [(1, math.sqrt(2.0)), (0, 2.0)])
@@ -65,6 +65,25 @@ def test_the_rescaled_start_gives_s_times_the_weights_of_the_base_run_for_sgd_wr
     assert not torch.allclose(sgd(s * w0, 2 * alpha, lam), s * sgd(w0, alpha, lam), rtol=1e-3)
 
 
+def test_the_ordinary_model_is_plain_softmax_regression_and_sees_the_scale(rng):
+    X = torch.from_numpy(rng.standard_normal((30, 6)))
+    y = torch.from_numpy(rng.integers(0, 4, 30))
+    W = torch.from_numpy(rng.standard_normal((1, 6, 4)))
+    loss = lw.ordinary_softmax_losses(W, X, y, 3.0)
+    expected = torch.nn.functional.cross_entropy(3.0 * X @ W[0], y)
+    # float64, einsum against matmul over 6 terms and a mean of 30 log-sum-exps: a few ε ≈ 1e-15 relative.
+    torch.testing.assert_close(loss[0], expected, rtol=1e-14, atol=0)
+    # Doubling random N(0, 1) weights changes logits of size ~3√6 by as much: an O(1) change of the loss.
+    assert abs(float(lw.ordinary_softmax_losses(2.0 * W, X, y, 3.0)[0] - loss[0])) > 1e-3
+
+
+def test_the_verdict_narrows_the_rule_to_scale_invariant_weights(quick_result):
+    verdict = lw.EXPERIMENT.verdict
+    assert verdict.status == "narrowed"
+    assert _ordinary("SGD") | _ordinary("AdamW") <= set(verdict.evidence)
+    assert all(c.passed for c in quick_result.checks if c.name in verdict.evidence)
+
+
 def test_checks_pass_for_another_seed():
     result = lw.run(quick=True, seed=7)
     assert all(c.passed for c in result.checks), [c.name for c in result.checks if not c.passed]
@@ -104,15 +123,6 @@ def _adam_with_l2(groups):
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=0.0)
 
 
-def _unnormalized_losses(weights, X, y, temperature):
-    """The same classifier without the normalisation: its loss depends on the weights' scale."""
-    logits = temperature * torch.einsum("bd,rdk->rbk", X, weights)
-    per_sample = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1), y.repeat(weights.shape[0]), reduction="none"
-    )
-    return per_sample.view(weights.shape[0], -1).mean(dim=1)
-
-
 def _equivalence(name):
     """The four checks of the (2α, λ/2) runs of optimizer ``name``."""
     return {
@@ -125,6 +135,10 @@ def _equivalence(name):
 
 def _separation(name):
     return {f"{name}: (2α, λ) from w₀, end-loss difference in standard errors"}
+
+
+def _ordinary(name):
+    return {f"{name}, ordinary weights: (2α, λ/2) vs (α, λ), relative full-data loss gap (iterate average)"}
 
 
 def _replace_optimizer(monkeypatch, name, factory):
@@ -147,8 +161,12 @@ WRONG = {
         _equivalence("SGD") | _equivalence("AdamW") | _separation("SGD") | _separation("AdamW"),
     ),
     "a model that is not scale invariant": (
-        lambda mp: mp.setattr(lw, "normalized_softmax_losses", _unnormalized_losses),
+        lambda mp: mp.setattr(lw, "normalized_softmax_losses", lw.ordinary_softmax_losses),
         _equivalence("SGD") | _equivalence("AdamW"),
+    ),
+    "'ordinary' weights that are scale invariant": (
+        lambda mp: mp.setattr(lw, "ordinary_softmax_losses", lw.normalized_softmax_losses),
+        _ordinary("SGD") | _ordinary("AdamW"),
     ),
 }
 

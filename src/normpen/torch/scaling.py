@@ -1,12 +1,27 @@
 r"""Learning rate and weight decay: the rules that tie them together.
 
 Decoupled decay shrinks a weight by the factor :math:`1 - \eta\lambda` per
-step, so the strength of the regularisation is the product
-:math:`\eta\lambda`, not :math:`\lambda` alone. Two consequences:
+step, so the per-step shrink is set by the product :math:`\eta\lambda`. Whether
+that product is *all* that matters depends on the weights:
+
+- for weights the loss sees only through their direction (a layer followed by
+  batch or layer normalisation, a normalised classifier), training at
+  :math:`(\eta', \lambda\eta/\eta')` is training at :math:`(\eta, \lambda)` with the
+  weights rescaled, for SGD and AdamW alike, so :func:`rescale_weight_decay`
+  keeps the training the same (the ``lr-wd-scaling`` experiment: equal losses
+  to rounding);
+- for ordinary weights it does not: :math:`\lambda` alone sets the fixed point
+  of :math:`\nabla L + \lambda w = 0`, so halving :math:`\lambda` while doubling
+  :math:`\eta` keeps the per-step shrink but changes the solution (in that
+  experiment's softmax regression the full-data loss moves by about a third,
+  with SGD and with AdamW).
+
+Two consequences for the rules here:
 
 - changing the learning rate from :math:`\eta` to :math:`\eta'` keeps the same
-  regularisation only if :math:`\lambda' = \lambda\,\eta/\eta'`
-  (:func:`rescale_weight_decay`);
+  per-step decay only if :math:`\lambda' = \lambda\,\eta/\eta'`
+  (:func:`rescale_weight_decay`; the same training only for scale-invariant
+  weights);
 - under a learning-rate schedule the decay either follows the schedule (the
   AdamW convention: :math:`\eta_t\lambda` per step, ``schedule="follow"``) or
   stays at the product for the base learning rate (:math:`\eta_0\lambda` per
@@ -29,7 +44,10 @@ def rescale_weight_decay(weight_decay, lr_from, lr_to):
     .. math:: \lambda_{\text{to}} = \lambda_{\text{from}}\,\frac{\eta_{\text{from}}}{\eta_{\text{to}}}
 
     Doubling the learning rate halves the decay, so the per-step shrink factor
-    :math:`1 - \eta\lambda` of decoupled decay is unchanged.
+    :math:`1 - \eta\lambda` of decoupled decay is unchanged. For scale-invariant
+    weights that leaves the training unchanged up to a rescaling of the weights;
+    for ordinary weights it does not keep the regularised solution, which
+    depends on :math:`\lambda` alone (see the module docstring).
 
     Parameters
     ----------
