@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen.linear._validation import check_count, decreasing_lams
+from normpen.linear._validation import check_count, check_flag, decreasing_lams
 from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.problem import Problem
 from normpen.linear.solvers.cd import solve as cd_solve
 from normpen.linear.solvers.fista import solve as fista_solve
+from normpen.penalties.base import Penalty
 
 __all__ = ["Path", "SolverDivergedError", "path", "lambda_max", "lambda_grid"]
 
@@ -90,8 +91,17 @@ def lambda_max(X, y, datafit, penalty, *, sample_weight=None, fit_intercept=True
     :math:`\|X^\top(y - \bar y)\|_\infty / n`, scikit-learn's ``alpha_max``);
     for other penalties it is ``penalty.lambda_max`` of the gradient at zero.
     """
+    _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    return _lambda_max(problem, penalty, positive)
+    return _lambda_max(problem, penalty, check_flag(positive, "positive"))
+
+
+def _check_penalty(penalty):
+    if not isinstance(penalty, (Penalty, BlockPenalty)):
+        raise TypeError(
+            "penalty must be a normpen penalty object such as normpen.L1(1.0) or normpen.ElasticNet(1.0, "
+            f"0.5) (its strength is replaced along the path), got {penalty!r}"
+        )
 
 
 def _lambda_max(problem, penalty, positive):
@@ -195,8 +205,9 @@ def path(
     Path
         One ``ConvergenceWarning`` lists the strengths that missed ``tol``.
     """
+    _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    use_cd = _choose_solver(solver, penalty, problem, positive)
+    use_cd = _choose_solver(solver, penalty, problem, check_flag(positive, "positive"))
     lam_max = _lambda_max(problem, penalty, positive)
     lams = lambda_grid(lam_max, n_lams, eps) if lams is None else decreasing_lams(lams)
     if use_cd:

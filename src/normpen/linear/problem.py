@@ -39,8 +39,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from normpen._array import namespace
-from normpen.linear._validation import check_design, check_target_array
-from normpen.linear.datafits.base import normalize_weights
+from normpen.linear._validation import check_design, check_flag, check_target_array
+from normpen.linear.datafits.base import Datafit, normalize_weights
 from normpen.linear.datafits.quadratic import Quadratic
 
 __all__ = [
@@ -139,11 +139,16 @@ class Problem:
     """
 
     def __init__(self, X, y, datafit, sample_weight=None, fit_intercept=True):
+        if not isinstance(datafit, Datafit):
+            raise TypeError(
+                f"datafit must be a normpen.linear.datafits object such as Quadratic() or Logistic(), "
+                f"got {datafit!r}"
+            )
+        self.fit_intercept = check_flag(fit_intercept, "fit_intercept")
         self.X = check_design(X)
         y = check_target_array(self.X, y)
         self.datafit = datafit
         self.y = datafit.encode_target(y)
-        self.fit_intercept = bool(fit_intercept)
         self.n_samples, self.n_features = self.X.shape
         self.n_outputs = datafit.n_outputs(self.y)
         self.coef_shape = (self.n_features, self.n_outputs) if datafit.multi_output else (self.n_features,)
