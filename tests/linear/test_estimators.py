@@ -181,3 +181,18 @@ def test_fit_path_solves_the_cv_grid_on_all_the_data_and_leaves_the_estimator_as
         Lasso().fit_path(X, y)
     with pytest.raises(ValueError, match="finite strengths"):
         Lasso().fit_path(X, y, lams=[0.1, -1.0])
+
+
+def test_fit_path_on_other_data_leaves_the_fitted_attributes_as_they_were():
+    # A path on 5 columns (and 2 of the 3 classes) must not re-record n_features_in_ or classes_: predict on
+    # the 10-column training data raised before.
+    rng = np.random.default_rng(1)
+    X, labels = rng.standard_normal((60, 10)), np.repeat([0, 1, 2], 20)
+    model = LogisticRegression(lam=0.01).fit(X, labels)
+    before = {name: np.copy(value) for name, value in vars(model).items() if name.endswith("_")}
+    model.fit_path(X[:40, :5], labels[:40], lams=[0.1, 0.01])
+    after = {name: value for name, value in vars(model).items() if name.endswith("_")}
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value)
+    assert model.predict(X).shape == (60,)

@@ -161,8 +161,13 @@ class _LinearModel(BaseEstimator):
                 )
             lams = self.lams_
         lams = decreasing_lams(lams)
-        X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
-        return self._fit_path(X, y_enc, sample_weight, lams)
+        fitted = dict(vars(self))  # validation records n_features_in_, classes_, ...: put them back after
+        try:
+            X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
+            return self._fit_path(X, y_enc, sample_weight, lams)
+        finally:
+            vars(self).clear()
+            vars(self).update(fitted)
 
     # hooks
 
