@@ -29,7 +29,22 @@ def digits():
 def test_every_check_passes_in_quick_mode(quick_result):
     failed = [(c.name, c.measured, c.expected) for c in quick_result.checks if not c.passed]
     assert not failed
-    assert len(quick_result.checks) == 7
+    assert len(quick_result.checks) == 9
+
+
+BELOW = "zero-gradient weights below 1/λ: smallest (Adam + L2 shrink rate) / (AdamW's ηλ) over all steps"
+ABOVE = "zero-gradient weights above 1/λ: largest (Adam + L2 shrink rate) / (AdamW's ηλ) over all steps"
+
+
+def test_the_verdict_refutes_diminished_decay_with_both_sides_measured(quick_result):
+    verdict = aw.EXPERIMENT.verdict
+    assert verdict.status == "refuted" and set(verdict.evidence) == {BELOW, ABOVE}
+    measured = {c.name: c.measured for c in quick_result.checks}
+    # First-step ratio of the largest weight below 1/λ is 1/(λ|θ₀| + ε) (the closed form) and the sandwich
+    # keeps every later ratio above it; read off a step η = 1e-3 of weights < 10: rounding ≈ 10ε/η ≈ 2e-12.
+    start = np.geomspace(*aw.MAGNITUDES, 30)
+    largest_small = start[start < 1 / aw.LAM].max()
+    assert measured[BELOW] == pytest.approx(1 / (aw.LAM * largest_small + aw.EPS), rel=1e-9)
 
 
 def test_figure_has_the_trajectories_and_the_step_sizes(quick_result):
@@ -123,6 +138,7 @@ WRONG_INGREDIENTS = {
         {
             "Adam + L2: max |first-step factor − (1 − ηλ/(λ|θ₀| + ε))|",
             "Adam + L2: largest |Δθ_t| / η",
+            ABOVE,
         },
     ),
     "Adagrad for Adam": (
@@ -131,7 +147,7 @@ WRONG_INGREDIENTS = {
     ),
     "Adam with a large ε": (
         lambda mp: mp.setattr(aw, "_adam", lambda p: torch.optim.Adam(p, lr=aw.LR, eps=1.0)),
-        {"Adam + L2: largest / smallest first-step shrink rate (= size ratio)"},
+        {"Adam + L2: largest / smallest first-step shrink rate (= size ratio)", BELOW},
     ),
 }
 
