@@ -26,7 +26,7 @@ def quick_result():
 def test_quick_run_passes_every_check_and_draws_its_figures(quick_result):
     failed = [(c.name, c.measured, c.expected) for c in quick_result.checks if not c.passed]
     assert not failed
-    assert set(quick_result.figures) == {"trajectory", "rates"}
+    assert set(quick_result.figures) == {"trajectory", "rates", "intercept"}
     assert len(quick_result.figures["rates"].get_axes()) == 2
 
 
@@ -124,6 +124,14 @@ ANGLE = "GD: angle(θ_T, ŵ) vs angle(ŵ log T + w̃, ŵ) (rad)"
 PENALIZED = "L2: ‖θ‖ where GD stops vs LogisticRegression(λ)"
 GRADIENT = "L2: gradient norm of L + λ/2‖θ‖² where GD stops"
 DIFFERS = "L2: largest angle(θ_λ, ŵ) over λ ∈ {1e-3, 1e-2, 1e-1} (rad)"
+CLOSED_FORM = "intercept: SVM on (x, 1) through the origin vs closed form (½, −½), relative"
+MIDPOINT = "intercept: boundary of the SVM with a free intercept vs the midpoint (x₋ + x₊)/2"
+NEARER = (
+    "intercept: GD with an unpenalised bias, angle to the SVM on (x, 1) / angle to the SVM with intercept"
+)
+DECADE = (
+    "intercept: GD with an unpenalised bias, angle to the SVM on (x, 1) at T over at T/10 vs log(T/10)/log T"
+)
 
 
 def _solver_returning(transform):
@@ -138,8 +146,20 @@ def _solver_returning(transform):
 
 
 def _rotated(coef, X, y, radians=0.05):
+    """Two-dimensional coefficients rotated; others (the one-dimensional intercept data) left alone."""
+    if coef.shape != (2,):
+        return coef
     c, s = np.cos(radians), np.sin(radians)
     return np.array([[c, -s], [s, c]]) @ coef
+
+
+_INTERCEPT_PROBLEM = ib.intercept_problem
+
+
+def _centred_intercept_problem(seed):
+    """The intercept data moved so that the closest pair sits symmetrically about the origin."""
+    X, y = _INTERCEPT_PROBLEM(seed)
+    return X - 0.5 * (X[y < 0].max() + X[y > 0].min()), y
 
 
 class _MaxMarginLogisticRegression(ib.estimators.LogisticRegression):
@@ -164,7 +184,11 @@ WRONG = {
     ),
     "max-margin solution 30% too long": (
         lambda mp: mp.setattr(svm, "hard_margin_svm", _solver_returning(lambda c, X, y: 1.3 * c)),
-        {SOLVER, SLOPE, ASYMPTOTE},
+        {SOLVER, SLOPE, ASYMPTOTE, CLOSED_FORM, MIDPOINT},
+    ),
+    "intercept data centred at the origin (both SVMs agree)": (
+        lambda mp: mp.setattr(ib, "intercept_problem", _centred_intercept_problem),
+        {CLOSED_FORM, NEARER},
     ),
     "a 'penalized' minimiser along the max-margin direction": (
         lambda mp: mp.setattr(ib.estimators, "LogisticRegression", _MaxMarginLogisticRegression),
@@ -172,7 +196,7 @@ WRONG = {
     ),
     "hinge loss instead of logistic (no exponential tail)": (
         lambda mp: mp.setattr(ib, "logistic_weights", _hinge_weights),
-        {SLOPE, ASYMPTOTE, ANGLE},
+        {SLOPE, ASYMPTOTE, ANGLE, DECADE},
     ),
     "L2 gradient twice too large": (
         lambda mp: mp.setattr(L2, "_grad", lambda self, x: 2 * self.lam * x),
@@ -189,6 +213,20 @@ def test_a_wrong_ingredient_fails_its_checks(monkeypatch, scenario):
     result = ib.run(quick=True, seed=SEED)
     failed = {c.name for c in result.checks if not c.passed}
     assert must_fail <= failed, f"{scenario}: expected {must_fail} among the failures, got {failed}"
+
+
+def test_the_intercept_data_have_both_svms_in_closed_form():
+    X, y = ib.intercept_problem(SEED)
+    assert X[y < 0].max() == -1.0 and X[y > 0].min() >= 10.0
+    z = y * (0.5 * X[:, 0] - 0.5)
+    # Only the negative at −1 is active for (½, −½); every other point clears the margin by ≥ 3.5.
+    assert np.sum(np.isclose(z, 1.0, rtol=0, atol=1e-15)) == 1 and np.sort(z)[1] >= 1.0
+
+
+def test_the_verdict_narrows_the_claim_to_the_svm_on_x_and_1(quick_result):
+    verdict = ib.EXPERIMENT.verdict
+    assert verdict.status == "narrowed"
+    assert {CLOSED_FORM, MIDPOINT, NEARER} == set(verdict.evidence)
 
 
 def test_every_check_is_failed_by_some_wrong_ingredient(quick_result):
