@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import KFold, StratifiedKFold
 from typer.testing import CliRunner
 
+from normpen._files import MANIFEST
 from normpen.cli import EXIT_BAD_INPUT, EXIT_FIT_FAILED, FIT_FILES, app
 from normpen.datasets import load
 from normpen.linear import ElasticNetCV, GroupLassoCV, LassoCV, LogisticRegressionCV, SparseGroupLassoCV
@@ -83,7 +84,7 @@ def test_fit_without_data_uses_diabetes_and_matches_lasso_cv(runner, tmp_path):
         expected.intercept_ - in_original_units @ diabetes.X.mean(axis=0), rel=1e-9
     )
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == sorted(FIT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FIT_FILES, MANIFEST])
     for figure in ("path.png", "cv.png"):
         assert (out / figure).read_bytes().startswith(PNG_SIGNATURE)
 

@@ -1,4 +1,8 @@
-"""Saved linear models: JSON + npz round trips, refusal of anything that is not plain data, safe writes."""
+"""Saved linear models: JSON + npz round trips, refusal of anything that is not plain data or does not fit.
+
+The command-line side (``normpen predict`` on damaged or hostile model
+directories, exit codes, files left as they were) is in tests/test_files.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from normpen._files import sha256_hex
 from normpen.linear import GroupLassoCV, Lasso, LassoCV, LinearSVCCV, LogisticRegressionCV, RidgeCV
 from normpen.model_io import (
     MODEL_ARRAYS,
@@ -15,7 +20,7 @@ from normpen.model_io import (
     OutputExistsError,
     load_model,
     model_files,
-    write_new_files,
+    save_model,
 )
 
 
@@ -28,7 +33,7 @@ def data():
 
 
 def _save(estimator, directory, metadata=None):
-    write_new_files(directory, model_files(estimator, metadata), force=False)
+    save_model(directory, estimator, metadata)
     return load_model(directory)
 
 
@@ -80,8 +85,9 @@ def test_files_are_json_and_a_plain_npz(data, tmp_path):
     document = json.loads(files[MODEL_JSON])
     assert document["estimator"] == "LassoCV"
     assert document["params"]["cv"] == 3
-    write_new_files(tmp_path, files, force=False)
-    with np.load(tmp_path / MODEL_ARRAYS, allow_pickle=False) as arrays:
+    assert document["arrays_sha256"] == sha256_hex(files[MODEL_ARRAYS])
+    save_model(tmp_path / "m", LassoCV(cv=3, n_lams=5).fit(X, y))
+    with np.load(tmp_path / "m" / MODEL_ARRAYS, allow_pickle=False) as arrays:
         assert sorted(arrays.files) == document["arrays"]
         assert "coef_" in arrays.files
 
@@ -109,8 +115,7 @@ def test_unsavable_estimators_and_parameters_raise_type_error(data):
 @pytest.fixture
 def saved_dir(data, tmp_path):
     X, y = data
-    write_new_files(tmp_path, model_files(Lasso(0.1).fit(X, y)), force=False)
-    return tmp_path
+    return save_model(tmp_path / "model", Lasso(0.1).fit(X, y))
 
 
 def _edit_json(directory, **changes):
@@ -119,16 +124,31 @@ def _edit_json(directory, **changes):
     (directory / MODEL_JSON).write_text(json.dumps(document))
 
 
+def _replace_arrays(directory, **arrays):
+    """Rewrite model.npz with ``arrays`` changed and record its new hash, as a forger who edits both would."""
+    with np.load(directory / MODEL_ARRAYS) as saved:
+        content = {name: saved[name] for name in saved.files} | arrays
+    np.savez(directory / MODEL_ARRAYS, **content)
+    _edit_json(directory, arrays=sorted(content),
+               arrays_sha256=sha256_hex((directory / MODEL_ARRAYS).read_bytes()))
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"estimator": "system"}, "names no normpen estimator: 'system'"),
         ({"estimator": "Datafit"}, "names no normpen estimator"),
         ({"format": "pickle"}, "not a normpen linear model"),
-        ({"format_version": 99}, "format version 99"),
+        ({"format_version": 1}, "format version 1"),
         ({"params": {"no_such_parameter": 1}}, "malformed"),
+        ({"params": {"lam": [[[0.1]]]}}, "malformed: parameter 'lam'"),
+        ({"params": {"lam": {"__class__": "x"}}}, "malformed: parameter 'lam'"),
         ({"attributes": {"__class__": 1}}, "malformed"),
+        ({"attributes": {"lam_": {"labels": [[1, 2]]}}}, "malformed: attribute 'lam_'"),
         ({"arrays": ["coef_", "lams_"]}, "model.json lists"),
+        ({"arrays": "coef_"}, "malformed: arrays"),
+        ({"arrays_sha256": None}, "malformed: arrays_sha256"),
+        ({"metadata": []}, "malformed: metadata"),
     ],
 )
 def test_tampered_model_json_is_refused(saved_dir, changes, message):
@@ -137,11 +157,37 @@ def test_tampered_model_json_is_refused(saved_dir, changes, message):
         load_model(saved_dir)
 
 
-def test_npz_needing_pickle_is_refused(saved_dir):
-    document = json.loads((saved_dir / MODEL_JSON).read_text())
-    np.savez(saved_dir / MODEL_ARRAYS, **{name: np.array([object()]) for name in document["arrays"]})
-    with pytest.raises(ModelFileError, match="not a plain numpy archive"):
+def test_npz_from_another_fit_is_refused(data, saved_dir, tmp_path):
+    X, y = data
+    other = save_model(tmp_path / "other", Lasso(0.5).fit(X, y))
+    (saved_dir / MODEL_ARRAYS).write_bytes((other / MODEL_ARRAYS).read_bytes())
+    with pytest.raises(ModelFileError, match="SHA-256 differ.*another fit"):
         load_model(saved_dir)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"coef_": np.zeros((1, 5))}, r"coef_ of shape \(1, 5\).*needs \(5,\)"),
+        ({"coef_": np.zeros(4)}, r"coef_ of shape \(4,\)"),
+        ({"coef_": np.arange(5)}, "no finite float coef_"),
+        ({"coef_": np.array([0.0, np.nan, 0, 0, 0])}, "no finite float coef_"),
+        ({"coef_": np.array([object()] * 5)}, "not plain numbers"),
+        ({"coef_": np.zeros(5, dtype=[("a", "<f8")])}, "not plain numbers"),
+    ],
+)
+def test_arrays_of_the_wrong_shape_or_dtype_are_refused(saved_dir, arrays, message):
+    _replace_arrays(saved_dir, **arrays)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(saved_dir)
+
+
+def test_classifier_coefficients_must_match_the_classes(data, tmp_path):
+    X, y = data
+    directory = save_model(tmp_path / "m", LogisticRegressionCV(cv=3, n_lams=3).fit(X, y > 0))
+    _replace_arrays(directory, coef_=np.zeros((3, 5)))
+    with pytest.raises(ModelFileError, match=r"coef_ of shape \(3, 5\).*needs \(1, 5\)"):
+        load_model(directory)
 
 
 def test_missing_files_are_named(saved_dir, tmp_path_factory):
@@ -155,29 +201,30 @@ def test_missing_files_are_named(saved_dir, tmp_path_factory):
         load_model(saved_dir)
 
 
-def test_existing_files_are_replaced_only_with_force(data, tmp_path):
+def test_existing_models_are_replaced_only_with_force(data, tmp_path):
     X, y = data
-    first = model_files(Lasso(0.1).fit(X, y))
-    second = model_files(Lasso(0.5).fit(X, y))
-    write_new_files(tmp_path, first, force=False)
-    with pytest.raises(OutputExistsError, match="already holds model.json, model.npz.*--force"):
-        write_new_files(tmp_path, second, force=False)
-    assert (tmp_path / MODEL_JSON).read_bytes() == first[MODEL_JSON]
-    write_new_files(tmp_path, second, force=True)
-    assert load_model(tmp_path).estimator.lam == 0.5
+    directory = save_model(tmp_path / "m", Lasso(0.1).fit(X, y))
+    before = (directory / MODEL_JSON).read_bytes()
+    with pytest.raises(OutputExistsError, match="already holds .* output.*--force"):
+        save_model(directory, Lasso(0.5).fit(X, y))
+    assert (directory / MODEL_JSON).read_bytes() == before
+    save_model(directory, Lasso(0.5).fit(X, y), force=True)
+    assert load_model(directory).estimator.lam == 0.5
 
 
-def test_failed_write_leaves_the_directory_unchanged(data, tmp_path):
+def test_a_directory_with_other_files_is_never_replaced(data, tmp_path):
     X, y = data
-    write_new_files(tmp_path, {"keep.txt": b"mine"}, force=False)
-    files = model_files(Lasso(0.1).fit(X, y)) | {"broken.bin": "not bytes"}
-    with pytest.raises(TypeError):
-        write_new_files(tmp_path, files, force=False)
+    (tmp_path / "keep.txt").write_text("mine")
+    for force in (False, True):
+        with pytest.raises(OutputExistsError, match="did not write.*keep.txt"):
+            save_model(tmp_path, Lasso(0.1).fit(X, y), force=force)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
-def test_output_that_is_a_file_is_refused(tmp_path):
+def test_output_that_is_a_file_is_refused(data, tmp_path):
+    X, y = data
     target = tmp_path / "file"
     target.write_text("x")
     with pytest.raises(ValueError, match="is a file, not a directory"):
-        write_new_files(target, {"a": b"1"}, force=True)
+        save_model(target, Lasso(0.1).fit(X, y), force=True)
+    assert target.read_text() == "x"

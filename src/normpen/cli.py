@@ -327,6 +327,7 @@ def _print_fit(summary, header, rows, out):
 
 @app.command()
 def fit(
+    ctx: typer.Context,
     data: Annotated[
         Path | None, typer.Argument(help="CSV or Parquet file; the embedded diabetes data when left out.")
     ] = None,
@@ -362,7 +363,7 @@ def fit(
     import json
     import warnings
 
-    from normpen.model_io import check_new_files, model_files, write_new_files
+    from normpen.model_io import model_files
     from normpen.report.figures import figure_png
     from normpen.tabular import fit_encoder, training_data
 
@@ -375,7 +376,7 @@ def fit(
         raise typer.BadParameter(f"{l1_ratio} lies outside [0, 1]", param_hint="--l1-ratio")
     task = FIT_PENALTIES[penalty][0]
     try:
-        check_new_files(out, FIT_FILES, force)
+        output = _claim_output(ctx, out, force, "normpen fit")
         frame, target = _load_training_table(data, target)
         encoder = fit_encoder(frame, target, na=_na_policy(drop_na, impute), categorical=categorical or (),
                               exclude=exclude or ())
@@ -403,13 +404,33 @@ def fit(
         "cv.png": figure_png(_cv_figure(estimator, summary["cv_error"])),
         "fit.json": (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     }
-    write_new_files(out, files, force)
+    _commit_output(output, files)
     if json_output:
         typer.echo(json.dumps({**summary, "out": str(out)}, ensure_ascii=False))
         return
     for message in summary["warnings"]:
         _note("warning", "yellow", message)
     _print_fit(summary, header, rows, out)
+
+
+def _claim_output(ctx: typer.Context, out: Path, force: bool, generator: str):
+    """Claim the directory ``out`` until the command ``ctx`` ends (:func:`normpen._files.claim_output`: a
+    second run on the same directory fails at once); raises ``ValueError`` when ``out`` may not be written."""
+    from normpen._files import claim_output
+
+    return ctx.with_resource(claim_output(out, force, generator))
+
+
+def _commit_output(output, files: dict):
+    """Write ``files`` as the claimed directory, in one rename; exit 2 if that is no longer allowed."""
+    from normpen._files import OutputError
+
+    try:
+        output.commit(files)
+    except OutputError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    except OSError as err:
+        _fail(f"cannot write {output.path}: {err.strerror}; nothing was written", EXIT_BAD_INPUT)
 
 
 def _check_trainable(X, y, task, k):
@@ -437,35 +458,36 @@ def predict(
     """
     import json
 
-    from normpen.model_io import load_model, write_new_files
-    from normpen.tabular import TabularEncoder, read_table
+    from normpen._files import check_file_target
+    from normpen.model_io import load_model
+    from normpen.tabular import read_table
 
     try:
         saved = load_model(model)
-        if "encoder" not in saved.metadata:
-            raise ValueError(f"{model} holds no table encoder; give a model directory `normpen fit` wrote")
-        encoder = TabularEncoder.from_dict(saved.metadata["encoder"])
-        if out is not None and out.is_dir():
-            raise ValueError(f"{out} is a directory; give --out a file name such as predictions.csv")
-        if out is not None and out.exists() and not force:
-            raise ValueError(f"{out} exists; choose another --out file or pass --force to replace it")
+        encoder = _saved_encoder(saved, model)
+        if out is not None:
+            check_file_target(out, force)
         frame = read_table(data)
-        X = encoder.transform(frame)
+        with np.errstate(over="ignore", invalid="ignore"):  # a value too large to standardise is named below
+            X = encoder.transform(frame)
+        rows = np.flatnonzero(encoder.rows(frame))
+        _check_finite_design(X, rows, frame, encoder.feature_names, data)
     except ValueError as err:
         _fail(str(err), EXIT_BAD_INPUT)
     estimator = saved.estimator
-    rows = np.flatnonzero(encoder.rows(frame))
-    header, columns = ["row", "prediction"], [rows, estimator.predict(X)]
-    if hasattr(estimator, "predict_proba"):
-        header += [f"p({c})" for c in estimator.classes_]
-        columns += list(estimator.predict_proba(X).T)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite score is refused below
+        header, columns = ["row", "prediction"], [rows, estimator.predict(X)]
+        _check_finite_scores(estimator, X, rows, data)
+        if hasattr(estimator, "predict_proba"):
+            header += [f"p({c})" for c in estimator.classes_]
+            columns += list(estimator.predict_proba(X).T)
     table = [list(values) for values in zip(*columns, strict=True)]
     result = {"predictions": _json_column(columns[1]), "rows": rows.tolist()}
     score = _score(estimator, frame, encoder, saved.metadata.get("task"))
     if score is not None:
         result["score"] = score
     if out is not None:
-        write_new_files(out.parent, {out.name: _csv_bytes(header, table)}, True)
+        _write_output_file(out, _csv_bytes(header, table), force)
     if json_output:
         typer.echo(json.dumps(result, ensure_ascii=False))
     elif out is None:
@@ -473,6 +495,69 @@ def predict(
     if score is not None and not json_output:
         message = f"{score['metric']} on the {score['n']} rows with a target: {score['value']:.6g}"
         Console(stderr=True).print(message, markup=False, highlight=False)
+
+
+def _saved_encoder(saved, model: Path):
+    """The table encoder saved with the model, checked to make as many columns as the model has features
+    (and, for a regressor, one coefficient per column: `normpen fit` saves single-output models)."""
+    from sklearn.base import is_classifier
+
+    from normpen.tabular import TabularEncoder
+
+    if "encoder" not in saved.metadata:
+        raise ValueError(f"{model} holds no table encoder; give a model directory `normpen fit` wrote")
+    try:
+        encoder = TabularEncoder.from_dict(saved.metadata["encoder"])
+        width = len(encoder.feature_names)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"{model} holds a malformed table encoder ({err!r}); give a model directory `normpen fit` wrote"
+        ) from None
+    estimator = saved.estimator
+    if width != estimator.n_features_in_ or (estimator.coef_.ndim != 1 and not is_classifier(estimator)):
+        raise ValueError(
+            f"{model} is not a model `normpen fit` wrote: its encoder makes {width} columns but its coef_ "
+            f"has shape {estimator.coef_.shape}"
+        )
+    return encoder
+
+
+def _check_finite_design(X, rows, frame, feature_names, data):
+    """Refuse a design matrix with inf or NaN (an infinite value, or one too large to standardise)."""
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        i, j = bad[0]
+        name = feature_names[j]
+        raise ValueError(
+            f"column {name!r} holds {frame[name].iloc[rows[i]]!r} in row {rows[i]} of {data}, which is not "
+            "finite once standardised; predictions need finite values: fix or remove that row"
+        )
+
+
+def _check_finite_scores(estimator, X, rows, data):
+    """Refuse predictions that overflow (finite but huge feature values): name the rows."""
+    from sklearn.base import is_classifier
+
+    scores = estimator.decision_function(X) if is_classifier(estimator) else estimator.predict(X)
+    bad = rows[~np.isfinite(scores).reshape(len(rows), -1).all(axis=1)]
+    if bad.size:
+        _fail(
+            f"the model's prediction overflows on row(s) {bad[:10].tolist()} of {data}: their feature "
+            "values are too large for it; check those rows",
+            EXIT_BAD_INPUT,
+        )
+
+
+def _write_output_file(out: Path, data: bytes, force: bool):
+    """Write ``out`` in one step (:func:`normpen._files.write_file`); exit 2 if it may not be written."""
+    from normpen._files import OutputError, write_file
+
+    try:
+        write_file(out, data, force)
+    except OutputError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    except OSError as err:
+        _fail(f"cannot write {out}: {err.strerror}; nothing was written", EXIT_BAD_INPUT)
 
 
 def _json_column(values) -> list:
@@ -521,6 +606,7 @@ def _sweep_data(data, target, task, val_fraction, seed, na, categorical, exclude
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     data: Annotated[
         Path | None, typer.Argument(help="CSV or Parquet file; the embedded digits when left out.")
     ] = None,
@@ -561,7 +647,6 @@ def sweep(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from normpen.model_io import check_new_files, write_new_files
     from normpen.report.figures import figure_png
     from normpen.sweep import MODELS, PENALTIES, TrainingDiverged, parse_lambdas, train_sweep
 
@@ -577,7 +662,7 @@ def sweep(
         raise typer.BadParameter(f"{val_fraction} is not in (0, 1)", param_hint="--val-fraction")
     try:
         lams = parse_lambdas(lambdas)
-        check_new_files(out, SWEEP_FILES, force)
+        output = _claim_output(ctx, out, force, "normpen sweep")
         split = _sweep_data(data, target, task, val_fraction, seed, _na_policy(drop_na, impute),
                             categorical or (), exclude or ())
     except ValueError as err:
@@ -599,10 +684,10 @@ def sweep(
         "model": model, "penalty": penalty, "mode": mode, "task": split.task,
         "n_train": int(split.X_train.shape[0]), "n_val": int(split.X_val.shape[0]), **result.to_dict(),
     }
-    write_new_files(out, {
+    _commit_output(output, {
         "sweep.png": figure_png(result.figure()),
         "sweep.json": (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
-    }, force)
+    })
     if json_output:
         typer.echo(json.dumps({**document, "out": str(out)}, ensure_ascii=False))
         return
