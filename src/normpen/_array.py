@@ -20,6 +20,8 @@ __all__ = [
     "soft_threshold",
     "max_or_zero",
     "check_array",
+    "as_float64_array",
+    "scaled_threshold",
     "check_nonnegative",
     "check_positive",
     "check_unit_interval",
@@ -36,8 +38,7 @@ def namespace(*arrays):
     except TypeError as err:
         kinds = ", ".join(type(a).__name__ for a in arrays)
         raise TypeError(
-            f"expected numpy arrays or torch tensors, got {kinds}; "
-            "convert lists with numpy.asarray first"
+            f"expected numpy arrays or torch tensors, got {kinds}; convert lists with numpy.asarray first"
         ) from err
 
 
@@ -103,6 +104,11 @@ def check_array(x, name="x"):
             f"{name} must be a numpy array or torch tensor, got {type(x).__name__}; "
             f"convert it with numpy.asarray({name}, dtype=float)"
         ) from None
+    if isinstance(x, numpy.matrix):
+        raise TypeError(
+            f"{name} is a numpy.matrix, whose * and indexing differ from an array's; "
+            f"convert it with numpy.asarray({name})"
+        )
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(
             f"{name} must have a real floating dtype (float32 or float64), got {x.dtype}; "
@@ -111,6 +117,38 @@ def check_array(x, name="x"):
     if math.prod(x.shape) and not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or infinite values; remove or impute them first")
     return xp
+
+
+def as_float64_array(value, name):
+    """``value`` (numbers) as a float64 numpy array, else a ``TypeError`` that names ``name``."""
+    try:
+        return numpy.asarray(value, dtype=numpy.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must hold real numbers, got {value!r:.80}; "
+            f"give floats, e.g. numpy.asarray({name}, dtype=float)"
+        ) from err
+
+
+def scaled_threshold(t, w):
+    r"""The products :math:`t w_i` of a Python float :math:`t \ge 0` and an array :math:`w \ge 0`.
+
+    The result has ``w``'s dtype: exactly 0 where :math:`w_i = 0` (never :math:`0 \cdot \infty`),
+    and ``inf`` where :math:`t w_i` reaches :math:`(1 - 4\varepsilon)` times the dtype's largest float: such a
+    threshold exceeds every finite entry. Elsewhere the product is the usual rounded one. A
+    :math:`t` beyond the dtype's range is multiplied in float64.
+    """
+    xp = namespace(w)
+    largest = float(xp.finfo(w.dtype).max)
+    t = min(t, float(numpy.finfo(numpy.float64).max))
+    if t == 0:
+        return xp.zeros_like(w)
+    limit = min(largest / t * (1 - 4 * float(xp.finfo(w.dtype).eps)), largest)
+    if t <= largest:
+        product = t * xp.clip(w, None, limit)
+    else:  # only for a float32 or narrower w; the product is below the limit, so it fits
+        product = xp.astype(t * xp.clip(xp.astype(w, xp.float64), None, limit), w.dtype)
+    return xp.where(w < limit, product, xp.inf)
 
 
 def _check_real(value, name):

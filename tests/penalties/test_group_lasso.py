@@ -299,8 +299,12 @@ def test_projection_matches_scipy_slsqp(shape, groups, weights, rng):
     radius = 0.4 * l21(x, index, w)
     ours = pen.project(x, radius)
     numeric = slsqp_group_problem(x, index, w, radius=radius)
+    numeric = numeric * min(
+        1.0, radius / l21(numeric, index, w)
+    )  # SLSQP ends up to 5e-9 outside: scale it in
     assert l21(ours, index, w) == pytest.approx(radius, rel=1e-12)
-    assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 1e-10
+    # ours is the projection up to rounding, O(eps ||x||) per entry: its squared distance up to 16 eps ||x||^2
+    assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 16 * np.finfo(float).eps * np.sum(x**2)
     np.testing.assert_allclose(ours, numeric, atol=1e-4)
 
 

@@ -104,9 +104,13 @@ def test_project_dual_matches_scipy_slsqp_on_the_l21_ball(axis, rng):
         options={"ftol": 1e-15, "maxiter": 1000},
     )
     numeric = result.x[:6].reshape(3, 2)
+    numeric = numeric * min(
+        1.0, radius / pen.dual_norm(numeric)
+    )  # SLSQP ends up to 5e-9 outside: scale it in
     ours = pen.project_dual(x, radius)
     assert pen.dual_norm(ours) == pytest.approx(radius, rel=1e-13)
-    assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 1e-10
+    # ours is the projection up to rounding, O(eps ||x||) per entry: its squared distance up to 16 eps ||x||^2
+    assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 16 * np.finfo(float).eps * np.sum(x**2)
     np.testing.assert_allclose(ours, numeric, atol=1e-5)
 
 

@@ -10,12 +10,14 @@ import array_api_compat
 import numpy as np
 
 from normpen._array import (
+    as_float64_array,
     asarray_like,
     check_array,
     cumulative_l2_norm,
     l2_norm,
     max_or_zero,
     namespace,
+    scaled_threshold,
 )
 from normpen.penalties.base import Penalty
 
@@ -67,7 +69,7 @@ class Anchored(Penalty):
       :math:`\{z : \sum_i F_i (z_i - a_i)^2 \le r^2\}`:
       :math:`z = a + (x - a)/(1 + \mu F)` with :math:`\mu \ge 0` the root of
       :math:`\sum_i F_i (x_i - a_i)^2 / (1 + \mu F_i)^2 = r^2`
-      (see :func:`_ellipsoid_multiplier`).
+      (see :func:`_project_ellipsoid`).
     - ``dual_norm(x)`` is the dual of the weighted norm
       :math:`\|v\|_F = \sqrt{\sum_i F_i v_i^2}`, namely
       :math:`\sqrt{\sum_i x_i^2 / F_i}` (infinite if :math:`x_i \ne 0` where
@@ -126,12 +128,14 @@ class Anchored(Penalty):
         return self.lam * self._fisher_like(x) * (x - self._anchor_like(x))
 
     def _prox(self, x, step):
-        return self._toward_anchor(x, step * self.lam * self._fisher_like(x))
+        return self._toward_anchor(x, scaled_threshold(step * self.lam, self._fisher_like(x)))
 
     def _project(self, x, radius):
-        fisher = self._fisher_like(x)
-        mu = _ellipsoid_multiplier(x - self._anchor_like(x), fisher, radius)
-        return self._toward_anchor(x, mu * fisher)
+        xp = namespace(x)
+        anchor = self._anchor_like(x)
+        offset = x - anchor
+        projected = _project_ellipsoid(offset, self._fisher_like(x), radius)
+        return xp.where(projected == offset, x, anchor + projected)
 
     def _toward_anchor(self, x, t):
         r""":math:`a + (x - a)/(1 + t)` elementwise, exactly ``x`` where :math:`t = 0`.
@@ -158,69 +162,66 @@ class Anchored(Penalty):
         free = fisher > 0
         tiny = xp.finfo(x.dtype).smallest_normal
         inverse = xp.where(free, 1 / xp.clip(fisher, tiny, None), 0)
-        bounded = xp.where(free, x, 0)
-        return bounded / (1 + _ellipsoid_multiplier(bounded, inverse, radius) * inverse)
+        return _project_ellipsoid(xp.where(free, x, 0), inverse, radius)
 
 
 def _snapshot(value, name):
     """A validated copy of ``anchor`` or ``fisher``: its kind, dtype and device, detached from autograd."""
     if not array_api_compat.is_array_api_obj(value):
-        value = np.asarray(value, dtype=np.float64)
+        value = as_float64_array(value, name)
     check_array(value, name)
     if array_api_compat.is_torch_array(value):
         return value.detach().clone()
     return np.array(value, copy=True)
 
 
-def _ellipsoid_multiplier(v, w, radius):
-    r"""The multiplier of the Euclidean projection of ``v`` onto :math:`\{z : \sum_i w_i z_i^2 \le r^2\}`.
+def _project_ellipsoid(v, w, radius):
+    r"""The Euclidean projection of ``v`` onto :math:`\{z : \sum_i w_i z_i^2 \le r^2\}`, ``w`` finite, >= 0.
 
-    ``w`` is finite and nonnegative. The KKT conditions give the projection
-    :math:`v / (1 + \mu w)` with :math:`\mu \ge 0` the root of
-    :math:`\|y(\mu)\| = r`, :math:`y_i(\mu) = \sqrt{w_i} v_i / (1 + \mu w_i)`,
-    and :math:`\mu = 0` inside. As in trust-region subproblems,
-    :math:`g(\mu) = 1/\|y(\mu)\| - 1/r` is concave and increasing on
-    :math:`\mu \ge 0`, so Newton's method started left of the root climbs to it
-    monotonically and never overshoots; its step is
+    The KKT conditions give :math:`v / (1 + \mu w)` with :math:`\mu \ge 0` the root of
+    :math:`\|y / (1 + \mu w)\| = r`, :math:`y_i = \sqrt{w_i} v_i`, and ``v`` itself inside.
+    With :math:`s = \max_i |y_i|`, :math:`\hat y = y / s`, :math:`\hat r = r / s` and
+    :math:`\nu = \mu\hat r`, the equation reads :math:`\|\hat y / (\hat r + \nu w)\| = 1` and the
+    projection :math:`(v / s) / (\hat r + \nu w) \cdot r`. For a point outside,
+    :math:`\hat r < \|\hat y\| \le \sqrt n` and :math:`\nu` is of the order of
+    :math:`\|\hat y\| / w`, so neither overflows, however far below :math:`\|y\|` the radius
+    is (:math:`\mu \approx \|y\| / r` itself would pass 1e308); the coordinates with
+    :math:`w_i = 0` are never changed. As in trust-region subproblems,
+    :math:`g(\nu) = 1/\|u(\nu)\| - 1` with :math:`u = \hat y / (\hat r + \nu w)` is concave and
+    increasing, so Newton's method started left of the root climbs to it monotonically; its step is
 
-    .. math:: \mu \leftarrow \mu + \frac{\|y\|/r - 1}{\sum_i y_i^2 \frac{w_i}{1 + \mu w_i} / \|y\|^2},
+    .. math:: \nu \leftarrow \nu + \frac{(\|u\| - 1)\,\|u\|^2}{\sum_i u_i^2 w_i / (\hat r + \nu w_i)},
 
-    with both sums taken over :math:`y / \max_i |y_i|` so that they neither
-    overflow nor underflow.
-
-    The start is the best of the lower bounds
-    :math:`\mu \ge (\|y_S(0)\|/r - 1)/\max_{i \in S} w_i` over the sets
-    :math:`S` of the :math:`k` smallest weights (a sort and a cumulative sum);
-    from there :data:`_NEWTON_STEPS` fixed steps reach machine precision
-    without a host synchronisation, and every iterate is clipped at the start
-    as a safeguard against rounding. The multiplier does not change when
-    :math:`v` and :math:`r` are divided by the same number, so ``v`` is first
-    brought to entries of magnitude at most 1: entries of ``v`` up to 1e300 do
-    not overflow, and only the ratio :math:`\sqrt{w_i}|v_i|/r` must stay below
-    about 1e300. Returns a 0-d array, exactly 0 inside.
+    with the sums taken over :math:`u / \max_i |u_i|`. The start is the best of the lower
+    bounds :math:`\nu \ge (\|\hat y_S\| - \hat r)/\max_{i \in S} w_i` over the sets :math:`S` of
+    the :math:`k` smallest weights (a sort and a cumulative sum); from there
+    :data:`_NEWTON_STEPS` fixed steps reach machine precision without a host
+    synchronisation, and every iterate is clipped at the start as a safeguard against rounding.
     """
     xp = namespace(v)
     if math.prod(v.shape) == 0:
-        return xp.zeros((), dtype=v.dtype, device=array_api_compat.device(v))
-    scale = xp.clip(max_or_zero(xp.abs(v)), 1, None)
-    radius = radius / scale
-    y0 = xp.sqrt(w) * (v / scale)
+        return v
+    weighted = w > 0
+    y = xp.sqrt(w) * xp.where(weighted, v, 0)
+    peak = max_or_zero(xp.abs(y))
+    scale = xp.where(peak > 0, peak, 1)
+    radius_hat = radius / scale
+    y_hat = y / scale
     flat_w = xp.reshape(w, (-1,))
     order = xp.argsort(flat_w)
     sorted_w = xp.take(flat_w, order)
-    prefix = cumulative_l2_norm(xp.take(xp.reshape(y0, (-1,)), order))
-    weighted = sorted_w > 0
-    bounds = xp.where(weighted, (prefix / radius - 1) / xp.where(weighted, sorted_w, 1), 0)
+    prefix = cumulative_l2_norm(xp.take(xp.reshape(y_hat, (-1,)), order))
+    bounds = xp.where(sorted_w > 0, (prefix - radius_hat) / xp.where(sorted_w > 0, sorted_w, 1), 0)
     start = xp.clip(max_or_zero(bounds), 0, None)
-    mu = start
+    nu = start
     for _ in range(_NEWTON_STEPS):
-        shrink = 1 + mu * w
-        y = y0 / shrink
-        peak = max_or_zero(xp.abs(y))
-        squares = (y / xp.where(peak > 0, peak, 1)) ** 2
+        shrink = xp.where(weighted, radius_hat + nu * w, 1)  # 1 on free coordinates, where y_hat is 0
+        u = y_hat / shrink
+        top = max_or_zero(xp.abs(u))
+        squares = (u / xp.where(top > 0, top, 1)) ** 2
         total = xp.sum(squares)
-        norm = peak * xp.sqrt(total)
+        norm = top * xp.sqrt(total)
         slope = xp.sum(squares * (w / shrink)) / xp.where(total > 0, total, 1)
-        step = (norm / radius - 1) / xp.where(slope > 0, slope, 1)
-        mu = xp.maximum(mu + step, start)
-    return mu
+        nu = xp.maximum(nu + (norm - 1) / xp.where(slope > 0, slope, 1), start)
+    projected = xp.where(weighted, v, 0) / scale / xp.where(weighted, radius_hat + nu * w, 1) * radius
+    return xp.where(weighted & (start > 0), projected, v)

@@ -28,18 +28,60 @@ and then calls the unchecked kernel of the same name with a leading
 underscore (``_value``, ``_prox``, ...). Subclasses implement the kernels;
 training loops that must not synchronise with the device call the kernels
 directly on tensors they already trust.
+
+Every kernel a subclass defines is wrapped once (:func:`_widened`): float16 and
+bfloat16 inputs are computed in float32, and a step or radius too large for the
+input's dtype in float64, the result cast back to the input's dtype. The test
+is on the dtype and on Python floats only, so it never synchronises.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from numbers import Real
 from typing import ClassVar
 
 from normpen._array import check_array, check_nonnegative, check_positive, namespace
 
 __all__ = ["Penalty"]
+
+#: The kernels that every subclass implements; :func:`_widened` wraps each of them.
+_KERNELS = ("_value", "_grad", "_prox", "_norm", "_project", "_dual_norm", "_project_dual")
+#: A scalar argument (step times strength, radius) above this fraction of the dtype's largest float
+#: is computed in float64: the kernels multiply it by small factors (2, the weights) in the input's dtype.
+_SCALAR_HEADROOM = 1 / 16
+
+
+def _wider_dtype(xp, x, scalars, lam):
+    """The dtype a kernel must compute in for ``x`` and its scalar arguments, or None for ``x``'s own.
+
+    Narrower than float32 (float16, bfloat16: no SVD, no sort on every device, and 3 digits):
+    float32. A scalar (times ``lam`` when ``lam > 1``, as a prox step meets it) beyond
+    :data:`_SCALAR_HEADROOM` of the dtype's largest float: float64, where it is an ordinary number.
+    """
+    finfo = xp.finfo(x.dtype)
+    wide = xp.float32 if finfo.bits < 32 else None
+    largest = float(xp.finfo(wide or x.dtype).max) * _SCALAR_HEADROOM
+    if any(isinstance(s, Real) and s * max(lam, 1.0) > largest for s in scalars):
+        wide = xp.float64
+    return wide
+
+
+def _widened(kernel):
+    """``kernel`` computed in the dtype of :func:`_wider_dtype` when it is wider, the result cast back."""
+
+    @functools.wraps(kernel)
+    def run(self, x, *scalars):
+        xp = namespace(x)
+        wide = _wider_dtype(xp, x, scalars, self.lam)
+        if wide is None:
+            return kernel(self, x, *scalars)
+        return xp.astype(kernel(self, xp.astype(x, wide), *scalars), x.dtype)
+
+    return run
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +95,12 @@ class Penalty(ABC):
     """
 
     lam: float
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _KERNELS:
+            if name in cls.__dict__:
+                setattr(cls, name, _widened(cls.__dict__[name]))
 
     #: The input must be a matrix (2-D): spectral, nuclear, max-norm.
     matrix_only: ClassVar[bool] = False

@@ -6,14 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import array_api_compat
-
 from normpen._array import (
     check_unit_interval,
     cumulative_l2_norm,
     l2_norm,
     max_or_zero,
     namespace,
+    project_l2_ball,
     soft_threshold,
 )
 from normpen.penalties.base import Penalty
@@ -110,10 +109,20 @@ class ElasticNet(Penalty):
     def _project(self, x, radius):
         if math.prod(x.shape) == 0:
             return x
+        if self.l1_ratio == 0:  # ridge: the set is the ball of radius sqrt(2 r)
+            return project_l2_ball(x, math.sqrt(2.0) * math.sqrt(radius))
         xp = namespace(x)
-        rho = self.l1_ratio
-        mu = _multiplier(xp.reshape(xp.abs(x), (-1,)), rho, radius)
-        return _prox_elastic_net(x, mu * rho, mu * (1 - rho))
+        rho, c = self.l1_ratio, 1 - self.l1_ratio
+        magnitudes = xp.abs(x)
+        top = max_or_zero(magnitudes)
+        mu, theta = _multiplier(xp.reshape(magnitudes, (-1,)), rho, radius)
+        # near the top magnitude (theta < top / 2) the soft threshold is formed from the gaps
+        near_top = theta < top / 2
+        mu = xp.where(near_top, (top - theta) / rho, mu)
+        kept = xp.where(
+            near_top, xp.clip(theta - (top - magnitudes), 0, None), soft_threshold(magnitudes, mu * rho)
+        )
+        return xp.where(mu > 0, xp.sign(x) * kept / (1 + mu * c), x)
 
 
 def _scaled_omega(x, rho, t):
@@ -137,9 +146,10 @@ def _prox_elastic_net(x, l1, l2):
 
 
 def _multiplier(a, rho, radius):
-    r"""The :math:`\mu \ge 0` with :math:`\Omega(\operatorname{prox}_{\mu\Omega}(a)) = r`, 0 inside the set.
+    r"""The :math:`\mu \ge 0` with :math:`\Omega(\operatorname{prox}_{\mu\Omega}(a)) = r` (0 inside the set),
+    and :math:`\theta = \max_i a_i - \rho\mu`, the soft threshold's distance below the top.
 
-    ``a`` holds the magnitudes :math:`|x_i|` (1-D, nonnegative). Write
+    ``a`` holds the magnitudes :math:`|x_i|` (1-D, nonnegative), :math:`\rho > 0`. Write
     :math:`c = 1 - \rho` and sort :math:`a` in decreasing order. If the first
     :math:`k` coordinates are the active ones (:math:`a_i > \mu\rho`),
     :math:`\Omega(\operatorname{prox}_{\mu\Omega}(a)) = r` is the quadratic
@@ -154,26 +164,42 @@ def _multiplier(a, rho, radius):
               = \frac{1}{\sqrt{B_k}}\Big(\frac{2\rho S_k + c L_k\, L_k - 2r}{\sqrt{B_k} + N_k}\Big),
 
     evaluated term by term so that nothing overflows for entries up to 1e300
-    and nothing cancels when :math:`c` is small (:math:`\rho = 1` gives the
-    lasso's :math:`(S_k - r)/k`); only :math:`\mu` itself must be a float,
-    which fails when :math:`\|x\|_2 / \sqrt{r}` passes 1e308.
+    (:math:`L_k / (\sqrt{B_k} + N_k) \le 1/c`) and nothing cancels when :math:`c` is small
+    (:math:`\rho = 1` gives the lasso's :math:`(S_k - r)/k`); :math:`r/B_k = 1/(k\rho^2/r + 2c)`
+    and :math:`\rho^2/B_k` below are formed without a product of :math:`r` with anything.
 
-    Each summand of :math:`\Omega(\operatorname{prox}_{\mu\Omega}(a))`, kept
-    even when :math:`a_i < \mu\rho`, decreases in :math:`\mu`; hence
-    :math:`a_k > \rho\mu_k` holds exactly for the :math:`k` up to the true
-    active count, and the answer is :math:`\mu_k` at the largest such
-    :math:`k`, clipped at 0 (a point inside the set gives
+    The same equation in :math:`\theta` (substitute :math:`\rho\mu = a_1 - \theta`, the gaps
+    :math:`d_i = a_1 - a_i` and :math:`P = \rho + c a_1`) has the root
+
+    .. math:: \theta_k = \frac{2\big(P\, r/B_k + (\rho^2/B_k)(E_k - G_k/2)\big)}
+                               {1 + (N_k/P)\sqrt{\rho^2/B_k}},\qquad
+              E_k = \sum_{i\le k} d_i,\quad G_k = \sum_{i\le k} d_i \frac{c\, d_i}{P},
+
+    where every term is nonnegative (:math:`E_k \ge G_k`): when the radius is far below the
+    rounding step of :math:`a_1`, :math:`\theta` keeps its digits where :math:`a_1 - \rho\mu_k`
+    would be 0. The active count is the largest :math:`k` with :math:`d_k < \theta_k`
+    (:math:`a_k > \rho\mu_k`): each summand of :math:`\Omega(\operatorname{prox}_{\mu\Omega}(a))`,
+    kept even when :math:`a_i < \mu\rho`, decreases in :math:`\mu`, so the condition holds
+    exactly up to the true count. :math:`\mu` is clipped at 0 (a point inside the set gives
     :math:`\mu \le 0`, so no branch on values is needed).
     """
     xp = namespace(a)
     c = 1 - rho
     a = xp.sort(a, descending=True)
-    count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=array_api_compat.device(a))
-    root_b = xp.sqrt(count * rho**2 + 2 * radius * c)
+    top = a[0]
+    count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=a.device)
+    r_over_b = 1 / (count * (rho**2 / radius) + 2 * c)
+    rho2_over_b = 1 / (count + 2 * (radius / rho) * (c / rho))
+    root_b = xp.sqrt(count * (rho**2 / 2) + radius * c) * math.sqrt(2.0)
     sum_a = xp.cumulative_sum(a)
     norm_a = cumulative_l2_norm(a)
-    denom = root_b + cumulative_l2_norm(rho + c * a)
-    mu = (2 * rho * (sum_a / denom) + (c * norm_a) * (norm_a / denom) - 2 * radius / denom) / root_b
-    active = a > rho * mu
+    n_k = cumulative_l2_norm(rho + c * a)
+    denom = root_b + n_k
+    mu = (2 * rho * (sum_a / denom) + (c * norm_a) * (norm_a / denom) - 2 * (radius / denom)) / root_b
+    p = rho + c * top
+    gaps = top - a
+    spread = xp.cumulative_sum(gaps) - xp.cumulative_sum(gaps * (c * gaps / p)) / 2
+    theta = 2 * (p * r_over_b + rho2_over_b * spread) / (1 + (n_k / p) * xp.sqrt(rho2_over_b))
+    active = gaps < theta
     k = xp.clip(xp.sum(xp.astype(active, xp.int64)) - 1, 0, None)
-    return xp.clip(mu[k], 0, None)
+    return xp.clip(mu[k], 0, None), theta[k]

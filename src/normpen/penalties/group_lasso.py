@@ -20,7 +20,15 @@ from typing import Any, ClassVar
 import array_api_compat
 import numpy as np
 
-from normpen._array import check_nonnegative, l2_norm, max_or_zero, namespace, soft_threshold
+from normpen._array import (
+    as_float64_array,
+    check_nonnegative,
+    l2_norm,
+    max_or_zero,
+    namespace,
+    scaled_threshold,
+    soft_threshold,
+)
 from normpen.penalties.base import Penalty
 from normpen.penalties.l1 import project_l1_ball
 
@@ -70,14 +78,15 @@ class _Groups:
     def rescale(self, x, old, new):
         r"""``x`` with each group rescaled from norm ``old[g]`` to norm ``new[g]``.
 
-        The factor :math:`\text{new}_g / \text{old}_g` is 1 where the two
-        agree (infinite norms included), so unchanged groups come back bit for
-        bit; a group with ``new = 0`` becomes exact zeros (``new`` must be 0
-        where ``old`` is).
+        Unchanged groups (``new == old``, infinite norms included) come back bit for
+        bit; the others are divided by ``old`` and then multiplied by ``new``, so a
+        ratio far below the smallest float does not flush them to zero; a group with
+        ``new = 0`` becomes exact zeros (``new`` must be 0 where ``old`` is).
         """
         xp = namespace(x)
         same = new == old
-        return x * self.expand(x, xp.where(same, 1, new / xp.where(same | (old == 0), 1, old)))
+        divisor = self.expand(x, xp.where(same | (old == 0), 1, old))
+        return x / divisor * self.expand(x, xp.where(same, 1, new))  # x / old first: new / old may underflow
 
     def unit(self, x, norms):
         """Each group divided by its norm (zero groups stay zero): the direction of every group."""
@@ -278,6 +287,11 @@ def _check_index_array(g, i):
         )
     if g.min() < 0:
         raise ValueError(f"groups[{i}] contains the negative index {g.min()}; indices count from 0")
+    if g.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"groups[{i}] contains the index {g.max()}, beyond any array's length; "
+            "indices count into x.reshape(-1)"
+        )
 
 
 def _check_disjoint(groups):
@@ -298,7 +312,7 @@ def _parse_weights(weights, count):
     """Weights as a float64 vector, finite and >= 0, with ``count`` entries when the group count is known."""
     if weights is None:
         return None
-    w = np.asarray(weights, dtype=np.float64)
+    w = as_float64_array(weights, "weights")
     if w.ndim != 1:
         raise ValueError(f"weights must be a 1-D sequence with one weight per group, got shape {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -434,7 +448,9 @@ class GroupLasso(Penalty):
     def _prox(self, x, step):
         groups = self._partition
         norms = groups.norms(x)
-        return groups.rescale(x, norms, soft_threshold(norms, step * self.lam * groups.weights_like(x)))
+        return groups.rescale(
+            x, norms, soft_threshold(norms, scaled_threshold(step * self.lam, groups.weights_like(x)))
+        )
 
     def _project(self, x, radius):
         if math.prod(x.shape) == 0:
@@ -452,4 +468,5 @@ class GroupLasso(Penalty):
     def _project_dual(self, x, radius):
         xp = namespace(x)
         norms = self._partition.norms(x)
-        return self._partition.rescale(x, norms, xp.minimum(norms, radius * self._partition.weights_like(x)))
+        bound = scaled_threshold(radius, self._partition.weights_like(x))
+        return self._partition.rescale(x, norms, xp.minimum(norms, bound))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import array_api_compat
 import numpy as np
 
-from normpen._array import max_or_zero, namespace, soft_threshold
+from normpen._array import as_float64_array, max_or_zero, namespace, scaled_threshold, soft_threshold
 from normpen.penalties.base import Penalty
 
 __all__ = ["L1", "project_l1_ball"]
@@ -48,7 +48,7 @@ class L1(Penalty):
     def __post_init__(self):
         super().__post_init__()
         if self.weights is not None:
-            w = np.asarray(self.weights, dtype=np.float64)
+            w = as_float64_array(self.weights, "weights")
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise ValueError("weights must be finite and >= 0; use 0 to leave a coordinate free")
             object.__setattr__(self, "weights", w)
@@ -79,7 +79,9 @@ class L1(Penalty):
         return self.lam * self._weights_like(x) * xp.sign(x)
 
     def _prox(self, x, step):
-        return soft_threshold(x, step * self.lam * self._weights_like(x))
+        if self.weights is None:
+            return soft_threshold(x, step * self.lam)
+        return soft_threshold(x, scaled_threshold(step * self.lam, self._weights_like(x)))
 
     def _dual_norm(self, x):
         xp = namespace(x)
@@ -90,7 +92,7 @@ class L1(Penalty):
 
     def _project_dual(self, x, radius):
         xp = namespace(x)
-        bound = radius * self._weights_like(x)
+        bound = scaled_threshold(radius, self._weights_like(x))
         return xp.clip(x, -bound, bound)
 
     def _project(self, x, radius):
@@ -105,40 +107,52 @@ class L1(Penalty):
 def project_l1_ball(a, w, radius):
     r"""Projection of a nonnegative vector onto :math:`\{b : \sum_g w_g b_g \le r\}`.
 
-    :math:`b_g = \max(a_g - \tau w_g, 0)` with the threshold :math:`\tau \ge 0` of
-    :func:`_l1_threshold` (0 when ``a`` is already inside, and then ``a``
-    comes back unchanged). For a point outside, the answer lies on the sphere
-    :math:`\sum_g w_g b_g = r`, and the entries with :math:`w_g > 0` are rescaled onto it: the
-    differences :math:`a_g - \tau w_g` carry an absolute rounding error of order
-    :math:`\varepsilon \max_g a_g`, which for a point far outside would otherwise leave the
-    result off the ball by that much. Entries with :math:`w_g = 0` are never changed.
+    :math:`b_g = w_g\max(\theta - d_g, 0)` for :math:`w_g > 0`, with the gaps
+    :math:`d_g = t_1 - t_g` of the breakpoints :math:`t_g = a_g / w_g` below the largest one
+    and the threshold's distance :math:`\theta` below it from :func:`_l1_threshold`: this is
+    :math:`\max(a_g - \tau w_g, 0)` with :math:`\tau = t_1 - \theta`, but neither the
+    threshold nor the differences are formed next to :math:`t_1`, so a radius far below the
+    rounding step of :math:`\max_g a_g` still gives a point on the sphere (``[1, 0.5]`` at
+    radius 1e-17 gives ``[1e-17, 0]``, not zeros). A point already inside (:math:`\tau \le 0`)
+    comes back unchanged. For a point outside, the answer lies on the sphere
+    :math:`\sum_g w_g b_g = r`, and the entries with :math:`w_g > 0` are rescaled onto it:
+    :math:`\theta - d_g` carries a rounding error of order :math:`\varepsilon\theta`, which
+    for a point far outside would otherwise leave the result off the ball by that much.
+    Entries with :math:`w_g = 0` are never changed.
     """
     xp = namespace(a)
-    tau = _l1_threshold(a, w, radius)
-    b = soft_threshold(a, tau * w)
+    weighted = w > 0
+    breakpoints = xp.where(weighted, a / xp.where(weighted, w, 1), -1)
+    top, theta = _l1_threshold(breakpoints, w, radius)
+    b = w * xp.clip(theta - (top - breakpoints), 0, None)
     total = xp.sum(w * b)
     onto_sphere = (b / xp.where(total > 0, total, 1)) * radius  # b / total <= 1 / w: no overflow
-    return xp.where((tau > 0) & (w > 0), onto_sphere, b)
+    return xp.where((theta < top) & weighted, onto_sphere, a)
 
 
-def _l1_threshold(a, w, radius):
-    r"""The :math:`\tau \ge 0` with :math:`\sum_i w_i \max(a_i - \tau w_i, 0) = r`, for :math:`a \ge 0`.
+def _l1_threshold(t, w, radius):
+    r"""The largest breakpoint :math:`t_1` and the threshold's distance :math:`\theta = t_1 - \tau` below it.
 
-    Breakpoints :math:`t_i = a_i / w_i` sorted in decreasing order; with the
-    first :math:`k` coordinates active,
-    :math:`\tau_k = (\sum_{i\le k} w_i a_i - r) / \sum_{i \le k} w_i^2`, and
-    the answer is :math:`\tau_k` for the largest :math:`k` with
-    :math:`t_k > \tau_k`, clipped at 0 (a point inside the ball gives
-    :math:`\tau = 0`, so no branch on values is needed). Coordinates with
-    :math:`w_i = 0` never bind.
+    ``t`` holds the breakpoints :math:`a_i / w_i` (-1 where :math:`w_i = 0`; such
+    coordinates never bind). :math:`\tau \ge 0` is the root of
+    :math:`\sum_i w_i \max(a_i - \tau w_i, 0) = r`. With the breakpoints sorted in
+    decreasing order, their gaps :math:`d_i = t_1 - t_i \ge 0` and the first :math:`k`
+    coordinates active, :math:`\sum_{i \le k} w_i^2 (\theta - d_i) = r` gives
+
+    .. math:: \theta_k = \frac{r + \sum_{i \le k} w_i^2 d_i}{\sum_{i \le k} w_i^2},
+
+    a sum of nonnegative terms (nothing cancels, however small :math:`r` is against
+    :math:`t_1`); the answer is :math:`\theta_k` for the largest :math:`k` with
+    :math:`d_k < \theta_k` (:math:`t_k > \tau_k`). A point inside the ball gives
+    :math:`\theta \ge t_1` (:math:`\tau \le 0`), so no branch on values is needed.
     """
-    xp = namespace(a)
-    active = w > 0
-    t = xp.where(active, a / xp.where(active, w, 1), -1)
+    xp = namespace(t)
     order = xp.argsort(t, descending=True)
-    t, a, w = xp.take(t, order), xp.take(a, order), xp.take(w, order)
+    t, w = xp.take(t, order), xp.take(w, order)
+    top = t[0]
+    gaps = top - t
     sq = xp.cumulative_sum(w * w)
-    tau = (xp.cumulative_sum(w * a) - radius) / xp.where(sq > 0, sq, 1)
-    valid = (t > tau) & (t >= 0)
+    theta = (xp.cumulative_sum(w * w * gaps) + radius) / xp.where(sq > 0, sq, 1)
+    valid = (gaps < theta) & (t >= 0)
     k = xp.clip(xp.sum(xp.astype(valid, xp.int64)) - 1, 0, None)
-    return xp.clip(tau[k], 0, None)
+    return top, theta[k]

@@ -83,10 +83,12 @@ class SparseGroupLasso(Penalty):
       with :math:`\mu \ge 0` the root of the nonincreasing
       :math:`f(\mu) = \Omega(\operatorname{prox}_{\mu\Omega}(x)) - r` (KKT), bracketed by
       :math:`[0, 2\Omega^*(x)]` (the prox is zero from :math:`\Omega^*(x)` on) and found to
-      two adjacent floats by damped Newton steps with their exact slope, safeguarded by
-      bisection (:func:`_last_positive`). The result is then rescaled onto the sphere
-      :math:`\Omega = r` (:math:`\Omega` is homogeneous). With :math:`\alpha = 0` it is
-      the group lasso's exact projection.
+      two adjacent float64 numbers (float32 inputs are searched in float64) by damped Newton
+      steps with their exact slope, safeguarded by bisection (:func:`_last_positive`). The
+      result is then rescaled onto the sphere :math:`\Omega = r` (:math:`\Omega` is
+      homogeneous); where the radius is below the search's rounding, the limiting direction of
+      :meth:`_limiting_direction` is. With :math:`\alpha = 0` it is the group lasso's exact
+      projection.
     """
 
     sign_invariant: ClassVar[bool] = True
@@ -145,6 +147,10 @@ class SparseGroupLasso(Penalty):
         return xp.clip(x, -box, box) + self._group._project_dual(soft_threshold(x, box), (1 - alpha) * radius)
 
     def _dual_norm(self, x):
+        return max_or_zero(self._group_roots_of(x))
+
+    def _group_roots_of(self, x):
+        """Every group's dual-norm root :math:`t_g` (:func:`_group_roots`), in the groups' order."""
         xp = namespace(x)
         betas = (1 - self.l1_ratio) * self._group.group_weights_like(x)
         roots, start = [], 0
@@ -152,7 +158,7 @@ class SparseGroupLasso(Penalty):
             stop = start + rows.shape[0]
             roots.append(_group_roots(rows, self.l1_ratio, betas[start:stop]))
             start = stop
-        return max_or_zero(xp.concat(roots))
+        return xp.concat(roots)
 
     def _project(self, x, radius):
         if math.prod(x.shape) == 0:
@@ -161,12 +167,36 @@ class SparseGroupLasso(Penalty):
             return self._group._project(x, radius)
         if float(self._norm(x)) <= radius:
             return x
-        resolution = round(float(namespace(x).finfo(x.dtype).eps) / 2.0**-52)  # a dtype ulp in float64 ulps
+        xp = namespace(x)
+        x64 = xp.astype(x, xp.float64)  # the search runs in float64: mu is a float64 bit pattern
         mu = _last_positive(
-            lambda mu: self._excess_and_slope(x, mu, radius), 2 * float(self._dual_norm(x)), resolution
+            lambda mu: self._excess_and_slope(x64, mu, radius), 2 * float(self._dual_norm(x64))
         )
-        z = self._shrink(x, mu)  # just outside the ball: Omega(z) > radius
-        return z / self._norm(z) * radius
+        z = self._shrink(x64, mu)  # just outside the ball: Omega(z) > radius
+        if float(self._norm(z)) == 0:  # the radius is below the rounding of the search
+            z = self._limiting_direction(x64)
+        return xp.astype(z / self._norm(z) * radius, x.dtype)
+
+    def _limiting_direction(self, x):
+        r"""The direction of :math:`\operatorname{prox}_{\mu\Omega}(x)` as :math:`\mu \uparrow \Omega^*(x)`.
+
+        Only a group :math:`g^*` attaining the dual norm :math:`t^* = \Omega^*(x)` survives, and
+        there :math:`\operatorname{prox}_{\mu\Omega}(x)_{g^*} = u(\mu)(1 - \mu\beta/\|u(\mu)\|)` with
+        :math:`u(\mu) = S_{\mu\alpha}(x_{g^*})` and :math:`\|u(t^*)\| = t^*\beta`: to first order in
+        :math:`t^* - \mu` it is a positive multiple of :math:`u(t^*)`, or (where that is 0:
+        :math:`\beta = 0`) of the signs of the largest entries of the group. The projection onto
+        a ball of radius :math:`r` far below the rounding step of :math:`x` is this direction
+        scaled onto the sphere; its relative error is of order :math:`r / \|x\|`. (Where several
+        groups attain :math:`t^*` exactly, the first one is taken.)
+        """
+        xp = namespace(x)
+        partition = self._group._partition
+        roots = self._group_roots_of(x)
+        best = xp.argmax(roots)
+        member = partition.expand(x, xp.astype(xp.arange(roots.shape[0], device=x.device) == best, x.dtype))
+        u = soft_threshold(x, self.l1_ratio * roots[best]) * member
+        ties = xp.sign(x) * xp.astype(xp.abs(x) * member == max_or_zero(xp.abs(x) * member), x.dtype) * member
+        return u if bool(xp.any(u != 0)) else ties
 
     def _excess_and_slope(self, x, mu, radius):
         r""":math:`f(\mu) = \Omega(\operatorname{prox}_{\mu\Omega}(x)) - r` and :math:`f'(\mu)`, as floats.
@@ -186,7 +216,7 @@ class SparseGroupLasso(Penalty):
             norm = l2_norm(rows, axis=1)
             kept = norm > mu * beta
             safe = xp.where(kept, norm, 1)
-            ratio = xp.sum(rows, axis=1) / safe  # L / n, at most sqrt(k): no overflow
+            ratio = xp.where(kept, xp.sum(rows, axis=1) / safe, 0)  # L / n, at most sqrt(k): no overflow
             count = xp.sum(xp.astype(rows > 0, rows.dtype), axis=1)
             left = xp.where(kept, norm - mu * beta, 0)
             values.append(left * (alpha * ratio + beta))
