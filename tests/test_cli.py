@@ -22,9 +22,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOID_ELEMENTS = {"meta", "img", "br", "hr", "link", "input"}
 
 
+def _runner():
+    return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+
 @pytest.fixture
 def runner():
-    return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    return _runner()
 
 
 class ReportPage(HTMLParser):
@@ -206,11 +210,17 @@ def test_the_installed_command_runs(tmp_path):
 # ---- the real report ---------------------------------------------------------------------
 
 
-def test_quick_report_has_a_section_per_experiment_with_images_and_checks(runner, tmp_path):
-    out = tmp_path / "report"
-    result = runner.invoke(app, ["report", "--quick", "--out", str(out)])
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """The real quick report, run once for the tests of this section: output, page, results, directory."""
+    out = tmp_path_factory.mktemp("quick") / "report"
+    result = _runner().invoke(app, ["report", "--quick", "--out", str(out)])
+    return result, *_read_report(out), out
+
+
+def test_quick_report_has_a_section_per_experiment_with_images_and_checks(quick_report):
+    result, page, results, out = quick_report
     assert result.exit_code == 0, result.output
-    page, results = _read_report(out)
     assert results["quick"] is True and results["totals"]["passed"] is True
     assert [r["name"] for r in results["experiments"]] == [e.name for e in registry.EXPERIMENTS]
     assert page.summary_links == [f"#exp-{e.name}" for e in registry.EXPERIMENTS]
@@ -230,6 +240,18 @@ def test_quick_report_has_a_section_per_experiment_with_images_and_checks(runner
         status = record["verdict"]["status"] if record["verdict"] else "none"
         assert section["badges"][0] == status
         assert set(record["checks"][0]) >= {"name", "measured", "expected", "tolerance", "passed"}
+
+
+def test_the_recorded_full_run_in_docs_has_the_checks_the_experiments_make_now(quick_report):
+    """docs/results.json (the figures of docs/) is stale when an experiment's checks changed since.
+
+    Quick mode makes the same checks as the full run, so the names must agree;
+    regenerate with the commands of docs/report.md ("The docs quote the recorded run").
+    """
+    _, _, results, _ = quick_report
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results.json").read_text("utf-8"))
+    checks = {r["name"]: [c["name"] for c in r["checks"]] for r in recorded["experiments"]}
+    assert {r["name"]: [c["name"] for c in r["checks"]] for r in results["experiments"]} == checks
 
 
 # ---- fake experiments: failures, errors, escaping -------------------------------------------
