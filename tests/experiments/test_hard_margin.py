@@ -121,6 +121,9 @@ SK_COEF = "scikit-learn SVC(C=1e6): ‖θ_sk − θ‖/‖θ‖"
 SK_B = "scikit-learn SVC(C=1e6): |b_sk − b|/(1+|b|)"
 SOFT_ABOVE = "soft margin at C = 2α_max: ‖θ_C − θ‖ (solver accuracy √(2·tol·P(0)/λ))"
 SOFT_BELOW = "soft margin at C = α_max/2: ‖θ_C‖ vs ‖θ‖ − solver accuracy (< ‖θ‖: wider margin)"
+BELOW = "robustness: (point, direction) pairs flipped at (1 − 10⁻⁶)·margin (worst + random directions)"
+AT_MARGIN = "robustness: support vectors moved by the margin along −yθ/‖θ‖, max |θ·x' + b| / ‖θ‖"
+BEYOND = "robustness: support vectors not flipped at (1 + 10⁻⁶)·margin along −yθ/‖θ‖"
 
 
 def _patched_solver(change):
@@ -161,7 +164,15 @@ WRONG = {
             "hard_margin_svm",
             _patched_solver(lambda r, X, y: {"coef": 2 * r.coef, "intercept": r.intercept}),
         ),
-        {CLOSEST, KKT, BRUTE, GAP, SK_COEF, SOFT_ABOVE},
+        {CLOSEST, KKT, BRUTE, GAP, SK_COEF, SOFT_ABOVE, AT_MARGIN, BEYOND},
+    ),
+    "the same hyperplane at functional margin 1/2 (an overstated margin)": (
+        lambda mp: mp.setattr(
+            svm,
+            "hard_margin_svm",
+            _patched_solver(lambda r, X, y: {"coef": r.coef / 2, "intercept": r.intercept / 2}),
+        ),
+        {CLOSEST, BELOW},
     ),
     "multipliers three times too large": (
         lambda mp: mp.setattr(
@@ -188,6 +199,21 @@ def test_a_wrong_ingredient_fails_its_checks(monkeypatch, scenario):
     result = hm.run(quick=True, seed=SEED)
     failed = {c.name for c in result.checks if not c.passed}
     assert must_fail <= failed, f"{scenario}: expected {must_fail} among the failures, got {failed}"
+
+
+def test_the_worst_direction_comes_first_and_every_direction_is_a_unit_vector(rng):
+    X = rng.standard_normal((5, 2))
+    problem = _problem(X, np.array([1.0, -1.0, 1.0, -1.0, 1.0]))
+    coef = np.array([3.0, -4.0])
+    directions = hm.perturbation_directions(problem, coef, seed=1)
+    assert directions.shape == (5, 1 + hm._RANDOM_DIRECTIONS, 2)
+    np.testing.assert_allclose(directions[:, 0], -problem.y[:, None] * np.array([[0.6, -0.8]]), rtol=1e-15)
+    # Unit vectors up to float64 rounding of a two-term norm (a few ε).
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=2), 1.0, rtol=1e-15)
+
+
+def test_the_verdict_confirms_the_claim(quick_result):
+    assert hm.EXPERIMENT.verdict.status == "confirmed"
 
 
 def test_every_check_is_failed_by_some_wrong_ingredient(quick_result):
