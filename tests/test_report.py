@@ -421,6 +421,9 @@ def test_check_output_dir_accepts_new_empty_and_own_dirs_and_refuses_others(tmp_
     (tmp_path / "file").write_text("x")
     with pytest.raises(ReportDirError, match="is a file"):
         check_output_dir(tmp_path / "file", force=True)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ReportDirError, match="dangling link"):
+        check_output_dir(tmp_path / "dangling", force=True)
 
 
 def test_a_directory_named_like_a_report_file_is_refused_even_with_force(tmp_path):

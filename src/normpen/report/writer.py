@@ -106,8 +106,8 @@ def check_output_dir(out: Path, force: bool, names: Collection[str] = (INDEX_FIL
     by a directory.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ReportDirError(f"{out} is a file, not a directory; choose a directory for the report")
+    if os.path.lexists(out) and not out.is_dir():
+        raise ReportDirError(f"{out} is a file (or a dangling link), not a directory; choose a directory")
     if not out.exists():
         return
     targets = [*names, MANIFEST_FILE]
