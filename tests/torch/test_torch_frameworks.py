@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch_cases import assert_same, conv_batches, conv_net
 
+from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule
 
@@ -103,3 +104,115 @@ def test_bf16_true_casts_after_building_and_the_decay_follows():
         "fc.weight",
         "head.weight",
     }
+
+
+# ---- transformers: selection by structure and the Trainer -------------------------------------------
+
+transformers = pytest.importorskip("transformers")
+
+
+def _hf_models():
+    """Tiny random models built from configs (nothing downloaded), one per architecture family."""
+    torch.manual_seed(0)
+    t = transformers
+    small = {"num_attention_heads": 2, "vocab_size": 97, "max_position_embeddings": 16}
+    decoder = {**small, "num_hidden_layers": 1, "hidden_size": 32, "num_key_value_heads": 1}
+    return {
+        "gpt2": t.GPT2LMHeadModel(
+            t.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=97, n_positions=16)
+        ),
+        "bert": t.BertModel(t.BertConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=37, **small)),
+        "llama": t.LlamaForCausalLM(t.LlamaConfig(intermediate_size=37, **decoder)),
+        "mixtral": t.MixtralForCausalLM(
+            t.MixtralConfig(intermediate_size=24, num_local_experts=3, num_experts_per_tok=2, **decoder)
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def hf_models():
+    return _hf_models()
+
+
+def _hf_decay_names(model):
+    """The parameters transformers' Trainer gives weight decay (its own rule, read from its source)."""
+    args = transformers.TrainingArguments(output_dir="unused", report_to=[], use_cpu=True)
+    return set(transformers.Trainer(model=model, args=args).get_decay_parameter_names(model))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "llama", "mixtral"])
+def test_default_selection_is_trainers_decay_set_with_embeddings_all_and_leaves_out_positions_by_default(
+    hf_models, name
+):
+    model = hf_models[name]
+    everything = Regularizer(model, Rule(L2(0.1), mode="decoupled", embeddings="all"))
+    by_name = dict(model.named_parameters(remove_duplicate=False))  # the Trainer lists tied aliases too
+    trainer_tensors = {id(by_name[n]) for n in _hf_decay_names(model)}
+    assert {id(by_name[n]) for n in everything.names(everything.rules[0])} == trainer_tensors
+    default = Regularizer(model, Rule(L2(0.1), mode="decoupled"))
+    summary = default.summary().to_dict()["rules"][0]
+    left = {row["name"]: row["reason"] for row in summary["left_out"]}
+    positional = {"gpt2": {"transformer.wpe.weight"}, "bert": {"embeddings.position_embeddings.weight"}}
+    assert set(left) == positional.get(name, set())
+    assert all("positional embedding" in why for why in left.values())
+    assert {row["name"] for row in summary["taken"]} == set(default.names(default.rules[0]))
+
+
+def test_fused_experts_and_conv1d_are_taken_and_row_penalties_on_them_are_refused(hf_models):
+    mixtral, gpt2 = hf_models["mixtral"], hf_models["gpt2"]
+    reg = Regularizer(mixtral, Rule(L2(0.1), mode="decoupled"))
+    assert {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.gate.weight"} <= set(
+        reg.names(reg.rules[0])
+    )
+    for model, select in ((mixtral, "*experts.down_proj"), (gpt2, "*c_fc.weight")):
+        with pytest.raises(ValueError, match="reads rows and columns as axes 0 and 1"):
+            Regularizer(model, Rule(GroupLasso(0.1, "rows"), mode="proximal", select=select))
+
+
+def test_a_default_selection_leaving_out_much_warns_and_names_it():
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos_embed = torch.nn.Parameter(torch.zeros(64, 8))
+            self.norm = torch.nn.RMSNorm(8)
+            self.mix = torch.nn.Parameter(torch.zeros(8, 8))  # a custom matrix: taken
+
+    with pytest.warns(UserWarning, match=r"leaves out 512 of .* 576 .*pos_embed \(64, 8\): a positional"):
+        reg = Regularizer(Tokens(), Rule(L2(0.1), mode="decoupled"))
+    assert reg.names(reg.rules[0]) == ["mix"]
+    assert "no: a positional embedding" in str(reg.summary())
+
+
+def test_trainer_with_the_wrapped_optimizer_is_trainers_own_adamw_bit_for_bit(tmp_path):
+    def train(optimizers):
+        torch.manual_seed(0)
+        model = transformers.GPT2LMHeadModel(
+            transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=97, n_positions=16)
+        )
+        ids = torch.randint(0, 97, (8, 12), generator=torch.Generator().manual_seed(1))
+        data = [{"input_ids": row, "labels": row} for row in ids]
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=2,
+            learning_rate=1e-2,
+            weight_decay=0.1,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+            dataloader_num_workers=0,
+            optim="adamw_torch",  # torch.optim.AdamW (foreach): the bit-for-bit twin of Adam + decoupled L2
+        )
+        made = optimizers(model) if optimizers else (None, None)
+        transformers.Trainer(model=model, args=args, train_dataset=data, optimizers=made).train()
+        return model
+
+    def wrapped_adam(model):
+        reg = Regularizer(model, Rule(L2(0.1), mode="decoupled", embeddings="all"))
+        adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2))
+        return adam, transformers.get_linear_schedule_with_warmup(adam, 0, 4)
+
+    assert_same(train(wrapped_adam), train(None), exact=True)

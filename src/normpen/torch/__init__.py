@@ -12,7 +12,7 @@ learning-rate rules (:func:`rescale_weight_decay`). Details in ``docs/torch.md``
 from normpen.torch.anchored import ewc, fisher_diagonal, l2_sp
 from normpen.torch.regularizer import Regularizer
 from normpen.torch.report import Report
-from normpen.torch.rules import DEFAULT_WEIGHTS, MODES, Rule
+from normpen.torch.rules import EMBEDDINGS, MODES, Rule
 from normpen.torch.scaling import rescale_weight_decay
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
     "Regularizer",
     "Report",
     "MODES",
-    "DEFAULT_WEIGHTS",
+    "EMBEDDINGS",
     "rescale_weight_decay",
     "fisher_diagonal",
     "l2_sp",

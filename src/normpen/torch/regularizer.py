@@ -42,8 +42,15 @@ from normpen.penalties.anchored import Anchored
 from normpen.penalties.l2 import L2
 from normpen.torch.distributed import all_reduce_mean_, unwrap_model
 from normpen.torch.kernels import Bucket, Slot, as_penalty_input, kernel_for, work_dtype
-from normpen.torch.report import Report, RuleReport, tensor_report
-from normpen.torch.rules import VALUE_MODES, Rule, parameter_entries, select_entries
+from normpen.torch.report import Report, RuleReport, Summary, tensor_report
+from normpen.torch.rules import (
+    VALUE_MODES,
+    Rule,
+    exclusion_reason,
+    layout_problem,
+    parameter_entries,
+    select_entries,
+)
 from normpen.torch.scaling import base_lr, rule_lr
 
 __all__ = ["Regularizer", "STATE_KEY"]
@@ -129,6 +136,7 @@ class Regularizer:
             raise ValueError("the same Rule object appears twice in rules; create one Rule per use")
         self.rules = tuple(rules)
         self._slots = self._bind_slots()
+        self._warn_left_out()
         self._check_model_constraints()
         self._claim_rules()
         self._residuals = self._make_residuals()
@@ -160,6 +168,50 @@ class Regularizer:
                 slots.append(Slot(entry.name, entry.param, penalty, kernel))
             all_slots.append(slots)
         return all_slots
+
+    def _left_out(self, rule):
+        """``(entry, reason)`` of the model's >=2-D parameters that a default-pool rule does not take."""
+        if rule.is_model_level or rule.is_per_tensor or rule.candidates != "weights":
+            return []
+        reasons = ((e, exclusion_reason(e, rule.embeddings)) for e in parameter_entries(self.model))
+        return [(e, why) for e, why in reasons if why is not None and e.param.ndim >= 2]
+
+    def _warn_left_out(self):
+        """Warn, naming them, when a default selection leaves out >10% of the trainable >=2-D weights."""
+        trainable = sum(
+            e.param.numel()
+            for e in parameter_entries(self.model)
+            if e.param.ndim >= 2 and e.param.requires_grad
+        )
+        for rule in self.rules:
+            if rule.select is not None:
+                continue
+            left = [(e, why) for e, why in self._left_out(rule) if e.param.requires_grad]
+            count = sum(e.param.numel() for e, _ in left)
+            if trainable and count > 0.1 * trainable:
+                named = "; ".join(f"{e.name} {tuple(e.param.shape)}: {why}" for e, why in left[:10])
+                warnings.warn(
+                    f"rule {rule.describe()!r} leaves out {count} of the model's {trainable} trainable "
+                    f"weights with 2 or more dimensions ({100 * count / trainable:.0f}%): {named}; "
+                    "if they should be regularized, say so with embeddings='all' or candidates='all' and "
+                    "select (reg.summary() lists every choice)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+    def summary(self):
+        """What each rule took, and for the default pool the >=2-D parameters it left out and why.
+
+        Returns a :class:`~normpen.torch.report.Summary`: a rich table when
+        printed, plain data from ``to_dict()``. Nothing is read from the
+        tensors' values (shapes only).
+        """
+        rows = []
+        for rule, slots in zip(self.rules, self._slots, strict=True):
+            taken = [(s.name, tuple(s.param.shape)) for s in slots]
+            left = [(e.name, tuple(e.param.shape), why) for e, why in self._left_out(rule)]
+            rows.append((rule.describe(), rule.mode, taken, left))
+        return Summary(rows)
 
     def _check_model_constraints(self):
         """Each model-level constraint accepts this model (its ``norm``), so no step fails half-way."""
@@ -778,7 +830,14 @@ def _layout(groups):
 
 
 def _check_fits(penalty, entry, rule):
-    """The penalty accepts the tensor (shape, matrix, finite): checked once, at construction."""
+    """The penalty accepts the tensor (shape, matrix, finite, rows on axis 0): checked at construction."""
+    problem = layout_problem(entry)
+    if problem is not None and (getattr(penalty, "axis", None) is not None or penalty.matrix_only):
+        raise ValueError(
+            f"rule {rule.describe()!r} on parameter {entry.name!r}: {problem}, and this penalty reads rows "
+            "and columns as axes 0 and 1; use an elementwise penalty (L1, L2, elastic net) on it, or "
+            "leave it out with select"
+        )
     try:
         penalty._check(as_penalty_input(penalty, entry.param.detach()), entry.name)
     except (TypeError, ValueError) as err:

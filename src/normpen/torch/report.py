@@ -19,7 +19,7 @@ from rich.table import Table
 
 from normpen.torch.kernels import as_penalty_input
 
-__all__ = ["TensorReport", "RuleReport", "Report", "tensor_report"]
+__all__ = ["TensorReport", "RuleReport", "Report", "Summary", "tensor_report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +165,56 @@ class Report:
         norm_ax.set_xlabel("norm Omega(theta)")
         fig.suptitle("what each rule did, per tensor")
         return fig
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What each rule of a :class:`~normpen.torch.Regularizer` selected: ``print`` it or ``to_dict()`` it.
+
+    ``rules``: one ``(label, mode, taken, left_out)`` per rule, ``taken`` a
+    list of ``(name, shape)``, ``left_out`` the >=2-D parameters the default
+    pool did not take, as ``(name, shape, reason)``.
+    """
+
+    rules: list
+
+    def to_dict(self):
+        """Plain data: per rule its label, mode, the tensors taken and those left out with the reason."""
+        return {
+            "rules": [
+                {
+                    "label": label,
+                    "mode": mode,
+                    "taken": [{"name": n, "shape": list(shape)} for n, shape in taken],
+                    "left_out": [{"name": n, "shape": list(shape), "reason": why} for n, shape, why in left],
+                }
+                for label, mode, taken, left in self.rules
+            ]
+        }
+
+    def table(self):
+        """A :class:`rich.table.Table`: one row per tensor taken or left out, grouped by rule."""
+        table = Table(title="normpen regularizer: what each rule selected")
+        for column in ("rule", "mode", "tensor", "shape", "taken"):
+            table.add_column(column)
+        for label, mode, taken, left in self.rules:
+            for i, (name, shape) in enumerate(taken):
+                table.add_row(label if i == 0 else "", mode if i == 0 else "", name, _shape(shape), "yes")
+            for name, shape, why in left:
+                table.add_row("", "", name, _shape(shape), f"no: {why}")
+        return table
+
+    def __rich__(self):
+        return self.table()
+
+    def __str__(self):
+        buffer = io.StringIO()
+        Console(file=buffer, width=160).print(self.table())
+        return buffer.getvalue()
+
+
+def _shape(shape):
+    return "x".join(map(str, shape))
 
 
 def _count(zero, total):

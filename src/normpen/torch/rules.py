@@ -2,25 +2,30 @@ r"""Which parameter gets which penalty, and how: :class:`Rule` and parameter sel
 
 A :class:`Rule` pairs a penalty with a *mode* (how it enters training) and a
 *selection* (which tensors it acts on). The default selection is decided by
-module type, not by names: the weight matrices and kernels of
+structure, not by a list of layer types: every trainable parameter with two
+or more dimensions (the weight of any module that applies a linear map:
+``Linear``, convolutions, transformers' ``Conv1D``, fused 3-D expert tensors,
+routers, embedding tables, a custom ``nn.Parameter`` matrix), except
 
-- ``Linear``, ``Bilinear``, ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``,
-  ``Embedding``, ``EmbeddingBag`` (their ``weight``; lazy modules once
-  materialised);
-- ``MultiheadAttention`` (``in_proj_weight`` or ``q/k/v_proj_weight``; its
-  ``out_proj`` is a ``Linear``);
-- ``RNN``, ``LSTM``, ``GRU`` (``weight_ih_l*``, ``weight_hh_l*``, ``weight_hr_l*``).
+- parameters of a normalisation layer (any module whose class name says
+  norm: ``LayerNorm``, ``BatchNorm2d``, ``nn.RMSNorm``, ``LlamaRMSNorm``...);
+- positional embeddings and class/register tokens (``wpe``,
+  ``position_embeddings``, ``pos_embed``, ``cls_token``, the names a model's
+  ``no_weight_decay()`` returns), unless ``embeddings="all"``;
+- token embedding tables too with ``embeddings="none"``.
 
-Never a bias, never a parameter of a normalisation layer (BatchNorm,
-LayerNorm, GroupNorm, InstanceNorm, RMSNorm), never a scalar or vector owned
-by another module (a learned temperature, a gate), never a frozen tensor
-(``requires_grad=False``). ``candidates="all"`` widens the pool to every
-trainable parameter; ``select`` narrows it.
+Biases, scales and gates (fewer than two dimensions) and frozen tensors
+(``requires_grad=False``) are never taken. ``embeddings="all"`` is Hugging
+Face Trainer's convention (decay everything but biases and norm layers);
+the default ``"tokens"`` is timm's (no decay on positional embeddings and
+class tokens). ``candidates="all"`` widens the pool to every trainable
+parameter; ``select`` narrows it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +41,12 @@ from normpen.torch.scaling import SCHEDULES
 __all__ = [
     "MODES",
     "CANDIDATES",
-    "DEFAULT_WEIGHTS",
+    "EMBEDDINGS",
     "Rule",
     "ParameterEntry",
     "parameter_entries",
-    "is_default_weight",
+    "exclusion_reason",
+    "layout_problem",
     "select_entries",
     "choose_entries",
 ]
@@ -49,26 +55,12 @@ __all__ = [
 MODES = ("coupled", "decoupled", "proximal", "constrained", "lagrangian")
 #: The pool a rule selects from.
 CANDIDATES = ("weights", "all")
-#: Module types and the glob patterns of their local parameter names that the
-#: default selection takes.
-DEFAULT_WEIGHTS = (
-    (
-        (
-            nn.Linear,
-            nn.Bilinear,
-            nn.Conv1d,
-            nn.Conv2d,
-            nn.Conv3d,
-            nn.ConvTranspose1d,
-            nn.ConvTranspose2d,
-            nn.ConvTranspose3d,
-            nn.Embedding,
-            nn.EmbeddingBag,
-        ),
-        ("weight",),
-    ),
-    ((nn.MultiheadAttention,), ("in_proj_weight", "?_proj_weight")),
-    ((nn.RNNBase,), ("weight_ih_l*", "weight_hh_l*", "weight_hr_l*")),
+#: Which embedding tensors the default selection takes (see :class:`Rule`).
+EMBEDDINGS = ("tokens", "all", "none")
+#: A name component of a positional embedding or a class/register token (timm's and Hugging Face's names).
+_POSITIONAL = re.compile(
+    r"wpe|.*pos(ition)?(al)?_?emb(ed|eds|edding|eddings)?|(cls|dist|reg|register|mask)_tokens?"
+    r"|relative_position_bias_table"
 )
 #: Modes that take a tensor penalty's value into the loss (and so accept a
 #: model-level callable too).
@@ -129,9 +121,15 @@ class Rule:
         modules), or a predicate ``(name, param) -> bool``; a sequence is the
         union. ``None`` keeps every candidate.
     candidates : {"weights", "all"}
-        ``"weights"`` (default): the weight matrices and kernels of the layers
-        in :data:`DEFAULT_WEIGHTS`; ``"all"``: every trainable parameter,
+        ``"weights"`` (default): every trainable tensor with two or more
+        dimensions that is not a normalisation layer's (see the module
+        docstring and ``embeddings``); ``"all"``: every trainable parameter,
         biases and normalisation layers included.
+    embeddings : {"tokens", "all", "none"}
+        With ``candidates="weights"``: ``"tokens"`` (default, timm's
+        convention) takes token embedding tables but not positional
+        embeddings and class tokens; ``"all"`` (Hugging Face Trainer's
+        convention) takes both; ``"none"`` takes neither.
     radius : float, optional
         The ball radius :math:`r > 0`; required by ``"constrained"`` with a
         tensor penalty, and only there (a model-level constraint has its own).
@@ -164,6 +162,7 @@ class Rule:
     mode: str
     select: Any = None
     candidates: str = "weights"
+    embeddings: str = "tokens"
     radius: float | None = None
     budget: float | None = None
     dual_lr: float | None = None
@@ -179,6 +178,8 @@ class Rule:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.candidates not in CANDIDATES:
             raise ValueError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
+        if self.embeddings not in EMBEDDINGS:
+            raise ValueError(f"embeddings must be one of {EMBEDDINGS}, got {self.embeddings!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "fixed" and self.mode not in ("decoupled", "proximal"):
@@ -313,17 +314,14 @@ class ParameterEntry:
     """One distinct parameter of a model: its qualified name and the modules that own it.
 
     A tied parameter (one tensor registered by several modules) appears once,
-    under its first name, with every owner listed.
+    under its first name, with every owner listed. ``no_weight_decay``: the
+    model's ``no_weight_decay()`` (timm's convention) names it.
     """
 
     name: str
     param: nn.Parameter
     owners: tuple[tuple[nn.Module, str], ...]
-
-    @property
-    def is_default_weight(self):
-        """Whether the default selection takes this tensor (see :data:`DEFAULT_WEIGHTS`)."""
-        return self.param.requires_grad and any(is_default_weight(m, local) for m, local in self.owners)
+    no_weight_decay: bool = False
 
     def describe(self):
         """``name (Owner, shape (a, b))`` for error messages."""
@@ -332,12 +330,38 @@ class ParameterEntry:
         return f"{self.name} ({owner}, shape {tuple(self.param.shape)}{frozen})"
 
 
-def is_default_weight(module, local_name):
-    """Whether ``module``'s parameter ``local_name`` is a weight matrix the default selection takes."""
-    return any(
-        isinstance(module, types) and any(fnmatch.fnmatchcase(local_name, pat) for pat in patterns)
-        for types, patterns in DEFAULT_WEIGHTS
-    )
+def exclusion_reason(entry, embeddings="tokens"):
+    """Why the default selection (``candidates="weights"``) leaves ``entry`` out; None when it takes it."""
+    if not entry.param.requires_grad:
+        return "frozen"
+    if entry.param.ndim < 2:
+        return "fewer than 2 dimensions (a bias, a scale or a gate)"
+    norm = next((type(m).__name__ for m, _ in entry.owners if "norm" in type(m).__name__.lower()), None)
+    if norm is not None:
+        return f"owned by a normalisation layer ({norm})"
+    positional = entry.no_weight_decay or any(_POSITIONAL.fullmatch(c.lower()) for c in entry.name.split("."))
+    if positional and embeddings != "all":
+        return f"a positional embedding or class token (embeddings={embeddings!r}; 'all' takes it)"
+    tables = (nn.Embedding, nn.EmbeddingBag)
+    if embeddings == "none" and any(isinstance(m, tables) for m, _ in entry.owners):
+        return "a token embedding table (embeddings='none')"
+    return None
+
+
+def layout_problem(entry):
+    """Why a row/column-structured penalty cannot read ``entry``'s rows as axis 0; None when it can.
+
+    transformers' ``Conv1D`` stores its weight as ``(in, out)`` and fused
+    expert tensors are stacks ``(experts, out, in)``: their output units are
+    not the slices along axis 0.
+    """
+    owners = [m for m, _ in entry.owners]
+    if any(type(m).__name__ == "Conv1D" for m in owners):
+        return "a transformers Conv1D weight is stored (in, out): its rows are input features"
+    framed = (nn.modules.conv._ConvNd, nn.Bilinear)
+    if entry.param.ndim >= 3 and not any(isinstance(m, framed) for m in owners):
+        return "a stack of matrices (fused experts): its axis-0 slices are whole experts"
+    return None
 
 
 def parameter_entries(model):
@@ -346,6 +370,7 @@ def parameter_entries(model):
     Raises ``ValueError`` for a lazy module that has not been materialised
     (its shapes are unknown until the first forward pass).
     """
+    no_decay = _no_weight_decay_names(model)
     entries = {}
     for module_name, module in model.named_modules(remove_duplicate=False):
         for local, param in module.named_parameters(recurse=False):
@@ -357,10 +382,18 @@ def parameter_entries(model):
             name = f"{module_name}.{local}" if module_name else local
             if id(param) in entries:
                 first = entries[id(param)]
-                entries[id(param)] = ParameterEntry(first.name, param, first.owners + ((module, local),))
+                owners = first.owners + ((module, local),)
+                entries[id(param)] = ParameterEntry(first.name, param, owners, first.no_weight_decay)
             else:
-                entries[id(param)] = ParameterEntry(name, param, ((module, local),))
+                named = name in no_decay or any(name.startswith(f"{n}.") for n in no_decay)
+                entries[id(param)] = ParameterEntry(name, param, ((module, local),), named)
     return list(entries.values())
+
+
+def _no_weight_decay_names(model):
+    """The names a timm-style ``model.no_weight_decay()`` returns (an empty set without one)."""
+    method = getattr(model, "no_weight_decay", None)
+    return frozenset(method()) if callable(method) else frozenset()
 
 
 def _matches(select, entry):
@@ -394,10 +427,10 @@ def select_entries(rule, entries):
                 f"it has {_listing(entries)}"
             )
         return [by_name[name] for name in rule.penalty]
-    return choose_entries(entries, rule.select, rule.candidates, f"rule {rule.describe()!r}")
+    return choose_entries(entries, rule.select, rule.candidates, f"rule {rule.describe()!r}", rule.embeddings)
 
 
-def choose_entries(entries, select=None, candidates="weights", who="the selection"):
+def choose_entries(entries, select=None, candidates="weights", who="the selection", embeddings="tokens"):
     """The trainable entries among ``candidates`` that ``select`` matches (see :class:`Rule`).
 
     Raises ``ValueError`` naming ``who`` when nothing is selected, with the
@@ -406,15 +439,18 @@ def choose_entries(entries, select=None, candidates="weights", who="the selectio
     if candidates not in CANDIDATES:
         raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}")
     _check_select(select)
-    pool = [e for e in entries if e.param.requires_grad and (candidates == "all" or e.is_default_weight)]
+    if candidates == "all":
+        pool = [e for e in entries if e.param.requires_grad]
+    else:
+        pool = [e for e in entries if exclusion_reason(e, embeddings) is None]
     chosen = pool if select is None else [e for e in pool if _matches(select, e)]
     if not chosen:
         pooled = {id(e) for e in pool}
         left_out = [e for e in entries if id(e) not in pooled and (select is None or _matches(select, e))]
         excluded = f"; matching but not candidates: {_listing(left_out, 10)}" if left_out and pool else ""
         hint = (
-            "; biases, normalisation layers and other modules' parameters are candidates only with "
-            "candidates='all', frozen ones never"
+            "; biases, scales, normalisation layers (and positional embeddings unless embeddings='all') "
+            "are candidates only with candidates='all', frozen ones never"
         )
         seen = pool if pool else entries
         what = "candidates" if pool else "parameters (none is a candidate)"
