@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["unwrap_model", "world_size", "all_reduce_mean_", "all_reduce_sum_"]
+__all__ = ["unwrap_model", "check_not_sharded", "world_size", "all_reduce_mean_", "all_reduce_sum_"]
 
 
 def unwrap_model(model):
@@ -38,12 +38,19 @@ def unwrap_model(model):
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     while isinstance(model, wrappers) or _is_compiled(model):
         model = model.module if isinstance(model, wrappers) else model._orig_mod
+    check_not_sharded(model)
+    return model
+
+
+def check_not_sharded(model):
+    """Raise ``TypeError`` when ``model`` is FSDP-wrapped or holds DTensor parameters (FSDP2)."""
     if _is_sharded(model):
         raise TypeError(
-            "sharded parameters (FSDP or DTensor) are not supported: structured penalties need whole "
-            "tensors; use DistributedDataParallel, or gather the parameters before regularizing"
+            "sharded parameters (FSDP2's fully_shard, FSDP1 or DTensor) are not supported yet: group, "
+            "spectral and nuclear penalties need whole tensors, and a rule built before fully_shard would "
+            "act on nothing; train with DistributedDataParallel, or gather the parameters before "
+            "regularizing"
         )
-    return model
 
 
 def _is_compiled(model):

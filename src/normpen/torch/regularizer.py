@@ -40,7 +40,7 @@ import torch
 
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.l2 import L2
-from normpen.torch.distributed import all_reduce_mean_, unwrap_model
+from normpen.torch.distributed import all_reduce_mean_, check_not_sharded, unwrap_model
 from normpen.torch.kernels import Bucket, Slot, as_penalty_input, kernel_for, work_dtype
 from normpen.torch.report import Report, RuleReport, Summary, tensor_report
 from normpen.torch.rules import (
@@ -254,6 +254,7 @@ class Regularizer:
         follow the parameters' dtypes (kept where a parameter stays low
         precision with the same shape), the multipliers their device.
         """
+        check_not_sharded(self.model)
         slots = self._bind_slots()
         for rule, old, new in zip(self.rules, self._slots, slots, strict=True):
             before, now = [s.name for s in old], [s.name for s in new]
