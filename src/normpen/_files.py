@@ -109,24 +109,27 @@ def _manifest_bytes(files: Mapping[str, bytes], generator: str) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _manifest_entries(directory: Path) -> dict:
-    """``{name: {"bytes": n, "sha256": hex}}`` from ``directory``'s manifest; empty without a valid one."""
+def _read_manifest(directory: Path) -> tuple[str, dict]:
+    """``(generator, {name: {"bytes": n, "sha256": hex}})`` from ``directory``'s manifest, a regular file
+    (not a link); ``("", {})`` without a valid one."""
+    path = directory / MANIFEST
     try:
-        document = json.loads(read_capped(directory / MANIFEST, MAX_MANIFEST_BYTES))
+        regular = stat.S_ISREG(os.lstat(path).st_mode)
+        document = json.loads(read_capped(path, MAX_MANIFEST_BYTES)) if regular else None
     except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(document, dict) or document.get("format") != _MANIFEST_FORMAT:
-        return {}
-    files = document.get("files")
+        return "", {}
+    valid = isinstance(document, dict) and document.get("format") == _MANIFEST_FORMAT
+    files = document.get("files") if valid else None
     if not isinstance(files, dict):
-        return {}
-    return {
+        return "", {}
+    entries = {
         name: entry
         for name, entry in files.items()
         if isinstance(entry, dict)
         and isinstance(entry.get("bytes"), int)
         and isinstance(entry.get("sha256"), str)
     }
+    return str(document.get("generator")), entries
 
 
 def _is_listed_file(path: Path, entry: dict | None) -> bool:
@@ -152,7 +155,7 @@ def foreign_entries(directory) -> list[str]:
     """
     directory = Path(directory)
     names = os.listdir(directory)
-    entries = _manifest_entries(directory) if MANIFEST in names else {}
+    entries = _read_manifest(directory)[1] if MANIFEST in names else {}
     if not entries:
         return sorted(names)
     proven = {name for name in names if _is_listed_file(directory / name, entries.get(name))}
@@ -267,7 +270,10 @@ class OutputClaim:
             )
         if not stat.S_ISDIR(status.st_mode):
             raise OutputExistsError(f"{shown} is a file, not a directory; choose a new directory with --out")
-        foreign = foreign_entries(self._target)
+        try:
+            foreign = foreign_entries(self._target)
+        except OSError as err:
+            raise OutputError(f"cannot read {shown}: {err.strerror}; choose another --out") from None
         if foreign:
             listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise OutputExistsError(
@@ -277,7 +283,7 @@ class OutputClaim:
             )
         if os.listdir(self._target) and not self._force:
             raise OutputExistsError(
-                f"{shown} already holds {_generator_of(self._target)}'s output; choose another --out "
+                f"{shown} already holds {_read_manifest(self._target)[0]}'s output; choose another --out "
                 "directory or pass --force to replace it"
             )
 
@@ -328,14 +334,6 @@ def _file_id(status: os.stat_result) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _generator_of(directory: Path) -> str:
-    try:
-        document = json.loads(read_capped(directory / MANIFEST, MAX_MANIFEST_BYTES))
-        return str(document["generator"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "normpen"
-
-
 def _rename_no_clobber(source: Path, target: Path, shown: Path) -> None:
     """Rename the directory ``source`` to ``target``, which must be absent or an empty directory."""
     try:
@@ -351,7 +349,7 @@ def _rename_no_clobber(source: Path, target: Path, shown: Path) -> None:
 
 def _remove_owned(directory: Path) -> None:
     """Delete the files of a replaced output that its manifest proves normpen's, then the directory."""
-    entries = _manifest_entries(directory)
+    entries = _read_manifest(directory)[1]
     for name in os.listdir(directory):
         if name == MANIFEST or _is_listed_file(directory / name, entries.get(name)):
             os.unlink(directory / name)
