@@ -529,7 +529,7 @@ def _check_finite_design(X, rows, frame, feature_names, data):
         i, j = bad[0]
         name = feature_names[j]
         raise ValueError(
-            f"column {name!r} holds {frame[name].iloc[rows[i]]!r} in row {rows[i]} of {data}, which is not "
+            f"column {name!r} holds {frame[name].iloc[rows[i]]} in row {rows[i]} of {data}, which is not "
             "finite once standardised; predictions need finite values: fix or remove that row"
         )
 
