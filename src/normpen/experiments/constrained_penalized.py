@@ -53,7 +53,7 @@ from matplotlib.figure import Figure
 from scipy.optimize import brentq
 
 from normpen.datasets import load
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 from normpen.linear import estimators
 from normpen.linear.datafits import Quadratic
 from normpen.linear.solvers import constrained as constrained_solver
@@ -426,4 +426,11 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "confirmed",
+        "The multiplier λ* of ‖θ‖² ≤ C satisfies every KKT condition, L + λ*‖θ‖² (the text's penalized J at "
+        "strength 2λ*, since J carries λ/2) returns the constrained solution, dL*/dC = −λ* (the shadow "
+        "price), and λ* = 0 exactly when the budget does not bind: in the text's two-parameter example in "
+        "closed form and on the diabetes data.",
+    ),
 )

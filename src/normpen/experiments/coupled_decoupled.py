@@ -40,7 +40,7 @@ In float64: the normpen runs equal the written-out schemes (relative
 :math:`10^{-12}`); at :math:`\beta = 0` the two schemes agree at every step
 (relative :math:`10^{-12}`); after the run each scheme sits on its fixed point
 (relative :math:`10^{-8}`); the measured gap equals the closed form (relative
-:math:`10^{-6}`) and grows by at least :math:`0.1\|\theta_A^\ast\|` from one :math:`\beta` of the
+:math:`10^{-6}`) and grows by at least :math:`0.02\|\theta_A^\ast\|` from one :math:`\beta` of the
 grid to the next;
 B with :math:`\gamma = \lambda/(1-\beta)` lands on :math:`\theta_A^\ast` (relative :math:`10^{-8}`).
 """
@@ -55,7 +55,7 @@ from matplotlib.figure import Figure
 
 from normpen._threads import single_threaded
 from normpen.datasets import RegressionProblem, sparse_regression
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule
 
@@ -77,8 +77,10 @@ LR = 0.1
 _ROUNDOFF = 1e-12
 _FIXED_POINT_RTOL = 1e-8
 _GAP_RTOL = 1e-6
-# The gap grows strictly with β; 2% of ‖θ_A*‖ per step of the β grid is a margin every seed clears
-# (the closed-form gaps are checked to _GAP_RTOL separately), far from the 0 of identical schemes.
+# The gap grows strictly with β (each eigencomponent of b/(h + (1−β)λ) − b/(h + λ) grows as (1−β)λ falls);
+# its smallest step over the β grid is 0.062‖θ_A*‖ to 0.52‖θ_A*‖ over seeds 0–29 (quick), so 2% is cleared
+# by every seed with room (the closed-form gaps are checked to _GAP_RTOL separately), far from the 0 of
+# identical schemes.
 _GAP_GROWTH = 0.02
 
 
@@ -337,4 +339,10 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "confirmed",
+        "With momentum β the two schemes are one update only at β = 0 (γ = λ); for β > 0 decoupled decay γ "
+        "converges to the L2 solution of strength (1 − β)γ, so the gap to coupled L2 grows with β, matches "
+        "its closed form, and γ = λ/(1 − β) closes it.",
+    ),
 )

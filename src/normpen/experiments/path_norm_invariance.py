@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 
 from normpen._threads import single_threaded
 from normpen.analysis.pathnorm import path_norm, rebalance
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 from normpen.experiments.common import digits_split, mlp
 
 __all__ = [
@@ -318,4 +318,10 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "confirmed",
+        "Rescaling a unit by α and 1/α keeps the function and the path norms φ₁, φ₂ to rounding and changes "
+        "Σ‖W‖² by at least 66 % (over seeds 0–29); Σ‖W‖² is smallest when every unit is balanced. Whether "
+        "minimising the path norm gives a simpler function is tested in path-norm-simplicity.",
+    ),
 )
