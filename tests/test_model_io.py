@@ -193,6 +193,8 @@ def test_classifier_coefficients_must_match_the_classes(data, tmp_path):
 def test_missing_files_are_named(saved_dir, tmp_path_factory):
     with pytest.raises(ModelFileError, match="holds no model.json"):
         load_model(tmp_path_factory.mktemp("empty"))
+    with pytest.raises(ModelFileError, match="model.npz holds no model.json"):
+        load_model(saved_dir / MODEL_ARRAYS)
     (saved_dir / MODEL_ARRAYS).unlink()
     with pytest.raises(ModelFileError, match="model.npz is missing"):
         load_model(saved_dir / MODEL_JSON)

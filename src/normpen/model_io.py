@@ -196,17 +196,28 @@ def load_model(directory) -> SavedModel:
     return SavedModel(estimator, document["metadata"])
 
 
+def _read_file(path: Path, limit: int, missing: str) -> bytes:
+    """The bytes of ``path`` (:func:`~normpen._files.read_capped`); each failure a :class:`ModelFileError`,
+    the message ``missing`` when there is no such file."""
+    try:
+        return read_capped(path, limit)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelFileError(missing) from None
+    except OSError as err:
+        raise ModelFileError(f"{path} cannot be read: {err.strerror}") from None
+    except ValueError as err:
+        raise ModelFileError(f"{path} {err}") from None
+
+
 def _read_document(path: Path) -> dict:
     """``model.json`` parsed and checked for the format and the type of each top-level entry."""
+    missing = f"{path.parent} holds no {MODEL_JSON}; give the directory that `normpen fit --out` wrote"
+    text = _read_file(path, MAX_JSON_BYTES, missing)
     try:
-        document = json.loads(read_capped(path, MAX_JSON_BYTES))
-    except FileNotFoundError:
-        raise ModelFileError(
-            f"{path.parent} holds no {MODEL_JSON}; give the directory that `normpen fit --out` wrote"
-        ) from None
+        document = json.loads(text)
     except RecursionError:
         raise ModelFileError(f"{path} is not a normpen model: its JSON is nested too deeply") from None
-    except (OSError, ValueError) as err:
+    except ValueError as err:
         raise ModelFileError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a normpen linear model")
@@ -273,12 +284,7 @@ def _attribute_value(name, value):
 
 def _read_arrays(path: Path, names: list, digest: str) -> dict:
     """The arrays of ``model.npz``, after its hash, member names, headers and sizes have been checked."""
-    try:
-        data = read_capped(path, MAX_ARRAY_BYTES)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path} is missing; the model directory is incomplete") from None
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"{path} cannot be read: it {err}") from None
+    data = _read_file(path, MAX_ARRAY_BYTES, f"{path} is missing; the model directory is incomplete")
     if sha256_hex(data) != digest:
         raise ModelFileError(
             f"{path} is not the archive its {MODEL_JSON} was saved with (their SHA-256 differ): it was "
