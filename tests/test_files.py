@@ -481,7 +481,8 @@ FAILING_CALLS = {
         lambda t, m: ["fit", _bad_table(t), "--target", "nope", "--out", m, "--force"], EXIT_BAD_INPUT),
     "fit without --force over a model": (lambda t, m: ["fit", *FIT_ARGS, "--out", m], EXIT_BAD_INPUT),
     "fit into a file": (lambda t, m: ["fit", *FIT_ARGS, "--out", m / MODEL_JSON], EXIT_BAD_INPUT),
-    "fit --force over a model, solver fails": (lambda t, m: ["fit", *FIT_ARGS, "--out", m, "--force"], None),
+    "fit --force over a model, solver fails": (lambda t, m: ["fit", *FIT_ARGS, "--out", m, "--force"],
+                                               EXIT_FIT_FAILED),
     "sweep over a model": (lambda t, m: ["sweep", "--epochs", "1", "--out", m], EXIT_BAD_INPUT),
     "predict --out an existing file": (lambda t, m: ["predict", m, _bad_table(t), "--out", m / MODEL_JSON],
                                        EXIT_BAD_INPUT),
@@ -491,13 +492,15 @@ FAILING_CALLS = {
 }
 
 
+def _diverging_fit(self, X, y, sample_weight=None):
+    raise FloatingPointError("overflow in the solver")
+
+
 @pytest.mark.parametrize("call", FAILING_CALLS)
 def test_a_failing_command_leaves_every_file_as_it_was(runner, model, monkeypatch, call):
     make_args, code = FAILING_CALLS[call]
     args = make_args(model.parent, model)
-    if code is None:  # the fit itself fails (exit 3) after the directory was claimed
-        monkeypatch.setattr(LassoCV, "fit", lambda *a, **k: (_ for _ in ()).throw(FloatingPointError("nan")))
-        code = EXIT_FIT_FAILED
+    monkeypatch.setattr(LassoCV, "fit", _diverging_fit)  # reached only by the call that expects exit 3
     before = _tree(model.parent)
     result = _invoke(runner, *args)
     _exited(result, code)
