@@ -47,9 +47,12 @@ def test_closed_form_is_the_constrained_minimum_found_by_slsqp(y, fraction):
         method="SLSQP",
         options={"ftol": 1e-14, "maxiter": 500},
     )
+    # SLSQP at ftol 1e-14 on a 2-D problem: its iterate sits up to ~1e-8 outside the ball, and an error δ in
+    # the objective moves θ by about √δ near a constrained optimum: 1e-6 covers both.
     np.testing.assert_allclose(theta, found.x, atol=1e-6)
     assert loss == pytest.approx(found.fun, rel=1e-6, abs=1e-9)  # SLSQP may sit 1e-8 outside the ball
     # the multiplier makes the Lagrangian stationary and vanishes exactly when the budget is slack
+    # The closed form in float64: residuals are a few ε times |y| ≤ 5.
     assert cp.kkt_residual(theta - y, theta, lam, C) < 1e-12
     assert (lam > 0) == (C < y @ y)
 
@@ -57,6 +60,7 @@ def test_closed_form_is_the_constrained_minimum_found_by_slsqp(y, fraction):
 def test_kkt_residual_sees_each_violated_condition():
     y, C = np.array([2.0, -1.0]), 1.0
     theta, lam, _ = cp.toy_closed_form(y, C)
+    # Closed form on y = (2, −1), C = 1: every quantity is O(1), the residual a few ε at most.
     assert cp.kkt_residual(theta - y, theta, lam, C) < 1e-15
     assert cp.kkt_residual(theta - y, theta, 2 * lam, C) > 0.1  # stationarity
     assert cp.kkt_residual(1.5 * theta - y, 1.5 * theta, lam, C) > 0.1  # primal feasibility
@@ -75,6 +79,7 @@ def test_secular_multiplier_gives_the_penalized_solution_of_norm_squared_c(rng):
         C = fraction * float(ols @ ols)
         lam = cp.secular_multiplier(X, y, C)
         theta = np.linalg.solve(X.T @ X / 40 + 2 * lam * np.eye(5), X.T @ y / 40)
+        # θ scaled onto the sphere of radius √C: two roundings per coordinate.
         assert theta @ theta == pytest.approx(C, rel=1e-12)
     assert cp.secular_multiplier(X, y, 2 * float(ols @ ols)) == 0.0
 
@@ -84,6 +89,8 @@ def test_central_difference_matches_the_closed_form_slope():
     X, target = np.sqrt(2) * np.eye(2), np.sqrt(2) * y
     for C in (0.3, 2.0, 10.0):
         _, lam, _ = cp.toy_closed_form(y, C)
+        # Central difference of step h on L*(C), smooth in C: truncation O(h²L''') plus rounding ε·L*/h;
+        # at the step the module uses both are below 1e-9.
         assert cp.central_difference(X, target, C, fit_intercept=False) == pytest.approx(-lam, abs=1e-8)
 
 

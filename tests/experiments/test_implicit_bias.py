@@ -38,6 +38,7 @@ def test_one_gradient_descent_step_follows_the_finite_difference_gradient(rng):
     Z = rng.standard_normal((9, 3))
     theta1 = ib.gradient_descent(Z, 0.7, 1, [1])[0]
     expected = -0.7 * approx_fprime(np.zeros(3), lambda w: _loss(Z, w), 1e-7)
+    # Forward differences of step 1e-7 on an O(1) loss: truncation ~1e-7·L'' and rounding ~ε/1e-7 ≈ 1e-9.
     np.testing.assert_allclose(theta1, expected, atol=1e-6)
     # the second step starts from the first, and a penalty adds its gradient
     penalty = L2(0.3)
@@ -50,6 +51,7 @@ def test_one_gradient_descent_step_follows_the_finite_difference_gradient(rng):
 def test_logistic_weights_are_minus_the_loss_derivative():
     m = np.linspace(-30, 30, 13)
     numeric = -(np.logaddexp(0, -(m + 1e-6)) - np.logaddexp(0, -(m - 1e-6))) / 2e-6
+    # Central differences of step 1e-6: truncation h²·ℓ'''/6 ≈ 1e-13, rounding ε/h ≈ 1e-10 relative.
     np.testing.assert_allclose(ib.logistic_weights(m), numeric, rtol=1e-6, atol=1e-12)
 
 
@@ -60,6 +62,7 @@ def test_smoothness_bounds_the_curvature_of_the_loss(rng):
         theta = rng.standard_normal(2)
         s = 1 / (1 + np.exp(-Z @ theta))
         hessian = (Z * (s * (1 - s))[:, None]).T @ Z / Z.shape[0]
+        # Both sides are eigenvalues of float64 matrices of O(1) entries: ε-level rounding.
         assert np.linalg.eigvalsh(hessian).max() <= beta * (1 + 1e-12)
     # the bound is attained at theta = 0, where every sigma' equals 1/4
     np.testing.assert_allclose(np.linalg.eigvalsh(Z.T @ Z / 4 / Z.shape[0]).max(), beta)
@@ -70,9 +73,11 @@ def test_planted_data_have_the_planted_max_margin_solution(n_features):
     problem = planted_max_margin(14, n_features, margin=0.4, excess=0.7, seed=3)
     w_planted = problem.direction / 0.4
     hard = svm.hard_margin_svm(problem.X, problem.y, fit_intercept=False)
+    # The exact active-set solver solves a 2×2 or 3×3 system: rounding ~ε·cond, far below 1e-10.
     np.testing.assert_allclose(hard.coef, w_planted, atol=1e-10)
     margins = ib.margin_vectors(problem) @ w_planted
     assert hard.support.size == n_features
+    # Margins of the support vectors from the same solve: a few ε.
     np.testing.assert_allclose(margins[hard.support], 1.0, atol=1e-12)
     rest = np.setdiff1d(np.arange(14), hard.support)
     assert margins[rest].min() >= 1.7 - 1e-12
@@ -104,6 +109,7 @@ def test_soudry_offset_solves_its_defining_equations():
 
 def test_angle_is_accurate_for_nearly_parallel_vectors():
     a = np.array([1.0, 0.0])
+    # atan2 of the cross and dot parts keeps ~ε/1e-9 ≈ 2e-7 relative accuracy at an angle of 1e-9.
     assert ib.angle(a, np.array([np.cos(1e-9), np.sin(1e-9)])) == pytest.approx(1e-9, rel=1e-6)
     assert ib.angle(a, -a) == pytest.approx(np.pi)
 

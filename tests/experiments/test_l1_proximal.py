@@ -42,6 +42,9 @@ def test_the_window_is_where_scikit_learn_recovers_the_signed_support(seed):
     inside = np.sqrt(lo * hi)
     coef = _sklearn_lasso(problem, inside)
     assert l1p.signed_support_errors(coef, problem.coef) == 0
+    # scikit-learn's Lasso at tol 1e-12 (relative duality gap) against the closed-form witness: coefficients
+    # within √(2·gap/μ) of the optimum (μ the restricted strong convexity on the support); a wrong sign
+    # pattern would move them by O(λ) ≫ 1e-8.
     np.testing.assert_allclose(coef, l1p.witness(X, y, support, signs, inside), atol=1e-8)
     for outside in (lo * 0.98, hi * 1.02):
         assert l1p.signed_support_errors(_sklearn_lasso(problem, outside), problem.coef) >= 1

@@ -39,9 +39,14 @@ def test_the_model_loss_is_scale_invariant_and_its_gradient_orthogonal_to_the_we
         scaled = (c * W.detach()).requires_grad_(True)
         loss_c = lw.normalized_softmax_losses(scaled, X, y, 3.0)
         (grad_c,) = torch.autograd.grad(loss_c.sum(), scaled)
+        # Normalising cW and W gives the same direction to a few ε; the loss, a mean of 30 log-sum-exps of
+        # logits ~3√6, to ~30 ε relative.
         torch.testing.assert_close(loss_c, loss.detach(), rtol=1e-13, atol=0)
+        # The gradient goes through the projection I − ŵŵᵀ, which cancels a component of size ‖∇‖·‖W‖:
+        # relative rounding up to ~1e3 ε when the tangential part is small; atol for entries near 0.
         torch.testing.assert_close(grad_c, grad / c, rtol=1e-10, atol=1e-14)
     W = W.detach()
+    # ⟨∇L, W⟩ = 0 exactly; a 24-term float64 dot product rounds to ~24 ε·‖∇L‖‖W‖.
     assert abs(float((grad * W).sum())) <= 1e-14 * float(grad.norm() * W.norm())
     expected = torch.nn.functional.cross_entropy(3.0 * X @ (W[0] / W[0].norm()), y)
     torch.testing.assert_close(loss[0], expected, rtol=1e-14, atol=0)
@@ -61,6 +66,7 @@ def test_the_rescaled_start_gives_s_times_the_weights_of_the_base_run_for_sgd_wr
             w = (1 - lr * decay) * w.detach() - lr * g
         return w
 
+    # 50 steps of the same recursion at scales differing by √2: each step rounds differently, ~50·few ε.
     torch.testing.assert_close(sgd(s * w0, 2 * alpha, lam / 2), s * sgd(w0, alpha, lam), rtol=1e-12, atol=0)
     assert not torch.allclose(sgd(s * w0, 2 * alpha, lam), s * sgd(w0, alpha, lam), rtol=1e-3)
 

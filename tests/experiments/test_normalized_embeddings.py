@@ -28,8 +28,12 @@ def test_every_check_passes_in_quick_and_full_mode_with_the_same_checks(quick_re
 def test_the_embeddings_hold_right_and_confused_anchors_over_four_decades_of_norm():
     e = ne.make_embeddings(512, SEED)
     right = e.right
+    # Noise levels U[0.5, 8] put the fraction of right anchors near one half (0.47 over 4096 anchors); 512
+    # anchors give a standard error of 0.022, so [0.25, 0.75] is ten standard errors wide.
     assert 0.25 < float(right.double().mean()) < 0.75
     norms = torch.linalg.vector_norm(e.anchors, dim=1)
+    # Norms log-uniform on [1e-2, 1e2]: P(r < 0.02) = P(r > 50) = log10(2)/4 = 0.075, so among 512 anchors
+    # both fail with probability (1 − 0.075)^512 ≈ 5e-18.
     assert float(norms.min()) < 0.02 and float(norms.max()) > 50
     torch.testing.assert_close(torch.linalg.vector_norm(e.keys, dim=1), torch.ones(16, dtype=torch.float64))
 

@@ -55,6 +55,7 @@ def _path_norm_one_path_at_a_time(model, q):
 def test_enumeration_on_the_grid_equals_the_path_by_path_loop_and_normpen(widths, q):
     model = mlp(tuple(widths), seed=len(widths))
     expected = _path_norm_one_path_at_a_time(model, q)
+    # Sums of at most 4⁴ positive products in float64, summed in different orders: ≤ 256 ε relative.
     assert pn.path_norm_by_enumeration(model, q) == pytest.approx(expected, rel=1e-12)
     assert float(pathnorm.path_norm(model, q=q).detach()) == pytest.approx(expected, rel=1e-12)
 
@@ -66,6 +67,8 @@ def test_rescale_keeps_the_function_and_moves_each_unit_by_its_scale(seed):
     scales = pn.random_scales(torch.Generator().manual_seed(seed), widths=(5, 4, 3, 2))
     rescaled = pn.rescale(model, scales)
     X = torch.randn(7, 5, dtype=torch.float64)
+    # The rescaling multiplies each weight by α and 1/α (α ≤ 10^0.5): two roundings per edge, over three
+    # layers of width ≤ 5: ~20 ε relative.
     torch.testing.assert_close(rescaled(X), model(X), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(rescaled[0].weight, model[0].weight * scales[0][:, None])
     torch.testing.assert_close(rescaled[4].weight, model[4].weight / scales[1][None, :])
@@ -78,10 +81,13 @@ def test_a_balanced_unit_minimises_a_alpha_squared_plus_c_over_alpha_squared():
     a = float(model[0].weight.detach().square().sum())
     c = float(model[2].weight.detach().square().sum())
     balanced = pn.rescale(model, [torch.tensor([(c / a) ** 0.25], dtype=torch.float64)])
+    # α⁴ = c/a computed in float64: the two squared norms agree to a few ε.
     assert pn.unit_balance(balanced) == pytest.approx(0.0, abs=1e-12)
+    # Same: a few roundings of O(1) sums of ≤ 6 squares.
     assert pn.squared_weight_norm(balanced) == pytest.approx(2 * math.sqrt(a * c), rel=1e-12)
     for alpha in (0.5, 0.9, 1.1, 2.0):
         other = pn.rescale(model, [torch.tensor([alpha], dtype=torch.float64)])
+        # Squares of weights scaled by α: two roundings per weight, sums of ≤ 6 terms.
         assert pn.squared_weight_norm(other) == pytest.approx(a * alpha**2 + c / alpha**2, rel=1e-12)
         assert pn.squared_weight_norm(other) > pn.squared_weight_norm(balanced)
 

@@ -48,8 +48,10 @@ def test_figures_show_three_log_scaled_path_panels_with_thresholds(quick_result)
 def test_the_problem_is_an_orthogonal_design_whose_least_squares_solution_is_xty_over_n():
     problem = sd.make_problem(True, SEED)
     n = problem.X.shape[0]
+    # Entries of XᵀX are sums of n ≤ 400 products of O(1) numbers: rounding ≈ nε·n ≈ 4e-11 at most.
     np.testing.assert_allclose(problem.X.T @ problem.X, n * np.eye(problem.X.shape[1]), atol=1e-10)
     lstsq = np.linalg.lstsq(problem.X, problem.y, rcond=None)[0]
+    # Two float64 solves of a well-conditioned (orthogonal) system of O(1) coefficients: a few ε·√n.
     np.testing.assert_allclose(sd.least_squares(problem), lstsq, atol=1e-12)
 
 
@@ -59,9 +61,13 @@ def test_l1_and_l2_paths_equal_scikit_learn_fits_of_the_penalized_problem(lam):
     n = problem.X.shape[0]
     w_hat = sd.least_squares(problem)
     lasso = Lasso(alpha=lam, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(problem.X, problem.y)
+    # Coordinate descent stops on a duality gap of 1e-12·‖y‖²/2n; on an orthogonal design its distance to the
+    # optimum is at most √(2·gap) ≈ 1e-6·‖y‖/√n; its usual accuracy is far better, and 1e-8 allows 100 times
+    # the rounding of the closed form while catching any wrong threshold (which moves a coefficient by λ).
     np.testing.assert_allclose(sd.prox_path(L1(1.0), w_hat, np.array([lam]))[0], lasso.coef_, atol=1e-8)
     # scikit-learn's Ridge(alpha=a) minimises ||y - Xw||^2 + a||w||^2, i.e. our L2(lam = a / n)
     ridge = Ridge(alpha=lam * n, fit_intercept=False).fit(problem.X, problem.y)
+    # Ridge by a direct solve: two float64 closed forms of O(1) coefficients, rounding ≈ nε ≈ 1e-13.
     np.testing.assert_allclose(sd.prox_path(L2(1.0), w_hat, np.array([lam]))[0], ridge.coef_, atol=1e-10)
 
 
@@ -73,6 +79,7 @@ def test_group_path_equals_group_soft_thresholding_written_out():
     for row, lam in zip(path, lams, strict=True):
         for g in problem.groups:
             factor = max(1.0 - lam * np.sqrt(g.size) / np.linalg.norm(w_hat[g]), 0.0)
+            # The same soft-thresholding formula evaluated twice (one norm of ≤ 6 terms): a few ε.
             np.testing.assert_allclose(row[g], factor * w_hat[g], atol=1e-12)
 
 

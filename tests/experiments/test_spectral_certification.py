@@ -55,6 +55,7 @@ def test_product_of_spectral_norms_uses_the_largest_singular_value_of_each_layer
     expected = 1.0
     for layer in (model[0], model[2]):
         expected *= float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2))
+    # numpy's and torch's SVD of the same 4×5 and 3×4 float64 matrices: a few ε each.
     assert sc.product_of_spectral_norms(model) == pytest.approx(expected, rel=1e-12)
 
 
@@ -66,6 +67,8 @@ def test_jacobian_norms_match_finite_differences():
     for x, norm in zip(X, norms, strict=True):
         columns = [(model(x + h * e) - model(x - h * e)) / (2 * h) for e in torch.eye(5, dtype=torch.float64)]
         jacobian = torch.stack(columns, dim=1).detach()
+        # Central differences with h = 1e-6 of a piecewise-linear map (exact unless a kink is within h:
+        # not at these points), rounding ε/h ≈ 2e-10 relative.
         assert norm == pytest.approx(float(torch.linalg.matrix_norm(jacobian, ord=2)), rel=1e-6)
 
 
@@ -79,6 +82,8 @@ def test_the_penalised_run_adds_lambda_times_the_sum_of_spectral_norms():
     (torch.nn.functional.cross_entropy(model(split.X_train), split.y_train) + penalty(model)).backward()
     optimizer.step()
     for p, q in zip(trained.parameters(), model.parameters(), strict=True):
+        # One Adam step computed twice in float64 by the same torch kernels in a different order of the
+        # penalty's terms: a few ε.
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
 
 
