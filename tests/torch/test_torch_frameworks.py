@@ -7,6 +7,8 @@ its checkpoints hold the optimizer's state dict, and so the regularizer's;
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -14,6 +16,7 @@ from torch_cases import assert_same, conv_batches, conv_net
 
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l2 import L2
+from normpen.penalties.nuclear import Nuclear
 from normpen.torch import Regularizer, Rule
 
 lightning = pytest.importorskip("lightning")
@@ -158,15 +161,58 @@ def test_default_selection_is_trainers_decay_set_with_embeddings_all_and_leaves_
     assert {row["name"] for row in summary["taken"]} == set(default.names(default.rules[0]))
 
 
-def test_fused_experts_and_conv1d_are_taken_and_row_penalties_on_them_are_refused(hf_models):
-    mixtral, gpt2 = hf_models["mixtral"], hf_models["gpt2"]
+def test_fused_experts_and_the_router_are_taken_and_a_spectrum_per_expert_is_refused(hf_models):
+    mixtral = hf_models["mixtral"]
     reg = Regularizer(mixtral, Rule(L2(0.1), mode="decoupled"))
-    assert {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.gate.weight"} <= set(
-        reg.names(reg.rules[0])
-    )
-    for model, select in ((mixtral, "*experts.down_proj"), (gpt2, "*c_fc.weight")):
-        with pytest.raises(ValueError, match="reads rows and columns as axes 0 and 1"):
-            Regularizer(model, Rule(GroupLasso(0.1, "rows"), mode="proximal", select=select))
+    experts = {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj"}
+    assert experts | {"model.layers.0.mlp.gate.weight"} <= set(reg.names(reg.rules[0]))
+    with pytest.raises(ValueError, match="one spectrum per expert"):
+        Regularizer(mixtral, Rule(Nuclear(0.1), mode="proximal", select="*experts.down_proj"))
+
+
+def _experts_and_conv1d(hf_models):
+    """Mixtral's fused experts (E, out, in) and a GPT-2 Conv1D (in, out), with their matrices (out, in)."""
+    experts = copy.deepcopy(hf_models["mixtral"].model.layers[0].mlp.experts)
+    torch.manual_seed(0)
+    conv1d = transformers.pytorch_utils.Conv1D(6, 4)
+    return [
+        (experts, "down_proj", lambda w: list(w)),
+        (conv1d, "weight", lambda w: [w.T]),
+    ]
+
+
+@pytest.mark.parametrize("groups", ["rows", "cols"])
+def test_row_and_column_groups_are_each_experts_and_conv1d_output_units(hf_models, groups):
+    # rows = output units, cols = input features of each (out, in) matrix; the prox is separable over
+    # groups, so it equals the prox of each expert's matrix: float32 rounding of the same operations
+    # (a norm, a division, a product per entry: a few ulps) bounds the difference.
+    for module, name, matrices in _experts_and_conv1d(hf_models):
+        param = getattr(module, name)
+        with torch.no_grad():
+            param.mul_(4.0)  # some groups above, some below the threshold
+        penalty = GroupLasso(0.2, groups)
+        coupled = Regularizer(module, Rule(penalty, mode="coupled", select=name))
+        expected_value = sum(float(penalty.value(m.detach())) for m in matrices(param))
+        torch.testing.assert_close(
+            coupled.penalty().detach(), torch.as_tensor(expected_value), rtol=1e-5, atol=0
+        )
+        expected = [penalty.prox(m.detach(), 0.5) for m in matrices(param)]
+        reg = Regularizer(module, Rule(penalty, mode="proximal", select=name))
+        param.grad = torch.zeros_like(param)
+        reg.wrap(torch.optim.SGD([param], lr=0.5)).step()
+        zeroed = 0
+        for got, want in zip(matrices(param), expected, strict=True):
+            torch.testing.assert_close(got, torch.as_tensor(want), rtol=1e-5, atol=1e-6)
+            zeroed += int((got == 0).all(dim=1 if groups == "rows" else 0).sum())
+        assert zeroed > 0
+        # constrained (the generic kernel's path): the sum of the experts' group norms lands on the radius
+        radius = 0.5 * sum(float(penalty.norm(m.detach())) for m in matrices(param))
+        ball = Regularizer(module, Rule(penalty, mode="constrained", radius=radius, select=name))
+        with torch.no_grad():
+            param.mul_(3.0)
+        ball.wrap(torch.optim.SGD([param], lr=0.0)).step()
+        norm = sum(float(penalty.norm(m.detach())) for m in matrices(param))
+        assert norm == pytest.approx(radius, rel=1e-5)  # float32 sums of a few hundred terms
 
 
 def test_a_default_selection_leaving_out_much_warns_and_names_it():

@@ -53,6 +53,9 @@ __all__ = [
     "kernel_for",
     "penalty_value",
     "as_penalty_input",
+    "from_penalty_input",
+    "structure_axis",
+    "LAYOUTS",
     "work_dtype",
     "Bucket",
 ]
@@ -66,6 +69,8 @@ class Slot:
     param: torch.nn.Parameter
     penalty: Penalty
     kernel: Any = None
+    #: How the tensor stores its matrix (:data:`LAYOUTS`).
+    layout: str = "plain"
 
 
 def work_dtype(dtype):
@@ -73,16 +78,49 @@ def work_dtype(dtype):
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def as_penalty_input(penalty, tensor):
-    """``tensor`` as the penalty sees it: a matrix ``(shape[0], -1)`` for matrix-only penalties.
+#: How a parameter stores its matrix: ``"plain"`` (output units on axis 0: Linear, convolutions),
+#: ``"transposed"`` (``(in, out)``: transformers' ``Conv1D``), ``"stacked"`` (``(experts, out, in)``:
+#: fused expert tensors). See :func:`normpen.torch.rules.layout_of`.
+LAYOUTS = ("plain", "transposed", "stacked")
 
-    Spectral, nuclear and max-norm penalties act on a conv kernel
-    ``(out, in, k...)`` through this reshape (one row per output channel),
-    not on the convolution operator.
+
+def structure_axis(penalty):
+    """0 (rows) or 1 (columns) for a penalty with row or column groups, else None."""
+    axis = getattr(penalty, "axis", None)
+    return ("rows", "cols").index(axis) if isinstance(axis, str) else axis
+
+
+def as_penalty_input(penalty, tensor, layout="plain"):
+    """``tensor`` as the penalty sees it: output units on axis 0, one matrix per expert's groups.
+
+    - ``"transposed"`` ``(in, out)``: the transpose (a view);
+    - ``"stacked"`` ``(E, out, in)``: ``(E * out, in)`` (a view), so row
+      groups are each expert's rows; for column groups ``(out, E * in)``
+      (a copy), each expert's columns;
+    - a matrix ``(shape[0], -1)`` for matrix-only penalties on a conv kernel
+      ``(out, in, k...)`` (one row per output channel), not the convolution
+      operator.
     """
+    if layout == "stacked":
+        experts, out = tensor.shape[:2]
+        if structure_axis(penalty) == 1:
+            return tensor.movedim(0, 1).reshape(out, -1)
+        return tensor.reshape(experts * out, -1)
+    if layout == "transposed":
+        tensor = tensor.T
     if penalty.matrix_only and tensor.ndim > 2:
         return tensor.reshape(tensor.shape[0], -1)
     return tensor
+
+
+def from_penalty_input(penalty, result, like, layout="plain"):
+    """The inverse of :func:`as_penalty_input`: ``result`` in the stored shape of ``like``."""
+    if layout == "stacked" and structure_axis(penalty) == 1:
+        experts, out, inner = like.shape
+        return result.reshape(out, experts, inner).movedim(1, 0)
+    if layout == "transposed":
+        return result.T
+    return result.reshape(like.shape)
 
 
 class _PenaltyValue(torch.autograd.Function):
@@ -109,9 +147,9 @@ class _PenaltyValue(torch.autograd.Function):
         return grad_output * ctx.penalty._grad(x), None
 
 
-def penalty_value(penalty, tensor):
+def penalty_value(penalty, tensor, layout="plain"):
     """Differentiable :math:`P(\\text{tensor})` (0-d) with :math:`\\nabla P` from ``penalty._grad``."""
-    return _PenaltyValue.apply(as_penalty_input(penalty, tensor), penalty)
+    return _PenaltyValue.apply(as_penalty_input(penalty, tensor, layout), penalty)
 
 
 def _total(values):
@@ -183,31 +221,36 @@ class Kernel:
         The generic methods need each tensor's penalty; a subclass prepares
         its own data for the methods it replaces.
         """
-        return [s.penalty for s in slots]
+        return [(s.penalty, s.layout) for s in slots]
 
     def value(self, tensors, slots):
         """:math:`\\sum_i P_i(x_i)`, differentiable, as a 0-d tensor."""
-        return _total([penalty_value(s.penalty, t) for t, s in zip(tensors, slots, strict=True)])
+        return _total([penalty_value(s.penalty, t, s.layout) for t, s in zip(tensors, slots, strict=True)])
 
     def decay_(self, tensors, data, step):
         """In place :math:`x \\leftarrow x - \\eta\\nabla P(x)`."""
-        grads = [_reshaped(p, "_grad", t) for t, p in zip(tensors, data, strict=True)]
+        grads = [_reshaped(p, layout, "_grad", t) for t, (p, layout) in zip(tensors, data, strict=True)]
         axpy_(tensors, grads, _negative(step))
 
     def prox_(self, tensors, data, step):
         """In place :math:`x \\leftarrow \\operatorname{prox}_{\\eta P}(x)`."""
-        results = [_reshaped(p, "_prox", t, step) for t, p in zip(tensors, data, strict=True)]
+        results = [
+            _reshaped(p, layout, "_prox", t, step) for t, (p, layout) in zip(tensors, data, strict=True)
+        ]
         torch._foreach_copy_(tensors, results)
 
     def project_(self, tensors, data, radius):
         """In place :math:`x \\leftarrow \\Pi_{\\{\\Omega \\le r\\}}(x)`, each tensor onto its own ball."""
-        results = [_reshaped(p, "_project", t, radius) for t, p in zip(tensors, data, strict=True)]
+        results = [
+            _reshaped(p, layout, "_project", t, radius) for t, (p, layout) in zip(tensors, data, strict=True)
+        ]
         torch._foreach_copy_(tensors, results)
 
 
-def _reshaped(penalty, kernel, tensor, *args):
-    """``penalty.<kernel>`` on ``tensor`` as the penalty sees it, reshaped back to ``tensor``'s shape."""
-    return getattr(penalty, kernel)(as_penalty_input(penalty, tensor), *args).reshape(tensor.shape)
+def _reshaped(penalty, layout, kernel, tensor, *args):
+    """``penalty.<kernel>`` on ``tensor`` as the penalty sees it, put back in ``tensor``'s stored shape."""
+    result = getattr(penalty, kernel)(as_penalty_input(penalty, tensor, layout), *args)
+    return from_penalty_input(penalty, result, tensor, layout)
 
 
 class L2Kernel(Kernel):
@@ -336,8 +379,13 @@ class AxisGroupKernel(Kernel):
             return super().prepare(slots, dtype, method)
         params = [s.param for s in slots]
         axis = self.penalty.axis
-        norms = GroupNorms(params, [_all_but(p.ndim, axis) for p in params], dtype)
-        weights = [torch.as_tensor(s.penalty.axis_weights(s.param.shape), dtype=dtype) for s in slots]
+        norms = GroupNorms(params, [_group_dims(s, axis, _all_but(s.param.ndim, axis)) for s in slots], dtype)
+        weights = [
+            torch.as_tensor(
+                s.penalty.axis_weights(as_penalty_input(s.penalty, s.param, s.layout).shape), dtype=dtype
+            )
+            for s in slots
+        ]
         scaled = (self.penalty.lam * torch.cat(weights)).to(norms.flat.device)
         factors = torch.empty_like(norms.flat)
         return _GroupThreshold(norms, scaled, factors, torch.empty_like(factors), norms.views(factors))
@@ -348,6 +396,17 @@ class AxisGroupKernel(Kernel):
         torch.sub(norms, factors, out=factors).clamp_min_(0)
         factors.div_(torch.clamp_min(norms, torch.finfo(norms.dtype).tiny, out=data.denominators))
         torch._foreach_mul_(tensors, data.factor_views)
+
+
+def _group_dims(slot, axis, plain):
+    """The dimensions one group norm reduces over: ``plain`` for a plain layout, else those that give
+    output units (``axis`` 0) or input features (``axis`` 1) of a ``(in, out)`` or ``(E, out, in)`` tensor,
+    per expert."""
+    if slot.layout == "transposed":
+        return (axis,)
+    if slot.layout == "stacked":
+        return (2 - axis,)
+    return plain
 
 
 def _all_but(ndim, axis):
@@ -377,10 +436,10 @@ class MaxNormKernel(Kernel):
         return penalty.c, penalty.axis
 
     def prepare(self, slots, dtype, method):
-        rows = self.penalty.axis == "rows"
-        return GroupNorms(
-            [s.param for s in slots], [_all_but(s.param.ndim, 0) if rows else (0,) for s in slots], dtype
-        )
+        axis = structure_axis(self.penalty)
+        plain = [_all_but(s.param.ndim, 0) if axis == 0 else (0,) for s in slots]
+        dims = [_group_dims(s, axis, p) for s, p in zip(slots, plain, strict=True)]
+        return GroupNorms([s.param for s in slots], dims, dtype)
 
     def prox_(self, tensors, data, step):
         self.project_(tensors, data, self.penalty.c)

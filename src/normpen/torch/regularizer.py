@@ -47,7 +47,7 @@ from normpen.torch.rules import (
     VALUE_MODES,
     Rule,
     exclusion_reason,
-    layout_problem,
+    layout_of,
     parameter_entries,
     select_entries,
 )
@@ -165,7 +165,7 @@ class Regularizer:
                 _check_fits(penalty, entry, rule)
                 cls = kernel_for(penalty)
                 kernel = kernels.setdefault((cls, cls.bucket_key(penalty)), cls(penalty))
-                slots.append(Slot(entry.name, entry.param, penalty, kernel))
+                slots.append(Slot(entry.name, entry.param, penalty, kernel, layout_of(entry)))
             all_slots.append(slots)
         return all_slots
 
@@ -567,7 +567,7 @@ class Regularizer:
         rules = []
         with torch.no_grad():
             for rule, slots in zip(self.rules, self._slots, strict=True):
-                tensors = [tensor_report(s.name, s.param, s.penalty) for s in slots]
+                tensors = [tensor_report(s.name, s.param, s.penalty, s.layout) for s in slots]
                 if rule.is_model_constraint:
                     value = float(rule.penalty.norm(self.model))
                 elif rule.is_model_level:
@@ -831,16 +831,16 @@ def _layout(groups):
 
 
 def _check_fits(penalty, entry, rule):
-    """The penalty accepts the tensor (shape, matrix, finite, rows on axis 0): checked at construction."""
-    problem = layout_problem(entry)
-    if problem is not None and (getattr(penalty, "axis", None) is not None or penalty.matrix_only):
+    """The penalty accepts the tensor (shape, matrix, finite): checked once, at construction."""
+    layout = layout_of(entry)
+    if layout == "stacked" and penalty.matrix_only:
         raise ValueError(
-            f"rule {rule.describe()!r} on parameter {entry.name!r}: {problem}, and this penalty reads rows "
-            "and columns as axes 0 and 1; use an elementwise penalty (L1, L2, elastic net) on it, or "
-            "leave it out with select"
+            f"rule {rule.describe()!r} on parameter {entry.name!r}: a stack of expert matrices "
+            f"{tuple(entry.param.shape)} has one spectrum per expert, which this matrix penalty does not "
+            "sum; use a row/column group or elementwise penalty on it, or leave it out with select"
         )
     try:
-        penalty._check(as_penalty_input(penalty, entry.param.detach()), entry.name)
+        penalty._check(as_penalty_input(penalty, entry.param.detach(), layout), entry.name)
     except (TypeError, ValueError) as err:
         raise type(err)(f"rule {rule.describe()!r} on parameter {entry.name!r}: {err}") from err
 

@@ -50,8 +50,8 @@ class RuleReport:
     tensors: list
 
 
-def tensor_report(name, param, penalty):
-    """Measure one tensor under ``penalty`` (reads it to the host)."""
+def tensor_report(name, param, penalty, layout="plain"):
+    """Measure one tensor under ``penalty`` (reads it to the host); rows are output units (``layout``)."""
     x = param.detach()
     zero = x == 0
     rows = cols = zero_rows = zero_cols = None
@@ -59,7 +59,7 @@ def tensor_report(name, param, penalty):
         rows, cols = x.shape[0], x.shape[1]
         zero_rows = int(zero.reshape(rows, -1).all(dim=1).sum()) if x.numel() else 0
         zero_cols = int(zero.transpose(0, 1).reshape(cols, -1).all(dim=1).sum()) if x.numel() else 0
-    view = as_penalty_input(penalty, x)
+    view = as_penalty_input(penalty, x, layout)
     return TensorReport(
         name=name,
         shape=tuple(x.shape),

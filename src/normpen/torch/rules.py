@@ -46,7 +46,7 @@ __all__ = [
     "ParameterEntry",
     "parameter_entries",
     "exclusion_reason",
-    "layout_problem",
+    "layout_of",
     "select_entries",
     "choose_entries",
 ]
@@ -348,20 +348,22 @@ def exclusion_reason(entry, embeddings="tokens"):
     return None
 
 
-def layout_problem(entry):
-    """Why a row/column-structured penalty cannot read ``entry``'s rows as axis 0; None when it can.
+def layout_of(entry):
+    """How ``entry`` stores its matrix, one of :data:`~normpen.torch.kernels.LAYOUTS`.
 
-    transformers' ``Conv1D`` stores its weight as ``(in, out)`` and fused
-    expert tensors are stacks ``(experts, out, in)``: their output units are
-    not the slices along axis 0.
+    ``"transposed"`` for transformers' ``Conv1D`` (``(in, out)``),
+    ``"stacked"`` for a 3-D tensor that no convolution or ``Bilinear`` owns
+    (fused experts ``(experts, out, in)``), ``"plain"`` otherwise (output
+    units on axis 0). Row and column groups follow: the rows of a stacked
+    tensor are each expert's rows.
     """
     owners = [m for m, _ in entry.owners]
-    if any(type(m).__name__ == "Conv1D" for m in owners):
-        return "a transformers Conv1D weight is stored (in, out): its rows are input features"
+    if entry.param.ndim == 2 and any(type(m).__name__ == "Conv1D" for m in owners):
+        return "transposed"
     framed = (nn.modules.conv._ConvNd, nn.Bilinear)
-    if entry.param.ndim >= 3 and not any(isinstance(m, framed) for m in owners):
-        return "a stack of matrices (fused experts): its axis-0 slices are whole experts"
-    return None
+    if entry.param.ndim == 3 and not any(isinstance(m, framed) for m in owners):
+        return "stacked"
+    return "plain"
 
 
 def parameter_entries(model):
