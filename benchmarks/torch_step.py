@@ -1,9 +1,11 @@
 """Per-step cost of normpen.torch's modes against the bare optimizer, AdamW and hand-written code.
 
-One process, 2 threads (``--threads``). Two models: an MLP of about 6.3M
-parameters with LayerNorm (a few large tensors) and a small CNN (many small
-tensors). Every variant times ``optimizer.step()`` alone (hooks included) on
-fixed random gradients, so forward and backward, identical for all, do not
+One process, 2 threads (``--threads``). Three models: an MLP of about 6.3M
+parameters with LayerNorm (a few large tensors), a small CNN (many small
+tensors) and two transformer encoder blocks (attention's fused
+``in_proj_weight``, its output projection, the MLP, LayerNorms). Every
+variant times ``optimizer.step()`` alone (hooks included) on fixed random
+gradients, so forward and backward, identical for all, do not
 dilute the differences. Variants are interleaved round by round, ``--steps``
 steps each; the time per step is the minimum over all steps (on a shared
 machine other load only ever adds time) of the process's CPU time (waiting
@@ -22,7 +24,8 @@ added cost over the normpen mode it replaces. These machines are shared and
 noisy: compare ratios, not absolute times. Not a test: nothing here asserts a
 time.
 
-Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 30] [--steps 5] [--threads 2] [--models mlp cnn]``
+Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 30] [--steps 5] [--threads 2]
+[--models mlp cnn transformer]``
 """
 
 from __future__ import annotations
@@ -62,9 +65,16 @@ def cnn():
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
+def transformer():
+    """Two pre-norm transformer encoder blocks (width 512, 8 heads, MLP 2048), as torch builds them."""
+    block = nn.TransformerEncoderLayer(512, 8, 2048, batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(block, num_layers=2, enable_nested_tensor=False)
+
+
 def weights(model):
-    """The tensors normpen's default selection takes: weights of Linear and Conv layers."""
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    """The tensors normpen's default selection takes here: every tensor with 2 or more dimensions
+    (Linear and Conv weights, attention's in_proj_weight; these models have no other such tensor)."""
+    return [p for p in model.parameters() if p.ndim >= 2]
 
 
 def adam(params):
@@ -300,7 +310,7 @@ def table(title, ms):
     return out
 
 
-MODELS = {"mlp": mlp, "cnn": cnn}
+MODELS = {"mlp": mlp, "cnn": cnn, "transformer": transformer}
 
 
 def main():

@@ -60,12 +60,12 @@ def _decoupled():
     return [Rule(L2(0.1), mode="decoupled", candidates="all")]
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_lightning_with_decoupled_l2_on_adam_is_adamw_bit_for_bit(accumulate):
+@pytest.mark.parametrize(("accumulate", "precision"), [(1, "32-true"), (2, "32-true"), (1, "bf16-mixed")])
+def test_lightning_with_decoupled_l2_on_adam_is_adamw_bit_for_bit(accumulate, precision):
     batches = conv_batches(12 * accumulate, dtype=torch.float32)
     regularized, plain = Module(_decoupled), Module()
     for module in (regularized, plain):
-        _fit(module, batches, max_steps=12, accumulate_grad_batches=accumulate)
+        _fit(module, batches, max_steps=12, accumulate_grad_batches=accumulate, precision=precision)
     assert_same(regularized.net, plain.net, exact=True)
 
 
