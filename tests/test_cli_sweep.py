@@ -200,8 +200,10 @@ def test_parse_lambdas_refuses_malformed_grids(text):
     [
         (["--target", "price"], "target column 'price' is not in the file"),
         (["--target", "y", "--lambdas", "1:0"], "is not a:b:n"),
-        (["--target", "y", "--mode", "sideways"], "not one of coupled, decoupled, proximal"),
-        (["--target", "y", "--penalty", "nuclear"], "not one of l2, l1, group"),
+        (["--target", "y", "--mode", "sideways"], "not one of 'coupled', 'decoupled', 'proximal'"),
+        (["--target", "y", "--penalty", "nuclear"], "not one of 'l2', 'l1', 'group'"),
+        (["--target", "y", "--seed", "-1"], "--seed"),
+        (["--target", "c", "--task", "regression"], "not numeric.*--task classification"),
         (["--target", "y", "--val-fraction", "1.5"], "not in \\(0, 1\\)"),
         ([], "--target"),
     ],
@@ -217,12 +219,17 @@ def test_bad_input_exits_2(runner, table_csv, tmp_path, args, message):
 
 def test_missing_values_are_named_and_can_be_imputed(runner, table_csv, tmp_path):
     frame = pd.read_csv(table_csv)
-    frame.loc[3, "a"] = np.nan
+    frame.loc[::2, "a"] = np.nan  # half the rows: more than MISSING_WARNING = 20% of the training rows
     frame.to_csv(table_csv, index=False)
     result = runner.invoke(app, ["sweep", str(table_csv), "--target", "y", "--out", str(tmp_path / "o")])
     assert result.exit_code == EXIT_BAD_INPUT
-    assert "'a' has 1 missing" in result.output
-    _sweep(runner, table_csv, "--target", "y", "--impute", *TINY, "--out", tmp_path / "o")
+    assert "'a' has" in result.output and "missing value(s)" in result.output  # those of the training rows
+    assert "--missing impute" in result.output
+    document = _sweep(
+        runner, table_csv, "--target", "y", "--missing", "impute", *TINY, "--out", tmp_path / "o"
+    )
+    imputed = [d for d in document["data"] if d["column"] == "a"]
+    assert imputed[0]["action"].startswith("imputed") and imputed[0]["warn"]
 
 
 def test_existing_files_need_force(runner, table_csv, tmp_path):
@@ -241,3 +248,44 @@ def test_divergence_exits_3(runner, table_csv, tmp_path):
     assert result.exit_code == EXIT_FIT_FAILED, result.output
     assert "non-finite loss" in result.output and "--lr" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_lambda_no_better_than_the_constant_prediction_underfits_wherever_it_lies():
+    # baseline 2.0: a training loss of 1.99 is within BASELINE_MARGIN = 2% of it, 1.0 is well below
+    result = _result([1.99, 1.0, 1.2], [2.3, 1.1, 1.3])
+    assert result.best == 1
+    assert result.verdicts() == ["underfits", "fits", "fits"]
+    hopeless = _result([1.99, 2.0], [2.1, 2.05])  # even λ* is no better than the constant on validation
+    assert hopeless.verdicts() == ["underfits", "underfits"]
+    assert "Even λ* does no better on the validation rows" in " ".join(hopeless.diagnosis())
+
+
+def test_an_exploding_loss_exits_3_naming_the_lambda(runner, table_csv, tmp_path):
+    # Adam at lr 1e4 moves every weight by about 1e4 per step: the standardised target's squared error
+    # (constant prediction: 1) ends far above DIVERGENCE_FACTOR = 100 but finite
+    result = runner.invoke(
+        app, ["sweep", str(table_csv), "--target", "y", "--lr", "1e4", *TINY, "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == EXIT_FIT_FAILED, result.output
+    words = " ".join(result.output.split())
+    assert "exploded at λ = 0.0001" in words and "constant prediction" in words and "--lr" in words
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweep_reads_a_semicolon_file_with_decimal_commas(runner, table_csv, tmp_path):
+    frame = pd.read_csv(table_csv)
+    path = tmp_path / "eu.csv"
+    frame.to_csv(path, sep=";", decimal=",", index=False)
+    plain = _sweep(runner, table_csv, "--target", "y", *TINY, "--out", tmp_path / "a")
+    european = _sweep(runner, path, "--target", "y", *TINY, "--out", tmp_path / "b")
+    # the same numbers, parsed from "0,123" instead of "0.123": the same training to float64 rounding
+    np.testing.assert_allclose(european["val_curves"], plain["val_curves"], rtol=1e-12)
+    assert any("decimal ','" in d["action"] for d in european["data"])
+
+
+def test_sweep_help_renders_the_grid_and_lists_choices(runner):
+    result = runner.invoke(app, ["sweep", "--help"])
+    assert result.exit_code == 0
+    assert "MIN:MAX:N" in result.output and "\U0001f171" not in result.output
+    assert "<l2|l1|group>" in result.output and "<coupled|decoupled|proximal>" in result.output
+    assert not [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]

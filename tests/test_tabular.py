@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from normpen.tabular import TableError, TabularEncoder, fit_encoder, read_table, training_data
+from normpen.tabular import OTHER_LEVEL, TableError, TabularEncoder, fit_encoder, read_table, training_data
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_encoder_survives_json_and_transforms_new_rows_identically(frame):
 
 def test_missing_values_are_refused_by_default_naming_the_column_and_the_options(frame):
     frame.loc[3, "size"] = np.nan
-    with pytest.raises(TableError, match=r"'size' has 1 missing.*--drop-na.*--impute"):
+    with pytest.raises(TableError, match=r"'size' has 1 missing.*--missing impute.*--missing drop"):
         fit_encoder(frame, "y")
 
 
@@ -112,24 +112,51 @@ def test_impute_fills_the_training_mean_and_most_frequent_level(frame):
     assert encoder.feature_names[2 + int(np.argmax(X[5, 2:5]))] == f"color={mode}"
 
 
-def test_missing_target_needs_drop_na(frame):
+@pytest.mark.parametrize("na", ["error", "impute"])
+def test_rows_with_a_missing_target_are_dropped_and_said_while_features_are_imputed(frame, na):
     frame.loc[2, "y"] = np.nan
-    with pytest.raises(TableError, match="target column 'y' has 1 missing.*--drop-na"):
-        fit_encoder(frame, "y", na="impute")
-    encoder = fit_encoder(frame, "y", na="drop")
+    frame.loc[4, "size"] = np.nan if na == "impute" else frame.loc[4, "size"]
+    encoder = fit_encoder(frame, "y", na=na)
     X, y = training_data(frame, encoder, "regression")
     assert X.shape[0] == y.shape[0] == len(frame) - 1
+    actions = {(d.column, d.action) for d in encoder.decisions}
+    assert ("(rows)", "dropped 1 of 30 rows") in actions
+    assert (("size", "imputed 1 missing values (3%)") in actions) == (na == "impute")
+
+
+def test_many_missing_values_are_a_warning_when_dropping_rows_and_imputing_a_column(frame):
+    frame.loc[:9, "size"] = np.nan  # 10 of 30 rows: over MISSING_WARNING = 20%
+    warned = {
+        na: [d for d in fit_encoder(frame, "y", na=na).decisions if d.warn] for na in ("drop", "impute")
+    }
+    assert [(d.column, d.action) for d in warned["drop"]] == [("(rows)", "dropped 10 of 30 rows")]
+    assert [(d.column, d.action) for d in warned["impute"]] == [("size", "imputed 10 missing values (33%)")]
+    frame.loc[:9, "size"] = 1.0
+    frame.loc[0, "size"] = np.nan  # 1 of 30: no warning
+    assert not any(d.warn for d in fit_encoder(frame, "y", na="impute").decisions)
+
+
+def test_constant_and_empty_columns_are_left_out_with_a_note(frame):
+    encoder = fit_encoder(frame.assign(const=4.0, kind="same", empty=np.nan), "y")
+    assert (
+        "const" not in encoder.numeric
+        and "kind" not in encoder.categorical
+        and "empty" not in encoder.numeric
+    )
+    reasons = {d.column: d.reason for d in encoder.decisions}
+    assert reasons["const"].startswith("constant") and reasons["kind"].startswith("constant")
+    assert reasons["empty"].startswith("empty")
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda f: f.assign(const=4.0), r"'const' is constant.*--exclude const"),
-        (lambda f: f.assign(kind="same"), r"'kind' is constant"),
         (lambda f: f[["y"]], "no feature column"),
+        (lambda f: f[["y"]].assign(a=1.0, b="x"), "every feature column of the table is constant"),
+        (lambda f: f.iloc[:1], "1 row"),
     ],
 )
-def test_unusable_columns_are_named(frame, change, message):
+def test_unusable_tables_are_refused_once_naming_the_problem(frame, change, message):
     with pytest.raises(TableError, match=message):
         fit_encoder(change(frame), "y")
 
@@ -168,7 +195,7 @@ def test_transform_refuses_unseen_levels_and_absent_columns(frame):
 def test_read_table_csv_and_parquet_agree(frame, tmp_path):
     frame.to_csv(tmp_path / "t.csv", index=False)
     frame.to_parquet(tmp_path / "t.parquet")
-    from_csv, from_parquet = read_table(tmp_path / "t.csv"), read_table(tmp_path / "t.parquet")
+    from_csv, from_parquet = read_table(tmp_path / "t.csv").frame, read_table(tmp_path / "t.parquet").frame
     encoder = fit_encoder(from_csv, "y")
     np.testing.assert_allclose(encoder.transform(from_parquet), encoder.transform(from_csv), rtol=1e-14)
 
@@ -178,7 +205,8 @@ def test_read_table_csv_and_parquet_agree(frame, tmp_path):
     [
         ("empty.csv", "", "is empty"),
         ("header.csv", "a,b,y\n", "no data rows"),
-        ("table.xlsx", "a\n1\n", "unknown file type"),
+        ("table.json", "a\n1\n", "unknown file type"),
+        ("table.xlsx", "a\n1\n", "openpyxl"),
     ],
 )
 def test_read_table_errors(tmp_path, name, content, message):
@@ -198,3 +226,103 @@ def test_from_dict_rejects_what_is_not_an_encoder():
     bad = fit_encoder(pd.DataFrame({"a": [1.0, 2.0], "y": [0.0, 1.0]}), "y").to_dict() | {"scales": [0.0]}
     with pytest.raises(TableError, match="scale"):
         TabularEncoder.from_dict(bad)
+
+
+def _numbers_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return read_table(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "sep", "decimal", "thousands"),
+    [
+        ("us.csv", 'a,b,y\n"3,078.5",x,1\n"12.25",z,2\n"1,000,000",x,3\n', ",", ".", ","),
+        ("eu.csv", "a;b;y\n3.078,5;x;1\n12,25;z;2\n1.000.000;x;3\n", ";", ",", "."),
+        ("eu.tsv", "a\tb\ty\n3.078,5\tx\t1\n12,25\tz\t2\n1.000.000\tx\t3\n", "\t", ",", "."),
+        ("plain.txt", "a|b|y\n3078.5|x|1\n12.25|z|2\n1000000|x|3\n", "|", ".", None),
+    ],
+)
+def test_separators_and_number_formats_are_detected_and_said(tmp_path, name, text, sep, decimal, thousands):
+    read = _numbers_file(tmp_path, name, text)
+    assert list(read.frame.columns) == ["a", "b", "y"]
+    np.testing.assert_array_equal(read.frame["a"].to_numpy(), [3078.5, 12.25, 1e6])
+    assert read.options == {"sep": sep, "decimal": decimal, "thousands": thousands}
+    said = " ".join(d.action for d in read.decisions)
+    assert (f"thousands {thousands!r}" in said) == (thousands is not None)
+
+
+def test_explicit_number_format_wins_over_detection(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a;y\n1,234;1\n2,5;2\n")
+    read = read_table(path, sep=";", decimal=",", thousands=None)
+    np.testing.assert_array_equal(read.frame["a"].to_numpy(), [1.234, 2.5])
+    assert read.decisions == ()
+
+
+def test_ambiguous_numbers_follow_the_separator(tmp_path):
+    # "1,234" is 1234 (comma thousands) or 1.234 (decimal comma): ';' files use decimal commas
+    assert _numbers_file(tmp_path, "c.csv", 'a,y\n"1,234",1\n"5,678",2\n').frame["a"].tolist() == [1234, 5678]
+    assert _numbers_file(tmp_path, "s.csv", "a;y\n1,234;1\n5,678;2\n").frame["a"].tolist() == [1.234, 5.678]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bz2", "xz", "zip"])
+def test_compressed_text_reads_as_the_plain_file(frame, tmp_path, compression):
+    suffix = {"gzip": "gz"}.get(compression, compression)
+    frame.to_csv(tmp_path / "t.csv", sep=";", index=False)
+    frame.to_csv(tmp_path / f"t.csv.{suffix}", sep=";", index=False, compression=compression)
+    plain, packed = read_table(tmp_path / "t.csv"), read_table(tmp_path / f"t.csv.{suffix}")
+    pd.testing.assert_frame_equal(packed.frame, plain.frame)
+    assert packed.options["sep"] == ";"
+
+
+def test_identifiers_are_left_out_and_dates_become_days(frame):
+    n = len(frame)
+    frame = frame.assign(
+        name=[f"person {i}" for i in range(n)],
+        index=np.arange(n),
+        day=pd.date_range("2020-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+    )
+    encoder = fit_encoder(frame, "y")
+    assert "name" not in encoder.feature_names and "index" not in encoder.feature_names
+    assert encoder.dates == ("day",) and "day" in encoder.numeric
+    X, _ = training_data(frame, encoder, "regression")
+    j = encoder.numeric.index("day")
+    # consecutive days standardised: the centred day count over the scale, exact up to float64 rounding
+    np.testing.assert_allclose(X[:, j] * encoder.scales[j], np.arange(n) - (n - 1) / 2, atol=1e-9)
+    reasons = {d.column: d.reason for d in encoder.decisions}
+    assert reasons["name"].startswith("identifier") and reasons["index"].startswith("identifier")
+    later = frame.assign(day="2021-06-30")  # a date never seen in training still has a number
+    assert np.isfinite(encoder.transform(later)).all()
+
+
+def test_many_levels_are_grouped_and_unseen_levels_join_the_group(frame):
+    rng = np.random.default_rng(1)
+    frame = pd.concat([frame] * 10, ignore_index=True)
+    frame["shop"] = [f"shop {k}" for k in rng.integers(0, 80, len(frame))]
+    encoder = fit_encoder(frame, "y", max_levels=20)
+    shop = encoder.levels[encoder.categorical.index("shop")]
+    assert len(shop) == 20 and OTHER_LEVEL in shop
+    assert any(d.column == "shop" and "grouped" in d.action for d in encoder.decisions)
+    X = encoder.transform(frame.assign(shop="a new shop"))
+    other = encoder.feature_names.index(f"shop={OTHER_LEVEL}")
+    assert (X[:, other] == 1).all()
+
+
+def test_sparse_design_equals_the_dense_one(frame):
+    encoder = fit_encoder(frame, "y")
+    dense, sparse = encoder.transform(frame), encoder.transform(frame, sparse=True)
+    np.testing.assert_array_equal(sparse.toarray(), dense)
+
+
+def test_infinite_values_are_refused_and_huge_ones_standardised(frame):
+    with pytest.raises(TableError, match="'size' holds 1 infinite"):
+        fit_encoder(frame.assign(size=frame["size"].where(frame.index != 2, np.inf)), "y")
+    huge = frame.assign(size=frame["size"] * 1e306)  # values near the float64 limit of 1.8e308
+    encoder = fit_encoder(huge, "y")
+    X, _ = training_data(huge, encoder, "regression")
+    assert np.isfinite(X).all()
+    # the same z-scores as the unscaled column: scaling by 1e306 rounds each value once (1e-16 relative)
+    np.testing.assert_allclose(X[:, 0], fit_encoder(frame, "y").transform(frame)[:, 0], rtol=1e-12)
+    with pytest.raises(TableError, match="infinite"):
+        training_data(frame.assign(y=np.inf), encoder, "regression")

@@ -13,10 +13,17 @@ two failure modes off the curves:
 - **underfitting** (:math:`\lambda > \lambda^\star`): the training loss
   exceeds :math:`\text{train}(\lambda^\star)` by more than ``UNDERFIT_CLIMB``
   times :math:`\text{val}(\lambda^\star)`: the penalty keeps the model from
-  fitting even the data it sees. The diagnosis compares it with the loss of
-  the best constant prediction (all weights 0: the entropy of the class
-  frequencies for classification, the variance of the standardised target,
-  1, for regression), where the largest strengths end.
+  fitting even the data it sees;
+- every λ is compared with the best constant prediction (all weights 0:
+  the entropy of the class frequencies for classification, the variance of
+  the standardised target, 1, for regression): a λ whose training loss is
+  not ``BASELINE_MARGIN`` below it **underfits** whatever its place in the
+  grid, and the diagnosis says so when even :math:`\lambda^\star` does not
+  beat it on the validation rows.
+
+Training that blows up is no result to diagnose: a non-finite loss, or a
+training loss above ``DIVERGENCE_FACTOR`` times the constant prediction's,
+raises :class:`TrainingDiverged` naming the λ and the epoch.
 
 The penalty is applied to the weight matrices (never the biases) by a
 :class:`normpen.torch.Rule` in the chosen mode: ``l2`` is
@@ -38,6 +45,8 @@ __all__ = [
     "OVERFIT_GAP",
     "OVERFIT_RISE",
     "UNDERFIT_CLIMB",
+    "BASELINE_MARGIN",
+    "DIVERGENCE_FACTOR",
     "TrainingDiverged",
     "SweepData",
     "SweepResult",
@@ -47,6 +56,7 @@ __all__ = [
     "constant_loss",
     "digits_data",
     "table_data",
+    "plain_log_ticks",
 ]
 
 PENALTIES = ("l2", "l1", "group")
@@ -57,10 +67,14 @@ OVERFIT_GAP = 0.1
 OVERFIT_RISE = 0.05
 #: Rise of the training loss above train(λ*), relative to val(λ*), that signals underfitting.
 UNDERFIT_CLIMB = 0.5
+#: Relative margin below the constant prediction's loss a training loss needs to count as learning something.
+BASELINE_MARGIN = 0.02
+#: Training loss, in multiples of the constant prediction's, beyond which training has diverged.
+DIVERGENCE_FACTOR = 100.0
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite during training."""
+    """A loss became NaN or infinite, or exceeded ``DIVERGENCE_FACTOR`` times the constant prediction's."""
 
 
 def parse_lambdas(text: str) -> np.ndarray:
@@ -100,7 +114,8 @@ class SweepData:
     """A train/validation split as torch tensors: float64 features; int64 classes or float64 targets.
 
     ``task`` is ``"classification"`` (``n_outputs`` classes) or
-    ``"regression"`` (one output, standardised target).
+    ``"regression"`` (one output, standardised target). ``decisions`` are
+    what reading and encoding the table did (:class:`normpen.tabular.Decision`).
     """
 
     X_train: object
@@ -109,15 +124,16 @@ class SweepData:
     y_val: object
     task: str
     n_outputs: int
+    decisions: tuple = ()
 
 
-def _as_sweep_data(X_train, y_train, X_val, y_val, task, n_outputs) -> SweepData:
+def _as_sweep_data(X_train, y_train, X_val, y_val, task, n_outputs, decisions=()) -> SweepData:
     import torch
 
     target_dtype = torch.int64 if task == "classification" else torch.float64
     features = [torch.as_tensor(X, dtype=torch.float64) for X in (X_train, X_val)]
     targets = [torch.as_tensor(y, dtype=target_dtype) for y in (y_train, y_val)]
-    return SweepData(features[0], targets[0], features[1], targets[1], task, n_outputs)
+    return SweepData(features[0], targets[0], features[1], targets[1], task, n_outputs, tuple(decisions))
 
 
 def digits_data(val_fraction=0.25, seed=0) -> SweepData:
@@ -134,37 +150,48 @@ def digits_data(val_fraction=0.25, seed=0) -> SweepData:
     return _as_sweep_data(X_train, y_train, X_val, y_val, "classification", 10)
 
 
-def table_data(frame, target, task, *, val_fraction=0.25, seed=0, na="error", categorical=(), exclude=()):
+def table_data(frame, target, task, *, val_fraction=0.25, seed=0, na="error", categorical=(), exclude=(),
+               max_levels=50, decisions=()):
     """A user's table split into training and validation rows (stratified for classification).
 
     The :class:`~normpen.tabular.TabularEncoder` is learned on the training
     rows only and applied to both; a regression target is standardised with
     the training mean and deviation; class labels become indices 0..K-1.
-    Raises :class:`~normpen.tabular.TableError` as :func:`~normpen.tabular.fit_encoder`
-    does, and ``ValueError`` when a split leaves too few rows.
+    ``decisions`` (what reading the file did) come first in the result's,
+    then the encoder's. Raises :class:`~normpen.tabular.TableError` as
+    :func:`~normpen.tabular.fit_encoder` does, and ``ValueError`` when a
+    split leaves too few rows.
     """
     from sklearn.model_selection import train_test_split
 
-    from normpen.tabular import fit_encoder, training_data
+    from normpen.tabular import _target_rows, fit_encoder, training_data
 
+    if target in frame.columns:
+        dropped = []
+        frame = frame[_target_rows(frame[target], dropped)]
+        decisions = (*decisions, *dropped)
     labels = frame[target] if task == "classification" and target in frame.columns else None
     try:
         train, val = train_test_split(frame, test_size=val_fraction, random_state=seed, stratify=labels)
     except ValueError as err:
         raise ValueError(f"cannot split {len(frame)} rows into training and validation: {err}") from None
-    encoder = fit_encoder(train, target, na=na, categorical=categorical, exclude=exclude)
-    X_train, y_train = training_data(train, encoder, task)
-    X_val, y_val = training_data(val, encoder, task)
+    encoder = fit_encoder(train, target, na=na, categorical=categorical, exclude=exclude,
+                          max_levels=max_levels)
+    hint = "for class labels pass --task classification (or leave --task auto)"
+    X_train, y_train = training_data(train, encoder, task, hint=hint)
+    X_val, y_val = training_data(val, encoder, task, hint=hint)
+    decisions = (*decisions, *encoder.decisions)
     if task == "classification":
         classes, y_train = np.unique(y_train.astype(str), return_inverse=True)
         if not np.isin(y_val.astype(str), classes).all():
             raise ValueError("a class of the validation rows has no training row; add rows of that class")
         y_val = np.searchsorted(classes, y_val.astype(str))
-        return _as_sweep_data(X_train, y_train, X_val, y_val, task, len(classes))
+        return _as_sweep_data(X_train, y_train, X_val, y_val, task, len(classes), decisions)
     mean, scale = y_train.mean(), y_train.std()
     if not scale > 0:
         raise ValueError(f"the target {target!r} is constant on the training rows; nothing to learn")
-    return _as_sweep_data(X_train, (y_train - mean) / scale, X_val, (y_val - mean) / scale, task, 1)
+    return _as_sweep_data(X_train, (y_train - mean) / scale, X_val, (y_val - mean) / scale, task, 1,
+                          decisions)
 
 
 def constant_loss(data: SweepData) -> float:
@@ -217,6 +244,11 @@ class SweepResult:
         """Index of λ*, the least final validation loss."""
         return int(np.argmin(self.val))
 
+    @property
+    def learned(self) -> np.ndarray:
+        """Per λ: whether the training loss is ``BASELINE_MARGIN`` below the constant prediction's."""
+        return self.train < (1 - BASELINE_MARGIN) * self.baseline
+
     def verdicts(self) -> list[str]:
         """Per λ: ``"overfits"``, ``"underfits"`` or ``"fits"`` (criteria in the module docstring)."""
         best = self.best
@@ -225,10 +257,10 @@ class SweepResult:
         climb = (self.train - self.train[best]) / self.val[best]
         verdicts = []
         for k in range(len(self.lams)):
-            if k < best and (gap[k] - gap[best] > OVERFIT_GAP * self.val[best] or rise[k] > OVERFIT_RISE):
-                verdicts.append("overfits")
-            elif k > best and climb[k] > UNDERFIT_CLIMB:
+            if not self.learned[k] or (k > best and climb[k] > UNDERFIT_CLIMB):
                 verdicts.append("underfits")
+            elif k < best and (gap[k] - gap[best] > OVERFIT_GAP * self.val[best] or rise[k] > OVERFIT_RISE):
+                verdicts.append("overfits")
             else:
                 verdicts.append("fits")
         return verdicts
@@ -262,6 +294,12 @@ class SweepResult:
             )
         else:
             lines.append("No λ of the grid underfits: extend the grid to larger λ to see it.")
+        if not self.val[best] < self.baseline:
+            lines.append(
+                f"Even λ* does no better on the validation rows ({self.val[best]:.4g}) than the best "
+                f"constant prediction ({self.baseline:.4g}): the features may not predict the target, or "
+                "training needs more --epochs or another --lr."
+            )
         if best in (0, len(self.lams) - 1):
             end = "smallest" if best == 0 else "largest"
             lines.append(f"λ* is the {end} λ of the grid: the best λ may lie beyond it; extend the grid.")
@@ -304,6 +342,7 @@ class SweepResult:
         left.set_ylabel(self.loss)
         left.set_title("overfits (red) ← λ → underfits (blue)", fontsize=10)
         left.legend(frameon=False, fontsize=8)
+        plain_log_ticks(left)
         for k, lam in enumerate(self.lams):
             colour = colormaps["viridis"](k / max(len(self.lams) - 1, 1))
             right.plot(self.epochs, self.val_curves[:, k], color=colour, label=f"λ = {lam:.2g}")
@@ -313,7 +352,22 @@ class SweepResult:
         right.set_ylabel(self.loss)
         right.set_title("validation (solid) and training (dashed) loss", fontsize=10)
         right.legend(frameon=False, fontsize=7, ncol=2)
+        plain_log_ticks(right)
         return fig
+
+
+def plain_log_ticks(ax):
+    """Label the log-scaled axes of ``ax`` with plain numbers ("0.62", "1e-06"), never "6.2×10⁻¹"."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+            axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _data_loss(task):
@@ -364,6 +418,7 @@ def _train_each(data, lams, penalty, mode, model, hidden, epochs, batch_size, lr
 
     loss_fn = _data_loss(data.task)
     n = data.X_train.shape[0]
+    ceiling = DIVERGENCE_FACTOR * constant_loss(data)
     train_curves, val_curves = [], []
     for k, lam in enumerate(lams):
         network = _network(model, data.X_train.shape[1], hidden, data.n_outputs, seed)
@@ -379,6 +434,13 @@ def _train_each(data, lams, penalty, mode, model, hidden, epochs, batch_size, lr
             curve.append(_losses(network, data, loss_fn))
             if not all(map(math.isfinite, curve[-1])):
                 raise TrainingDiverged(f"non-finite loss at λ = {lam:.3g}, epoch {epoch}; lower --lr")
+            if curve[-1][0] > ceiling:
+                raise TrainingDiverged(
+                    f"the training loss exploded at λ = {lam:.3g}, epoch {epoch}: {curve[-1][0]:.3g}, over "
+                    f"{DIVERGENCE_FACTOR:g} times the constant prediction's "
+                    f"{ceiling / DIVERGENCE_FACTOR:.3g}; "
+                    "lower --lr"
+                )
             if on_epoch is not None:
                 on_epoch(k, epoch)
         train_curves.append([c[0] for c in curve])
