@@ -85,6 +85,9 @@ _NOISE = 0.5
 _DELTA = 1e-2
 #: Relative duality-gap tolerance of the proximal-gradient solves.
 _SOLVER_TOL = 1e-13
+#: Empirical: whether the random draw has a non-empty recovery window (about 1 draw in 100 has none: no λ
+#: recovers the support, and the checks at λ* then fail with it). Seeds 0–29 of the quick sweep: 30 of 30.
+_WINDOW_RATE = 30 / 30
 #: Iteration cap of those solves: they converge in about 100 iterations on these problems.
 _MAX_ITER = 2_000
 
@@ -251,7 +254,12 @@ def run(quick: bool, seed: int) -> Result:
     # λ-strong convexity: ½λ‖w − w_opt‖² ≤ objective gap ≤ duality gap ≤ tol · P(0) when the solve converged
     ridge_bound = float(np.sqrt(2 * _SOLVER_TOL * ridge.gap_scale / lam_star))
     checks = [
-        Check.at_least("witness: recovery window λ_hi/λ_lo (> 1: some λ recovers the support)", hi / lo, 1.0),
+        Check.at_least(
+            "witness: recovery window λ_hi/λ_lo (> 1: some λ recovers the support)",
+            hi / lo,
+            1.0,
+            pass_rate=_WINDOW_RATE,
+        ),
         Check.equal("L1 at λ*: exact zeros (= p − s)", int(np.sum(w_l1 == 0)), p - support.size),
         Check.equal("L1 at λ*: signed-support errors", signed_support_errors(w_l1, problem.coef), 0),
         Check.close(

@@ -25,6 +25,7 @@ from normpen.experiments import (
     lr_wd_scaling,
     normalized_embeddings,
     path_norm_invariance,
+    path_norm_simplicity,
     pathway_selection,
     physics_discovery,
     prudent_investor,
@@ -50,6 +51,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     group_lasso_features.EXPERIMENT,  # 9
     spectral_certification.EXPERIMENT,  # 10
     path_norm_invariance.EXPERIMENT,  # 11
+    path_norm_simplicity.EXPERIMENT,  # 11b (issue 12 item 7)
     lr_wd_scaling.EXPERIMENT,  # 12
     trunk_heads.EXPERIMENT,  # 13
     normalized_embeddings.EXPERIMENT,  # 14
