@@ -374,3 +374,240 @@ def test_column_names_are_printed_verbatim(runner, table, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "[red]x:b:1" in result.output
+
+
+# ---- issue 14: real, messy tables ----------------------------------------------------------------------
+
+
+def _messy(table):
+    """The fixture table as people export it: comma thousands, an id, a date, many shops, a missing target."""
+    n = len(table)
+    frame = table.drop(columns="label").assign(
+        customer=[f"C-{1000 + i}" for i in range(n)],
+        day=pd.date_range("2021-03-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+        shop=[f"shop {i % 45}" for i in range(n)],
+    )
+    frame["x2"] = [f"{1000 * v:,.1f}" for v in frame["x2"]]  # "-3,141.6"
+    frame.loc[[5, 17], "y"] = np.nan
+    return frame
+
+
+def test_a_messy_table_is_read_as_a_person_would_and_every_decision_is_said(runner, table, tmp_path):
+    path = tmp_path / "messy.csv"
+    _messy(table).to_csv(path, index=False)
+    out = tmp_path / "o"
+    result = runner.invoke(
+        app, ["fit", str(path), "-t", "y", "--max-levels", "10", "--n-lams", "5", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    assert "what I did with your data" in printed and "dropped 2 of 60 rows" in printed
+    summary = json.loads((out / "fit.json").read_text())
+    said = {d["column"]: d["action"] for d in summary["data"]}
+    assert said["customer"] == "left out" and said["day"].startswith("date")
+    assert said["shop"].startswith("kept its 9 most frequent levels")
+    assert summary["read"] == {"sep": ",", "decimal": ".", "thousands": ","}
+    encoder = summary["encoder"]
+    assert encoder["numeric"][:3] == ["x1", "x2", "day"] and encoder["categorical"] == ["color", "shop"]
+    # x2 read as numbers: its mean is 1000 times the fixture's (rounded to 0.1 when written: 0.05 at most)
+    assert encoder["means"][1] == pytest.approx(1000 * table.x2.drop(index=[5, 17]).mean(), abs=0.05)
+    new = _messy(table).iloc[:3].assign(day="2030-01-01", shop="a shop never seen")
+    new.to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path / "new.csv")])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_semicolon_file_with_decimal_commas_fits_like_the_plain_one(runner, table, tmp_path):
+    table.to_csv(tmp_path / "plain.csv", index=False)
+    table.to_csv(tmp_path / "eu.csv.gz", sep=";", decimal=",", index=False)
+    args = ["-t", "y", "--exclude", "label", "--n-lams", "5"]
+    plain = _fit(runner, tmp_path / "plain.csv", *args, "-o", tmp_path / "a")
+    european = _fit(runner, tmp_path / "eu.csv.gz", *args, "-o", tmp_path / "b")
+    # the same numbers parsed from "1,5" instead of "1.5": the same fit to float64 rounding
+    assert european["lam_min"] == pytest.approx(plain["lam_min"], rel=1e-12)
+    assert european["read"]["sep"] == ";" and european["read"]["decimal"] == ","
+
+
+def test_missing_target_rows_are_dropped_while_a_mostly_missing_feature_is_imputed_with_a_warning(
+    runner, table, tmp_path
+):
+    table.loc[[1, 2], "y"] = np.nan
+    table.loc[table.index[:57], "x2"] = np.nan  # 95% of the rows
+    table.to_csv(tmp_path / "na.csv", index=False)
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            str(tmp_path / "na.csv"),
+            "-t",
+            "y",
+            "--exclude",
+            "label",
+            "--penalty",
+            "ridge",
+            "--missing",
+            "impute",
+            "--n-lams",
+            "5",
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "fit.json").read_text())
+    assert summary["n_samples"] == 58
+    assert any(w.startswith("x2: imputed 55 missing values (95%)") for w in summary["warnings"])
+    assert "warning: x2: imputed 55" in " ".join(result.output.split())
+
+
+def test_a_lambda_at_the_end_of_the_grid_is_a_warning(runner, table_csv, tmp_path):
+    # y depends strongly on x1: on a grid of large λ only, the smallest λ has the least CV error
+    summary = _fit(
+        runner, table_csv, "-t", "y", "--exclude", "label", "--lambdas", "1:3:3", "-o", tmp_path / "a"
+    )
+    assert summary["lams"] == pytest.approx([3.0, 3**0.5, 1.0], rel=1e-12)
+    assert any("is the smallest λ of the grid" in w for w in summary["warnings"])
+    wide = _fit(
+        runner,
+        table_csv,
+        "-t",
+        "y",
+        "--exclude",
+        "label",
+        "--lam-min-ratio",
+        "1e-4",
+        "--n-lams",
+        "20",
+        "-o",
+        tmp_path / "b",
+    )
+    assert not any("of the grid" in w for w in wide["warnings"])
+
+
+def test_names_that_broke_the_outputs_are_escaped_and_extreme_values_survive(runner, table, tmp_path):
+    table = table.rename(columns={"x1": "income_$_after_tax_$", "x2": '=HYPERLINK("http://x")'})
+    table["\x1b]8;;http://evil\x07link"] = np.random.default_rng(0).normal(size=len(table))
+    table.loc[3, "income_$_after_tax_$"] = 1e308
+    table.to_csv(tmp_path / "odd.csv", index=False)
+    out = tmp_path / "o"
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            str(tmp_path / "odd.csv"),
+            "-t",
+            "y",
+            "--exclude",
+            "label",
+            "--penalty",
+            "ridge",
+            "--n-lams",
+            "5",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\\x1b" in result.output
+    names = [row[0] for row in csv.reader(io.StringIO((out / "coefficients.csv").read_text()))]
+    assert '\'=HYPERLINK("http://x")' in names
+    assert json.loads((out / "fit.json").read_text())["encoder"]["means"][0] > 1e300
+
+
+def test_a_multiclass_fit_prints_within_80_columns_and_counts_zeros_over_the_classes(table, tmp_path):
+    rng = np.random.default_rng(7)
+    table["grade"] = rng.integers(1, 6, len(table)).astype(float)  # 5 classes, written 1.0 ... 5.0
+    table.loc[0, "grade"] = np.nan
+    table.to_csv(tmp_path / "g.csv", index=False)
+    narrow = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1"})
+    out = tmp_path / "o"
+    result = narrow.invoke(
+        app,
+        [
+            "fit",
+            str(tmp_path / "g.csv"),
+            "-t",
+            "grade",
+            "--exclude",
+            "y",
+            "--exclude",
+            "label",
+            "--penalty",
+            "logistic-l2",
+            "--n-lams",
+            "4",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    coef = load_model(out).estimator.coef_
+    zeros = int((coef == 0).sum())
+    assert f"{zeros} of 25 coefficients (5 features x 5 classes)" in " ".join(result.output.split())
+    result = narrow.invoke(app, ["predict", str(out), str(tmp_path / "g.csv")])
+    printed = pd.read_csv(io.StringIO(result.stdout), dtype=str)
+    assert list(printed.columns[2:]) == [f"p({k})" for k in range(1, 6)]
+    assert set(printed.prediction) <= {"1", "2", "3", "4", "5"}
+    assert max(len(v.lstrip("-0.").replace(".", "").split("e")[0]) for v in printed["p(1)"]) <= 8
+
+
+def test_fit_help_lists_choices_defaults_and_flags(runner):
+    result = runner.invoke(app, ["fit", "--help"])
+    assert result.exit_code == 0
+    words = " ".join(result.output.split())
+    assert "<ridge|lasso|enet|group|sgl|logistic-l1|logistic-l2|svm>" in words
+    assert "MIN:MAX:N" in words and "[default: lasso]" in words and "--n-jobs" in words and "--quiet" in words
+    assert not [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]
+
+
+def test_a_50000_row_mixed_table_fits_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    n = 50_000
+    frame = pd.DataFrame({f"x{j}": rng.normal(size=n) for j in range(5)})
+    frame["id"] = [f"row-{i}" for i in range(n)]
+    frame["day"] = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 1000, n), unit="D")
+    frame["city"] = rng.choice([f"city {k}" for k in range(5000)], n)  # 5,000 levels
+    frame["kind"] = rng.choice(["a", "b", "c"], n)
+    frame["amount"] = [f"{v:,.2f}" for v in rng.normal(5000, 2000, n)]
+    frame["y"] = frame.x0 - 2 * frame.x1 + (frame.kind == "a") + rng.normal(size=n)
+    frame.loc[rng.choice(n, 500, replace=False), "y"] = np.nan
+    frame.to_csv(tmp_path / "big.csv", index=False)
+    script = (
+        "import resource, sys\n"
+        "from normpen.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:])\n"
+        "except SystemExit as done:\n"
+        "    code = done.code\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code, file=sys.stderr)\n"
+    )
+    args = [
+        "fit",
+        str(tmp_path / "big.csv"),
+        "-t",
+        "y",
+        "--cv",
+        "2",
+        "--n-lams",
+        "3",
+        "-q",
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600)
+    peak_kib, code = done.stderr.split()[-2:]
+    assert code in ("0", "None"), done.stderr
+    # the 5,000-level city one-hot encoded densely would alone take 50,000 x 5,000 x 8 B = 2 GB; grouped to
+    # 50 levels the design is 50,000 x ~60 x 8 B = 24 MB, next to the interpreter and its libraries (~400 MB)
+    assert int(peak_kib) < 1_000_000, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
+    summary = json.loads((tmp_path / "o" / "fit.json").read_text())
+    said = {d["column"]: d["action"] for d in summary["data"]}
+    assert (
+        said["id"] == "left out" and said["city"].startswith("kept its 49") and said["day"].startswith("date")
+    )
+    assert summary["n_samples"] == n - 500

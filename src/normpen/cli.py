@@ -32,7 +32,13 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="normpen",
-    help="Parameter norm penalties: reproduce the claims of the seed texts and report on them.",
+    help=(
+        "Penalized models from the command line. `normpen fit data.csv --target price` fits a lasso (or "
+        "ridge, elastic net, group lasso, logistic, SVM) with cross-validated λ and says what it did with "
+        "your data; `normpen predict` applies it to new rows; `normpen sweep` trains a small network per λ "
+        "and says where it over- and underfits; `normpen report` reruns the experiments behind the "
+        "library's claims. Run any command with --help for its options."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -48,10 +54,11 @@ def _show_version(value: bool):
 def main(
     version: Annotated[
         bool,
-        typer.Option("--version", help="Show the version and exit.", callback=_show_version, is_eager=True),
+        typer.Option("--version", metavar="", help="Show the version and exit.", callback=_show_version,
+                     is_eager=True),
     ] = False,
 ):
-    """Parameter norm penalties: reproduce the claims of the seed texts and report on them."""
+    """Penalized models from the command line: fit, predict, sweep, and the experiments' report."""
 
 
 @app.command("list")
