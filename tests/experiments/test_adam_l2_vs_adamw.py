@@ -48,7 +48,8 @@ def test_the_verdict_refutes_diminished_decay_with_both_sides_measured(quick_res
 
 
 def test_figure_has_the_trajectories_and_the_step_sizes(quick_result):
-    left, right = quick_result.figures["dead-weights"].get_axes()
+    left, right, colorbar = quick_result.figures["dead-weights"].get_axes()
+    assert colorbar.get_ylabel().startswith("|θ₀|")
     assert right.get_xscale() == "log" and right.get_yscale() == "log"
     assert len(left.get_lines()) >= 30
 

@@ -264,16 +264,18 @@ def _figure(traj):
     start = np.abs(coupled[0])
     fig = Figure(figsize=(12, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2)
-    colors = np.log(start / start.min()) / np.log(start.max() / start.min())
+    scale = matplotlib.colors.LogNorm(vmin=start.min(), vmax=start.max())
+    colormap = matplotlib.colormaps["viridis"]
     steps = np.arange(coupled.shape[0])
     for j in range(start.size):
-        left.plot(
-            steps, coupled[:, j] / coupled[0, j], color=matplotlib.colormaps["viridis"](colors[j]), lw=1.0
-        )
+        left.plot(steps, coupled[:, j] / coupled[0, j], color=colormap(scale(start[j])), lw=1.0)
+    colorbar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=scale, cmap=colormap), ax=left)
+    colorbar.set_label("|θ₀| of the weight (Adam + L2 lines)")
+    colorbar.ax.axhline(1.0 / LAM, color="black", lw=1.5)
     left.plot(
         steps, (1.0 - LR * LAM) ** steps, color="red", lw=2.5, ls="--", label="AdamW: (1 − ηλ)ᵗ, every weight"
     )
-    left.plot([], [], color="gray", label="Adam + L2: one line per weight (dark = small |θ₀|)")
+    left.plot([], [], color="gray", label="Adam + L2: one line per weight (colour: |θ₀|; bar mark: 1/λ)")
     left.set_xlabel("step")
     left.set_ylabel("θ_t / θ₀")
     left.set_title("weights with zero data gradient", fontsize=10)
