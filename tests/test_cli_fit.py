@@ -611,3 +611,27 @@ def test_a_50000_row_mixed_table_fits_in_bounded_memory(tmp_path):
         said["id"] == "left out" and said["city"].startswith("kept its 49") and said["day"].startswith("date")
     )
     assert summary["n_samples"] == n - 500
+
+
+def test_path_legend_names_the_largest_coefficients_of_every_class_and_groups_the_rest(table):
+    from normpen.cli import TOP_CURVES, _path_figure
+
+    rng = np.random.default_rng(2)
+    X = _design(table)
+    X = np.hstack([X, rng.normal(size=(len(X), 4))])
+    y = rng.choice(["a", "b", "c"], len(X))
+    y[X[:, 0] > 0.5] = "a"
+    names = [f"f{j}" for j in range(X.shape[1])]
+    estimator = LogisticRegressionCV(cv=StratifiedKFold(3), n_lams=4).fit(X, y)
+    labels = [
+        text.get_text() for text in _path_figure(estimator, X, y, names).axes[0].get_legend().get_texts()
+    ]
+    named = [label for label in labels if label.startswith("[")]
+    path = estimator.fit_path(X, y)
+    at_lam = path.coefs[int(np.argmin(np.abs(path.lams - estimator.lam_)))]  # (features, classes)
+    largest = np.argsort(-np.abs(at_lam.ravel()))[:TOP_CURVES]
+    # the path's warm-started solution and the refit each stop at the solver's tolerance (measured 1.1% of the
+    # largest coefficient apart); laid out (classes, features) instead they would differ by O(100%)
+    assert np.abs(at_lam - estimator.coef_.T).max() < 0.05 * np.abs(estimator.coef_).max()
+    assert set(named) == {f"[{estimator.classes_[k % 3]}] {names[k // 3]}" for k in largest}
+    assert labels[-3:] == ["other coefficients", "λ_min", "λ_1se"]

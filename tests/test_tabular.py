@@ -326,3 +326,14 @@ def test_infinite_values_are_refused_and_huge_ones_standardised(frame):
     np.testing.assert_allclose(X[:, 0], fit_encoder(frame, "y").transform(frame)[:, 0], rtol=1e-12)
     with pytest.raises(TableError, match="infinite"):
         training_data(frame.assign(y=np.inf), encoder, "regression")
+
+
+def test_ambiguous_thousands_follow_the_decimal_points_of_the_other_columns(tmp_path):
+    # ';' alone would suggest decimal commas, but 14.23 shows decimal points: 1,065 is one thousand and 65
+    read = _numbers_file(tmp_path, "wine.csv", 'a;p;y\n14.23;1,065;1\n13.2;"1,050";2\n')
+    assert read.frame["p"].tolist() == [1065, 1050] and read.frame["a"].tolist() == [14.23, 13.2]
+
+
+def test_a_file_that_writes_numbers_both_ways_is_refused(tmp_path):
+    with pytest.raises(TableError, match="both like.*--decimal and --thousands"):
+        _numbers_file(tmp_path, "mixed.csv", "a;p;y\n14.23;3.078,5;1\n13.2;12,5;2\n")

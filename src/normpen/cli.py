@@ -68,8 +68,8 @@ def list_experiments():
 
     table = Table("name (verdict)", "seed section", "claim", show_lines=True)
     for experiment in registry.select():
-        verdict = experiment.verdict.status if experiment.verdict is not None else "no verdict"
-        table.add_row(f"{experiment.name}\n({verdict})", experiment.seed_section, experiment.claim)
+        name = f"{experiment.name}\n({experiment.verdict.status})"
+        table.add_row(name, experiment.seed_section, experiment.claim)
     Console().print(table)
 
 
@@ -136,10 +136,9 @@ def _summary_table(outcomes) -> Table:
     for outcome in outcomes:
         passed = sum(check.passed for check in outcome.checks)
         colour = "green" if outcome.passed else "red"
-        verdict = outcome.experiment.verdict
         table.add_row(
             outcome.experiment.name,
-            verdict.status if verdict is not None else "none",
+            outcome.experiment.verdict.status,
             f"{passed}/{len(outcome.checks)}",
             f"{outcome.seconds:.2f} s",
             f"[{colour}]{outcome.result}[/{colour}]",
@@ -188,6 +187,9 @@ MAX_CLASSES = 50
 SPARSE_MIN_COLUMNS = 100
 #: Coefficient paths named in path.png's legend (the largest); the others are drawn grey, unnamed.
 TOP_CURVES = 10
+#: Their colours: matplotlib's ten, with its grey swapped for black (grey draws the unnamed curves).
+TOP_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+               "black", "tab:olive", "tab:cyan")
 
 FitPenalty = Enum("FitPenalty", {name: name for name in FIT_PENALTIES}, type=str)
 Selection = Enum("Selection", {"min": "min", "1se": "1se"}, type=str)
@@ -383,15 +385,15 @@ def _path_figure(estimator, X, y, feature_names):
     scale = path.lambda_max if math.isfinite(path.lambda_max) and path.lambda_max > 0 else 1.0
     coefs = path.coefs.reshape(len(path.lams), -1)
     names = list(feature_names)
-    if path.coefs.ndim == 3:
-        names = [f"[{_label_text(c)}] {name}" for c in estimator.classes_ for name in feature_names]
+    if path.coefs.ndim == 3:  # (strengths, features, classes): the lines run over the classes fastest
+        names = [f"[{_label_text(c)}] {name}" for name in feature_names for c in estimator.classes_]
     chosen = int(np.argmin(np.abs(path.lams - estimator.lam_)))
     order = np.argsort(-np.abs(coefs[chosen]), kind="stable")
     top = set(order[:TOP_CURVES][coefs[chosen, order[:TOP_CURVES]] != 0].tolist())
-    others = 0
+    others, colours = 0, iter(TOP_COLOURS)
     for j, (line, name) in enumerate(zip(ax.get_lines(), names, strict=False)):
         if j in top:
-            line.set_label(_mathtext_free(name))
+            line.set(label=_mathtext_free(name), color=next(colours), zorder=2)
             continue
         line.set(color="0.7", linewidth=0.6, zorder=1, label="_nolegend_" if others else "other coefficients")
         others += 1

@@ -197,6 +197,8 @@ def _read_text(path, sep, decimal, thousands) -> TableRead:
                 frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=options["thousands"])
     except pd.errors.EmptyDataError:
         raise TableError(f"{path} is empty; give a file with a header row and data rows") from None
+    except TableError:
+        raise
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
         raise TableError(
             f"{path} cannot be read as delimited text (separator {sep!r}): {err}; check --sep"
@@ -233,8 +235,11 @@ def _number_format(frame, sep):
 
     A column counts when every value is a number in one convention and one
     value at least uses the separator. ``1,234`` alone fits both; such a
-    file is read with decimal commas when its separator is ``;`` (the usual
-    pairing), with comma thousands otherwise.
+    file follows its other columns (a column pandas already read with decimal
+    points, such as ``14.23``, rules out decimal commas), and else is read
+    with decimal commas when its separator is ``;`` (the usual pairing), with
+    comma thousands otherwise. A file that writes numbers both ways raises
+    :class:`TableError` asking for ``--decimal`` and ``--thousands``.
     """
     comma_thousands, decimal_comma, ambiguous = [], [], []
     for column in frame.columns:
@@ -255,7 +260,16 @@ def _number_format(frame, sep):
             decimal_comma.append(column)
     if not (comma_thousands or decimal_comma or ambiguous):
         return None
-    european = bool(decimal_comma) if (comma_thousands or decimal_comma) else sep == ";"
+    point_decimals = [
+        c for c in frame.columns if frame[c].dtype.kind == "f" and (frame[c].dropna() % 1 != 0).any()
+    ]
+    if decimal_comma and (comma_thousands or point_decimals):
+        raise TableError(
+            f"the file writes numbers both like '3.078,5' (column {decimal_comma[0]!r}) and like '3,078.5' "
+            f"or '14.23' (column {(comma_thousands + point_decimals)[0]!r}); pass --decimal and --thousands"
+        )
+    point = comma_thousands or point_decimals
+    european = bool(decimal_comma) if (point or decimal_comma) else sep == ";"
     columns = (decimal_comma if european else comma_thousands) + ambiguous
     options = {"decimal": ",", "thousands": "."} if european else {"decimal": ".", "thousands": ","}
     shown = ", ".join(repr(c) for c in columns[:5]) + (" ..." if len(columns) > 5 else "")
@@ -263,7 +277,7 @@ def _number_format(frame, sep):
     return options, Decision(
         "(file)",
         f"numbers read with decimal {options['decimal']!r} and thousands {options['thousands']!r}",
-        f"columns {shown} are written like {example!r}; pass --decimal and --thousands to choose",
+        f"column(s) {shown} are written like {example!r}; pass --decimal and --thousands to choose",
     )
 
 
