@@ -42,7 +42,12 @@ iterate is a feasible dual point. Once the gap is small the iterate names the
 active set (:math:`\alpha_i` at 0, at :math:`U_i`, or free), and a crossover
 solves the free samples' KKT equations (they lie exactly on the margin) with
 the intercept: that lands on the exact solution, accepted when its
-certificate says so.
+certificate says so. When the dual solution is not unique (more free samples
+than :math:`p + 1`, e.g. :math:`w^\star = 0`) those equations are singular, the
+Newton systems grow ill-conditioned as :math:`\mu \to 0` and rounding stalls
+the iterates near a gap of :math:`10^{-9}` of :math:`P_0`; the crossover then takes
+the solution nearest the iterate (least squares), retried as the iterate comes
+closer, and the best certified iterate is the one returned.
 
 **Dual coordinate descent** (larger problems): the algorithm of Hsieh, Chang,
 Lin, Keerthi and Sundararajan (ICML 2008), liblinear's, with :math:`w`
@@ -110,7 +115,7 @@ from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg import cho_factor, cho_solve, lstsq
 from scipy.linalg.blas import daxpy, ddot
 from scipy.linalg.blas import dsyrk as syrk
 from scipy.optimize import linprog
@@ -129,6 +134,7 @@ _TO_BOUNDARY = 0.99  # fraction of the step to the boundary of the positive orth
 _RHO_SCALE, _RHO_LAM = 0.1, 4.0  # coordinate descent: rho = 0.1 mean ||x_i - c||^2 + 4 lam
 _POLISH_FROM = 1e-3  # crossover and refined solves once the gap is below this fraction of P(0)
 _CROSSOVER_LIMIT = 3000  # largest number of free variables the crossover solves for
+_RETRY_GAIN = 100.0  # the crossover retries a guess once the gap has fallen this many times
 _DIRECT_LIMIT = 3000  # largest smaller side (samples or features) the interior point factorizes
 _FLOP_LIMIT = 2e10  # largest work per interior-point iteration; coordinate descent beyond
 
@@ -375,17 +381,21 @@ def _interior_point(qp, alpha, target, max_iter):
     lower_mult = np.ones_like(alpha)  # s, the multipliers of alpha >= 0
     upper_mult = np.where(bounded, 1.0, 0.0)  # t, of alpha <= U (none where U is infinite)
     n_pairs = alpha.size + int(bounded.sum())
-    n_iter, tried = 0, None
+    n_iter, tried, tried_gap, best = 0, None, math.inf, None
     while True:
         certificate = qp.certificate(alpha)
         late = certificate[0] <= _POLISH_FROM * qp.gap_scale  # the active set shows
         guess = _guess_active_set(qp, alpha, room, lower_mult, upper_mult) if late else None
-        if late and not np.array_equal(guess, tried):  # each guess is tried once
-            tried, polished = guess, _crossover(qp, *guess)
+        # a new guess is tried at once; the same one again from an iterate _RETRY_GAIN times closer
+        # (the crossover takes the solution nearest the iterate, which may have left the box before)
+        if late and (not np.array_equal(guess, tried) or certificate[0] * _RETRY_GAIN <= tried_gap):
+            tried, tried_gap, polished = guess, certificate[0], _crossover(qp, alpha, *guess)
             if polished is not None:
                 certificate = min(certificate, qp.certificate(polished), key=lambda c: c[0])
-        if certificate[0] <= target or n_iter == max_iter:
-            return (*certificate, n_iter)
+        # rounding can undo late progress on a degenerate problem: return the best point certified
+        best = certificate if best is None or certificate[0] < best[0] else best
+        if best[0] <= target or n_iter == max_iter:
+            return (*best, n_iter)
         n_iter += 1
         gradient = qp.hessian_product(alpha) - 1.0
         solve = qp.factorize(qp.extra_diag + lower_mult / alpha + upper_mult / room, refine=late)
@@ -423,8 +433,8 @@ def _guess_active_set(qp, alpha, room, lower_mult, upper_mult):
     return np.stack([at_upper, ~at_upper & ~(alpha / qp.alpha_scale < lower_mult)])
 
 
-def _crossover(qp, at_upper, free):
-    r"""The exact solution for an active set (:func:`_guess_active_set`), or None.
+def _crossover(qp, alpha, at_upper, free):
+    r"""The exact solution for an active set (:func:`_guess_active_set`) nearest ``alpha``, or None.
 
     The variables ``at_upper`` are set to :math:`U`, the others not ``free`` to 0,
     and the free ones :math:`F` solve the equality-constrained QP
@@ -436,8 +446,13 @@ def _crossover(qp, at_upper, free):
         \begin{pmatrix} 1 - H_{FV} U_V \\ -y_V^\top U_V\end{pmatrix},
 
     (:math:`V` the variables at their upper bound), i.e. the free samples sit
-    exactly on the margin. The certificate judges the
-    result, so a wrong guess costs one solve and nothing else.
+    exactly on the margin. For the hinge :math:`H_{FF} = Z_FZ_F^\top` has rank at most
+    :math:`p`, so with more than :math:`p + 1` free samples (a dual solution that is
+    not unique, e.g. :math:`w^\star = 0`) the system is singular and its solutions form
+    an affine set; the one taken is the nearest to the iterate, :math:`\alpha_F` plus
+    the minimum-norm least-squares correction (a complete orthogonal factorization,
+    LAPACK ``gelsy``), which stays inside the box when the iterate is close. The
+    certificate judges the result, so a wrong guess costs one solve and nothing else.
     """
     F = np.flatnonzero(free)
     if F.size > _CROSSOVER_LIMIT:
@@ -446,15 +461,17 @@ def _crossover(qp, at_upper, free):
     ZF = qp.Z[F]
     rhs = 1.0 - np.asarray(ZF @ qp.weights(candidate)).ravel()
     system = _dense(ZF @ ZF.T) + np.diag(qp.extra_diag[F])
+    start = alpha[F]
     if qp.fit_intercept:
         y = qp.y[qp.weighted]
         system = np.block([[system, y[F, None]], [y[None, F], np.zeros((1, 1))]])
         rhs = np.append(rhs, -float(y @ candidate))
-    try:
-        solution = np.linalg.solve(system, rhs)
-    except np.linalg.LinAlgError:
-        return None
-    candidate[F] = np.clip(solution[: F.size], 0, qp.upper[F])
+        start = np.append(start, 0.0)
+    # singular values below the rounding of the factorization, size * eps of the largest, are zero
+    cutoff = system.shape[0] * np.finfo(np.float64).eps
+    residual = rhs - system @ start
+    correction = lstsq(system, residual, cond=cutoff, lapack_driver="gelsy", check_finite=False)[0]
+    candidate[F] = np.clip(start[: F.size] + correction[: F.size], 0, qp.upper[F])
     return candidate
 
 
