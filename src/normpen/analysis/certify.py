@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
@@ -37,6 +38,20 @@ def _check_batch(x, name="x"):
         raise TypeError(
             f"{name} must be a floating torch tensor with a batch dimension, shape (B, *input_shape); "
             f"got {type(x).__name__}{'' if not isinstance(x, torch.Tensor) else tuple(x.shape)}"
+        )
+
+
+def _check_labels(y, n_samples, n_classes, name="y"):
+    """Raise unless ``y`` is an integer tensor of ``n_samples`` class indices in ``[0, n_classes)``."""
+    if not isinstance(y, torch.Tensor) or y.shape != (n_samples,) or y.is_floating_point() or y.is_complex():
+        raise ValueError(
+            f"{name} must be an integer tensor of {n_samples} class indices, one per row of X; got "
+            f"{type(y).__name__}{'' if not isinstance(y, torch.Tensor) else f' {tuple(y.shape)} {y.dtype}'}"
+        )
+    if n_samples and not (0 <= int(y.min()) and int(y.max()) < n_classes):
+        raise ValueError(
+            f"{name} must hold class indices in [0, {n_classes}) for a model with {n_classes} logits; got "
+            f"values from {int(y.min())} to {int(y.max())}: map the labels to 0..{n_classes - 1}"
         )
 
 
@@ -84,9 +99,14 @@ def certified_accuracy(model, X, y, eps, *, lipschitz=None, batch_size=1024):
     accuracy minus exact ties. The Lipschitz bound is computed once.
     """
     _check_batch(X, "X")
+    if X.shape[0] == 0:
+        raise ValueError("X must hold at least one sample: the accuracy of an empty set is undefined")
     eps = check_nonnegative(eps, "eps")
-    if not isinstance(y, torch.Tensor) or y.shape != X.shape[:1]:
-        raise ValueError(f"y must be a tensor of {X.shape[0]} class indices, one per row of X")
+    if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}; use e.g. batch_size=1024")
+    with torch.no_grad():
+        n_classes = model(X[:1]).shape[-1]
+    _check_labels(y, X.shape[0], n_classes)
     bound = _lipschitz_value(model, tuple(X.shape[1:]), lipschitz)
     certified = 0
     for start in range(0, X.shape[0], batch_size):
@@ -121,18 +141,36 @@ def _per_sample(v, x):
 
 
 def _project_ball(delta, radius):
-    norms = torch.linalg.vector_norm(delta.flatten(1), dim=1)
+    """``delta`` scaled onto the balls of the given radii where it lies outside; norms in float64 so that
+    the scaled ``delta`` overshoots its radius by at most the rounding of one product, ε/2 relative."""
+    norms = torch.linalg.vector_norm(delta.flatten(1).double(), dim=1)
+    radius = radius.double()
     scale = torch.where(norms > radius, radius / torch.where(norms > 0, norms, 1.0), 1.0)
-    return delta * _per_sample(scale, delta)
+    return delta * _per_sample(scale, delta).to(delta.dtype)
+
+
+def _rounding_safe_radius(x, radius):
+    r"""Radii of the balls whose points, added to ``x`` in its dtype, stay within ``radius`` of ``x``.
+
+    Rounding :math:`x + \delta` moves each coordinate by at most half an ulp,
+    :math:`\tfrac\epsilon2|x_i + \delta_i|`, so the stored point by at most
+    :math:`\tfrac\epsilon2(\|x\| + r)`; the ball is shrunk by twice that,
+    :math:`\epsilon(\|x\| + r)`, which also covers the ε/2 relative overshoot of
+    :func:`_project_ball` (ε the dtype's machine epsilon; 0 where nothing is left).
+    """
+    eps = torch.finfo(x.dtype).eps
+    norms = torch.linalg.vector_norm(x.flatten(1).double(), dim=1)
+    radius = radius.double()
+    return torch.clamp(radius - eps * (norms + radius), min=0.0)
 
 
 def _random_in_ball(x, radius, generator):
     """Points uniform in the L2 balls of the given radii around zero."""
-    direction = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x)
-    direction = direction / _per_sample(torch.linalg.vector_norm(direction.flatten(1), dim=1), x)
+    direction = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    direction = direction / _per_sample(torch.linalg.vector_norm(direction.flatten(1), dim=1), direction)
     dim = math.prod(x.shape[1:])
-    r = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(x) ** (1.0 / dim)
-    return direction * _per_sample(r * radius, x)
+    r = torch.rand(x.shape[0], generator=generator, dtype=torch.float64) ** (1.0 / dim)
+    return _project_ball((direction * _per_sample(r * radius.double(), direction)).to(x), radius)
 
 
 def pgd_attack(model, x, y, eps, *, steps=100, restarts=5, targets=3, step_size=0.5, seed=0):
@@ -148,7 +186,9 @@ def pgd_attack(model, x, y, eps, *, steps=100, restarts=5, targets=3, step_size=
     gradients of length
     :math:`\alpha_k = \text{step\_size}\cdot\varepsilon\,(1+\cos(\pi k/K))/2`
     (long first, annealed to zero), each followed by the projection onto the
-    ball. Every run starts once at :math:`\delta = 0` and ``restarts - 1``
+    ball (shrunk by the rounding of :math:`x + \delta` in ``x``'s dtype, so that every
+    returned point lies within ``eps`` of ``x`` exactly, not only up to that rounding:
+    :func:`_rounding_safe_radius`). Every run starts once at :math:`\delta = 0` and ``restarts - 1``
     times at uniform random points of the ball; samples already broken are
     not attacked again. There is no clipping to a data range: the
     certificate holds in all of :math:`\mathbb R^d`, and so does the attack.
@@ -192,6 +232,7 @@ def pgd_attack(model, x, y, eps, *, steps=100, restarts=5, targets=3, step_size=
     with torch.no_grad():
         logits = model(x)
     _check_logits(logits)
+    _check_labels(y, x.shape[0], logits.shape[1])
     best_margin = _margin(logits, y)
     best_x = x.clone()
     ranked = logits.scatter(1, y[:, None], -math.inf).argsort(dim=1, descending=True)
@@ -201,7 +242,8 @@ def pgd_attack(model, x, y, eps, *, steps=100, restarts=5, targets=3, step_size=
             todo = torch.nonzero(best_margin >= 0).flatten()
             if todo.numel() == 0:
                 return AttackResult(best_x, best_margin < 0, best_margin)
-            xs, ys, radius = x[todo], y[todo], eps[todo]
+            xs, ys = x[todo], y[todo]
+            radius = _rounding_safe_radius(xs, eps[todo])
             goal = None if target is None else target[todo]
             delta = torch.zeros_like(xs) if restart == 0 else _random_in_ball(xs, radius, generator)
             for k in range(steps + 1):
@@ -213,7 +255,7 @@ def pgd_attack(model, x, y, eps, *, steps=100, restarts=5, targets=3, step_size=
                     better = margin < best_margin[todo]
                     best_margin[todo] = torch.where(better, margin, best_margin[todo])
                     best_x[todo] = torch.where(_per_sample(better, xs), xs + delta, best_x[todo])
-                    length = step_size * radius * (1 + math.cos(math.pi * k / steps)) / 2
+                    length = (step_size * radius * (1 + math.cos(math.pi * k / steps)) / 2).to(xs.dtype)
                     norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
                     direction = grad / _per_sample(torch.where(norms > 0, norms, 1.0), grad)
                     delta = _project_ball(delta - _per_sample(length, xs) * direction, radius)
