@@ -18,6 +18,7 @@ def test_the_page_has_one_example_per_framework():
         "PyTorch Lightning",
         "accelerate",
         "DistributedDataParallel",
+        "FSDP2 (`fully_shard`)",
         "torch.compile",
     ]
 

@@ -81,20 +81,3 @@ def test_a_compiled_model_is_unwrapped_and_state_dicts_move_between_compiled_and
     other = Regularizer(plain, Rule(L2(0.1), mode="lagrangian", budget=0.0, dual_lr=0.5, select="0.weight"))
     other.load_state_dict(reg.state_dict())
     assert torch.equal(other.rules[0].multiplier, rule.multiplier) and rule.multiplier.item() > 0
-
-
-def test_fsdp2_sharded_parameters_are_refused_naming_fsdp2_before_or_after_building():
-    import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
-
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
-        reg = Regularizer(model, Rule(L2(0.1), mode="coupled"))
-        fully_shard(model)
-        with pytest.raises(TypeError, match="FSDP2's fully_shard"):
-            reg.wrap(torch.optim.Adam(model.parameters()))
-        with pytest.raises(TypeError, match="FSDP2's fully_shard"):
-            Regularizer(model, Rule(L2(0.1), mode="decoupled"))
-    finally:
-        dist.destroy_process_group()

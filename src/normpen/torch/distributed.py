@@ -9,8 +9,12 @@ reduced explicitly are the statistics a rank computes from its own data or
 that drive a learned quantity: the constraint value behind a Lagrange
 multiplier and the Fisher diagonal.
 
-Sharded parameters (FSDP, DTensor) are refused: a group, spectral or nuclear
-penalty needs the whole tensor on one rank.
+Under FSDP2 (``fully_shard``) every parameter is a DTensor sharded by rows
+(``Shard(0)``): each rank updates its own rows, through :func:`local_tensor`.
+Elementwise work needs nothing more; a group norm whose group spans ranks
+(a column of a row-sharded matrix) is the square root of the all-reduced sum
+of the ranks' partial sums of squares. FSDP1 (``FullyShardedDataParallel``)
+is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["unwrap_model", "check_not_sharded", "world_size", "all_reduce_mean_", "all_reduce_sum_"]
+__all__ = [
+    "unwrap_model",
+    "is_sharded",
+    "local_tensor",
+    "local_rows",
+    "check_row_sharded",
+    "world_size",
+    "all_reduce_mean_",
+    "all_reduce_sum_",
+]
 
 
 def unwrap_model(model):
@@ -30,26 +43,54 @@ def unwrap_model(model):
 
     Parameter names (and so ``select`` globs and state-dict keys) are those of
     the unwrapped module, so one set of rules serves a model with and without
-    DDP or compilation (no ``_orig_mod.`` prefix). Raises
-    ``TypeError`` for a non-module and for sharded (FSDP/DTensor) parameters.
+    DDP or compilation (no ``_orig_mod.`` prefix). FSDP2's ``fully_shard``
+    keeps the module and its names. Raises ``TypeError`` for a non-module and
+    for FSDP1.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     while isinstance(model, wrappers) or _is_compiled(model):
         model = model.module if isinstance(model, wrappers) else model._orig_mod
-    check_not_sharded(model)
+    if dist.is_available():
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if isinstance(model, FullyShardedDataParallel):
+            raise TypeError(
+                "FSDP1 (FullyShardedDataParallel) is not supported: use FSDP2's fully_shard (rows of each "
+                "parameter on each rank), or DistributedDataParallel"
+            )
     return model
 
 
-def check_not_sharded(model):
-    """Raise ``TypeError`` when ``model`` is FSDP-wrapped or holds DTensor parameters (FSDP2)."""
-    if _is_sharded(model):
+def is_sharded(tensor):
+    """``tensor`` is a DTensor (FSDP2); torch.distributed.tensor is imported only once someone uses it."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
+def local_tensor(tensor):
+    """The rank's own piece of a DTensor (a view: in-place updates write through), else ``tensor``."""
+    return tensor._local_tensor if is_sharded(tensor) else tensor
+
+
+def local_rows(tensor):
+    """``(offset, count)``: the rows (dim 0) of a row-sharded DTensor that this rank holds."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    return offset[0], shape[0]
+
+
+def check_row_sharded(tensor, name):
+    """Raise ``TypeError`` unless ``tensor`` is sharded by rows on a 1-D mesh, as FSDP2 shards."""
+    from torch.distributed.tensor import Shard
+
+    if tensor.device_mesh.ndim != 1 or tuple(tensor.placements) != (Shard(0),):
         raise TypeError(
-            "sharded parameters (FSDP2's fully_shard, FSDP1 or DTensor) are not supported yet: group, "
-            "spectral and nuclear penalties need whole tensors, and a rule built before fully_shard would "
-            "act on nothing; train with DistributedDataParallel, or gather the parameters before "
-            "regularizing"
+            f"parameter {name!r} is a DTensor with placements {tensor.placements} on a "
+            f"{tensor.device_mesh.ndim}-D mesh; normpen supports FSDP2's row sharding (Shard(0) on a 1-D "
+            "mesh) only"
         )
 
 
@@ -57,17 +98,6 @@ def _is_compiled(model):
     """``model`` is what ``torch.compile(module)`` returns (dynamo is imported only once someone compiled)."""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
     return eval_frame is not None and isinstance(model, eval_frame.OptimizedModule)
-
-
-def _is_sharded(model):
-    if not dist.is_available():
-        return False
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(model, (FullyShardedDataParallel, FSDPModule)) or any(
-        isinstance(p, DTensor) for p in model.parameters()
-    )
 
 
 def world_size():

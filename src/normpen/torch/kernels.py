@@ -29,6 +29,7 @@ accumulates instead of rounding away.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +38,12 @@ import torch
 
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.base import Penalty
+from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.penalties.max_norm import MaxNorm
+from normpen.torch.distributed import all_reduce_sum_, is_sharded, local_rows, local_tensor
 
 __all__ = [
     "Slot",
@@ -50,6 +53,8 @@ __all__ = [
     "AxisGroupKernel",
     "MaxNormKernel",
     "AnchoredKernel",
+    "ElasticNetKernel",
+    "local_piece",
     "kernel_for",
     "penalty_value",
     "as_penalty_input",
@@ -71,6 +76,21 @@ class Slot:
     kernel: Any = None
     #: How the tensor stores its matrix (:data:`LAYOUTS`).
     layout: str = "plain"
+
+    @property
+    def local(self):
+        """The tensor the kernels update: the parameter, or this rank's rows of an FSDP2 parameter."""
+        return local_tensor(self.param)
+
+
+def local_piece(array, slot, dtype):
+    """``array`` (of the parameter's global shape, or a DTensor) as this rank's rows, in ``dtype``."""
+    if is_sharded(array):
+        array = array.to_local()
+    elif is_sharded(slot.param):
+        offset, count = local_rows(slot.param)
+        array = array[offset : offset + count]
+    return torch.as_tensor(array, dtype=dtype, device=slot.local.device)
 
 
 def work_dtype(dtype):
@@ -205,6 +225,10 @@ class Kernel:
         #: A representative penalty of the bucket (they agree on :meth:`bucket_key`).
         self.penalty = penalty
 
+    #: The operations (``"decay"``, ``"prox"``, ``"project"``) this kernel does right on the rows a
+    #: rank holds of an FSDP2 parameter: elementwise ones, and group ones whose norms it all-reduces.
+    row_shard_methods = frozenset()
+
     @classmethod
     def accepts(cls, penalty):
         """Whether this kernel serves ``penalty``."""
@@ -262,6 +286,8 @@ class L2Kernel(Kernel):
     :math:`10^{19}` (float32), far beyond any trained weight.
     """
 
+    row_shard_methods = frozenset({"decay"})
+
     @classmethod
     def accepts(cls, penalty):
         return isinstance(penalty, L2)
@@ -284,6 +310,8 @@ class L1Kernel(Kernel):
     Its data: ``None``, or the tensors :math:`\lambda\omega` of weighted L1.
     """
 
+    row_shard_methods = frozenset({"decay", "prox"})
+
     @classmethod
     def accepts(cls, penalty):
         return isinstance(penalty, L1)
@@ -297,10 +325,7 @@ class L1Kernel(Kernel):
             return super().prepare(slots, dtype, method)
         if self.penalty.weights is None:
             return None
-        return [
-            torch.as_tensor(s.penalty.weights, dtype=dtype, device=s.param.device) * s.penalty.lam
-            for s in slots
-        ]
+        return [local_piece(s.penalty.weights, s, dtype) * s.penalty.lam for s in slots]
 
     def prox_(self, tensors, data, step):
         soft_threshold_(tensors, step * self.penalty.lam if data is None else torch._foreach_mul(data, step))
@@ -314,10 +339,14 @@ class GroupNorms:
     written straight into its segment of :attr:`flat`, so the per-group
     arithmetic of a whole bucket is a handful of operations on one vector
     and :meth:`views` broadcast any such vector back over the tensors.
+    For a tensor whose groups span ranks (``split[i]``: rows of an FSDP2
+    parameter, reduced over dim 0) the norm is
+    :math:`\sqrt{\sum_{\text{ranks}} \sum x^2}`, the partial sums all-reduced.
     """
 
-    def __init__(self, tensors, dims, dtype):
+    def __init__(self, tensors, dims, dtype, split=None):
         self.dims = [tuple(d) for d in dims]
+        self.split = list(split) if split is not None else [False] * len(self.dims)
         self.shapes = [
             tuple(1 if axis in reduced else size for axis, size in enumerate(t.shape))
             for t, reduced in zip(tensors, self.dims, strict=True)
@@ -333,12 +362,39 @@ class GroupNorms:
 
     def compute(self, tensors):
         """Write the group norms of ``tensors`` into :attr:`flat` and return it."""
-        for tensor, reduced, out in zip(tensors, self.dims, self.out, strict=True):
-            if reduced:
+        partial = []
+        for tensor, reduced, out, split in zip(tensors, self.dims, self.out, self.split, strict=True):
+            if split:
+                torch.sum(tensor.square(), dim=reduced, keepdim=True, out=out)
+                partial.append(out)
+            elif reduced:
                 torch.linalg.vector_norm(tensor, dim=reduced, keepdim=True, out=out)
             else:
                 torch.abs(tensor, out=out)
+        if partial:
+            all_reduce_sum_(partial)
+            torch._foreach_sqrt_(partial)
         return self.flat
+
+
+def _split_groups(slots, dims):
+    """Per slot: its groups span ranks (an FSDP2 parameter reduced over its sharded dim 0)."""
+    return [is_sharded(s.param) and 0 in d for s, d in zip(slots, dims, strict=True)]
+
+
+def _local_group_weights(slot, weights, reduced):
+    """The weights of the groups this rank holds: all of them when the groups span the ranks (dim 0
+    reduced), else the slice of this rank's rows (dim 0 is the outermost group index)."""
+    if not is_sharded(slot.param) or 0 in reduced:
+        return weights
+    offset, count = local_rows(slot.param)
+    per_row = weights.numel() // slot.param.shape[0]
+    return weights[offset * per_row : (offset + count) * per_row]
+
+
+def _canonical_shape(slot):
+    """The global shape of ``slot``'s tensor as its penalty sees it (:func:`as_penalty_input`)."""
+    return as_penalty_input(slot.penalty, torch.empty(slot.param.shape, device="meta"), slot.layout).shape
 
 
 @dataclass(eq=False)
@@ -366,6 +422,8 @@ class AxisGroupKernel(Kernel):
     per tensor but the norms.
     """
 
+    row_shard_methods = frozenset({"prox"})
+
     @classmethod
     def accepts(cls, penalty):
         return isinstance(penalty, GroupLasso) and penalty.axis is not None
@@ -377,14 +435,14 @@ class AxisGroupKernel(Kernel):
     def prepare(self, slots, dtype, method):
         if method != "prox":
             return super().prepare(slots, dtype, method)
-        params = [s.param for s in slots]
         axis = self.penalty.axis
-        norms = GroupNorms(params, [_group_dims(s, axis, _all_but(s.param.ndim, axis)) for s in slots], dtype)
+        dims = [_group_dims(s, axis, _all_but(s.param.ndim, axis)) for s in slots]
+        norms = GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
         weights = [
-            torch.as_tensor(
-                s.penalty.axis_weights(as_penalty_input(s.penalty, s.param, s.layout).shape), dtype=dtype
+            _local_group_weights(
+                s, torch.as_tensor(s.penalty.axis_weights(_canonical_shape(s)), dtype=dtype), d
             )
-            for s in slots
+            for s, d in zip(slots, dims, strict=True)
         ]
         scaled = (self.penalty.lam * torch.cat(weights)).to(norms.flat.device)
         factors = torch.empty_like(norms.flat)
@@ -427,6 +485,8 @@ class MaxNormKernel(Kernel):
     exactly 1, unchanged bit for bit.
     """
 
+    row_shard_methods = frozenset({"prox", "project"})
+
     @classmethod
     def accepts(cls, penalty):
         return isinstance(penalty, MaxNorm)
@@ -439,7 +499,7 @@ class MaxNormKernel(Kernel):
         axis = structure_axis(self.penalty)
         plain = [_all_but(s.param.ndim, 0) if axis == 0 else (0,) for s in slots]
         dims = [_group_dims(s, axis, p) for s, p in zip(slots, plain, strict=True)]
-        return GroupNorms([s.param for s in slots], dims, dtype)
+        return GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
 
     def prox_(self, tensors, data, step):
         self.project_(tensors, data, self.penalty.c)
@@ -454,8 +514,12 @@ class AnchoredKernel(Kernel):
 
     One bucket batches every tensor of a rule with the same :math:`\lambda`,
     each with its own anchor :math:`a` and Fisher weights :math:`F`, held on the
-    tensor's device in the working dtype (the data: the two lists).
+    tensor's device in the working dtype (the data: the two lists; this
+    rank's rows of them for an FSDP2 parameter). The prox is the penalty's
+    own elementwise kernel on those rows.
     """
+
+    row_shard_methods = frozenset({"decay", "prox"})
 
     @classmethod
     def accepts(cls, penalty):
@@ -466,15 +530,19 @@ class AnchoredKernel(Kernel):
         return penalty.lam, penalty.fisher is None
 
     def prepare(self, slots, dtype, method):
-        if method != "decay":
+        anchors = [local_piece(s.penalty.anchor, s, dtype) for s in slots]
+        fishers = (
+            None if self.penalty.fisher is None else [local_piece(s.penalty.fisher, s, dtype) for s in slots]
+        )
+        if method == "decay":
+            return anchors, fishers
+        if not any(is_sharded(s.param) for s in slots):
             return super().prepare(slots, dtype, method)
-
-        def on_device(array, slot):
-            return torch.as_tensor(array, dtype=dtype, device=slot.param.device)
-
-        anchors = [on_device(s.penalty.anchor, s) for s in slots]
-        fishers = None if self.penalty.fisher is None else [on_device(s.penalty.fisher, s) for s in slots]
-        return anchors, fishers
+        local = [
+            (dataclasses.replace(s.penalty, anchor=a, fisher=None if fishers is None else f), s.layout)
+            for s, a, f in zip(slots, anchors, fishers or anchors, strict=True)
+        ]
+        return local
 
     def decay_(self, tensors, data, step):
         anchors, fishers = data
@@ -484,8 +552,18 @@ class AnchoredKernel(Kernel):
         axpy_(tensors, pull, _negative(step * self.penalty.lam))
 
 
+class ElasticNetKernel(Kernel):
+    """Elastic net through the penalty's own elementwise kernels: right on any rows of a tensor."""
+
+    row_shard_methods = frozenset({"decay", "prox"})
+
+    @classmethod
+    def accepts(cls, penalty):
+        return isinstance(penalty, ElasticNet)
+
+
 #: The specialised kernels, tried in order; the generic :class:`Kernel` serves the rest.
-FAST_KERNELS = (L2Kernel, L1Kernel, AxisGroupKernel, MaxNormKernel, AnchoredKernel)
+FAST_KERNELS = (L2Kernel, L1Kernel, AxisGroupKernel, MaxNormKernel, AnchoredKernel, ElasticNetKernel)
 
 
 def kernel_for(penalty):
@@ -517,6 +595,7 @@ class Bucket:
         self.operation = getattr(kernel, f"{method}_")
         self.residuals = residuals
         self.params = [s.param for s in slots]
+        self.tensors = [s.local for s in slots]
         self.param_dtype, self.device = self.params[0].dtype, self.params[0].device
         self.dtype = work_dtype(self.param_dtype)
         self.data = kernel.prepare(slots, self.dtype, method)
@@ -534,9 +613,9 @@ class Bucket:
         a gradient (AdamW skips the others too, decay included). The kernel
         data of a subset is built on its first use and kept.
         """
-        params, data, residuals = self.params, self.data, self.residuals
-        if any(p.grad is None for p in params):
-            live = tuple(i for i, p in enumerate(params) if p.grad is not None)
+        params, data, residuals = self.tensors, self.data, self.residuals
+        if any(p.grad is None for p in self.params):
+            live = tuple(i for i, p in enumerate(self.params) if p.grad is not None)
             if not live:
                 return
             params, data, residuals = self._subset(live)
@@ -551,7 +630,7 @@ class Bucket:
             slots = [self.slots[i] for i in live]
             residuals = None if self.residuals is None else [self.residuals[i] for i in live]
             data = self.kernel.prepare(slots, self.dtype, self.method)
-            self._subsets[live] = ([s.param for s in slots], data, residuals)
+            self._subsets[live] = ([s.local for s in slots], data, residuals)
         return self._subsets[live]
 
 

@@ -40,7 +40,7 @@ import torch
 
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.l2 import L2
-from normpen.torch.distributed import all_reduce_mean_, check_not_sharded, unwrap_model
+from normpen.torch.distributed import all_reduce_mean_, check_row_sharded, is_sharded, unwrap_model
 from normpen.torch.kernels import Bucket, Slot, as_penalty_input, kernel_for, work_dtype
 from normpen.torch.report import Report, RuleReport, Summary, tensor_report
 from normpen.torch.rules import (
@@ -151,7 +151,14 @@ class Regularizer:
         entries = parameter_entries(self.model)
         claims = {}
         all_slots = []
+        sharded = [e.name for e in entries if is_sharded(e.param)]
         for rule in self.rules:
+            if rule.is_model_level and sharded:
+                raise TypeError(
+                    f"rule {rule.describe()!r}: a model-level penalty or constraint on FSDP2 (fully_shard) "
+                    f"parameters ({sharded[:3]}...) is not supported; build it without fully_shard, or use "
+                    "tensor penalties"
+                )
             slots, kernels = [], {}
             for entry in select_entries(rule, entries):
                 claimed = claims.setdefault((rule.mode, id(entry.param)), rule)
@@ -164,6 +171,8 @@ class Regularizer:
                 penalty = rule.penalty[entry.name] if rule.is_per_tensor else rule.penalty
                 _check_fits(penalty, entry, rule)
                 cls = kernel_for(penalty)
+                if is_sharded(entry.param):
+                    _check_row_shardable(cls, penalty, entry, rule)
                 kernel = kernels.setdefault((cls, cls.bucket_key(penalty)), cls(penalty))
                 slots.append(Slot(entry.name, entry.param, penalty, kernel, layout_of(entry)))
             all_slots.append(slots)
@@ -254,7 +263,6 @@ class Regularizer:
         follow the parameters' dtypes (kept where a parameter stays low
         precision with the same shape), the multipliers their device.
         """
-        check_not_sharded(self.model)
         slots = self._bind_slots()
         for rule, old, new in zip(self.rules, self._slots, slots, strict=True):
             before, now = [s.name for s in old], [s.name for s in new]
@@ -281,8 +289,21 @@ class Regularizer:
             if rule.mode in STEP_MODES:
                 for s in slots:
                     if work_dtype(s.param.dtype) != s.param.dtype and s.name not in residuals:
-                        residuals[s.name] = torch.zeros_like(s.param, dtype=torch.float32)
+                        residuals[s.name] = torch.zeros_like(s.local, dtype=torch.float32)
         return residuals
+
+    def _follow_replaced_parameters(self):
+        """Rebind when the model's parameters were replaced since binding (``fully_shard``, a swapped
+        module): one parameter is looked up, so no per-tensor work per call."""
+        probe = next((s for slots in self._slots for s in slots), None)
+        if probe is None:
+            return
+        try:
+            current = self.model.get_parameter(probe.name)
+        except AttributeError:
+            current = None
+        if current is not probe.param:
+            self._rebind()
 
     def names(self, rule):
         """The qualified names of the parameters ``rule`` acts on, in model order."""
@@ -305,6 +326,7 @@ class Regularizer:
         is no such rule. Gradients are the penalties' own (the minimum-norm
         subgradient where a norm is not differentiable, e.g. at a zero row).
         """
+        self._follow_replaced_parameters()
         terms = []
         for rule, slots in zip(self.rules, self._slots, strict=True):
             if rule.mode not in VALUE_MODES:
@@ -830,6 +852,20 @@ def _layout(groups):
     return tuple((id(g), id(g["params"]), len(g["params"])) for g in groups)
 
 
+def _check_row_shardable(kernel_class, penalty, entry, rule):
+    """An FSDP2 parameter: sharded by rows, and the rule's operation right on the rows a rank holds."""
+    check_row_sharded(entry.param, entry.name)
+    method = METHODS.get(rule.mode)
+    if method not in kernel_class.row_shard_methods:
+        raise TypeError(
+            f"rule {rule.describe()!r} on the FSDP2 (fully_shard) parameter {entry.name!r}: {rule.mode} "
+            f"{type(penalty).__name__} is not supported on sharded parameters (it needs the whole tensor: "
+            "a spectrum, a ball's global threshold, or a loss term); supported: decoupled L2, L1, elastic "
+            "net and anchored; proximal L1, elastic net, anchored, group lasso on rows or columns and "
+            "max-norm; constrained max-norm. Use DistributedDataParallel for the others"
+        )
+
+
 def _check_fits(penalty, entry, rule):
     """The penalty accepts the tensor (shape, matrix, finite): checked once, at construction."""
     layout = layout_of(entry)
@@ -839,8 +875,10 @@ def _check_fits(penalty, entry, rule):
             f"{tuple(entry.param.shape)} has one spectrum per expert, which this matrix penalty does not "
             "sum; use a row/column group or elementwise penalty on it, or leave it out with select"
         )
+    tensor = entry.param.detach()
+    tensor = tensor.full_tensor() if is_sharded(tensor) else tensor  # every rank builds: a collective
     try:
-        penalty._check(as_penalty_input(penalty, entry.param.detach(), layout), entry.name)
+        penalty._check(as_penalty_input(penalty, tensor, layout), entry.name)
     except (TypeError, ValueError) as err:
         raise type(err)(f"rule {rule.describe()!r} on parameter {entry.name!r}: {err}") from err
 
