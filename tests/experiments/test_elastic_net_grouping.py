@@ -30,7 +30,7 @@ def test_standardized_columns_have_the_distance_of_their_correlation():
     X, y = eng.standardized(eng.make_problem(True, SEED))
     n = X.shape[0]
     np.testing.assert_allclose(np.sum(X**2, axis=0), n)
-    assert abs(y.mean()) < 1e-12
+    assert abs(y.mean()) < 1e-12  # a centred float64 mean: ~ε·max|y|·√n ≈ 1e-14
     rho = X[:, 0] @ X[:, 1] / n
     assert np.linalg.norm(X[:, 0] - X[:, 1]) == pytest.approx(np.sqrt(2 * n * (1 - rho)))
     assert rho > 0.99
@@ -52,6 +52,8 @@ def test_scikit_learn_elastic_net_path_obeys_the_bound_and_matches_the_library()
     lams = np.abs(X.T @ y).max() / n / eng._L1_RATIO * np.geomspace(1.0, 0.05, 8)
     alphas, coefs, _ = enet_path(X, y, l1_ratio=eng._L1_RATIO, alphas=lams, tol=1e-12, max_iter=100_000)
     ours = eng.regularization_path(X, y, eng.Quadratic(), ElasticNet(1.0, eng._L1_RATIO), alphas, tol=1e-12)
+    # both solved to a duality gap of 1e-12: the coefficients agree to √(2·gap/(λ(1−α))) ≈ 1e-6 at worst
+    # along directions only the ridge part makes strongly convex; well inside that on this problem
     np.testing.assert_allclose(ours.coefs, coefs.T, atol=1e-7)
     assert eng.bound_ratio(X, y, coefs.T, alphas, list(problem.groups), eng._L1_RATIO) <= 1.0
 
@@ -78,6 +80,17 @@ def test_the_bound_is_tight_for_two_features_and_violated_by_a_wrong_pair():
     assert eng.bound_ratio(X, y, wrong[None, :], np.array([lam]), [np.array([0, 1])], alpha) > 1.0
 
 
+def test_relative_spread_is_scale_free_and_paired_z_is_a_one_sample_z(rng):
+    coefs = rng.standard_normal((50, 4)) + 3.0
+    spread = eng.relative_spread(coefs)
+    # the same float64 arithmetic on values scaled by 10: equal to a few ε
+    np.testing.assert_allclose(eng.relative_spread(10 * coefs), spread, rtol=1e-13)
+    mean = coefs.mean(axis=0)
+    assert spread[0] == pytest.approx(np.sum((coefs[0] - mean) ** 2) / np.sum(mean**2), rel=1e-13)
+    d = rng.standard_normal(40) + 0.5
+    assert eng.paired_z(d) == pytest.approx(d.mean() / (d.std(ddof=1) / np.sqrt(40)), rel=1e-13)
+
+
 def test_member_fraction_counts_only_where_the_group_is_active():
     coefs = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 2]], dtype=float)
     assert eng.member_fraction(coefs, [np.array([0, 1]), np.array([2, 3])]) == pytest.approx(
@@ -100,6 +113,9 @@ LASSO_BOUND = "lasso: max |wᵢ − wⱼ| / the same bound at its residual (same
 EN_MEMBERS = "elastic net: fraction of an active group's members nonzero"
 LASSO_MEMBERS = "lasso: fraction of an active group's members nonzero"
 GAP = "both paths: largest relative duality gap"
+STABLE = (
+    f"bootstrap ({eng._SIZES[True].n_resamples} resamples): paired z of relative spread, lasso − elastic net"
+)
 
 
 def _elastic_net_without_ridge(lam, l1_ratio):
@@ -113,11 +129,11 @@ def _lasso_with_ridge(lam):
 WRONG = {
     "an 'elastic net' without its ridge part": (
         lambda mp: mp.setattr(eng, "ElasticNet", _elastic_net_without_ridge),
-        {EN_BOUND, EN_MEMBERS},
+        {EN_BOUND, EN_MEMBERS, STABLE},
     ),
     "a 'lasso' with a ridge part": (
         lambda mp: mp.setattr(eng, "L1", _lasso_with_ridge),
-        {LASSO_BOUND, LASSO_MEMBERS},
+        {LASSO_BOUND, LASSO_MEMBERS, STABLE},
     ),
     "paths solved to a loose tolerance": (lambda mp: mp.setattr(eng, "_SOLVER_TOL", 1e-2), {GAP}),
 }

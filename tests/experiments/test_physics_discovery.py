@@ -27,6 +27,7 @@ def test_quick_run_passes_every_check_and_draws_its_figures(quick_result):
 def test_library_is_scikit_learns_polynomial_features(rng):
     states = rng.standard_normal((7, 3))
     library = pd.CandidateLibrary()
+    # products of at most three float64 factors, computed in another order: a few ε (2.2e-16) relative
     np.testing.assert_allclose(library(states), PolynomialFeatures(3).fit_transform(states), rtol=1e-14)
     assert library.names[0] == "1" and len(library.names) == 20
 
@@ -35,6 +36,8 @@ def test_true_coefficients_reproduce_the_lorenz_field(rng):
     states = 10 * rng.standard_normal((11, 3))
     library = pd.CandidateLibrary()
     field = np.array([pd.lorenz(0.0, s) for s in states])
+    # 7 nonzero float64 terms up to ~1e3 (x·z with |x|, |z| ≲ 30) against the field's own arithmetic:
+    # ε·1e3 ≈ 2e-13 absolute near a zero of the field, a few ε relative elsewhere
     np.testing.assert_allclose(
         library(states) @ pd.true_coefficients(library).T, field, rtol=1e-13, atol=1e-12
     )
@@ -46,7 +49,14 @@ def test_central_derivative_is_exact_for_quartics():
     t = np.arange(0, 1, dt)
     states = np.column_stack([t**4 - 2 * t**3, 3 * t**2 + t, np.full_like(t, 5.0)])
     expected = np.column_stack([4 * t**3 - 6 * t**2, 6 * t + 1, np.zeros_like(t)])[2:-2]
-    np.testing.assert_allclose(pd.central_derivative(states, dt), expected, atol=1e-10)
+    # the stencil is exact on quartics; rounding: ε·max|state| (≈ 2) · Σ|stencil| (3) / dt ≈ 1.3e-13
+    np.testing.assert_allclose(pd.central_derivative(states, dt), expected, atol=1e-11)
+
+
+def test_an_exactly_zero_ols_coefficient_gets_a_finite_weight_like_a_rounding_level_one():
+    ols = np.array([2.0, -0.5, 0.0, 1e-300])
+    floor = 2.0 * np.finfo(np.float64).eps  # ε times the largest |coefficient|
+    np.testing.assert_array_equal(pd.adaptive_weight_floor(ols), [2.0, 0.5, floor, floor])
 
 
 def test_discover_recovers_the_equations_from_exact_derivatives():
@@ -57,6 +67,7 @@ def test_discover_recovers_the_equations_from_exact_derivatives():
     for k in range(3):
         xi, _, index = pd.discover(theta, field[:, k], 30)
         assert index is not None
+        # exact derivatives: least squares on the support to cond(θ_S)·ε ≈ 1e-10 of the coefficients (≤ 28)
         np.testing.assert_allclose(xi, pd.true_coefficients(library)[k], atol=1e-8)
 
 

@@ -90,6 +90,31 @@ def test_the_imbalance_of_each_unit_is_the_scaling_component_of_the_gradient_any
     torch.testing.assert_close(scaling, imbalance.detach(), rtol=1e-10, atol=1e-13)
 
 
+def test_rescaling_keeps_the_outputs_and_maps_the_penalized_loss(rng):
+    teacher = th.draw_teacher(2)
+    params = th.init_network(4, 3)
+    x = torch.from_numpy(rng.standard_normal((50, teacher.shared.shape[1])))
+    moved = th.rescaled(params, 9.0)
+
+    def outputs(p):
+        return torch.relu(x @ p.trunk.T) @ p.heads + p.head_bias
+
+    # the same products computed with factors 3 and 1/3 in float64: a few ε relative
+    torch.testing.assert_close(outputs(moved), outputs(params), rtol=1e-13, atol=1e-14)
+    expected = th.population_loss(params, teacher, 0.1, 0.2)
+    # J_{9λ_s, λ_t/9} at the rescaled point equals J_{λ_s, λ_t}: float64 sums of O(1) terms
+    assert float(th.population_loss(moved, teacher, 0.9, 0.2 / 9)) == pytest.approx(
+        float(expected), rel=1e-13
+    )
+
+
+def test_single_task_keeps_only_the_features_its_head_reads():
+    unrelated = th.transfer_teachers(0)["unrelated"]
+    alone = th.single_task(unrelated, 1)
+    assert alone.shared.shape[0] == th._FEATURES_PER_TASK and alone.heads.shape[1] == 1
+    torch.testing.assert_close(alone.shared, unrelated.shared[2:4], rtol=0, atol=0)
+
+
 def test_the_checks_pass_for_another_seed():
     result = th.run(quick=True, seed=5)
     assert all(c.passed for c in result.checks), [c.name for c in result.checks if not c.passed]
@@ -99,8 +124,14 @@ def test_the_checks_pass_for_another_seed():
 
 RATIO = "max |(‖W_s‖² / Σ‖v_t‖²) / (λ_t/λ_s) − 1| over the ratios"
 UNITS = "max per-unit |λ_s‖w_j‖² − λ_t Σ_t v_tj²| / total penalty"
-STATIONARY = "max |∂J/∂θ| at the fits (stationarity)"
+STATIONARY = "max ‖∇J‖‖θ‖ / total penalty at the fits (stationarity; bounds the imbalance)"
 GROWS = "steps down in λ_s where ‖W_s‖² does not grow"
+_SPLIT = f"λ_t/λ_s = {th._SPLIT_FACTOR**2:g} at the λ_s·λ_t of λ_t/λ_s = 1"
+SPLIT_STATIONARY = f"{_SPLIT}: ‖∇J‖‖θ‖ / penalty at the rescaled ratio-1 fit (a stationary point)"
+SPLIT_RISK = f"{_SPLIT}: risk at the rescaled fit / risk at the ratio-1 fit (the same function)"
+_TRANSFER = "risk of one shared trunk / summed risk of one network per task"
+NEGATIVE = f"unrelated tasks: {_TRANSFER} (negative transfer)"
+POSITIVE = f"related tasks: {_TRANSFER} (no negative transfer)"
 
 
 def _swapped_strengths(original):
@@ -121,19 +152,26 @@ def _leaky_units(original):
     return gram
 
 
-def _twenty_gradient_steps(start, teacher, trunk_lam, head_lam):
+def _twenty_gradient_steps(start, teacher, trunk_lam, head_lam, polish=True):
     """An optimizer stopped long before convergence."""
     x = torch.as_tensor(start.flat()).requires_grad_(True)
     for _ in range(20):
         (g,) = torch.autograd.grad(th.population_loss(start.from_flat(x), teacher, trunk_lam, head_lam), x)
         x = (x - 0.05 * g).detach().requires_grad_(True)
     (g,) = torch.autograd.grad(th.population_loss(start.from_flat(x), teacher, trunk_lam, head_lam), x)
-    return th.Fit(start.from_flat(x.detach()), trunk_lam, head_lam, float(g.abs().max()))
+    return th.Fit(start.from_flat(x.detach()), trunk_lam, head_lam, float(g.norm()))
+
+
+def _one_kind_of_tasks(kind):
+    """Both teachers of the transfer checks of one kind."""
+    return lambda original: lambda seed: dict.fromkeys(("related", "unrelated"), original(seed)[kind])
 
 
 WRONG = {
-    "strengths swapped": ("population_loss", _swapped_strengths, {RATIO, GROWS}),
-    "units not positively homogeneous": ("relu_gram", _leaky_units, {RATIO, UNITS}),
+    "strengths swapped": ("population_loss", _swapped_strengths, {RATIO, GROWS, SPLIT_STATIONARY}),
+    "units not positively homogeneous": ("relu_gram", _leaky_units, {RATIO, UNITS, SPLIT_RISK}),
+    "the unrelated tasks related": ("transfer_teachers", _one_kind_of_tasks("related"), {NEGATIVE}),
+    "the related tasks unrelated": ("transfer_teachers", _one_kind_of_tasks("unrelated"), {POSITIVE}),
     "optimizer stopped early": ("fit", lambda original: _twenty_gradient_steps, {RATIO, UNITS, STATIONARY}),
 }
 
