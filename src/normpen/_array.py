@@ -220,4 +220,6 @@ def project_l2_ball(x, radius, axis=None):
     xp = namespace(x)
     norm = l2_norm(x, axis=axis, keepdims=True)
     outside = norm > radius
-    return xp.where(outside, x / xp.where(outside, norm, xp.ones_like(norm)) * radius, x)
+    # inside, x / radius has entries of magnitude <= 1: the discarded branch never overflows
+    divisor = xp.where(outside, norm, radius if radius > 0 else 1.0)
+    return xp.where(outside, x / divisor * radius, x)

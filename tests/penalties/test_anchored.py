@@ -1,4 +1,20 @@
-"""Anchored-specific tests: L2 shifted to the anchor, Fisher weights, the ellipsoid projections, snapshots."""
+"""Anchored-specific tests: L2 shifted to the anchor, Fisher weights, the ellipsoid projections, snapshots.
+
+Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
+or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
+12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
+division and a product on both sides (about 20 eps each, times a condition number below 10);
+``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
+eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
+``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
+1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
+``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
+(L-BFGS-B with ``gtol=1e-13`` stops with a gradient below 1e-13 of a
+1-strongly convex objective, hence within 1e-13 of the minimiser: ``atol=1e-8`` is loose). The
+hypothesis properties allow ``1e-10``: the ellipsoid root's 16 Newton steps end within a few ulps
+of the root, whose condition number grows with the Fisher spread (up to 1e3 in the strategy), so
+``1e3 * 40 eps = 9e-12``.
+"""
 
 from __future__ import annotations
 

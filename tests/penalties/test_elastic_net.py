@@ -1,4 +1,22 @@
-"""ElasticNet-specific tests: closed forms, scipy and scikit-learn references, the L1 and L2 limits."""
+"""ElasticNet-specific tests: closed forms, scipy and scikit-learn references, the L1 and L2 limits.
+
+Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
+or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
+12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
+division and a product on both sides (about 20 eps each, times a condition number below 10);
+``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
+eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
+``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
+1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
+``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
+(the split-variable prox reference, L-BFGS-B with ``gtol=1e-13`` on a problem
+of 2n variables whose curvature is at least 1/2, is within 2e-13; ``1e-7`` leaves room for the
+bound constraints' projected gradient). The projection against brentq's root (``rtol=1e-15`` on
+:math:`\\mu`) agrees to ``1e-9 (1 + max|x|)``: the derivative of the projection in
+:math:`\\mu` is at most ``max|x|`` times a factor 10 for these strengths, and brentq's stopping
+test gives :math:`\\mu` to 1e-15 relative plus its ``xtol``; on the sphere the relative
+``1e-9`` is that error over a radius of at least 1e-3.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,18 @@
-"""L2-specific tests: closed forms, scipy references, the squared-norm conventions, extreme magnitudes."""
+"""L2-specific tests: closed forms, scipy references, the squared-norm conventions, extreme magnitudes.
+
+Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
+or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
+12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
+division and a product on both sides (about 20 eps each, times a condition number below 10);
+``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
+eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
+``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
+1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
+``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
+(L-BFGS-B with ``gtol=1e-13``: within 1e-13, so ``atol=1e-9``; Nelder-Mead on the
+smoothed norm ``sqrt(||z||^2 + 1e-30)`` stops at ``xatol=1e-12`` on the simplex, and the
+smoothing moves the minimiser by at most 1e-15, so ``atol=1e-6`` is the scipy tier).
+"""
 
 from __future__ import annotations
 

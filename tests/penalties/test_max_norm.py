@@ -1,4 +1,18 @@
-"""MaxNorm: the L2,inf constraint on rows or columns, against closed forms and scipy."""
+"""MaxNorm: the L2,inf constraint on rows or columns, against closed forms and scipy.
+
+Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
+or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
+12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
+division and a product on both sides (about 20 eps each, times a condition number below 10);
+``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
+eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
+``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
+1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
+``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``;
+SLSQP's epigraph form is first scaled into the dual ball (it ends up to 1.2e-8
+relative outside, issue 12), and compared to ``atol=1e-4`` (the epigraph variables are not
+strongly convex; the distance measured over 10 seeds and both axes is at most 1.2e-5).
+"""
 
 from __future__ import annotations
 
@@ -106,12 +120,12 @@ def test_project_dual_matches_scipy_slsqp_on_the_l21_ball(axis, rng):
     numeric = result.x[:6].reshape(3, 2)
     numeric = numeric * min(
         1.0, radius / pen.dual_norm(numeric)
-    )  # SLSQP ends up to 5e-9 outside: scale it in
+    )  # SLSQP ends up to 1.2e-8 outside: scale it in
     ours = pen.project_dual(x, radius)
     assert pen.dual_norm(ours) == pytest.approx(radius, rel=1e-13)
-    # ours is the projection up to rounding, O(eps ||x||) per entry: its squared distance up to 16 eps ||x||^2
+    # ours is within 8 eps ||x|| of the projection (a few roundings): squared distance within 16 eps ||x||^2
     assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 16 * np.finfo(float).eps * np.sum(x**2)
-    np.testing.assert_allclose(ours, numeric, atol=1e-5)
+    np.testing.assert_allclose(ours, numeric, atol=1e-4)  # SLSQP, measured: see the module docstring
 
 
 def test_lambda_max_of_a_constraint_is_infinite_unless_the_gradient_vanishes(rng):

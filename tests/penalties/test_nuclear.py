@@ -3,6 +3,27 @@
 The certificates below characterise a prox and a ball projection exactly
 through the norm and its dual computed by ``numpy.linalg.norm``, so they are
 independent of normpen's SVD code; :mod:`test_spectral` uses them too.
+
+Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
+or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
+12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
+division and a product on both sides (about 20 eps each, times a condition number below 10);
+``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
+eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
+``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
+1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
+``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``. LAPACK's SVD is backward stable: singular values within
+``max(m, n) eps sigma_max`` (entries up to 10 of matrices up to 6 x 6: 1.3e-14), hence
+``atol=1e-14`` on singular values of one SVD and ``1e-13`` where a result is recomposed and
+decomposed again; singular vectors are as accurate as eps over the gap to the next singular
+value, which the random matrices keep above 1e-2: ``1e-12`` on gradients. Float32 kinds get
+``10 * kind.rtol``: the float32 SVD's error is ``max(m, n) eps32 sigma_max``, about 10 times
+the per-operation budget. The GPU comparison allows ``1e-10``: cuSOLVER's float64 SVD differs
+from LAPACK's by reordering, within 1e-12 on singular values and a gap-conditioned 1e-10 on
+the recomposed matrices.
+Finite differences with ``h = 1e-6``: truncation ``h^2 f3 / 6 < 1e-12`` (``f3`` the third
+derivative, below 10 away from kinks) and rounding ``eps |f| / h = 2e-10`` per entry, hence
+``atol=1e-8`` (``1e-7`` for the SVD-based values, whose rounding is 10 times larger).
 """
 
 from __future__ import annotations

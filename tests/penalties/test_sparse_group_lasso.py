@@ -3,6 +3,21 @@
 The registry line in ``cases.py`` runs the whole contract suite on it; these tests add what is
 specific to the mix: free coordinates and zero-weight groups, l1_ratio near 0 and 1, nearly equal
 entries in the dual-norm root.
+
+Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
+or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
+12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
+division and a product on both sides (about 20 eps each, times a condition number below 10);
+``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
+eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
+``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
+1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
+``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
+(Nelder-Mead's best value is the reference for the prox objective, which ours
+must not exceed by more than ``1e-12`` relative: the objective is a sum of 12 terms). The
+projection's norm is on the sphere to ``4e-16`` (it is rescaled onto it: two roundings); the
+search's slope against a central difference with ``h = 1e-6 mu``: truncation and rounding are
+both below 1e-9 of the slope's scale, so ``rel=1e-6, abs=1e-9``.
 """
 
 import math

@@ -1,4 +1,7 @@
-"""Spectral: the operator norm, its prox and balls against numpy.linalg, root finding and certificates."""
+"""Spectral: the operator norm, its prox and balls against numpy.linalg, root finding and certificates.
+
+Tolerances: derived in :mod:`test_nuclear` (the same SVD, certificates, kinds and finite differences).
+"""
 
 from __future__ import annotations
 

@@ -204,7 +204,9 @@ def _project_ellipsoid(v, w, radius):
     weighted = w > 0
     y = xp.sqrt(w) * xp.where(weighted, v, 0)
     peak = max_or_zero(xp.abs(y))
-    scale = xp.where(peak > 0, peak, 1)
+    # a scale below 2^-40 r means a point inside (for fewer than 2^80 entries): raising it to that
+    # keeps r / scale finite without moving the point out
+    scale = xp.clip(xp.where(peak > 0, peak, 1), radius * 2.0**-40, None)
     radius_hat = radius / scale
     y_hat = y / scale
     flat_w = xp.reshape(w, (-1,))

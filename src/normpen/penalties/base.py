@@ -55,19 +55,32 @@ _KERNELS = ("_value", "_grad", "_prox", "_norm", "_project", "_dual_norm", "_pro
 _SCALAR_HEADROOM = 1 / 16
 
 
-def _wider_dtype(xp, x, scalars, lam):
+#: Per input dtype: whether it is narrower than float32, and the largest scalar it computes with.
+_DTYPE_LIMITS = {}
+
+
+def _dtype_limits(x):
+    """``(narrow, largest)`` for ``x``'s dtype, looked up once per dtype (the wrapper runs every step)."""
+    limits = _DTYPE_LIMITS.get(x.dtype)
+    if limits is None:
+        xp = namespace(x)
+        narrow = xp.finfo(x.dtype).bits < 32
+        largest = float(xp.finfo(xp.float32 if narrow else x.dtype).max) * _SCALAR_HEADROOM
+        limits = _DTYPE_LIMITS[x.dtype] = (narrow, largest)
+    return limits
+
+
+def _wider_dtype(x, scalars, lam):
     """The dtype a kernel must compute in for ``x`` and its scalar arguments, or None for ``x``'s own.
 
     Narrower than float32 (float16, bfloat16: no SVD, no sort on every device, and 3 digits):
     float32. A scalar (times ``lam`` when ``lam > 1``, as a prox step meets it) beyond
     :data:`_SCALAR_HEADROOM` of the dtype's largest float: float64, where it is an ordinary number.
     """
-    finfo = xp.finfo(x.dtype)
-    wide = xp.float32 if finfo.bits < 32 else None
-    largest = float(xp.finfo(wide or x.dtype).max) * _SCALAR_HEADROOM
+    narrow, largest = _dtype_limits(x)
     if any(isinstance(s, Real) and s * max(lam, 1.0) > largest for s in scalars):
-        wide = xp.float64
-    return wide
+        return namespace(x).float64
+    return namespace(x).float32 if narrow else None
 
 
 def _widened(kernel):
@@ -75,10 +88,10 @@ def _widened(kernel):
 
     @functools.wraps(kernel)
     def run(self, x, *scalars):
-        xp = namespace(x)
-        wide = _wider_dtype(xp, x, scalars, self.lam)
+        wide = _wider_dtype(x, scalars, self.lam)
         if wide is None:
             return kernel(self, x, *scalars)
+        xp = namespace(x)
         return xp.astype(kernel(self, xp.astype(x, wide), *scalars), x.dtype)
 
     return run
