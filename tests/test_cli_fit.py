@@ -635,3 +635,14 @@ def test_path_legend_names_the_largest_coefficients_of_every_class_and_groups_th
     assert np.abs(at_lam - estimator.coef_.T).max() < 0.05 * np.abs(estimator.coef_).max()
     assert set(named) == {f"[{estimator.classes_[k % 3]}] {names[k // 3]}" for k in largest}
     assert labels[-3:] == ["other coefficients", "λ_min", "λ_1se"]
+
+
+def test_quiet_prints_nothing_and_n_jobs_gives_the_same_fit(runner, table_csv, tmp_path):
+    args = ["fit", str(table_csv), "-t", "y", "--exclude", "label", "--n-lams", "8"]
+    quiet = runner.invoke(app, [*args, "--quiet", "--n-jobs", "2", "-o", str(tmp_path / "a")])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout == ""
+    assert runner.invoke(app, [*args, "-o", str(tmp_path / "b")]).exit_code == 0
+    parallel, serial = (json.loads((tmp_path / d / "fit.json").read_text()) for d in "ab")
+    # the same folds and the same path per fold, only run in two processes: the same numbers exactly
+    assert parallel["cv_error_min"] == serial["cv_error_min"] and parallel["lam_min"] == serial["lam_min"]

@@ -337,3 +337,10 @@ def test_ambiguous_thousands_follow_the_decimal_points_of_the_other_columns(tmp_
 def test_a_file_that_writes_numbers_both_ways_is_refused(tmp_path):
     with pytest.raises(TableError, match="both like.*--decimal and --thousands"):
         _numbers_file(tmp_path, "mixed.csv", "a;p;y\n14.23;3.078,5;1\n13.2;12,5;2\n")
+
+
+def test_a_file_read_as_one_column_points_to_sep(tmp_path):
+    read = _numbers_file(tmp_path, "colon.csv", "a:b:y\n1:2:3\n4:5:6\n")  # ':' is no candidate separator
+    assert list(read.frame.columns) == ["a:b:y"]
+    with pytest.raises(TableError, match="read as one column.*--sep"):
+        fit_encoder(read.frame, "y")
