@@ -81,3 +81,11 @@ def test_a_compiled_model_is_unwrapped_and_state_dicts_move_between_compiled_and
     other = Regularizer(plain, Rule(L2(0.1), mode="lagrangian", budget=0.0, dual_lr=0.5, select="0.weight"))
     other.load_state_dict(reg.state_dict())
     assert torch.equal(other.rules[0].multiplier, rule.multiplier) and rule.multiplier.item() > 0
+
+
+def test_the_coupled_term_follows_a_module_swapped_in_after_building():
+    model = conv_net(0)
+    reg = Regularizer(model, Rule(L2(0.5), mode="coupled", select="fc.weight"))
+    model.fc = nn.Linear(27, 6).double()  # without a wrap: penalty() looks the tensors up again
+    expected = 0.25 * (model.fc.weight.detach() ** 2).sum()
+    torch.testing.assert_close(reg.penalty().detach(), expected, rtol=1e-14, atol=0)  # one dot product
