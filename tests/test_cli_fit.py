@@ -646,3 +646,16 @@ def test_quiet_prints_nothing_and_n_jobs_gives_the_same_fit(runner, table_csv, t
     parallel, serial = (json.loads((tmp_path / d / "fit.json").read_text()) for d in "ab")
     # the same folds and the same path per fold, only run in two processes: the same numbers exactly
     assert parallel["cv_error_min"] == serial["cv_error_min"] and parallel["lam_min"] == serial["lam_min"]
+
+
+@pytest.mark.parametrize(("value", "message"), [(np.inf, "infinite"), (1e308, "overflow")])
+def test_predict_refuses_infinite_and_overflowing_values_with_exit_2(
+    runner, table, table_csv, tmp_path, value, message
+):
+    out = tmp_path / "model"
+    _fit(runner, table_csv, "--target", "y", "--exclude", "label", "--n-lams", 5, "--out", out)
+    table.loc[2, "x1"] = value
+    table.to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path / "new.csv")])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -289,3 +289,18 @@ def test_sweep_help_renders_the_grid_and_lists_choices(runner):
     assert "MIN:MAX:N" in result.output and "\U0001f171" not in result.output
     assert "<l2|l1|group>" in result.output and "<coupled|decoupled|proximal>" in result.output
     assert not [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]
+
+
+def test_sweep_figure_axes_carry_plain_numbers():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = _result([0.5, 0.55, 0.6, 0.62, 0.65], [0.7, 0.66, 0.64, 0.63, 0.66]).figure()
+    FigureCanvasAgg(figure).draw()  # tick labels exist once drawn
+    labels = [
+        t.get_text()
+        for ax in figure.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        for t in (*axis.get_ticklabels(), *axis.get_ticklabels(minor=True))
+    ]
+    assert "0.6" in labels and "0.001" in labels
+    assert not [label for label in labels if "×" in label or "^" in label or "$" in label]
