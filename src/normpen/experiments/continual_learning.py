@@ -39,7 +39,7 @@ import torch
 from matplotlib.figure import Figure
 
 from normpen._threads import single_threaded
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 from normpen.experiments.common import digits_split, mlp
 from normpen.torch import Regularizer, ewc, fisher_diagonal, l2_sp
 
@@ -65,7 +65,12 @@ LR = 1e-2
 LAM_EWC = 5e4
 LAM_L2SP = 0.1
 _FISHER_SAMPLES = 64
+#: The batched Fisher against a per-sample loop: float64 sums of 64 squares, a few ε relative (measured
+#: ≤ 1.6e-14 over 30 seeds).
 _FISHER_RTOL = 1e-8
+#: Margins of the effects, set below their measured ranges over the 30-seed quick sweep: forgetting of
+#: fine-tuning 0.49-0.72, EWC and L2-SP forgetting less by 0.25-0.52 and 0.35-0.60, task B accuracy
+#: 0.82-0.94 and 0.81-0.88, mean accuracy gains 0.10-0.22 and 0.11-0.23.
 _FORGETTING = 0.3
 _LESS_FORGETTING = 0.2
 _LEARNS_B = 0.8
@@ -279,4 +284,11 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "literature",
+        'Seed 004 names continual learning only in passing; EWC is Kirkpatrick et al., "Overcoming '
+        'catastrophic forgetting in neural networks" (PNAS 2017), L2-SP is Li, Grandvalet and '
+        'Davoine, "Explicit inductive bias for transfer learning with convolutional networks" (ICML '
+        "2018).",
+    ),
 )

@@ -33,7 +33,15 @@ What theory fixes
   nondecreasing and :math:`\|W\|^2` nonincreasing in :math:`\lambda` (compare
   :math:`J_{\lambda_1}` and :math:`J_{\lambda_2}` at both minimisers). The
   trained models are checked to follow both orders up to a slack of
-  :math:`10^{-3}` (loss) and 1 % (norm) between neighbouring grid points.
+  :math:`10^{-3}` (loss) and 1 % (norm) between neighbouring grid points, the
+  norm's relative to :math:`\max(\|W\|^2, P\eta^2)` with :math:`P` weights and
+  learning rate :math:`\eta`: where every weight is 0 in theory Adam hovers
+  within about :math:`\eta` of it, and the ratio of two such noise norms (up to
+  :math:`10^6` measured) says nothing.
+- **Empirical.** The overfitting signature (the rise of the validation
+  loss), the growing gap and :math:`\lambda^\star` beating the smallest
+  :math:`\lambda` by 10 % are effects of one draw; they are labelled with their
+  pass rates over the 30-seed sweep (0.97, 0.97, 0.90).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from matplotlib.figure import Figure
 from scipy.special import xlogy
 
 from normpen._threads import single_threaded
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 from normpen.experiments.common import cross_entropy, digits_split, mlp
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule
@@ -89,14 +97,20 @@ _SIZES = {
 #: The λ grid: log-spaced from the smallest (overfitting) to the largest (all weights 0).
 LAMBDA_RANGE = (1e-5, 1.0)
 _LR = 1e-2
-#: Slack of the closed forms at large λ (Adam hovers within ~lr of the zero weights).
+#: Slack of the closed forms at large λ (Adam hovers within ~lr of the zero weights; measured ≤ 1e-7).
 _CLOSED_FORM_TOL = 2e-3
+#: Memorised: training cross-entropy ≤ 0.02 (measured 0.001-0.002 over 30 seeds).
 _INTERPOLATION_LOSS = 0.02
-_VAL_RISE = 0.05
-_BEAT_ENDS = 0.9
+#: Empirical effects of one draw of data and weights, with their pass rates over the 30-seed quick sweep.
+_VAL_RISE, _VAL_RISE_RATE = 0.05, 29 / 30
+_BEAT_ENDS, _BEAT_SMALLEST_RATE = 0.9, 27 / 30
+_MONOTONE_GAP_TOL, _MONOTONE_GAP_RATE = 0.01, 29 / 30
+#: The trained models are not exact minimisers: slack 1e-3 (the drop measured ≤ 4e-5 over 30 seeds).
 _MONOTONE_LOSS_TOL = 1e-3
-_MONOTONE_GAP_TOL = 0.01
+#: Relative slack of the norm order (rises measured ≤ −10 % over 30 seeds) ...
 _MONOTONE_NORM_RTOL = 0.01
+#: ... relative to ‖W‖² floored at P·lr²: at large λ every weight is 0 in theory and Adam hovers within
+#: about lr of it, so ‖W‖² is noise of that size and a ratio of two such norms means nothing.
 
 
 @dataclass(frozen=True)
@@ -167,8 +181,9 @@ def train_sweep(split, widths, lams, n_steps, record_every, seed):
     )
 
 
-def _checks(sweep, constant_train, constant_val):
+def _checks(sweep, constant_train, constant_val, n_weights):
     best, last = sweep.best, len(sweep.lams) - 1
+    hover = n_weights * _LR**2
     small_curve = sweep.val_curves[:, 0]
     gap = sweep.val - sweep.train
     return [
@@ -189,14 +204,22 @@ def _checks(sweep, constant_train, constant_val):
             "smallest λ: rise of val loss after its minimum in training (relative)",
             small_curve[-1] / small_curve.min() - 1.0,
             _VAL_RISE,
+            pass_rate=_VAL_RISE_RATE,
         ),
         Check.at_most(
             "largest rise of the gap (val − train) as λ grows",
             float(np.max(gap[1:] - gap[:-1])),
             0.0,
             atol=_MONOTONE_GAP_TOL,
+            pass_rate=_MONOTONE_GAP_RATE,
         ),
-        Check.at_most("val(λ*) / val(smallest λ)", sweep.val[best] / sweep.val[0], _BEAT_ENDS),
+        Check.at_most(
+            "val(λ*) / val(smallest λ)",
+            sweep.val[best] / sweep.val[0],
+            _BEAT_ENDS,
+            pass_rate=_BEAT_SMALLEST_RATE,
+        ),
+        # measured 0.09-0.16 over 30 seeds: λ* beats the all-zero network by a factor 6
         Check.at_most("val(λ*) / val(largest λ)", sweep.val[best] / sweep.val[last], _BEAT_ENDS),
         Check.at_most(
             "largest drop of train loss as λ grows (nondecreasing in theory)",
@@ -205,8 +228,8 @@ def _checks(sweep, constant_train, constant_val):
             atol=_MONOTONE_LOSS_TOL,
         ),
         Check.at_most(
-            "largest relative rise of ‖W‖² as λ grows (nonincreasing in theory)",
-            float(np.max(sweep.sq_norms[1:] / sweep.sq_norms[:-1] - 1.0)),
+            "largest rise of ‖W‖² as λ grows / max(‖W‖², P·lr²) (nonincreasing in theory)",
+            float(np.max(np.diff(sweep.sq_norms) / np.maximum(sweep.sq_norms[:-1], hover))),
             0.0,
             atol=_MONOTONE_NORM_RTOL,
         ),
@@ -260,7 +283,7 @@ def run(quick: bool, seed: int) -> Result:
         f"same initial weights; λ* = {sweep.lams[sweep.best]:.3g}."
     )
     return Result(
-        checks=_checks(sweep, constant_train, constant_val),
+        checks=_checks(sweep, constant_train, constant_val, 64 * size.hidden + size.hidden * 10),
         figures={"lambda-sweep": _figure(sweep, constant_train, constant_val)},
         notes=notes,
     )
@@ -277,4 +300,10 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "confirmed",
+        "The largest λ reaches the constant-prediction losses exactly, the smallest memorises the training "
+        'set, and λ* beats both; the text\'s "might" is apt: the validation loss of the smallest λ turns '
+        "up on 29 of 30 seeds, and the gap grows monotonically as λ shrinks on 29 of 30.",
+    ),
 )

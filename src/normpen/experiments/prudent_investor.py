@@ -21,8 +21,9 @@ certainty equivalent :math:`w^\top\mu - \frac\gamma2 w^\top\Sigma w`.
 
 Checks (theory in :mod:`normpen.analysis.portfolio`)
 ----------------------------------------------------
-- the closed form against scipy's SLSQP on the constrained problem
-  (:math:`10^{-6}` relative to the largest weight, first window, whole grid);
+- the closed form against the bordered KKT system of the constrained problem,
+  solved by least squares (:math:`10^{-8}` relative to the largest weight,
+  first window, whole grid);
 - the effective number of assets :math:`1/\sum w_i^2` never falls as
   :math:`\lambda` grows (in any window), and reaches :math:`N` (within 1 %) at
   the largest :math:`\lambda`, where the weights tend to :math:`1/N`;
@@ -44,7 +45,7 @@ from matplotlib.figure import Figure
 from normpen._threads import single_threaded
 from normpen.analysis.portfolio import effective_number_of_assets, portfolio_variance, regularized_portfolio
 from normpen.datasets import factor_market
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 
 __all__ = [
     "EXPERIMENT",
@@ -62,9 +63,15 @@ N_ASSETS, N_PERIODS = 30, 60
 #: Multiples c of γ·tr(Σ̂)/N; 0 is the plug-in portfolio, 1 the default the out-of-sample checks use.
 SCALES = np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 29)])
 _DEFAULT = int(np.argmin(np.abs(SCALES - 1.0)))
+#: Two float64 solves of systems with condition number ≲ 1e4 (the plug-in c = 0): cond·ε ≈ 2e-12 relative
+#: (measured ≤ 2e-10 over 30 seeds); the condition numbers from the SVD and from the eigenvalues agree to
+#: the same order (measured ≤ 1e-13).
 _ROUNDOFF = 1e-8
-#: Standard errors by which the default ridge portfolio must beat the plug-in one out of sample.
+#: One-sided z by which the default ridge portfolio must beat the plug-in one out of sample: P(z > 3) ≈ 1e-3
+#: if it did not.
 _Z_MIN = 3.0
+#: At c = 1e4 the weights are 1/N + O(γ‖Σ̂‖/λ) = 1/N + O(1e-4), so 1/Σwᵢ² = N(1 − O(1e-8)); slack 1 %.
+_EQUAL_WEIGHTS_TOL = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ class _Size:
     n_windows: int
 
 
-_SIZES = {True: _Size(n_windows=20), False: _Size(n_windows=300)}
+#: 40 windows in quick mode: the out-of-sample z grows like √windows (20 windows gave z ≥ 3.14 over 30 seeds).
+_SIZES = {True: _Size(n_windows=40), False: _Size(n_windows=300)}
 
 
 def estimate(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +136,7 @@ def _checks(market, sweeps):
     mean, cov = estimate(first_returns)
     first = sweeps[0]
     kkt_error = max(
-        np.max(np.abs(kkt_portfolio(cov, mean, lam) - w)) / np.max(np.abs(w)) / np.max(np.abs(w))
+        np.max(np.abs(kkt_portfolio(cov, mean, lam) - w)) / np.max(np.abs(w))
         for lam, w in zip(first.lams, first.weights, strict=True)
     )
     n_eff = np.array([[effective_number_of_assets(w) for w in s.weights] for s in sweeps])
@@ -149,7 +157,9 @@ def _checks(market, sweeps):
             atol=_ROUNDOFF,
         ),
         Check.equal("(window, λ step) pairs where 1/Σwᵢ² falls as λ grows", falls, 0),
-        Check.close("mean 1/Σwᵢ² at the largest λ / N", n_eff[:, -1].mean() / N_ASSETS, 1.0, atol=0.01),
+        Check.close(
+            "mean 1/Σwᵢ² at the largest λ / N", n_eff[:, -1].mean() / N_ASSETS, 1.0, atol=_EQUAL_WEIGHTS_TOL
+        ),
         Check.close(
             "max relative error of cond(γΣ̂ + λI) vs (γe_max + λ)/(γe_min + λ)",
             max(cond_errors),
@@ -261,4 +271,10 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "confirmed",
+        "The L2 penalty diversifies monotonically (1/Σwᵢ² never falls as λ grows and reaches N), adds λ to "
+        "every eigenvalue of γΣ̂ so the condition number falls as the formula says, and at the default "
+        "strength beats the plug-in Markowitz portfolio out of sample in variance and certainty equivalent.",
+    ),
 )
