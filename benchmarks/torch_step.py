@@ -24,8 +24,12 @@ added cost over the normpen mode it replaces. These machines are shared and
 noisy: compare ratios, not absolute times. Not a test: nothing here asserts a
 time.
 
+``--fsdp`` also times the step under FSDP2 (``fully_shard``, two gloo
+processes of one thread each; each rank updates half the rows, the column
+group norms are all-reduced).
+
 Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 30] [--steps 5] [--threads 2]
-[--models mlp cnn transformer]``
+[--models mlp cnn transformer] [--fsdp]``
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ def group_threshold_fused(params):
 
 #: name -> (builder, the normpen variant a hand-written one replaces, or None)
 L2_, L1_, GL_ = "normpen decoupled L2", "normpen proximal L1", "normpen proximal group lasso"
+GLC_ = "normpen proximal group lasso (cols)"
 COUPLED = "normpen coupled L2 (term + backward)"
 VARIANTS = {
     "Adam": (plain_adam, None),
@@ -248,6 +253,7 @@ VARIANTS = {
     "  hand: per-tensor group threshold": (by_hand(after=per_tensor(group_threshold)), GL_),
     "  hand: per-group loop": (by_hand(after=per_tensor(group_threshold_per_group)), GL_),
     "  hand: fused foreach (fastest)": (by_hand(after=group_threshold_fused), GL_),
+    GLC_: (normpen(lambda: Rule(GroupLasso(LAM, "cols"), mode="proximal")), None),
     "normpen constrained max-norm": (
         normpen(lambda: Rule(MaxNorm(1.0), mode="constrained", radius=0.5)),
         None,
@@ -286,6 +292,62 @@ def measure(make_model, rounds, steps, clock):
     return {name: min(times) for name, (_, times) in runs.items()}
 
 
+#: What ``--fsdp`` times on the sharded model: the peers and the modes FSDP2 runs.
+FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L1_, GL_, GLC_, "normpen constrained max-norm")
+
+
+def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, out):
+    """One rank: every variant on its own fully_shard-ed copy, fixed gradients, min step time."""
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    mesh = init_device_mesh("cpu", (world,))
+    runs = {}
+    for name in FSDP_VARIANTS:
+        torch.manual_seed(0)
+        model = make_model()
+        for module in [*model.modules()][::-1]:
+            if any(p.requires_grad for p in module.parameters(recurse=False)) or module is model:
+                fully_shard(module, mesh=mesh)
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 1e-2
+        step = VARIANTS[name][0](model)
+        step()
+        runs[name] = (step, [])
+    for _ in range(rounds):
+        for step, times in runs.values():
+            for _ in range(steps):
+                start = CLOCKS[clock]()
+                step()
+                times.append((CLOCKS[clock]() - start) * 1e3)
+    if rank == 0:
+        torch.save({name: min(times) for name, (_, times) in runs.items()}, out)
+    dist.destroy_process_group()
+
+
+def measure_fsdp(make_model, rounds, steps, clock, world=2):
+    """Rank 0's fastest step of each :data:`FSDP_VARIANTS` entry under FSDP2 (gloo, ``world`` processes)."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        out = f"{folder}/ms.pt"
+        mp.spawn(_fsdp_worker, args=(world, port, make_model, rounds, steps, clock, out), nprocs=world)
+        return torch.load(out, weights_only=True)
+
+
 def table(title, ms):
     """The rows of one model: time, ratios to Adam and AdamW, and each hand-written version against normpen.
 
@@ -320,6 +382,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    parser.add_argument("--fsdp", action="store_true", help="also time the models under FSDP2, 2 processes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=150)
@@ -332,6 +395,9 @@ def main():
             f"{args.threads} thread(s), fastest of {args.rounds} x {args.steps} steps"
         )
         console.print(table(title, ms))
+        if args.fsdp:
+            ms = measure_fsdp(make_model, args.rounds, args.steps, args.clock)
+            console.print(table(f"{name} under FSDP2 (2 gloo processes, 1 thread each), rank 0: {title}", ms))
 
 
 if __name__ == "__main__":
