@@ -344,3 +344,13 @@ def test_a_file_read_as_one_column_points_to_sep(tmp_path):
     assert list(read.frame.columns) == ["a:b:y"]
     with pytest.raises(TableError, match="read as one column.*--sep"):
         fit_encoder(read.frame, "y")
+
+
+def test_a_few_non_numeric_marks_in_a_numeric_column_are_read_as_missing(tmp_path):
+    rows = "\n".join(
+        f"{v};{'?' if v % 10 == 3 else v * 1.5};{'-' if v == 7 else 'red'};{v}" for v in range(20)
+    )
+    read = _numbers_file(tmp_path, "marks.csv", "a;b;c;y\n" + rows + "\n")
+    assert read.frame["b"].isna().sum() == 2 and read.frame["b"].dtype.kind == "f"
+    assert read.frame["c"].tolist().count("-") == 1  # a text column keeps its '-' level
+    assert [(d.column, d.action) for d in read.decisions[1:]] == [("b", "read '?' as missing")]

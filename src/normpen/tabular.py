@@ -84,6 +84,12 @@ _SNIFF_LINES = 50
 _COMMA_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DECIMAL_COMMA = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
+_ANY_NUMBER = re.compile("|".join(f"({pattern.pattern})" for pattern in (_COMMA_THOUSANDS, _PLAIN_NUMBER,
+                                                                         _DECIMAL_COMMA)))
+#: Share of a text column's values that must be numbers for its other values to be read as missing marks.
+NUMERIC_SHARE = 0.9
+#: Most distinct missing marks (``?``, ``-``, ...) in one such column.
+MAX_MARKERS = 3
 #: Two runs of digits with something between them: the least a date needs (so "March" is no date).
 _DATE_LIKE = re.compile(r"\d+\D+\d+")
 _EPOCH_DAY = np.timedelta64(1, "D")
@@ -189,12 +195,19 @@ def _read_text(path, sep, decimal, thousands) -> TableRead:
     options = {"sep": sep, "decimal": decimal or ".", "thousands": thousands}
     try:
         frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=thousands)
+        markers = _missing_markers(frame)
+        if markers:
+            decisions += [Decision(column, f"read {', '.join(map(repr, tokens))} as missing",
+                                   "every other value is a number") for column, tokens in markers.items()]
+            frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=thousands,
+                                na_values=markers)
         if decimal is None and thousands is None:
             detected = _number_format(frame, sep)
             if detected is not None:
                 options.update(detected[0])
                 decisions.append(detected[1])
-                frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=options["thousands"])
+                frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=options["thousands"],
+                                    na_values=markers)
     except pd.errors.EmptyDataError:
         raise TableError(f"{path} is empty; give a file with a header row and data rows") from None
     except TableError:
@@ -227,6 +240,26 @@ def _sniff_separator(path) -> str:
         if len(counts) == 1 and (fields := counts.pop()) > best_fields:
             best, best_fields = candidate, fields
     return best
+
+
+def _missing_markers(frame) -> dict:
+    """``{column: tokens}`` for each text column whose values are numbers (in any of the formats above) but
+    for at most ``MAX_MARKERS`` distinct tokens without digits (``?``, ``-``, ``n.a.``, ``missing``), which
+    make up at most ``1 - NUMERIC_SHARE`` of its values: the file's marks for a missing number."""
+    markers = {}
+    for column in frame.columns:
+        series = frame[column]
+        if is_numeric_column(series) or series.dtype == bool:
+            continue
+        counts = series.dropna().astype(str).value_counts()
+        stripped = counts.index.str.strip()
+        numbers = np.array([bool(_ANY_NUMBER.match(v)) for v in stripped], dtype=bool)
+        tokens = counts.index[~numbers]
+        if not 0 < len(tokens) <= MAX_MARKERS or any(re.search(r"\d", t) for t in tokens):
+            continue
+        if counts[numbers].sum() >= NUMERIC_SHARE * counts.sum():
+            markers[column] = sorted(tokens)
+    return markers
 
 
 def _number_format(frame, sep):
