@@ -559,6 +559,7 @@ def test_fit_help_lists_choices_defaults_and_flags(runner):
     words = " ".join(result.output.split())
     assert "<ridge|lasso|enet|group|sgl|logistic-l1|logistic-l2|svm>" in words
     assert "MIN:MAX:N" in words and "[default: lasso]" in words and "--n-jobs" in words and "--quiet" in words
+    assert "[default: 100; 30 for logistic, 20 for svm]" in words  # not eaten as markup
     assert not [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]
 
 

@@ -199,17 +199,17 @@ Missing = Enum("Missing", {policy: policy for policy in NA_POLICIES}, type=str)
 SepOption = Annotated[
     str | None,
     typer.Option("--sep", metavar="CHAR", help="Column separator of a text file: ',' ';' '\\t' '|' ... "
-                 "[default: sniffed from the first lines]"),
+                 "\\[default: sniffed from the first lines]"),
 ]
 DecimalOption = Annotated[
     str | None,
-    typer.Option("--decimal", metavar="CHAR", help="Decimal mark of the numbers, '.' or ',' [default: "
+    typer.Option("--decimal", metavar="CHAR", help="Decimal mark of the numbers, '.' or ',' \\[default: "
                  "detected: '3.078,5' reads as 3078.5]"),
 ]
 ThousandsOption = Annotated[
     str | None,
     typer.Option("--thousands", metavar="CHAR", help="Thousands separator of the numbers, e.g. ',' "
-                 "[default: detected: '3,078.5' reads as 3078.5]"),
+                 "\\[default: detected: '3,078.5' reads as 3078.5]"),
 ]
 CategoricalOption = Annotated[
     list[str] | None,
@@ -615,17 +615,17 @@ def fit(
     lambdas: Annotated[
         str | None,
         typer.Option(metavar="MIN:MAX:N", help="The λ grid: N log-spaced values from MIN to MAX "
-                     "[default: from the λ where every coefficient is zero down to --lam-min-ratio times "
+                     "\\[default: from the λ where every coefficient is zero down to --lam-min-ratio times "
                      "it]"),
     ] = None,
     n_lams: Annotated[
         int | None,
-        typer.Option(min=2, metavar="N", help="Size of the default grid [default: 100; 30 for logistic, 20 "
+        typer.Option(min=2, metavar="N", help="Size of the default grid \\[default: 100; 30 for logistic, 20 "
                      "for svm]"),
     ] = None,
     lam_min_ratio: Annotated[
         float | None,
-        typer.Option(metavar="R", help="Smallest / largest λ of the default grid [default: 1e-3; 1e-6 for "
+        typer.Option(metavar="R", help="Smallest / largest λ of the default grid \\[default: 1e-3; 1e-6 for "
                      "ridge, 1e-2 for svm]"),
     ] = None,
     categorical: CategoricalOption = None,
@@ -638,7 +638,7 @@ def fit(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the shuffled folds.")] = 0,
     n_jobs: Annotated[
         int | None, typer.Option(metavar="N", help="Folds fitted in parallel (joblib; -1: every core) "
-                                 "[default: 1]")
+                                 "\\[default: 1]")
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Directory for the files.")] = Path(
         "normpen-fit"
@@ -958,7 +958,7 @@ def sweep(
     batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 64,
     val_fraction: Annotated[
         float | None,
-        typer.Option(help="Share of rows held out for validation [default: 0.25; digits: 0.8, to overfit]"),
+        typer.Option(help="Share of rows held out for validation \\[default: 0.25; digits: 0.8, to overfit]"),
     ] = None,
     task: Annotated[
         SweepTask, typer.Option(help="auto: regression for a numeric target, classification otherwise.")
