@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import array_api_compat
+
 from normpen._array import (
     check_unit_interval,
     cumulative_l2_norm,
@@ -116,12 +118,13 @@ class ElasticNet(Penalty):
         magnitudes = xp.abs(x)
         top = max_or_zero(magnitudes)
         mu, theta = _multiplier(xp.reshape(magnitudes, (-1,)), rho, radius)
-        # near the top magnitude (theta < top / 2) the soft threshold is formed from the gaps
+        # the kept part |x_i| - rho mu = theta - (top - |x_i|): theta from its own root while it is
+        # below top / 2 (where top - rho mu would cancel), else top - rho mu; the gap top - |x_i| is
+        # exact wherever the result is nonzero (Sterbenz: |x_i| > top / 2 there)
         near_top = theta < top / 2
         mu = xp.where(near_top, (top - theta) / rho, mu)
-        kept = xp.where(
-            near_top, xp.clip(theta - (top - magnitudes), 0, None), soft_threshold(magnitudes, mu * rho)
-        )
+        theta = xp.where(near_top, theta, top - mu * rho)
+        kept = xp.clip(theta - (top - magnitudes), 0, None)
         return xp.where(mu > 0, xp.sign(x) * kept / (1 + mu * c), x)
 
 
@@ -187,7 +190,7 @@ def _multiplier(a, rho, radius):
     c = 1 - rho
     a = xp.sort(a, descending=True)
     top = a[0]
-    count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=a.device)
+    count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=array_api_compat.device(a))
     r_over_b = 1 / (count * (rho**2 / radius) + 2 * c)
     rho2_over_b = 1 / (count + 2 * (radius / rho) * (c / rho))
     root_b = xp.sqrt(count * (rho**2 / 2) + radius * c) * math.sqrt(2.0)

@@ -193,7 +193,8 @@ class SparseGroupLasso(Penalty):
         partition = self._group._partition
         roots = self._group_roots_of(x)
         best = xp.argmax(roots)
-        member = partition.expand(x, xp.astype(xp.arange(roots.shape[0], device=x.device) == best, x.dtype))
+        indices = xp.arange(roots.shape[0], device=array_api_compat.device(x))
+        member = partition.expand(x, xp.astype(indices == best, x.dtype))
         u = soft_threshold(x, self.l1_ratio * roots[best]) * member
         ties = xp.sign(x) * xp.astype(xp.abs(x) * member == max_or_zero(xp.abs(x) * member), x.dtype) * member
         return u if bool(xp.any(u != 0)) else ties
