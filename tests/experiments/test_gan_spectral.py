@@ -36,7 +36,9 @@ def test_ring_of_gaussians_draws_each_mode_around_its_center():
     X, modes = ring_of_gaussians(8000, 8, 2.0, 0.05, seed=3)
     centers = ring_centers(8, 2.0)
     np.testing.assert_allclose(np.linalg.norm(centers, axis=1), 2.0)
-    np.testing.assert_allclose(centers[2], [0.0, 2.0], atol=1e-15)
+    np.testing.assert_allclose(centers[2], [0.0, 2.0], atol=1e-15)  # 2cos(π/2) in float64: 1.2e-16
+    # 1000 points per mode: a share's sd is 0.0037 (0.02 is 5 sd), a mean's 0.05/√1000 = 0.0016 (0.01 is
+    # 6 sd), a standard deviation's relative sd 1/√2000 = 2.2 % (10 % is 4.5 sd)
     for k in range(8):
         points = X[modes == k]
         assert abs(len(points) / 8000 - 1 / 8) < 0.02
@@ -71,9 +73,11 @@ def test_covered_modes_counts_modes_with_enough_points_near_their_center():
 def test_the_ensemble_is_its_members_and_trains_them_independently():
     seeds = [4, 9]
     ensemble = gs.EnsembleMLP((2, 5, 1), seeds)
-    x = torch.randn(2, 7, 2)
+    x = torch.randn(2, 7, 2, generator=torch.Generator().manual_seed(0))
     members = [mlp((2, 5, 1), s, dtype=torch.float32) for s in seeds]
     for k, member in enumerate(members):
+        # float32 batched and single matmuls reduce in another order: assert_close's float32 defaults
+        # (rtol 1.3e-6, atol 1e-5) cover a few ε_32 of these O(1) outputs
         torch.testing.assert_close(ensemble(x)[k], member(x[k]))
         torch.testing.assert_close(ensemble.member(k)(x[k]), member(x[k]))
     optimizer = torch.optim.Adam(ensemble.parameters(), lr=0.1)
@@ -87,6 +91,8 @@ def test_the_ensemble_is_its_members_and_trains_them_independently():
             member(xk).square().mean().backward()
             single.step()
     for k, member in enumerate(members):
+        # three Adam steps of lr 0.1 on gradients that differ by a few ε_32: Adam's step is lr·m/√v, whose
+        # rounding is relative, so the weights differ by ~lr·10 ε_32 ≈ 1e-7 per step, outputs by ≲ 1e-6
         torch.testing.assert_close(ensemble(x)[k], member(x[k]), rtol=1e-5, atol=1e-6)
 
 
@@ -99,6 +105,7 @@ def test_spectral_normalisation_puts_every_member_layer_in_the_ball_and_leaves_i
     gs.spectral_normalize_(ensemble, 1.5)
     for weight in ensemble.weights:
         norms = torch.linalg.matrix_norm(weight.detach().double(), ord=2)
+        # float32 weights rescaled to 1.5 by a float64 SVD: their norm is 1.5 to a few ε_32 (1.2e-7)
         assert bool((norms <= 1.5 * (1 + 1e-6)).all())
     assert float(torch.linalg.matrix_norm(ensemble.weights[1][0].detach().double(), ord=2)) == pytest.approx(
         1.5, rel=1e-5

@@ -40,8 +40,11 @@ Checks
   training) never exceeds :math:`r^3` (relative :math:`10^{-5}`: float32 weights and
   the certified bound's own slack); without it the bound ends at least 3
   times above :math:`r^3` (seed average);
-- spectral normalisation covers at least 7 modes on average, at least 0.75 more
-  than the plain GAN on average, and at least 2 more on the worst seed.
+- spectral normalisation covers at least 7 modes on average (on every seed of
+  the 30-seed sweep); *empirical*: at least 0.75 more than the plain GAN on
+  average (passes on 21 of 30 sweep seeds) and at least 2 more on the worst
+  seed (24 of 30). The plain GAN with this fast discriminator often covers most
+  of the ring as well, so the gain is real on average but not a guarantee.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from matplotlib.patches import Circle
 from normpen._threads import single_threaded
 from normpen.analysis.lipschitz import lipschitz_bound
 from normpen.datasets import ring_centers, ring_of_gaussians
-from normpen.experiments.base import Check, Experiment, Result
+from normpen.experiments.base import Check, Experiment, Result, Verdict
 from normpen.experiments.common import mlp
 from normpen.penalties.spectral import Spectral
 
@@ -91,11 +94,17 @@ N_EVAL = 2000
 VARIANTS = ("plain", "spectral norm")
 _N_DATA = 20_000
 _N_RECORDS = 8
+#: float32 layers rescaled to r: their spectral norms are r to ~10 ε_32 (1.2e-6), the product bound r³
+#: to three times that; measured exactly 1 to 1e-6 over 30 seeds.
 _BOUND_SLACK = 1e-5
+#: The plain discriminator ends at least 3 r³ (measured 18-33 r³ over 30 seeds).
 _PLAIN_BOUND_FACTOR = 3.0
+#: Spectral normalisation covers at least 7 of 8 modes on average (measured ≥ 7.25 over 30 seeds).
 _SN_MODES = 7.0
-_MODE_GAIN = 0.75
-_WORST_GAIN = 2
+#: The gains over the plain GAN are effects of the draw, not guarantees: the plain GAN often covers the
+#: ring too. Pass rates over the 30-seed quick sweep.
+_MODE_GAIN, _MODE_GAIN_RATE = 0.75, 21 / 30
+_WORST_GAIN, _WORST_GAIN_RATE = 2, 24 / 30
 
 
 @dataclass(frozen=True)
@@ -260,11 +269,13 @@ def _checks(runs, real_modes):
             "covered modes, seed mean: spectral norm − plain",
             float(spectral.modes.mean() - plain.modes.mean()),
             _MODE_GAIN,
+            pass_rate=_MODE_GAIN_RATE,
         ),
         Check.at_least(
             "covered modes, worst seed: spectral norm − plain",
             int(spectral.modes.min() - plain.modes.min()),
             _WORST_GAIN,
+            pass_rate=_WORST_GAIN_RATE,
         ),
     ]
 
@@ -355,4 +366,11 @@ EXPERIMENT = Experiment(
     ),
     compute=run,
     seed=0,
+    verdict=Verdict(
+        "literature",
+        "Seed 004 names stabilising generative models only in passing; the mechanism and the mode-coverage "
+        'claim are Miyato, Kataoka, Koyama and Yoshida, "Spectral Normalization for Generative '
+        'Adversarial Networks" (ICLR 2018). The Lipschitz bound holds by construction; the coverage gain '
+        "over the plain GAN is empirical (21 of 30 seeds).",
+    ),
 )
