@@ -262,3 +262,45 @@ def test_trainer_with_the_wrapped_optimizer_is_trainers_own_adamw_bit_for_bit(tm
         return adam, transformers.get_linear_schedule_with_warmup(adam, 0, 4)
 
     assert_same(train(wrapped_adam), train(None), exact=True)
+
+
+# ---- accelerate: save_state / load_state carry the regularizer ---------------------------------------
+
+accelerate = pytest.importorskip("accelerate")
+
+
+def _accelerated(seed):
+    torch.manual_seed(seed)
+    accelerator = accelerate.Accelerator(cpu=True)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    rules = [
+        Rule(L2(0.05), mode="decoupled"),
+        Rule(L2(1.0), mode="lagrangian", budget=0.0, dual_lr=0.5, select="0.weight"),
+    ]
+    reg = Regularizer(model, rules)
+    adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2))
+    model, adam = accelerator.prepare(model, adam)
+    return accelerator, model, reg, adam
+
+
+def _accelerated_steps(accelerator, model, reg, adam, batches):
+    for x, y in batches:
+        adam.zero_grad()
+        accelerator.backward(((model(x) - y) ** 2).mean() + reg.penalty())
+        adam.step()
+
+
+def test_accelerate_save_and_load_state_resume_the_regularizer_bit_identical(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)) for _ in range(6)]
+    straight = _accelerated(0)
+    _accelerated_steps(*straight, batches)
+    first = _accelerated(0)
+    _accelerated_steps(*first, batches[:3])
+    first[0].save_state(str(tmp_path))
+    resumed = _accelerated(5)  # other weights and a zero multiplier until the state loads
+    resumed[0].load_state(str(tmp_path))
+    _accelerated_steps(*resumed, batches[3:])
+    assert_same(resumed[1], straight[1], exact=True)
+    multiplier = straight[2].rules[1].multiplier
+    assert multiplier.item() > 0 and torch.equal(resumed[2].rules[1].multiplier, multiplier)
