@@ -354,3 +354,11 @@ def test_a_few_non_numeric_marks_in_a_numeric_column_are_read_as_missing(tmp_pat
     assert read.frame["b"].isna().sum() == 2 and read.frame["b"].dtype.kind == "f"
     assert read.frame["c"].tolist().count("-") == 1  # a text column keeps its '-' level
     assert [(d.column, d.action) for d in read.decisions[1:]] == [("b", "read '?' as missing")]
+
+
+def test_levels_are_also_bounded_by_a_tenth_of_the_rows():
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"shop": [f"s{k}" for k in rng.integers(0, 30, 100)], "y": rng.normal(size=100)})
+    encoder = fit_encoder(frame, "y")  # max_levels 50, but 10% of 100 rows is 10 levels
+    assert len(encoder.levels[0]) == 10 and OTHER_LEVEL in encoder.levels[0]
+    assert encoder.decisions[0].reason.endswith("more than 10% of the 100 rows")

@@ -14,9 +14,9 @@ and learns a :class:`TabularEncoder`:
 - date columns become numbers (days since 1970-01-01), then are standardised;
 - text and boolean columns are one-hot encoded, :math:`x_{i,(c,\ell)} = [v_{ic} = \ell]`,
   one group of 0/1 columns per variable (:attr:`TabularEncoder.groups`); a
-  column with more than ``max_levels`` levels keeps its most frequent
-  ``max_levels - 1`` and groups the rest as ``(other)``, so no column can
-  blow up the design matrix;
+  column with more levels than ``max_levels`` (or than ``LEVEL_FRACTION`` of
+  the rows, when that is fewer) keeps its most frequent ones but one and
+  groups the rest as ``(other)``, so no column can blow up the design matrix;
 - identifiers (text with a different value on every row, or a column that
   counts the rows 0, 1, 2, ...), constant and empty columns are left out.
 
@@ -68,6 +68,8 @@ __all__ = [
 NA_POLICIES = ("error", "drop", "impute")
 #: Most one-hot columns of one categorical variable; beyond, the rarest levels are grouped as OTHER_LEVEL.
 MAX_LEVELS = 50
+#: Most levels of a categorical column as a share of the training rows (fewer rows than MAX_LEVELS / 0.1).
+LEVEL_FRACTION = 0.1
 #: The level that stands for every grouped (rare, or unseen at predict time) level of a grouped column.
 OTHER_LEVEL = "(other)"
 #: Share of the rows (dropped) or of a column (imputed) above which missing values earn a warning.
@@ -599,7 +601,8 @@ def fit_encoder(
     exclude : sequence of str
         Columns to leave out.
     max_levels : int, default MAX_LEVELS
-        Most 0/1 columns of one categorical variable (the rarest levels beyond are grouped).
+        Most 0/1 columns of one categorical variable (the rarest levels beyond are grouped); fewer
+        when ``LEVEL_FRACTION`` of the rows is fewer.
 
     Raises :class:`TableError` for a missing target or named column, fewer
     than two rows with a target, no feature left, an infinite value and
@@ -651,17 +654,17 @@ def fit_encoder(
         if len(counts) < 2:
             decisions.append(Decision(column, "left out", "constant: the same value on every row"))
             continue
-        if len(counts) > max_levels:
+        limit, bound = _level_limit(kept.shape[0], max_levels)
+        if len(counts) > limit:
             decisions.append(
                 Decision(
                     column,
-                    f"kept its {max_levels - 1} most frequent levels, grouped the other "
-                    f"{len(counts) - max_levels + 1}"
+                    f"kept its {limit - 1} most frequent levels, grouped the other {len(counts) - limit + 1}"
                     f" as {OTHER_LEVEL!r}",
-                    f"{len(counts)} levels are more than --max-levels {max_levels}",
+                    f"{len(counts)} levels are more than {bound}",
                 )
             )
-            counts = counts.iloc[: max_levels - 1]
+            counts = counts.iloc[: limit - 1]
             counts[OTHER_LEVEL] = 0
         categories.append(column), levels.append(tuple(sorted(counts.index))), modes.append(counts.idxmax())
     if not numeric + categories:
@@ -681,6 +684,16 @@ def fit_encoder(
         tuple(c for c in numeric if c in features["date"]),
         tuple(decisions),
     )
+
+
+def _level_limit(n_rows, max_levels) -> tuple[int, str]:
+    """Most levels a categorical column keeps on ``n_rows`` training rows, and the bound that sets it:
+    ``max_levels``, or ``LEVEL_FRACTION`` of the rows when that is fewer (a level seen on a handful of
+    rows gets a coefficient the data cannot estimate)."""
+    by_rows = max(2, int(LEVEL_FRACTION * n_rows))
+    if by_rows < max_levels:
+        return by_rows, f"{LEVEL_FRACTION:.0%} of the {n_rows} rows"
+    return max_levels, f"--max-levels {max_levels}"
 
 
 def _column_role(series, as_category) -> tuple[str, Decision | None]:
