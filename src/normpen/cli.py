@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from normpen import __version__
-from normpen.tabular import NA_POLICIES
+from normpen.tabular import MAX_LEVELS, NA_POLICIES
 
 __all__ = ["app"]
 
@@ -631,7 +631,7 @@ def fit(
     categorical: CategoricalOption = None,
     exclude: ExcludeOption = None,
     missing: MissingOption = Missing.error,
-    max_levels: MaxLevelsOption = 50,
+    max_levels: MaxLevelsOption = MAX_LEVELS,
     sep: SepOption = None,
     decimal: DecimalOption = None,
     thousands: ThousandsOption = None,
@@ -966,7 +966,7 @@ def sweep(
     categorical: CategoricalOption = None,
     exclude: ExcludeOption = None,
     missing: MissingOption = Missing.error,
-    max_levels: MaxLevelsOption = 50,
+    max_levels: MaxLevelsOption = MAX_LEVELS,
     sep: SepOption = None,
     decimal: DecimalOption = None,
     thousands: ThousandsOption = None,

@@ -92,9 +92,6 @@ _ANY_NUMBER = re.compile("|".join(f"({pattern.pattern})" for pattern in (_COMMA_
 NUMERIC_SHARE = 0.9
 #: Most distinct missing marks (``?``, ``-``, ...) in one such column.
 MAX_MARKERS = 3
-#: Two runs of digits with something between them: the least a date needs (so "March" is no date).
-_DATE_LIKE = re.compile(r"\d+\D+\d+")
-_EPOCH_DAY = np.timedelta64(1, "D")
 
 
 class TableError(ValueError):
