@@ -49,15 +49,17 @@ def assert_solves(
     """
     ours = primal(X, y, result.coef, result.intercept, lam, loss, sample_weight)
     ref = primal(X, y, reference_w, reference_b, lam, loss, sample_weight)
+    # the same sum in another order: n <= 240 terms of size <= P round by n * eps ~ 5e-14 relative
     assert ours == pytest.approx(result.objective, rel=1e-12)
     assert result.dual_gap >= 0
-    assert ours - ref <= result.dual_gap + 1e-12  # ref >= P*, ours - P* <= gap
+    assert ours - ref <= result.dual_gap + 1e-12  # ref >= P*, ours - P* <= gap; 1e-12: that rounding of P
     if reference_accuracy is not None:
         assert ref - ours <= reference_accuracy  # the reference is accurate too
     ref_suboptimality = ref - ours + result.dual_gap  # >= P(ref) - P*
     # P is lam-strongly convex in w: lam/2 ||w - w*||^2 <= P(w) - P*
     radius = np.sqrt(2 * result.dual_gap / lam) + np.sqrt(2 * max(ref_suboptimality, 0) / lam)
-    assert np.linalg.norm(result.coef - reference_w) <= radius + 1e-9
+    # + the square root of the 1e-12 rounding of P above, at the smallest lam of these tests (1e-6)
+    assert np.linalg.norm(result.coef - reference_w) <= radius + np.sqrt(2e-12 / min(lam, 1e-6))
 
 
 def optimal_intercepts(X, y, w, sample_weight=None, slack=1e-9):
@@ -94,9 +96,12 @@ def assert_matches_libsvm(X, y, C, sample_weight=None, tol=1e-10):
     ref_w, ref_b = ref.coef_.ravel(), ref.intercept_[0]
     assert result.converged and result.dual_gap <= tol * result.gap_scale
     assert_solves(result, X, y, lam, "hinge", ref_w, ref_b, sample_weight, reference_accuracy=None)
+    # near-minimisers within 1e-9 P0, 10x our tol = 1e-10; the grid's breakpoints are exact to 1e-9 relative
     low, high = optimal_intercepts(X, y, result.coef, sample_weight, slack=1e-9 * result.gap_scale)
     assert low - 1e-9 * (1 + abs(low)) <= result.intercept <= high + 1e-9 * (1 + abs(high))
     if primal(X, y, ref_w, ref_b, lam, "hinge", sample_weight) - result.objective <= 1e-9 * result.gap_scale:
+        # then both are within 1e-9 P0 of P*, so |w - w_ref| <= 2 sqrt(2e-9 P0 / lam) <= 1e-5 (1 + |w|)
+        # for the lam >= 1e-6 of these tests, up to the scale of w
         scale = 1 + np.abs(ref_w).max()
         np.testing.assert_allclose(result.coef, ref_w, atol=1e-5 * scale)
         assert low - 1e-5 * scale <= ref_b <= high + 1e-5 * scale
@@ -257,8 +262,13 @@ def test_integer_weights_equal_duplicated_samples(cancer):
     counts = np.random.default_rng(2).integers(1, 4, size=len(y))
     weighted = linear_svm(X, y, 0.05, sample_weight=counts, tol=1e-10, random_state=0)
     repeated = linear_svm(np.repeat(X, counts, axis=0), np.repeat(y, counts), 0.05, tol=1e-10, random_state=0)
-    assert weighted.objective == pytest.approx(repeated.objective, rel=1e-7)
-    np.testing.assert_allclose(weighted.coef, repeated.coef, atol=1e-3)
+    # the same problem solved twice: objectives within the two certified gaps (+ rounding of P, 1e-12),
+    # coefficients within the strong-convexity radii sqrt(2 gap / lam) of the common optimum (+ 1e-9 for
+    # the rounding of w, n eps |w| < 1e-12 here, with room)
+    gaps = weighted.dual_gap + repeated.dual_gap
+    assert abs(weighted.objective - repeated.objective) <= gaps + 1e-12
+    radius = np.sqrt(2 * weighted.dual_gap / 0.05) + np.sqrt(2 * repeated.dual_gap / 0.05)
+    assert np.linalg.norm(weighted.coef - repeated.coef) <= radius + 1e-9
 
 
 def test_zero_weight_samples_are_ignored(cancer):
@@ -270,8 +280,9 @@ def test_zero_weight_samples_are_ignored(cancer):
     a = linear_svm(X, y, 0.05, sample_weight=s, tol=1e-10, random_state=0)
     b = linear_svm(X, flipped, 0.05, sample_weight=s, tol=1e-10, random_state=0)
     c = linear_svm(X[20:], y[20:], 0.05, tol=1e-10, random_state=0)
-    assert a.objective == pytest.approx(c.objective, rel=1e-8)
-    assert b.objective == pytest.approx(c.objective, rel=1e-8)
+    # the same problem three times: objectives within their certified gaps (+ 1e-12, the rounding of P)
+    assert abs(a.objective - c.objective) <= a.dual_gap + c.dual_gap + 1e-12
+    assert abs(b.objective - c.objective) <= b.dual_gap + c.dual_gap + 1e-12
     np.testing.assert_array_equal(a.dual_coef[:20], 0)
 
 
@@ -282,10 +293,16 @@ def test_sparse_equals_dense_and_float32_keeps_dtype(cancer, fit_intercept):
     dense = linear_svm(X, y, 0.05, fit_intercept=fit_intercept, tol=1e-10, random_state=0)
     sparse = linear_svm(sp.csr_matrix(X), y, 0.05, fit_intercept=fit_intercept, tol=1e-10, random_state=0)
     single = linear_svm(X.astype(np.float32), y, 0.05, fit_intercept=fit_intercept, tol=1e-6, random_state=0)
-    assert sparse.objective == pytest.approx(dense.objective, rel=1e-8)
-    np.testing.assert_allclose(sparse.coef, dense.coef, atol=1e-3)
+    # the same problem: objectives within the certified gaps, w within the strong-convexity radii (+ 1e-9
+    # for the rounding of w, as above)
+    assert abs(sparse.objective - dense.objective) <= sparse.dual_gap + dense.dual_gap + 1e-12
+    radius = np.sqrt(2 * sparse.dual_gap / 0.05) + np.sqrt(2 * dense.dual_gap / 0.05)
+    assert np.linalg.norm(sparse.coef - dense.coef) <= radius + 1e-9
     assert single.coef.dtype == np.float32 and dense.coef.dtype == np.float64
-    assert single.objective == pytest.approx(dense.objective, rel=1e-4)
+    # float32 X is another problem: X rounds by 2**-24 relative, moving each margin by at most
+    # 2**-24 |x_i||w| (< 1e-6 here) and P by as much (the hinge is 1-Lipschitz), plus tol * P0 = 1e-6 P0
+    # and the float32 rounding of w (1e-7 relative): 1e-5 relative covers it twice
+    assert single.objective == pytest.approx(dense.objective, rel=1e-5)
 
 
 def test_dual_coefficients_rebuild_w_and_stay_in_the_box(cancer):
@@ -293,9 +310,13 @@ def test_dual_coefficients_rebuild_w_and_stay_in_the_box(cancer):
     lam = 0.05
     result = linear_svm(X, y, lam, tol=1e-10, random_state=0)
     alpha = result.dual_coef
-    assert np.all(alpha >= 0) and np.all(alpha <= 1 / (len(y) * lam) * (1 + 1e-12))
-    assert abs(alpha @ y) <= 1e-6 * alpha.sum()
-    np.testing.assert_allclose(X.T @ (alpha * y), result.coef, atol=1e-6)
+    eps = np.finfo(np.float64).eps
+    # alpha is clipped to U = a_i / lam, computed as (1/n)/lam here: 2 roundings of U
+    assert np.all(alpha >= 0) and np.all(alpha <= 1 / (len(y) * lam) * (1 + 4 * eps))
+    # the heavier class is scaled so that y.alpha = 0: exact but for the rounding of two sums of n terms
+    assert abs(alpha @ y) <= 2 * len(y) * eps * alpha.sum()
+    # the same sum in another order: n terms round by at most n eps sum |alpha_i x_i|
+    assert np.all(np.abs(X.T @ (alpha * y) - result.coef) <= len(y) * eps * (np.abs(X).T @ alpha))
 
 
 def test_gap_stopping_respects_tol_and_warm_start_is_cheap(cancer):
@@ -308,7 +329,7 @@ def test_gap_stopping_respects_tol_and_warm_start_is_cheap(cancer):
     assert loose.n_iter < tight.n_iter
     warm = linear_svm(X, y, 0.01, tol=1e-8, random_state=0, dual_init=tight.dual_coef)
     assert warm.n_iter == 0  # the warm start is already certified
-    assert warm.objective == pytest.approx(tight.objective, rel=1e-12)
+    assert warm.objective == pytest.approx(tight.objective, rel=1e-12)  # the same point: rounding of P
     nearby = linear_svm(X, y, 0.011, tol=1e-8, dual_init=tight.dual_coef)
     assert nearby.converged and nearby.n_iter <= tight.n_iter + 2
 
