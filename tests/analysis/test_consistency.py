@@ -42,6 +42,7 @@ def test_on_fixed_draws_the_consistency_of_a_linear_model_is_the_quadratic_form_
         value = consistency_loss(model, unlabeled, lambda u: u + noise, draws)
     W = model.weight.detach().numpy()
     expected = np.trace(W @ sampled_noise_moment(noise.numpy()) @ W.T)
+    # the same float64 sum of m * draws nonnegative terms in two orders: at most that many eps, < 1e-12
     assert float(value) == pytest.approx(expected, rel=1e-12)
 
 
@@ -59,7 +60,7 @@ def test_the_expected_consistency_matches_monte_carlo_for_scalar_and_per_feature
         M = W.numpy() @ D @ W.numpy().T
         se = math.sqrt(2 * np.trace(M @ M) / (50 * 2000))
         assert abs(mc - exact) <= 4 * se
-        assert exact == pytest.approx(np.trace(M), rel=1e-12)
+        assert exact == pytest.approx(np.trace(M), rel=1e-12)  # float64, a handful of nonnegative terms
 
 
 def test_expected_consistency_keeps_the_kind_and_handles_a_weight_vector(rng):
@@ -79,7 +80,7 @@ def test_stop_gradient_keeps_the_value_and_blocks_the_clean_branch(rng):
     noise = torch.from_numpy(rng.standard_normal((8, 3)))
     full = consistency_loss(model, unlabeled, lambda u: u + noise, 2)
     stopped = consistency_loss(model, unlabeled, lambda u: u + noise, 2, stop_gradient=True)
-    assert full.item() == pytest.approx(stopped.item(), rel=1e-15)
+    assert full.item() == pytest.approx(stopped.item(), rel=1e-15)  # the same float64 operations: one ulp
     (g_stop,) = torch.autograd.grad(stopped, model.weight)
     # by hand: d/dW of mean_r (c_r - W(u_r + e_r) - b)^2 with c_r held fixed
     W, b = model.weight.detach(), model.bias.detach()
@@ -103,6 +104,8 @@ def test_with_the_matching_lambda_the_semi_supervised_fit_is_scikit_learn_ridge(
     lam = equivalent_ridge_lam(mu, sigma)
     assert lam == pytest.approx(mu * sigma**2)
     ridge = Ridge(alpha=n * lam).fit(X, y)
+    # BFGS on finite-difference gradients: gradient error ~ sqrt(eps) ~ 1.5e-8, divided by the Hessian's
+    # smallest eigenvalue (~0.5 here: X'X/n ~ I plus mu sigma^2 I) gives theta to ~3e-8; 1e-7 is 3x that
     np.testing.assert_allclose(theta[:p], ridge.coef_, atol=1e-7)
     assert theta[p] == pytest.approx(ridge.intercept_, abs=1e-7)
 
@@ -112,6 +115,7 @@ def test_gaussian_perturbation_is_reproducible_and_has_the_right_variance():
     draws = gaussian_perturbation([0.5, 1.0, 2.0], torch.Generator().manual_seed(3))(u)
     again = gaussian_perturbation([0.5, 1.0, 2.0], torch.Generator().manual_seed(3))(u)
     torch.testing.assert_close(draws, again)
+    # a sample std of n = 20000 normal draws has relative standard error 1/sqrt(2n) = 0.005: 3% is 6 sigma
     np.testing.assert_allclose(draws.std(0).numpy(), [0.5, 1.0, 2.0], rtol=0.03)
     assert draws.dtype == torch.float64
 

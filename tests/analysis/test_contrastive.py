@@ -47,6 +47,7 @@ def _written_out(anchors, keys, positives, tau, normalize):
 def test_info_nce_is_the_cross_entropy_of_the_positive(rng, normalize, per_anchor):
     anchors, keys, positives = _problem(rng, per_anchor=per_anchor)
     loss = info_nce(anchors, keys, positives, 0.2, normalize=normalize, reduction="none")
+    # float64 throughout: logits of 4-term dots, a logsumexp of 7 terms, each a few eps relative (~1e-15)
     np.testing.assert_allclose(
         loss.numpy(), _written_out(anchors, keys, positives, 0.2, normalize), rtol=1e-13
     )
@@ -150,8 +151,11 @@ def test_the_loss_is_convex_along_the_norm_with_second_derivative_the_cosine_var
     p = info_nce_probabilities(r * direction, keys, positives, tau, normalize="keys")
     cosines = direction @ unit_keys.T
     variance = (p * cosines**2).sum(1) - (p * cosines).sum(1) ** 2
+    # central second difference: truncation h^2 f4 / 12 ~ 1e-9 f4 (f4 the fourth derivative) and rounding
+    # 4 eps |f| / h^2 ~ 1e-7 (|f| <= ~10); rtol 1e-5 of the second derivative (variance / tau^2) covers both
     torch.testing.assert_close(second, variance / tau**2, rtol=1e-5, atol=1e-8)
     first = (loss(r + h) - loss(r - h)) / (2 * h)
+    # central first difference: truncation h^2 f3 / 6 ~ 2e-9 f3 and rounding eps |f| / h ~ 2e-11 |f|
     torch.testing.assert_close(-first, norm_force(r * direction, keys, positives, tau), rtol=1e-7, atol=1e-10)
 
 
@@ -161,6 +165,8 @@ def test_float32_in_float32_out(rng):
     g = info_nce_grad(anchors, keys, positives)
     assert g.dtype == torch.float32
     reference = info_nce_grad(anchors.double(), keys.double(), positives)
+    # float32: dots of 4 terms, a softmax of 7, a weighted sum of 7 keys: ~ (4 + 7 + 7) * 2**-24 ~ 1e-6
+    # relative to |k| / tau (~ 10 here, so ~1e-5 absolute); rtol 1e-4, atol 1e-5 is that with 2-10x room
     torch.testing.assert_close(g.double(), reference, rtol=1e-4, atol=1e-5)
 
 
