@@ -255,6 +255,10 @@ def test_a_lambda_no_better_than_the_constant_prediction_underfits_wherever_it_l
     result = _result([1.99, 1.0, 1.2], [2.3, 1.1, 1.3])
     assert result.best == 1
     assert result.verdicts() == ["underfits", "fits", "fits"]
+    words = " ".join(result.diagnosis())
+    assert (
+        "At λ = 0.001 the training loss is not 2% below" in words and "No λ larger than λ* underfits" in words
+    )
     hopeless = _result([1.99, 2.0], [2.1, 2.05])  # even λ* is no better than the constant on validation
     assert hopeless.verdicts() == ["underfits", "underfits"]
     assert "Even λ* does no better on the validation rows" in " ".join(hopeless.diagnosis())

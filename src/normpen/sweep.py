@@ -273,7 +273,8 @@ class SweepResult:
             f"training {self.train[best]:.4g})."
         ]
         over = [k for k, v in enumerate(verdicts) if v == "overfits"]
-        under = [k for k, v in enumerate(verdicts) if v == "underfits"]
+        under = [k for k, v in enumerate(verdicts) if v == "underfits" and k > best]
+        stalled = [k for k, v in enumerate(verdicts) if v == "underfits" and k <= best]
         gap = self.val - self.train
         if over:
             k = over[0]
@@ -293,7 +294,13 @@ class SweepResult:
                 f"{self.baseline:.4g} for the best constant prediction (all weights 0)."
             )
         else:
-            lines.append("No λ of the grid underfits: extend the grid to larger λ to see it.")
+            lines.append("No λ larger than λ* underfits: extend the grid to larger λ to see it.")
+        if stalled:
+            shown = ", ".join(f"{self.lams[k]:.3g}" for k in stalled)
+            lines.append(
+                f"At λ = {shown} the training loss is not {BASELINE_MARGIN:.0%} below the best constant "
+                f"prediction's {self.baseline:.4g}, so these underfit too although λ is not larger than λ*."
+            )
         if not self.val[best] < self.baseline:
             lines.append(
                 f"Even λ* does no better on the validation rows ({self.val[best]:.4g}) than the best "
