@@ -144,7 +144,8 @@ def _failing_checks():
 
 FAILING = _fake("failing", _failing_checks)
 RAISING = Experiment(
-    name="raising", title="Raising", seed_section="000", claim="It raises.", compute=_raising
+    name="raising", title="Raising", seed_section="000", claim="It raises.", compute=_raising,
+    verdict=Verdict("refuted", "The check that shows it is never made.", evidence=("never made",)),
 )
 
 
@@ -193,10 +194,11 @@ def test_list_shows_every_registered_experiment_with_its_seed_section(runner):
 
 
 def test_list_shows_the_verdict_of_each_experiment(runner, fakes):
-    fakes(PASSING, _fake("open", lambda: [Check.equal("n", 1, 1)], verdict=None))
+    cited = _fake("cited", lambda: [Check.equal("n", 1, 1)], verdict=Verdict("literature", "A paper."))
+    fakes(PASSING, cited)
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0, result.output
-    assert "(confirmed)" in result.output and "(no verdict)" in result.output
+    assert "(confirmed)" in result.output and "(literature)" in result.output
 
 
 def test_the_installed_command_runs(tmp_path):
@@ -237,8 +239,7 @@ def test_quick_report_has_a_section_per_experiment_with_images_and_checks(quick_
         assert all(row[-1] == "pass" for row in section["check_rows"])
         kinds = [row[5].split(" · ")[0] for row in section["check_rows"]]
         assert kinds == [c["kind"] for c in record["checks"]]
-        status = record["verdict"]["status"] if record["verdict"] else "none"
-        assert section["badges"][0] == status
+        assert section["badges"][0] == record["verdict"]["status"]
         assert set(record["checks"][0]) >= {"name", "measured", "expected", "tolerance", "passed"}
 
 
@@ -309,9 +310,9 @@ def test_the_page_shows_each_verdict_and_the_header_names_the_failing_experiment
     page, results = _read_report(out)
     assert page.failing_links == ["#exp-failing", "#exp-raising"]
     assert results["totals"]["failing"] == ["failing", "raising"]
-    assert results["totals"]["statuses"] == {"confirmed": 1, "narrowed": 1, "refuted": 0, "literature": 1}
-    assert {"confirmed", "narrowed", "refuted", "literature", "none"} <= set(page.summary_badges)
-    assert [row[1] for row in page.summary_rows] == ["confirmed", "narrowed", "literature", "no verdict"]
+    assert results["totals"]["statuses"] == {"confirmed": 1, "narrowed": 1, "refuted": 1, "literature": 1}
+    assert {"confirmed", "narrowed", "refuted", "literature"} <= set(page.summary_badges)
+    assert [row[1] for row in page.summary_rows] == ["confirmed", "narrowed", "literature", "refuted"]
     assert [row[-1] for row in page.summary_rows] == ["pass", "fail", "pass", "error"]
     assert page.sections["exp-failing"]["badges"][:2] == ["narrowed", "fail"]
     text = page.section_text("failing")

@@ -168,7 +168,10 @@ def _compute_passing(quick, seed):
     return Result(checks=[Check.equal("seed", seed, seed)], figures={"line": fig}, notes=f"quick={quick}")
 
 
-def _experiment(name="fake", compute=_compute_passing, seed=7, verdict=None):
+WORKS = Verdict("confirmed", "It works.")
+
+
+def _experiment(name="fake", compute=_compute_passing, seed=7, verdict=WORKS):
     return Experiment(
         name=name, title="Fake", seed_section="000 Nowhere", claim="It works.", compute=compute, seed=seed,
         verdict=verdict,
@@ -207,6 +210,7 @@ def test_bad_experiments_are_refused(kwargs, match):
         "seed_section": "000",
         "claim": "It works.",
         "compute": _compute_passing,
+        "verdict": WORKS,
         **kwargs,
     }
     with pytest.raises(ValueError, match=match):
@@ -341,7 +345,6 @@ def test_results_document_totals_and_records():
         "checks_passed": 2,
         "empirical_checks": 0,
         "statuses": {"confirmed": 1, "narrowed": 0, "refuted": 1, "literature": 0},
-        "without_verdict": 0,
         "seconds": pytest.approx(sum(r["seconds"] for r in document["experiments"])),
         "passed": False,
     }
@@ -366,10 +369,18 @@ def test_the_seed_given_to_the_runner_reaches_the_experiment_and_the_record():
     assert run_experiment(_experiment(seed=7), quick=True).seed == 7
 
 
-def test_an_experiment_without_a_verdict_is_counted_as_such():
-    document = results_document([run_experiment(_experiment(), quick=True)], quick=True, version="0")
-    assert document["experiments"][0]["verdict"] is None
-    assert document["totals"]["without_verdict"] == 1
+def test_an_experiment_needs_a_verdict_given_by_keyword():
+    fields = dataclasses.asdict(_experiment()) | {"compute": _compute_passing}
+    del fields["verdict"]
+    with pytest.raises(TypeError, match="verdict"):
+        Experiment(**fields)
+    with pytest.raises(TypeError, match="verdict must be a Verdict"):
+        Experiment(**fields, verdict="confirmed")
+
+
+def test_run_refuses_a_verdict_whose_evidence_names_no_check():
+    with pytest.raises(ValueError, match=r"evidence names no check \['gap'\]"):
+        _experiment(verdict=Verdict("refuted", "The gap stays.", evidence=("gap",))).run()
 
 
 def test_write_report_writes_strict_json_html_pngs_and_a_manifest_of_their_hashes(tmp_path):

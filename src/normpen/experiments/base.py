@@ -318,7 +318,8 @@ class Experiment:
     seed : int
         The fixed seed :meth:`run` passes to ``compute`` unless told another.
     verdict : Verdict
-        What the experiment found about the text's claim.
+        What the experiment found about the text's claim; required, by
+        keyword (``verdict=Verdict(...)``).
     """
 
     name: str
@@ -327,7 +328,7 @@ class Experiment:
     claim: str
     compute: Callable[..., Result]
     seed: int = 0
-    verdict: Verdict | None = None
+    verdict: Verdict = field(kw_only=True)
 
     def __post_init__(self):
         check_slug(self.name, "name")
@@ -339,7 +340,7 @@ class Experiment:
             raise TypeError(f"experiment {self.name!r}: compute must be callable, got {self.compute!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"experiment {self.name!r}: seed must be an int >= 0, got {self.seed!r}")
-        if self.verdict is not None and not isinstance(self.verdict, Verdict):
+        if not isinstance(self.verdict, Verdict):
             raise TypeError(f"experiment {self.name!r}: verdict must be a Verdict, got {self.verdict!r}")
 
     def run(self, quick: bool = False, seed: int | None = None) -> Result:
@@ -357,7 +358,7 @@ class Experiment:
                 f"experiment {self.name!r}: compute returned {type(result).__name__}, expected a Result"
             )
         names = {check.name for check in result.checks}
-        missing = [name for name in (self.verdict.evidence if self.verdict else ()) if name not in names]
+        missing = [name for name in self.verdict.evidence if name not in names]
         if missing:
             raise ValueError(f"experiment {self.name!r}: the verdict's evidence names no check {missing}")
         return result

@@ -149,14 +149,13 @@ def _check_record(check, evidence: Collection[str]) -> dict:
 
 
 def _experiment_record(outcome: Outcome) -> dict:
-    experiment, verdict = outcome.experiment, outcome.experiment.verdict
-    evidence = verdict.evidence if verdict is not None else ()
+    experiment = outcome.experiment
     return {
         "name": experiment.name,
         "title": experiment.title,
         "seed_section": experiment.seed_section,
         "claim": experiment.claim,
-        "verdict": verdict.to_dict() if verdict is not None else None,
+        "verdict": experiment.verdict.to_dict(),
         "seed": outcome.seed,
         "notes": outcome.notes,
         "seconds": outcome.seconds,
@@ -164,7 +163,7 @@ def _experiment_record(outcome: Outcome) -> dict:
         "result": outcome.result,
         "error": outcome.error,
         "checks_passed": sum(check.passed for check in outcome.checks),
-        "checks": [_check_record(check, evidence) for check in outcome.checks],
+        "checks": [_check_record(check, experiment.verdict.evidence) for check in outcome.checks],
         "figures": [outcome.figure_file(name) for name in outcome.figures],
     }
 
@@ -176,7 +175,7 @@ def results_document(outcomes: Sequence[Outcome], quick: bool, version: str, see
     with its own fixed seed; each record has the seed it ran with.
     """
     records = [_experiment_record(outcome) for outcome in outcomes]
-    statuses = [r["verdict"]["status"] for r in records if r["verdict"] is not None]
+    statuses = [r["verdict"]["status"] for r in records]
     totals = {
         "experiments": len(records),
         "experiments_passed": sum(r["passed"] for r in records),
@@ -185,7 +184,6 @@ def results_document(outcomes: Sequence[Outcome], quick: bool, version: str, see
         "checks_passed": sum(r["checks_passed"] for r in records),
         "empirical_checks": sum(c["empirical"] for r in records for c in r["checks"]),
         "statuses": {status: statuses.count(status) for status in VERDICT_STATUSES},
-        "without_verdict": len(records) - len(statuses),
         "seconds": sum(r["seconds"] for r in records),
     }
     totals["passed"] = totals["experiments_passed"] == totals["experiments"]
