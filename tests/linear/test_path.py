@@ -223,3 +223,27 @@ def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, d
     monkeypatch.setattr(path_module, "cd_solve", always_diverging)
     with pytest.raises(SolverDivergedError, match="diverged at lam=.*collinear"):
         path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2)
+
+
+def test_a_tolerance_below_what_float64_certifies_warns_and_still_finds_the_active_variable():
+    # Just below lambda_max the zero solution's gap is ~1e-14 P0, under the rounding of the objectives, so the
+    # gap cannot tell it from the optimum; the optimality conditions can. One active variable j with an
+    # intercept: w_j = (|c_j| - lam) / q_jj, c = X_c^T (y - ybar) / n, q_jj = ||x_j - xbar_j||^2 / n. The
+    # difference |c_j| - lam = 1e-7 lam_max cancels 7 digits of c_j (known to ~n eps = 1e-13), so w_j is
+    # known to ~1e-6 relative: rtol 1e-5.
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    lam = lambda_max(X, y, Quadratic(), L1(1.0)) * (1 - 1e-7)
+    Xc = X - X.mean(axis=0)
+    c = Xc.T @ (y - y.mean()) / len(y)
+    j = int(np.argmax(np.abs(c)))
+    expected = np.sign(c[j]) * (abs(c[j]) - lam) / (Xc[:, j] @ Xc[:, j] / len(y))
+    with pytest.warns(UserWarning, match=r"tol=1.0e-16 is below the relative duality gap float64 can"):
+        result = path(X, y, Quadratic(), L1(1.0), lams=[lam], tol=1e-16)
+    coef = result.coefs[0]
+    assert np.flatnonzero(coef).tolist() == [j]
+    np.testing.assert_allclose(coef[j], expected, rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a certifiable tolerance does not warn
+        path(X, y, Quadratic(), L1(1.0), lams=[lam], tol=1e-4)

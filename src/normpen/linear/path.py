@@ -226,6 +226,8 @@ def path(
             sol, state = _solve_or_restart(solve, problem, at_strength, lam, state, null_state, options)
             results.append(sol)
             advance()
+    worst = max(results, key=lambda s: problem.certifiable_tol(s.objective))
+    problem.warn_if_uncertifiable(tol, worst.objective, max(s.dual_gap for s in results))
     missed = [float(lam) for lam, sol in zip(lams, results, strict=True) if not sol.converged]
     if missed:
         warnings.warn(

@@ -32,6 +32,7 @@ for every penalty.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import array_api_compat
@@ -314,9 +315,36 @@ class Problem:
 
     def gap_threshold(self, tol, report):
         """The gap to reach: ``tol * P0``, never below the objective's rounding level in ``X``'s dtype."""
-        eps = float(np.finfo(self.X.dtype).eps)
-        rounding = 64 * eps * abs(report.primal)
-        return max(tol * self.objective_at_zero(), rounding)
+        return max(tol * self.objective_at_zero(), self._objective_rounding(report.primal))
+
+    def certifiable_tol(self, objective):
+        r"""The smallest relative gap a duality gap can certify at this objective: :math:`64\epsilon|P|/P_0`.
+
+        The primal and dual objectives are sums whose rounding is a few
+        :math:`\epsilon|P|` in ``X``'s dtype; a gap below that is noise. (0 when
+        :math:`P_0 = 0`: zero is then optimal and no tolerance is needed.)
+        """
+        scale = self.objective_at_zero()
+        return self._objective_rounding(objective) / scale if scale > 0 else 0.0
+
+    def _objective_rounding(self, objective):
+        return 64 * float(np.finfo(self.X.dtype).eps) * abs(objective)
+
+    def warn_if_uncertifiable(self, tol, objective, gap):
+        """Warn when ``tol`` asks for less than a gap can certify at ``objective``; say the gap reached."""
+        certifiable = self.certifiable_tol(objective)
+        if tol < certifiable:
+            warnings.warn(
+                f"tol={tol:.1e} is below the relative duality gap {self.X.dtype.name} can certify here "
+                f"({certifiable:.1e}), so the solver also asks the optimality conditions to hold to "
+                f"rounding; it stopped at relative gap {gap / self.objective_at_zero():.1e}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def gradient_rounding(self, grad):
+        r"""The rounding level of the gradient :math:`X^\top \nabla_z F`: :math:`64\epsilon\max|\nabla|`."""
+        return 64 * float(np.finfo(self.X.dtype).eps) * float(np.max(np.abs(grad), initial=0.0))
 
     # ---- curvature ----------------------------------------------------------------
 
@@ -522,3 +550,4 @@ class _GramCache:
             self.columns[:, k:end] = X_new
         self.slot[new] = np.arange(k, end)
         self.features = np.concatenate([self.features, new])
+

@@ -189,7 +189,9 @@ def solve(
         G, grad = problem.full_gradient(state)
         report = problem.duality_gap(state.z, penalty, state.W, grad)
         threshold = problem.gap_threshold(tol, report)
-        if report.gap <= threshold or it == max_iter or epochs >= max_epochs:
+        if _stops(problem, penalty, state, grad, lipschitz, report, tol, threshold):
+            break
+        if it == max_iter or epochs >= max_epochs:
             break
         if screening:
             radius = np.sqrt(2 * max(report.gap, 0.0) * lipschitz)
@@ -219,6 +221,8 @@ def solve(
             ConvergenceWarning,
             stacklevel=2,
         )
+    if warn:
+        problem.warn_if_uncertifiable(tol, report.primal, report.gap)
     return Solution(
         coef=problem.as_coef(state.W),
         intercept=problem.as_intercept(state.b),
@@ -229,6 +233,24 @@ def solve(
         n_epochs=epochs,
         converged=converged,
     )
+
+
+def _stops(problem, penalty, state, grad, lipschitz, report, tol, threshold):
+    r"""Whether the point is optimal to the accuracy asked for.
+
+    The duality gap must reach ``threshold``. When ``tol`` asks for more than
+    the gap can certify (:meth:`Problem.certifiable_tol`) the objective no
+    longer tells points apart, but the optimality conditions still do: then
+    every block's prox-gradient residual must also be at the gradient's
+    rounding level. (Just below :math:`\lambda_{\max}` the zero solution has a
+    gap of :math:`\epsilon P_0` while its active coordinate is far from zero.)
+    """
+    if report.gap > threshold:
+        return False
+    if tol >= problem.certifiable_tol(report.primal):
+        return True
+    residual = penalty.kkt_violation(state.W, grad, lipschitz)
+    return float(np.max(residual, initial=0.0)) <= problem.gradient_rounding(grad)
 
 
 def _zero_blocks(problem, state, penalty, blocks):
