@@ -114,7 +114,8 @@ EN_MEMBERS = "elastic net: fraction of an active group's members nonzero"
 LASSO_MEMBERS = "lasso: fraction of an active group's members nonzero"
 GAP = "both paths: largest relative duality gap"
 STABLE = (
-    f"bootstrap ({eng._SIZES[True].n_resamples} resamples): paired z of relative spread, lasso − elastic net"
+    f"bootstrap ({eng._SIZES[True].n_resamples} resamples): paired z of log relative spread, "
+    "lasso − elastic net"
 )
 
 

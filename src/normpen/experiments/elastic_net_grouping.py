@@ -43,10 +43,12 @@ Stability (the text: the L2 term "helps to stabilize the solution"): the same
 rows are bootstrap-resampled (30 resamples in quick mode, 100 in full) and both
 penalties fitted at the L1 strength :math:`0.3\lambda_{\max}`. The spread of a fit is
 scale free, :math:`\|w_b - \bar w\|^2/\|\bar w\|^2`, so the elastic net's extra
-shrinkage does not count; the lasso's minus the elastic net's spread, paired
-by resample, must have a one-sided z of at least 4. (Measured: the lasso's
-relative spread is 1-2, the elastic net's about 0.05: the lasso hands a group's
-effect to a different member on each resample.)
+shrinkage does not count; the log of the lasso's minus the log of the elastic
+net's spread, paired by resample, must have a one-sided z of at least 4 (the
+logs because a resample's spread is heavy-tailed: on the spreads themselves z
+fell to 3.8 at one of 30 seeds, on their logs it is 9.9 there). (Measured: the
+lasso's relative spread is 0.5-2, the elastic net's about 0.05: the lasso hands
+a group's effect to a different member on each resample.)
 """
 
 from __future__ import annotations
@@ -287,8 +289,8 @@ def run(quick: bool, seed: int) -> Result:
         ),
         Check.at_most("both paths: largest relative duality gap", worst_gap, _CERTIFIED_GAP),
         Check.at_least(
-            f"bootstrap ({size.n_resamples} resamples): paired z of relative spread, lasso − elastic net",
-            paired_z(spread["lasso"] - spread["elastic net"]),
+            f"bootstrap ({size.n_resamples} resamples): paired z of log relative spread, lasso − elastic net",
+            paired_z(np.log(spread["lasso"]) - np.log(spread["elastic net"])),
             _STABILITY_Z,
         ),
     ]
