@@ -44,8 +44,11 @@ def test_closed_form_equals_scipy_optimize_on_the_constrained_problem(seed, gamm
     rng = np.random.default_rng(seed)
     mean, cov = _market(rng, n)
     w = regularized_portfolio(cov, mean, risk_aversion=gamma, lam=lam)
+    # the budget is imposed by a float64 division: rounding of a sum of n <= 8 terms of size |w|
     assert w.sum() == pytest.approx(1.0, abs=1e-12 * max(1.0, np.abs(w).sum()))
     reference = _scipy_portfolio(cov, mean, gamma, lam)
+    # SLSQP stops when the objective changes by ftol = 1e-15, so its w is off by ~ sqrt(ftol / curvature)
+    # (curvature gamma * eig_min(cov) + lam): 1e-6 holds for curvatures >= 1e-3; this bounds SLSQP, not us
     np.testing.assert_allclose(w, reference, atol=1e-6 * max(1.0, np.abs(w).max()))
 
 
@@ -55,7 +58,7 @@ def test_the_kkt_conditions_hold_and_no_feasible_direction_improves(rng):
     w = regularized_portfolio(cov, mean, risk_aversion=gamma, lam=lam)
     gradient = mean - gamma * cov @ w - lam * w
     # stationarity on the budget plane: the gradient is a multiple of the all-ones vector
-    np.testing.assert_allclose(gradient - gradient.mean(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(gradient - gradient.mean(), 0.0, atol=1e-12)  # float64 solve: ~ cond * eps
 
     def objective(v):
         return v @ mean - 0.5 * gamma * v @ cov @ v - 0.5 * lam * v @ v
@@ -70,6 +73,7 @@ def test_without_a_mean_it_is_the_minimum_variance_portfolio(rng):
     _, cov = _market(rng)
     w = regularized_portfolio(cov)
     inverse_ones = np.linalg.solve(cov, np.ones(6))
+    # two float64 solves of the same 6x6 system: cond(cov) * eps, cond < 1e4 here
     np.testing.assert_allclose(w, inverse_ones / inverse_ones.sum(), rtol=1e-10)
 
 
@@ -78,9 +82,10 @@ def test_a_large_penalty_gives_equal_weights_and_the_norm_never_grows(rng):
     lams = np.concatenate([[0.0], np.geomspace(1e-6, 1e6, 60)])
     weights = [regularized_portfolio(cov, mean, risk_aversion=2.0, lam=lam) for lam in lams]
     n_eff = np.array([effective_number_of_assets(w) for w in weights])
-    assert np.all(np.diff(n_eff) >= -1e-12 * n_eff[1:])
+    assert np.all(np.diff(n_eff) >= -1e-12 * n_eff[1:])  # monotone up to float64 rounding of 1 / sum w^2
+    # w = 1/n + (I - 11'/n)(mean - gamma cov w) / lam + O(1/lam^2): < 1e-6 at lam = 1e6 (|mean|, |cov| < 1)
     np.testing.assert_allclose(weights[-1], np.full(6, 1 / 6), atol=1e-6)
-    assert n_eff[-1] == pytest.approx(6.0, rel=1e-6)
+    assert n_eff[-1] == pytest.approx(6.0, rel=1e-6)  # n_eff = n - O(n^3 |w - 1/n|^2) at equal weights
 
 
 def test_a_singular_covariance_needs_a_positive_lambda(rng):
