@@ -3,7 +3,9 @@ dependency versions pyproject.toml allows (scripts/setup_min_versions.sh, build/
 
 A smoke test of the installed versions, not of the numerics (the rest of the suite checks those): each
 fit must run, give finite coefficients and predict, and each penalty's value, prox and projection must
-run on numpy and torch inputs and return their type back.
+run on numpy and torch inputs and return their type back. In the main suite (numpy 2) the numpy inputs
+also come as :class:`NumpyBeforeTwo`, arrays without numpy 2's ``.device``, so that a device lookup that
+is not ``array_api_compat.device(x)`` fails there too, not only in build/venv-min.
 """
 
 import numpy as np
@@ -22,6 +24,14 @@ from normpen.penalties import (
     SparseGroupLasso,
     Spectral,
 )
+
+
+class NumpyBeforeTwo(np.ndarray):
+    """A numpy array as numpy < 2 makes it: no ``.device`` (ufuncs and views keep the subclass)."""
+
+    @property
+    def device(self):
+        raise AttributeError("'numpy.ndarray' object has no attribute 'device' (numpy < 2)")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +72,7 @@ CLASSIFIERS = [
 @pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: type(e).__name__)
 def test_every_regressor_fits_and_predicts(estimator, data):
     X, y, _ = data
-    fitted = estimator.fit(X, y)
+    fitted = estimator.fit(X.view(NumpyBeforeTwo), y.view(NumpyBeforeTwo))
     assert np.all(np.isfinite(fitted.coef_))
     assert fitted.predict(X).shape == y.shape
 
@@ -70,7 +80,7 @@ def test_every_regressor_fits_and_predicts(estimator, data):
 @pytest.mark.parametrize("estimator", CLASSIFIERS, ids=lambda e: f"{type(e).__name__}-{e.get_params()}")
 def test_every_classifier_fits_and_predicts(estimator, data):
     X, _, labels = data
-    fitted = estimator.fit(X, labels)
+    fitted = estimator.fit(X.view(NumpyBeforeTwo), labels)
     assert np.all(np.isfinite(fitted.coef_))
     assert set(fitted.predict(X)) <= {0, 1}
 
@@ -91,15 +101,17 @@ def _penalties(anchor):
 
 
 @pytest.mark.parametrize("index", range(9), ids=lambda i: type(_penalties(np.zeros((6, 2)))[i]).__name__)
-@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("kind", ["numpy", "numpy-before-2", "torch"])
 def test_every_penalty_evaluates_proxes_and_projects(index, kind):
     x = np.random.default_rng(1).normal(size=(6, 2))
     if kind == "torch":
         x = torch.as_tensor(x)
+    if kind == "numpy-before-2":
+        x = x.view(NumpyBeforeTwo)
     penalty = _penalties(0 * x)[index]
     assert not np.isnan(float(penalty.value(x)))  # MaxNorm's value is an indicator: inf outside its ball
     for result in (penalty.prox(x, 0.5), penalty.project(x, 0.5)):
-        assert type(result) is type(x) and result.shape == x.shape
+        assert isinstance(result, torch.Tensor if kind == "torch" else np.ndarray) and result.shape == x.shape
         assert np.all(np.isfinite(np.asarray(result)))
 
 
