@@ -191,18 +191,17 @@ def _multiplier(a, rho, radius):
     a = xp.sort(a, descending=True)
     top = a[0]
     count = xp.arange(1, a.shape[0] + 1, dtype=a.dtype, device=array_api_compat.device(a))
-    r_over_b = 1 / (count * (rho**2 / radius) + 2 * c)
-    rho2_over_b = 1 / (count + 2 * (radius / rho) * (c / rho))
-    root_b = xp.sqrt(count * (rho**2 / 2) + radius * c) * math.sqrt(2.0)
-    sum_a = xp.cumulative_sum(a)
-    norm_a = cumulative_l2_norm(a)
     n_k = cumulative_l2_norm(rho + c * a)
-    denom = root_b + n_k
-    mu = (2 * rho * (sum_a / denom) + (c * norm_a) * (norm_a / denom) - 2 * (radius / denom)) / root_b
     p = rho + c * top
     gaps = top - a
     spread = xp.cumulative_sum(gaps) - xp.cumulative_sum(gaps * (c * gaps / p)) / 2
+    r_over_b = 1 / (count * (rho**2 / radius) + 2 * c)
+    rho2_over_b = 1 / (count + 2 * (radius / rho) * (c / rho))
     theta = 2 * (p * r_over_b + rho2_over_b * spread) / (1 + (n_k / p) * xp.sqrt(rho2_over_b))
-    active = gaps < theta
-    k = xp.clip(xp.sum(xp.astype(active, xp.int64)) - 1, 0, None)
-    return xp.clip(mu[k], 0, None), theta[k]
+    k = xp.clip(xp.sum(xp.astype(gaps < theta, xp.int64)) - 1, 0, None)
+    # mu only at the active count: 0-d arithmetic
+    root_b = xp.sqrt(count[k] * (rho**2 / 2) + radius * c) * math.sqrt(2.0)
+    denom = root_b + n_k[k]
+    sum_a, norm_a = xp.cumulative_sum(a)[k], cumulative_l2_norm(a)[k]
+    mu = (2 * rho * (sum_a / denom) + (c * norm_a) * (norm_a / denom) - 2 * (radius / denom)) / root_b
+    return xp.clip(mu, 0, None), theta[k]
