@@ -247,3 +247,16 @@ def test_a_tolerance_below_what_float64_certifies_warns_and_still_finds_the_acti
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a certifiable tolerance does not warn
         path(X, y, Quadratic(), L1(1.0), lams=[lam], tol=1e-4)
+
+
+def test_anderson_extrapolation_along_the_null_space_of_one_hot_columns_is_refused():
+    # 58 rows: a numeric column and four one-hot columns of one factor (they sum to the intercept's column, so
+    # the centred Gram is singular; its computed null space is indefinite at the rounding level). Anderson's
+    # point drifted along it to 1.7e14, each step "lowering" the model by less than the model's own rounding;
+    # every fit of LassoCV's refit strength then diverged. Bound: lam ||w||_1 <= P0.
+    data = np.load(Path(__file__).parent / "data" / "imputed_onehot.npz")
+    X, y = data["X"], data["y"]
+    lam = 0.00468315407
+    result = path(X, y, Quadratic(), L1(1.0), lams=[lam], tol=1e-4)
+    assert result.dual_gaps[0] <= 1e-4 * result.gap_scale
+    assert np.abs(result.coefs[0]).sum() <= result.gap_scale / lam

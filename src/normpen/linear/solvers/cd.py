@@ -485,14 +485,36 @@ def _model_gradient(Q, g0, W0, B):
 
 
 def _extrapolated(sweep, g0, W0, pen, B, grad, accelerator):
-    """The sweep moved to the Anderson extrapolation if it lowers the model, else rebuilt at ``B``."""
+    """The sweep moved to the Anderson point if it lowers the model beyond rounding, else kept at ``B``.
+
+    On collinear columns :math:`Q` is singular and its computed null space
+    slightly indefinite, so an extrapolation far along it can *seem* to lower
+    the model by more than it is known to: the decrease must exceed
+    :func:`_model_rounding` at the extrapolated point.
+    """
     point = accelerator.extrapolate() if accelerator is not None else None
     if point is not None:
         point = point.reshape(B.shape)
         moved = sweep.gradient_at(point)
-        if _model_value(point, moved, W0, g0, pen) < _model_value(B, grad, W0, g0, pen):
+        value = _model_value(point, moved, W0, g0, pen) + _model_rounding(sweep.Q, g0, W0, pen, point)
+        if value < _model_value(B, grad, W0, g0, pen):
             return sweep.rebase(point, moved)
     return sweep.rebase(B, sweep.gradient_at(B))
+
+
+def _model_rounding(Q, g0, W0, pen, B):
+    r"""Bound on the rounding of :func:`_model_value` at ``B``: :math:`(k + 2)\epsilon` times its terms.
+
+    The model gradient :math:`g_0 + Q d` (:math:`d = B - W_0`) is known to
+    :math:`k\epsilon|Q||d|` (:math:`k` the working-set size), so
+    :math:`\tfrac12\langle d, \nabla + g_0\rangle` to about :math:`k\epsilon|d|^\top(|Q||d| + 2|g_0|)`,
+    and the penalty to a few :math:`\epsilon P(B)` (:math:`\epsilon` of ``Q``'s dtype: float32 on wide
+    working sets).
+    """
+    d = np.abs(B - W0)
+    curvature = np.abs(Q) @ d if Q.ndim == 2 else np.einsum("ckg,gc->kc", np.abs(Q), d)
+    magnitude = float(np.sum(d * (curvature + 2 * np.abs(g0)))) + pen.value(B)
+    return (B.shape[0] + 2) * float(np.finfo(Q.dtype).eps) * magnitude
 
 
 class _CoordinateSweep:
