@@ -113,10 +113,7 @@ LASSO_BOUND = "lasso: max |wᵢ − wⱼ| / the same bound at its residual (same
 EN_MEMBERS = "elastic net: fraction of an active group's members nonzero"
 LASSO_MEMBERS = "lasso: fraction of an active group's members nonzero"
 GAP = "both paths: largest relative duality gap"
-STABLE = (
-    f"bootstrap ({eng._SIZES[True].n_resamples} resamples): paired z of log relative spread, "
-    "lasso − elastic net"
-)
+STABLE = "bootstrap: paired z of log relative spread, lasso − elastic net"
 
 
 def _elastic_net_without_ridge(lam, l1_ratio):
