@@ -33,6 +33,7 @@ refit on all the data with the one ``selection`` names.
 
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Real
 
@@ -118,6 +119,22 @@ def _named_penalty(penalty, lam, l1_ratio):
     return penalty if lam is None else penalty.with_lam(lam)
 
 
+def _unchanged_on_error(fit):
+    """``fit`` that leaves every attribute of the estimator as it was when it raises (nothing half-fitted)."""
+
+    @functools.wraps(fit)
+    def guarded(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    return guarded
+
+
 def _groups_or_singletons(groups, n_features):
     """``groups`` as given, or one group per feature when it is None."""
     if groups is None:
@@ -129,6 +146,7 @@ class _LinearModel(BaseEstimator):
     """Fit = a one-strength path; the CV twins reuse the path. Subclasses give the target handling
     (:class:`_RegressorCore` or :class:`_ClassifierCore`), ``_datafit`` and ``_penalty``."""
 
+    @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (dense or sparse, float32/float64) and ``y``, with optional ``sample_weight``."""
         X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
@@ -897,6 +915,7 @@ class _CrossValidated:
     refit's ``coef_``, ``intercept_``, ``dual_gap_``, ``n_iter_``.
     """
 
+    @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
         """Cross-validate the grid, then refit at the selected strength."""
         if self.selection not in ("min", "1se"):
@@ -1105,6 +1124,7 @@ class RidgeCV(_CrossValidated, Ridge):
         _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
         self.fit_intercept = fit_intercept
 
+    @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
         """Exact leave-one-out (``cv=None``) or K-fold choice of :math:`\\lambda`, then the refit."""
         if self.cv is not None:
