@@ -333,7 +333,7 @@ def test_missing_values_can_be_dropped_or_imputed(runner, table, tmp_path, polic
 
 
 def test_a_failing_solver_exits_3(runner, monkeypatch, tmp_path):
-    def diverge(self, X, y, sample_weight=None):
+    def diverge(self, X, y, sample_weight=None, on_fold=None):
         raise FloatingPointError("overflow in the solver")
 
     monkeypatch.setattr(LassoCV, "fit", diverge)
@@ -663,3 +663,25 @@ def test_predict_refuses_infinite_and_overflowing_values_with_exit_2(
     result = runner.invoke(app, ["predict", str(out), str(tmp_path / "new.csv")])
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_progress_bar_advances_once_per_fold(runner, table_csv, tmp_path, monkeypatch):
+    # the command hands the estimator an on_fold callback (None with --quiet); LassoCV calls it per fold
+    seen = {}
+    fit = LassoCV.fit
+
+    def recording_fit(self, X, y, sample_weight=None, *, on_fold=None):
+        seen["callback"], seen["calls"] = on_fold, []
+
+        def record(done, total):
+            seen["calls"].append((done, total))
+            on_fold(done, total)
+
+        return fit(self, X, y, sample_weight, on_fold=None if on_fold is None else record)
+
+    monkeypatch.setattr(LassoCV, "fit", recording_fit)
+    args = ["fit", str(table_csv), "-t", "y", "--exclude", "label", "--n-lams", "5", "--cv", "4"]
+    assert runner.invoke(app, [*args, "-o", str(tmp_path / "a")]).exit_code == 0
+    assert seen["calls"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert runner.invoke(app, [*args, "--quiet", "-o", str(tmp_path / "b")]).exit_code == 0
+    assert seen["callback"] is None

@@ -115,7 +115,7 @@ def test_a_second_claim_on_the_same_directory_fails_at_once(tmp_path):
 
 
 def test_fit_on_a_claimed_directory_exits_2_before_fitting(runner, tmp_path, monkeypatch):
-    def never(self, X, y, sample_weight=None):
+    def never(self, X, y, sample_weight=None, on_fold=None):
         raise AssertionError("fitted although the directory was claimed")
 
     monkeypatch.setattr(LassoCV, "fit", never)
@@ -492,7 +492,7 @@ FAILING_CALLS = {
 }
 
 
-def _diverging_fit(self, X, y, sample_weight=None):
+def _diverging_fit(self, X, y, sample_weight=None, on_fold=None):
     raise FloatingPointError("overflow in the solver")
 
 

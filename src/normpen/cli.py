@@ -15,6 +15,7 @@ so ``normpen --help`` answers at once.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -576,19 +577,28 @@ def _print_fit(summary, decisions, header, rows, coef, out):
     console.print(f"written to {escape(_terminal_text(out))}: {', '.join(FIT_FILES)}", highlight=False)
 
 
+@contextmanager
 def _fit_progress(quiet: bool, description: str):
-    """A spinner with the elapsed time on stderr while the fit runs (a transient display: it leaves no
-    line behind, and none at all when stderr is no terminal or with --quiet)."""
-    from contextlib import nullcontext
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """A progress bar on stderr while the fit runs, advanced as each fold finishes; yields the estimator's
+    ``on_fold`` callback (None with --quiet). A transient display: it leaves no line behind, and none at
+    all when stderr is no terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     if quiet:
-        return nullcontext()
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True)
-    progress.add_task(escape(description), total=None)
-    return progress
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(escape(description), total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @app.command()
@@ -679,11 +689,11 @@ def fit(
     size = len(grid["lams"]) if "lams" in grid else estimator.n_lams
     with warnings.catch_warnings(record=True) as caught, _fit_progress(
         quiet or json_output,
-        f"{type(estimator).__name__}: {cv} folds x {size} λ, then the refit and the path",
-    ):
+        f"{type(estimator).__name__}: folds of {size} λ, then the refit and the path",
+    ) as on_fold:
         warnings.simplefilter("always")
         try:
-            estimator.fit(X, y)
+            estimator.fit(X, y, on_fold=on_fold)
             path_figure = _path_figure(estimator, X, y, encoder.feature_names)
         except (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError) as err:
             _fail(f"the fit failed: {err}", EXIT_FIT_FAILED)

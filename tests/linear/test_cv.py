@@ -152,3 +152,21 @@ def test_cv_plot_and_bad_selection(regression):
     assert fig.axes[0].get_xscale() == "log"
     with pytest.raises(ValueError, match="selection"):
         LassoCV(selection="best").fit(X, y)
+
+
+def test_on_fold_reports_every_fold_in_order_and_changes_nothing():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6))
+    y = X[:, 0] + 0.1 * rng.standard_normal(40)
+    calls = []
+
+    def record(done, total):
+        calls.append((done, total))
+
+    with_callback = LassoCV(cv=KFold(5), n_lams=6).fit(X, y, on_fold=record)
+    assert calls == [(k, 5) for k in range(1, 6)]
+    plain = LassoCV(cv=KFold(5), n_lams=6).fit(X, y)
+    np.testing.assert_array_equal(with_callback.coef_, plain.coef_)
+    calls.clear()
+    RidgeCV(cv=KFold(3), n_lams=4).fit(X, y, on_fold=record)
+    assert calls == [(1, 3), (2, 3), (3, 3)]

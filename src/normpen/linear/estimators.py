@@ -916,8 +916,12 @@ class _CrossValidated:
     """
 
     @_unchanged_on_error
-    def fit(self, X, y, sample_weight=None):
-        """Cross-validate the grid, then refit at the selected strength."""
+    def fit(self, X, y, sample_weight=None, *, on_fold=None):
+        """Cross-validate the grid, then refit at the selected strength.
+
+        ``on_fold(done, total)``, if given, is called as each fold's path
+        finishes (in fold order), e.g. to advance a progress bar.
+        """
         if self.selection not in ("min", "1se"):
             raise ValueError(f"selection must be 'min' or '1se', got {self.selection!r}")
         X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
@@ -929,9 +933,13 @@ class _CrossValidated:
             lams = decreasing_lams(self.lams)
         splitter = check_cv(self.cv, _labels(y_enc), classifier=is_classifier(self))
         folds = list(splitter.split(X, _labels(y_enc)))
-        errors = Parallel(n_jobs=self.n_jobs)(
+        errors = []
+        for fold_errors in Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_fold_errors)(self, X, y_enc, sample_weight, train, test, lams) for train, test in folds
-        )
+        ):
+            errors.append(fold_errors)
+            if on_fold is not None:
+                on_fold(len(errors), len(folds))
         self._select(lams, np.array(errors), np.full(len(folds), 1.0 / len(folds)))
         result = self._fit_path(X, y_enc, sample_weight, np.array([self.lam_]))
         self._set_solution(result, 0)
@@ -1125,10 +1133,11 @@ class RidgeCV(_CrossValidated, Ridge):
         self.fit_intercept = fit_intercept
 
     @_unchanged_on_error
-    def fit(self, X, y, sample_weight=None):
-        """Exact leave-one-out (``cv=None``) or K-fold choice of :math:`\\lambda`, then the refit."""
+    def fit(self, X, y, sample_weight=None, *, on_fold=None):
+        """Exact leave-one-out (``cv=None``, one pass: ``on_fold`` is not called) or K-fold choice of
+        :math:`\\lambda`, then the refit."""
         if self.cv is not None:
-            return super().fit(X, y, sample_weight)
+            return super().fit(X, y, sample_weight, on_fold=on_fold)
         if self.selection not in ("min", "1se"):
             raise ValueError(f"selection must be 'min' or '1se', got {self.selection!r}")
         X, y, sample_weight = self._validate_training(X, y, sample_weight)
