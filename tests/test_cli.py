@@ -137,6 +137,7 @@ def _raising(quick, seed):
     raise RuntimeError("boom in the solver")
 
 
+# a fake check built to pass: 1e-12 off with 1e-9 allowed (no computation is checked)
 PASSING = _fake("passing", lambda: [Check.close("close enough", 1.0 + 1e-12, 1.0, atol=1e-9)])
 def _failing_checks():
     return [Check.equal("ok", 1, 1), Check.at_most("gap shrinks", 0.5, 0.01)]

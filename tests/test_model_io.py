@@ -2,6 +2,7 @@
 
 The command-line side (``normpen predict`` on damaged or hostile model
 directories, exit codes, files left as they were) is in tests/test_files.py.
+Round trips compare exactly: the float64 arrays come back bit for bit and predict runs the same code on them.
 """
 
 from __future__ import annotations
