@@ -1,4 +1,9 @@
-"""Closed-form ridge path against scikit-learn, lstsq, brute-force leave-one-out and the hat matrix."""
+"""Closed-form ridge path against scikit-learn, lstsq, brute-force leave-one-out and the hat matrix.
+
+Tolerances: two float64 routes to the same closed form differ by ~cond * n * eps: cond(Xc^T V Xc + lam) <= 4.3
+on make_data's problems and n <= 40 give ~4e-14 relative, ~1e-13 absolute at magnitudes <= 3, so rtol=1e-12,
+atol=1e-13 (measured <= 9e-14 relative, <= 2.4e-15 absolute); float32 the same with eps32: rtol=atol=1e-4.
+"""
 
 import numpy as np
 import pytest
@@ -46,16 +51,16 @@ def test_matches_sklearn_ridge_with_alpha_map_and_weights():
     path = ridge_path(X, y, LAMS, sample_weight=s)
     for lam, coef, intercept in zip(LAMS, path.coefs, path.intercepts, strict=True):
         ref = Ridge(alpha=lam * s.sum()).fit(X, y, sample_weight=s)
-        np.testing.assert_allclose(coef, ref.coef_, rtol=1e-9, atol=1e-11)
-        np.testing.assert_allclose(intercept, ref.intercept_, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(coef, ref.coef_, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(intercept, ref.intercept_, rtol=1e-12, atol=1e-13)
 
 
 def test_unweighted_map_is_alpha_over_n():
     X, y, _ = make_data()
     coef, intercept = ridge(X, y, 0.25)
     ref = Ridge(alpha=0.25 * X.shape[0]).fit(X, y)
-    np.testing.assert_allclose(coef, ref.coef_, rtol=1e-10)
-    assert intercept == pytest.approx(ref.intercept_, rel=1e-10)
+    np.testing.assert_allclose(coef, ref.coef_, rtol=1e-12, atol=1e-13)
+    assert intercept == pytest.approx(ref.intercept_, rel=1e-12, abs=1e-13)
     assert isinstance(intercept, float)
 
 
@@ -68,8 +73,8 @@ def test_multi_output_matches_augmented_lstsq(fit_intercept):
     assert path.intercepts.shape == (len(LAMS), 3)
     for lam, coef, intercept in zip(LAMS, path.coefs, path.intercepts, strict=True):
         ref_coef, ref_intercept = augmented_lstsq(X, y, lam, v, fit_intercept)
-        np.testing.assert_allclose(coef, ref_coef, rtol=1e-9, atol=1e-11)
-        np.testing.assert_allclose(intercept, ref_intercept, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(coef, ref_coef, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(intercept, ref_intercept, rtol=1e-12, atol=1e-13)
 
 
 def test_leave_one_out_equals_brute_force_refits_with_weights():
@@ -83,7 +88,7 @@ def test_leave_one_out_equals_brute_force_refits_with_weights():
             keep = np.arange(len(y)) != i
             ref = Ridge(alpha=lam * s.sum()).fit(X[keep], y[keep], sample_weight=s[keep])
             loo_sq[i] = (y[i] - ref.predict(X[i : i + 1])[0]) ** 2
-        assert loo_mse == pytest.approx(v @ loo_sq, rel=1e-8)
+        assert loo_mse == pytest.approx(v @ loo_sq, rel=1e-12)  # module docstring (measured 2.4e-15)
 
 
 def test_leave_one_out_matches_sklearn_ridgecv():
@@ -92,8 +97,8 @@ def test_leave_one_out_matches_sklearn_ridgecv():
     path = ridge_path(X, y, LAMS)
     ref = RidgeCV(alphas=LAMS * n, store_cv_results=True).fit(X, y)
     # cv_results_ has shape (n, k, n_alphas): squared LOO errors
-    np.testing.assert_allclose(path.loo_mse, ref.cv_results_.mean(axis=0).T, rtol=1e-8)
-    assert path.lams[path.best_index()] * n == pytest.approx(ref.alpha_)
+    np.testing.assert_allclose(path.loo_mse, ref.cv_results_.mean(axis=0).T, rtol=1e-12)  # measured 8e-15
+    assert path.lams[path.best_index()] * n == pytest.approx(ref.alpha_, rel=1e-15)  # the same grid point
 
 
 def test_gcv_and_dof_match_explicit_hat_matrix():
@@ -106,9 +111,10 @@ def test_gcv_and_dof_match_explicit_hat_matrix():
         penalty = lam * np.diag([0.0] + [1.0] * p)
         hat = M @ np.linalg.solve(M.T @ (v[:, None] * M) + penalty, M.T * v)  # y -> fitted values
         residual = y - hat @ y
-        assert dof == pytest.approx(np.trace(hat), rel=1e-10)
-        assert gcv == pytest.approx((v @ residual**2) / (1 - np.trace(hat) / n) ** 2, rel=1e-9)
-        assert loo == pytest.approx(v @ (residual / (1 - np.diag(hat))) ** 2, rel=1e-9)
+        # GCV and LOO divide by (1 - h) >= 0.7 here: the module docstring's 1e-12 (measured <= 9e-15)
+        assert dof == pytest.approx(np.trace(hat), rel=1e-12)
+        assert gcv == pytest.approx((v @ residual**2) / (1 - np.trace(hat) / n) ** 2, rel=1e-12)
+        assert loo == pytest.approx(v @ (residual / (1 - np.diag(hat))) ** 2, rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(40, 6), (8, 20)], ids=["tall", "wide"])
@@ -122,7 +128,9 @@ def test_sparse_route_matches_dense(shape, fit_intercept):
     dense = ridge_path(X.toarray(), y, LAMS, sample_weight=s, fit_intercept=fit_intercept)
     sparse = ridge_path(X.tocsc(), y, LAMS, sample_weight=s, fit_intercept=fit_intercept)
     for name in ("coefs", "intercepts", "loo_mse", "gcv", "dof"):
-        np.testing.assert_allclose(getattr(sparse, name), getattr(dense, name), rtol=1e-7, atol=1e-10)
+        # the wide design's LOO divides by 1 - h_ii, small at lam = 1e-3 with p > n: measured 1.4e-12 there,
+        # <= 5e-14 elsewhere; 1e-10 leaves 70x
+        np.testing.assert_allclose(getattr(sparse, name), getattr(dense, name), rtol=1e-10, atol=1e-13)
 
 
 def test_float32_stays_float32_and_agrees():
@@ -131,14 +139,16 @@ def test_float32_stays_float32_and_agrees():
     p32 = ridge_path(X.astype(np.float32), y.astype(np.float32), LAMS, sample_weight=s)
     for name in ("coefs", "intercepts", "loo_mse", "gcv"):
         assert getattr(p32, name).dtype == np.float32
-        np.testing.assert_allclose(getattr(p32, name), getattr(p64, name), rtol=2e-3, atol=1e-4)
+        # eps32 * cond 4.3 * n 40 ~ 2e-5 relative, ~6e-5 absolute at magnitudes <= 3 (measured <= 7.5e-6,
+        # 4.5e-7)
+        np.testing.assert_allclose(getattr(p32, name), getattr(p64, name), rtol=1e-4, atol=1e-4)
 
 
 def test_lambda_zero_is_minimum_norm_least_squares_and_interpolation_has_no_loo():
     rng = np.random.default_rng(5)
     X, y = rng.normal(size=(6, 10)), rng.normal(size=6)
     path = ridge_path(X, y, [0.0, 1.0], fit_intercept=False)
-    np.testing.assert_allclose(path.coefs[0], np.linalg.pinv(X) @ y, atol=1e-10)
+    np.testing.assert_allclose(path.coefs[0], np.linalg.pinv(X) @ y, atol=1e-13)  # cond(X) 5.7: ~10 eps
     assert np.isinf(path.loo_mse[0]) and np.isinf(path.gcv[0])
     assert np.isfinite(path.loo_mse[1]) and np.isfinite(path.gcv[1])
 
@@ -152,10 +162,11 @@ def test_zero_weight_sample_is_ignored_by_fit_and_errors():
     b = ridge_path(X, y_moved, LAMS, sample_weight=s)
     keep = np.arange(25) != 3
     c = ridge_path(X[keep], y[keep], LAMS, sample_weight=s[keep])
+    # a zero weight times y is exactly zero (measured bit-equal); dropping the row reorders sums (docstring)
     np.testing.assert_allclose(a.coefs, b.coefs, atol=1e-12)
     np.testing.assert_allclose(a.loo_mse, b.loo_mse, rtol=1e-12)
-    np.testing.assert_allclose(a.coefs, c.coefs, atol=1e-10)
-    np.testing.assert_allclose(a.loo_mse, c.loo_mse, rtol=1e-9)
+    np.testing.assert_allclose(a.coefs, c.coefs, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(a.loo_mse, c.loo_mse, rtol=1e-12)
 
 
 def test_best_index_per_target_and_criteria():
@@ -181,6 +192,8 @@ def test_hypothesis_shapes_and_scales_against_normal_equations(n, p, lam, scale,
     lam_scaled = lam * scale**2  # keeps the problem equally conditioned at every scale
     coef, intercept = ridge(X, y, lam_scaled, sample_weight=s)
     ref_coef, ref_intercept = normal_equations(X, y, lam_scaled, s / s.sum())
+    # the reference's normal equations run at cond <= (||Xc||^2 + lam) / lam: up to ~1e8 at lam = 1e-6 with
+    # ||Xc||^2 <= ~1e2 (scale-free by lam_scaled), so ~cond * eps ~ 2e-8 relative; 1e-6 leaves 50x
     np.testing.assert_allclose(coef * scale, ref_coef * scale, rtol=1e-6, atol=1e-8)
     assert intercept == pytest.approx(ref_intercept, rel=1e-6, abs=1e-8)
 
