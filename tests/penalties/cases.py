@@ -36,6 +36,13 @@ from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 from normpen.penalties.spectral import Spectral
 
 __all__ = [
+    "SAME_FORMULA",
+    "SUM_OF_TERMS",
+    "CHAIN",
+    "CERTIFICATE",
+    "SCIPY",
+    "FINITE_DIFFERENCE",
+    "FINITE_DIFFERENCE_SVD",
     "ANY",
     "MATRIX",
     "Case",
@@ -48,6 +55,31 @@ __all__ = [
     "ARRAY_KINDS",
     "to_numpy",
 ]
+
+#: Tolerance tiers of the float64 penalty tests, for entries of order one (at most 12 of them, magnitudes
+#: up to 10), eps = 2.2e-16. Each test module names the tier of every tolerance it uses; what a module
+#: allows beyond these tiers it derives in its own docstring.
+#:
+#: One or two roundings of the same formula on both sides: <= 2 eps.
+SAME_FORMULA = 1e-15
+#: A sum or norm of at most 12 terms against numpy's, each side within (n + 2) eps = 3e-15; also the
+#: singular values of one backward-stable LAPACK SVD, within max(m, n) eps sigma_max = 1.3e-14.
+SUM_OF_TERMS = 1e-14
+#: A chain of a norm, a division and a product on both sides (about 20 eps each, times a condition
+#: number below 10); also an SVD whose result is recomposed and decomposed again.
+CHAIN = 1e-13
+#: Inner products and optimality certificates of up to 12 terms of magnitude up to 10
+#: (12 * 10 * 10 * eps = 3e-13); also singular vectors, accurate to eps over a singular gap >= 1e-2.
+CERTIFICATE = 1e-12
+#: Against scipy.optimize: the optimisers stop when the objective moves by less than ftol = 1e-15
+#: (relative, objectives of magnitude at most 100); the objectives are 1-strongly convex,
+#: f(z) - f* >= ||z - z*||^2 / 2, so the reference point is within sqrt(2 * 1e-15 * 100) = 4.5e-7.
+SCIPY = 1e-6
+#: Central finite differences with h = 1e-6: truncation h^2 f3 / 6 < 1e-12 (f3, the third derivative,
+#: below 10 away from kinks) and rounding eps |f| / h = 2e-10 per entry.
+FINITE_DIFFERENCE = 1e-8
+#: The same for SVD-based values, whose rounding is 10 times larger.
+FINITE_DIFFERENCE_SVD = 1e-7
 
 #: The penalty accepts an array of any shape.
 ANY = "any"

@@ -1,16 +1,8 @@
 """Anchored-specific tests: L2 shifted to the anchor, Fisher weights, the ellipsoid projections, snapshots.
 
-Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
-or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
-12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
-division and a product on both sides (about 20 eps each, times a condition number below 10);
-``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
-eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
-``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
-1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
-``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
-(L-BFGS-B with ``gtol=1e-13`` stops with a gradient below 1e-13 of a
-1-strongly convex objective, hence within 1e-13 of the minimiser: ``atol=1e-8`` is loose). The
+Tolerances: the tiers of :mod:`cases` (``SAME_FORMULA`` to ``SCIPY``), named at each site. Beyond them:
+L-BFGS-B with ``gtol=1e-13`` stops with a gradient below 1e-13 of a 1-strongly convex objective,
+hence within 1e-13 of the minimiser (``atol=1e-8`` is loose). The
 hypothesis properties allow ``1e-10``: the ellipsoid root's 16 Newton steps end within a few ulps
 of the root, whose condition number grows with the Fisher spread (up to 1e3 in the strategy), so
 ``1e3 * 40 eps = 9e-12``.
@@ -30,7 +22,7 @@ from scipy.optimize import brentq, check_grad, minimize
 
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.l2 import L2
-from penalties.cases import ARRAY_KINDS, to_numpy
+from penalties.cases import ARRAY_KINDS, CERTIFICATE, CHAIN, SAME_FORMULA, SCIPY, SUM_OF_TERMS, to_numpy
 
 
 def reference_ellipsoid_projection(v, w, radius):
@@ -56,13 +48,13 @@ def test_without_fisher_it_is_l2_shifted_to_the_anchor(rng):
     x, anchor = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
     pen, l2 = Anchored(0.7, anchor), L2(0.7)
     d = x - anchor
-    np.testing.assert_allclose(pen.value(x), l2.value(d), rtol=1e-14)
-    np.testing.assert_allclose(pen.grad(x), l2.grad(d), rtol=1e-14)
-    np.testing.assert_allclose(pen.prox(x, 0.4), anchor + l2.prox(d, 0.4), rtol=1e-14)
-    np.testing.assert_allclose(pen.norm(x), l2.norm(d), rtol=1e-14)
-    np.testing.assert_allclose(pen.project(x, 0.3), anchor + l2.project(d, 0.3), rtol=1e-13)
-    np.testing.assert_allclose(pen.dual_norm(x), l2.dual_norm(x), rtol=1e-14)
-    np.testing.assert_allclose(pen.project_dual(x, 0.3), l2.project_dual(x, 0.3), rtol=1e-13)
+    np.testing.assert_allclose(pen.value(x), l2.value(d), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.grad(x), l2.grad(d), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.prox(x, 0.4), anchor + l2.prox(d, 0.4), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.norm(x), l2.norm(d), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.project(x, 0.3), anchor + l2.project(d, 0.3), rtol=CHAIN)
+    np.testing.assert_allclose(pen.dual_norm(x), l2.dual_norm(x), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.project_dual(x, 0.3), l2.project_dual(x, 0.3), rtol=CHAIN)
 
 
 def test_closed_forms_with_fisher(rng):
@@ -71,15 +63,15 @@ def test_closed_forms_with_fisher(rng):
     lam, step = 0.8, 0.6
     pen = Anchored(lam, anchor, fisher)
     d = x - anchor
-    np.testing.assert_allclose(pen.value(x), lam / 2 * np.sum(fisher * d**2), rtol=1e-13)
-    np.testing.assert_allclose(pen.grad(x), lam * fisher * d, rtol=1e-14)
+    np.testing.assert_allclose(pen.value(x), lam / 2 * np.sum(fisher * d**2), rtol=CHAIN)
+    np.testing.assert_allclose(pen.grad(x), lam * fisher * d, rtol=SUM_OF_TERMS)
     shrink = step * lam * fisher
-    np.testing.assert_allclose(pen.prox(x, step), (x + shrink * anchor) / (1 + shrink), rtol=1e-13)
-    np.testing.assert_allclose(pen.norm(x), np.sqrt(np.sum(fisher * d**2)), rtol=1e-13)
+    np.testing.assert_allclose(pen.prox(x, step), (x + shrink * anchor) / (1 + shrink), rtol=CHAIN)
+    np.testing.assert_allclose(pen.norm(x), np.sqrt(np.sum(fisher * d**2)), rtol=CHAIN)
     free = fisher > 0
     assert pen.dual_norm(x) == math.inf
     x[~free] = 0.0
-    np.testing.assert_allclose(pen.dual_norm(x), np.sqrt(np.sum(x[free] ** 2 / fisher[free])), rtol=1e-13)
+    np.testing.assert_allclose(pen.dual_norm(x), np.sqrt(np.sum(x[free] ** 2 / fisher[free])), rtol=CHAIN)
     assert pen.lambda_max(x) == math.inf
     assert pen.lambda_max(np.zeros(6)) == 0.0
 
@@ -99,6 +91,8 @@ def test_gradient_matches_finite_differences(rng):
     anchor, fisher = rng.standard_normal(4), fisher_diagonal(rng, 4, decades=2)
     pen = Anchored(0.9, anchor, fisher)
     error = check_grad(lambda z: float(pen.value(z)), pen.grad, rng.standard_normal(4))
+    # check_grad's forward step sqrt(eps) = 1.5e-8: truncation |f''| h / 2 and rounding eps |f| / h are
+    # ~1e-8 * 100 per entry for |f|, |f''| <= 100 (Fisher up to 1e2, entries of order one): 4 entries, < 1e-6
     assert error < 1e-6
 
 
@@ -112,7 +106,7 @@ def test_projection_matches_slsqp(rng):
         constraints=[{"type": "ineq", "fun": lambda z: radius**2 - np.sum(fisher * (z - anchor) ** 2)}],
         options={"ftol": 1e-15, "maxiter": 1000},
     )
-    np.testing.assert_allclose(Anchored(0.1, anchor, fisher).project(x, radius), ref.x, atol=1e-6)
+    np.testing.assert_allclose(Anchored(0.1, anchor, fisher).project(x, radius), ref.x, atol=SCIPY)
 
 
 def test_dual_projection_matches_slsqp(rng):
@@ -128,7 +122,7 @@ def test_dual_projection_matches_slsqp(rng):
     )
     z = Anchored(0.1, np.zeros(5), fisher).project_dual(x, radius)
     assert z[1] == 0.0
-    np.testing.assert_allclose(z[free], ref.x, atol=1e-6)
+    np.testing.assert_allclose(z[free], ref.x, atol=SCIPY)
 
 
 @given(
@@ -147,9 +141,13 @@ def test_projections_match_kkt_bisection(shape, seed, decades, shrink):
     distance = math.sqrt(np.sum(fisher * (x - anchor) ** 2))
     radius = max(shrink * distance, 1e-12)
     z = pen.project(x, radius)
-    np.testing.assert_allclose(z, anchor + reference_ellipsoid_projection(x - anchor, fisher, radius),
-                               rtol=1e-10, atol=1e-10 * np.abs(x).max(initial=1))
-    if distance > radius * (1 + 1e-12):
+    np.testing.assert_allclose(
+        z,
+        anchor + reference_ellipsoid_projection(x - anchor, fisher, radius),
+        rtol=1e-10,
+        atol=1e-10 * np.abs(x).max(initial=1),
+    )
+    if distance > radius * (1 + CERTIFICATE):
         # norm(z) recomputes z - a: its rounding, eps |a| per entry, weighs sqrt(F) in the norm
         recompute = 4 * np.finfo(float).eps * np.sqrt(fisher.max(initial=0)) * np.abs(anchor).max(initial=0)
         assert pen.norm(z) == pytest.approx(radius, rel=1e-10 + recompute / radius)
@@ -160,9 +158,12 @@ def test_projections_match_kkt_bisection(shape, seed, decades, shrink):
     bounded = np.where(free, x, 0.0)
     inverse = np.where(free, 1 / np.where(free, fisher, 1), 0.0)
     dual_radius = max(shrink * math.sqrt(np.sum(inverse * bounded**2)), 1e-12)
-    np.testing.assert_allclose(pen.project_dual(x, dual_radius),
-                               reference_ellipsoid_projection(bounded, inverse, dual_radius),
-                               rtol=1e-10, atol=1e-10 * np.abs(x).max(initial=1))
+    np.testing.assert_allclose(
+        pen.project_dual(x, dual_radius),
+        reference_ellipsoid_projection(bounded, inverse, dual_radius),
+        rtol=1e-10,
+        atol=1e-10 * np.abs(x).max(initial=1),
+    )
     assert pen.dual_norm(pen.project_dual(x, dual_radius)) <= dual_radius * (1 + 1e-10)
 
 
@@ -171,9 +172,9 @@ def test_dual_norm_is_the_dual_of_the_fisher_norm(rng):
     anchor, fisher, x = rng.standard_normal(5), fisher_diagonal(rng, 5, zeros=0.0), rng.standard_normal(5)
     pen = Anchored(1.0, anchor, fisher)
     for z in rng.standard_normal((50, 5)):
-        assert np.dot(z - anchor, x) <= pen.norm(z) * pen.dual_norm(x) * (1 + 1e-12)
+        assert np.dot(z - anchor, x) <= pen.norm(z) * pen.dual_norm(x) * (1 + CERTIFICATE)
     best = anchor + x / fisher
-    np.testing.assert_allclose(np.dot(best - anchor, x), pen.norm(best) * pen.dual_norm(x), rtol=1e-12)
+    np.testing.assert_allclose(np.dot(best - anchor, x), pen.norm(best) * pen.dual_norm(x), rtol=CERTIFICATE)
 
 
 def test_free_coordinates(rng):
@@ -197,16 +198,26 @@ def test_far_points_keep_their_digits(rng):
     direction = rng.standard_normal(5)
     pen = Anchored(1.0, anchor, fisher)
     z = pen.project(anchor + 1e300 * direction, 1.0)
-    assert pen.norm(z) == pytest.approx(1.0, rel=1e-12)
+    assert pen.norm(z) == pytest.approx(1.0, rel=CERTIFICATE)
     # z - a = 1e300 u / (1 + mu F) = u / (1e-300 + nu F) with nu = mu / 1e300 found by brentq.
-    nu = brentq(lambda nu: np.sum(fisher * (direction / (1e-300 + nu * fisher)) ** 2) - 1, 1e-3, 1e3,
-                xtol=1e-300, rtol=1e-15)
-    np.testing.assert_allclose(z - anchor, direction / (1e-300 + nu * fisher), rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(pen.prox(anchor + 1e300 * direction, 1e300) - anchor, direction / fisher,
-                               rtol=1e-11, atol=1e-14)
+    nu = brentq(
+        lambda nu: np.sum(fisher * (direction / (1e-300 + nu * fisher)) ** 2) - 1,
+        1e-3,
+        1e3,
+        xtol=1e-300,
+        rtol=1e-15,
+    )
+    # the ellipsoid root's tier of the module docstring (condition up to the Fisher spread: 1e2 * 40 eps)
+    np.testing.assert_allclose(z - anchor, direction / (1e-300 + nu * fisher), rtol=1e-11, atol=SUM_OF_TERMS)
+    np.testing.assert_allclose(
+        pen.prox(anchor + 1e300 * direction, 1e300) - anchor,
+        direction / fisher,
+        rtol=1e-11,
+        atol=SUM_OF_TERMS,
+    )
     faint = Anchored(1.0, np.zeros(5), fisher * 1e-30)
     z = faint.project_dual(1e250 * direction, 1.0)
-    assert np.all(np.isfinite(z)) and faint.dual_norm(z) == pytest.approx(1.0, rel=1e-12)
+    assert np.all(np.isfinite(z)) and faint.dual_norm(z) == pytest.approx(1.0, rel=CERTIFICATE)
 
 
 def test_anchor_is_a_snapshot():
@@ -223,7 +234,8 @@ def test_anchor_is_a_snapshot():
     x = weight.detach().clone().requires_grad_(True)
     pen.value(x).backward()
     torch.testing.assert_close(x.grad, torch.tensor([2.0, -2.0]))
-    assert pen.with_lam(2.0).value(x.detach()) == pytest.approx(8.0)
+    # float32: the value goes through a norm and its square, a few roundings of 2^-24 = 6e-8 (measured 6e-8)
+    assert pen.with_lam(2.0).value(x.detach()) == pytest.approx(8.0, rel=1e-6)
 
 
 def test_anchor_of_another_kind_and_dtype(rng):
@@ -232,11 +244,12 @@ def test_anchor_of_another_kind_and_dtype(rng):
     expected = Anchored(0.5, anchor).prox(x, 1.0)
     got = Anchored(0.5, anchor).prox(torch.from_numpy(x), 1.0)
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-15)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=SAME_FORMULA)
     got = Anchored(0.5, torch.tensor(anchor, dtype=torch.float32), fisher=torch.ones(3)).prox(x, 1.0)
     assert isinstance(got, np.ndarray) and got.dtype == np.float64
+    # the float32 anchor is rounded once (2^-24 = 6e-8 relative) and then used in float64
     np.testing.assert_allclose(got, expected, rtol=1e-7)
-    assert Anchored(0.5, [0.0, 1.0]).value(np.array([1.0, 1.0])) == pytest.approx(0.25)
+    assert Anchored(0.5, [0.0, 1.0]).value(np.array([1.0, 1.0])) == pytest.approx(0.25, rel=SAME_FORMULA)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -245,12 +258,20 @@ def test_anchor_on_the_gpu(rng):
     pen_gpu = Anchored(0.5, torch.tensor(anchor, device="cuda"), torch.tensor(fisher, device="cuda"))
     x_gpu = torch.tensor(x, device="cuda")
     pen = Anchored(0.5, anchor, fisher)
-    for method, args in [("value", ()), ("grad", ()), ("prox", (0.5,)), ("project", (0.3,)),
-                         ("dual_norm", ()), ("project_dual", (0.3,))]:
+    for method, args in [
+        ("value", ()),
+        ("grad", ()),
+        ("prox", (0.5,)),
+        ("project", (0.3,)),
+        ("dual_norm", ()),
+        ("project_dual", (0.3,)),
+    ]:
         got = getattr(pen_gpu, method)(x_gpu, *args)
         assert got.device.type == "cuda", method
-        np.testing.assert_allclose(to_numpy(got), getattr(pen, method)(x, *args), rtol=1e-12, err_msg=method)
-    np.testing.assert_allclose(pen_gpu.project(x, 0.3), pen.project(x, 0.3), rtol=1e-12)
+        np.testing.assert_allclose(
+            to_numpy(got), getattr(pen, method)(x, *args), rtol=CERTIFICATE, err_msg=method
+        )
+    np.testing.assert_allclose(pen_gpu.project(x, 0.3), pen.project(x, 0.3), rtol=CERTIFICATE)
 
 
 @pytest.mark.parametrize("kind", ARRAY_KINDS, ids=str)
@@ -259,8 +280,15 @@ def test_numpy_and_torch_agree(rng, kind):
     fisher[0, 0] = 0.0
     x[0, 0] = 0.0
     pen = Anchored(0.4, anchor, fisher)
-    for method, args in [("value", ()), ("grad", ()), ("prox", (0.5,)), ("norm", ()),
-                         ("project", (0.7,)), ("dual_norm", ()), ("project_dual", (0.7,))]:
+    for method, args in [
+        ("value", ()),
+        ("grad", ()),
+        ("prox", (0.5,)),
+        ("norm", ()),
+        ("project", (0.7,)),
+        ("dual_norm", ()),
+        ("project_dual", (0.7,)),
+    ]:
         expected = getattr(pen, method)(x, *args)
         got = getattr(pen, method)(kind.asarray(x), *args)
         assert str(got.dtype).endswith(kind.dtype), method

@@ -312,6 +312,8 @@ def test_sign_invariance_flag_is_true_exactly_when_sign_flips_commute(case, shap
     scale = max(1.0, float(pen.value(x)), float(np.max(np.abs(x))))
     defect = sign_flip_defect(pen, x, step)
     if pen.sign_invariant:
+        # a flip is exact, so both sides run the same float64 operations on |x| up to sign-dependent
+        # summation order: the CERTIFICATE tier of cases.py, relative to the scale of value and x
         assert defect <= 1e-12 * scale
     else:
         assert defect > 1e-6 * scale

@@ -1,17 +1,9 @@
 """ElasticNet-specific tests: closed forms, scipy and scikit-learn references, the L1 and L2 limits.
 
-Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
-or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
-12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
-division and a product on both sides (about 20 eps each, times a condition number below 10);
-``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
-eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
-``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
-1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
-``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
-(the split-variable prox reference, L-BFGS-B with ``gtol=1e-13`` on a problem
-of 2n variables whose curvature is at least 1/2, is within 2e-13; ``1e-7`` leaves room for the
-bound constraints' projected gradient). The projection against brentq's root (``rtol=1e-15`` on
+Tolerances: the tiers of :mod:`cases` (``SAME_FORMULA`` to ``SCIPY``), named at each site. Beyond them:
+the split-variable prox reference, L-BFGS-B with ``gtol=1e-13`` on a problem of 2n variables whose
+curvature is at least 1/2, is within 2e-13; ``1e-7`` leaves room for the bound constraints'
+projected gradient. The projection against brentq's root (``rtol=1e-15`` on
 :math:`\\mu`) agrees to ``1e-9 (1 + max|x|)``: the derivative of the projection in
 :math:`\\mu` is at most ``max|x|`` times a factor 10 for these strengths, and brentq's stopping
 test gives :math:`\\mu` to 1e-15 relative plus its ``xtol``; on the sphere the relative
@@ -34,7 +26,7 @@ from sklearn.linear_model import ElasticNet as SklearnElasticNet
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
-from penalties.cases import ARRAY_KINDS, to_numpy
+from penalties.cases import ARRAY_KINDS, CERTIFICATE, CHAIN, SAME_FORMULA, SCIPY, SUM_OF_TERMS, to_numpy
 
 RATIOS = (0.0, 0.3, 0.8, 1.0)
 
@@ -77,17 +69,17 @@ def test_closed_forms(rng, rho):
     x = rng.standard_normal((2, 5))
     x[0, 0] = 0.0
     pen, lam = ElasticNet(0.6, l1_ratio=rho), 0.6
-    np.testing.assert_allclose(pen.value(x), lam * omega(x, rho), rtol=1e-14)
-    np.testing.assert_allclose(pen.norm(x), omega(x, rho), rtol=1e-14)
-    np.testing.assert_allclose(pen.grad(x), lam * (rho * np.sign(x) + (1 - rho) * x), rtol=1e-15)
+    np.testing.assert_allclose(pen.value(x), lam * omega(x, rho), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.norm(x), omega(x, rho), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.grad(x), lam * (rho * np.sign(x) + (1 - rho) * x), rtol=SAME_FORMULA)
     assert pen.grad(x)[0, 0] == 0.0
     step = 0.7
     expected = np.sign(x) * np.maximum(np.abs(x) - step * lam * rho, 0) / (1 + step * lam * (1 - rho))
-    np.testing.assert_allclose(pen.prox(x, step), expected, rtol=1e-15)
-    np.testing.assert_allclose(pen.project_dual(x, 0.9), np.clip(x, -0.9 * rho, 0.9 * rho), rtol=1e-15)
+    np.testing.assert_allclose(pen.prox(x, step), expected, rtol=SAME_FORMULA)
+    np.testing.assert_allclose(pen.project_dual(x, 0.9), np.clip(x, -0.9 * rho, 0.9 * rho), rtol=SAME_FORMULA)
     dual = np.max(np.abs(x)) / rho if rho > 0 else math.inf
-    assert pen.dual_norm(x) == pytest.approx(dual, rel=1e-15)
-    assert pen.lambda_max(x) == pytest.approx(dual, rel=1e-15)
+    assert pen.dual_norm(x) == pytest.approx(dual, rel=SAME_FORMULA)
+    assert pen.lambda_max(x) == pytest.approx(dual, rel=SAME_FORMULA)
     assert pen.lambda_max(np.zeros_like(x)) == 0.0
 
 
@@ -96,8 +88,14 @@ def test_prox_matches_numerical_minimisation(rng, rho):
     x, pen, step = 2 * rng.standard_normal(6), ElasticNet(0.9, l1_ratio=rho), 0.8
     fun = split_objective(x, rho, step * pen.lam)
     start = np.concatenate([np.maximum(x, 0), np.maximum(-x, 0)])
-    ref = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * x.size),
-                   options={"gtol": 1e-13, "ftol": 1e-16})
+    ref = minimize(
+        fun,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0, None)] * (2 * x.size),
+        options={"gtol": 1e-13, "ftol": 1e-16},
+    )
     np.testing.assert_allclose(pen.prox(x, step), ref.x[: x.size] - ref.x[x.size :], atol=1e-7)
 
 
@@ -117,8 +115,9 @@ def test_projection_matches_slsqp(rng, rho):
         constraints=[{"type": "ineq", "fun": constraint}],
         options={"ftol": 1e-15, "maxiter": 1000},
     )
-    np.testing.assert_allclose(ElasticNet(0.5, l1_ratio=rho).project(x, radius), ref.x[:n] - ref.x[n:],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ElasticNet(0.5, l1_ratio=rho).project(x, radius), ref.x[:n] - ref.x[n:], atol=SCIPY
+    )
 
 
 @given(
@@ -131,8 +130,8 @@ def test_projection_matches_kkt_bisection(x, rho, shrink):
     radius = max(shrink * omega(x, rho), 1e-3)
     z = ElasticNet(1.0, l1_ratio=rho).project(x, radius)
     np.testing.assert_allclose(z, reference_projection(x, rho, radius), atol=1e-9 * (1 + np.abs(x).max()))
-    if omega(x, rho) > radius * (1 + 1e-12):
-        assert omega(z, rho) == pytest.approx(radius, rel=1e-9, abs=1e-12)
+    if omega(x, rho) > radius * (1 + CERTIFICATE):
+        assert omega(z, rho) == pytest.approx(radius, rel=1e-9, abs=CERTIFICATE)
     elif omega(x, rho) < radius * (1 - 1e-12):
         assert np.array_equal(z, x)
 
@@ -162,28 +161,41 @@ def test_value_at_extreme_magnitudes(x, exponent):
     """lam * (1/2)||x||^2 is finite and exact where it is finite, though ||x||^2 alone is not."""
     big = x * 10.0**exponent
     value = ElasticNet(10.0**-exponent, l1_ratio=0.0).value(big)
-    np.testing.assert_allclose(value, 0.5 * 10.0**exponent * math.hypot(*x) ** 2, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(value, 0.5 * 10.0**exponent * math.hypot(*x) ** 2, rtol=CERTIFICATE, atol=0)
 
 
 def test_l1_ratio_one_is_the_lasso(rng):
     x, grad0 = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
     en, l1 = ElasticNet(0.4, l1_ratio=1.0), L1(0.4)
-    for method, args in [("value", ()), ("grad", ()), ("prox", (0.6,)), ("norm", ()), ("project", (1.1,)),
-                         ("dual_norm", ()), ("project_dual", (0.3,))]:
-        np.testing.assert_allclose(getattr(en, method)(x, *args), getattr(l1, method)(x, *args),
-                                   rtol=1e-14, atol=1e-15, err_msg=method)
-    assert en.lambda_max(grad0) == pytest.approx(l1.lambda_max(grad0), rel=1e-15)
+    for method, args in [
+        ("value", ()),
+        ("grad", ()),
+        ("prox", (0.6,)),
+        ("norm", ()),
+        ("project", (1.1,)),
+        ("dual_norm", ()),
+        ("project_dual", (0.3,)),
+    ]:
+        np.testing.assert_allclose(
+            getattr(en, method)(x, *args),
+            getattr(l1, method)(x, *args),
+            rtol=SUM_OF_TERMS,
+            atol=SAME_FORMULA,
+            err_msg=method,
+        )
+    assert en.lambda_max(grad0) == pytest.approx(l1.lambda_max(grad0), rel=SAME_FORMULA)
 
 
 def test_l1_ratio_zero_is_ridge(rng):
     x, grad0 = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
     en, l2 = ElasticNet(0.4, l1_ratio=0.0), L2(0.4)
     for method, args in [("value", ()), ("grad", ()), ("prox", (0.6,))]:
-        np.testing.assert_allclose(getattr(en, method)(x, *args), getattr(l2, method)(x, *args),
-                                   rtol=1e-14, err_msg=method)
+        np.testing.assert_allclose(
+            getattr(en, method)(x, *args), getattr(l2, method)(x, *args), rtol=SUM_OF_TERMS, err_msg=method
+        )
     assert en.lambda_max(grad0) == l2.lambda_max(grad0) == math.inf
-    np.testing.assert_allclose(en.norm(x), 0.5 * l2.norm(x) ** 2, rtol=1e-14)
-    np.testing.assert_allclose(en.project(x, 0.2), l2.project(x, math.sqrt(0.4)), rtol=1e-13)
+    np.testing.assert_allclose(en.norm(x), 0.5 * l2.norm(x) ** 2, rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(en.project(x, 0.2), l2.project(x, math.sqrt(0.4)), rtol=CHAIN)
 
 
 @pytest.mark.parametrize("rho", [0.2, 0.7, 1.0])
@@ -205,8 +217,15 @@ def test_lambda_max_is_where_scikit_learn_zeroes_every_coefficient(rho):
 @pytest.mark.parametrize("kind", ARRAY_KINDS, ids=str)
 def test_numpy_and_torch_agree(rng, kind):
     x, pen = rng.standard_normal((2, 4)), ElasticNet(0.4, l1_ratio=0.6)
-    for method, args in [("value", ()), ("grad", ()), ("prox", (0.5,)), ("norm", ()),
-                         ("project", (0.7,)), ("dual_norm", ()), ("project_dual", (0.7,))]:
+    for method, args in [
+        ("value", ()),
+        ("grad", ()),
+        ("prox", (0.5,)),
+        ("norm", ()),
+        ("project", (0.7,)),
+        ("dual_norm", ()),
+        ("project_dual", (0.7,)),
+    ]:
         expected = getattr(pen, method)(x, *args)
         got = getattr(pen, method)(kind.asarray(x), *args)
         assert str(got.dtype).endswith(kind.dtype), method

@@ -4,22 +4,11 @@ The reference for every operation is a plain loop over the groups written
 with ``numpy.linalg.norm`` (one group at a time), or a scipy.optimize
 minimisation of the defining problem.
 
-Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
-or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
-12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
-division and a product on both sides (about 20 eps each, times a condition number below 10);
-``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
-eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
-``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
-1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
-``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``.
-SLSQP's epigraph form (variables ``(z, t)`` with ``t_g >= ||z_g||``) is
+Tolerances: the tiers of :mod:`cases` (``SAME_FORMULA`` to ``FINITE_DIFFERENCE``), named at each site.
+Beyond them: SLSQP's epigraph form (variables ``(z, t)`` with ``t_g >= ||z_g||``) is
 not strongly convex in ``t`` and ends up to 1e-8 relative outside the ball (measured, issue 12): its
 point is first scaled into the ball, and compared to ``atol=1e-4`` (distance measured over 5 seeds
 of every layout: at most 1.7e-5), while our point must be at least as close to ``x`` up to our own rounding.
-Finite differences with ``h = 1e-6``: truncation ``h^2 f3 / 6 < 1e-12`` (``f3`` the third
-derivative, below 10 away from kinks) and rounding ``eps |f| / h = 2e-10`` per entry, hence
-``atol=1e-8`` (``1e-7`` for the SVD-based values, whose rounding is 10 times larger).
 """
 
 from __future__ import annotations
@@ -35,7 +24,15 @@ from hypothesis.extra import numpy as hnp
 from scipy.optimize import minimize
 
 from normpen.penalties.group_lasso import GroupLasso
-from penalties.cases import ARRAY_KINDS, assert_methods_agree
+from penalties.cases import (
+    ARRAY_KINDS,
+    CERTIFICATE,
+    CHAIN,
+    FINITE_DIFFERENCE,
+    SAME_FORMULA,
+    SUM_OF_TERMS,
+    assert_methods_agree,
+)
 
 # ---- references -----------------------------------------------------------------------------------
 
@@ -154,9 +151,9 @@ def test_prox_satisfies_group_optimality_exactly(shape, groups, weights, rng):
     for g, t in zip(index, threshold, strict=True):
         norm = np.linalg.norm(flat_z[g])
         if norm == 0:
-            assert np.linalg.norm(flat_x[g]) <= t * (1 + 1e-12)
+            assert np.linalg.norm(flat_x[g]) <= t * (1 + CERTIFICATE)
         else:
-            np.testing.assert_allclose(flat_x[g] - flat_z[g], t * flat_z[g] / norm, atol=1e-13)
+            np.testing.assert_allclose(flat_x[g] - flat_z[g], t * flat_z[g] / norm, atol=CHAIN)
     free = np.setdiff1d(np.arange(x.size), np.concatenate(index))
     np.testing.assert_array_equal(flat_z[free], flat_x[free])
 
@@ -175,7 +172,7 @@ def test_conv_kernel_rows_are_filters_and_cols_are_input_channels(rng):
     z = GroupLasso(0.0, "rows").with_lam(1.5).prox(kernel, 1.0)
     filter_norms = np.linalg.norm(kernel.reshape(4, -1), axis=1)
     expected = kernel * np.maximum(1 - 1.5 * math.sqrt(12) / filter_norms, 0)[:, None, None, None]
-    np.testing.assert_allclose(z, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(z, expected, rtol=CHAIN, atol=SAME_FORMULA)
     channel_norms = np.linalg.norm(kernel.transpose(1, 0, 2, 3).reshape(3, -1), axis=1)
     np.testing.assert_allclose(GroupLasso(1.0, "cols").norm(kernel), math.sqrt(16) * channel_norms.sum())
 
@@ -194,12 +191,14 @@ def test_explicit_groups_equal_rows_and_cols(axis, rng):
     by_axis = GroupLasso(0.4, axis, weights)
     by_index = GroupLasso(0.4, [index[i] for i in order], weights[order])
     for method in ("value", "norm", "dual_norm", "grad"):
-        np.testing.assert_allclose(getattr(by_index, method)(x), getattr(by_axis, method)(x), rtol=1e-14)
+        np.testing.assert_allclose(
+            getattr(by_index, method)(x), getattr(by_axis, method)(x), rtol=SUM_OF_TERMS
+        )
     for method, arg in (("prox", 0.7), ("project", 1.3), ("project_dual", 0.2)):
         np.testing.assert_allclose(
-            getattr(by_index, method)(x, arg), getattr(by_axis, method)(x, arg), rtol=1e-14, atol=1e-16
+            getattr(by_index, method)(x, arg), getattr(by_axis, method)(x, arg), rtol=SUM_OF_TERMS, atol=1e-16
         )
-    assert by_index.lambda_max(x) == pytest.approx(by_axis.lambda_max(x), rel=1e-14)
+    assert by_index.lambda_max(x) == pytest.approx(by_axis.lambda_max(x), rel=SUM_OF_TERMS)
 
 
 def test_groups_of_many_sizes_match_the_loop_reference(rng):
@@ -211,16 +210,18 @@ def test_groups_of_many_sizes_match_the_loop_reference(rng):
     pen = GroupLasso(0.3, index)
     w = default_weights(index)
     norms = group_norms(x, index)
-    np.testing.assert_allclose(pen.norm(x), w @ norms, rtol=1e-14)
+    np.testing.assert_allclose(pen.norm(x), w @ norms, rtol=SUM_OF_TERMS)
     np.testing.assert_allclose(
-        pen.prox(x, 1.0), group_map(x, index, lambda v, i: v * max(1 - 0.3 * w[i] / norms[i], 0)), atol=1e-15
+        pen.prox(x, 1.0),
+        group_map(x, index, lambda v, i: v * max(1 - 0.3 * w[i] / norms[i], 0)),
+        atol=SAME_FORMULA,
     )
     covered = np.zeros_like(x)
     covered[order[: sum(sizes)]] = x[order[: sum(sizes)]]  # project_dual zeroes the free coordinates
     np.testing.assert_allclose(
         pen.project_dual(x, 0.25),
         group_map(covered, index, lambda v, i: v * min(1, 0.25 * w[i] / norms[i])),
-        atol=1e-15,
+        atol=SAME_FORMULA,
     )
 
 
@@ -319,7 +320,7 @@ def test_projection_matches_scipy_slsqp(shape, groups, weights, rng):
     numeric = numeric * min(
         1.0, radius / l21(numeric, index, w)
     )  # SLSQP ends up to 1e-8 outside: scale it in
-    assert l21(ours, index, w) == pytest.approx(radius, rel=1e-12)
+    assert l21(ours, index, w) == pytest.approx(radius, rel=CERTIFICATE)
     # ours is within 8 eps ||x|| of the projection (a few roundings): squared distance within 16 eps ||x||^2
     assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 16 * np.finfo(float).eps * np.sum(x**2)
     np.testing.assert_allclose(ours, numeric, atol=1e-4)
@@ -337,8 +338,8 @@ def test_project_dual_clips_every_group(rng):
     pen = GroupLasso(1.0, "rows", weights)
     norms = np.linalg.norm(x, axis=1)
     expected = x * np.minimum(1, 0.8 * weights / norms)[:, None]
-    np.testing.assert_allclose(pen.project_dual(x, 0.8), expected, rtol=1e-14)
-    assert pen.dual_norm(pen.project_dual(x, 0.8)) <= 0.8 * (1 + 1e-14)
+    np.testing.assert_allclose(pen.project_dual(x, 0.8), expected, rtol=SUM_OF_TERMS)
+    assert pen.dual_norm(pen.project_dual(x, 0.8)) <= 0.8 * (1 + SUM_OF_TERMS)
 
 
 def test_dual_norm_is_the_maximum_over_the_unit_ball(rng):
@@ -346,15 +347,15 @@ def test_dual_norm_is_the_maximum_over_the_unit_ball(rng):
     weights = np.array([0.5, 1.0, 2.0, 1.5])
     pen = GroupLasso(1.0, "rows", weights)
     ratios = np.linalg.norm(x, axis=1) / weights
-    assert pen.dual_norm(x) == pytest.approx(ratios.max(), rel=1e-14)
+    assert pen.dual_norm(x) == pytest.approx(ratios.max(), rel=SUM_OF_TERMS)
     # Hoelder: <z, x> <= norm(z) dual_norm(x), with equality at the unit direction of the best group.
     for z in rng.normal(size=(200, 4, 3)):
-        assert np.sum(z * x) <= pen.norm(z) * pen.dual_norm(x) * (1 + 1e-12)
+        assert np.sum(z * x) <= pen.norm(z) * pen.dual_norm(x) * (1 + CERTIFICATE)
     best = np.argmax(ratios)
     z = np.zeros_like(x)
     z[best] = x[best] / np.linalg.norm(x[best]) / weights[best]
-    assert pen.norm(z) == pytest.approx(1.0)
-    assert np.sum(z * x) == pytest.approx(pen.dual_norm(x), rel=1e-14)
+    assert pen.norm(z) == pytest.approx(1.0, rel=SUM_OF_TERMS)
+    assert np.sum(z * x) == pytest.approx(pen.dual_norm(x), rel=SUM_OF_TERMS)
 
 
 def test_grad_matches_finite_differences_and_is_zero_on_zero_groups(rng):
@@ -366,7 +367,7 @@ def test_grad_matches_finite_differences_and_is_zero_on_zero_groups(rng):
         e = np.zeros_like(x)
         e[i] = eps
         numeric[i] = (pen.value(x + e) - pen.value(x - e)) / (2 * eps)
-    np.testing.assert_allclose(pen.grad(x), numeric, atol=1e-8)
+    np.testing.assert_allclose(pen.grad(x), numeric, atol=FINITE_DIFFERENCE)
     x[:, 1] = 0.0
     g = pen.grad(x)
     np.testing.assert_array_equal(g[:, 1], 0.0)
@@ -378,7 +379,7 @@ def test_lambda_max_is_where_zero_becomes_optimal(rng):
     y = rng.normal(size=(5, 3))
     pen = GroupLasso(1.0, [[0, 1, 2], [3, 7], [4, 5, 6, 8, 9, 10, 11, 12, 13, 14]], [1.0, 2.0, 0.5])
     lam_max = pen.lambda_max(-y)
-    assert np.all(pen.with_lam(lam_max * (1 + 1e-12)).prox(y, 1.0) == 0)  # exact zeros past it
+    assert np.all(pen.with_lam(lam_max * (1 + CERTIFICATE)).prox(y, 1.0) == 0)  # exact zeros past it
     assert np.any(pen.with_lam(0.99 * lam_max).prox(y, 1.0) != 0)
 
 
@@ -425,7 +426,7 @@ def test_cuda_tensors_stay_on_the_device(rng):
             (pen.grad(x), pen.grad(x64)),
         ):
             assert out.device == x.device
-            np.testing.assert_allclose(out.cpu().numpy(), ref, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(out.cpu().numpy(), ref, rtol=CERTIFICATE, atol=SUM_OF_TERMS)
 
 
 small_arrays = hnp.arrays(
@@ -442,13 +443,13 @@ def test_every_operation_scales_with_the_input_from_1e_minus_300_to_1e300(x, exp
     c = 2.0**exponent
     pen = GroupLasso(0.5, groups)
     y = x * c
-    assert pen.norm(y) == pytest.approx(pen.norm(x) * c, rel=1e-14)
-    assert pen.dual_norm(y) == pytest.approx(pen.dual_norm(x) * c, rel=1e-14)
-    np.testing.assert_allclose(pen.grad(y), pen.grad(x), rtol=1e-14, atol=1e-300)
+    assert pen.norm(y) == pytest.approx(pen.norm(x) * c, rel=SUM_OF_TERMS)
+    assert pen.dual_norm(y) == pytest.approx(pen.dual_norm(x) * c, rel=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.grad(y), pen.grad(x), rtol=SUM_OF_TERMS, atol=1e-300)
     for method, arg in (("prox", 0.8), ("project", 1.0), ("project_dual", 0.3)):
         scaled = getattr(pen, method)(y, arg * c)
         assert np.all(np.isfinite(scaled))
-        np.testing.assert_allclose(scaled / c, getattr(pen, method)(x, arg), rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(scaled / c, getattr(pen, method)(x, arg), rtol=CHAIN, atol=1e-300)
 
 
 @pytest.mark.parametrize(
@@ -468,4 +469,4 @@ def test_group_rows_and_weights_list_each_group_once_in_the_same_order(groups, s
         expected = [x[g] for g in groups]
     pairs = sorted(zip(pen.group_weights_like(x), rows, strict=True))  # index groups come by size class
     expected_pairs = sorted((np.sqrt(g.size), np.linalg.norm(g)) for g in expected)
-    np.testing.assert_allclose(pairs, expected_pairs, rtol=1e-15)
+    np.testing.assert_allclose(pairs, expected_pairs, rtol=SAME_FORMULA)

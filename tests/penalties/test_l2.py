@@ -1,17 +1,9 @@
 """L2-specific tests: closed forms, scipy references, the squared-norm conventions, extreme magnitudes.
 
-Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
-or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
-12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
-division and a product on both sides (about 20 eps each, times a condition number below 10);
-``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
-eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
-``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
-1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
-``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``
-(L-BFGS-B with ``gtol=1e-13``: within 1e-13, so ``atol=1e-9``; Nelder-Mead on the
-smoothed norm ``sqrt(||z||^2 + 1e-30)`` stops at ``xatol=1e-12`` on the simplex, and the
-smoothing moves the minimiser by at most 1e-15, so ``atol=1e-6`` is the scipy tier).
+Tolerances: the tiers of :mod:`cases` (``SAME_FORMULA`` to ``SCIPY``), named at each site. Beyond them:
+L-BFGS-B with ``gtol=1e-13`` is within 1e-13, so ``atol=1e-9``; Nelder-Mead on the smoothed norm
+``sqrt(||z||^2 + 1e-30)`` stops at ``xatol=1e-12`` on the simplex, and the smoothing moves the
+minimiser by at most 1e-15, so the ``SCIPY`` tier holds.
 """
 
 from __future__ import annotations
@@ -28,20 +20,20 @@ from scipy.optimize import minimize
 
 from normpen._array import project_l2_ball
 from normpen.penalties.l2 import L2
-from penalties.cases import ARRAY_KINDS, to_numpy
+from penalties.cases import ARRAY_KINDS, CERTIFICATE, CHAIN, SAME_FORMULA, SCIPY, SUM_OF_TERMS, to_numpy
 
 
 def test_closed_forms(rng):
     x = rng.standard_normal((3, 4))
     pen = L2(0.7)
-    np.testing.assert_allclose(pen.value(x), 0.35 * np.sum(x**2), rtol=1e-14)
-    np.testing.assert_allclose(pen.grad(x), 0.7 * x, rtol=1e-15)
-    np.testing.assert_allclose(pen.prox(x, 0.3), x / 1.21, rtol=1e-15)
-    np.testing.assert_allclose(pen.norm(x), np.linalg.norm(x), rtol=1e-14)
-    np.testing.assert_allclose(pen.dual_norm(x), np.linalg.norm(x), rtol=1e-14)
+    np.testing.assert_allclose(pen.value(x), 0.35 * np.sum(x**2), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.grad(x), 0.7 * x, rtol=SAME_FORMULA)
+    np.testing.assert_allclose(pen.prox(x, 0.3), x / 1.21, rtol=SAME_FORMULA)
+    np.testing.assert_allclose(pen.norm(x), np.linalg.norm(x), rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.dual_norm(x), np.linalg.norm(x), rtol=SUM_OF_TERMS)
     radius = 0.5 * np.linalg.norm(x)
-    np.testing.assert_allclose(pen.project(x, radius), 0.5 * x, rtol=1e-14)
-    np.testing.assert_allclose(pen.project_dual(x, radius), 0.5 * x, rtol=1e-14)
+    np.testing.assert_allclose(pen.project(x, radius), 0.5 * x, rtol=SUM_OF_TERMS)
+    np.testing.assert_allclose(pen.project_dual(x, radius), 0.5 * x, rtol=SUM_OF_TERMS)
 
 
 def test_prox_matches_numerical_minimisation(rng):
@@ -64,7 +56,7 @@ def test_projection_matches_slsqp(rng, method):
         constraints=[{"type": "ineq", "fun": lambda z: radius**2 - np.sum(z**2)}],
         options={"ftol": 1e-14, "maxiter": 500},
     )
-    np.testing.assert_allclose(getattr(L2(0.1), method)(x, radius), ref.x, atol=1e-6)
+    np.testing.assert_allclose(getattr(L2(0.1), method)(x, radius), ref.x, atol=SCIPY)
 
 
 def test_moreau_identity_of_the_norm(rng):
@@ -76,12 +68,12 @@ def test_moreau_identity_of_the_norm(rng):
         method="Nelder-Mead",
         options={"xatol": 1e-12, "fatol": 1e-14, "maxiter": 20000},
     )
-    np.testing.assert_allclose(x - L2(1.0).project_dual(x, t), ref.x, atol=1e-6)
+    np.testing.assert_allclose(x - L2(1.0).project_dual(x, t), ref.x, atol=SCIPY)
 
 
 def test_gradient_step_is_weight_decay(rng):
     x, lr, lam = rng.standard_normal(6), 0.1, 0.05
-    np.testing.assert_allclose(x - lr * L2(lam).grad(x), (1 - lr * lam) * x, rtol=1e-15)
+    np.testing.assert_allclose(x - lr * L2(lam).grad(x), (1 - lr * lam) * x, rtol=SAME_FORMULA)
 
 
 def test_ridge_lambda_max_is_infinite_unless_gradient_vanishes(rng):
@@ -110,7 +102,7 @@ def test_rowwise_ball_projection(rng):
     x[1] *= 1e-3
     rows = project_l2_ball(x, 0.5, axis=1)
     for row, ref in zip(rows, x, strict=True):
-        np.testing.assert_allclose(row, L2(1.0).project(ref, 0.5), rtol=1e-14)
+        np.testing.assert_allclose(row, L2(1.0).project(ref, 0.5), rtol=SUM_OF_TERMS)
     assert np.array_equal(rows[1], x[1])
 
 
@@ -123,18 +115,25 @@ def test_extreme_magnitudes(x, exponent):
     scale = 10.0**exponent
     big = x * scale
     exact = math.hypot(*x) * scale
-    np.testing.assert_allclose(L2(1.0).norm(big), exact, rtol=1e-13)
+    np.testing.assert_allclose(L2(1.0).norm(big), exact, rtol=CHAIN)
     radius = 0.5 * exact
-    np.testing.assert_allclose(L2(1.0).project(big, radius), 0.5 * big, rtol=1e-13)
+    np.testing.assert_allclose(L2(1.0).project(big, radius), 0.5 * big, rtol=CHAIN)
     value = L2(10.0**-exponent).value(big)
-    np.testing.assert_allclose(value, 0.5 * 10.0**exponent * math.hypot(*x) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(value, 0.5 * 10.0**exponent * math.hypot(*x) ** 2, rtol=CERTIFICATE)
 
 
 @pytest.mark.parametrize("kind", ARRAY_KINDS, ids=str)
 def test_numpy_and_torch_agree(rng, kind):
     x, pen = rng.standard_normal((2, 3)), L2(0.4)
-    for method, args in [("value", ()), ("grad", ()), ("prox", (0.5,)), ("norm", ()),
-                         ("project", (0.7,)), ("dual_norm", ()), ("project_dual", (0.7,))]:
+    for method, args in [
+        ("value", ()),
+        ("grad", ()),
+        ("prox", (0.5,)),
+        ("norm", ()),
+        ("project", (0.7,)),
+        ("dual_norm", ()),
+        ("project_dual", (0.7,)),
+    ]:
         expected = getattr(pen, method)(x, *args)
         got = getattr(pen, method)(kind.asarray(x), *args)
         if np.ndim(expected):

@@ -1,14 +1,6 @@
 """MaxNorm: the L2,inf constraint on rows or columns, against closed forms and scipy.
 
-Tolerances (float64, eps = 2.2e-16, entries of order one, at most 12 of them): ``1e-15`` is one
-or two roundings of the same formula on both sides (<= 2 eps); ``1e-14`` a sum or norm of at most
-12 terms against numpy's, each side within (n + 2) eps = 3e-15; ``1e-13`` a chain of a norm, a
-division and a product on both sides (about 20 eps each, times a condition number below 10);
-``1e-12`` inner products and certificates of up to 12 terms of magnitude up to 10 (12 * 10 * 10 *
-eps = 3e-13). Against scipy.optimize: the optimisers stop when the objective moves by less than
-``ftol`` (1e-15 relative, objectives of magnitude at most about 100), and the objectives are
-1-strongly convex, ``f(z) - f* >= ||z - z*||^2 / 2``, so the reference point is within
-``sqrt(2 * 1e-15 * 100) = 4.5e-7``: ``atol=1e-6``;
+Tolerances: the tiers of :mod:`cases` (``SAME_FORMULA`` to ``SCIPY``), named at each site. Beyond them:
 SLSQP's epigraph form is first scaled into the dual ball (it ends up to 1.2e-8
 relative outside, issue 12), and compared to ``atol=1e-4`` (the epigraph variables are not
 strongly convex; the distance measured over 10 seeds and both axes is at most 1.2e-5).
@@ -26,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.optimize import minimize
 
 from normpen.penalties.max_norm import MaxNorm
-from penalties.cases import ARRAY_KINDS, assert_methods_agree
+from penalties.cases import ARRAY_KINDS, CERTIFICATE, CHAIN, SAME_FORMULA, SUM_OF_TERMS, assert_methods_agree
 
 
 def as_rows(x, axis):
@@ -43,8 +35,8 @@ def test_projection_rescales_only_the_slices_above_the_radius(axis, rng):
     inside = norms <= radius
     np.testing.assert_array_equal(z[inside], as_rows(x, axis)[inside])  # bit for bit
     expected = as_rows(x, axis)[~inside] * (radius / norms[~inside])[:, None]
-    np.testing.assert_allclose(z[~inside], expected, rtol=1e-15)
-    np.testing.assert_allclose(np.linalg.norm(z[~inside], axis=1), radius, rtol=1e-15)
+    np.testing.assert_allclose(z[~inside], expected, rtol=SAME_FORMULA)
+    np.testing.assert_allclose(np.linalg.norm(z[~inside], axis=1), radius, rtol=SAME_FORMULA)
 
 
 @pytest.mark.parametrize("axis", ["rows", "cols"])
@@ -81,11 +73,11 @@ def test_norm_and_dual_norm_are_l2_inf_and_l21(axis, rng):
     x = rng.normal(size=(4, 7))
     pen = MaxNorm(1.0, axis)
     norms = np.linalg.norm(as_rows(x, axis), axis=1)
-    assert pen.norm(x) == pytest.approx(norms.max(), rel=1e-15)
-    assert pen.dual_norm(x) == pytest.approx(norms.sum(), rel=1e-15)
+    assert pen.norm(x) == pytest.approx(norms.max(), rel=SAME_FORMULA)
+    assert pen.dual_norm(x) == pytest.approx(norms.sum(), rel=SAME_FORMULA)
     # Hoelder for the pair (L2,inf, L2,1).
     for z in rng.normal(size=(100, 4, 7)):
-        assert np.sum(z * x) <= pen.norm(z) * pen.dual_norm(x) * (1 + 1e-12)
+        assert np.sum(z * x) <= pen.norm(z) * pen.dual_norm(x) * (1 + CERTIFICATE)
 
 
 @pytest.mark.parametrize("axis", ["rows", "cols"])
@@ -122,7 +114,7 @@ def test_project_dual_matches_scipy_slsqp_on_the_l21_ball(axis, rng):
         1.0, radius / pen.dual_norm(numeric)
     )  # SLSQP ends up to 1.2e-8 outside: scale it in
     ours = pen.project_dual(x, radius)
-    assert pen.dual_norm(ours) == pytest.approx(radius, rel=1e-13)
+    assert pen.dual_norm(ours) == pytest.approx(radius, rel=CHAIN)
     # ours is within 8 eps ||x|| of the projection (a few roundings): squared distance within 16 eps ||x||^2
     assert np.sum((ours - x) ** 2) <= np.sum((numeric - x) ** 2) + 16 * np.finfo(float).eps * np.sum(x**2)
     np.testing.assert_allclose(ours, numeric, atol=1e-4)  # SLSQP, measured: see the module docstring
@@ -144,7 +136,7 @@ def test_dual_norm_of_the_gradient_is_where_the_l2_inf_penalty_zeroes_the_soluti
     y = rng.normal(size=(4, 3))
     pen = MaxNorm(1.0)
     lam_max = float(pen.dual_norm(-y))
-    np.testing.assert_allclose(y - pen.project_dual(y, lam_max), 0.0, atol=1e-15)
+    np.testing.assert_allclose(y - pen.project_dual(y, lam_max), 0.0, atol=SAME_FORMULA)
     assert np.abs(y - pen.project_dual(y, 0.95 * lam_max)).max() > 1e-3
 
 
@@ -214,10 +206,10 @@ def test_operations_scale_with_the_input_from_1e_minus_300_to_1e300(x, exponent)
     c = 2.0**exponent
     pen = MaxNorm(c)
     y = x * c
-    assert pen.norm(y) == pytest.approx(pen.norm(x) * c, rel=1e-14)
-    assert pen.dual_norm(y) == pytest.approx(pen.dual_norm(x) * c, rel=1e-14)
+    assert pen.norm(y) == pytest.approx(pen.norm(x) * c, rel=SUM_OF_TERMS)
+    assert pen.dual_norm(y) == pytest.approx(pen.dual_norm(x) * c, rel=SUM_OF_TERMS)
     for method, arg in (("project", 0.5), ("project_dual", 0.7)):
         np.testing.assert_allclose(
-            getattr(pen, method)(y, arg * c) / c, getattr(pen, method)(x, arg), rtol=1e-13, atol=1e-300
+            getattr(pen, method)(y, arg * c) / c, getattr(pen, method)(x, arg), rtol=CHAIN, atol=1e-300
         )
     assert pen.value(pen.prox(y, 1.0)) == 0.0

@@ -1,6 +1,7 @@
 """Spectral: the operator norm, its prox and balls against numpy.linalg, root finding and certificates.
 
-Tolerances: derived in :mod:`test_nuclear` (the same SVD, certificates, kinds and finite differences).
+Tolerances: the tiers of :mod:`cases`, named at each site, as in :mod:`test_nuclear` (the same SVD,
+certificates, kinds and finite differences).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
 from normpen.penalties.spectral import Spectral
-from penalties.cases import ARRAY_KINDS, assert_methods_agree
+from penalties.cases import (
+    ARRAY_KINDS,
+    CERTIFICATE,
+    CHAIN,
+    FINITE_DIFFERENCE_SVD,
+    SUM_OF_TERMS,
+    assert_methods_agree,
+)
 from penalties.test_nuclear import (
     SHAPES,
     assert_ball_projection,
@@ -31,9 +39,9 @@ from penalties.test_nuclear import (
 def test_norm_and_dual_norm_match_numpy_linalg(shape, rng):
     x = rng.normal(size=shape)
     pen = Spectral(0.3)
-    assert pen.norm(x) == pytest.approx(spectral_norm(x), rel=1e-14)
-    assert pen.value(x) == pytest.approx(0.3 * spectral_norm(x), rel=1e-14)
-    assert pen.dual_norm(x) == pytest.approx(nuclear_norm(x), rel=1e-14)
+    assert pen.norm(x) == pytest.approx(spectral_norm(x), rel=SUM_OF_TERMS)
+    assert pen.value(x) == pytest.approx(0.3 * spectral_norm(x), rel=SUM_OF_TERMS)
+    assert pen.dual_norm(x) == pytest.approx(nuclear_norm(x), rel=SUM_OF_TERMS)
 
 
 # ---- prox ----------------------------------------------------------------------------------------------
@@ -48,7 +56,7 @@ def test_prox_clips_the_top_singular_values(shape, strength, rng):
     s = singular_values(x)
     tau = l1_ball_threshold(s, strength)
     u, _, vh = np.linalg.svd(x, full_matrices=False)
-    np.testing.assert_allclose(z, u @ np.diag(np.minimum(s, tau)) @ vh, atol=1e-13)
+    np.testing.assert_allclose(z, u @ np.diag(np.minimum(s, tau)) @ vh, atol=CHAIN)
     assert_prox_certificate(x, z, strength, spectral_norm, nuclear_norm)
 
 
@@ -68,7 +76,7 @@ def test_projection_clips_the_singular_values(shape, rng):
     s = singular_values(x)
     radius = float(np.mean(s[:2]))
     z = Spectral(1.0).project(x, radius)
-    np.testing.assert_allclose(singular_values(z), np.minimum(s, radius), atol=1e-14)
+    np.testing.assert_allclose(singular_values(z), np.minimum(s, radius), atol=SUM_OF_TERMS)
     assert_ball_projection(x, z, radius, spectral_norm, nuclear_norm)
     assert_ball_projection(x, Spectral(1.0).project(x, s[0] * 1.01), s[0] * 1.01, spectral_norm, nuclear_norm)
 
@@ -82,7 +90,7 @@ def test_project_dual_is_the_nuclear_ball_projection(shape, fraction, rng):
     assert_ball_projection(x, z, radius, nuclear_norm, spectral_norm)
     s = singular_values(x)
     np.testing.assert_allclose(
-        singular_values(z), np.maximum(s - l1_ball_threshold(s, radius), 0), atol=1e-13
+        singular_values(z), np.maximum(s - l1_ball_threshold(s, radius), 0), atol=CHAIN
     )
 
 
@@ -101,14 +109,14 @@ def test_grad_is_the_top_singular_pair_and_matches_finite_differences(rng):
     x = rng.normal(size=(4, 3))
     pen = Spectral(0.7)
     u, _, vh = np.linalg.svd(x)
-    np.testing.assert_allclose(pen.grad(x), 0.7 * np.outer(u[:, 0], vh[0]), atol=1e-14)
+    np.testing.assert_allclose(pen.grad(x), 0.7 * np.outer(u[:, 0], vh[0]), atol=SUM_OF_TERMS)
     eps = 1e-6
     numeric = np.zeros_like(x)
     for i in np.ndindex(x.shape):
         e = np.zeros_like(x)
         e[i] = eps
         numeric[i] = (pen.value(x + e) - pen.value(x - e)) / (2 * eps)
-    np.testing.assert_allclose(pen.grad(x), numeric, atol=1e-7)
+    np.testing.assert_allclose(pen.grad(x), numeric, atol=FINITE_DIFFERENCE_SVD)
 
 
 def test_grad_with_a_repeated_top_singular_value_is_the_minimum_norm_subgradient():
@@ -116,7 +124,7 @@ def test_grad_with_a_repeated_top_singular_value_is_the_minimum_norm_subgradient
     left, right = ortho_group.rvs(4, random_state=1), ortho_group.rvs(3, random_state=2)
     x = left[:, :3] @ np.diag([3.0, 3.0, 1.0]) @ right.T
     g = Spectral(0.6).grad(x)
-    np.testing.assert_allclose(g, 0.6 * left[:, :2] @ right[:, :2].T / 2, atol=1e-14)
+    np.testing.assert_allclose(g, 0.6 * left[:, :2] @ right[:, :2].T / 2, atol=SUM_OF_TERMS)
     assert np.linalg.norm(g) == pytest.approx(0.6 / np.sqrt(2))
     assert_prox_certificate(x, x - g, 0.6, spectral_norm, nuclear_norm)  # a subgradient: <G, X> = sigma_max
     np.testing.assert_array_equal(Spectral(0.6).grad(np.zeros((2, 3))), 0.0)
@@ -126,8 +134,8 @@ def test_lambda_max_is_where_zero_becomes_optimal(rng):
     y = rng.normal(size=(4, 3))
     pen = Spectral(1.0)
     lam_max = pen.lambda_max(-y)
-    assert lam_max == pytest.approx(nuclear_norm(y), rel=1e-14)
-    assert np.all(pen.with_lam(lam_max * (1 + 1e-12)).prox(y, 1.0) == 0)  # exact zeros past it
+    assert lam_max == pytest.approx(nuclear_norm(y), rel=SUM_OF_TERMS)
+    assert np.all(pen.with_lam(lam_max * (1 + CERTIFICATE)).prox(y, 1.0) == 0)  # exact zeros past it
     assert np.any(pen.with_lam(0.99 * lam_max).prox(y, 1.0) != 0)
 
 
