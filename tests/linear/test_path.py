@@ -41,6 +41,9 @@ def test_path_equals_independent_solves(data):
     result = path(X, y, Quadratic(), L1(1.0), n_lams=12, eps=1e-2, tol=1e-12)
     for lam, coef, intercept in zip(result.lams, result.coefs, result.intercepts, strict=True):
         alone = coordinate_descent(X, y, Quadratic(), L1(lam), tol=1e-12)
+        # measured: both end in the support polish, which solves the support's equations exactly up to
+        # cond (20) * n (60) * eps ~ 3e-13 (measured 4.4e-16); the gap alone would allow
+        # 2 sqrt(2e-12 P0 / mu) = 1.3e-5 (P0 = 2.5, mu = 0.11)
         np.testing.assert_allclose(coef, alone.coef, atol=1e-9)
         assert intercept == pytest.approx(alone.intercept, abs=1e-9)
     assert np.all(result.converged)
@@ -51,18 +54,20 @@ def test_default_grid_starts_at_lambda_max_and_matches_scikit_learn(data):
     X, y = data
     result = path(X, y, Quadratic(), L1(1.0), n_lams=10, eps=1e-3)
     alphas, _, _ = lasso_path(X - X.mean(0), y - y.mean(), alphas=10, eps=1e-3)
-    np.testing.assert_allclose(result.lams, alphas, rtol=1e-12)
-    assert result.lambda_max == pytest.approx(alphas[0])
+    # lambda_max (60-term sums, ~60 eps) and a geometric grid of exp/log in two libraries: measured <= 3.3e-16
+    np.testing.assert_allclose(result.lams, alphas, rtol=1e-13)
+    assert result.lambda_max == pytest.approx(alphas[0], rel=1e-13)
     assert np.all(result.coefs[0] == 0)
     assert np.any(result.coefs[1] != 0)
-    np.testing.assert_allclose(result.lams[1:] / result.lams[:-1], 1e-3 ** (1 / 9))
+    np.testing.assert_allclose(result.lams[1:] / result.lams[:-1], 1e-3 ** (1 / 9), rtol=1e-13)
 
 
 def test_lambda_max_is_the_same_for_dense_and_sparse_designs(data):
     X, y = data
     dense = lambda_max(X, y, Quadratic(), L1(1.0))
-    assert lambda_max(sp.csr_matrix(X), y, Quadratic(), L1(1.0)) == pytest.approx(dense, rel=1e-12)
-    assert dense == pytest.approx(np.max(np.abs((X - X.mean(0)).T @ (y - y.mean()))) / 60)
+    # 60-term sums in another order: 60 eps ~ 1.3e-14 relative (measured <= 2.2e-16)
+    assert lambda_max(sp.csr_matrix(X), y, Quadratic(), L1(1.0)) == pytest.approx(dense, rel=1e-13)
+    assert dense == pytest.approx(np.max(np.abs((X - X.mean(0)).T @ (y - y.mean()))) / 60, rel=1e-13)
 
 
 def test_logistic_lambda_max_zeroes_the_path_start(data):
@@ -71,7 +76,8 @@ def test_logistic_lambda_max_zeroes_the_path_start(data):
     result = path(X, labels, Logistic(), L1(1.0), n_lams=5, eps=0.1, tol=1e-10)
     assert np.all(result.coefs[0] == 0)
     # the intercept at lambda_max is the log-odds of the (balanced) classes
-    assert result.intercepts[0] == pytest.approx(0.0, abs=1e-10)
+    # Newton stops at a gradient <= 10 eps, i.e. |b| <= 10 eps / curvature 0.25 ~ 1e-14 (measured 0)
+    assert result.intercepts[0] == pytest.approx(0.0, abs=1e-13)
     assert np.count_nonzero(result.coefs[-1]) > 0
 
 
@@ -87,6 +93,7 @@ def test_auto_solver_falls_back_to_fista_for_the_nuclear_norm(data):
     Y = X @ rng.standard_normal((20, 3)) + rng.standard_normal((60, 3))
     result = path(X, Y, MultitaskQuadratic(), Nuclear(1.0), lams=[2.0, 0.5], tol=1e-9, max_iter=20_000)
     alone = fista(X, Y, MultitaskQuadratic(), Nuclear(0.5), tol=1e-9, max_iter=20_000)
+    # gaps <= 1e-9 P0 (P0 = 26, mu = 0.11): the certificate allows 2 * 6.8e-4; measured 1.3e-8
     np.testing.assert_allclose(result.coefs[-1], alone.coef, atol=1e-4)
     assert result.coefs.shape == (2, 20, 3)
 
@@ -160,8 +167,11 @@ def test_path_reaches_tiny_gaps_on_near_duplicate_columns(penalty):
     if isinstance(penalty, L1):
         for lam, coef, intercept in zip(result.lams, result.coefs, result.intercepts, strict=True):
             support, closed_form = _lasso_on_its_support(X, y, lam, coef)
+            # the support's normal equations at cond ~ 1 / 2e-5: ~5e4 * n eps ~ 1e-9 relative (measured
+            # 3.4e-11)
             np.testing.assert_allclose(coef[support], closed_form, rtol=1e-7, atol=1e-9)
             residual = y - X @ coef - intercept
+            # exact on the polished support up to 60-term rounding (measured 1.1e-15 relative)
             assert np.all(np.abs(X.T @ residual) / n <= lam * (1 + 1e-8))
 
 
@@ -214,6 +224,8 @@ def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, d
     monkeypatch.setattr(path_module, "cd_solve", diverging_once)
     recovered = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10)
     assert len(calls) == 6  # one extra solve, from the null state
+    # a cold start and a warm one both end in the support polish (exact up to ~3e-13, as in
+    # test_path_equals_independent_solves); the gap alone would allow 1.3e-4
     np.testing.assert_allclose(recovered.coefs, good.coefs, atol=1e-8)
 
     def always_diverging(problem, penalty, state, **options):
