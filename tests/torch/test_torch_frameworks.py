@@ -66,6 +66,8 @@ def test_lightning_with_decoupled_l2_on_adam_is_adamw_bit_for_bit(accumulate, pr
     regularized, plain = Module(_decoupled), Module()
     for module in (regularized, plain):
         _fit(module, batches, max_steps=12, accumulate_grad_batches=accumulate, precision=precision)
+    # AdamW's decay p *= 1 - lr * wd and the kernel's _foreach_mul_ are the same correctly rounded multiply
+    # by the same double, then the same Adam update: bit equal in float32 and bf16
     assert_same(regularized.net, plain.net, exact=True)
 
 
@@ -87,7 +89,7 @@ def test_a_lightning_checkpoint_resumes_the_regularizer_bit_identical(tmp_path):
     resumed = Module(_constrained, seed=5)  # the multiplier starts at 0 until the checkpoint loads
     _fit(resumed, batches, max_epochs=2, ckpt_path=tmp_path / "half.ckpt")
 
-    assert_same(resumed.net, straight.net, exact=True)
+    assert_same(resumed.net, straight.net, exact=True)  # the same operations in the same order
     multiplier = straight.regularizer.rules[1].multiplier
     assert multiplier.item() > 0 and torch.equal(resumed.regularizer.rules[1].multiplier, multiplier)
 
@@ -101,7 +103,7 @@ def test_bf16_true_casts_after_building_and_the_decay_follows():
     for module in (cast_by_lightning, built_on_bf16):
         _fit(module, batches, max_steps=4, precision="bf16-true")
     assert cast_by_lightning.net.fc.weight.dtype == torch.bfloat16
-    assert_same(cast_by_lightning.net, built_on_bf16.net, exact=True)
+    assert_same(cast_by_lightning.net, built_on_bf16.net, exact=True)  # same bf16 tensors, same operations
     assert set(cast_by_lightning.regularizer.state_dict()["residuals"]) == {
         "conv.weight",
         "fc.weight",
@@ -184,8 +186,10 @@ def _experts_and_conv1d(hf_models):
 @pytest.mark.parametrize("groups", ["rows", "cols"])
 def test_row_and_column_groups_are_each_experts_and_conv1d_output_units(hf_models, groups):
     # rows = output units, cols = input features of each (out, in) matrix; the prox is separable over
-    # groups, so it equals the prox of each expert's matrix: float32 rounding of the same operations
-    # (a norm, a division, a product per entry: a few ulps) bounds the difference.
+    # groups, so it equals the prox of each expert's matrix: float32 rounding of the same operations bounds
+    # the difference. Groups have at most 32 entries (down_proj is 3 x 32 x 24): a group norm is within
+    # 32 eps32, the prox adds a division, a product and a subtraction, (32 + 8) eps32 = 4.8e-6 relative to
+    # the largest entry (x - t x / ||x|| cancels); a sum of the 3 * 32 group norms adds 96 eps32: 1.6e-5.
     for module, name, matrices in _experts_and_conv1d(hf_models):
         param = getattr(module, name)
         with torch.no_grad():
@@ -194,7 +198,7 @@ def test_row_and_column_groups_are_each_experts_and_conv1d_output_units(hf_model
         coupled = Regularizer(module, Rule(penalty, mode="coupled", select=name))
         expected_value = sum(float(penalty.value(m.detach())) for m in matrices(param))
         torch.testing.assert_close(
-            coupled.penalty().detach(), torch.as_tensor(expected_value), rtol=1e-5, atol=0
+            coupled.penalty().detach(), torch.as_tensor(expected_value), rtol=2e-5, atol=0
         )
         expected = [penalty.prox(m.detach(), 0.5) for m in matrices(param)]
         reg = Regularizer(module, Rule(penalty, mode="proximal", select=name))
@@ -202,7 +206,8 @@ def test_row_and_column_groups_are_each_experts_and_conv1d_output_units(hf_model
         reg.wrap(torch.optim.SGD([param], lr=0.5)).step()
         zeroed = 0
         for got, want in zip(matrices(param), expected, strict=True):
-            torch.testing.assert_close(got, torch.as_tensor(want), rtol=1e-5, atol=1e-6)
+            want = torch.as_tensor(want)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
             zeroed += int((got == 0).all(dim=1 if groups == "rows" else 0).sum())
         assert zeroed > 0
         # constrained (the generic kernel's path): the sum of the experts' group norms lands on the radius
@@ -212,7 +217,7 @@ def test_row_and_column_groups_are_each_experts_and_conv1d_output_units(hf_model
             param.mul_(3.0)
         ball.wrap(torch.optim.SGD([param], lr=0.0)).step()
         norm = sum(float(penalty.norm(m.detach())) for m in matrices(param))
-        assert norm == pytest.approx(radius, rel=1e-5)  # float32 sums of a few hundred terms
+        assert norm == pytest.approx(radius, rel=2e-5)  # float32 sums of 96 group norms: as the value above
 
 
 def test_a_default_selection_leaving_out_much_warns_and_names_it():
