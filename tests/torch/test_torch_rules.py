@@ -166,6 +166,7 @@ def test_per_group_lambda_is_two_rules():
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     sgd.step()
+    # the decay is this one multiply by this double, so bit equal (a zero gradient leaves SGD's update 0)
     assert torch.equal(model.fc.weight, before["fc.weight"] * (1 - 0.5 * 1e-1))
     assert torch.equal(model.layer1.conv1.weight, before["layer1.conv1.weight"] * (1 - 0.5 * 1e-2))
     assert torch.equal(model.stem.weight, before["stem.weight"])
@@ -268,5 +269,5 @@ def test_a_model_level_penalty_must_return_a_scalar_tensor():
         reg.penalty()
     reg = Regularizer(model, Rule(lambda m: m.fc.weight.abs().sum(), mode="coupled", label="path"))
     reg.penalty().backward()
-    assert torch.equal(model.fc.weight.grad, torch.sign(model.fc.weight.detach()))
+    assert torch.equal(model.fc.weight.grad, torch.sign(model.fc.weight.detach()))  # d|w|/dw = sign(w)
     assert reg.report().rules[0].label == "path"

@@ -5,6 +5,9 @@ Drivers: ``opt.step(closure)`` (Adam, LBFGS), gradient accumulation, AMP's
 closure raises, the optimizer would raise (``betas="bad"``), a second param
 group has a bad learning rate; in each mode the parameters, the optimizer
 state and the regularizer state stay bit-identical.
+
+Bit equality is the right comparison here: a refused step must change nothing, and the AdamW (or
+hand-decayed LBFGS) twins run the same decay multiply by the same double and the same update code.
 """
 
 from __future__ import annotations
