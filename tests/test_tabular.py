@@ -33,9 +33,11 @@ def test_numeric_columns_are_standardised_and_categories_one_hot(frame):
     X, y = training_data(frame, encoder, "regression")
     assert encoder.numeric == ("size", "age")
     assert encoder.categorical == ("color", "flag")
+    # z-scores: n-term sums of values <= ~3, ~n eps * 3 ~ 1e-14 (absolute and relative)
     np.testing.assert_allclose(X[:, :2].mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(X[:, :2].std(axis=0), 1, rtol=1e-12)
-    np.testing.assert_allclose(X[:, 0], (frame["size"] - frame["size"].mean()) / frame["size"].std(ddof=0))
+    expected = (frame["size"] - frame["size"].mean()) / frame["size"].std(ddof=0)
+    np.testing.assert_allclose(X[:, 0], expected, rtol=1e-13, atol=1e-13)
     assert encoder.feature_names[2:] == ["color=blue", "color=green", "color=red", "flag=False", "flag=True"]
     np.testing.assert_array_equal(X[:, 4], (frame["color"] == "red").to_numpy())
     np.testing.assert_array_equal(y, frame["y"].to_numpy())
@@ -72,7 +74,8 @@ def test_original_units_give_the_same_linear_function(seed):
     original, original_intercept = encoder.original_units(coef, intercept)
     raw = np.column_stack([table["a"], table["b"], X[:, 2:]])
     in_original_units = raw @ original.T + original_intercept
-    np.testing.assert_allclose(in_original_units, X @ coef.T + intercept, rtol=1e-9, atol=1e-9)
+    # a few terms of size (|x - mean| / sd) |coef| <= ~40 each side: ~5 eps * 40 ~ 4e-14
+    np.testing.assert_allclose(in_original_units, X @ coef.T + intercept, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(original[:, 2:], coef[:, 2:])
 
 
@@ -98,7 +101,7 @@ def test_drop_na_drops_the_incomplete_rows(frame):
     complete = frame.drop(index=[3, 5, 7])
     assert X.shape[0] == len(complete)
     np.testing.assert_array_equal(y, complete["y"].to_numpy())
-    assert encoder.means[0] == pytest.approx(complete["size"].mean())
+    assert encoder.means[0] == pytest.approx(complete["size"].mean(), rel=1e-13)  # n-term sums: n eps
 
 
 def test_impute_fills_the_training_mean_and_most_frequent_level(frame):
@@ -197,6 +200,7 @@ def test_read_table_csv_and_parquet_agree(frame, tmp_path):
     frame.to_parquet(tmp_path / "t.parquet")
     from_csv, from_parquet = read_table(tmp_path / "t.csv").frame, read_table(tmp_path / "t.parquet").frame
     encoder = fit_encoder(from_csv, "y")
+    # CSV writes each float64 with round-trip digits: the same numbers, the same z-scores up to an ulp or two
     np.testing.assert_allclose(encoder.transform(from_parquet), encoder.transform(from_csv), rtol=1e-14)
 
 
@@ -289,7 +293,8 @@ def test_identifiers_are_left_out_and_dates_become_days(frame):
     X, _ = training_data(frame, encoder, "regression")
     j = encoder.numeric.index("day")
     # consecutive days standardised: the centred day count over the scale, exact up to float64 rounding
-    np.testing.assert_allclose(X[:, j] * encoder.scales[j], np.arange(n) - (n - 1) / 2, atol=1e-9)
+    # values <= n / 2 rounded twice (divide, multiply): ~2 eps * n / 2
+    np.testing.assert_allclose(X[:, j] * encoder.scales[j], np.arange(n) - (n - 1) / 2, atol=1e-12)
     reasons = {d.column: d.reason for d in encoder.decisions}
     assert reasons["name"].startswith("identifier") and reasons["index"].startswith("identifier")
     later = frame.assign(day="2021-06-30")  # a date never seen in training still has a number
