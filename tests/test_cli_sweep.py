@@ -105,9 +105,9 @@ def test_sweep_on_a_csv_regression(runner, table_csv, tmp_path):
     assert document["n_train"] == 60 and document["n_val"] == 20
     # the target is standardised on the training rows: the constant prediction's loss is its variance, 1
     assert document["baseline"] == pytest.approx(1.0, rel=1e-12)
-    # proximal L1 at λ = 10 zeroes the weights: the model predicts the mean, loss ≈ baseline
-    # measured 1.0014 (the bias's SGD error adds to 1); at λ = 1e-3 measured 0.016 against a noise floor of
-    # 0.01 / var(y) ~ 0.005
+    # proximal L1 at λ = 10 zeroes the weights: the model predicts the mean, loss ≈ baseline measured 1.0014
+    # (the bias's SGD error adds to 1); at λ = 1e-3 measured 0.016 against a noise floor of 0.01 / var(y) ~
+    # 0.005
     assert document["train_curves"][-1][-1] == pytest.approx(1.0, abs=0.05)
     assert document["train_curves"][-1][0] < 0.1
 

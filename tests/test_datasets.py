@@ -56,8 +56,7 @@ def test_gaussian_design_has_the_ar1_covariance():
 def test_gaussian_design_without_correlation_is_standard_normal():
     X = gaussian_design(20_000, 4, seed=2)
     # standard errors sqrt(2/n) = 0.01 (variances; 0.007 off the diagonal) and 1/sqrt(n) = 0.007 (means): 0.05
-    # is
-    # 5 of the first, 0.03 is 4.2 of the second
+    # is 5 of the first, 0.03 is 4.2 of the second
     np.testing.assert_allclose(np.cov(X, rowvar=False), np.eye(4), atol=0.05)
     np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=0.03)
 

@@ -135,8 +135,7 @@ def test_lambda_max_is_the_exact_threshold_of_the_zero_solution(name):
     lam_max = lambda_max(X, y, Quadratic(), penalty)
     penalized = unit.penalized[unit.block_of_row]
     # X^T y (40 terms) rounds by 40 eps ~ 1e-14 relative: 1e-9 above lam_max is zero on every machine; 1e-3
-    # below,
-    # the zero point's gap ~ (1e-3 lam_max)^2 / (2L) is far above tol=1e-12, so CD must leave it
+    # below, the zero point's gap ~ (1e-3 lam_max)^2 / (2L) is far above tol=1e-12, so CD must leave it
     above = coordinate_descent(X, y, Quadratic(), penalty.with_lam(lam_max * (1 + 1e-9)), tol=1e-12)
     below = coordinate_descent(X, y, Quadratic(), penalty.with_lam(lam_max * (1 - 1e-3)), tol=1e-12)
     assert np.all(above.coef[penalized] == 0)

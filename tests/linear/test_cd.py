@@ -68,8 +68,7 @@ def test_lasso_matches_scikit_learn(regression, kind, fraction):
     expected = _lasso_objective(X, y, reference.coef_, reference.intercept_, lam)
     reached = _lasso_objective(X, y, ours.coef.astype(float), ours.intercept, lam)
     # float64: P(w) - P* <= the gap 1e-10 P0, 4e-10 of P* >= 1; float32 certifies 64 eps32 P0 ~ 8e-6 P0 at
-    # worst,
-    # measured 2.8e-7 P0 and objectives within 1.1e-13; 1e-5 is that measured floor's room, not a bound
+    # worst, measured 2.8e-7 P0 and objectives within 1.1e-13; 1e-5 is that measured floor's room, not a bound
     rel = 1e-5 if kind == "float32" else 1e-9
     assert reached == pytest.approx(expected, rel=rel)
     assert ours.coef.dtype == (np.float32 if kind == "float32" else np.float64)
@@ -278,8 +277,7 @@ def test_weighted_lasso_leaves_zero_weight_features_unpenalized(regression):
     ours = coordinate_descent(X, y, Quadratic(), L1(2 * lam_max, weights=weights), tol=1e-12)
     residual = y - X @ ours.coef - ours.intercept
     # each CD sweep minimises exactly along an unpenalized coordinate; the certificate alone bounds n times
-    # the
-    # gradient by n sqrt(2 s gap) = 2.8e-4 (s = 2.87)
+    # the gradient by n sqrt(2 s gap) = 2.8e-4 (s = 2.87)
     np.testing.assert_allclose(X[:, [7, 8]].T @ residual, 0, atol=1e-9)
     assert np.all(ours.coef[np.flatnonzero(weights)] == 0)
     assert ours.dual_gap <= 1e-12 * ours.gap_scale

@@ -64,12 +64,13 @@ def test_seed_example_closed_form_everywhere(target, budget):
     result = constrained(X, y, Quadratic(), L2(1.0), np.sqrt(budget), fit_intercept=False, tol=1e-12)
     norm = np.linalg.norm(target)
     expected = target * min(1.0, np.sqrt(budget) / norm) if norm > 0 else target
-    # measured over 300 random draws: <= 5e-15 max(1, norm) for the coefficients and <= 3e-6 of the
-    # multiplier's
-    # tolerance; the multiplier's (norm / sqrt(budget) - 1) cancels digits near the sphere, hence the abs part
-    np.testing.assert_allclose(result.coef, expected, atol=1e-8 * max(1.0, norm))
+    # a projection: a few eps times max(1, norm) (measured <= 5e-15 over 624 draws, edge cases included)
+    np.testing.assert_allclose(result.coef, expected, atol=1e-13 * max(1.0, norm))
     expected_lambda = max(norm / np.sqrt(budget) - 1, 0) / 2
-    assert result.squared_multiplier == pytest.approx(expected_lambda, rel=1e-7, abs=1e-9 * max(1.0, norm))
+    # norm / sqrt(budget) - 1 cancels its digits near the sphere: a few eps times max(1, norm) / sqrt(budget)
+    # absolute (measured <= 2.5e-15 times that plus lambda over the same draws)
+    slack = 1e-13 * max(1.0, norm) / np.sqrt(budget)
+    assert result.squared_multiplier == pytest.approx(expected_lambda, rel=1e-13, abs=slack)
 
 
 def test_l2_twin_is_the_ridge_closed_form_with_weights_and_intercept():
@@ -79,11 +80,10 @@ def test_l2_twin_is_the_ridge_closed_form_with_weights_and_intercept():
     Xc, yc = X - a @ X, y - a @ y
     lam = result.twin.lam
     ridge = np.linalg.solve(Xc.T @ (a[:, None] * Xc) + lam * np.eye(X.shape[1]), Xc.T @ (a * yc))
-    # the multiplier is known to O(sqrt(gap)): gap <= 1e-12 P0 (P0 = 4.6) bounds stationarity by
-    # sqrt(2 L gap) = 4.1e-6 (L = 1.86), the multiplier by that / ||w|| = 5.2e-6, and ridge at lam moves w by
-    # <= 5.2e-6 ||w|| / (mu + lam) = 1.2e-6 (mu = 0.56), plus sqrt(2 gap / mu) = 4e-6 for the solve itself;
-    # the intercept moves by |mean x| = 2.8 times that (measured 1.8e-7 and 8.1e-7: a picked 1e-6 had 1.2x
-    # room)
+    # the multiplier is known to O(sqrt(gap)): gap <= 1e-12 P0 (P0 = 4.6) bounds stationarity by sqrt(2 L gap)
+    # = 4.1e-6 (L = 1.86), the multiplier by that / ||w|| = 5.2e-6, and ridge at lam moves w by <= 5.2e-6
+    # ||w|| / (mu + lam) = 1.2e-6 (mu = 0.56), plus sqrt(2 gap / mu) = 4e-6 for the solve itself; the
+    # intercept moves by |mean x| = 2.8 times that (measured 1.8e-7 and 8.1e-7: a picked 1e-6 had 1.2x room)
     np.testing.assert_allclose(result.coef, ridge, atol=1e-5)
     assert result.intercept == pytest.approx(a @ y - a @ X @ ridge, abs=2e-5)
     assert np.linalg.norm(result.coef) == pytest.approx(0.8, rel=1e-14)  # on the sphere up to rounding

@@ -89,11 +89,9 @@ def test_regression_cv_matches_a_brute_force_loop(regression, cv_model, make):
     cv_model.set_params(cv=folds).fit(X, y)
     errors, lam_min, lam_1se = _brute_force(make, X, y, folds, cv_model.lams_, _mse)
     # both fits certified to a gap of 1e-10 P0 (P0 <= 2.6): ||w - w*|| <= sqrt(2 gap / mu) <= 4.6e-5 on every
-    # fold
-    # (mu >= 0.24, a fold's smallest eigenvalue of X^T X / n), moving a held-out MSE by <= 3.1e-4 of itself;
-    # the selected strengths are certified too: the means differ by >= 0.28% and the 1se rule's margin is >=
-    # 0.2%
-    # (measured: <= 6.5e-8, 1e-15 where CD lands on the exact active set)
+    # fold (mu >= 0.24, a fold's smallest eigenvalue of X^T X / n), moving a held-out MSE by <= 3.1e-4 of
+    # itself; the selected strengths are certified too: the means differ by >= 0.28% and the 1se rule's margin
+    # is >= 0.2% (measured: <= 6.5e-8, 1e-15 where CD lands on the exact active set)
     np.testing.assert_allclose(cv_model.cv_errors_, errors, rtol=5e-4)
     assert cv_model.lam_min_ == lam_min and cv_model.lam_1se_ == lam_1se
     assert cv_model.lam_1se_ >= cv_model.lam_min_
@@ -118,10 +116,8 @@ def test_logistic_cv_matches_a_brute_force_loop(classification):
         lambda lam: LogisticRegression(lam, penalty="l1", tol=1e-10), X, y, folds, model.lams_, _log_loss
     )
     # certificate: gap 1e-10 log 2 and mu >= the smallest eigenvalue of [X, 1]^T diag(s(1 - s)) [X, 1] / n at
-    # each
-    # fit give ||w - w*|| <= r; a held-out log loss (slope <= 1 in z) moves by <= mean ||(x, 1)|| 2r <= 9.8e-4
-    # of
-    # itself (measured 3.4e-7, which a picked 1e-6 left 3x room); selection margins are >= 1.7%
+    # each fit give ||w - w*|| <= r; a held-out log loss (slope <= 1 in z) moves by <= mean ||(x, 1)|| 2r <=
+    # 9.8e-4 of itself (measured 3.4e-7, which a picked 1e-6 left 3x room); selection margins are >= 1.7%
     np.testing.assert_allclose(model.cv_errors_, errors, rtol=1e-3)
     assert (model.lam_min_, model.lam_1se_) == (lam_min, lam_1se)
 
@@ -134,8 +130,8 @@ def test_svm_cv_matches_a_brute_force_loop(classification):
         lambda lam: LinearSVC(lam, tol=1e-8, random_state=0), X, y, folds, model.lams_, _misclassification
     )
     # counts of misclassified points, compared exactly: measured, the nearest held-out point is 1.4e-4 (in
-    # units
-    # of ||(w, 1)||) from a boundary, while the two fits agree to rounding (the same solver, seed and data)
+    # units of ||(w, 1)||) from a boundary, while the two fits agree to rounding (the same solver, seed and
+    # data)
     np.testing.assert_array_equal(model.cv_errors_, errors)
     assert model.lam_min_ == lam_min
 

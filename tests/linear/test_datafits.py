@@ -47,8 +47,7 @@ def test_raw_gradient_matches_central_differences(datafit, n, seed):
         step[index] = h
         numeric[index] = (datafit.value(y, z + step, weights) - datafit.value(y, z - step, weights)) / (2 * h)
     # truncation h^2 |F'''| / 6 <= 1e-13; rounding n eps |F| / h <= 12 * 2.2e-16 * 72 / 2e-6 ~ 1e-7 for losses
-    # <= 72
-    # (|z| <= 8, |y| <= 4); measured <= 2.3e-9 over 20 seeds
+    # <= 72 (|z| <= 8, |y| <= 4); measured <= 2.3e-9 over 20 seeds
     np.testing.assert_allclose(grad, numeric, atol=1e-6)
 
 
@@ -154,8 +153,7 @@ def test_lipschitz_bounds_the_exact_curvature(datafit, fit_intercept):
     exact = datafit.curvature * np.linalg.eigvalsh(design.T @ (a[:, None] * design))[-1]
     bound = datafit.lipschitz(X, s, fit_intercept)
     # the power method's Rayleigh quotient is <= the top eigenvalue, then inflated by exactly 1%; eigvalsh
-    # rounds
-    # by ~30 eps ~ 7e-15 relative
+    # rounds by ~30 eps ~ 7e-15 relative
     assert exact <= bound <= 1.01 * exact * (1 + 1e-12)
 
 

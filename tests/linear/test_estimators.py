@@ -85,12 +85,10 @@ def test_lasso_reports_its_gap_and_handles_sparse_and_float32(regression):
     with pytest.warns(UserWarning, match="below the relative duality gap float32 can certify"):
         single = Lasso(0.05, tol=1e-8).fit(X.astype(np.float32), y)
     # The certificate ||w - w*|| <= sqrt(2 gap / mu) (gap 1e-10 P0, P0 = 2.1, mu = 0.47) allows 3e-5 per fit;
-    # CD
-    # lands on the exact support and then converges linearly, far inside it. Measured, not derived: the sparse
-    # route repeats the dense sweeps up to rounding (5.5e-17 against 1e-10); scikit-learn's CD agrees to
-    # 2.4e-15
-    # against 1e-8; float32 data move w by ~n eps32 |w| ~ 50 * 6e-8 * 2 = 6e-6 at most (measured 1.0e-7,
-    # 1e-4).
+    # CD lands on the exact support and then converges linearly, far inside it. Measured, not derived: the
+    # sparse route repeats the dense sweeps up to rounding (5.5e-17 against 1e-10); scikit-learn's CD agrees
+    # to 2.4e-15 against 1e-8; float32 data move w by ~n eps32 |w| ~ 50 * 6e-8 * 2 = 6e-6 at most (measured
+    # 1.0e-7, 1e-4).
     np.testing.assert_allclose(sparse.coef_, dense.coef_, atol=1e-10)
     np.testing.assert_allclose(single.coef_, dense.coef_, atol=1e-4)
     reference = linear_model.Lasso(alpha=0.05, tol=1e-12).fit(X, y)

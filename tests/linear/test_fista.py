@@ -90,9 +90,8 @@ def test_torch_tensors_give_the_numpy_solution(data, dtype):
     )
     assert isinstance(ours.coef, torch.Tensor) and ours.coef.dtype == dtype
     # float64: the same iterations in torch (measured 4.4e-15; the certificate allows 3.8e-4). float32 at its
-    # gap
-    # 9.4e-6 P0 the certificate gives sqrt(2 * 9.4e-6 * log 2 / 0.0038) = 0.06; measured 1.1e-4, 2e-2 leaves
-    # 180x
+    # gap 9.4e-6 P0 the certificate gives sqrt(2 * 9.4e-6 * log 2 / 0.0038) = 0.06; measured 1.1e-4, 2e-2
+    # leaves 180x
     np.testing.assert_allclose(
         ours.coef.numpy(), reference.coef, atol=1e-6 if dtype == torch.float64 else 2e-2
     )
@@ -127,11 +126,9 @@ def test_nuclear_norm_solution_satisfies_its_optimality_conditions(data):
     gradient = -(X.T @ residual) / len(X)
     singular = np.linalg.svd(ours.coef, compute_uv=False)
     # gap <= 1e-11 P0 (P0 = 80) and mu = 0.32 give ||W - W*||_F <= r = 7.1e-5; the gradient moves by <= L r
-    # with
-    # L = 2.22 (the top eigenvalue of Xc^T Xc / n): 5.2e-4 lam. <-G, W> moves by <= L r ||W||_* + 2 lam
-    # sqrt(5) r,
-    # 5.4e-4 of lam ||W||_* = 4.6 (measured 2.5e-11 and 3.9e-11; the picked 1e-4 and 1e-5 were below the
-    # bound)
+    # with L = 2.22 (the top eigenvalue of Xc^T Xc / n): 5.2e-4 lam. <-G, W> moves by <= L r ||W||_* + 2 lam
+    # sqrt(5) r, 5.4e-4 of lam ||W||_* = 4.6 (measured 2.5e-11 and 3.9e-11; the picked 1e-4 and 1e-5 were
+    # below the bound)
     assert np.linalg.norm(gradient, 2) <= lam * (1 + 6e-4)
     assert np.sum(-gradient * ours.coef) == pytest.approx(lam * singular.sum(), rel=6e-4)
     # the prox zeroes singular values exactly, up to the SVD's rounding 10 * eps ~ 2e-15; the kept ones are >=
@@ -148,8 +145,7 @@ def test_penalty_without_certificate_stops_on_the_step_and_reports_no_gap(data):
     Xc, yc = X - X.mean(0), y - y.mean()
     exact = np.linalg.solve(Xc.T @ Xc / 50 + lam * np.eye(16), Xc.T @ yc / 50 + lam * anchor)
     # the stop is a move <= tol max(||w||, 1) ~ 3e-12; the gradient mapping bounds ||w - w*|| by (2L / mu)
-    # times a
-    # step, 2 * 2.42 / 0.52 ~ 9.3: 3e-11 (measured 2.2e-13)
+    # times a step, 2 * 2.42 / 0.52 ~ 9.3: 3e-11 (measured 2.2e-13)
     np.testing.assert_allclose(ours.coef, exact, atol=1e-10)
     assert np.isnan(ours.dual_gap) and ours.converged
 
