@@ -74,8 +74,20 @@ def tensor_report(name, param, penalty, layout="plain"):
     )
 
 
+class _PrintsItsTable:
+    """``print(obj)`` and rich's console both show ``obj.table()``, the object's :class:`rich.table.Table`."""
+
+    def __rich__(self):
+        return self.table()
+
+    def __str__(self):
+        buffer = io.StringIO()
+        Console(file=buffer, width=160).print(self.table())
+        return buffer.getvalue()
+
+
 @dataclasses.dataclass(frozen=True)
-class Report:
+class Report(_PrintsItsTable):
     """The report of a :class:`~normpen.torch.Regularizer`: ``print`` it, ``to_dict()`` it, ``plot()`` it."""
 
     rules: list
@@ -133,14 +145,6 @@ class Report:
                 )
         return table
 
-    def __rich__(self):
-        return self.table()
-
-    def __str__(self):
-        buffer = io.StringIO()
-        Console(file=buffer, width=160).print(self.table())
-        return buffer.getvalue()
-
     def plot(self):
         """A matplotlib Figure: per tensor, the fraction of exact zeros and the norm :math:`\\Omega`.
 
@@ -168,7 +172,7 @@ class Report:
 
 
 @dataclasses.dataclass(frozen=True)
-class Summary:
+class Summary(_PrintsItsTable):
     """What each rule of a :class:`~normpen.torch.Regularizer` selected: ``print`` it or ``to_dict()`` it.
 
     ``rules``: one ``(label, mode, taken, left_out)`` per rule, ``taken`` a
@@ -203,14 +207,6 @@ class Summary:
             for name, shape, why in left:
                 table.add_row("", "", name, _shape(shape), f"no: {why}")
         return table
-
-    def __rich__(self):
-        return self.table()
-
-    def __str__(self):
-        buffer = io.StringIO()
-        Console(file=buffer, width=160).print(self.table())
-        return buffer.getvalue()
 
 
 def _shape(shape):
