@@ -54,6 +54,8 @@ __all__ = [
     "ArrayKind",
     "ARRAY_KINDS",
     "to_numpy",
+    "assert_methods_agree",
+    "every_method",
 ]
 
 #: Tolerance tiers of the float64 penalty tests, for entries of order one (at most 12 of them, magnitudes
@@ -209,6 +211,20 @@ def to_numpy(a):
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     return np.array(a, dtype=np.float64)
+
+
+def every_method(step, radius, dual_radius=None):
+    """The ``(method, args)`` calls of the whole contract: ``prox`` at ``step``, ``project`` at ``radius``,
+    ``project_dual`` at ``dual_radius`` (default ``radius``), and the argument-free methods."""
+    return (
+        ("value", ()),
+        ("norm", ()),
+        ("dual_norm", ()),
+        ("grad", ()),
+        ("prox", (step,)),
+        ("project", (radius,)),
+        ("project_dual", (radius if dual_radius is None else dual_radius,)),
+    )
 
 
 def assert_methods_agree(pen, x64, kind, calls, rtol):

@@ -22,7 +22,17 @@ from scipy.optimize import brentq, check_grad, minimize
 
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.l2 import L2
-from penalties.cases import ARRAY_KINDS, CERTIFICATE, CHAIN, SAME_FORMULA, SCIPY, SUM_OF_TERMS, to_numpy
+from penalties.cases import (
+    ARRAY_KINDS,
+    CERTIFICATE,
+    CHAIN,
+    SAME_FORMULA,
+    SCIPY,
+    SUM_OF_TERMS,
+    assert_methods_agree,
+    every_method,
+    to_numpy,
+)
 
 
 def reference_ellipsoid_projection(v, w, radius):
@@ -280,21 +290,7 @@ def test_numpy_and_torch_agree(rng, kind):
     fisher[0, 0] = 0.0
     x[0, 0] = 0.0
     pen = Anchored(0.4, anchor, fisher)
-    for method, args in [
-        ("value", ()),
-        ("grad", ()),
-        ("prox", (0.5,)),
-        ("norm", ()),
-        ("project", (0.7,)),
-        ("dual_norm", ()),
-        ("project_dual", (0.7,)),
-    ]:
-        expected = getattr(pen, method)(x, *args)
-        got = getattr(pen, method)(kind.asarray(x), *args)
-        assert str(got.dtype).endswith(kind.dtype), method
-        if np.ndim(expected):
-            assert kind.holds(got), method
-        np.testing.assert_allclose(to_numpy(got), expected, rtol=kind.rtol, atol=kind.rtol, err_msg=method)
+    assert_methods_agree(pen, x, kind, every_method(0.5, 0.7), rtol=kind.rtol)
 
 
 @pytest.mark.parametrize(

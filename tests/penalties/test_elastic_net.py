@@ -26,7 +26,16 @@ from sklearn.linear_model import ElasticNet as SklearnElasticNet
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
-from penalties.cases import ARRAY_KINDS, CERTIFICATE, CHAIN, SAME_FORMULA, SCIPY, SUM_OF_TERMS, to_numpy
+from penalties.cases import (
+    ARRAY_KINDS,
+    CERTIFICATE,
+    CHAIN,
+    SAME_FORMULA,
+    SCIPY,
+    SUM_OF_TERMS,
+    assert_methods_agree,
+    every_method,
+)
 
 RATIOS = (0.0, 0.3, 0.8, 1.0)
 
@@ -167,15 +176,7 @@ def test_value_at_extreme_magnitudes(x, exponent):
 def test_l1_ratio_one_is_the_lasso(rng):
     x, grad0 = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
     en, l1 = ElasticNet(0.4, l1_ratio=1.0), L1(0.4)
-    for method, args in [
-        ("value", ()),
-        ("grad", ()),
-        ("prox", (0.6,)),
-        ("norm", ()),
-        ("project", (1.1,)),
-        ("dual_norm", ()),
-        ("project_dual", (0.3,)),
-    ]:
+    for method, args in every_method(0.6, 1.1, 0.3):
         np.testing.assert_allclose(
             getattr(en, method)(x, *args),
             getattr(l1, method)(x, *args),
@@ -217,21 +218,7 @@ def test_lambda_max_is_where_scikit_learn_zeroes_every_coefficient(rho):
 @pytest.mark.parametrize("kind", ARRAY_KINDS, ids=str)
 def test_numpy_and_torch_agree(rng, kind):
     x, pen = rng.standard_normal((2, 4)), ElasticNet(0.4, l1_ratio=0.6)
-    for method, args in [
-        ("value", ()),
-        ("grad", ()),
-        ("prox", (0.5,)),
-        ("norm", ()),
-        ("project", (0.7,)),
-        ("dual_norm", ()),
-        ("project_dual", (0.7,)),
-    ]:
-        expected = getattr(pen, method)(x, *args)
-        got = getattr(pen, method)(kind.asarray(x), *args)
-        assert str(got.dtype).endswith(kind.dtype), method
-        if np.ndim(expected):
-            assert kind.holds(got), method
-        np.testing.assert_allclose(to_numpy(got), expected, rtol=kind.rtol, atol=kind.rtol, err_msg=method)
+    assert_methods_agree(pen, x, kind, every_method(0.5, 0.7), rtol=kind.rtol)
 
 
 def test_empty_input():
