@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
-from torch_cases import conv_batches, conv_net
+from torch_cases import conv_batches, conv_net, run_on_ranks
 
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
@@ -73,24 +70,9 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 def test_ddp_ranks_stay_identical_and_equal_a_single_process_run(tmp_path):
-    context = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not context.join(timeout=1):
-            assert time.monotonic() < deadline, "the DDP workers did not finish in time"
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    ranks = run_on_ranks(_worker, tmp_path, WORLD, TIMEOUT_S)
 
     # the ranks apply the same all-reduced gradient with the same operations: bit equal
     for name, p in ranks[0]["params"].items():

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
+from torch_cases import run_on_ranks
 
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
@@ -142,25 +140,9 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp")
-    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not context.join(timeout=1):
-            assert time.monotonic() < deadline, "the FSDP2 workers did not finish in time"
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return run_on_ranks(_worker, tmp_path_factory.mktemp("fsdp"), WORLD, TIMEOUT_S)
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")

@@ -8,8 +8,12 @@ optimizer's own weight decay off so that the regularizer is the only one.
 from __future__ import annotations
 
 import copy
+import socket
+import time
+from pathlib import Path
 
 import torch
+import torch.multiprocessing as mp
 from torch import nn
 
 OPTIMIZERS = {
@@ -88,3 +92,21 @@ def assert_same(a, b, exact=False, rtol=1e-10, atol=1e-12):
             assert torch.equal(p, q), name
         else:
             torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
+
+
+def run_on_ranks(worker, out_dir, world, timeout_s):
+    """Run ``worker(rank, port, out_dir)`` in ``world`` spawned processes on a free loopback port and return
+    what each rank saved as ``out_dir/rank{r}.pt``; fails when they have not finished after ``timeout_s``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.spawn(worker, args=(port, str(out_dir)), nprocs=world, join=False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not context.join(timeout=1):
+            assert time.monotonic() < deadline, f"the {world} workers did not finish in {timeout_s} s"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(world)]
