@@ -1,4 +1,4 @@
-"""What a regularizer needs from ``torch.distributed``: the model under a wrapper, and reductions.
+r"""What a regularizer needs from ``torch.distributed``: the model under a wrapper, and reductions.
 
 Under DistributedDataParallel every rank holds the same parameters and DDP
 averages the gradients. So the coupled penalty, added to the loss on every
@@ -13,8 +13,12 @@ Under FSDP2 (``fully_shard``) every parameter is a DTensor sharded by rows
 (``Shard(0)``): each rank updates its own rows, through :func:`local_tensor`.
 Elementwise work needs nothing more; a group norm whose group spans ranks
 (a column of a row-sharded matrix) is the square root of the all-reduced sum
-of the ranks' partial sums of squares. FSDP1 (``FullyShardedDataParallel``)
-is refused.
+of the ranks' partial sums of squares. A penalty value (coupled and
+lagrangian modes) is computed by every rank from its rows and summed over the
+ranks with :func:`sum_over_ranks`, whose backward is the identity: every rank
+holds the same total, and its derivative with respect to this rank's rows is
+this rank's part of :math:`\nabla P`, exactly what one process would give
+them. FSDP1 (``FullyShardedDataParallel``) is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "world_size",
     "all_reduce_mean_",
     "all_reduce_sum_",
+    "sum_over_ranks",
 ]
 
 
@@ -122,3 +127,31 @@ def all_reduce_mean_(tensors):
         all_reduce_sum_(tensors)
         torch._foreach_div_(list(tensors), float(size))
     return tensors
+
+
+class _SumOverRanks(torch.autograd.Function):
+    r""":math:`S = \sum_r s_r` on every rank; backward :math:`\partial S / \partial s_r = 1` (local)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output
+
+
+def sum_over_ranks(tensor):
+    r"""The sum of ``tensor`` over all ranks, differentiable with respect to this rank's summand.
+
+    For a quantity :math:`S = \sum_r s_r` that every rank computes in full
+    (a penalty's value from the rows each rank holds, the column sums of
+    squares of a row-sharded matrix), the gradient that reaches :math:`s_r`
+    on rank :math:`r` is :math:`\partial L / \partial S`: with the same loss
+    term on every rank and the gradients of the other terms averaged (FSDP2),
+    each rank's rows then get exactly the single-process gradient of the
+    term. A new tensor; ``tensor`` itself on one rank.
+    """
+    return _SumOverRanks.apply(tensor) if world_size() > 1 else tensor

@@ -43,7 +43,7 @@ from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.penalties.max_norm import MaxNorm
-from normpen.torch.distributed import all_reduce_sum_, is_sharded, local_rows, local_tensor
+from normpen.torch.distributed import all_reduce_sum_, is_sharded, local_rows, local_tensor, sum_over_ranks
 
 __all__ = [
     "Slot",
@@ -225,8 +225,9 @@ class Kernel:
         #: A representative penalty of the bucket (they agree on :meth:`bucket_key`).
         self.penalty = penalty
 
-    #: The operations (``"decay"``, ``"prox"``, ``"project"``) this kernel does right on the rows a
-    #: rank holds of an FSDP2 parameter: elementwise ones, and group ones whose norms it all-reduces.
+    #: The operations (``"decay"``, ``"prox"``, ``"project"``, and ``"value"`` for the coupled and
+    #: lagrangian terms) this kernel does right on the rows a rank holds of an FSDP2 parameter:
+    #: elementwise ones, and group ones whose norms it all-reduces.
     row_shard_methods = frozenset()
 
     @classmethod
@@ -250,6 +251,29 @@ class Kernel:
     def value(self, tensors, slots):
         """:math:`\\sum_i P_i(x_i)`, differentiable, as a 0-d tensor."""
         return _total([penalty_value(s.penalty, t, s.layout) for t, s in zip(tensors, slots, strict=True)])
+
+    def total(self, slots):
+        """:math:`\\sum_i P_i(\\theta_i)` over ``slots``' whole tensors (FSDP2 ones too), differentiable."""
+        whole = [s for s in slots if not is_sharded(s.param)]
+        sharded = [s for s in slots if is_sharded(s.param)]
+        values = [self.value([s.param for s in whole], whole)] if whole else []
+        if sharded:
+            values.append(self.sharded_value([s.param.to_local() for s in sharded], sharded))
+        return _total(values)
+
+    def sharded_value(self, tensors, slots):
+        """The value of FSDP2 parameters from the rows ``tensors`` this rank holds (``to_local()``: the
+        gradient reaches the parameters): a kernel whose value is a sum over rows sums it over the ranks."""
+        local = [
+            dataclasses.replace(s, penalty=self.local_penalty(s, t.dtype))
+            for t, s in zip(tensors, slots, strict=True)
+        ]
+        return sum_over_ranks(self.value(tensors, local))
+
+    def local_penalty(self, slot, dtype):
+        """``slot``'s penalty on the rows this rank holds: the penalty itself, unless it holds arrays of the
+        parameter's shape (a subclass cuts them to the rank's rows, in ``dtype``)."""
+        return slot.penalty
 
     def decay_(self, tensors, data, step):
         """In place :math:`x \\leftarrow x - \\eta\\nabla P(x)`."""
@@ -286,7 +310,7 @@ class L2Kernel(Kernel):
     :math:`10^{19}` (float32), far beyond any trained weight.
     """
 
-    row_shard_methods = frozenset({"decay"})
+    row_shard_methods = frozenset({"decay", "value"})
 
     @classmethod
     def accepts(cls, penalty):
@@ -310,7 +334,7 @@ class L1Kernel(Kernel):
     Its data: ``None``, or the tensors :math:`\lambda\omega` of weighted L1.
     """
 
-    row_shard_methods = frozenset({"decay", "prox"})
+    row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
     def accepts(cls, penalty):
@@ -329,6 +353,11 @@ class L1Kernel(Kernel):
 
     def prox_(self, tensors, data, step):
         soft_threshold_(tensors, step * self.penalty.lam if data is None else torch._foreach_mul(data, step))
+
+    def local_penalty(self, slot, dtype):
+        if slot.penalty.weights is None:
+            return slot.penalty
+        return dataclasses.replace(slot.penalty, weights=local_piece(slot.penalty.weights, slot, dtype))
 
 
 class GroupNorms:
@@ -386,6 +415,32 @@ class GroupNorms:
         return self.flat
 
 
+class _GroupNormsOfRows(torch.autograd.Function):
+    r"""The norms :math:`\|x_g\|_2` of a tensor's groups over ``dims``, from this rank's rows ``x``.
+
+    With ``split`` (groups spanning the ranks) the sums of squares are summed
+    over the ranks before the square root. Backward: :math:`x / \|x_g\|`,
+    0 for a zero group (the minimum-norm subgradient; the whole group is 0
+    on every rank then), this rank's entries only: no communication.
+    """
+
+    @staticmethod
+    def forward(x, dims, split):
+        squares = x.square().sum(dim=dims, keepdim=True)
+        if split:
+            all_reduce_sum_([squares])
+        return squares.sqrt_()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, norms = ctx.saved_tensors
+        return grad_output * x / torch.where(norms > 0, norms, 1), None, None
+
+
 def _split_groups(slots, dims):
     """Per slot: its groups span ranks (an FSDP2 parameter reduced over its sharded dim 0)."""
     return [is_sharded(s.param) and 0 in d for s, d in zip(slots, dims, strict=True)]
@@ -431,7 +486,7 @@ class AxisGroupKernel(Kernel):
     per tensor but the norms.
     """
 
-    row_shard_methods = frozenset({"prox"})
+    row_shard_methods = frozenset({"prox", "value"})
 
     @classmethod
     def accepts(cls, penalty):
@@ -444,18 +499,37 @@ class AxisGroupKernel(Kernel):
     def prepare(self, slots, dtype, method):
         if method != "prox":
             return super().prepare(slots, dtype, method)
-        axis = self.penalty.axis
-        dims = [_group_dims(s, axis, _all_but(s.param.ndim, axis)) for s in slots]
+        dims = [self._dims(s) for s in slots]
         norms = GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
-        weights = [
-            _local_group_weights(
-                s, torch.as_tensor(s.penalty.axis_weights(_canonical_shape(s)), dtype=dtype), d
-            )
-            for s, d in zip(slots, dims, strict=True)
-        ]
+        weights = [self._weights(s, d, dtype) for s, d in zip(slots, dims, strict=True)]
         scaled = (self.penalty.lam * torch.cat(weights)).to(norms.flat.device)
         factors = torch.empty_like(norms.flat)
         return _GroupThreshold(norms, scaled, factors, torch.empty_like(factors), norms.views(factors))
+
+    def sharded_value(self, tensors, slots):
+        r""":math:`\lambda \sum_g \omega_g \|x_g\|` of FSDP2 parameters from this rank's rows: groups inside
+        the rows summed over the ranks, groups across the ranks from all-reduced sums of squares (a plain
+        sum of squares: exact unless entries exceed about :math:`10^{150}` in float64)."""
+        split = _split_groups(slots, [self._dims(s) for s in slots])
+        within, across = [], []
+        for t, s, spans in zip(tensors, slots, split, strict=True):
+            dims = self._dims(s)
+            weights = self._weights(s, dims, t.dtype).to(t.device)
+            norms = _GroupNormsOfRows.apply(t, dims, spans)
+            (across if spans else within).append(torch.dot(weights, norms.reshape(-1)))
+        parts = ([sum_over_ranks(_total(within))] if within else []) + across
+        return self.penalty.lam * _total(parts)
+
+    def _dims(self, slot):
+        """The dimensions one group norm of ``slot``'s tensor reduces over."""
+        axis = self.penalty.axis
+        return _group_dims(slot, axis, _all_but(slot.param.ndim, axis))
+
+    @staticmethod
+    def _weights(slot, dims, dtype):
+        r""":math:`\omega_g` of the groups this rank holds, in the order of their norms."""
+        weights = torch.as_tensor(slot.penalty.axis_weights(_canonical_shape(slot)), dtype=dtype)
+        return _local_group_weights(slot, weights, dims)
 
     def prox_(self, tensors, data, step):
         norms = data.norms.compute(tensors)
@@ -528,7 +602,7 @@ class AnchoredKernel(Kernel):
     own elementwise kernel on those rows.
     """
 
-    row_shard_methods = frozenset({"decay", "prox"})
+    row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
     def accepts(cls, penalty):
@@ -539,19 +613,24 @@ class AnchoredKernel(Kernel):
         return penalty.lam, penalty.fisher is None
 
     def prepare(self, slots, dtype, method):
-        anchors = [local_piece(s.penalty.anchor, s, dtype) for s in slots]
-        fishers = (
-            None if self.penalty.fisher is None else [local_piece(s.penalty.fisher, s, dtype) for s in slots]
-        )
         if method == "decay":
-            return anchors, fishers
+            anchors = [local_piece(s.penalty.anchor, s, dtype) for s in slots]
+            if self.penalty.fisher is None:
+                return anchors, None
+            return anchors, [local_piece(s.penalty.fisher, s, dtype) for s in slots]
         if not any(is_sharded(s.param) for s in slots):
             return super().prepare(slots, dtype, method)
-        local = [
-            (dataclasses.replace(s.penalty, anchor=a, fisher=None if fishers is None else f), s.layout)
-            for s, a, f in zip(slots, anchors, fishers or anchors, strict=True)
-        ]
-        return local
+        return [(self.local_penalty(s, dtype), s.layout) for s in slots]
+
+    def local_penalty(self, slot, dtype):
+        if not is_sharded(slot.param):
+            return slot.penalty
+        fisher = slot.penalty.fisher
+        return dataclasses.replace(
+            slot.penalty,
+            anchor=local_piece(slot.penalty.anchor, slot, dtype),
+            fisher=None if fisher is None else local_piece(fisher, slot, dtype),
+        )
 
     def decay_(self, tensors, data, step):
         anchors, fishers = data
@@ -564,7 +643,7 @@ class AnchoredKernel(Kernel):
 class ElasticNetKernel(Kernel):
     """Elastic net through the penalty's own elementwise kernels: right on any rows of a tensor."""
 
-    row_shard_methods = frozenset({"decay", "prox"})
+    row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
     def accepts(cls, penalty):

@@ -355,7 +355,7 @@ class Regularizer:
         by_kernel = {}
         for slot in slots:
             by_kernel.setdefault(slot.kernel, []).append(slot)
-        values = [k.value([s.param for s in group], group) for k, group in by_kernel.items()]
+        values = [kernel.total(group) for kernel, group in by_kernel.items()]
         return sum(values[1:], values[0])
 
     # ---- optimizer hooks --------------------------------------------------------------
@@ -855,14 +855,16 @@ def _layout(groups):
 def _check_row_shardable(kernel_class, penalty, entry, rule):
     """An FSDP2 parameter: sharded by rows, and the rule's operation right on the rows a rank holds."""
     check_row_sharded(entry.param, entry.name)
-    method = METHODS.get(rule.mode)
+    method = METHODS.get(rule.mode, "value")  # coupled and lagrangian rules need the penalty's value
     if method not in kernel_class.row_shard_methods:
         raise TypeError(
             f"rule {rule.describe()!r} on the FSDP2 (fully_shard) parameter {entry.name!r}: {rule.mode} "
             f"{type(penalty).__name__} is not supported on sharded parameters (it needs the whole tensor: "
-            "a spectrum, a ball's global threshold, or a loss term); supported: decoupled L2, L1, elastic "
-            "net and anchored; proximal L1, elastic net, anchored, group lasso on rows or columns and "
-            "max-norm; constrained max-norm. Use DistributedDataParallel for the others"
+            "a spectrum or a ball's global threshold); supported: coupled and lagrangian L2, L1, elastic "
+            "net, anchored and group lasso on rows or columns; decoupled L2, L1, elastic net and anchored; "
+            "proximal L1, elastic net, anchored, group lasso on rows or columns and max-norm; constrained "
+            f"max-norm. Leave {entry.name!r} out of this rule (select=...) and regularize it with a "
+            "supported penalty, or train with DistributedDataParallel"
         )
 
 
