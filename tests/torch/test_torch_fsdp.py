@@ -128,7 +128,7 @@ def _batches():
 
 
 def _train(model, rules, batches, shard=None, before=False):
-    """Train; return the model and, per step, the penalty term's value and the multipliers after it."""
+    """Train; return the model, the regularizer and, per step, the penalty's value and the multipliers."""
     reg = Regularizer(model, rules(model)) if before else None
     if shard is not None:
         shard(model)
@@ -142,7 +142,7 @@ def _train(model, rules, batches, shard=None, before=False):
         adam.step()
         values.append(penalty.detach().clone())
         multipliers.append([r.multiplier.clone() for r in reg.rules if r.multiplier is not None])
-    return model, values, multipliers
+    return model, reg, values, multipliers
 
 
 def _worker(rank, port, out_dir):
@@ -164,9 +164,12 @@ def _worker(rank, port, out_dir):
         halves = [(x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]) for x, y in _batches()]
         results = {}
         for name, (rules, before) in RUNS.items():
-            model, values, multipliers = _train(_model(), rules, halves, shard, before)
+            model, reg, values, multipliers = _train(_model(), rules, halves, shard, before)
             params = {n: p.full_tensor() for n, p in model.named_parameters()}
             results[name] = {"params": params, "values": values, "multipliers": multipliers}
+            results[name]["report"] = reg.report().to_dict()
+            results[name]["summary"] = reg.summary().to_dict()
+            str(reg.report()), str(reg.summary())  # the rich tables print too
         refused = {}
         for name, rule in REFUSED.items():
             model = _model()
@@ -196,7 +199,7 @@ def ranks(tmp_path_factory):
 @pytest.mark.parametrize("run", list(RUNS))
 def test_fsdp2_equals_a_single_process_run(ranks, run):
     rules, _ = RUNS[run]
-    single, values, multipliers = _train(_model(), rules, _batches())
+    single, reg, values, multipliers = _train(_model(), rules, _batches())
     before = _model()
     # float64 throughout. The two ranks' gradient halves are averaged by a reduce-scatter (a different
     # order of the same sums), column norms are sqrt of all-reduced partial sums and penalty values sums
@@ -219,8 +222,29 @@ def test_fsdp2_equals_a_single_process_run(ranks, run):
         ):
             assert torch.equal(mine, theirs), step
             torch.testing.assert_close(mine, single_mu, **tolerance)
+    # the report gathers each parameter whole: the same on both ranks, and the single process's up to the
+    # rounding of the parameters above (value and norm are sums of <= 30 entries of them)
+    assert run_0["report"] == run_1["report"]
+    assert run_0["summary"] == reg.summary().to_dict()
+    _assert_close_trees(run_0["report"], reg.report().to_dict(), tolerance)
     if run == "lagrangian":
         assert all(mu > 0 for mu in run_0["multipliers"][-1])  # the budgets bind: the duals moved
+
+
+def _assert_close_trees(mine, theirs, tolerance, where="report"):
+    """Equal structure and strings, numbers equal within ``tolerance``."""
+    if isinstance(mine, dict):
+        assert mine.keys() == theirs.keys(), where
+        for key in mine:
+            _assert_close_trees(mine[key], theirs[key], tolerance, f"{where}[{key!r}]")
+    elif isinstance(mine, (list, tuple)):
+        assert len(mine) == len(theirs), where
+        for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            _assert_close_trees(a, b, tolerance, f"{where}[{i}]")
+    elif isinstance(mine, float):
+        assert math.isclose(mine, theirs, rel_tol=tolerance["rtol"], abs_tol=tolerance["atol"]), where
+    else:
+        assert mine == theirs, where
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")

@@ -33,6 +33,7 @@ __all__ = [
     "unwrap_model",
     "is_sharded",
     "local_tensor",
+    "whole_tensor",
     "local_rows",
     "check_row_sharded",
     "world_size",
@@ -77,6 +78,11 @@ def is_sharded(tensor):
 def local_tensor(tensor):
     """The rank's own piece of a DTensor (a view: in-place updates write through), else ``tensor``."""
     return tensor._local_tensor if is_sharded(tensor) else tensor
+
+
+def whole_tensor(tensor):
+    """The whole tensor of a DTensor (an all-gather: every rank must call it), else ``tensor``."""
+    return tensor.full_tensor() if is_sharded(tensor) else tensor
 
 
 def local_rows(tensor):

@@ -40,7 +40,13 @@ import torch
 
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.l2 import L2
-from normpen.torch.distributed import all_reduce_mean_, check_row_sharded, is_sharded, unwrap_model
+from normpen.torch.distributed import (
+    all_reduce_mean_,
+    check_row_sharded,
+    is_sharded,
+    unwrap_model,
+    whole_tensor,
+)
 from normpen.torch.kernels import Bucket, Slot, as_penalty_input, kernel_for, work_dtype
 from normpen.torch.report import Report, RuleReport, Summary, tensor_report
 from normpen.torch.rules import (
@@ -584,12 +590,17 @@ class Regularizer:
 
         Returns a :class:`~normpen.torch.report.Report` (a rich table when
         printed, ``to_dict()`` for data, ``plot()`` for a figure). Reads the
-        tensors to the host: for logging, not for every step.
+        tensors to the host: for logging, not for every step. Under FSDP2
+        each parameter is gathered whole in turn (a collective: call it on
+        every rank); every rank gets the same report.
         """
         rules = []
         with torch.no_grad():
             for rule, slots in zip(self.rules, self._slots, strict=True):
-                tensors = [tensor_report(s.name, s.param, s.penalty, s.layout) for s in slots]
+                tensors = [
+                    tensor_report(s.name, whole_tensor(s.param), _whole_arrays(s.penalty), s.layout)
+                    for s in slots
+                ]
                 if rule.is_model_constraint:
                     value = float(rule.penalty.norm(self.model))
                 elif rule.is_model_level:
@@ -878,11 +889,21 @@ def _check_fits(penalty, entry, rule):
             "sum; use a row/column group or elementwise penalty on it, or leave it out with select"
         )
     tensor = entry.param.detach()
-    tensor = tensor.full_tensor() if is_sharded(tensor) else tensor  # every rank builds: a collective
+    tensor = whole_tensor(tensor)  # every rank builds: a collective
     try:
         penalty._check(as_penalty_input(penalty, tensor, layout), entry.name)
     except (TypeError, ValueError) as err:
         raise type(err)(f"rule {rule.describe()!r} on parameter {entry.name!r}: {err}") from err
+
+
+def _whole_arrays(penalty):
+    """``penalty`` with its DTensor fields (the anchor of an L2-SP rule built under FSDP2) gathered whole."""
+    sharded = {
+        f.name: whole_tensor(getattr(penalty, f.name))
+        for f in dataclasses.fields(penalty)
+        if f.init and is_sharded(getattr(penalty, f.name))
+    }
+    return dataclasses.replace(penalty, **sharded) if sharded else penalty
 
 
 def _tensor(array):
