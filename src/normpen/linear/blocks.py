@@ -41,11 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from normpen.penalties.elastic_net import ElasticNet
-from normpen.penalties.group_lasso import GroupLasso, _parse_groups, _parse_weights
-from normpen.penalties.l1 import L1
-from normpen.penalties.l2 import L2
-from normpen.penalties.sparse_group_lasso import SparseGroupLasso
+from normpen._array import group_soft_threshold_scale, soft_threshold, sparse_group_roots
 
 __all__ = ["BlockPenalty", "as_block_penalty"]
 
@@ -57,7 +53,8 @@ class BlockPenalty:
     Parameters
     ----------
     l1 : ndarray of shape (p, m)
-        Absolute elementwise weights :math:`\alpha \ge 0`.
+        Absolute elementwise weights :math:`\alpha \ge 0`; one value on all the entries of a
+        block with a group weight (the sparse-group lasso's).
     row_order : int ndarray of shape (p,)
         The rows listed block after block (a permutation of ``0..p-1``).
     block_starts : int ndarray of shape (n_blocks,)
@@ -94,8 +91,13 @@ class BlockPenalty:
         object.__setattr__(self, "block_sizes", sizes)
         identity = sizes.size == p and bool(np.all(self.row_order == np.arange(p)))
         object.__setattr__(self, "_identity", identity)
-        has_l1 = self.block_max(self.l1.max(axis=1)) > 0
-        object.__setattr__(self, "penalized", has_l1 | (self.group_weights > 0))
+        largest_l1 = self.block_max(self.l1.max(axis=1))
+        if np.any((self.group_weights > 0) & (-self.block_max(-self.l1.min(axis=1)) != largest_l1)):
+            raise ValueError(
+                "a block with a group weight needs one L1 weight on all its entries (the sparse-group "
+                "lasso's alpha); give l1 a constant value over each such block"
+            )
+        object.__setattr__(self, "penalized", (largest_l1 > 0) | (self.group_weights > 0))
 
     @classmethod
     def separable(cls, l1, ridge=0.0, positive=False):
@@ -189,12 +191,9 @@ class BlockPenalty:
     def shrink(self, Z, step):
         r""":math:`S_{s\beta}(S_{s\alpha}(Z))`, the prox of the non-ridge part (``step`` per block or one)."""
         row_step = step if np.isscalar(step) else self._per_row(step)[:, None]
-        thresh = row_step * self.l1
-        U = np.maximum(Z - thresh, 0) if self.positive else np.sign(Z) * np.maximum(np.abs(Z) - thresh, 0)
+        U = soft_threshold(Z, row_step * self.l1, self.positive)
         if np.any(self.group_weights > 0):
-            norms = self.block_norms(U)
-            block_thresh = step * self.group_weights
-            scale = np.where(norms > block_thresh, 1 - block_thresh / np.where(norms > 0, norms, 1), 0.0)
+            scale = group_soft_threshold_scale(self.block_norms(U), step * self.group_weights)
             U = U * self._per_row(scale)[:, None]
         return U
 
@@ -229,17 +228,11 @@ class BlockPenalty:
         return t
 
     def _mixed_root(self, A, blocks):
-        r"""Exact root of :math:`f(t) = \|(A_g - t\alpha_g)_+\|^2 - t^2\beta_g^2` for the given blocks.
+        r"""The root :math:`t_g` of the given blocks, each with one L1 weight and a group weight.
 
-        :math:`f` is decreasing and piecewise quadratic between the breakpoints
-        :math:`\tau_i = A_i/\alpha_i`. With the breakpoints sorted in decreasing
-        order and the top :math:`k` entries active, :math:`f = 0` reads
-        :math:`(S^{\alpha\alpha}_k - \beta^2)t^2 - 2S^{\alpha a}_k t + S^{aa}_k = 0`
-        (cumulative sums), whose decreasing-branch root is
-        :math:`t_k = S^{aa}_k / (S^{\alpha a}_k + \sqrt{\Delta_k})` with
-        :math:`\Delta_k = (S^{\alpha a}_k)^2 - (S^{\alpha\alpha}_k - \beta^2)S^{aa}_k`;
-        the answer is the :math:`t_k` inside its interval :math:`[\tau_{k+1}, \tau_k]`.
-        All blocks are solved at once on a zero-padded ``(blocks, entries)`` layout.
+        The blocks' entries go into one zero-padded ``(blocks, entries)`` matrix (a zero
+        entry changes no root) for :func:`normpen._array.sparse_group_roots`, the
+        sparse-group lasso's own dual norm.
         """
         rows = self._rows_of(blocks)
         m = A.shape[1]
@@ -247,24 +240,9 @@ class BlockPenalty:
         owner = np.repeat(np.arange(blocks.size), counts)
         position = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         a = np.zeros((blocks.size, int(counts.max())))
-        alpha = np.zeros_like(a)
         a[owner, position] = A[rows].ravel()
-        alpha[owner, position] = self.l1[rows].ravel()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tau = np.where(alpha > 0, a / alpha, np.where(a > 0, np.inf, -1.0))
-        order = np.argsort(-tau, axis=1)
-        tau, a, alpha = (np.take_along_axis(v, order, axis=1) for v in (tau, a, alpha))
-        s_aa = np.cumsum(a * a, axis=1)
-        s_alpha_a = np.cumsum(alpha * a, axis=1)
-        s_alpha_alpha = np.cumsum(alpha * alpha, axis=1)
-        beta2 = (self.group_weights[blocks] ** 2)[:, None]
-        disc = np.maximum(s_alpha_a**2 - (s_alpha_alpha - beta2) * s_aa, 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = s_aa / (s_alpha_a + np.sqrt(disc))
-        below = np.concatenate([tau[:, 1:], np.full((blocks.size, 1), -1.0)], axis=1)
-        slack = 1e-12 * np.where(np.isfinite(t), t, 0)
-        valid = (t >= below - slack) & (t <= tau + slack) & np.isfinite(t)
-        return t[np.arange(blocks.size), np.argmax(valid, axis=1)]
+        alpha = self.block_max(self.l1.max(axis=1))[blocks]
+        return sparse_group_roots(a, alpha, self.group_weights[blocks])
 
     def _rows_of(self, blocks):
         """Rows of the given blocks, block after block."""
@@ -351,15 +329,13 @@ def _as_matrix(W, shape):
 def as_block_penalty(penalty, coef_shape, positive=False):
     """The :class:`BlockPenalty` of a normpen penalty for coefficients of shape ``coef_shape``.
 
-    Takes :class:`~normpen.penalties.l1.L1` (weighted),
-    :class:`~normpen.penalties.elastic_net.ElasticNet`,
-    :class:`~normpen.penalties.l2.L2`,
-    :class:`~normpen.penalties.group_lasso.GroupLasso` (index groups over
-    features, or ``"rows"`` for a ``(p, m)`` matrix),
-    :class:`~normpen.penalties.sparse_group_lasso.SparseGroupLasso` (the same
-    groups) and a :class:`BlockPenalty` of the right shape. Raises ``TypeError`` for
-    other penalties (solve those with FISTA) and ``ValueError`` for groups that
-    do not fit the coefficients.
+    Reads the penalty's :meth:`~normpen.penalties.base.Penalty.block_form`: an L1
+    part (weighted or not), a ridge at 0 and a group term on index groups over
+    features, or on ``"rows"`` of a ``(p, m)`` matrix (L1, ElasticNet, L2,
+    GroupLasso, SparseGroupLasso), and a :class:`BlockPenalty` of the right shape.
+    Raises ``TypeError`` for penalties without such a form (an anchor, Fisher
+    weights, a max-norm constraint, or none at all: solve those with FISTA) and
+    ``ValueError`` for weights or groups that do not fit the coefficients.
     """
     p = coef_shape[0]
     m = 1 if len(coef_shape) == 1 else coef_shape[1]
@@ -378,36 +354,39 @@ def as_block_penalty(penalty, coef_shape, positive=False):
                 positive,
             )
         )
-    if isinstance(penalty, L1):
-        weights = np.ones(coef_shape) if penalty.weights is None else penalty.weights
-        if weights.shape != tuple(coef_shape):
-            raise ValueError(
-                f"the L1 weights have shape {weights.shape} but the coefficients have shape "
-                f"{tuple(coef_shape)}; give one weight per coefficient"
-            )
-        return BlockPenalty.separable(penalty.lam * weights.reshape(p, m), 0.0, positive)
-    if isinstance(penalty, ElasticNet):
-        l1 = np.full((p, m), penalty.lam * penalty.l1_ratio)
-        return BlockPenalty.separable(l1, penalty.lam * (1 - penalty.l1_ratio), positive)
-    if isinstance(penalty, L2):
-        return BlockPenalty.separable(np.zeros((p, m)), penalty.lam, positive)
-    if isinstance(penalty, GroupLasso | SparseGroupLasso):
-        rho = penalty.l1_ratio if isinstance(penalty, SparseGroupLasso) else 0.0
-        blocks, weights = _row_blocks(penalty.groups, penalty.weights, p, m)
-        l1 = np.full((p, m), penalty.lam * rho)
-        if blocks is None:
-            return BlockPenalty(
-                l1, np.arange(p), np.arange(p), penalty.lam * (1 - rho) * weights, 0.0, positive
-            )
-        return BlockPenalty.from_blocks(l1, blocks, penalty.lam * (1 - rho) * weights, 0.0, positive)
-    raise TypeError(
-        f"coordinate descent takes L1, ElasticNet, L2, GroupLasso or SparseGroupLasso, got "
-        f"{type(penalty).__name__}; solve other penalties with normpen.linear.solvers.fista"
-    )
+    form = _coordinate_descent_form(penalty, coef_shape)
+    if form.l1_weights is None:
+        l1 = np.full((p, m), form.l1)
+    elif form.l1_weights.shape != tuple(coef_shape):
+        raise ValueError(
+            f"the L1 weights have shape {form.l1_weights.shape} but the coefficients have shape "
+            f"{tuple(coef_shape)}; give one weight per coefficient"
+        )
+    else:
+        l1 = form.l1 * form.l1_weights.reshape(p, m)
+    if form.groups is None:
+        return BlockPenalty.separable(l1, form.ridge, positive)
+    blocks, weights = _row_blocks(form, p, m)
+    if blocks is None:
+        return BlockPenalty(l1, np.arange(p), np.arange(p), form.group_lam * weights, form.ridge, positive)
+    return BlockPenalty.from_blocks(l1, blocks, form.group_lam * weights, form.ridge, positive)
 
 
-def _row_blocks(groups, weights, p, m):
-    """Blocks of rows and their weights (default sqrt of the entry count) from GroupLasso-style groups.
+def _coordinate_descent_form(penalty, coef_shape):
+    """The penalty's block form, if coordinate descent takes it (no anchor, Fisher weights or constraint)."""
+    declare = getattr(penalty, "block_form", None)
+    form = declare(tuple(coef_shape)) if declare is not None else None
+    if form is None or form.anchor is not None or form.fisher is not None or form.max_norm is not None:
+        raise TypeError(
+            "coordinate descent takes penalties made of an L1 part, a ridge at 0 and groups of features "
+            f"(L1, ElasticNet, L2, GroupLasso, SparseGroupLasso), got {type(penalty).__name__}; solve "
+            "other penalties with normpen.linear.solvers.fista"
+        )
+    return form
+
+
+def _row_blocks(form, p, m):
+    """Blocks of rows and their unit weights from a block form's groups.
 
     ``None`` for the blocks means one block per row (``groups="rows"``).
 
@@ -415,19 +394,19 @@ def _row_blocks(groups, weights, p, m):
     ``m > 1`` each must be a union of whole rows; rows in no group become
     unpenalized singleton blocks.
     """
-    parsed = _parse_groups(groups)
-    if isinstance(parsed, int):
-        if parsed == 1 or m == 1:
+    if form.axis is not None:
+        if form.axis == 1 or m == 1:
             raise ValueError(
                 "coordinate descent groups rows of the coefficients (features): use groups='rows' with a "
                 "2-D coefficient matrix, or index arrays of features"
             )
-        w = _parse_weights(weights, p)
-        return None, (np.full(p, math.sqrt(m)) if w is None else w)
-    w = _parse_weights(weights, len(parsed))
-    w = np.sqrt([g.size for g in parsed]) if w is None else w
+        if form.group_weights.size != p:
+            raise ValueError(
+                f"weights has {form.group_weights.size} entries but there are {p} groups; give one per group"
+            )
+        return None, form.group_weights
     blocks, covered = [], np.zeros(p, dtype=bool)
-    for i, g in enumerate(parsed):
+    for i, g in enumerate(form.groups):
         if g.max() >= p * m:
             raise ValueError(
                 f"groups[{i}] contains index {g.max()} but there are only {p * m} coefficients "
@@ -443,4 +422,4 @@ def _row_blocks(groups, weights, p, m):
         covered[rows] = True
     free = np.flatnonzero(~covered)
     blocks.extend(np.array([j]) for j in free)
-    return tuple(blocks), np.concatenate([w, np.zeros(free.size)])
+    return tuple(blocks), np.concatenate([form.group_weights, np.zeros(free.size)])

@@ -19,7 +19,7 @@ from normpen._array import (
     namespace,
     scaled_threshold,
 )
-from normpen.penalties.base import Penalty
+from normpen.penalties.base import BlockForm, Penalty
 
 __all__ = ["Anchored"]
 
@@ -106,6 +106,10 @@ class Anchored(Penalty):
                 f"anchor has shape {tuple(self.anchor.shape)} but {name} has shape "
                 f"{tuple(x.shape)}; the anchor must be a snapshot of this very parameter"
             )
+
+    def block_form(self, shape=None):
+        """The :class:`BlockForm`: ridge :math:`\\lambda` towards the anchor, with the Fisher weights."""
+        return BlockForm(ridge=self.lam, anchor=self.anchor, fisher=self.fisher)
 
     def _anchor_like(self, x):
         """The anchor as an array of ``x``'s kind, dtype and device."""

@@ -33,6 +33,45 @@ Every kernel a subclass defines is wrapped once (:func:`_widened`): float16 and
 bfloat16 inputs are computed in float32, and a step or radius too large for the
 input's dtype in float64, the result cast back to the input's dtype. The test
 is on the dtype and on Python floats only, so it never synchronises.
+
+The kernels are a contract
+--------------------------
+Code outside :mod:`normpen.penalties` (training hooks in :mod:`normpen.torch`,
+solvers in :mod:`normpen.linear`) calls ``_value``, ``_grad``, ``_prox``,
+``_norm``, ``_project``, ``_dual_norm``, ``_project_dual`` and ``_lambda_max``
+directly, on arrays it already trusts: same arguments as the public method,
+no validation, no host synchronisation where the math allows (the spectral
+and projection searches are the exceptions), the input's kind, dtype, device
+and shape out. ``_check(x, name)`` is the validation the public methods run.
+
+Declarations
+------------
+A penalty also *declares* what solvers and training kernels need from it, and
+they read only the declarations, never the penalty's class:
+
+- :meth:`Penalty.block_form` returns a :class:`BlockForm`: the penalty as
+  plain numbers and host arrays (per-coordinate L1 weights, the smooth
+  quadratic part, groups with their weights, a max-norm radius), or ``None``
+  where it is not block-separable (spectral, nuclear: solvers then use the
+  prox kernels, FISTA);
+- class flags: ``is_norm``, ``norm_squared``, ``smooth``, ``sign_invariant``,
+  ``matrix_only`` and ``is_constraint`` (see their comments below).
+
+A form must agree with the penalty's own methods: the value it implies is
+``value`` (``tests/penalties/test_block_form.py`` checks every registered
+penalty), and its ``prox`` is the penalty's prox.
+
+Adding a penalty
+----------------
+Write one file in ``normpen/penalties/``: a frozen dataclass subclassing
+:class:`Penalty` that implements the seven kernels, sets the flags that hold,
+and returns its :class:`BlockForm` from ``block_form`` if it has one (the
+default is ``None``). Add one line to ``CASES`` in ``tests/penalties/cases.py``,
+which runs every contract test (and the form check) over it, and export the
+name in ``normpen/penalties/__init__.py`` (and ``normpen/__init__.py`` for the
+top-level name). Nothing in the solvers or the training code names penalties:
+a block-separable penalty gets coordinate descent and the fast training
+kernels from its form, any other penalty FISTA and the generic kernel.
 """
 
 from __future__ import annotations
@@ -42,11 +81,11 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from numbers import Real
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from normpen._array import check_array, check_nonnegative, check_positive, namespace
 
-__all__ = ["Penalty"]
+__all__ = ["Penalty", "BlockForm"]
 
 #: The kernels that every subclass implements; :func:`_widened` wraps each of them.
 _KERNELS = ("_value", "_grad", "_prox", "_norm", "_project", "_dual_norm", "_project_dual")
@@ -98,6 +137,77 @@ def _widened(kernel):
 
 
 @dataclass(frozen=True, eq=False)
+class BlockForm:
+    r"""A block-separable penalty as plain numbers and host arrays, the declaration solvers read.
+
+    .. math::
+
+        P(x) = \lambda_1 \sum_i \omega_i |x_i|
+             + \lambda_G \sum_g \omega_g \|x_g\|_2
+             + \frac{\mu}{2} \sum_i F_i (x_i - a_i)^2
+             \;\big[+\ \iota\{\max_g \|x_g\|_2 \le c\}\big]
+
+    Every field is a Python float, ``None`` or an array the penalty stores (a
+    reference, never a copy: do not write to it). A reader computes a weight as
+    the strength times the unit weight (``l1 * l1_weights``,
+    ``group_lam * group_weights``), in that order.
+
+    Parameters
+    ----------
+    l1 : float
+        :math:`\lambda_1 \ge 0`, the strength of the L1 part (0: none).
+    l1_weights : numpy array or None
+        :math:`\omega_i \ge 0`, one per entry of ``x`` (its shape); ``None``: all ones.
+    ridge : float
+        :math:`\mu \ge 0`, the strength of the quadratic part.
+    anchor : numpy array, torch tensor or None
+        :math:`a`, of ``x``'s shape; ``None``: 0.
+    fisher : numpy array, torch tensor or None
+        :math:`F \ge 0`, of ``x``'s shape; ``None``: all ones.
+    groups : {"rows", "cols"}, tuple of int64 arrays, or None
+        The groups :math:`g`: the slices ``x[i, ...]`` (``"rows"``), ``x[:, j, ...]``
+        (``"cols"``), or disjoint index arrays into ``x.reshape(-1)`` (coordinates in
+        no group are outside the group term); ``None``: no group term.
+    group_lam : float
+        :math:`\lambda_G \ge 0`, the strength of the group term.
+    group_weights : numpy array or None
+        :math:`\omega_g \ge 0`, one per group in the order of ``groups`` (the slice
+        order for ``"rows"``/``"cols"``). ``None`` only where the default
+        :math:`\sqrt{|g|}` needs the shape and none was given to ``block_form``.
+    max_norm : float or None
+        :math:`c`: every group constrained to :math:`\|x_g\|_2 \le c` (a constraint,
+        the indicator term); ``None``: no constraint.
+    """
+
+    l1: float = 0.0
+    l1_weights: Any = None
+    ridge: float = 0.0
+    anchor: Any = None
+    fisher: Any = None
+    groups: Any = None
+    group_lam: float = 0.0
+    group_weights: Any = None
+    max_norm: float | None = None
+
+    @property
+    def axis(self):
+        """0 for ``"rows"`` groups, 1 for ``"cols"``, None for index groups or none."""
+        return ("rows", "cols").index(self.groups) if isinstance(self.groups, str) else None
+
+    @property
+    def elementwise(self):
+        """No group term and no constraint: every term acts on one coordinate."""
+        return self.groups is None
+
+    @property
+    def ridge_only(self):
+        r"""Nothing but :math:`\tfrac{\mu}{2}\|x\|_2^2`: its decoupled decay is the linear
+        :math:`x \leftarrow (1 - \eta\mu)x` of ``torch.optim``'s ``weight_decay``."""
+        plain_l1 = self.l1 == 0 and self.l1_weights is None
+        return self.elementwise and plain_l1 and self.anchor is None and self.fisher is None
+
+
+@dataclass(frozen=True, eq=False)
 class Penalty(ABC):
     """Base class of normpen's penalties; see the module docstring for the contract.
 
@@ -125,6 +235,12 @@ class Penalty(ABC):
     #: Flipping the sign of any coordinate leaves ``value`` unchanged and flips the same coordinate of
     #: ``prox`` (so the prox under ``x >= 0`` is the prox of ``max(x, 0)``: FISTA's positivity needs it).
     sign_invariant: ClassVar[bool] = False
+    #: ``value = lam / 2 * norm**2`` with ``norm`` a norm (L2): the constrained form's ball is a norm ball,
+    #: and the penalty's strength at a constraint multiplier ``mu`` on ``norm <= r`` is ``mu / r``.
+    norm_squared: ClassVar[bool] = False
+    #: ``value`` is the indicator of a set (0 or inf) and ``grad`` zero: a constraint enforced by ``prox``
+    #: (the projection), never through the loss.
+    is_constraint: ClassVar[bool] = False
 
     def __post_init__(self):
         object.__setattr__(self, "lam", check_nonnegative(self.lam, "lam"))
@@ -180,6 +296,16 @@ class Penalty(ABC):
         """
         self._check(grad0, "grad0")
         return self._lambda_max(grad0)
+
+    def block_form(self, shape=None):
+        """The penalty as a :class:`BlockForm` for inputs of ``shape``; None where not block-separable.
+
+        With ``shape`` the weights whose default depends on it are filled in (the
+        :math:`\\sqrt{|g|}` of ``"rows"``/``"cols"`` groups); without it they may be
+        ``None``. The form is not checked against ``shape``: a reader checks what it
+        relies on. The base class declares no form; a block-separable penalty returns its own.
+        """
+        return None
 
     # ---- kernels: no validation, subclasses implement ---------------------------
 

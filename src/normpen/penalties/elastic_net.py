@@ -17,7 +17,7 @@ from normpen._array import (
     project_l2_ball,
     soft_threshold,
 )
-from normpen.penalties.base import Penalty
+from normpen.penalties.base import BlockForm, Penalty
 
 __all__ = ["ElasticNet"]
 
@@ -70,6 +70,10 @@ class ElasticNet(Penalty):
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "l1_ratio", check_unit_interval(self.l1_ratio, "l1_ratio"))
+
+    def block_form(self, shape=None):
+        """The :class:`BlockForm`: L1 part :math:`\\lambda\\rho`, ridge :math:`\\lambda(1-\\rho)`."""
+        return BlockForm(l1=self.lam * self.l1_ratio, ridge=self.lam * (1 - self.l1_ratio))
 
     def _norm(self, x):
         return _scaled_omega(x, self.l1_ratio, 1.0)

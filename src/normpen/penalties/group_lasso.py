@@ -29,7 +29,7 @@ from normpen._array import (
     scaled_threshold,
     soft_threshold,
 )
-from normpen.penalties.base import Penalty
+from normpen.penalties.base import BlockForm, Penalty
 from normpen.penalties.l1 import project_l1_ball
 
 __all__ = ["GroupLasso"]
@@ -416,6 +416,19 @@ class GroupLasso(Penalty):
         if len(shape) <= self.axis:
             raise ValueError(f"shape {tuple(shape)} has no axis {self.axis} (groups={self.groups!r})")
         return self._partition._host_weights(tuple(shape))
+
+    def block_form(self, shape=None):
+        """The :class:`BlockForm`: group term :math:`\\lambda` on the groups."""
+        return BlockForm(groups=self.groups, group_lam=self.lam, group_weights=self._unit_weights(shape))
+
+    def _unit_weights(self, shape):
+        """:math:`\\omega_g` in group order: the given weights, else :math:`\\sqrt{|g|}` (for ``"rows"`` or
+        ``"cols"`` only with ``shape``: None without it)."""
+        if self.weights is not None:
+            return self.weights
+        if self.axis is None:
+            return np.sqrt(self._partition.lengths)
+        return None if shape is None else self.axis_weights(shape)
 
     def group_rows(self, x):
         r"""The groups of ``x`` as the rows of matrices, for penalties built on the same groups.

@@ -10,7 +10,7 @@ import array_api_compat
 import numpy as np
 
 from normpen._array import as_float64_array, max_or_zero, namespace, scaled_threshold, soft_threshold
-from normpen.penalties.base import Penalty
+from normpen.penalties.base import BlockForm, Penalty
 
 __all__ = ["L1", "project_l1_ball"]
 
@@ -66,6 +66,10 @@ class L1(Penalty):
         if self.weights is None:
             return xp.ones_like(x)
         return xp.asarray(self.weights, dtype=x.dtype, device=array_api_compat.device(x))
+
+    def block_form(self, shape=None):
+        """The :class:`BlockForm`: L1 part :math:`\\lambda` with the weights :math:`\\omega`."""
+        return BlockForm(l1=self.lam, l1_weights=self.weights)
 
     def _norm(self, x):
         xp = namespace(x)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from normpen._array import l2_norm, project_l2_ball
-from normpen.penalties.base import Penalty
+from normpen.penalties.base import BlockForm, Penalty
 
 __all__ = ["L2"]
 
@@ -42,7 +42,12 @@ class L2(Penalty):
     sign_invariant: ClassVar[bool] = True
 
     is_norm: ClassVar[bool] = False
+    norm_squared: ClassVar[bool] = True
     smooth: ClassVar[bool] = True
+
+    def block_form(self, shape=None):
+        """The ridge :math:`\\mu = \\lambda` alone (see :class:`~normpen.penalties.base.BlockForm`)."""
+        return BlockForm(ridge=self.lam)
 
     def _value(self, x):
         return (math.sqrt(self.lam / 2) * l2_norm(x)) ** 2

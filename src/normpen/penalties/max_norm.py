@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from normpen._array import check_positive, max_or_zero, namespace, project_l2_ball
-from normpen.penalties.base import Penalty
+from normpen.penalties.base import BlockForm, Penalty
 from normpen.penalties.group_lasso import _AxisGroups
 from normpen.penalties.l1 import project_l1_ball
 
@@ -71,6 +71,7 @@ class MaxNorm(Penalty):
 
     matrix_only: ClassVar[bool] = True
     is_norm: ClassVar[bool] = False
+    is_constraint: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -78,6 +79,10 @@ class MaxNorm(Penalty):
         if self.axis not in ("rows", "cols"):
             raise ValueError(f"axis must be 'rows' or 'cols', got {self.axis!r}")
         object.__setattr__(self, "_partition", _AxisGroups(("rows", "cols").index(self.axis)))
+
+    def block_form(self, shape=None):
+        """The :class:`BlockForm`: the slices along ``axis`` constrained to radius :math:`c`."""
+        return BlockForm(groups=self.axis, max_norm=self.c)
 
     def _norm(self, x):
         return max_or_zero(self._partition.norms(x))

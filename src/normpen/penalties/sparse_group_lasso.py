@@ -16,8 +16,15 @@ from typing import Any, ClassVar
 
 import array_api_compat
 
-from normpen._array import check_unit_interval, l2_norm, max_or_zero, namespace, soft_threshold
-from normpen.penalties.base import Penalty
+from normpen._array import (
+    check_unit_interval,
+    l2_norm,
+    max_or_zero,
+    namespace,
+    soft_threshold,
+    sparse_group_roots,
+)
+from normpen.penalties.base import BlockForm, Penalty
 from normpen.penalties.group_lasso import GroupLasso
 
 __all__ = ["SparseGroupLasso"]
@@ -116,6 +123,15 @@ class SparseGroupLasso(Penalty):
 
     with_lam = GroupLasso.with_lam
 
+    def block_form(self, shape=None):
+        """The :class:`BlockForm`: L1 part :math:`\\lambda\\alpha`, group term :math:`\\lambda(1-\\alpha)`."""
+        return BlockForm(
+            l1=self.lam * self.l1_ratio,
+            groups=self.groups,
+            group_lam=self.lam * (1 - self.l1_ratio),
+            group_weights=self._group._unit_weights(shape),
+        )
+
     def _check_shape(self, x, name):
         self._group._check_shape(x, name)
 
@@ -150,13 +166,13 @@ class SparseGroupLasso(Penalty):
         return max_or_zero(self._group_roots_of(x))
 
     def _group_roots_of(self, x):
-        """Every group's dual-norm root :math:`t_g` (:func:`_group_roots`), in the groups' order."""
+        """Every group's dual-norm root :math:`t_g` (:func:`~normpen._array.sparse_group_roots`), in order."""
         xp = namespace(x)
         betas = (1 - self.l1_ratio) * self._group.group_weights_like(x)
         roots, start = [], 0
         for rows in self._group.group_rows(xp.abs(x)):  # groups in the order of betas
             stop = start + rows.shape[0]
-            roots.append(_group_roots(rows, self.l1_ratio, betas[start:stop]))
+            roots.append(sparse_group_roots(rows, self.l1_ratio, betas[start:stop]))
             start = stop
         return xp.concat(roots)
 
@@ -224,39 +240,6 @@ class SparseGroupLasso(Penalty):
             curvature = alpha**2 * (left / safe) * (count - ratio**2)
             slopes.append(-xp.where(kept, (alpha * ratio + beta) ** 2 + curvature, 0))
         return float(xp.sum(xp.concat(values))) - radius, float(xp.sum(xp.concat(slopes)))
-
-
-def _group_roots(a, alpha, beta):
-    r"""Per row of the magnitudes ``a`` (groups, zero-padded), the smallest :math:`t \ge 0` with
-    :math:`\|(a - \alpha t)_+\|_2 \le \beta t`, solved exactly as in the class notes.
-
-    Each row is divided by its largest entry first (the root is homogeneous in :math:`a`), so no
-    square overflows or underflows. A nonzero row with :math:`\alpha = \beta = 0` has no root: ``inf``.
-    """
-    xp = namespace(a)
-    if a.shape[1] == 0:
-        return xp.zeros(a.shape[:1], dtype=a.dtype, device=array_api_compat.device(a))
-    a = xp.sort(a, axis=1, descending=True)
-    scale = a[:, :1]
-    a = a / xp.where(scale > 0, scale, 1)
-    count = xp.arange(1, a.shape[1] + 1, dtype=a.dtype, device=array_api_compat.device(a))
-    sums, squares = xp.cumulative_sum(a, axis=1), xp.cumulative_sum(a * a, axis=1)
-    # sums of (a_i - a_j)^2 from the gaps d = max - a: small differences stay accurate
-    d = 1 - a
-    d_sums, d_squares = xp.cumulative_sum(d, axis=1), xp.cumulative_sum(d * d, axis=1)
-    spread = d_squares - 2 * d * d_sums + count * d * d  # sum over i <= j of (a_i - a_j)^2
-    beta = beta[:, None]
-    active = xp.sum(xp.astype(alpha**2 * spread <= beta**2 * (a * a), a.dtype), axis=1, keepdims=True)
-
-    def at_active(cumulative):
-        return xp.sum(xp.where(count == active, cumulative, 0), axis=1, keepdims=True)
-
-    s, q, ds = at_active(sums), at_active(squares), at_active(d_sums)
-    variance = active * at_active(d_squares) - ds * ds  # k Q_k - S_k^2, from the gaps
-    disc = xp.clip(beta**2 * q - alpha**2 * variance, 0, None)
-    denom = alpha * s + xp.sqrt(disc)
-    root = xp.where(denom > 0, q / xp.where(denom > 0, denom, 1), xp.where(q > 0, xp.inf, xp.zeros_like(q)))
-    return (scale * root)[:, 0]
 
 
 def _last_positive(excess_and_slope, high, resolution=1):

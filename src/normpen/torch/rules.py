@@ -35,7 +35,6 @@ from torch import nn
 
 from normpen._array import check_nonnegative, check_positive
 from normpen.penalties.base import Penalty
-from normpen.penalties.max_norm import MaxNorm
 from normpen.torch.scaling import SCHEDULES
 
 __all__ = [
@@ -282,10 +281,11 @@ class Rule:
 
 
 def _check_constraint_mode(penalty, mode):
-    if isinstance(penalty, MaxNorm) and mode not in ("proximal", "constrained"):
+    if penalty.is_constraint and mode not in ("proximal", "constrained"):
         raise ValueError(
-            "MaxNorm is a constraint (its value is an indicator, its gradient zero): use mode='proximal' "
-            f"(projection onto the radius c) or mode='constrained' (onto radius=r), not {mode!r}"
+            f"{type(penalty).__name__} is a constraint (its value is an indicator, its gradient zero): use "
+            f"mode='proximal' (its prox, the projection onto its own set) or mode='constrained' (onto "
+            f"radius=r), not {mode!r}"
         )
 
 

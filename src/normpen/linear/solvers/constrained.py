@@ -4,8 +4,9 @@ r"""The constrained (Ivanov) form :math:`\min L(w, b)` s.t. :math:`\Omega(w) \le
 (quadratic, logistic, multinomial, multitask quadratic, squared hinge) and
 :math:`\Omega` the ``norm`` of a penalty object whose ball is centred at 0:
 every norm penalty (``is_norm``: L1, weighted L1, GroupLasso, Nuclear,
-Spectral) and :class:`~normpen.penalties.l2.L2`, whose ``norm`` is
-:math:`\|w\|_2`. ``penalty.project(w, r)`` is the exact projection onto the
+Spectral) and every penalty :math:`\tfrac{\lambda}{2}\Omega^2` of a norm
+(``norm_squared``: :class:`~normpen.penalties.l2.L2`, whose ``norm`` is
+:math:`\|w\|_2`). ``penalty.project(w, r)`` is the exact projection onto the
 ball; the intercept :math:`b` is free.
 
 Solver: accelerated projected gradient (FISTA with the projection as its
@@ -63,7 +64,6 @@ from normpen._array import check_positive
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.problem import Problem, State
 from normpen.penalties.base import Penalty
-from normpen.penalties.l2 import L2
 
 __all__ = ["ConstrainedResult", "constrained"]
 
@@ -126,7 +126,7 @@ class ConstrainedResult:
 def _check_penalty(penalty):
     if not isinstance(penalty, Penalty):
         raise TypeError(f"penalty must be a normpen penalty object, got {type(penalty).__name__}")
-    if not (penalty.is_norm or isinstance(penalty, L2)):
+    if not (penalty.is_norm or penalty.norm_squared):
         raise TypeError(
             f"the constrained form needs a ball of a norm centred at 0; {type(penalty).__name__}.norm is not "
             "one. Use a norm penalty (L1, GroupLasso, Nuclear, Spectral) or L2"
@@ -275,7 +275,7 @@ def _result(problem, penalty, radius, state, step, gap, n_iter, tol):
     coef_grad = grad_W.reshape(problem.coef_shape)
     coef = state.W.reshape(problem.coef_shape)
     multiplier = float(penalty.dual_norm(-coef_grad))
-    twin = penalty.with_lam(multiplier / radius if isinstance(penalty, L2) else multiplier)
+    twin = penalty.with_lam(multiplier / radius if penalty.norm_squared else multiplier)
     moved = np.asarray(twin.prox(coef - step * coef_grad, step), dtype=np.float64) - coef
     norm = float(penalty.norm(coef))
     kkt = {
