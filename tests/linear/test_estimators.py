@@ -1,20 +1,27 @@
 """The estimators: scikit-learn's checks, equivalence with scikit-learn's models, and clear errors."""
 
+import inspect
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn import linear_model, svm
+from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
+from normpen.linear import estimators
+from normpen.linear._validation import InvalidParameterError
 from normpen.linear.datafits import Quadratic
 from normpen.linear.estimators import (
     ElasticNet,
     GroupLasso,
     Lasso,
+    LassoCV,
     LinearSVC,
     LogisticRegression,
     PenalizedLinearModel,
     Ridge,
+    RidgeCV,
     SparseGroupLasso,
 )
 from normpen.linear.solvers.svm import NotSeparableError
@@ -221,3 +228,74 @@ def test_fit_path_on_other_data_leaves_the_fitted_attributes_as_they_were():
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value)
     assert model.predict(X).shape == (60,)
+
+
+# ---- parameters: one constraint table, presets over PenalizedLinearModel --------------------------------
+
+ALL_CLASSES = [getattr(estimators, name) for name in estimators.__all__ if name != "PARAMETER_CONSTRAINTS"]
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_parameter_is_in_the_one_constraint_table_and_the_signature_is_explicit(cls):
+    params = cls().get_params()
+    assert set(params) <= set(estimators.PARAMETER_CONSTRAINTS)
+    signature = inspect.signature(cls)
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
+    positional = [name for name, kind in kinds.items() if kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional in ([], ["lam"], ["datafit", "penalty"])
+    assert {name: p.default for name, p in signature.parameters.items()} == params
+    assert clone(cls()).get_params() == params
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (Lasso(tol=0.0), r"Lasso: tol must be a finite number in \(0, inf\) such as 1e-4; got 0.0"),
+        (Lasso(max_iter=0), r"max_iter must be None or an integer >= 1; got 0"),
+        (Lasso(fit_intercept="yes"), "fit_intercept must be True or False; got 'yes'"),
+        (Lasso(warm_start=1), "warm_start must be True or False"),
+        (ElasticNet(l1_ratio=1.5), r"l1_ratio must be a finite number in \[0, 1\]"),
+        (LogisticRegression(solver="lbfgs"), "solver must be one of 'auto', 'cd', 'fista'; got 'lbfgs'"),
+        (
+            LogisticRegression(penalty=3),
+            r"penalty must be a penalty name \(l1 or lasso, .*or a normpen penalty",
+        ),
+        (LinearSVC(random_state=-1), "random_state must be None or an integer >= 0 or a numpy Generator"),
+        (LassoCV(cv=1), "cv must be None or an integer >= 2 or a splitter"),
+        (LassoCV(n_jobs=0), "n_jobs must be None or a nonzero integer"),
+        (LassoCV(eps=1.0), r"eps must be a finite number in \(0, 1\)"),
+        (RidgeCV(selection="best"), "selection must be one of 'min', '1se'"),
+        (PenalizedLinearModel(lam=-1.0), r"lam must be None or a finite number in \[0, inf\)"),
+    ],
+)
+def test_a_bad_parameter_is_named_with_what_it_accepts_and_the_fit_changes_nothing(model, message):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4))
+    y = np.where(X[:, 0] > 0, 1, 0)
+    good = clone(model).set_params(**{name: value for name, value in type(model)().get_params().items()})
+    good.fit(X, y)
+    before = {name: np.copy(value) for name, value in vars(good).items() if name.endswith("_")}
+    bad = good.set_params(**model.get_params())
+    with pytest.raises(InvalidParameterError, match=message) as raised:
+        bad.fit(X, y)
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, TypeError)
+    after = {name: value for name, value in vars(bad).items() if name.endswith("_")}
+    assert after.keys() == before.keys()
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value)
+
+
+def test_penalty_aliases_fit_the_same_model(regression, classification):
+    X, y = classification
+    # the same penalty object built from two spellings: the same operations (bit-equal)
+    np.testing.assert_array_equal(
+        LogisticRegression(0.05, penalty="lasso").fit(X, y).coef_,
+        LogisticRegression(0.05, penalty="l1").fit(X, y).coef_,
+    )
+    X, y = regression
+    np.testing.assert_array_equal(
+        PenalizedLinearModel("quadratic", "enet", lam=0.05).fit(X, y).coef_,
+        ElasticNet(0.05).fit(X, y).coef_,
+    )
+    with pytest.raises(ValueError, match="needs groups"):
+        PenalizedLinearModel("quadratic", "group", lam=0.05).fit(X, y)

@@ -21,6 +21,15 @@ __all__ = [
     "check_flag",
     "check_lams",
     "decreasing_lams",
+    "InvalidParameterError",
+    "Constraint",
+    "real",
+    "integer",
+    "options",
+    "FLAG",
+    "NONE",
+    "ARRAY_LIKE",
+    "validate_params",
 ]
 
 
@@ -111,3 +120,87 @@ def check_lams(lams, name="lams"):
 def decreasing_lams(lams, name="lams"):
     """:func:`check_lams`, sorted from the largest strength down (the order of a warm-started path)."""
     return -np.sort(-check_lams(lams, name))
+
+
+# ---- parameter constraints: a table of what each parameter accepts, checked in one place ---------------
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A constructor parameter of an estimator that it cannot use (both a ``ValueError`` and a ``TypeError``,
+    like scikit-learn's, so that either ``except`` catches it)."""
+
+
+class Constraint:
+    """What a parameter accepts: a predicate and the words that say it (with an example, the fix).
+
+    ``a | b`` accepts what either accepts.
+    """
+
+    def __init__(self, accepts, description):
+        self.accepts = accepts
+        self.description = description
+
+    def __or__(self, other):
+        return Constraint(
+            lambda value: self.accepts(value) or other.accepts(value),
+            f"{self.description} or {other.description}",
+        )
+
+
+def _is_real(value):
+    return isinstance(value, Real) and not isinstance(value, bool | np.bool_)
+
+
+def _is_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool | np.bool_)
+
+
+def real(low, high=math.inf, *, open_low=False, open_high=False, example):
+    """A finite real number in the interval from ``low`` to ``high`` (closed unless ``open_*``)."""
+    left, right = "(" if open_low else "[", ")" if open_high or high == math.inf else "]"
+
+    def accepts(value):
+        if not _is_real(value) or not math.isfinite(value):
+            return False
+        above = value > low if open_low else value >= low
+        below = value < high if open_high else value <= high
+        return above and below
+
+    return Constraint(accepts, f"a finite number in {left}{low:g}, {high:g}{right} such as {example}")
+
+
+def integer(minimum):
+    """An integer ``>= minimum``."""
+    return Constraint(lambda value: _is_int(value) and value >= minimum, f"an integer >= {minimum}")
+
+
+def options(*values):
+    """One of the strings ``values``."""
+    return Constraint(
+        lambda value: isinstance(value, str) and value in values, "one of " + ", ".join(map(repr, values))
+    )
+
+
+#: ``True`` or ``False`` (numpy's too), never strings or numbers.
+FLAG = Constraint(lambda value: isinstance(value, bool | np.bool_), "True or False")
+NONE = Constraint(lambda value: value is None, "None")
+#: A sequence or array (its entries are checked where their meaning is known: by the penalty, the grid).
+ARRAY_LIKE = Constraint(
+    lambda value: isinstance(value, list | tuple | np.ndarray), "a list, tuple or numpy array"
+)
+
+
+def validate_params(owner, params, constraints):
+    """Raise :class:`InvalidParameterError` for the first of ``params`` its constraint does not accept.
+
+    ``params`` maps names to values (``get_params(deep=False)``),
+    ``constraints`` names to :class:`Constraint`; a name missing from the
+    table is an error of the table itself (``KeyError``). The message names
+    ``owner`` (the estimator's class), the parameter, what it accepts and the
+    value given.
+    """
+    for name, value in params.items():
+        if not constraints[name].accepts(value):
+            raise InvalidParameterError(
+                f"{owner}: {name} must be {constraints[name].description}; got {value!r}"
+            )

@@ -24,7 +24,13 @@ The regressors' datafit is :math:`\frac1{2n}\|y - Xw - b\|^2`.
 (scikit-learn's ``Ridge``, ``LogisticRegression`` and ``LinearSVC`` sum the
 losses instead of averaging them, hence the factor :math:`n`; liblinear also
 penalizes the intercept, normpen never does.) ``PenalizedLinearModel(datafit,
-penalty)`` takes any datafit and penalty. The ``*CV`` twins choose
+penalty)`` takes any datafit and penalty; the named estimators are presets of
+it: each fixes the datafit and the penalty (named in
+:mod:`normpen.penalties.names`) and exposes the parameters that matter for
+them. Every parameter is checked at fit time against one table,
+:data:`PARAMETER_CONSTRAINTS`, and a fit that fails leaves the estimator as it
+was. With ``warm_start=True`` a fit starts from the previous ``coef_`` and
+``intercept_`` (scikit-learn's ``warm_start``). The ``*CV`` twins choose
 :math:`\lambda` by K-fold cross-validation along a warm-started path
 (:class:`LassoCV` etc.), report the :math:`\lambda` of least mean held-out
 error and the largest :math:`\lambda` within one standard error of it, and
@@ -34,8 +40,9 @@ refit on all the data with the one ``selection`` names.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from numbers import Real
+from collections.abc import Iterable
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -48,7 +55,17 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from normpen.linear._validation import decreasing_lams
+from normpen.linear._validation import (
+    ARRAY_LIKE,
+    FLAG,
+    NONE,
+    Constraint,
+    decreasing_lams,
+    integer,
+    options,
+    real,
+    validate_params,
+)
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
 from normpen.linear.datafits.base import Datafit
@@ -56,11 +73,9 @@ from normpen.linear.path import Path, lambda_grid, lambda_max, path
 from normpen.linear.problem import Problem
 from normpen.linear.solvers.ridge import ridge_path
 from normpen.linear.solvers.svm import hard_margin_svm, linear_svm
-from normpen.penalties.elastic_net import ElasticNet as ElasticNetPenalty
-from normpen.penalties.group_lasso import GroupLasso as GroupLassoPenalty
-from normpen.penalties.l1 import L1
+from normpen.penalties import names
+from normpen.penalties.base import Penalty
 from normpen.penalties.l2 import L2
-from normpen.penalties.sparse_group_lasso import SparseGroupLasso as SparseGroupLassoPenalty
 
 __all__ = [
     "Lasso",
@@ -79,6 +94,7 @@ __all__ = [
     "LinearSVCCV",
     "PenalizedLinearModel",
     "PenalizedLinearModelCV",
+    "PARAMETER_CONSTRAINTS",
 ]
 
 _DATAFITS = {
@@ -91,32 +107,58 @@ _DATAFITS = {
 _DTYPES = [np.float64, np.float32]
 
 
+# ---- the parameters: one table of what each accepts --------------------------------------------
+
+_PENALTY_NAME = Constraint(
+    lambda value: isinstance(value, str) and value in names.spellings(),
+    "a penalty name ("
+    + ", ".join(f"{entry.name} or {'/'.join(entry.aliases)}" for entry in names.PENALTIES.values())
+    + ")",
+)
+_SPLITTER = Constraint(
+    lambda value: hasattr(value, "split") or (isinstance(value, Iterable) and not isinstance(value, str)),
+    "a splitter such as KFold(5) or an iterable of (train, test) index pairs",
+)
+
+#: Every parameter of every estimator here, and what it accepts; checked at the start of each fit
+#: (:func:`normpen.linear._validation.validate_params`), which raises an ``InvalidParameterError`` (a
+#: ``ValueError`` and a ``TypeError``) naming the estimator, the parameter and the values it takes.
+PARAMETER_CONSTRAINTS = {
+    "lam": real(0, example="0.1"),
+    "l1_ratio": real(0, 1, example="0.5"),
+    "weights": NONE | ARRAY_LIKE,
+    "groups": NONE | ARRAY_LIKE,
+    "fit_intercept": FLAG,
+    "positive": FLAG,
+    "hard_margin": FLAG,
+    "warm_start": FLAG,
+    "tol": real(0, open_low=True, example="1e-4"),
+    "max_iter": NONE | integer(1),
+    "solver": options("auto", "cd", "fista"),
+    "loss": options("squared_hinge", "hinge"),
+    "random_state": NONE
+    | integer(0)
+    | Constraint(lambda value: isinstance(value, np.random.Generator), "a numpy Generator"),
+    "penalty": _PENALTY_NAME
+    | Constraint(
+        lambda value: isinstance(value, Penalty), "a normpen penalty object such as normpen.L1(1.0)"
+    ),
+    "datafit": options(*_DATAFITS)
+    | Constraint(lambda value: isinstance(value, Datafit), "a Datafit object such as Quadratic()"),
+    "lams": NONE | ARRAY_LIKE,
+    "n_lams": integer(1),
+    "eps": real(0, 1, open_low=True, open_high=True, example="1e-3"),
+    "cv": NONE | integer(2) | _SPLITTER,
+    "selection": options("min", "1se"),
+    "n_jobs": NONE
+    | Constraint(
+        lambda value: isinstance(value, int) and not isinstance(value, bool) and value != 0,
+        "a nonzero integer (-1: every core)",
+    ),
+}
+
+
 # ---- shared machinery ---------------------------------------------------------------
-
-
-def _check_strength(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _named_penalty(penalty, lam, l1_ratio):
-    """A penalty object from a name ("l1", "l2", "elasticnet") or an object (its strength set to ``lam``)."""
-    if isinstance(penalty, str):
-        lam = 1.0 if lam is None else lam
-        if penalty == "l1":
-            return L1(lam)
-        if penalty == "l2":
-            return L2(lam)
-        if penalty == "elasticnet":
-            return ElasticNetPenalty(lam, l1_ratio)
-        raise ValueError(f"penalty must be 'l1', 'l2', 'elasticnet' or a penalty object, got {penalty!r}")
-    if not (hasattr(penalty, "prox") and hasattr(penalty, "value") and hasattr(penalty, "with_lam")):
-        raise TypeError(
-            "penalty must be 'l1', 'l2', 'elasticnet' or a normpen penalty object, "
-            f"got {type(penalty).__name__}"
-        )
-    return penalty if lam is None else penalty.with_lam(lam)
 
 
 def _unchanged_on_error(fit):
@@ -135,6 +177,40 @@ def _unchanged_on_error(fit):
     return guarded
 
 
+def _init_storing(defaults, positional):
+    """An ``__init__`` that stores each parameter of ``defaults`` (name -> default) under its name.
+
+    Its signature is the explicit one scikit-learn reads (``get_params``,
+    ``clone``, ``repr``): ``self``, the ``positional`` names, then the others
+    keyword-only, each group in the order of ``defaults``.
+    """
+    order = sorted(defaults, key=lambda name: name not in positional)
+    signature = inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD
+                    if name in positional
+                    else inspect.Parameter.KEYWORD_ONLY,
+                    default=defaults[name],
+                )
+                for name in order
+            ),
+        ]
+    )
+
+    def __init__(self, *args, **kwargs):
+        given = signature.bind(self, *args, **kwargs)
+        given.apply_defaults()
+        for name in defaults:
+            setattr(self, name, given.arguments[name])
+
+    __init__.__signature__ = signature
+    return __init__
+
+
 def _groups_or_singletons(groups, n_features):
     """``groups`` as given, or one group per feature when it is None."""
     if groups is None:
@@ -143,14 +219,37 @@ def _groups_or_singletons(groups, n_features):
 
 
 class _LinearModel(BaseEstimator):
-    """Fit = a one-strength path; the CV twins reuse the path. Subclasses give the target handling
-    (:class:`_RegressorCore` or :class:`_ClassifierCore`), ``_datafit`` and ``_penalty``."""
+    """Fit = a one-strength path; the CV twins reuse the path.
+
+    A subclass is a preset: ``_params`` (name -> default, in signature order;
+    ``_positional`` of them may be given by position) makes its ``__init__``,
+    and ``_fixed`` names the datafit and the penalty when they are not
+    parameters. Subclasses give the target handling (:class:`_RegressorCore`
+    or :class:`_ClassifierCore`).
+    """
+
+    _params = {}
+    _positional = ("lam",)
+    _fixed = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_params" in cls.__dict__:
+            cls.__init__ = _init_storing(cls._params, cls._positional)
 
     @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
-        """Fit on ``X`` (dense or sparse, float32/float64) and ``y``, with optional ``sample_weight``."""
+        """Fit on ``X`` (dense or sparse, float32/float64) and ``y``, with optional ``sample_weight``.
+
+        With ``warm_start=True`` and a previous fit on data of the same width
+        (and the same classes), the solver starts from its ``coef_`` and
+        ``intercept_``.
+        """
+        self._validate_params()
+        previous = self._previous_solution()
         X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
-        result = self._fit_path(X, y_enc, sample_weight, np.array([self._strength()]))
+        init = {} if previous is None else {"init": self._check_warm_start(previous, X, y_enc)}
+        result = self._fit_path(X, y_enc, sample_weight, np.array([self._strength()]), **init)
         self._set_solution(result, 0)
         return self
 
@@ -171,6 +270,7 @@ class _LinearModel(BaseEstimator):
             Coefficients, intercepts, duality gaps and iteration counts per
             strength (:class:`~normpen.linear.path.Path`; ``.plot()`` draws it).
         """
+        self._validate_params()
         if lams is None:
             if not hasattr(self, "lams_"):
                 raise ValueError(
@@ -187,10 +287,24 @@ class _LinearModel(BaseEstimator):
             vars(self).clear()
             vars(self).update(fitted)
 
+    def _validate_params(self):
+        """Check every parameter against :data:`PARAMETER_CONSTRAINTS` (and the class's own entries)."""
+        validate_params(type(self).__name__, self.get_params(deep=False), self._constraints())
+
+    @classmethod
+    def _constraints(cls):
+        return PARAMETER_CONSTRAINTS
+
+    def _setting(self, name, default=None):
+        """The preset's fixed value of ``name``, else the parameter's, else ``default`` (not a parameter)."""
+        if name in self._fixed:
+            return self._fixed[name]
+        return getattr(self, name) if name in self._params else default
+
     # hooks
 
     def _strength(self):
-        return _check_strength(self.lam, "lam")
+        return float(self.lam)
 
     def _solver_options(self):
         options = {"tol": self.tol}
@@ -198,8 +312,51 @@ class _LinearModel(BaseEstimator):
             options["max_iter"] = self.max_iter
         return options
 
-    def _fit_path(self, X, y_enc, sample_weight, lams):
-        """Warm-started solutions at ``lams`` (a :class:`~normpen.linear.path.Path`)."""
+    def _datafit_object(self):
+        datafit = self._setting("datafit")
+        if isinstance(datafit, Datafit):
+            return datafit
+        validate_params(type(self).__name__, {"datafit": datafit}, PARAMETER_CONSTRAINTS)
+        return _DATAFITS[datafit]()
+
+    def _is_classifier(self):
+        return isinstance(self._datafit_object(), Logistic | Multinomial | SquaredHinge | Hinge)
+
+    def _datafit(self, y_enc):
+        """The preset's datafit in the form the target needs (several targets, two or more classes)."""
+        datafit = self._datafit_object()
+        if isinstance(datafit, Hinge):
+            raise ValueError("the hinge is not differentiable: use LinearSVC(loss='hinge')")
+        if self._is_classifier() and not _is_binary(y_enc):
+            if isinstance(datafit, SquaredHinge):
+                raise ValueError(
+                    "the squared hinge is binary: use LinearSVC for one-vs-rest with more classes"
+                )
+            return Multinomial()
+        if self._is_classifier() and isinstance(datafit, Multinomial):
+            return Logistic()
+        if isinstance(datafit, Quadratic):  # one or several targets: the least squares of their shape
+            return MultitaskQuadratic() if y_enc.ndim == 2 else Quadratic()
+        return datafit
+
+    def _penalty(self, n_features):
+        """The preset's penalty at strength 1: a penalty object as given, or one built from its name."""
+        penalty = self._setting("penalty")
+        if isinstance(penalty, Penalty):
+            return penalty.with_lam(1.0)
+        weights = self._setting("weights")
+        groups = _groups_or_singletons(self.groups, n_features) if "groups" in self._params else None
+        return names.make_penalty(
+            penalty,
+            1.0,
+            l1_ratio=self._setting("l1_ratio"),
+            groups=groups,
+            weights=None if weights is None else np.asarray(weights, dtype=np.float64),
+        )
+
+    def _fit_path(self, X, y_enc, sample_weight, lams, init=None):
+        """Warm-started solutions at ``lams`` (a :class:`~normpen.linear.path.Path`); the first starts
+        from ``init``, ``(coef, intercept)``, when given."""
         return path(
             X,
             y_enc,
@@ -208,10 +365,33 @@ class _LinearModel(BaseEstimator):
             lams,
             sample_weight=sample_weight,
             fit_intercept=self.fit_intercept,
-            positive=getattr(self, "positive", False),
-            solver=getattr(self, "solver", "auto"),
+            positive=self._setting("positive", False),
+            solver=self._setting("solver", "auto"),
+            init=init,
             **self._solver_options(),
         )
+
+    def _previous_solution(self):
+        """``(coef, intercept, n_features, classes)`` of the last fit when ``warm_start`` is on, else None."""
+        if not self._setting("warm_start", False) or not hasattr(self, "coef_"):
+            return None
+        coef, intercept = self._path_coef()
+        return coef, intercept, self.n_features_in_, getattr(self, "classes_", None)
+
+    def _check_warm_start(self, previous, X, y_enc):
+        """The previous ``(coef, intercept)`` if it fits this problem (same width, outputs and classes)."""
+        coef, intercept, n_features, classes = previous
+        expected = (X.shape[1], *y_enc.shape[1:])
+        same_classes = classes is None or np.array_equal(classes, self.classes_)
+        if coef.shape != expected or not same_classes:
+            raise ValueError(
+                f"warm_start=True starts from the previous fit ({n_features} features"
+                + ("" if classes is None else f", classes {list(classes)}")
+                + f") but this fit has {X.shape[1]} features"
+                + ("" if classes is None else f" and classes {list(self.classes_)}")
+                + ": fit data of the same columns (and classes), or set warm_start=False"
+            )
+        return coef, intercept
 
     def _default_lams(self, X, y_enc, sample_weight, n_lams, eps):
         r"""From :math:`\lambda_{\max}` down to ``eps`` times it; for a penalty that never zeroes the
@@ -224,7 +404,7 @@ class _LinearModel(BaseEstimator):
             self._penalty(X.shape[1]),
             sample_weight=sample_weight,
             fit_intercept=self.fit_intercept,
-            positive=getattr(self, "positive", False),
+            positive=self._setting("positive", False),
         )
         if not math.isfinite(lam_max):
             lam_max = 10 * datafit.lipschitz(X, sample_weight, self.fit_intercept)
@@ -277,6 +457,10 @@ class _RegressorCore(RegressorMixin):
         self.coef_ = coef.T.copy() if coef.ndim == 2 else coef
         self.intercept_ = intercept
 
+    def _path_coef(self):
+        """``coef_`` and ``intercept_`` in the path's shapes (the inverse of ``_set_coef``)."""
+        return (self.coef_.T if self.coef_.ndim == 2 else self.coef_), self.intercept_
+
     def predict(self, X):
         """:math:`Xw + b` (shape ``(n,)``, or ``(n, m)`` for a 2-D target)."""
         check_is_fitted(self)
@@ -315,6 +499,12 @@ class _ClassifierCore(ClassifierMixin):
     def _set_coef(self, coef, intercept):
         self.coef_ = coef.reshape(1, -1) if coef.ndim == 1 else coef.T.copy()
         self.intercept_ = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+
+    def _path_coef(self):
+        """``coef_`` and ``intercept_`` in the path's shapes (the inverse of ``_set_coef``)."""
+        if self.coef_.shape[0] == 1:
+            return self.coef_[0], float(self.intercept_[0])
+        return self.coef_.T, self.intercept_
 
     def decision_function(self, X):
         """Scores :math:`Xw + b`: ``(n,)`` for two classes (positive: ``classes_[1]``), else ``(n, K)``."""
@@ -357,6 +547,9 @@ def _probabilities(scores):
 
 # ---- regressors -----------------------------------------------------------------------
 
+#: Parameters of every path-based preset: the solve and its start.
+_SOLVE = {"fit_intercept": True, "positive": False, "tol": 1e-4, "max_iter": None, "warm_start": False}
+
 
 class Lasso(_RegressorCore, _LinearModel):
     r"""Lasso :math:`\min_{w,b} \frac1{2n}\|y - Xw - b\|^2 + \lambda\|w\|_1` (scikit-learn's ``Lasso``).
@@ -378,6 +571,9 @@ class Lasso(_RegressorCore, _LinearModel):
         Relative duality-gap tolerance.
     max_iter : int, optional
         Outer-iteration cap of the solver (its default when None).
+    warm_start : bool, default False
+        Start each fit from the previous ``coef_`` and ``intercept_`` (the data
+        must have the same columns), e.g. to refit at a nearby ``lam``.
 
     Attributes
     ----------
@@ -387,16 +583,8 @@ class Lasso(_RegressorCore, _LinearModel):
     n_iter_ : int
     """
 
-    def __init__(self, lam=0.1, *, weights=None, fit_intercept=True, positive=False, tol=1e-4, max_iter=None):
-        self.lam = lam
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _penalty(self, n_features):
-        return L1(1.0, None if self.weights is None else np.asarray(self.weights, dtype=np.float64))
+    _params = {"lam": 0.1, "weights": None, **_SOLVE}
+    _fixed = {"datafit": "quadratic", "penalty": "l1"}
 
     def _datafit(self, y_enc):
         if y_enc.ndim == 2 and self.weights is not None:
@@ -408,20 +596,12 @@ class ElasticNet(_RegressorCore, _LinearModel):
     r"""Elastic net :math:`\frac1{2n}\|y - Xw - b\|^2 + \lambda(\rho\|w\|_1 + \frac{1-\rho}2\|w\|^2)`.
 
     scikit-learn's ``ElasticNet(alpha=lam, l1_ratio=l1_ratio)`` and glmnet's
-    (``lambda``, ``alpha``). Parameters as :class:`Lasso`, plus ``l1_ratio``
-    :math:`\rho \in [0, 1]` (default 0.5).
+    (``lambda``, ``alpha``). Parameters as :class:`Lasso` (``warm_start`` too),
+    plus ``l1_ratio`` :math:`\rho \in [0, 1]` (default 0.5).
     """
 
-    def __init__(self, lam=0.1, *, l1_ratio=0.5, fit_intercept=True, positive=False, tol=1e-4, max_iter=None):
-        self.lam = lam
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _penalty(self, n_features):
-        return ElasticNetPenalty(1.0, self.l1_ratio)
+    _params = {"lam": 0.1, "l1_ratio": 0.5, **_SOLVE}
+    _fixed = {"datafit": "quadratic", "penalty": "elasticnet"}
 
 
 class GroupLasso(_RegressorCore, _LinearModel):
@@ -435,68 +615,24 @@ class GroupLasso(_RegressorCore, _LinearModel):
         one group per feature (the lasso).
     weights : array-like, optional
         :math:`\omega_g`, default :math:`\sqrt{|g|}`.
-    fit_intercept, positive, tol, max_iter
+    fit_intercept, positive, tol, max_iter, warm_start
         As for :class:`Lasso`.
     """
 
     _multi_output = False
-
-    def __init__(
-        self,
-        lam=0.1,
-        *,
-        groups=None,
-        weights=None,
-        fit_intercept=True,
-        positive=False,
-        tol=1e-4,
-        max_iter=None,
-    ):
-        self.lam = lam
-        self.groups = groups
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _penalty(self, n_features):
-        return GroupLassoPenalty(1.0, _groups_or_singletons(self.groups, n_features), self.weights)
+    _params = {"lam": 0.1, "groups": None, "weights": None, **_SOLVE}
+    _fixed = {"datafit": "quadratic", "penalty": "group"}
 
 
 class SparseGroupLasso(_RegressorCore, _LinearModel):
-    r"""Sparse-group lasso: least squares plus \lambda(\rho\|w\|_1 + (1-\rho)\sum\omega_g\|w_g\|)`.
+    r"""Sparse-group lasso: least squares plus :math:`\lambda(\rho\|w\|_1 + (1-\rho)\sum\omega_g\|w_g\|)`.
 
     Parameters as :class:`GroupLasso`, plus ``l1_ratio`` :math:`\rho` (default 0.5).
     """
 
     _multi_output = False
-
-    def __init__(
-        self,
-        lam=0.1,
-        *,
-        groups=None,
-        l1_ratio=0.5,
-        weights=None,
-        fit_intercept=True,
-        positive=False,
-        tol=1e-4,
-        max_iter=None,
-    ):
-        self.lam = lam
-        self.groups = groups
-        self.l1_ratio = l1_ratio
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _penalty(self, n_features):
-        return SparseGroupLassoPenalty(
-            1.0, _groups_or_singletons(self.groups, n_features), self.l1_ratio, self.weights
-        )
+    _params = {"lam": 0.1, "groups": None, "l1_ratio": 0.5, "weights": None, **_SOLVE}
+    _fixed = {"datafit": "quadratic", "penalty": "sparse_group"}
 
 
 class Ridge(_RegressorCore, _LinearModel):
@@ -512,12 +648,8 @@ class Ridge(_RegressorCore, _LinearModel):
     fit_intercept : bool, default True
     """
 
-    def __init__(self, lam=0.01, *, fit_intercept=True):
-        self.lam = lam
-        self.fit_intercept = fit_intercept
-
-    def _penalty(self, n_features):
-        return L2(1.0)
+    _params = {"lam": 0.01, "fit_intercept": True}
+    _fixed = {"datafit": "quadratic", "penalty": "l2"}
 
     def _fit_path(self, X, y_enc, sample_weight, lams):
         return _ridge_as_path(X, y_enc, sample_weight, lams, self.fit_intercept)
@@ -570,7 +702,9 @@ class LogisticRegression(_ClassifierCore, _LinearModel):
     Parameters
     ----------
     lam : float, default 0.01
-    penalty : {"l2", "l1", "elasticnet"} or penalty object, default "l2"
+    penalty : str or penalty object, default "l2"
+        A name of :mod:`normpen.penalties.names` without groups (``"l2"``,
+        ``"l1"``, ``"elasticnet"`` or an alias such as ``"lasso"``, ``"enet"``).
         A penalty object (for example ``GroupLasso(1, groups="rows")`` to select
         features across classes) keeps its structure; ``lam`` sets its strength.
     l1_ratio : float, default 0.5
@@ -579,6 +713,9 @@ class LogisticRegression(_ClassifierCore, _LinearModel):
     solver : {"auto", "cd", "fista"}, default "auto"
     tol : float, default 1e-4
     max_iter : int, optional
+    warm_start : bool, default False
+        Start each fit from the previous ``coef_`` and ``intercept_`` (same
+        columns and classes), as scikit-learn's ``warm_start``.
 
     Attributes
     ----------
@@ -588,27 +725,17 @@ class LogisticRegression(_ClassifierCore, _LinearModel):
     dual_gap_, n_iter_
     """
 
-    def __init__(
-        self,
-        lam=0.01,
-        *,
-        penalty="l2",
-        l1_ratio=0.5,
-        fit_intercept=True,
-        solver="auto",
-        tol=1e-4,
-        max_iter=None,
-    ):
-        self.lam = lam
-        self.penalty = penalty
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.solver = solver
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _penalty(self, n_features):
-        return _named_penalty(self.penalty, 1.0, self.l1_ratio)
+    _params = {
+        "lam": 0.01,
+        "penalty": "l2",
+        "l1_ratio": 0.5,
+        "fit_intercept": True,
+        "solver": "auto",
+        "tol": 1e-4,
+        "max_iter": None,
+        "warm_start": False,
+    }
+    _fixed = {"datafit": "logistic"}
 
     def predict_proba(self, X):
         """Class probabilities, shape ``(n, K)`` (columns in the order of ``classes_``)."""
@@ -651,35 +778,21 @@ class LinearSVC(_ClassifierCore, _LinearModel):
     :math:`1/\|w\|` per problem).
     """
 
-    def __init__(
-        self,
-        lam=0.01,
-        *,
-        loss="squared_hinge",
-        hard_margin=False,
-        fit_intercept=True,
-        tol=1e-4,
-        max_iter=None,
-        random_state=None,
-    ):
-        self.lam = lam
-        self.loss = loss
-        self.hard_margin = hard_margin
-        self.fit_intercept = fit_intercept
-        self.tol = tol
-        self.max_iter = max_iter
-        self.random_state = random_state
+    _params = {
+        "lam": 0.01,
+        "loss": "squared_hinge",
+        "hard_margin": False,
+        "fit_intercept": True,
+        "tol": 1e-4,
+        "max_iter": None,
+        "random_state": None,
+    }
+    _fixed = {"penalty": "l2"}
 
-    def _datafit(self, y_enc):
-        if self.loss not in ("hinge", "squared_hinge"):
-            raise ValueError(f"loss must be 'hinge' or 'squared_hinge', got {self.loss!r}")
+    def _datafit_object(self):
         return Hinge() if self.loss == "hinge" else SquaredHinge()
 
-    def _penalty(self, n_features):
-        return L2(1.0)
-
     def _fit_path(self, X, y_enc, sample_weight, lams):
-        self._datafit(y_enc)
         targets = [y_enc] if _is_binary(y_enc) else [np.where(column > 0, 1.0, -1.0) for column in y_enc.T]
         paths = [self._binary_path(X, target, sample_weight, lams) for target in targets]
         coefs = np.stack([p["coefs"] for p in paths], axis=-1)
@@ -760,7 +873,8 @@ class PenalizedLinearModel(_LinearModel):
 
     A regressor for the quadratic datafits and a classifier for the logistic,
     multinomial and squared-hinge ones (``"logistic"`` switches to the
-    multinomial for more than two classes).
+    multinomial for more than two classes). The named estimators
+    (:class:`Lasso`, :class:`LogisticRegression`, ...) are presets of it.
 
     Parameters
     ----------
@@ -768,8 +882,9 @@ class PenalizedLinearModel(_LinearModel):
         ``"quadratic"``, ``"multitask_quadratic"``, ``"logistic"``,
         ``"multinomial"``, ``"squared_hinge"``, or a datafit object.
     penalty : str or penalty object, default "l1"
-        ``"l1"``, ``"l2"``, ``"elasticnet"``, or any normpen penalty (group,
-        sparse-group, nuclear, ...).
+        A name of :mod:`normpen.penalties.names` without groups (``"l1"``,
+        ``"l2"``, ``"elasticnet"`` or an alias such as ``"lasso"``,
+        ``"enet"``), or any normpen penalty (group, sparse-group, nuclear, ...).
     lam : float, optional
         Strength; None keeps the penalty object's own (0.1 for a name).
     l1_ratio : float, default 0.5
@@ -782,77 +897,45 @@ class PenalizedLinearModel(_LinearModel):
         Coordinate descent for the penalties it supports, FISTA otherwise.
     tol : float, default 1e-4
     max_iter : int, optional
+    warm_start : bool, default False
+        Start each fit from the previous ``coef_`` and ``intercept_``.
     """
 
     _multi_output = True
+    _positional = ("datafit", "penalty")
+    _params = {
+        "datafit": "quadratic",
+        "penalty": "l1",
+        "lam": None,
+        "l1_ratio": 0.5,
+        "fit_intercept": True,
+        "positive": False,
+        "solver": "auto",
+        "tol": 1e-4,
+        "max_iter": None,
+        "warm_start": False,
+    }
 
-    def __init__(
-        self,
-        datafit="quadratic",
-        penalty="l1",
-        *,
-        lam=None,
-        l1_ratio=0.5,
-        fit_intercept=True,
-        positive=False,
-        solver="auto",
-        tol=1e-4,
-        max_iter=None,
-    ):
-        self.datafit = datafit
-        self.penalty = penalty
-        self.lam = lam
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.solver = solver
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _datafit_object(self):
-        if isinstance(self.datafit, Datafit):
-            return self.datafit
-        if self.datafit not in _DATAFITS:
-            raise ValueError(
-                f"datafit must be one of {sorted(_DATAFITS)} or a Datafit object, got {self.datafit!r}"
-            )
-        return _DATAFITS[self.datafit]()
-
-    def _is_classifier(self):
-        return isinstance(self._datafit_object(), Logistic | Multinomial | SquaredHinge | Hinge)
+    @classmethod
+    def _constraints(cls):
+        return {**PARAMETER_CONSTRAINTS, "lam": NONE | PARAMETER_CONSTRAINTS["lam"]}
 
     def _core(self):
         return _ClassifierCore if self._is_classifier() else _RegressorCore
 
     def _strength(self):
         if self.lam is not None:
-            return _check_strength(self.lam, "lam")
+            return float(self.lam)
         return 0.1 if isinstance(self.penalty, str) else float(self.penalty.lam)
-
-    def _penalty(self, n_features):
-        return _named_penalty(self.penalty, 1.0, self.l1_ratio)
-
-    def _datafit(self, y_enc):
-        datafit = self._datafit_object()
-        if isinstance(datafit, Hinge):
-            raise ValueError("the hinge is not differentiable: use LinearSVC(loss='hinge')")
-        if self._is_classifier() and not _is_binary(y_enc):
-            if isinstance(datafit, SquaredHinge):
-                raise ValueError(
-                    "the squared hinge is binary: use LinearSVC for one-vs-rest with more classes"
-                )
-            return Multinomial()
-        if self._is_classifier() and isinstance(datafit, Multinomial):
-            return Logistic()
-        if isinstance(datafit, Quadratic):  # one or several targets: the least squares of their shape
-            return MultitaskQuadratic() if y_enc.ndim == 2 else Quadratic()
-        return datafit
 
     def _validate_training(self, X, y, sample_weight):
         return self._core()._validate_training(self, X, y, sample_weight)
 
     def _set_coef(self, coef, intercept):
         self._core()._set_coef(self, coef, intercept)
+
+    def _path_coef(self):
+        return self._core()._path_coef(self)
 
     def predict(self, X):
         """Predictions: :math:`XW + b` for a regressor, the class of largest score for a classifier."""
@@ -915,6 +998,8 @@ class _CrossValidated:
     refit's ``coef_``, ``intercept_``, ``dual_gap_``, ``n_iter_``.
     """
 
+    _positional = ()
+
     @_unchanged_on_error
     def fit(self, X, y, sample_weight=None, *, on_fold=None):
         """Cross-validate the grid, then refit at the selected strength.
@@ -922,8 +1007,7 @@ class _CrossValidated:
         ``on_fold(done, total)``, if given, is called as each fold's path
         finishes (in fold order), e.g. to advance a progress bar.
         """
-        if self.selection not in ("min", "1se"):
-            raise ValueError(f"selection must be 'min' or '1se', got {self.selection!r}")
+        self._validate_params()
         X, y_enc, sample_weight = self._validate_training(X, y, sample_weight)
         if X.shape[0] < 2:
             raise ValueError(f"cross-validation needs at least 2 samples, got n_samples={X.shape[0]}")
@@ -986,130 +1070,47 @@ class _CrossValidated:
         return ax.figure
 
 
-def _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs):
-    self.lams = lams
-    self.n_lams = n_lams
-    self.eps = eps
-    self.cv = cv
-    self.selection = selection
-    self.n_jobs = n_jobs
+def _cv_params(n_lams, eps, cv=5):
+    """The parameters of the cross-validation, with the grid and folds of one twin."""
+    return {"lams": None, "n_lams": n_lams, "eps": eps, "cv": cv, "selection": "min", "n_jobs": None}
+
+
+def _twin_params(model, n_lams, eps):
+    """A ``*CV`` twin's parameters: the cross-validation's, then ``model``'s without the ones it chooses
+    (``lam``) or that do not apply to it (``warm_start``: every strength starts from the previous one)."""
+    kept = {name: default for name, default in model._params.items() if name not in ("lam", "warm_start")}
+    return {**_cv_params(n_lams, eps), **kept}
 
 
 class LassoCV(_CrossValidated, Lasso):
     """:class:`Lasso` with :math:`\\lambda` chosen by K-fold cross-validation (mean squared error).
 
-    Parameters as :class:`Lasso` (without ``lam``), plus ``lams`` (grid; default
+    Parameters as :class:`Lasso` (without ``lam`` and ``warm_start``), plus ``lams`` (grid; default
     ``n_lams`` values from :math:`\\lambda_{\\max}` down to ``eps`` times it),
     ``cv`` (folds: an int, a splitter or an iterable), ``selection``
     (``"min"`` or ``"1se"``) and ``n_jobs`` (folds in parallel through joblib,
     so any joblib backend, Dask or Ray included, works unchanged).
     """
 
-    def __init__(
-        self,
-        *,
-        lams=None,
-        n_lams=100,
-        eps=1e-3,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        weights=None,
-        fit_intercept=True,
-        positive=False,
-        tol=1e-4,
-        max_iter=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
+    _params = _twin_params(Lasso, n_lams=100, eps=1e-3)
 
 
 class ElasticNetCV(_CrossValidated, ElasticNet):
     """:class:`ElasticNet` with :math:`\\lambda` chosen by K-fold cross-validation (see :class:`LassoCV`)."""
 
-    def __init__(
-        self,
-        *,
-        l1_ratio=0.5,
-        lams=None,
-        n_lams=100,
-        eps=1e-3,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        fit_intercept=True,
-        positive=False,
-        tol=1e-4,
-        max_iter=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
+    _params = _twin_params(ElasticNet, n_lams=100, eps=1e-3)
 
 
 class GroupLassoCV(_CrossValidated, GroupLasso):
     """:class:`GroupLasso` with :math:`\\lambda` chosen by K-fold cross-validation (see :class:`LassoCV`)."""
 
-    def __init__(
-        self,
-        *,
-        groups=None,
-        weights=None,
-        lams=None,
-        n_lams=100,
-        eps=1e-3,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        fit_intercept=True,
-        positive=False,
-        tol=1e-4,
-        max_iter=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.groups = groups
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
+    _params = _twin_params(GroupLasso, n_lams=100, eps=1e-3)
 
 
 class SparseGroupLassoCV(_CrossValidated, SparseGroupLasso):
     """:class:`SparseGroupLasso` with :math:`\\lambda` chosen by K-fold CV (as :class:`LassoCV`)."""
 
-    def __init__(
-        self,
-        *,
-        groups=None,
-        l1_ratio=0.5,
-        weights=None,
-        lams=None,
-        n_lams=100,
-        eps=1e-3,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        fit_intercept=True,
-        positive=False,
-        tol=1e-4,
-        max_iter=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.groups = groups
-        self.l1_ratio = l1_ratio
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.tol = tol
-        self.max_iter = max_iter
+    _params = _twin_params(SparseGroupLasso, n_lams=100, eps=1e-3)
 
 
 class RidgeCV(_CrossValidated, Ridge):
@@ -1126,11 +1127,7 @@ class RidgeCV(_CrossValidated, Ridge):
     Lipschitz constant of the gradient) down to ``eps`` times it.
     """
 
-    def __init__(
-        self, *, lams=None, n_lams=100, eps=1e-6, cv=None, selection="min", n_jobs=None, fit_intercept=True
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.fit_intercept = fit_intercept
+    _params = {**_cv_params(n_lams=100, eps=1e-6, cv=None), "fit_intercept": True}
 
     @_unchanged_on_error
     def fit(self, X, y, sample_weight=None, *, on_fold=None):
@@ -1138,8 +1135,7 @@ class RidgeCV(_CrossValidated, Ridge):
         :math:`\\lambda`, then the refit."""
         if self.cv is not None:
             return super().fit(X, y, sample_weight, on_fold=on_fold)
-        if self.selection not in ("min", "1se"):
-            raise ValueError(f"selection must be 'min' or '1se', got {self.selection!r}")
+        self._validate_params()
         X, y, sample_weight = self._validate_training(X, y, sample_weight)
         lams = (
             self._default_lams(X, y, sample_weight, self.n_lams, self.eps)
@@ -1158,29 +1154,7 @@ class RidgeCV(_CrossValidated, Ridge):
 class LogisticRegressionCV(_CrossValidated, LogisticRegression):
     """:class:`LogisticRegression` with :math:`\\lambda` chosen by stratified K-fold CV (log loss)."""
 
-    def __init__(
-        self,
-        *,
-        penalty="l2",
-        l1_ratio=0.5,
-        lams=None,
-        n_lams=30,
-        eps=1e-3,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        fit_intercept=True,
-        solver="auto",
-        tol=1e-4,
-        max_iter=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.penalty = penalty
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.solver = solver
-        self.tol = tol
-        self.max_iter = max_iter
+    _params = _twin_params(LogisticRegression, n_lams=30, eps=1e-3)
 
 
 class LinearSVCCV(_CrossValidated, LinearSVC):
@@ -1190,57 +1164,15 @@ class LinearSVCCV(_CrossValidated, LinearSVC):
     """
 
     hard_margin = False
-
-    def __init__(
-        self,
-        *,
-        loss="squared_hinge",
-        lams=None,
-        n_lams=20,
-        eps=1e-2,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        fit_intercept=True,
-        tol=1e-4,
-        max_iter=None,
-        random_state=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.loss = loss
-        self.fit_intercept = fit_intercept
-        self.tol = tol
-        self.max_iter = max_iter
-        self.random_state = random_state
+    _params = {
+        name: default
+        for name, default in _twin_params(LinearSVC, n_lams=20, eps=1e-2).items()
+        if name != "hard_margin"
+    }
 
 
 class PenalizedLinearModelCV(_CrossValidated, PenalizedLinearModel):
     """:class:`PenalizedLinearModel` with :math:`\\lambda` chosen by K-fold CV (held-out datafit loss)."""
 
-    def __init__(
-        self,
-        datafit="quadratic",
-        penalty="l1",
-        *,
-        l1_ratio=0.5,
-        lams=None,
-        n_lams=50,
-        eps=1e-3,
-        cv=5,
-        selection="min",
-        n_jobs=None,
-        fit_intercept=True,
-        positive=False,
-        solver="auto",
-        tol=1e-4,
-        max_iter=None,
-    ):
-        _cv_params(self, lams, n_lams, eps, cv, selection, n_jobs)
-        self.datafit = datafit
-        self.penalty = penalty
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.positive = positive
-        self.solver = solver
-        self.tol = tol
-        self.max_iter = max_iter
+    _positional = ("datafit", "penalty")
+    _params = _twin_params(PenalizedLinearModel, n_lams=50, eps=1e-3)

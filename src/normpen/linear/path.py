@@ -171,6 +171,7 @@ def path(
     tol=1e-4,
     max_iter=100,
     progress=False,
+    init=None,
     **solver_options,
 ):
     r"""Warm-started solutions of :math:`\min_{W,b} F(W, b) + P_\lambda(W)` along a grid of :math:`\lambda`.
@@ -196,6 +197,10 @@ def path(
         Per-:math:`\lambda` tolerance on the relative duality gap and iteration cap.
     progress : bool
         Show a rich progress bar.
+    init : tuple, optional
+        ``(coef, intercept)`` to start the first strength from (an estimator's
+        ``warm_start``) instead of the point where the penalized coefficients
+        are zero; a start that diverges is retried from that point.
     **solver_options
         Passed to the solver (``ws_start``, ``anderson``, ``screening``,
         ``max_epochs`` for coordinate descent).
@@ -219,7 +224,7 @@ def path(
         null_state = problem.zero_state()
         solve, at_strength, options = fista_solve, penalty.with_lam, {**solver_options, "positive": positive}
     options = {**options, "tol": tol, "max_iter": max_iter, "warn": False}
-    state = null_state.copy()
+    state = null_state.copy() if init is None else problem.state(*init)
     results = []
     with _progress(progress, len(lams)) as advance:
         for lam in lams.tolist():
