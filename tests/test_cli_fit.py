@@ -144,7 +144,8 @@ def test_group_penalties_make_each_categorical_variable_a_group(
     )
 
 
-def test_elastic_net_passes_l1_ratio(runner, table, table_csv, tmp_path):
+@pytest.mark.parametrize("spelling", ["enet", "elasticnet"])  # the model's name and its penalty's (an alias)
+def test_elastic_net_passes_l1_ratio(runner, table, table_csv, tmp_path, spelling):
     summary = _fit(
         runner,
         table_csv,
@@ -155,7 +156,7 @@ def test_elastic_net_passes_l1_ratio(runner, table, table_csv, tmp_path):
         "--exclude",
         "color",
         "--penalty",
-        "enet",
+        spelling,
         "--l1-ratio",
         0.3,
         "--n-lams",
@@ -171,6 +172,7 @@ def test_elastic_net_passes_l1_ratio(runner, table, table_csv, tmp_path):
     expected.fit(_standardised(table[["x1", "x2"]].to_numpy()), table.y.to_numpy())
     assert summary["lam"] == summary["lam_1se"] == pytest.approx(expected.lam_1se_, rel=1e-12)
     np.testing.assert_allclose(load_model(tmp_path / "e").estimator.coef_, expected.coef_, rtol=1e-9)
+    assert summary["penalty"] == "enet"
 
 
 def test_predict_reproduces_the_library_and_scores_when_the_target_is_there(

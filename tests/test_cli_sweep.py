@@ -78,7 +78,8 @@ def test_sweep_prints_table_and_diagnosis(runner, tmp_path):
         assert text in result.output
 
 
-def test_sweep_on_a_csv_regression(runner, table_csv, tmp_path):
+@pytest.mark.parametrize("spelling", ["l1", "lasso"])  # the penalty's name and an alias of it
+def test_sweep_on_a_csv_regression(runner, table_csv, tmp_path, spelling):
     document = _sweep(
         runner,
         table_csv,
@@ -87,7 +88,7 @@ def test_sweep_on_a_csv_regression(runner, table_csv, tmp_path):
         "--model",
         "linear",
         "--penalty",
-        "l1",
+        spelling,
         "--mode",
         "proximal",
         "--epochs",
@@ -101,7 +102,7 @@ def test_sweep_on_a_csv_regression(runner, table_csv, tmp_path):
         "--out",
         tmp_path / "o",
     )
-    assert document["task"] == "regression"
+    assert document["task"] == "regression" and document["penalty"] == "l1"
     assert document["n_train"] == 60 and document["n_val"] == 20
     # the target is standardised on the training rows: the constant prediction's loss is its variance, 1
     assert document["baseline"] == pytest.approx(1.0, rel=1e-12)

@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from normpen import __version__
+from normpen.penalties import names
 from normpen.tabular import MAX_LEVELS, NA_POLICIES
 
 __all__ = ["app"]
@@ -167,17 +168,6 @@ EXIT_FIT_FAILED = 3
 #: Target column of the embedded diabetes data (disease progression one year after baseline).
 DIABETES_TARGET = "progression"
 
-#: ``--penalty`` name: (task, CV estimator of normpen.linear, its fixed parameters, the error it minimises).
-FIT_PENALTIES = {
-    "ridge": ("regression", "RidgeCV", {}, "mean squared error"),
-    "lasso": ("regression", "LassoCV", {}, "mean squared error"),
-    "enet": ("regression", "ElasticNetCV", {}, "mean squared error"),
-    "group": ("regression", "GroupLassoCV", {}, "mean squared error"),
-    "sgl": ("regression", "SparseGroupLassoCV", {}, "mean squared error"),
-    "logistic-l1": ("classification", "LogisticRegressionCV", {"penalty": "l1"}, "log loss"),
-    "logistic-l2": ("classification", "LogisticRegressionCV", {"penalty": "l2"}, "log loss"),
-    "svm": ("classification", "LinearSVCCV", {}, "misclassification rate"),
-}
 FIT_FILES = ("model.json", "model.npz", "coefficients.csv", "path.png", "cv.png", "fit.json")
 #: Significant digits of the numbers `normpen predict` writes (float64 carries 15 to 17; a model's
 #: predictions are not that accurate, and 8 digits keep a prediction and a probability readable).
@@ -192,9 +182,34 @@ TOP_CURVES = 10
 TOP_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                "black", "tab:olive", "tab:cyan")
 
-FitPenalty = Enum("FitPenalty", {name: name for name in FIT_PENALTIES}, type=str)
 Selection = Enum("Selection", {"min": "min", "1se": "1se"}, type=str)
 Missing = Enum("Missing", {policy: policy for policy in NA_POLICIES}, type=str)
+
+
+def _name_option(spellings: dict, resolve, help_text: str):
+    """A ``typer.Option`` taking one of the names of ``spellings`` (name -> its aliases; the names are
+    listed as the choices, the aliases after ``help_text``) or an alias of one: ``resolve(spelling)``
+    returns the name or raises ``ValueError`` (normpen.penalties.names)."""
+    choices = list(spellings)
+    aliases = "; ".join(f"{name}: {', '.join(more)}" for name, more in spellings.items() if more)
+
+    def parse(spelling: str) -> str:
+        try:
+            return resolve(spelling)
+        except ValueError:
+            listed = ", ".join(repr(choice) for choice in choices)
+            raise typer.BadParameter(f"{spelling!r} is not one of {listed} (or an alias of one)") from None
+
+    return typer.Option(parser=parse, metavar="<" + "|".join(choices) + ">",
+                        help=f"{help_text} Aliases: {aliases}.", autocompletion=lambda: choices)
+
+
+#: ``--penalty`` of fit: the models of normpen.penalties.names, also spelled as their penalties are.
+FitModelOption = Annotated[
+    str,
+    _name_option({m.name: m.spellings[1:] for m in names.MODELS.values()}, lambda s: names.model(s).name,
+                 "The model; logistic-l1, logistic-l2 and svm classify."),
+]
 
 # Options that fit, predict and sweep share: how to read the file and what to do with its columns.
 SepOption = Annotated[
@@ -292,13 +307,10 @@ def _fit_estimator(penalty: str, groups, l1_ratio: float, folds, grid: dict, sel
     """The CV estimator of ``--penalty`` with its options (a fresh, unfitted normpen.linear object)."""
     import normpen.linear as linear
 
-    _, name, fixed, _ = FIT_PENALTIES[penalty]
-    options = {**fixed, **grid, "cv": folds, "selection": selection, "n_jobs": n_jobs}
-    if penalty in ("enet", "sgl"):
-        options["l1_ratio"] = l1_ratio
-    if penalty in ("group", "sgl"):
-        options["groups"] = groups
-    return getattr(linear, name)(**options)
+    model = names.MODELS[penalty]
+    options = {**model.fixed, **grid, "cv": folds, "selection": selection, "n_jobs": n_jobs}
+    options.update(model.options(l1_ratio=l1_ratio, groups=groups))
+    return getattr(linear, model.estimator)(**options)
 
 
 def _folds(task: str, k: int, seed: int):
@@ -330,6 +342,9 @@ def _use_sparse(encoder) -> bool:
     return one_hot >= SPARSE_MIN_COLUMNS and one_hot > len(encoder.numeric)
 
 
+_REGRESSION_MODELS = ", ".join(m.name for m in names.MODELS.values() if m.task == "regression")
+
+
 def _check_classes(y):
     """Class labels fit for classification: finite, not a continuous quantity, 2 to MAX_CLASSES classes."""
     if y.dtype.kind == "f":
@@ -339,7 +354,7 @@ def _check_classes(y):
             example = y[y != np.round(y)][0]
             raise ValueError(
                 f"the target holds non-integer numbers (e.g. {example:g}): a quantity, not class labels; "
-                "use a regression penalty (--penalty lasso, ridge, enet, group or sgl)"
+                f"use a regression penalty (--penalty lasso, or one of {_REGRESSION_MODELS})"
             )
     classes = np.unique([_label_text(label) for label in y])
     if classes.size < 2:
@@ -496,7 +511,7 @@ def _fit_summary(penalty, estimator, encoder, X, header, rows) -> dict:
         "estimator": type(estimator).__name__,
         "n_samples": int(X.shape[0]),
         "n_features": int(X.shape[1]),
-        "cv_error": FIT_PENALTIES[penalty][3],
+        "cv_error": names.MODELS[penalty].error,
         "lams": [float(lam) for lam in estimator.lams_],
         "lam_min": estimator.lam_min_,
         "lam_1se": estimator.lam_1se_,
@@ -612,9 +627,7 @@ def fit(
     target: Annotated[
         str | None, typer.Option("--target", "-t", help="Column to predict (diabetes: 'progression').")
     ] = None,
-    penalty: Annotated[
-        FitPenalty, typer.Option(help="The penalty; logistic-l1, logistic-l2 and svm classify.")
-    ] = FitPenalty.lasso,
+    penalty: FitModelOption = "lasso",
     l1_ratio: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="ρ of enet and sgl: ρ·L1 + (1−ρ)·(L2 or group).")
     ] = 0.5,
@@ -672,7 +685,7 @@ def fit(
     from normpen.report.figures import figure_png
     from normpen.tabular import fit_encoder, training_data
 
-    penalty, task = penalty.value, FIT_PENALTIES[penalty.value][0]
+    task = names.MODELS[penalty].task
     grid = _grid(lambdas, n_lams, lam_min_ratio)
     try:
         output = _claim_output(ctx, out, force, "normpen fit")
@@ -909,7 +922,13 @@ SWEEP_FILES = ("sweep.png", "sweep.json")
 DIGITS_VAL_FRACTION = 0.8
 
 SweepModel = Enum("SweepModel", {"mlp": "mlp", "linear": "linear"}, type=str)
-SweepPenalty = Enum("SweepPenalty", {"l2": "l2", "l1": "l1", "group": "group"}, type=str)
+#: ``--penalty`` of sweep: the penalties of normpen.penalties.names it applies to weight matrices.
+SweepPenaltyOption = Annotated[
+    str,
+    _name_option({p: names.PENALTIES[p].aliases for p in names.SWEEP_PENALTIES},
+                 lambda s: names.canonical(s, among=names.SWEEP_PENALTIES),
+                 "On the weight matrices; group: one group per unit."),
+]
 SweepMode = Enum("SweepMode", {m: m for m in ("coupled", "decoupled", "proximal")}, type=str)
 SweepTask = Enum("SweepTask", {t: t for t in ("auto", "regression", "classification")}, type=str)
 
@@ -953,9 +972,7 @@ def sweep(
     model: Annotated[
         SweepModel, typer.Option(help="mlp: one hidden ReLU layer; linear: none.")
     ] = SweepModel.mlp,
-    penalty: Annotated[
-        SweepPenalty, typer.Option(help="On the weight matrices; group: one group per unit.")
-    ] = SweepPenalty.l2,
+    penalty: SweepPenaltyOption = "l2",
     mode: Annotated[
         SweepMode, typer.Option(help="How the optimizer applies the penalty.")
     ] = SweepMode.coupled,
@@ -1014,7 +1031,7 @@ def sweep(
         lams = parse_lambdas(lambdas)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--lambdas") from None
-    model, penalty, mode = model.value, penalty.value, mode.value
+    model, mode = model.value, mode.value
     try:
         output = _claim_output(ctx, out, force, "normpen sweep")
         split = _sweep_data(data, target, task.value, val_fraction, seed, missing.value, categorical or (),

@@ -29,7 +29,8 @@ The penalty is applied to the weight matrices (never the biases) by a
 :class:`normpen.torch.Rule` in the chosen mode: ``l2`` is
 :math:`\frac\lambda2\|W\|^2`, ``l1`` :math:`\lambda\|W\|_1`, ``group``
 :math:`\lambda\sum_i \sqrt{n_{in}}\|W_{i,:}\|_2`, one group per unit (a row of
-each weight matrix), which prunes whole units.
+each weight matrix), which prunes whole units. Their names (and aliases:
+``ridge``, ``lasso``, ``group_lasso``) come from :mod:`normpen.penalties.names`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from normpen.penalties import names
+from normpen.penalties.names import SWEEP_PENALTIES
 
 __all__ = [
     "PENALTIES",
@@ -59,7 +63,9 @@ __all__ = [
     "plain_log_ticks",
 ]
 
-PENALTIES = ("l2", "l1", "group")
+#: The penalties a sweep applies (canonical names of :mod:`normpen.penalties.names`, which also takes their
+#: aliases: ``ridge``, ``lasso``, ``group_lasso``, ...).
+PENALTIES = SWEEP_PENALTIES
 MODELS = ("mlp", "linear")
 #: Excess of the validation-training gap over the gap at λ*, relative to val(λ*), that signals overfitting.
 OVERFIT_GAP = 0.1
@@ -95,18 +101,9 @@ def parse_lambdas(text: str) -> np.ndarray:
 
 
 def make_penalty(name: str, lam: float):
-    """The penalty object of ``name`` (see the module docstring) at strength ``lam``."""
-    from normpen.penalties.group_lasso import GroupLasso
-    from normpen.penalties.l1 import L1
-    from normpen.penalties.l2 import L2
-
-    if name == "l2":
-        return L2(lam)
-    if name == "l1":
-        return L1(lam)
-    if name == "group":
-        return GroupLasso(lam, groups="rows")
-    raise ValueError(f"penalty must be one of {PENALTIES}, got {name!r}")
+    """The penalty object of ``name`` or an alias of it (see the module docstring) at strength ``lam``;
+    a group penalty has one group per unit (a row of the weight matrix)."""
+    return names.make_penalty(names.canonical(name, among=PENALTIES), lam, groups="rows")
 
 
 @dataclass(frozen=True)
