@@ -6,16 +6,25 @@ rule that share an optimizer param group, a device and a dtype. The generic
 (``_grad``, ``_prox``, ``_project``) tensor by tensor and writes the results
 back with one ``torch._foreach_copy_``; it serves every penalty, including
 ones written after this module. Where a multi-tensor (``torch._foreach_*``)
-formulation exists, a subclass replaces a method by it:
+formulation exists, a subclass replaces a method by it. A kernel picks the
+penalties it serves by their declared
+:class:`~normpen.penalties.base.BlockForm` (``penalty.block_form()``), never by
+their class, so a new penalty with the same form gets the same kernel:
 
-- :class:`L2Kernel`: decay :math:`\theta \leftarrow (1 - \eta\lambda)\theta`
-  with one ``_foreach_mul_``, the very operation of ``torch.optim.AdamW``;
-- :class:`L1Kernel`: soft thresholding in place (``softshrink`` for a number
-  threshold, :math:`\theta - \operatorname{clip}(\theta, -t, t)` in foreach
-  ops for tensor thresholds), exact zeros;
-- :class:`AxisGroupKernel`: group soft thresholding of row or column groups;
-- :class:`MaxNormKernel`: rows (or columns) clipped to a ball;
-- :class:`AnchoredKernel`: the pull :math:`\theta \leftarrow \theta - \eta\lambda F(\theta - a)`.
+- :class:`L2Kernel` (a ridge alone, :attr:`BlockForm.ridge_only`): decay
+  :math:`\theta \leftarrow (1 - \eta\mu)\theta` with one ``_foreach_mul_``, the
+  very operation of ``torch.optim.AdamW``;
+- :class:`L1Kernel` (an L1 part alone, weighted or not): soft thresholding in
+  place (``softshrink`` for a number threshold,
+  :math:`\theta - \operatorname{clip}(\theta, -t, t)` in foreach ops for tensor
+  thresholds), exact zeros;
+- :class:`AxisGroupKernel` (a group term alone on ``"rows"`` or ``"cols"``):
+  group soft thresholding;
+- :class:`MaxNormKernel` (a max-norm constraint): rows (or columns) clipped to a ball;
+- :class:`AnchoredKernel` (a ridge towards an anchor): the pull
+  :math:`\theta \leftarrow \theta - \eta\mu F(\theta - a)`;
+- :class:`ElasticNetKernel` (any other elementwise form without per-entry
+  arrays): the penalty's own kernels, right on any rows of a tensor.
 
 The step :math:`\eta` may be a Python float or a 0-d tensor (a tensor
 learning rate); no kernel branches on a tensor's value.
@@ -36,13 +45,8 @@ from typing import Any
 
 import torch
 
-from normpen.penalties.anchored import Anchored
+from normpen._array import group_soft_threshold_scale
 from normpen.penalties.base import Penalty
-from normpen.penalties.elastic_net import ElasticNet
-from normpen.penalties.group_lasso import GroupLasso
-from normpen.penalties.l1 import L1
-from normpen.penalties.l2 import L2
-from normpen.penalties.max_norm import MaxNorm
 from normpen.torch.distributed import all_reduce_sum_, is_sharded, local_rows, local_tensor, sum_over_ranks
 
 __all__ = [
@@ -56,6 +60,8 @@ __all__ = [
     "ElasticNetKernel",
     "local_piece",
     "kernel_for",
+    "decays_like_weight_decay",
+    "is_anchored",
     "penalty_value",
     "as_penalty_input",
     "from_penalty_input",
@@ -105,9 +111,22 @@ LAYOUTS = ("plain", "transposed", "stacked")
 
 
 def structure_axis(penalty):
-    """0 (rows) or 1 (columns) for a penalty with row or column groups, else None."""
-    axis = getattr(penalty, "axis", None)
-    return ("rows", "cols").index(axis) if isinstance(axis, str) else axis
+    """0 (rows) or 1 (columns) for a penalty with row or column groups (its declared form's), else None."""
+    form = penalty.block_form()
+    return None if form is None else form.axis
+
+
+def decays_like_weight_decay(penalty):
+    r"""Whether ``penalty`` is :math:`\tfrac{\mu}{2}\|x\|^2` with :math:`\mu > 0` alone (its declared form):
+    its decoupled decay is ``torch.optim``'s ``weight_decay``, so the two together decay twice."""
+    form = penalty.block_form()
+    return form is not None and form.ridge_only and form.ridge > 0
+
+
+def is_anchored(penalty):
+    """Whether ``penalty`` pulls towards an anchor it holds (its declared form's): state to checkpoint."""
+    form = penalty.block_form()
+    return form is not None and form.anchor is not None
 
 
 def as_penalty_input(penalty, tensor, layout="plain"):
@@ -193,7 +212,8 @@ def _negative(t):
 def soft_threshold_(xs, t):
     r"""Soft thresholding in place: :math:`x \leftarrow x - \operatorname{clip}(x, -t, t)`.
 
-    That is :math:`\operatorname{sign}(x)\max(|x| - t, 0)`, bit for bit.
+    That is :func:`normpen._array.soft_threshold`, :math:`\operatorname{sign}(x)\max(|x| - t, 0)`, bit
+    for bit (tested), as the multi-tensor in-place operation the array-API function cannot be.
 
     ``t`` is a number, a 0-d tensor or a list of tensors broadcastable to
     ``xs``; entries with :math:`|x| \le t` become exact zeros. A number takes
@@ -217,13 +237,15 @@ class Kernel:
     A kernel serves the tensors of a rule that share :meth:`bucket_key`. Its
     per-step methods take the tensors, the data :meth:`prepare` built once
     for exactly those tensors (a bucket), and the step or radius. Subclasses
-    override :meth:`accepts` (which penalties they serve), :meth:`bucket_key`,
+    override :meth:`accepts` (which declared forms they serve), :meth:`bucket_key`,
     :meth:`prepare` and the operations they do faster.
     """
 
     def __init__(self, penalty):
         #: A representative penalty of the bucket (they agree on :meth:`bucket_key`).
         self.penalty = penalty
+        #: Its declared form (:meth:`~normpen.penalties.base.Penalty.block_form`), None if it has none.
+        self.form = penalty.block_form()
 
     #: The operations (``"decay"``, ``"prox"``, ``"project"``, and ``"value"`` for the coupled and
     #: lagrangian terms) this kernel does right on the rows a rank holds of an FSDP2 parameter:
@@ -231,8 +253,8 @@ class Kernel:
     row_shard_methods = frozenset()
 
     @classmethod
-    def accepts(cls, penalty):
-        """Whether this kernel serves ``penalty``."""
+    def accepts(cls, form):
+        """Whether this kernel serves a penalty of the declared ``form`` (a BlockForm, not None)."""
         return True
 
     @staticmethod
@@ -302,34 +324,35 @@ def _reshaped(penalty, layout, kernel, tensor, *args):
 
 
 class L2Kernel(Kernel):
-    r"""Squared L2: decay :math:`x \leftarrow (1 - \eta\lambda)x` as AdamW computes it, bit for bit.
+    r"""A ridge alone, :math:`\tfrac{\mu}{2}\|x\|^2` (L2): decay :math:`x \leftarrow (1 - \eta\mu)x` as AdamW
+    computes it, bit for bit; its prox, the penalty's own, is elementwise (right on any rows).
 
-    The value :math:`\tfrac{\lambda}{2}\sum x\cdot x` is one dot product per
+    The value :math:`\tfrac{\mu}{2}\sum x\cdot x` is one dot product per
     tensor (autograd gives exactly :math:`\lambda x`, 0 at 0): no scaling,
     so exact unless entries exceed about :math:`10^{154}` (float64) or
     :math:`10^{19}` (float32), far beyond any trained weight.
     """
 
-    row_shard_methods = frozenset({"decay", "value"})
+    row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
-    def accepts(cls, penalty):
-        return isinstance(penalty, L2)
+    def accepts(cls, form):
+        return form.ridge_only
 
     @staticmethod
     def bucket_key(penalty):
-        return penalty.lam
+        return penalty.block_form().ridge
 
     def value(self, tensors, slots):
         flat = [t.reshape(-1) for t in tensors]
-        return (self.penalty.lam / 2) * _total([torch.dot(f, f) for f in flat])
+        return (self.form.ridge / 2) * _total([torch.dot(f, f) for f in flat])
 
     def decay_(self, tensors, data, step):
-        torch._foreach_mul_(tensors, 1 - step * self.penalty.lam)
+        torch._foreach_mul_(tensors, 1 - step * self.form.ridge)
 
 
 class L1Kernel(Kernel):
-    r"""(Weighted) L1: prox by soft thresholding at :math:`\eta\lambda\omega`.
+    r"""An L1 part alone (L1, weighted or not): prox by soft thresholding at :math:`\eta\lambda\omega`.
 
     Its data: ``None``, or the tensors :math:`\lambda\omega` of weighted L1.
     """
@@ -337,27 +360,30 @@ class L1Kernel(Kernel):
     row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
-    def accepts(cls, penalty):
-        return isinstance(penalty, L1)
+    def accepts(cls, form):
+        return form.elementwise and form.ridge == 0 and form.anchor is None and form.fisher is None
 
     @staticmethod
     def bucket_key(penalty):
-        return penalty.lam, penalty.weights is None
+        form = penalty.block_form()
+        return form.l1, form.l1_weights is None
 
     def prepare(self, slots, dtype, method):
         if method != "prox":
             return super().prepare(slots, dtype, method)
-        if self.penalty.weights is None:
+        if self.form.l1_weights is None:
             return None
-        return [local_piece(s.penalty.weights, s, dtype) * s.penalty.lam for s in slots]
+        forms = [s.penalty.block_form() for s in slots]
+        return [local_piece(f.l1_weights, s, dtype) * f.l1 for s, f in zip(slots, forms, strict=True)]
 
     def prox_(self, tensors, data, step):
-        soft_threshold_(tensors, step * self.penalty.lam if data is None else torch._foreach_mul(data, step))
+        soft_threshold_(tensors, step * self.form.l1 if data is None else torch._foreach_mul(data, step))
 
     def local_penalty(self, slot, dtype):
-        if slot.penalty.weights is None:
+        weights = slot.penalty.block_form().l1_weights
+        if weights is None:
             return slot.penalty
-        return dataclasses.replace(slot.penalty, weights=local_piece(slot.penalty.weights, slot, dtype))
+        return dataclasses.replace(slot.penalty, weights=local_piece(weights, slot, dtype))
 
 
 class GroupNorms:
@@ -463,38 +489,38 @@ def _canonical_shape(slot):
 
 @dataclass(eq=False)
 class _GroupThreshold:
-    """AxisGroupKernel's data: the group norms, :math:`\\lambda\\omega` per group, the factor buffers."""
+    """AxisGroupKernel's data: the group norms, :math:`\\lambda\\omega` per group, the factor buffer."""
 
     norms: GroupNorms
     scaled_weights: torch.Tensor
     factors: torch.Tensor
-    denominators: torch.Tensor
     factor_views: list
 
 
 class AxisGroupKernel(Kernel):
-    r"""Group lasso on rows (axis 0) or columns (axis 1): prox by group soft thresholding.
+    r"""A group term alone on rows (axis 0) or columns (axis 1), the group lasso: prox by group soft
+    thresholding.
 
     .. math::
-        x_g \leftarrow x_g\,\frac{\max(\|x_g\|_2 - \eta\lambda\omega_g, 0)}{\max(\|x_g\|_2, \text{tiny})}
+        x_g \leftarrow x_g\,\frac{\max(\|x_g\|_2 - \eta\lambda\omega_g, 0)}{\|x_g\|_2}
 
-    The norms of every group of the bucket land in one vector (one
-    ``vector_norm`` per tensor, a plain sum of squares: exact unless entries
-    exceed about :math:`10^{150}` in float64, :math:`10^{19}` in float32, far
-    beyond any trained weight); the factors are four operations on that
-    vector, and the rescaling one ``_foreach_mul_``: no temporaries, nothing
-    per tensor but the norms.
+    (:func:`normpen._array.group_soft_threshold_scale`; 0 for a zero group). The norms of every group
+    of the bucket land in one vector (one ``vector_norm`` per tensor, a plain sum of squares: exact
+    unless entries exceed about :math:`10^{150}` in float64, :math:`10^{19}` in float32, far beyond
+    any trained weight); the factors are a few operations on that vector, and the rescaling one
+    ``_foreach_mul_``: nothing per tensor but the norms.
     """
 
     row_shard_methods = frozenset({"prox", "value"})
 
     @classmethod
-    def accepts(cls, penalty):
-        return isinstance(penalty, GroupLasso) and penalty.axis is not None
+    def accepts(cls, form):
+        plain = form.l1 == 0 and form.l1_weights is None and form.ridge == 0 and form.max_norm is None
+        return form.axis is not None and plain and form.anchor is None and form.fisher is None
 
     @staticmethod
     def bucket_key(penalty):
-        return penalty.lam
+        return penalty.block_form().group_lam
 
     def prepare(self, slots, dtype, method):
         if method != "prox":
@@ -502,9 +528,9 @@ class AxisGroupKernel(Kernel):
         dims = [self._dims(s) for s in slots]
         norms = GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
         weights = [self._weights(s, d, dtype) for s, d in zip(slots, dims, strict=True)]
-        scaled = (self.penalty.lam * torch.cat(weights)).to(norms.flat.device)
+        scaled = (self.form.group_lam * torch.cat(weights)).to(norms.flat.device)
         factors = torch.empty_like(norms.flat)
-        return _GroupThreshold(norms, scaled, factors, torch.empty_like(factors), norms.views(factors))
+        return _GroupThreshold(norms, scaled, factors, norms.views(factors))
 
     def sharded_value(self, tensors, slots):
         r""":math:`\lambda \sum_g \omega_g \|x_g\|` of FSDP2 parameters from this rank's rows: groups inside
@@ -518,24 +544,22 @@ class AxisGroupKernel(Kernel):
             norms = _GroupNormsOfRows.apply(t, dims, spans)
             (across if spans else within).append(torch.dot(weights, norms.reshape(-1)))
         parts = ([sum_over_ranks(_total(within))] if within else []) + across
-        return self.penalty.lam * _total(parts)
+        return self.form.group_lam * _total(parts)
 
     def _dims(self, slot):
         """The dimensions one group norm of ``slot``'s tensor reduces over."""
-        axis = self.penalty.axis
+        axis = self.form.axis
         return _group_dims(slot, axis, _all_but(slot.param.ndim, axis))
 
     @staticmethod
     def _weights(slot, dims, dtype):
         r""":math:`\omega_g` of the groups this rank holds, in the order of their norms."""
-        weights = torch.as_tensor(slot.penalty.axis_weights(_canonical_shape(slot)), dtype=dtype)
-        return _local_group_weights(slot, weights, dims)
+        unit = slot.penalty.block_form(tuple(_canonical_shape(slot))).group_weights
+        return _local_group_weights(slot, torch.as_tensor(unit, dtype=dtype), dims)
 
     def prox_(self, tensors, data, step):
         norms = data.norms.compute(tensors)
-        factors = torch.mul(data.scaled_weights, step, out=data.factors)
-        torch.sub(norms, factors, out=factors).clamp_min_(0)
-        factors.div_(torch.clamp_min(norms, torch.finfo(norms.dtype).tiny, out=data.denominators))
+        data.factors.copy_(group_soft_threshold_scale(norms, data.scaled_weights * step))
         torch._foreach_mul_(tensors, data.factor_views)
 
 
@@ -556,7 +580,7 @@ def _all_but(ndim, axis):
 
 
 class MaxNormKernel(Kernel):
-    r"""Max-norm: every row (or column) of the matrix view clipped to the ball of radius :math:`r`.
+    r"""A max-norm constraint: every row (or column) of the matrix view clipped to a ball of radius :math:`r`.
 
     .. math:: x_g \leftarrow x_g \big/ \max(1, \|x_g\|_2 / r)
 
@@ -571,21 +595,22 @@ class MaxNormKernel(Kernel):
     row_shard_methods = frozenset({"prox", "project"})
 
     @classmethod
-    def accepts(cls, penalty):
-        return isinstance(penalty, MaxNorm)
+    def accepts(cls, form):
+        return form.max_norm is not None and form.axis is not None
 
     @staticmethod
     def bucket_key(penalty):
-        return penalty.c, penalty.axis
+        form = penalty.block_form()
+        return form.max_norm, form.axis
 
     def prepare(self, slots, dtype, method):
-        axis = structure_axis(self.penalty)
+        axis = self.form.axis
         plain = [_all_but(s.param.ndim, 0) if axis == 0 else (0,) for s in slots]
         dims = [_group_dims(s, axis, p) for s, p in zip(slots, plain, strict=True)]
         return GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
 
     def prox_(self, tensors, data, step):
-        self.project_(tensors, data, self.penalty.c)
+        self.project_(tensors, data, self.form.max_norm)
 
     def project_(self, tensors, data, radius):
         data.compute(tensors).clamp_min_(radius).div_(radius)
@@ -593,7 +618,7 @@ class MaxNormKernel(Kernel):
 
 
 class AnchoredKernel(Kernel):
-    r"""Anchored L2 (L2-SP, EWC): decay :math:`x \leftarrow x - \eta\lambda F(x - a)` over the bucket.
+    r"""A ridge towards an anchor alone (L2-SP, EWC): decay :math:`x \leftarrow x - \eta\mu F(x - a)`.
 
     One bucket batches every tensor of a rule with the same :math:`\lambda`,
     each with its own anchor :math:`a` and Fisher weights :math:`F`, held on the
@@ -605,19 +630,21 @@ class AnchoredKernel(Kernel):
     row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
-    def accepts(cls, penalty):
-        return isinstance(penalty, Anchored)
+    def accepts(cls, form):
+        return form.elementwise and form.l1 == 0 and form.l1_weights is None and form.anchor is not None
 
     @staticmethod
     def bucket_key(penalty):
-        return penalty.lam, penalty.fisher is None
+        form = penalty.block_form()
+        return form.ridge, form.fisher is None
 
     def prepare(self, slots, dtype, method):
         if method == "decay":
-            anchors = [local_piece(s.penalty.anchor, s, dtype) for s in slots]
-            if self.penalty.fisher is None:
+            forms = [s.penalty.block_form() for s in slots]
+            anchors = [local_piece(f.anchor, s, dtype) for s, f in zip(slots, forms, strict=True)]
+            if self.form.fisher is None:
                 return anchors, None
-            return anchors, [local_piece(s.penalty.fisher, s, dtype) for s in slots]
+            return anchors, [local_piece(f.fisher, s, dtype) for s, f in zip(slots, forms, strict=True)]
         if not any(is_sharded(s.param) for s in slots):
             return super().prepare(slots, dtype, method)
         return [(self.local_penalty(s, dtype), s.layout) for s in slots]
@@ -625,11 +652,11 @@ class AnchoredKernel(Kernel):
     def local_penalty(self, slot, dtype):
         if not is_sharded(slot.param):
             return slot.penalty
-        fisher = slot.penalty.fisher
+        form = slot.penalty.block_form()
         return dataclasses.replace(
             slot.penalty,
-            anchor=local_piece(slot.penalty.anchor, slot, dtype),
-            fisher=None if fisher is None else local_piece(fisher, slot, dtype),
+            anchor=local_piece(form.anchor, slot, dtype),
+            fisher=None if form.fisher is None else local_piece(form.fisher, slot, dtype),
         )
 
     def decay_(self, tensors, data, step):
@@ -637,17 +664,19 @@ class AnchoredKernel(Kernel):
         pull = torch._foreach_sub(tensors, anchors)
         if fishers is not None:
             torch._foreach_mul_(pull, fishers)
-        axpy_(tensors, pull, _negative(step * self.penalty.lam))
+        axpy_(tensors, pull, _negative(step * self.form.ridge))
 
 
 class ElasticNetKernel(Kernel):
-    """Elastic net through the penalty's own elementwise kernels: right on any rows of a tensor."""
+    """An elementwise form without per-entry arrays (the elastic net) through the penalty's own kernels:
+    right on any rows of a tensor."""
 
     row_shard_methods = frozenset({"decay", "prox", "value"})
 
     @classmethod
-    def accepts(cls, penalty):
-        return isinstance(penalty, ElasticNet)
+    def accepts(cls, form):
+        arrays = form.l1_weights is not None or form.anchor is not None or form.fisher is not None
+        return form.elementwise and not arrays
 
 
 #: The specialised kernels, tried in order; the generic :class:`Kernel` serves the rest.
@@ -655,8 +684,12 @@ FAST_KERNELS = (L2Kernel, L1Kernel, AxisGroupKernel, MaxNormKernel, AnchoredKern
 
 
 def kernel_for(penalty):
-    """The kernel class that serves ``penalty``."""
-    return next((k for k in FAST_KERNELS if k.accepts(penalty)), Kernel)
+    """The kernel class that serves ``penalty``: the first of :data:`FAST_KERNELS` that accepts its
+    declared form, else the generic :class:`Kernel` (also for a penalty without a form)."""
+    form = penalty.block_form()
+    if form is None:
+        return Kernel
+    return next((k for k in FAST_KERNELS if k.accepts(form)), Kernel)
 
 
 class Bucket:

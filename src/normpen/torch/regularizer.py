@@ -38,8 +38,7 @@ import weakref
 
 import torch
 
-from normpen.penalties.anchored import Anchored
-from normpen.penalties.l2 import L2
+from normpen.penalties.base import Penalty
 from normpen.torch.distributed import (
     all_reduce_mean_,
     check_row_sharded,
@@ -47,7 +46,15 @@ from normpen.torch.distributed import (
     unwrap_model,
     whole_tensor,
 )
-from normpen.torch.kernels import Bucket, Slot, as_penalty_input, kernel_for, work_dtype
+from normpen.torch.kernels import (
+    Bucket,
+    Slot,
+    as_penalty_input,
+    decays_like_weight_decay,
+    is_anchored,
+    kernel_for,
+    work_dtype,
+)
 from normpen.torch.report import Report, RuleReport, Summary, tensor_report
 from normpen.torch.rules import (
     VALUE_MODES,
@@ -461,7 +468,7 @@ class Regularizer:
         }
         for rule, slots in zip(self.rules, self._slots, strict=True):
             for s in slots:
-                if isinstance(s.penalty, L2) and id(s.param) in decayed:
+                if decays_like_weight_decay(s.penalty) and id(s.param) in decayed:
                     warnings.warn(
                         f"parameter {s.name!r} is under the L2 rule {rule.describe()!r} and its optimizer "
                         f"group also has weight_decay={decayed[id(s.param)]}: it is decayed twice; set the "
@@ -642,7 +649,7 @@ class Regularizer:
         for i, (rule, slots) in enumerate(zip(self.rules, self._slots, strict=True)):
             if rule.multiplier is not None:
                 state["multipliers"][str(i)] = rule.multiplier.detach().clone()
-            anchored = [s for s in slots if isinstance(s.penalty, Anchored)]
+            anchored = [s for s in slots if is_anchored(s.penalty)]
             if anchored:
                 state["anchors"][str(i)] = {s.name: _tensor(s.penalty.anchor) for s in anchored}
                 state["fisher"][str(i)] = {
@@ -768,7 +775,7 @@ class Regularizer:
 
     def _check_anchored_state(self, i, state):
         """Rule ``i``'s saved anchors (all of its anchored tensors) and Fisher weights fit and are finite."""
-        anchored = {s.name: s for s in self._slots[i] if isinstance(s.penalty, Anchored)}
+        anchored = {s.name: s for s in self._slots[i] if is_anchored(s.penalty)}
         for key in ("anchors", "fisher"):
             given = state[key].get(str(i), {})
             for name, tensor in given.items():
@@ -837,7 +844,7 @@ def _same_kind(value, default):
 
 def _with_anchors(penalty, anchors, fishers):
     """``penalty`` (an Anchored or a mapping of them) with the saved anchors and Fisher weights."""
-    if isinstance(penalty, Anchored):
+    if isinstance(penalty, Penalty):
         name, anchor = next(iter(anchors.items()))  # one shared penalty: every tensor has its anchor
         return _replace_anchor(penalty, anchor, fishers.get(name))
     return {
