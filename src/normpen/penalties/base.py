@@ -69,7 +69,9 @@ and returns its :class:`BlockForm` from ``block_form`` if it has one (the
 default is ``None``). Add one line to ``CASES`` in ``tests/penalties/cases.py``,
 which runs every contract test (and the form check) over it, and export the
 name in ``normpen/penalties/__init__.py`` (and ``normpen/__init__.py`` for the
-top-level name). Nothing in the solvers or the training code names penalties:
+top-level name); to spell it by name in the estimators, ``normpen fit`` and
+``normpen sweep``, add its entry to :mod:`normpen.penalties.names`. Nothing in
+the solvers or the training code names penalties:
 a block-separable penalty gets coordinate descent and the fast training
 kernels from its form, any other penalty FISTA and the generic kernel.
 """
