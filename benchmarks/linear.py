@@ -1,48 +1,83 @@
-"""normpen.linear against scikit-learn, skglm and celer, in one process, on the same data (issue 4).
+r"""normpen.linear against scikit-learn, skglm, celer, glmnet and adelie: time to a certified accuracy.
 
-Every library solves the same objective on the same data without an
-intercept (regression data centred first), and every solution is certified
-the same way: the duality gap of normpen's certificate
-(:mod:`normpen.linear.problem`: residual dual point rescaled into the dual
-ball) at each strength, relative to the objective at :math:`w = 0`, whatever
-the library reports itself. The peers' own tolerances do not mean the same
-gap (celer's is relative to another scale and certified with another dual
-point), so each peer is run at ``tol`` and, while its largest gap is worse
-than normpen's, again at a tenfold smaller tolerance (down to
-``tol * 1e-4``), unless it already took ``--patience`` times normpen's time:
-the row shows the tolerance it needed. The table gives, per problem and
-library, the process CPU time (one BLAS thread, so CPU time is the solver's
-time even on a loaded machine), the largest relative gap along the path, and
-normpen's time divided by the fastest peer's among those that reached an
-equal or better gap (in brackets, when no peer did: the ratio to the fastest
-peer at any gap, an upper bound of the ratio at equal gap). A separate table
-gives the first fit in a fresh process (cold start, import excluded) for
-each library; the timed runs come after a warm-up call on a corner of the
-data, so that just-in-time compilation (skglm, numba) is not counted there.
+Issue 15.
 
-Problems (the issue's list; a new one is a builder in ``PROBLEMS`` and, where
-a runner does not know it, a branch in the runners):
+Every library solves the same objective on the same data, without an
+intercept (regression data centred first), one thread, along the same grid
+of strengths; every solution is then measured by this module, whatever the
+library reports itself, two ways:
 
-a. lasso path, AR(1) design with rho = 0.6, n = 1000, p = 5000, 50 strengths
-   from lambda_max to lambda_max / 100;
-b. elastic net path on the same data, l1_ratio = 0.5;
-c. L1 logistic path, n = 2000, p = 2000;
-d. group lasso path, groups of 5, n = 1000, p = 5000;
-e. ridge path of 100 strengths with leave-one-out CV, n = 5000, p = 500
-   (certified at the strength each library selects);
-f. lasso path on sparse X (1% nonzero), n = 20000, p = 50000 (20 strengths
-   down to lambda_max / 20).
+- the *certified gap*: the duality gap of normpen's certificate (the
+  datafit's derivative :math:`u = \ell'(XW)` rescaled into the dual ball, or
+  paired with the ridge part's conjugate; :func:`relative_gap`) relative to
+  the objective at :math:`W = 0`, the largest over the path;
+- the *suboptimality*: the objective minus the best objective any run of any
+  library reached at that strength, relative to the objective at
+  :math:`W = 0`, the largest over the path. It is at most the gap and does
+  not depend on the dual point a library happens to leave (glmnet's and
+  adelie's objectives are much closer to the optimum than their gaps say).
 
-g. linear SVMs (``benchmarks/svm_problem.py``, which has its own peers and
-   reference optimum): its rows join the table under ``--only g``, where the
-   gap column is the relative suboptimality that file defines.
+The objective, for the quadratic, logistic and multinomial losses,
+:math:`\frac1n\sum_i \ell(y_i, x_i^\top W) + \lambda\big(r\sum_b \omega_b\|W_b\|
++ \frac{1-r}2\|W\|^2\big)`, with blocks :math:`b` single coefficients
+(:math:`\omega_b = 1`) or groups of ``group_size`` rows
+(:math:`\omega_b = \sqrt{|b|}`). Each peer's parameters are mapped to it
+(:data:`PEERS`); glmnet divides a gaussian :math:`\lambda` by the population
+standard deviation :math:`s` of ``y`` even with ``standardize=False``, so ours
+:math:`(\lambda, r)` is glmnet's :math:`\lambda_g = \lambda(r + (1-r)s)`,
+:math:`\alpha = r / (r + (1-r)s)`. A mapping is checked on every run before it
+is reported: the strength implied by the KKT conditions on the solution's
+support (:func:`implied_strength`) must be the mapped one within
+:data:`MAPPING_RTOL` (median over the path), otherwise the peer is refused.
 
-Run ``python benchmarks/linear.py [--quick] [--only ac] [--tol 1e-6] [--patience 5]``.
-The peers are optional (``pip install skglm celer``); a missing one is
-skipped. This is a benchmark, not a test: nothing asserts a time.
+Two accuracies, one table each:
+
+1. normpen at ``--tol`` (default 1e-6, the accuracy of issue 15's table;
+   ``g1`` always at 1e-6) against each peer run at its own default
+   tolerance and then at tenfold tighter ones (down to a millionth of its
+   default) until it reaches normpen's gap and suboptimality, unless a run
+   already took ``--patience`` times normpen's time. The ratio is normpen's
+   time over the fastest run of any peer with an equal or better accuracy,
+   by each measure (or "no peer as accurate");
+2. each peer with its own defaults, and normpen with ``tol`` set to the gap
+   that peer reached (time to the same certified gap) and, separately, to
+   the suboptimality it reached (whose run then has at most that
+   suboptimality, since suboptimality is at most the gap): ratio normpen over
+   peer by each measure.
+
+Times are process CPU seconds with every thread pool pinned to one thread
+(best of 3 for runs under a second), after one untimed call on a corner of
+the data (skglm compiles with numba). A last table gives the first fit in a
+fresh process (cold start, import excluded).
+
+Workloads (issue 15's letters; ``--quick`` divides every dimension by 5):
+
+a. lasso path, AR(1) design (rho = 0.6), n = 1000, p = 5000, 50 strengths to
+   lambda_max / 100; ``a200``: the same at n = 200, p = 1000;
+b. elastic net path, l1_ratio = 0.5, same data; ``b200``: at 200 x 1000;
+c. L1 logistic path, n = 2000, p = 2000, 50 strengths to lambda_max / 100;
+d. group lasso path, groups of 5, same data as (a);
+e. sparse lasso path, 20000 x 50000, 1% nonzero, 20 strengths to lambda_max / 20;
+f. multinomial L1 path (every coefficient its own block: glmnet's
+   "ungrouped"), K = 5, n = 1000, p = 500, 20 strengths to lambda_max / 100;
+g1. diabetes (scikit-learn's) with degree-3 polynomial features, standardised
+    (442 x 285), lasso, 100 strengths to lambda_max / 1000, normpen at tol 1e-6;
+h. wide lasso, n = 200, p = 100000, 50 strengths to lambda_max / 100;
+svm. the linear SVMs of ``benchmarks/svm_problem.py`` (its own peers and
+     measure: relative suboptimality), in their own table.
+
+Run ``python benchmarks/linear.py [--quick] [--only a,b,g1] [--tol 1e-6] [--patience 5]``.
+Install the peers with ``scripts/setup_bench.sh``; a missing one is skipped.
+This is a benchmark, not a test: nothing asserts a time.
 """
 
+# ruff: noqa: E402 (the thread variables are set before numpy is imported)
 from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_variable] = "1"  # before numpy (and the peers) start their thread pools
 
 import argparse
 import math
@@ -50,33 +85,57 @@ import subprocess
 import sys
 import time
 import warnings
-from functools import partial
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 from rich.console import Console
 from rich.table import Table
+from scipy.special import log_softmax, softmax, xlogy
 from threadpoolctl import threadpool_limits
 
-from normpen.linear import RidgeCV, path
-from normpen.linear.blocks import as_block_penalty
-from normpen.linear.datafits import Logistic, Quadratic
-from normpen.linear.path import lambda_max
-from normpen.linear.problem import Problem
-from normpen.penalties.elastic_net import ElasticNet
-from normpen.penalties.group_lasso import GroupLasso
-from normpen.penalties.l1 import L1
-from normpen.penalties.l2 import L2
+console = Console(width=160)
 
-console = Console(width=130)
+# ---- workloads ----------------------------------------------------------------------------
 
 
-# ---- data -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Workload:
+    r"""One penalized problem and its grid of strengths.
+
+    The objective is
+    :math:`\frac1n\sum_i\ell(y_i, x_i^\top W) + \lambda(r\sum_b\omega_b\|W_b\| + \frac{1-r}2\|W\|^2)`;
+
+    ``loss`` is ``"quadratic"`` (``y`` real), ``"logistic"`` (``y`` in
+    {-1, +1}) or ``"multinomial"`` (``y`` integer labels 0..K-1, coefficients
+    ``(p, K)``); ``group_size`` rows per block (1: every coefficient its own
+    block); ``tol``, when given, replaces ``--tol`` for normpen in table 1.
+    """
+
+    key: str
+    title: str
+    X: object
+    y: np.ndarray
+    loss: str
+    lams: np.ndarray
+    l1_ratio: float = 1.0
+    group_size: int = 1
+    tol: float | None = None
+    n_classes: int = field(init=False, default=1)
+
+    def __post_init__(self):
+        if self.loss == "multinomial":
+            object.__setattr__(self, "n_classes", int(self.y.max()) + 1)
+
+    @property
+    def coef_shape(self):
+        p = self.X.shape[1]
+        return (p, self.n_classes) if self.loss == "multinomial" else (p,)
 
 
 def ar1_design(n, p, rho, rng):
-    """Rows with AR(1) correlation :math:`\\operatorname{corr}(x_j, x_k) = \\rho^{|j-k|}`."""
-    X = np.empty((n, p))
+    """Rows with AR(1) correlation :math:`\\operatorname{corr}(x_j, x_k) = \\rho^{|j-k|}`, Fortran order."""
+    X = np.empty((n, p), order="F")
     X[:, 0] = rng.standard_normal(n)
     scale = math.sqrt(1 - rho**2)
     for j in range(1, p):
@@ -85,6 +144,7 @@ def ar1_design(n, p, rho, rng):
 
 
 def regression(n, p, rng, sparse_signal=20):
+    """Centred AR(1) design and a centred response with 20 nonzero coefficients and unit noise."""
     X = ar1_design(n, p, 0.6, rng)
     w = np.zeros(p)
     w[rng.choice(p, sparse_signal, replace=False)] = rng.standard_normal(sparse_signal)
@@ -92,188 +152,608 @@ def regression(n, p, rng, sparse_signal=20):
     return np.asfortranarray(X - X.mean(0)), y - y.mean()
 
 
-def _regression_problems(quick, rng):
-    """(a), (b), (d): lasso, elastic net and group lasso paths on one AR(1) design."""
+def grid(work, n_lams, eps):
+    """``n_lams`` strengths from :func:`lambda_max` down to ``eps`` times it, geometric."""
+    return lambda_max(work) * np.geomspace(1.0, eps, n_lams)
+
+
+def _with_grid(key, title, X, y, loss, n_lams, eps, **options):
+    work = Workload(key, title, X, y, loss, np.ones(1), **options)
+    return replace(work, lams=grid(work, n_lams, eps))
+
+
+def workloads(quick, seed=0):
+    """Every workload, by key (the data are drawn once, in this order, from ``seed``)."""
+    rng = np.random.default_rng(seed)
     s = 5 if quick else 1
     X, y = regression(1000 // s, 5000 // s, rng)
-    groups = [np.arange(i, i + 5) for i in range(0, X.shape[1], 5)]
-    common = dict(X=X, y=y, datafit=Quadratic(), n_lams=50, eps=1e-2)
-    return {
-        "a": dict(common, title="lasso path", penalty=L1(1.0)),
-        "b": dict(common, title="elastic net path", penalty=ElasticNet(1.0, 0.5)),
-        "d": dict(common, title="group lasso path", penalty=GroupLasso(1.0, groups), groups=groups),
-    }
+    Xs, ys = regression(200 // s, 1000 // s, rng)
+    works = [
+        _with_grid("a", "lasso path", X, y, "quadratic", 50, 1e-2),
+        _with_grid("b", "elastic net path, l1_ratio 0.5", X, y, "quadratic", 50, 1e-2, l1_ratio=0.5),
+        _with_grid("d", "group lasso path, groups of 5", X, y, "quadratic", 50, 1e-2, group_size=5),
+        _with_grid("a200", "lasso path, small", Xs, ys, "quadratic", 50, 1e-2),
+        _with_grid("b200", "elastic net path, small", Xs, ys, "quadratic", 50, 1e-2, l1_ratio=0.5),
+        _logistic(2000 // s, 2000 // s, rng),
+        _sparse(20000 // s, 50000 // s, rng, seed),
+        _multinomial(1000 // s, 500 // s, 5, rng),
+        _diabetes(quick),
+    ]
+    Xh, yh = regression(200 // s, 100_000 // s, rng)
+    works.append(_with_grid("h", "wide lasso path", Xh, yh, "quadratic", 50, 1e-2))
+    return {work.key: work for work in works}
 
 
-def _logistic_problem(quick, rng):
-    """(c): L1 logistic path."""
-    s = 5 if quick else 1
-    X = rng.standard_normal((2000 // s, 2000 // s))
-    w = np.zeros(X.shape[1])
+def _logistic(n, p, rng):
+    X = rng.standard_normal((n, p))
+    w = np.zeros(p)
     w[:20] = 1.0
-    y = np.where(X @ w + 0.5 * rng.standard_normal(X.shape[0]) > 0, 1.0, -1.0)
-    return {
-        "c": dict(
-            title="L1 logistic path", X=X, y=y, datafit=Logistic(), penalty=L1(1.0), n_lams=50, eps=1e-2
-        )
-    }
+    y = np.where(X @ w + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+    return _with_grid("c", "L1 logistic path", np.asfortranarray(X), y, "logistic", 50, 1e-2)
 
 
-def _ridge_problem(quick, rng):
-    """(e): ridge path with leave-one-out CV."""
-    s = 5 if quick else 1
-    X = rng.standard_normal((5000 // s, 500 // s))
-    y = X @ rng.standard_normal(X.shape[1]) + 5 * rng.standard_normal(X.shape[0])
-    return {"e": dict(title="ridge path + LOO", X=X, y=y, datafit=Quadratic(), penalty=L2(1.0), n_lams=100)}
-
-
-def _sparse_problem(quick, rng, seed):
-    """(f): lasso path on a sparse design."""
-    s = 5 if quick else 1
-    X = sp.random(20000 // s, 50000 // s, density=0.01, format="csc", random_state=seed)
-    w = np.zeros(X.shape[1])
+def _sparse(n, p, rng, seed):
+    X = sp.random(n, p, density=0.01, format="csc", random_state=seed)
+    w = np.zeros(p)
     w[:50] = 1.0
-    y = X @ w + 0.1 * rng.standard_normal(X.shape[0])
-    return {
-        "f": dict(
-            title="sparse lasso path", X=X, y=y, datafit=Quadratic(), penalty=L1(1.0), n_lams=20, eps=5e-2
-        )
-    }
+    y = X @ w + 0.1 * rng.standard_normal(n)
+    return _with_grid("e", "sparse lasso path, 1% nonzero", X, y - y.mean(), "quadratic", 20, 5e-2)
 
 
-#: Problem builders, each ``(quick, rng) -> {letter: spec}`` (the SVM problems, g, come from svm_problem.py).
-PROBLEMS = (_regression_problems, _logistic_problem, _ridge_problem, partial(_sparse_problem, seed=0))
+def _multinomial(n, p, n_classes, rng):
+    X = rng.standard_normal((n, p))
+    W = np.zeros((p, n_classes))
+    W[:10] = rng.standard_normal((10, n_classes))
+    probabilities = softmax(X @ W, axis=1)
+    y = np.array([rng.choice(n_classes, p=row) for row in probabilities])
+    return _with_grid(
+        "f", f"multinomial L1 path, K={n_classes}", np.asfortranarray(X), y, "multinomial", 20, 1e-2
+    )
 
 
-def problems(quick, seed=0):
-    """The problems as dicts: data, normpen datafit and penalty, path length and depth."""
-    rng = np.random.default_rng(seed)
-    specs = {}
-    for build in PROBLEMS:
-        specs.update(build(quick, rng))
-    return dict(sorted(specs.items()))
+def _diabetes(quick):
+    from sklearn.datasets import load_diabetes
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(PolynomialFeatures(3, include_bias=False).fit_transform(X))
+    n_lams, eps = (20, 1e-2) if quick else (100, 1e-3)
+    title = "diabetes, degree-3 features, lasso"
+    return _with_grid("g1", title, np.asfortranarray(X), y - y.mean(), "quadratic", n_lams, eps, tol=1e-6)
 
 
 # ---- the certificate every library is measured with -----------------------------------
 
 
-def largest_relative_gap(problem, spec, lams, coefs):
-    """max over the path of (duality gap / objective at zero), normpen's certificate, no intercept."""
-    worst = 0.0
-    for lam, coef in zip(lams, coefs, strict=True):
-        block = as_block_penalty(spec["penalty"].with_lam(float(lam)), problem.coef_shape)
-        state = problem.state(np.asarray(coef, dtype=np.float64))
-        _, grad = problem.full_gradient(state)
-        report = problem.duality_gap(state.z, block, state.W, grad)
-        worst = max(worst, report.gap / problem.objective_at_zero())
-    return worst
+def _loss(work, z):
+    """Mean loss at the linear predictor ``z`` and its derivative :math:`u_i = \\ell'(z_i)`."""
+    n, y = z.shape[0], work.y
+    if work.loss == "quadratic":
+        return 0.5 * np.dot(z - y, z - y) / n, z - y
+    if work.loss == "logistic":
+        margins = -y * z
+        return np.logaddexp(0.0, margins).mean(), -y * _sigmoid(margins)
+    Y = np.eye(work.n_classes)[y]
+    log_p = log_softmax(z, axis=1)
+    return -np.sum(Y * log_p) / n, np.exp(log_p) - Y
 
 
-# ---- the libraries ----------------------------------------------------------------------
+def _sigmoid(t):
+    return 0.5 * (1.0 + np.tanh(0.5 * t))
 
 
-# Each runner returns the strengths it solved and its coefficients there (None: problem not supported).
+def _conjugate(work, u):
+    r"""Mean of the conjugates :math:`\ell_i^*(u_i)` (``inf`` outside their domain)."""
+    y = work.y
+    if work.loss == "quadratic":
+        return np.mean(0.5 * u * u + u * y)
+    if work.loss == "logistic":
+        t = -u * y  # in [0, 1] on the domain
+        return np.mean(xlogy(t, t) + xlogy(1 - t, 1 - t))
+    q = u + np.eye(work.n_classes)[y]  # in the simplex on the domain
+    return np.sum(xlogy(q, q)) / u.shape[0]
 
 
-def run_normpen(spec, lams, tol):
-    if spec["penalty"].__class__ is L2:
-        model = RidgeCV(lams=lams, fit_intercept=False).fit(spec["X"], spec["y"])
-        return [model.lam_], [model.coef_]  # the selected strength's solution; the path comes from one SVD
-    result = path(spec["X"], spec["y"], spec["datafit"], spec["penalty"], lams, fit_intercept=False, tol=tol)
-    return lams, list(result.coefs)
+def _block_norms(work, V):
+    """Euclidean norms of the blocks of ``V`` and their weight :math:`\\omega = \\sqrt{|b|}`."""
+    blocks = np.reshape(V, (-1, work.group_size))
+    return np.linalg.norm(blocks, axis=1), math.sqrt(work.group_size)
 
 
-def run_sklearn(spec, lams, tol):
+def objective_at_zero(work):
+    """:math:`P(0) = \\frac1n\\sum_i\\ell(y_i, 0)`, the scale of both accuracy measures."""
+    return _loss(work, np.zeros((work.X.shape[0], *work.coef_shape[1:])))[0]
+
+
+def objective(work, lam, W):
+    """The primal objective at strength ``lam``."""
+    norms, omega = _block_norms(work, W)
+    r = work.l1_ratio
+    return _loss(work, work.X @ W)[0] + lam * (r * omega * norms.sum() + 0.5 * (1 - r) * np.sum(W * W))
+
+
+def _neg_gradient(work, W):
+    """:math:`-\\nabla F(W) = -X^\\top u / n` and :math:`u`."""
+    u = _loss(work, work.X @ W)[1]
+    return -(work.X.T @ u) / work.X.shape[0], u
+
+
+def relative_gap(work, lam, W):
+    r"""Duality gap at ``W`` over :math:`P(0)`: normpen's certificate, computed here for every library.
+
+    With :math:`v = -X^\top u/n` and :math:`t_b = \|v_b\| / (\lambda\omega_b)`:
+    for a pure norm penalty (:math:`r = 1`) the dual point is
+    :math:`u / \max(1, \max_b t_b)`, which is feasible, and
+    :math:`D = -\frac1n\sum\ell^*`; with a ridge part :math:`u` itself and
+    :math:`D = -\frac1n\sum\ell^*(u_i) - \sum_b (\|v_b\| - \lambda r\omega_b)_+^2 / (2\lambda(1-r))`.
+    """
+    v, u = _neg_gradient(work, W)
+    norms, omega = _block_norms(work, v)
+    r = work.l1_ratio
+    if r == 1.0:
+        dual = -_conjugate(work, u / max(1.0, norms.max() / (lam * omega)))
+    else:
+        excess = np.maximum(norms - lam * r * omega, 0.0)
+        dual = -_conjugate(work, u) - np.sum(excess**2) / (2 * lam * (1 - r))
+    return (objective(work, lam, W) - dual) / objective_at_zero(work)
+
+
+def lambda_max(work):
+    """Smallest strength with :math:`W = 0` optimal: :math:`\\max_b \\|\\nabla_b F(0)\\| / (r\\omega_b)`."""
+    norms, omega = _block_norms(work, _neg_gradient(work, np.zeros(work.coef_shape))[0])
+    return norms.max() / (omega * work.l1_ratio)
+
+
+def implied_strength(work, lam, W):
+    r"""The strength the KKT conditions on the support of ``W`` imply, over ``lam`` (1 for a right mapping).
+
+    On a nonzero block the optimality condition is
+    :math:`v_b - \lambda(1-r)W_b = \lambda r\omega_b W_b/\|W_b\|`; its
+    component along :math:`W_b` gives one estimate of :math:`\lambda` per block
+    and this returns their median over ``lam`` (``nan`` for an empty support).
+    The ridge part is evaluated at ``lam``, so an error in the l1 ratio's
+    mapping shows too.
+    """
+    v, _ = _neg_gradient(work, W)
+    blocks_w = np.reshape(W, (-1, work.group_size))
+    blocks_v = np.reshape(v, (-1, work.group_size))
+    norms = np.linalg.norm(blocks_w, axis=1)
+    active = norms > 0
+    if not active.any():
+        return math.nan
+    r, omega = work.l1_ratio, math.sqrt(work.group_size)
+    along = np.sum(blocks_v[active] * blocks_w[active], axis=1) / norms[active]
+    return float(np.median((along - lam * (1 - r) * norms[active]) / (lam * r * omega)))
+
+
+#: Largest median relative error of :func:`implied_strength` over a path for a mapping to be reported.
+MAPPING_RTOL = 1e-2
+
+
+def mapping_error(work, coefs):
+    """Median over the path of :math:`|\\text{implied strength} - 1|` (0 when every solution is zero)."""
+    ratios = [implied_strength(work, lam, W) for lam, W in zip(work.lams, coefs, strict=True)]
+    errors = [abs(x - 1) for x in ratios if not math.isnan(x)]
+    return float(np.median(errors)) if errors else 0.0
+
+
+# ---- the libraries ------------------------------------------------------------------------
+# A runner takes (workload, tol) and returns one coefficient array per strength, or None when the
+# library does not solve that problem; it raises PeerFailed when it stops short.
+
+
+class PeerFailed(RuntimeError):
+    """A library returned fewer strengths than asked or failed on the problem."""
+
+
+def run_normpen(work, tol):
+    from normpen.linear import path
+    from normpen.linear.datafits import Logistic, Multinomial, Quadratic
+    from normpen.penalties.elastic_net import ElasticNet
+    from normpen.penalties.group_lasso import GroupLasso
+    from normpen.penalties.l1 import L1
+
+    datafit = {"quadratic": Quadratic, "logistic": Logistic, "multinomial": Multinomial}[work.loss]()
+    if work.group_size > 1:
+        p, g = work.X.shape[1], work.group_size
+        penalty = GroupLasso(1.0, [np.arange(i, i + g) for i in range(0, p, g)])
+    elif work.l1_ratio < 1:
+        penalty = ElasticNet(1.0, work.l1_ratio)
+    else:
+        penalty = L1(1.0)
+    result = path(work.X, work.y, datafit, penalty, work.lams, fit_intercept=False, tol=tol)
+    return list(result.coefs)
+
+
+def run_sklearn(work, tol):
     from sklearn import linear_model
 
-    X, y, n = spec["X"], spec["y"], spec["X"].shape[0]
-    penalty = spec["penalty"]
-    if isinstance(penalty, L2):
-        model = linear_model.RidgeCV(alphas=lams * n, fit_intercept=False).fit(X, y)
-        return [model.alpha_ / n], [model.coef_]
-    if isinstance(spec["datafit"], Logistic):
-        model = linear_model.LogisticRegression(
-            l1_ratio=1.0, solver="liblinear", fit_intercept=False, tol=tol
+    X, y, n = work.X, work.y, work.X.shape[0]
+    if work.group_size > 1:
+        return None
+    if work.loss == "quadratic":
+        _, coefs, _ = linear_model.enet_path(
+            X, y, l1_ratio=work.l1_ratio, alphas=work.lams, tol=tol, max_iter=100_000
         )
-        return lams, [model.set_params(C=1 / (n * lam)).fit(X, y).coef_.ravel().copy() for lam in lams]
-    if isinstance(penalty, GroupLasso):
-        return None
-    ratio = penalty.l1_ratio if isinstance(penalty, ElasticNet) else 1.0
-    _, coefs, _ = linear_model.enet_path(X, y, l1_ratio=ratio, alphas=lams, tol=tol, max_iter=100_000)
-    return lams, list(coefs.T)
+        return list(coefs.T)
+    # liblinear for two classes (no warm start), saga warm-started along the path for K classes
+    solver = "liblinear" if work.loss == "logistic" else "saga"
+    model = linear_model.LogisticRegression(
+        l1_ratio=1.0, solver=solver, fit_intercept=False, tol=tol, max_iter=100_000, warm_start=True
+    )
+    return [model.set_params(C=1 / (n * lam)).fit(X, y).coef_.T.squeeze().copy() for lam in work.lams]
 
 
-def run_celer(spec, lams, tol):
-    from celer import celer_path
-
-    X, y, n = spec["X"], spec["y"], spec["X"].shape[0]
-    penalty = spec["penalty"]
-    if isinstance(penalty, L2):
-        return None
-    if isinstance(spec["datafit"], Logistic):
-        _, coefs, _ = celer_path(X, y, "logreg", alphas=lams * n, tol=tol)
-    elif isinstance(penalty, GroupLasso):
-        _, coefs, _ = celer_path(X, y, "grouplasso", groups=5, alphas=lams * math.sqrt(5), tol=tol)
-    elif isinstance(penalty, ElasticNet):
-        # celer solves scikit-learn's elastic net, alpha*(r|w| + (1-r)/2 w^2), whatever its docstring says
-        _, coefs, _ = celer_path(X, y, "lasso", alphas=lams, l1_ratio=penalty.l1_ratio, tol=tol)
-    else:
-        _, coefs, _ = celer_path(X, y, "lasso", alphas=lams, tol=tol)
-    return lams, list(coefs.T)
-
-
-def run_skglm(spec, lams, tol):
+def run_skglm(work, tol):
     from skglm import datafits, penalties, solvers
 
-    X, y = spec["X"], spec["y"]
-    penalty = spec["penalty"]
-    if isinstance(penalty, L2):
+    X, y, p = work.X, work.y, work.X.shape[1]
+    if work.loss == "multinomial":
         return None
-    if isinstance(penalty, GroupLasso):
-        grp_ptr = np.arange(0, X.shape[1] + 1, 5, dtype=np.int32)
-        grp_indices = np.concatenate(spec["groups"]).astype(np.int32)
+    if work.group_size > 1:
+        g = work.group_size
+        grp_ptr = np.arange(0, p + 1, g, dtype=np.int32)
+        grp_indices = np.arange(p, dtype=np.int32)
         datafit, solver = datafits.QuadraticGroup(grp_ptr, grp_indices), solvers.GroupBCD(tol=tol)
-        weights = np.full(len(spec["groups"]), math.sqrt(5))
+        weights = np.full(p // g, math.sqrt(g))
 
-        def pen(lam):
+        def penalty(lam):
             return penalties.WeightedGroupL2(lam, weights, grp_ptr, grp_indices)
-    elif isinstance(spec["datafit"], Logistic):
+    elif work.loss == "logistic":
         datafit, solver = datafits.Logistic(), solvers.ProxNewton(tol=tol, fit_intercept=False)
 
-        def pen(lam):
+        def penalty(lam):
             return penalties.L1(lam)
     else:
         datafit, solver = datafits.Quadratic(), solvers.AndersonCD(tol=tol, fit_intercept=False)
 
-        def pen(lam):
-            return (
-                penalties.L1_plus_L2(lam, penalty.l1_ratio)
-                if isinstance(penalty, ElasticNet)
-                else penalties.L1(lam)
-            )
+        def penalty(lam):
+            return penalties.L1_plus_L2(lam, work.l1_ratio) if work.l1_ratio < 1 else penalties.L1(lam)
 
     # warm-started solves along the grid, as skglm's own estimators and path do
-    coefs, w = [], np.zeros(X.shape[1])
-    for lam in lams:
-        w = solver.solve(X, y, datafit, pen(float(lam)), w_init=w.copy(), Xw_init=np.asarray(X @ w))[0]
+    coefs, w = [], np.zeros(p)
+    for lam in work.lams:
+        w = solver.solve(X, y, datafit, penalty(float(lam)), w_init=w.copy(), Xw_init=np.asarray(X @ w))[0]
         coefs.append(w.copy())
-    return lams, coefs
+    return coefs
 
 
-LIBRARIES = {"normpen": run_normpen, "scikit-learn": run_sklearn, "skglm": run_skglm, "celer": run_celer}
+def run_celer(work, tol):
+    from celer import celer_path
+
+    X, y, n = work.X, work.y, work.X.shape[0]
+    if work.loss == "multinomial":
+        return None
+    if work.loss == "logistic":  # celer's logistic loss is a sum, not a mean
+        _, coefs, _ = celer_path(X, y, "logreg", alphas=work.lams * n, tol=tol)
+    elif work.group_size > 1:  # celer's group weights are 1, ours sqrt(group size)
+        g = work.group_size
+        _, coefs, _ = celer_path(X, y, "grouplasso", groups=g, alphas=work.lams * math.sqrt(g), tol=tol)
+    else:  # celer solves scikit-learn's elastic net, alpha * (r|w| + (1-r)/2 w^2)
+        _, coefs, _ = celer_path(X, y, "lasso", alphas=work.lams, l1_ratio=work.l1_ratio, tol=tol)
+    return list(coefs.T)
+
+
+def glmnet_gaussian_strengths(lams, l1_ratio, y):
+    r"""glmnet's ``(lambda_path, alpha)`` for our gaussian ``(lams, l1_ratio)``.
+
+    glmnet divides :math:`\lambda` by the population standard deviation
+    :math:`s` of ``y`` (even with ``standardize=False``), which leaves the l1
+    part's strength and scales the ridge part's by :math:`1/s`:
+    :math:`\lambda_g\alpha = \lambda r` and :math:`\lambda_g(1-\alpha)/s = \lambda(1-r)`,
+    so :math:`\lambda_g = \lambda(r + (1-r)s)` and :math:`\alpha = r/(r + (1-r)s)`.
+    """
+    s = float(np.std(y))
+    scale = l1_ratio + (1 - l1_ratio) * s
+    return np.asarray(lams) * scale, l1_ratio / scale
+
+
+def run_glmnet(work, tol):
+    import glmnet
+
+    if work.group_size > 1:
+        return None
+    options = dict(standardize=False, fit_intercept=False, n_splits=0, tol=tol)
+    if work.loss == "quadratic":
+        lams, alpha = glmnet_gaussian_strengths(work.lams, work.l1_ratio, work.y)
+        model = glmnet.ElasticNet(alpha=alpha, lambda_path=lams, **options).fit(work.X, work.y)
+        coefs = list(model.coef_path_.T)
+    else:  # lognet: binomial, or multinomial with type "ungrouped"
+        model = glmnet.LogitNet(alpha=work.l1_ratio, lambda_path=work.lams, **options).fit(work.X, work.y)
+        path = model.coef_path_  # (classes, p, L), one "class" for two
+        coefs = [path[0, :, i] if work.loss == "logistic" else path[:, :, i].T for i in range(path.shape[2])]
+    if len(coefs) != len(work.lams):
+        raise PeerFailed(f"glmnet stopped after {len(coefs)} of {len(work.lams)} strengths")
+    return coefs
+
+
+def run_adelie(work, tol):
+    import adelie
+
+    X, n_lams = work.X, len(work.lams)
+    if work.loss == "multinomial":  # adelie's multinomial groups are whole features (every class)
+        return None
+    matrix = adelie.matrix.sparse(X) if sp.issparse(X) else adelie.matrix.dense(np.asfortranarray(X))
+    if work.loss == "quadratic":
+        glm = adelie.glm.gaussian(work.y)
+    else:
+        glm = adelie.glm.binomial((work.y + 1) / 2)
+    state = adelie.grpnet(
+        matrix,
+        glm,
+        groups=np.arange(0, X.shape[1], work.group_size),  # penalty factors sqrt(group size): ours
+        alpha=work.l1_ratio,
+        lmda_path=work.lams,
+        tol=tol,
+        irls_tol=tol,
+        intercept=False,
+        early_exit=False,
+        progress_bar=False,
+        n_threads=1,
+    )
+    if state.betas.shape[0] != n_lams:
+        raise PeerFailed(f"adelie stopped after {state.betas.shape[0]} of {n_lams} strengths")
+    return list(state.betas.toarray())
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A library: its runner and its own default tolerance."""
+
+    run: object
+    default_tol: float
+    module: str
+
+
 OURS = "normpen"
-#: A peer whose gap is worse than normpen's is rerun at tolerances down to ``tol * _TIGHTEST``.
-_TIGHTEST = 1e-4
+PEERS = {
+    "scikit-learn": Peer(run_sklearn, 1e-4, "sklearn"),
+    "skglm": Peer(run_skglm, 1e-4, "skglm"),
+    "celer": Peer(run_celer, 1e-4, "celer"),
+    "glmnet": Peer(run_glmnet, 1e-7, "glmnet"),
+    "adelie": Peer(run_adelie, 1e-7, "adelie"),
+}
+#: A peer's tolerances go down from its default to this fraction of it.
+_TIGHTEST = 1e-6
+#: Accuracies below this are rounding and all equal; normpen's tol is never set below it.
+_FLOOR = 1e-14
 
 
 def available(name):
-    if name in (OURS, "scikit-learn"):
-        return True
+    """Whether a peer's module imports (a missing peer is skipped)."""
     try:
-        __import__(name)
+        __import__(PEERS[name].module)
     except ImportError:
         return False
     return True
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One timed path of one library at one tolerance, and its accuracy (filled by :func:`measure`)."""
+
+    library: str
+    tol: float
+    seconds: float
+    coefs: list
+    objectives: np.ndarray
+    gap: float
+    subopt: float = math.nan
+
+
+def timed_run(library, runner, work, tol):
+    """A :class:`Run`: process CPU seconds, best of 3 when a run takes under a second."""
+    best, coefs = math.inf, None
+    for _ in range(3):
+        start = time.process_time()
+        coefs = runner(work, tol)
+        best = min(best, time.process_time() - start)
+        if coefs is None or best >= 1.0:
+            break
+    if coefs is None:
+        return None
+    coefs = [np.asarray(W, dtype=np.float64).reshape(work.coef_shape) for W in coefs]
+    objectives = np.array([objective(work, lam, W) for lam, W in zip(work.lams, coefs, strict=True)])
+    gap = max(relative_gap(work, lam, W) for lam, W in zip(work.lams, coefs, strict=True))
+    return Run(library, tol, best, coefs, objectives, gap)
+
+
+def measure(work, runs):
+    """Set every run's suboptimality against the best objective of all ``runs`` at each strength."""
+    best = np.min([run.objectives for run in runs], axis=0)
+    scale = objective_at_zero(work)
+    for run in runs:
+        run.subopt = float(np.max(run.objectives - best) / scale)
+
+
+def as_good(accuracy, target):
+    """An equal or better accuracy (both below :data:`_FLOOR` count as equal)."""
+    return accuracy <= target * (1 + 1e-9) or accuracy <= _FLOOR
+
+
+def corner(work, n_lams):
+    """The problem on a corner of the data: 20 blocks, 100 rows (sparse: about 100 nonzeros a column)."""
+    n, p = work.X.shape
+    rows = int(min(n, 100 * n * p / work.X.nnz)) if sp.issparse(work.X) else 100
+    small = replace(work, X=work.X[:rows, : 20 * work.group_size], y=work.y[:rows])
+    return replace(small, lams=grid(small, n_lams, 0.1))
+
+
+def corner_mapping_error(peer, work):
+    """:func:`mapping_error` of ``peer`` at its tightest tolerance on :func:`corner` (None: unsupported).
+
+    Run before any timing, it also compiles just-in-time code (skglm) and loads the library.
+    """
+    small = corner(work, 5)
+    coefs = peer.run(small, peer.default_tol * _TIGHTEST)
+    return None if coefs is None else mapping_error(small, [np.reshape(W, small.coef_shape) for W in coefs])
+
+
+@dataclass
+class Comparison:
+    """All runs of one workload: normpen's, each peer's tolerance ladder, normpen at the peers' accuracies."""
+
+    work: Workload
+    ours: Run
+    ladders: dict = field(default_factory=dict)  # peer -> [Run], default tolerance first
+    refused: dict = field(default_factory=dict)  # peer -> reason
+    at_peer: dict = field(default_factory=dict)  # peer -> (normpen at its gap, normpen at its suboptimality)
+
+    def runs(self):
+        extra = [run for pair in self.at_peer.values() for run in pair]
+        return [self.ours, *(run for ladder in self.ladders.values() for run in ladder), *extra]
+
+
+def compare(work, names, tol, patience):
+    """Run normpen, every peer's ladder and normpen at every peer's default accuracy."""
+    run_normpen(corner(work, 2), tol)  # imports and first-call costs, untimed as the peers' are
+    ours = timed_run(OURS, run_normpen, work, tol)
+    comparison = Comparison(work, ours)
+    for name in names:
+        peer = PEERS[name]
+        with console.status(f"({work.key}) {work.title}: {name}"):
+            try:
+                error = corner_mapping_error(peer, work)
+                if error is not None and error > MAPPING_RTOL:
+                    raise PeerFailed(f"mapping check failed: implied strength off by {error:.1e}")
+                ladder = None if error is None else _ladder(work, peer, name, ours, patience)
+            except Exception as failure:  # a peer that breaks is reported, and the others still run
+                comparison.refused[name] = f"{type(failure).__name__}: {str(failure)[:80]}"
+                continue
+        if ladder is not None:
+            comparison.ladders[name] = ladder
+    measure(work, comparison.runs())
+    normpen_at = {}
+    for name, ladder in comparison.ladders.items():
+        default = ladder[0]
+        targets = (max(default.gap, _FLOOR), max(default.subopt, _FLOOR))
+        with console.status(f"({work.key}) normpen at {name}'s accuracy"):
+            for target in targets:
+                if target not in normpen_at:
+                    normpen_at[target] = timed_run(OURS, run_normpen, work, target)
+        comparison.at_peer[name] = tuple(normpen_at[target] for target in targets)
+    measure(work, comparison.runs())
+    return comparison
+
+
+def _ladder(work, peer, name, ours, patience):
+    """The peer at its default tolerance, then tenfold tighter ones until it is as accurate as ``ours``."""
+    ladder, tol = [], peer.default_tol
+    while True:
+        run = timed_run(name, peer.run, work, tol)
+        if run is None:
+            return None
+        ladder.append(run)
+        measure(work, [ours, *ladder])
+        matched = as_good(run.gap, ours.gap) and as_good(run.subopt, ours.subopt)
+        if (
+            matched
+            or tol <= peer.default_tol * _TIGHTEST * (1 + 1e-9)
+            or run.seconds > patience * ours.seconds
+        ):
+            return ladder
+        tol /= 10
+
+
+# ---- tables -------------------------------------------------------------------------------
+
+
+def _ratio(ours, runs, accuracy):
+    """normpen's time over the fastest run as accurate by ``accuracy``, and its library."""
+    matched = [run for run in runs if as_good(accuracy(run), accuracy(ours))]
+    if not matched:
+        return "no peer as accurate" if runs else ""
+    fastest = min(matched, key=lambda run: run.seconds)
+    return f"{ours.seconds / fastest.seconds:.2f} {fastest.library}"
+
+
+def _gap(run):
+    return run.gap
+
+
+def _subopt(run):
+    return run.subopt
+
+
+def _label(work):
+    n, p = work.X.shape
+    return f"({work.key}) {work.title}, {n}x{p}, {len(work.lams)} λ"
+
+
+def accuracy_table(comparisons, tol):
+    """Table 1: normpen at its tolerance against each peer's tightest run, ratios at equal accuracy."""
+    table = Table(
+        title=f"1. normpen at tol {tol:g} (g1: 1e-6), peers tightened until as accurate: CPU s, one thread; "
+        "largest relative gap and suboptimality on the path"
+    )
+    for column in ("workload", "library", "tol", "time", "gap", "subopt", "ratio by gap", "ratio by subopt"):
+        table.add_column(column, justify="left" if column in ("workload", "library") else "right")
+    for comp in comparisons:
+        peer_runs = [run for ladder in comp.ladders.values() for run in ladder]
+        o = comp.ours
+        ratios = (_ratio(o, peer_runs, _gap), _ratio(o, peer_runs, _subopt))
+        table.add_row(
+            _label(comp.work),
+            OURS,
+            f"{o.tol:.0e}",
+            f"{o.seconds:.3f}",
+            f"{o.gap:.1e}",
+            f"{o.subopt:.1e}",
+            *ratios,
+        )
+        for name, ladder in comp.ladders.items():
+            r = ladder[-1]
+            table.add_row(
+                "", name, f"{r.tol:.0e}", f"{r.seconds:.3f}", f"{r.gap:.1e}", f"{r.subopt:.1e}", "", ""
+            )
+        for name, reason in comp.refused.items():
+            table.add_row("", name, "", "", "", "", reason, "")
+        table.add_section()
+    return table
+
+
+def defaults_table(comparisons):
+    """Table 2: each peer at its defaults, normpen at the gap and at the suboptimality it reached."""
+    table = Table(
+        title="2. each peer at its defaults; normpen at tol = the peer's gap, and = its suboptimality: "
+        "CPU s, ratio normpen / peer"
+    )
+    columns = (
+        "workload",
+        "peer",
+        "time",
+        "gap",
+        "subopt",
+        "normpen @gap",
+        "gap",
+        "ratio",
+        "normpen @subopt",
+        "subopt",
+        "ratio",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("workload", "peer") else "right")
+    for comp in comparisons:
+        for i, (name, (at_gap, at_subopt)) in enumerate(comp.at_peer.items()):
+            peer = comp.ladders[name][0]
+            table.add_row(
+                _label(comp.work) if i == 0 else "",
+                name,
+                f"{peer.seconds:.3f}",
+                f"{peer.gap:.1e}",
+                f"{peer.subopt:.1e}",
+                f"{at_gap.seconds:.3f}",
+                f"{at_gap.gap:.1e}",
+                f"{at_gap.seconds / peer.seconds:.2f}",
+                f"{at_subopt.seconds:.3f}",
+                f"{at_subopt.subopt:.1e}",
+                f"{at_subopt.seconds / peer.seconds:.2f}",
+            )
+        table.add_section()
+    return table
 
 
 # ---- cold start ---------------------------------------------------------------------------
@@ -283,6 +763,10 @@ COLD = {
     "scikit-learn": "from sklearn.linear_model import Lasso\nfit = lambda X, y: Lasso(alpha=0.05).fit(X, y)",
     "skglm": "from skglm import Lasso\nfit = lambda X, y: Lasso(alpha=0.05).fit(X, y)",
     "celer": "from celer import Lasso\nfit = lambda X, y: Lasso(alpha=0.05).fit(X, y)",
+    "glmnet": "from glmnet import ElasticNet\n"
+    "fit = lambda X, y: ElasticNet(lambda_path=[0.05], standardize=False, n_splits=0).fit(X, y)",
+    "adelie": "import adelie\nfit = lambda X, y: adelie.grpnet(X, adelie.glm.gaussian(y), lmda_path=[0.05], "
+    "early_exit=False, progress_bar=False)",
 }
 
 COLD_SCRIPT = """
@@ -290,7 +774,7 @@ import time
 import numpy as np
 {setup}
 rng = np.random.default_rng(0)
-X = rng.standard_normal((200, 500)); y = X[:, :5].sum(1) + rng.standard_normal(200)
+X = np.asfortranarray(rng.standard_normal((200, 500))); y = X[:, :5].sum(1) + rng.standard_normal(200)
 start = time.perf_counter(); fit(X, y); first = time.perf_counter() - start
 start = time.perf_counter(); fit(X, y); second = time.perf_counter() - start
 print(first, second)
@@ -299,138 +783,81 @@ print(first, second)
 
 def cold_start(name):
     """First and second fit of a small lasso in a fresh interpreter (imports excluded)."""
-    script = COLD_SCRIPT.format(setup=COLD[name])
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-W", "ignore", "-c", COLD_SCRIPT.format(setup=COLD[name])],
         capture_output=True,
         text=True,
         check=True,
-        env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": ""},
+        env=env,
     )
     first, second = map(float, out.stdout.split())
     return first, second
 
 
-# ---- main -----------------------------------------------------------------------------------
+def cold_table(names):
+    table = Table(title="cold start: first fit in a fresh process (small lasso, 200x500, imports excluded)")
+    for column in ("library", "first fit (s)", "second fit (s)"):
+        table.add_column(column)
+    for name in names:
+        with console.status(f"cold start: {name}"):
+            first, second = cold_start(name)
+        table.add_row(name, f"{first:.3f}", f"{second:.4f}")
+    return table
+
+
+# ---- main ---------------------------------------------------------------------------------
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="problems 5x smaller in each dimension")
-    parser.add_argument("--only", default="abcdefg", help="problems to run, e.g. 'ac'")
-    parser.add_argument("--tol", type=float, default=1e-6, help="tolerance of normpen and first one of peers")
+    parser.add_argument("--quick", action="store_true", help="every dimension 5x smaller (g1: 20 strengths)")
     parser.add_argument(
-        "--patience",
-        type=float,
-        default=5.0,
-        help="no tighter peer reruns past this multiple of our time",
+        "--only", default="a,b,d,f,g1,a200,b200,e,h,c,svm", help="comma-separated workloads, e.g. 'a,g1'"
+    )
+    parser.add_argument("--tol", type=float, default=1e-6, help="normpen's tolerance in table 1 (g1: 1e-6)")
+    parser.add_argument(
+        "--patience", type=float, default=5.0, help="no tighter peer run past this multiple of normpen's time"
     )
     args = parser.parse_args(argv)
-    specs = problems(args.quick)
-    names = [name for name in LIBRARIES if available(name)]
-    table = Table(title=f"normpen.linear vs peers (normpen tol={args.tol:g}, one BLAS thread, CPU seconds)")
-    for column in ("problem", "library", "tol", "time (s)", "largest rel. gap", "normpen / fastest peer"):
-        table.add_column(column, justify="right" if column != "library" else "left")
+    keys = [key.strip() for key in args.only.split(",") if key.strip()]
+    works = workloads(args.quick)
+    unknown = set(keys) - set(works) - {"svm"}
+    if unknown:
+        parser.error(f"--only: unknown workloads {sorted(unknown)}; choose among {sorted(works)} and 'svm'")
+    names = [name for name in PEERS if available(name)]
+    missing = sorted(set(PEERS) - set(names))
+    if missing:
+        console.print(f"not installed, skipped: {', '.join(missing)} (scripts/setup_bench.sh installs them)")
+    comparisons = []
     with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for key in args.only.replace("g", ""):
-            spec = specs[key]
-            lams = _strengths(spec)
-            rows = {}
-            for name in names:
-                with console.status(f"({key}) {spec['title']}: {name}"):
-                    row = _run_matched(name, spec, lams, args.tol, rows.get(OURS), args.patience)
-                if row is not None:
-                    rows[name] = row
-            _add_rows(table, f"({key}) {spec['title']}", rows)
-    if "g" in args.only:
-        from svm_problem import svm_rows  # benchmarks/ is the script's directory, hence on sys.path
-
-        for label, rows in svm_rows(args.quick, args.tol, args.patience):
-            _add_rows(table, label, rows)
-    console.print(table)
-    cold = Table(title="cold start: first fit in a fresh process (small lasso, imports excluded)")
-    for column in ("library", "first fit (s)", "second fit (s)"):
-        cold.add_column(column)
-    for name in names:
-        with console.status(f"cold start: {name}"):
-            first, second = cold_start(name)
-        cold.add_row(name, f"{first:.3f}", f"{second:.4f}")
-    console.print(cold)
+        warnings.simplefilter("ignore")  # the peers' convergence, deprecation and numba warnings
+        for key in keys:
+            if key != "svm":
+                work = works[key]
+                comparisons.append(compare(work, names, work.tol or args.tol, args.patience))
+        if comparisons:
+            console.print(accuracy_table(comparisons, args.tol))
+            console.print(defaults_table(comparisons))
+        if "svm" in keys:
+            console.print(_svm_table(args))
+    console.print(cold_table([OURS, *names]))
 
 
-def _strengths(spec):
-    """The grid: geometric from lambda_max down to ``eps`` times it (a fixed grid for ridge)."""
-    if isinstance(spec["penalty"], L2):
-        return np.geomspace(1e2, 1e-4, spec["n_lams"])
-    lam_max = lambda_max(spec["X"], spec["y"], spec["datafit"], spec["penalty"], fit_intercept=False)
-    return lam_max * np.geomspace(1, spec["eps"], spec["n_lams"])
+def _svm_table(args):
+    from svm_problem import svm_rows  # benchmarks/ is the script's directory, hence on sys.path
 
-
-def _timed(name, spec, lams, tol):
-    """``(CPU seconds, largest relative gap)`` of one library's path, or None if it lacks the problem."""
-    LIBRARIES[name](_small(spec), lams[:2] * 10, tol)  # compile just-in-time code (numba) before timing
-    start = time.process_time()
-    solved = LIBRARIES[name](spec, lams, tol)
-    elapsed = time.process_time() - start
-    if solved is None:
-        return None
-    problem = Problem(spec["X"], spec["y"], spec["datafit"], fit_intercept=False)
-    return elapsed, largest_relative_gap(problem, spec, *solved)
-
-
-def _run_matched(name, spec, lams, tol, ours, patience):
-    """``(tol, time, gap)``: normpen at ``tol``; a peer at ``tol`` and tenfold tighter until its gap is ours.
-
-    A peer stops tightening once its gap is at most normpen's, at ``tol * _TIGHTEST``, or once a run
-    took ``patience`` times normpen's time (then it is slower at a worse gap already).
-    """
-    current = tol
-    while True:
-        result = _timed(name, spec, lams, current)
-        if result is None:
-            return None
-        elapsed, gap = result
-        if (
-            ours is None
-            or _as_good(gap, ours[2])
-            or current <= tol * _TIGHTEST * (1 + 1e-9)
-            or elapsed > patience * ours[1]
-        ):
-            return current, elapsed, gap
-        current /= 10
-
-
-def _as_good(gap, ours):
-    """An equal or better gap than ours (gaps below 1e-14 are rounding and all equal)."""
-    return gap <= ours * (1 + 1e-9) or gap <= 1e-14
-
-
-def _small(spec):
-    """The same problem on a corner of the data, to compile just-in-time code before timing."""
-    groups = spec.get("groups")
-    small = dict(spec, X=spec["X"][:100, :100], y=spec["y"][:100])
-    if groups is not None:
-        small["groups"] = groups[:20]
-        small["penalty"] = GroupLasso(1.0, groups[:20])
-    return small
-
-
-def _ratio(ours, peers):
-    """Our time over the fastest peer's with an equal or better gap (bracketed: any gap, if none has)."""
-    _, ours_time, ours_gap = ours
-    matched = [t for _, t, g in peers.values() if _as_good(g, ours_gap)]
-    fastest_any = min((t for _, t, _ in peers.values()), default=math.nan)
-    return f"{ours_time / min(matched):.2f}" if matched else f"({ours_time / fastest_any:.2f})"
-
-
-def _add_rows(table, label, rows):
-    peers = {name: row for name, row in rows.items() if name != OURS}
-    for i, (name, (tol, elapsed, gap)) in enumerate(rows.items()):
-        ratio = _ratio(rows[name], peers) if name == OURS and peers else ""
-        table.add_row(label if i == 0 else "", name, f"{tol:.0e}", f"{elapsed:.2f}", f"{gap:.1e}", ratio)
+    table = Table(title="linear SVMs (benchmarks/svm_problem.py): relative suboptimality, CPU s")
+    for column in ("problem", "library", "tol", "time", "rel. subopt"):
+        table.add_column(column)
+    for label, rows in svm_rows(args.quick, args.tol, args.patience):
+        label = label.replace("(g", "(svm")  # svm_problem's own letters g1..g5, not workload g1
+        for i, (name, (tol, seconds, subopt)) in enumerate(rows.items()):
+            table.add_row(label if i == 0 else "", name, f"{tol:.0e}", f"{seconds:.3f}", f"{subopt:.1e}")
+        table.add_section()
+    return table
 
 
 if __name__ == "__main__":
