@@ -61,7 +61,9 @@ def test_make_penalty_builds_each_penalty_with_the_options_it_reads():
 def test_unknown_names_and_missing_groups_get_clear_errors():
     with pytest.raises(ValueError, match=r"penalty must be one of l1 \(lasso\), l2 \(ridge\).*got 'l3'"):
         names.canonical("l3")
-    with pytest.raises(ValueError, match=r"must be one of l2 \(ridge\), l1 \(lasso\), group .*got .elasticnet."):
+    with pytest.raises(
+        ValueError, match=r"must be one of l2 \(ridge\), l1 \(lasso\), group .*got .elasticnet."
+    ):
         names.canonical("elasticnet", among=names.SWEEP_PENALTIES)
     with pytest.raises(ValueError, match="needs groups.*GroupLasso"):
         names.make_penalty("sgl", 1.0)
