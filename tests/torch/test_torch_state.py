@@ -209,7 +209,7 @@ def test_the_optimizer_checkpoint_alone_resumes_bit_identical():
     checkpoint = _round_trip(
         {"model": model.state_dict(), "optimizer": adam.state_dict(), "scheduler": scheduler.state_dict()}
     )
-    assert STATE_KEY in checkpoint["optimizer"]
+    assert STATE_KEY in checkpoint["optimizer"]["param_groups"][0]  # where DCP keeps it too
 
     resumed = _setup(seed=7)  # no reg.load_state_dict: the optimizer carries the multiplier and anchors
     model, reg, adam, scheduler = resumed
@@ -225,7 +225,7 @@ def test_a_damaged_regularizer_state_in_an_optimizer_checkpoint_loads_nothing():
     model, reg, adam, scheduler = _setup(seed=0)
     _train(model, reg, adam, scheduler, conv_batches(2))
     checkpoint = adam.state_dict()
-    checkpoint[STATE_KEY]["multipliers"]["2"] = torch.tensor(float("nan"), dtype=torch.float64)
+    checkpoint["param_groups"][0][STATE_KEY]["multipliers"]["2"] = torch.tensor(float("nan"), dtype=torch.float64)
     fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
     before = (fresh_adam.state_dict(), fresh_reg.rules[2].multiplier.clone())
     with pytest.raises(ValueError, match="multiplier in the state is not finite"):

@@ -43,6 +43,7 @@ from normpen.torch.distributed import (
     all_reduce_mean_,
     check_row_sharded,
     is_sharded,
+    local_tensor,
     unwrap_model,
     whole_tensor,
 )
@@ -102,6 +103,7 @@ class _Wrapped:
     layout: tuple = ()
     penalty_seen: bool = False
     pending_state: dict | None = None
+    initialising: bool = False
     pre: list = dataclasses.field(default_factory=list)
     post: list = dataclasses.field(default_factory=list)
     model_constraints: list = dataclasses.field(default_factory=list)
@@ -482,6 +484,9 @@ class Regularizer:
         """Checks, then the decoupled decay: now, or right after the closure's first call."""
         wrapped = self._find(optimizer)
         self._check_structure(wrapped)
+        wrapped.initialising = _initialises_state(optimizer)
+        if wrapped.initialising:
+            return None
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if closure is None:
             self._begin_update(wrapped)
@@ -521,6 +526,9 @@ class Regularizer:
 
     def _post_step(self, optimizer, args, kwargs):
         wrapped = self._find(optimizer)
+        if wrapped.initialising:
+            wrapped.initialising = False
+            return
         for action in wrapped.post:
             action.bucket.apply_(action.argument(wrapped.base_lrs))
         for rule in wrapped.model_constraints:
@@ -690,23 +698,34 @@ class Regularizer:
             self._build_actions(wrapped)
 
     def _save_into_optimizer_state(self, optimizer, state_dict):
-        """Optimizer state-dict post hook: add this regularizer's state under :data:`STATE_KEY`."""
-        state_dict[STATE_KEY] = self.state_dict()
+        """Optimizer state-dict post hook: this regularizer's state under :data:`STATE_KEY` of the first
+        param group.
+
+        In a param group (the state dict's copy of it), because that is what
+        ``torch.distributed.checkpoint``'s ``get_optimizer_state_dict`` keeps
+        besides the per-parameter state; a plain ``state_dict()`` carries it
+        the same way.
+        """
+        state_dict["param_groups"][0][STATE_KEY] = self.state_dict()
         return state_dict
 
     def _take_from_optimizer_state(self, optimizer, state_dict):
         """Optimizer load pre hook: check the regularizer's state and keep it until the optimizer has loaded.
 
-        A checkpoint without :data:`STATE_KEY` (written before the optimizer
-        was wrapped) leaves the regularizer as it is.
+        The state is taken out of the first param group, so the optimizer
+        loads its groups as they were. A checkpoint without :data:`STATE_KEY`
+        (written before the optimizer was wrapped) leaves the regularizer as
+        it is.
         """
         wrapped = self._find(optimizer)
         wrapped.pending_state = None
-        if STATE_KEY not in state_dict:
+        groups = state_dict.get("param_groups") or [{}]
+        if STATE_KEY not in groups[0]:
             return None
-        self._check_state(state_dict[STATE_KEY])
-        wrapped.pending_state = state_dict[STATE_KEY]
-        return {key: value for key, value in state_dict.items() if key != STATE_KEY}
+        self._check_state(groups[0][STATE_KEY])
+        wrapped.pending_state = groups[0][STATE_KEY]
+        first = {key: value for key, value in groups[0].items() if key != STATE_KEY}
+        return {**state_dict, "param_groups": [first, *groups[1:]]}
 
     def _apply_taken_state(self, optimizer):
         """Optimizer load post hook: apply the state the pre hook checked."""
@@ -822,6 +841,23 @@ def _check_hyperparameters(optimizer):
                 f"param group {index} has lr={lr!r}; a learning rate is finite and >= 0 (this step changed "
                 "nothing)"
             )
+
+
+def _initialises_state(optimizer):
+    """The step is ``torch.distributed.checkpoint``'s state initialisation, which the regularizer sits out.
+
+    ``get_optimizer_state_dict`` and ``set_optimizer_state_dict`` create the
+    state of an optimizer that has none by a step at learning rate 0 on zero
+    gradients, which moves nothing; the regularizer's work (a projection, a
+    dual step, a decay at a ``fixed`` learning rate) would. Recognised by
+    exactly that: no optimizer state, every group's ``lr`` 0, every gradient
+    present and 0 (read only once the first two hold).
+    """
+    groups = optimizer.param_groups
+    if optimizer.state or any(float(g.get("lr", 1.0)) != 0 for g in groups):
+        return False
+    grads = [p.grad for g in groups for p in g["params"] if p.requires_grad]
+    return all(g is not None and not bool(local_tensor(g).any()) for g in grads)
 
 
 def _same_kind(value, default):
