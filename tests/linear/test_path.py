@@ -221,7 +221,7 @@ def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, d
             return dataclasses.replace(sol, coef=sol.coef + 1e13, objective=1e13)
         return sol
 
-    monkeypatch.setattr(path_module, "cd_solve", diverging_once)
+    monkeypatch.setattr(path_module.cd, "solve", diverging_once)
     recovered = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10)
     assert len(calls) == 6  # one extra solve, from the null state
     # a cold start and a warm one both end in the support polish (exact up to ~3e-13, as in
@@ -232,7 +232,7 @@ def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, d
         sol = cd_solve(problem, penalty, state, **options)
         return dataclasses.replace(sol, objective=float("nan"))
 
-    monkeypatch.setattr(path_module, "cd_solve", always_diverging)
+    monkeypatch.setattr(path_module.cd, "solve", always_diverging)
     with pytest.raises(SolverDivergedError, match="diverged at lam=.*collinear"):
         path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2)
 
@@ -272,3 +272,29 @@ def test_anderson_extrapolation_along_the_null_space_of_one_hot_columns_is_refus
     result = path(X, y, Quadratic(), L1(1.0), lams=[lam], tol=1e-4)
     assert result.dual_gaps[0] <= 1e-4 * result.gap_scale
     assert np.abs(result.coefs[0]).sum() <= result.gap_scale / lam
+
+
+def test_a_given_grid_builds_the_penalty_once_and_skips_lambda_max(monkeypatch, data):
+    """Issue 15: a single fit built the block penalty three times, fitted the unpenalized columns
+    twice at tol 1e-12 and computed lambda_max with lams given. Now: one build, no separate fit
+    of the unpenalized columns (the solve does it) and no lambda_max; the default grid needs
+    lambda_max, hence one fit of the null state, shared with the path's start."""
+    X, y = data
+    groups = [np.arange(0, 3), np.arange(3, 6)]  # the other columns are unpenalized
+    builds, null_fits = [], []
+    real_build, real_null = path_module.as_block_penalty, path_module._null_state
+    monkeypatch.setattr(
+        path_module, "as_block_penalty", lambda *a, **k: builds.append(1) or real_build(*a, **k)
+    )
+    monkeypatch.setattr(path_module, "_null_state", lambda *a: null_fits.append(1) or real_null(*a))
+    given = path(X, y, Quadratic(), GroupLasso(1.0, groups), [0.05], tol=1e-10)
+    assert (len(builds), len(null_fits)) == (1, 0) and np.isnan(given.lambda_max)
+    builds.clear()
+    default = path(X, y, Quadratic(), GroupLasso(1.0, groups), n_lams=3, tol=1e-10)
+    assert (len(builds), len(null_fits)) == (1, 1) and np.isfinite(default.lambda_max)
+    # the start does not change the answer: both lie within their certified gaps of the optimum,
+    # up to the rounding of two objectives (the certificate's floor, 64 eps |P| each)
+    again = path(X, y, Quadratic(), GroupLasso(1.0, groups), [default.lams[-1]], tol=1e-10)
+    rounding = 64 * np.finfo(np.float64).eps * (again.objectives[0] + default.objectives[-1])
+    gaps = again.dual_gaps[0] + default.dual_gaps[-1]
+    assert abs(again.objectives[0] - default.objectives[-1]) <= gaps + rounding

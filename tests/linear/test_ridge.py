@@ -57,7 +57,8 @@ def test_matches_sklearn_ridge_with_alpha_map_and_weights():
 
 def test_unweighted_map_is_alpha_over_n():
     X, y, _ = make_data()
-    coef, intercept = ridge(X, y, 0.25)
+    solution = ridge(X, y, 0.25)
+    coef, intercept = solution.coef, solution.intercept
     ref = Ridge(alpha=0.25 * X.shape[0]).fit(X, y)
     np.testing.assert_allclose(coef, ref.coef_, rtol=1e-12, atol=1e-13)
     assert intercept == pytest.approx(ref.intercept_, rel=1e-12, abs=1e-13)
@@ -190,7 +191,8 @@ def test_hypothesis_shapes_and_scales_against_normal_equations(n, p, lam, scale,
     X, y = scale * rng.normal(size=(n, p)), rng.normal(size=n)
     s = rng.uniform(0.1, 1, size=n)
     lam_scaled = lam * scale**2  # keeps the problem equally conditioned at every scale
-    coef, intercept = ridge(X, y, lam_scaled, sample_weight=s)
+    solution = ridge(X, y, lam_scaled, sample_weight=s)
+    coef, intercept = solution.coef, solution.intercept
     ref_coef, ref_intercept = normal_equations(X, y, lam_scaled, s / s.sum())
     # the reference's normal equations run at cond <= (||Xc||^2 + lam) / lam: up to ~1e8 at lam = 1e-6 with
     # ||Xc||^2 <= ~1e2 (scale-free by lam_scaled), so ~cond * eps ~ 2e-8 relative; 1e-6 leaves 50x

@@ -66,16 +66,14 @@ from normpen.linear._validation import (
     real,
     validate_params,
 )
-from normpen.linear.blocks import as_block_penalty
 from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
 from normpen.linear.datafits.base import Datafit
 from normpen.linear.path import Path, lambda_grid, lambda_max, path
-from normpen.linear.problem import Problem
+from normpen.linear.problem import Problem, Solution
 from normpen.linear.solvers.ridge import ridge_path
 from normpen.linear.solvers.svm import hard_margin_svm, linear_svm
 from normpen.penalties import names
 from normpen.penalties.base import Penalty
-from normpen.penalties.l2 import L2
 
 __all__ = [
     "Lasso",
@@ -656,36 +654,8 @@ class Ridge(_RegressorCore, _LinearModel):
 
 
 def _ridge_as_path(X, y, sample_weight, lams, fit_intercept):
-    """F2's SVD ridge path with the duality gap of every solution, as a :class:`Path`."""
-    result = ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=fit_intercept)
-    datafit = MultitaskQuadratic() if y.ndim == 2 else Quadratic()
-    problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    gaps, objectives = [], []
-    for lam, coef, intercept in zip(result.lams, result.coefs, result.intercepts, strict=True):
-        primal, gap = _certificate(problem, L2(float(lam)), coef, intercept)
-        gaps.append(gap)
-        objectives.append(primal)
-    return Path(
-        lams=result.lams,
-        coefs=result.coefs,
-        intercepts=result.intercepts,
-        dual_gaps=np.array(gaps),
-        gap_scale=problem.objective_at_zero(),
-        objectives=np.array(objectives),
-        n_iters=np.ones(len(lams), dtype=int),
-        converged=np.ones(len(lams), dtype=bool),
-        lambda_max=math.inf,
-    )
-
-
-def _certificate(problem, penalty, coef, intercept):
-    """``(primal, duality gap)`` of a given solution (intercept refitted first)."""
-    state = problem.state(coef, np.atleast_1d(intercept) if problem.fit_intercept else None)
-    problem.refit_intercept(state)
-    block = as_block_penalty(penalty, problem.coef_shape)
-    _, grad = problem.full_gradient(state)
-    report = problem.duality_gap(state.z, block, state.W, grad)
-    return report.primal, report.gap
+    """F2's SVD ridge path, a :class:`Path` with the duality gap of every solution."""
+    return ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=fit_intercept)
 
 
 # ---- classifiers --------------------------------------------------------------------------
@@ -773,8 +743,9 @@ class LinearSVC(_ClassifierCore, _LinearModel):
 
     Attributes
     ----------
-    classes_, coef_ (1 or K rows), intercept_, dual_gap_ (largest over the
-    one-vs-rest problems), n_iter_ (largest), margin_ (hard margin only:
+    classes_, coef_ (1 or K rows), intercept_, dual_gap_ (summed over the
+    one-vs-rest problems: it certifies the sum of their objectives), n_iter_
+    (largest), margin_ (hard margin only:
     :math:`1/\|w\|` per problem).
     """
 
@@ -794,37 +765,17 @@ class LinearSVC(_ClassifierCore, _LinearModel):
 
     def _fit_path(self, X, y_enc, sample_weight, lams):
         targets = [y_enc] if _is_binary(y_enc) else [np.where(column > 0, 1.0, -1.0) for column in y_enc.T]
-        paths = [self._binary_path(X, target, sample_weight, lams) for target in targets]
-        coefs = np.stack([p["coefs"] for p in paths], axis=-1)
-        intercepts = np.stack([p["intercepts"] for p in paths], axis=-1)
+        per_class = [self._binary_path(X, target, sample_weight, lams) for target in targets]
         if self.hard_margin:
-            self.margin_ = np.array([p["margin"] for p in paths])
-        binary = len(paths) == 1
-        return Path(
-            lams=lams,
-            coefs=coefs[..., 0] if binary else coefs,
-            intercepts=intercepts[..., 0] if binary else intercepts,
-            dual_gaps=np.max([p["gaps"] for p in paths], axis=0),
-            gap_scale=math.nan,
-            objectives=np.full(len(lams), math.nan),
-            n_iters=np.max([p["iters"] for p in paths], axis=0),
-            converged=np.all([p["converged"] for p in paths], axis=0),
-            lambda_max=math.inf,
-        )
+            self.margin_ = np.array([solutions[0].margin for solutions in per_class])
+        # one-vs-rest: the problems are independent, so their summed gaps certify the summed objective
+        joint = [Solution.side_by_side(parts) for parts in zip(*per_class, strict=True)]
+        return Path.from_solutions(lams, joint)
 
     def _binary_path(self, X, y, sample_weight, lams):
-        """Coefficients, intercepts, gaps and epochs of one two-class problem along ``lams``, warm-started."""
+        """The solutions of one two-class problem along ``lams``, warm-started."""
         if self.hard_margin:
-            result = hard_margin_svm(X, y, fit_intercept=self.fit_intercept)
-            one = np.ones(len(lams))
-            return {
-                "coefs": np.tile(result.coef, (len(lams), 1)),
-                "intercepts": result.intercept * one,
-                "gaps": result.dual_gap * one,
-                "iters": result.n_iter * one.astype(int),
-                "converged": one.astype(bool),
-                "margin": result.margin,
-            }
+            return [hard_margin_svm(X, y, fit_intercept=self.fit_intercept)] * len(lams)
         options = {"tol": self.tol, "random_state": self.random_state}
         if self.max_iter is not None:
             options["max_iter"] = self.max_iter
@@ -843,13 +794,7 @@ class LinearSVC(_ClassifierCore, _LinearModel):
             )
             results.append(result)
             dual, previous = result.dual_coef, float(lam)
-        return {
-            "coefs": np.array([r.coef for r in results]),
-            "intercepts": np.array([r.intercept for r in results]),
-            "gaps": np.array([r.dual_gap for r in results]),
-            "iters": np.array([r.n_iter for r in results]),
-            "converged": np.array([r.converged for r in results]),
-        }
+        return results
 
     def _default_lams(self, X, y_enc, sample_weight, n_lams, eps):
         r"""Grid from :math:`\|X_c^\top A y\|_2` (where :math:`\|w\|` becomes small) down by ``eps``."""
@@ -1142,7 +1087,9 @@ class RidgeCV(_CrossValidated, Ridge):
             if self.lams is None
             else decreasing_lams(self.lams)
         )
-        result = ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=self.fit_intercept)
+        result = ridge_path(
+            X, y, lams, sample_weight=sample_weight, fit_intercept=self.fit_intercept, certify=False
+        )
         errors = result.loo_errors if result.loo_errors.ndim == 2 else result.loo_errors.mean(axis=2)
         n = X.shape[0]
         weights = np.full(n, 1 / n) if sample_weight is None else sample_weight / sample_weight.sum()

@@ -1,4 +1,4 @@
-r"""Regularisation paths: solutions for a decreasing grid of :math:`\lambda`, warm-started.
+r"""Regularisation paths: solutions for a decreasing grid of :math:`\lambda`, and the registry of solvers.
 
 ``path(X, y, datafit, penalty, lams)`` solves :math:`\min F + P_\lambda` for
 every :math:`\lambda` of the grid, from the largest down, each solve starting
@@ -7,80 +7,222 @@ cache of the quadratic datafit and the intercept carry over. Without a grid
 it uses the geometric one from :math:`\lambda_{\max}` (the smallest strength
 that zeroes every penalized coefficient, computed from the gradient at zero
 with the intercept fitted) down to ``eps`` times it.
+
+Which solver runs is read from :data:`SOLVERS`: each entry says which
+datafits and which penalties it takes, the penalties judged by what they
+declare (their block-separable form, ``prox``, ``sign_invariant``), never
+by their class. ``solver="auto"`` takes the first entry, in the order of
+:data:`SOLVERS`, that takes the problem (and is not marked ``auto=False``).
+Every solver returns :class:`~normpen.linear.problem.Solution` objects, and
+the :class:`~normpen.linear.problem.Path` is built from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from normpen.linear._validation import check_count, check_flag, decreasing_lams
 from normpen.linear.blocks import BlockPenalty, as_block_penalty
-from normpen.linear.problem import Problem
-from normpen.linear.solvers.cd import solve as cd_solve
-from normpen.linear.solvers.fista import solve as fista_solve
+from normpen.linear.datafits.hinge import Hinge
+from normpen.linear.datafits.quadratic import Quadratic
+from normpen.linear.datafits.squared_hinge import SquaredHinge
+from normpen.linear.problem import Path, Problem
+from normpen.linear.solvers import cd, fista, ridge, svm
 from normpen.penalties.base import Penalty
 
-__all__ = ["Path", "SolverDivergedError", "path", "lambda_max", "lambda_grid"]
+__all__ = [
+    "Path",
+    "SOLVERS",
+    "SolverEntry",
+    "SolverDivergedError",
+    "path",
+    "lambda_max",
+    "lambda_grid",
+    "solvers_for",
+]
+
+
+class _Setup:
+    """One problem and one penalty, with what every solver and :math:`\\lambda_{\\max}` share, built once.
+
+    ``unit`` is the penalty's :class:`~normpen.linear.blocks.BlockPenalty` at
+    strength 1 (``None`` when it has no block-separable form): the groups are
+    parsed here and nowhere else. ``null_state`` (the solution at every
+    :math:`\\lambda \\ge \\lambda_{\\max}`) is computed on first use.
+    """
+
+    def __init__(self, problem, penalty, positive):
+        self.problem, self.penalty, self.positive = problem, penalty, positive
+        try:
+            self.unit = as_block_penalty(_unit(penalty), problem.coef_shape, positive)
+        except TypeError:
+            self.unit = None
+
+    @cached_property
+    def null_state(self):
+        """The state of :func:`_null_state` (the zero state for a penalty without a block form)."""
+        if self.unit is None:
+            return self.problem.zero_state()
+        return _null_state(self.problem, self.unit)
+
+    def start(self):
+        """Where a path starts: the null state when :meth:`lambda_max` has computed it already, else
+        :math:`W = 0` (a given grid then never fits the unpenalized columns separately: its first
+        solve does)."""
+        computed = self.__dict__.get("null_state")  # where cached_property keeps its value
+        return self.problem.zero_state() if computed is None else computed.copy()
+
+    def lambda_max(self):
+        r""":math:`\lambda_{\max}` (``inf`` for a penalty that never zeroes everything)."""
+        if self.unit is None:
+            grad0 = self.problem.gradient_at_zero()
+            return float(self.penalty.with_lam(1.0).lambda_max(grad0.reshape(self.problem.coef_shape)))
+        if not np.any(self.unit.penalized):
+            return math.inf
+        _, grad = self.problem.full_gradient(self.null_state)
+        return self.unit.zero_scale(-grad)
+
+    @property
+    def pure_ridge(self):
+        r"""The penalty is :math:`\tfrac\lambda2\|W\|^2` alone (a ridge part and no L1 or group term)."""
+        return self.unit is not None and self.unit.ridge > 0 and not np.any(self.unit.penalized)
 
 
 @dataclass(frozen=True)
-class Path:
-    r"""Solutions along a grid of strengths (``L`` of them), in the order of ``lams``.
+class SolverEntry:
+    """A solver as :func:`path` sees it.
 
     Attributes
     ----------
-    lams : ndarray of shape (L,)
-        Strengths, decreasing.
-    coefs : ndarray of shape (L, p) or (L, p, m)
-        Coefficients at every strength.
-    intercepts : ndarray of shape (L,) or (L, m)
-        Intercepts (zeros without one).
-    dual_gaps : ndarray of shape (L,)
-        Duality gap reached at every strength (absolute).
-    gap_scale : float
-        Objective at :math:`W = 0`; ``dual_gaps / gap_scale`` are the relative gaps.
-    objectives : ndarray of shape (L,)
-        Primal objective at every strength.
-    n_iters : ndarray of shape (L,)
-        Outer iterations spent at every strength.
-    converged : ndarray of bool, shape (L,)
-        Whether each solve met the tolerance.
-    lambda_max : float
-        :math:`\lambda_{\max}` of the data (``inf`` for a penalty that never zeroes everything).
+    name : str
+        The ``solver=`` value.
+    takes : str
+        What it solves, in words (error messages and docs).
+    datafit_ok : callable
+        ``datafit -> bool``.
+    penalty_ok : callable
+        ``_Setup -> bool``, reading the penalty's declarations (its block form,
+        ``prox``, ``sign_invariant``) and ``positive``.
+    solve_grid : callable
+        ``(setup, lams, options) -> Path``, built from one Solution per strength
+        of the decreasing ``lams``, warm-started as the solver can; ``options``
+        holds ``tol``, ``max_iter``, ``progress``, ``init`` and the solver's own.
+    auto : bool
+        Whether ``solver="auto"`` may pick it.
     """
 
-    lams: np.ndarray
-    coefs: np.ndarray
-    intercepts: np.ndarray
-    dual_gaps: np.ndarray
-    gap_scale: float
-    objectives: np.ndarray
-    n_iters: np.ndarray
-    converged: np.ndarray
-    lambda_max: float
+    name: str
+    takes: str
+    datafit_ok: Callable
+    penalty_ok: Callable
+    solve_grid: Callable
+    auto: bool = True
 
-    def plot(self, ax=None):
-        """Coefficient paths against :math:`\\lambda/\\lambda_{\\max}` (log scale); returns the Figure."""
-        from matplotlib.figure import Figure
 
-        if ax is None:
-            fig = Figure(figsize=(6, 4))
-            ax = fig.add_subplot()
-        fig = ax.figure
-        scale = self.lambda_max if math.isfinite(self.lambda_max) and self.lambda_max > 0 else 1.0
-        x = self.lams / scale
-        ax.plot(x, self.coefs.reshape(len(self.lams), -1), linewidth=1)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel(r"$\lambda / \lambda_{\max}$" if scale != 1.0 else r"$\lambda$")
-        ax.set_ylabel("coefficient")
-        ax.set_title(f"regularisation path ({len(self.lams)} strengths)")
-        return fig
+def _differentiable(datafit):
+    return datafit.curvature is not None
+
+
+def _has_prox(setup):
+    """FISTA's needs: ``prox``, ``value``, ``with_lam``; with ``positive``, invariance under sign flips."""
+    penalty = setup.penalty
+    has_prox = all(callable(getattr(penalty, name, None)) for name in ("prox", "value", "with_lam"))
+    return has_prox and (not setup.positive or bool(getattr(penalty, "sign_invariant", False)))
+
+
+def _cd_grid(setup, lams, options):
+    solutions = _warm_started(setup, cd.solve, setup.unit.scaled, lams, options)
+    return Path.from_solutions(lams, solutions)
+
+
+def _fista_grid(setup, lams, options):
+    options = {**options, "positive": setup.positive}
+    solutions = _warm_started(setup, fista.solve, setup.penalty.with_lam, lams, options)
+    return Path.from_solutions(lams, solutions)
+
+
+def _svm_grid(setup, lams, options):
+    r"""One :func:`~normpen.linear.solvers.svm.solve` per strength, each from the previous :math:`\alpha`.
+
+    In liblinear's scale :math:`\alpha \le a_i/\lambda`, so the previous solution
+    is carried over as :math:`\alpha\,\lambda_{\text{prev}}/\lambda`.
+    """
+    options = {key: value for key, value in options.items() if key not in ("progress", "init")}
+    solutions, previous = [], None
+    for lam in lams.tolist():
+        init = None if previous is None else previous[0].dual_coef * previous[1] / lam
+        solution = svm.solve(setup.problem, lam, dual_init=init, warn=False, **options)
+        solutions.append(solution)
+        previous = (solution, lam)
+    return Path.from_solutions(lams, solutions)
+
+
+def _ridge_grid(setup, lams, options):
+    """The closed form at every strength: a :class:`~normpen.linear.solvers.ridge.RidgePath`."""
+    return ridge.solve_path(setup.problem, lams)
+
+
+#: The solvers :func:`path` knows, in the order ``solver="auto"`` tries them.
+SOLVERS = {
+    entry.name: entry
+    for entry in (
+        SolverEntry(
+            "cd",
+            "differentiable datafits with a block-separable penalty (L1, elastic net, L2, group and "
+            "sparse-group lasso)",
+            _differentiable,
+            lambda setup: setup.unit is not None,
+            _cd_grid,
+        ),
+        SolverEntry(
+            "fista",
+            "differentiable datafits with any penalty that has a prox (with positive=True: one unchanged "
+            "by sign flips)",
+            _differentiable,
+            _has_prox,
+            _fista_grid,
+        ),
+        SolverEntry(
+            "svm",
+            "the Hinge and SquaredHinge datafits with the L2 penalty alone, without positive=True",
+            lambda datafit: isinstance(datafit, Hinge | SquaredHinge),
+            lambda setup: setup.pure_ridge and not setup.positive,
+            _svm_grid,
+        ),
+        SolverEntry(
+            "ridge",
+            "the Quadratic and MultitaskQuadratic datafits with the L2 penalty alone, without "
+            "positive=True (closed form from one SVD: chosen by name only, its cost does not fall "
+            "with sparsity)",
+            lambda datafit: isinstance(datafit, Quadratic),
+            lambda setup: setup.pure_ridge and not setup.positive,
+            _ridge_grid,
+            auto=False,
+        ),
+    )
+}
+
+
+def solvers_for(datafit, penalty, coef_shape, positive=False):
+    """The names of the solvers of :data:`SOLVERS` that take this datafit and penalty."""
+    setup = _Setup(_ShapeOnly(datafit, coef_shape), penalty, positive)
+    return [entry.name for entry in SOLVERS.values() if entry.datafit_ok(datafit) and entry.penalty_ok(setup)]
+
+
+@dataclass(frozen=True)
+class _ShapeOnly:
+    """What :class:`_Setup` reads to judge a penalty, without data."""
+
+    datafit: object
+    coef_shape: tuple
 
 
 def lambda_max(X, y, datafit, penalty, *, sample_weight=None, fit_intercept=True, positive=False):
@@ -93,7 +235,7 @@ def lambda_max(X, y, datafit, penalty, *, sample_weight=None, fit_intercept=True
     """
     _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    return _lambda_max(problem, penalty, check_flag(positive, "positive"))
+    return _Setup(problem, penalty, check_flag(positive, "positive")).lambda_max()
 
 
 def _check_penalty(penalty):
@@ -102,16 +244,6 @@ def _check_penalty(penalty):
             "penalty must be a normpen penalty object such as normpen.L1(1.0) or normpen.ElasticNet(1.0, "
             f"0.5) (its strength is replaced along the path), got {penalty!r}"
         )
-
-
-def _lambda_max(problem, penalty, positive):
-    try:
-        unit = as_block_penalty(_unit(penalty), problem.coef_shape, positive)
-    except TypeError:
-        grad0 = problem.gradient_at_zero()
-        return float(penalty.with_lam(1.0).lambda_max(grad0.reshape(problem.coef_shape)))
-    _, grad = problem.full_gradient(_null_state(problem, unit))
-    return unit.zero_scale(-grad)
 
 
 def _null_state(problem, block):
@@ -131,7 +263,7 @@ def _null_state(problem, block):
     unpenalized = BlockPenalty.separable(
         np.zeros((free.size, problem.n_outputs)), block.ridge, block.positive
     )
-    fitted = cd_solve(sub, unpenalized, sub.zero_state(), tol=1e-12, max_iter=100, warn=False)
+    fitted = cd.solve(sub, unpenalized, sub.zero_state(), tol=1e-12, max_iter=100, warn=False)
     W = np.zeros((problem.n_features, problem.n_outputs))
     W[free] = np.asarray(fitted.coef, dtype=np.float64).reshape(free.size, problem.n_outputs)
     return problem.state(W.reshape(problem.coef_shape), fitted.intercept)
@@ -190,76 +322,80 @@ def path(
         ``n_lams`` values from :math:`\lambda_{\max}` to ``eps`` times it.
     sample_weight, fit_intercept, positive
         As for :func:`~normpen.linear.solvers.cd.coordinate_descent`.
-    solver : {"auto", "cd", "fista"}
-        ``"auto"`` takes coordinate descent for the penalties it supports and
-        FISTA for the others.
+    solver : {"auto", "cd", "fista", "svm", "ridge"}
+        A name of :data:`SOLVERS`; ``"auto"`` takes the first that takes the
+        datafit and penalty: coordinate descent for block-separable penalties,
+        FISTA for the other penalties with a prox, the SVM solver for the
+        hinge losses with L2 (``"ridge"``, the closed form, only by name).
     tol, max_iter
-        Per-:math:`\lambda` tolerance on the relative duality gap and iteration cap.
+        Per-:math:`\lambda` tolerance on the relative duality gap and iteration
+        cap (the SVM solver's stopping rule: :func:`~normpen.linear.solvers.svm.linear_svm`;
+        the closed-form ridge ignores both).
     progress : bool
-        Show a rich progress bar.
+        Show a rich progress bar (coordinate descent and FISTA).
     init : tuple, optional
         ``(coef, intercept)`` to start the first strength from (an estimator's
         ``warm_start``) instead of the point where the penalized coefficients
-        are zero; a start that diverges is retried from that point.
+        are zero; a start that diverges is retried from that point (coordinate
+        descent and FISTA).
     **solver_options
         Passed to the solver (``ws_start``, ``anderson``, ``screening``,
-        ``max_epochs`` for coordinate descent).
+        ``max_epochs`` for coordinate descent; ``check_every`` for FISTA;
+        ``shrinking``, ``random_state`` for the SVM).
 
     Returns
     -------
     Path
         One ``ConvergenceWarning`` lists the strengths that missed ``tol``.
+        ``lambda_max`` is ``nan`` when ``lams`` is given (it is then not computed).
     """
     _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    use_cd = _choose_solver(solver, penalty, problem, check_flag(positive, "positive"))
-    lam_max = _lambda_max(problem, penalty, positive)
-    lams = lambda_grid(lam_max, n_lams, eps) if lams is None else decreasing_lams(lams)
-    if use_cd:
-        # the structure is built once (groups parsed once) and scaled to each strength
-        unit = as_block_penalty(_unit(penalty), problem.coef_shape, positive)
-        null_state = _null_state(problem, unit)
-        solve, at_strength, options = cd_solve, unit.scaled, solver_options
+    setup = _Setup(problem, penalty, check_flag(positive, "positive"))
+    entry = _choose_solver(solver, setup)
+    if lams is None:
+        lam_max = setup.lambda_max()
+        lams = lambda_grid(lam_max, n_lams, eps)
     else:
-        null_state = problem.zero_state()
-        solve, at_strength, options = fista_solve, penalty.with_lam, {**solver_options, "positive": positive}
-    options = {**options, "tol": tol, "max_iter": max_iter, "warn": False}
-    state = null_state.copy() if init is None else problem.state(*init)
-    results = []
-    with _progress(progress, len(lams)) as advance:
-        for lam in lams.tolist():
-            sol, state = _solve_or_restart(solve, problem, at_strength, lam, state, null_state, options)
-            results.append(sol)
-            advance()
-    worst = max(results, key=lambda s: problem.certifiable_tol(s.objective))
-    problem.warn_if_uncertifiable(tol, worst.objective, max(s.dual_gap for s in results))
-    missed = [float(lam) for lam, sol in zip(lams, results, strict=True) if not sol.converged]
+        lam_max, lams = math.nan, decreasing_lams(lams)
+    options = {**solver_options, "tol": tol, "max_iter": max_iter, "progress": progress, "init": init}
+    result = entry.solve_grid(setup, lams, options)
+    missed = int(np.count_nonzero(~result.converged))
     if missed:
         warnings.warn(
-            f"{len(missed)} of {len(lams)} strengths did not reach tol={tol} (largest relative gap "
-            f"{max(s.dual_gap / s.gap_scale for s in results):.2e}); increase max_iter or tol",
+            f"{missed} of {len(lams)} strengths did not reach tol={tol} (largest relative gap "
+            f"{np.max(result.dual_gaps / result.gap_scale):.2e}); increase max_iter or tol",
             ConvergenceWarning,
             stacklevel=2,
         )
-    return Path(
-        lams=lams,
-        coefs=np.stack([s.coef for s in results]),
-        intercepts=np.array([s.intercept for s in results]),
-        dual_gaps=np.array([s.dual_gap for s in results]),
-        gap_scale=problem.objective_at_zero(),
-        objectives=np.array([s.objective for s in results]),
-        n_iters=np.array([s.n_iter for s in results]),
-        converged=np.array([s.converged for s in results]),
-        lambda_max=lam_max,
-    )
+    return dataclasses.replace(result, lambda_max=lam_max)
 
 
-def _solve_or_restart(solve, problem, at_strength, lam, state, null_state, options):
-    """The solution at ``lam`` and the state to warm-start the next; a diverged solve restarts cold, once."""
+def _warm_started(setup, solve, at_strength, lams, options):
+    """Solutions along ``lams``, each solve starting where the previous one ended (CD, FISTA)."""
+    problem = setup.problem
+    progress, init = options.pop("progress"), options.pop("init")
+    options = {**options, "warn": False}
+    state = setup.start() if init is None else problem.state(*init)
+    solutions = []
+    with _progress(progress, len(lams)) as advance:
+        for lam in lams.tolist():
+            sol, state = _solve_or_restart(solve, setup, at_strength, lam, state, options)
+            solutions.append(sol)
+            advance()
+    worst = max(solutions, key=lambda s: problem.certifiable_tol(s.objective))
+    problem.warn_if_uncertifiable(options["tol"], worst.objective, max(s.dual_gap for s in solutions))
+    return solutions
+
+
+def _solve_or_restart(solve, setup, at_strength, lam, state, options):
+    """The solution at ``lam`` and the state to warm-start the next; a diverged solve restarts from the
+    null state, once."""
+    problem = setup.problem
     sol = solve(problem, at_strength(lam), state, **options)
     if not _diverged(sol, problem):
         return sol, state
-    state = null_state.copy()
+    state = setup.null_state.copy()
     sol = solve(problem, at_strength(lam), state, **options)
     if _diverged(sol, problem):
         raise SolverDivergedError(
@@ -289,32 +425,25 @@ def _diverged(sol, problem):
     return not finite or sol.objective > 2 * scale + 64 * np.finfo(np.float64).eps * abs(scale)
 
 
-def _scaled(penalty, lam):
-    if isinstance(penalty, BlockPenalty):
+def _choose_solver(solver, setup):
+    """The :class:`SolverEntry` to run; errors name what fits."""
+    if isinstance(setup.penalty, BlockPenalty):
         raise TypeError(
             "give path a penalty object with a strength (L1, GroupLasso, ...), not a BlockPenalty"
         )
-    return penalty.with_lam(float(lam))
-
-
-def _choose_solver(solver, penalty, problem, positive):
-    """True for coordinate descent, False for FISTA; errors name what fits."""
-    if solver not in ("auto", "cd", "fista"):
-        raise ValueError(f"solver must be 'auto', 'cd' or 'fista', got {solver!r}")
-    if problem.datafit.curvature is None:
-        raise ValueError(
-            f"{type(problem.datafit).__name__} is not differentiable: use normpen.linear.solvers.svm "
-            "or the SquaredHinge datafit"
-        )
-    if solver == "fista":
-        return False
-    try:
-        as_block_penalty(_scaled(penalty, 1.0), problem.coef_shape, positive)
-    except TypeError:
-        if solver == "cd":
-            raise
-        return False
-    return True
+    if solver != "auto" and solver not in SOLVERS:
+        raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {solver!r}")
+    datafit = setup.problem.datafit
+    wanted = [entry for entry in SOLVERS.values() if entry.auto] if solver == "auto" else [SOLVERS[solver]]
+    for entry in wanted:
+        if entry.datafit_ok(datafit) and entry.penalty_ok(setup):
+            return entry
+    what = f"{type(datafit).__name__} with {type(setup.penalty).__name__}" + (
+        " and positive=True" if setup.positive else ""
+    )
+    raise ValueError(
+        f"no solver takes {what}: " + "; ".join(f"{entry.name} takes {entry.takes}" for entry in wanted)
+    )
 
 
 class _progress:

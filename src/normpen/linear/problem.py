@@ -32,6 +32,7 @@ for every penalty.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -39,16 +40,19 @@ import array_api_compat
 import numpy as np
 import scipy.sparse as sp
 
-from normpen._array import namespace
+from normpen._array import check_array, namespace
 from normpen.linear._validation import check_design, check_flag, check_target_array
 from normpen.linear.datafits.base import Datafit, normalize_weights
 from normpen.linear.datafits.quadratic import Quadratic
 
 __all__ = [
     "Problem",
+    "is_tensor",
     "State",
     "Solution",
+    "Path",
     "GapReport",
+    "relative_stop",
     "dual_objective",
     "penalty_dual_terms",
     "free_constraints",
@@ -86,40 +90,186 @@ class GapReport:
     gap: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Solution:
-    """What a solver returns.
+    r"""What every solver returns: a point, its certificate, and what the solver knows besides.
+
+    The first seven fields are set by every solver; the others by the solvers
+    to which they apply, and are ``None`` elsewhere.
 
     Attributes
     ----------
     coef : ndarray of shape (p,) or (p, m)
-        Coefficients, in the dtype of ``X``.
+        Coefficients, in the dtype of ``X`` (a torch tensor for FISTA on torch input).
     intercept : float or ndarray of shape (m,)
         Intercept (0 when not fitted).
-    dual_gap : float
-        Duality gap :math:`P - D` at the returned point (absolute).
-    gap_scale : float
-        :math:`P_0`, the objective at :math:`W = 0`; convergence means
-        ``dual_gap <= tol * gap_scale``.
     objective : float
-        Primal objective at the returned point.
+        Primal objective at the returned point (for the constrained form: the datafit).
+    dual_gap : float
+        Duality gap at the returned point (absolute): an upper bound on
+        ``objective`` minus the optimum; ``nan`` where no certificate exists
+        (FISTA on a penalty without a dual norm).
+    gap_scale : float
+        :math:`P_0`, the objective at :math:`W = 0` with the best intercept
+        (hard-margin SVM: :math:`\tfrac12\|w\|^2`); ``dual_gap / gap_scale`` is
+        the relative gap that ``tol`` bounds.
     n_iter : int
         Outer iterations (working-set rounds for coordinate descent,
-        iterations for FISTA).
-    n_epochs : int
-        Inner passes (coordinate descent epochs; equal to ``n_iter`` for FISTA).
+        iterations for FISTA and the constrained form, interior-point
+        iterations or dual coordinate-descent epochs for the SVM, active-set
+        iterations for the hard margin, 1 for the closed-form ridge).
     converged : bool
-        Whether ``dual_gap <= tol * gap_scale`` was reached.
+        Whether the solver's stopping rule was met.
+    n_epochs : int, optional
+        Coordinate descent: inner passes over the working sets.
+    dual_coef : ndarray of shape (n,), optional
+        SVMs: :math:`\alpha` in liblinear's scale, :math:`w = \sum_i \alpha_i y_i x_i`.
+    support : ndarray of int, optional
+        SVMs: the support vectors, the samples with :math:`\alpha_i > 0`.
+    margin : float, optional
+        Hard-margin SVM: the geometric margin :math:`1/\|w\|`.
+    kkt : dict of str to float, optional
+        Hard-margin SVM and constrained form: KKT residuals (see those solvers).
+    radius, multiplier, squared_multiplier, twin : optional
+        Constrained form :math:`\min L` s.t. :math:`\Omega(w) \le r`: the budget
+        :math:`r`, the multiplier :math:`\mu^\star`, :math:`\mu^\star/(2r)` and the
+        penalty whose penalized problem has the same solution.
+    loo_errors : ndarray of shape (n,) or (n, k), optional
+        Ridge: squared exact leave-one-out residuals of every sample.
     """
 
     coef: np.ndarray
     intercept: float | np.ndarray
+    objective: float
     dual_gap: float
     gap_scale: float
-    objective: float
     n_iter: int
-    n_epochs: int
     converged: bool
+    n_epochs: int | None = None
+    dual_coef: np.ndarray | None = None
+    support: np.ndarray | None = None
+    margin: float | None = None
+    kkt: dict | None = None
+    radius: float | None = None
+    multiplier: float | None = None
+    squared_multiplier: float | None = None
+    twin: object | None = None
+    loo_errors: np.ndarray | None = None
+
+    @property
+    def relative_gap(self):
+        """``dual_gap / gap_scale``, the quantity ``tol`` bounds."""
+        return self.dual_gap / self.gap_scale if self.gap_scale > 0 else self.dual_gap
+
+    @classmethod
+    def side_by_side(cls, parts):
+        r"""Independent problems solved side by side (one-vs-rest) as one, outputs on the last axis.
+
+        The joint objective is the sum of the parts', so the sums of their
+        gaps and scales certify it: :math:`\sum_k (P_k - P_k^\star) \le \sum_k G_k`.
+        """
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            coef=np.stack([np.asarray(s.coef) for s in parts], axis=-1),
+            intercept=np.array([s.intercept for s in parts]),
+            objective=float(sum(s.objective for s in parts)),
+            dual_gap=float(sum(s.dual_gap for s in parts)),
+            gap_scale=float(sum(s.gap_scale for s in parts)),
+            n_iter=max(s.n_iter for s in parts),
+            converged=all(s.converged for s in parts),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Path:
+    r"""Solutions along a grid of strengths (``L`` of them), in the order of ``lams``.
+
+    Built from the solvers' :class:`Solution` objects by :meth:`from_solutions`.
+
+    Attributes
+    ----------
+    lams : ndarray of shape (L,)
+        Strengths (decreasing, but for :func:`~normpen.linear.solvers.ridge.ridge_path`,
+        which keeps the order given).
+    coefs : ndarray of shape (L, p) or (L, p, m)
+        Coefficients at every strength.
+    intercepts : ndarray of shape (L,) or (L, m)
+        Intercepts (zeros without one).
+    dual_gaps : ndarray of shape (L,)
+        Duality gap reached at every strength (absolute).
+    gap_scale : float
+        Objective at :math:`W = 0`; ``dual_gaps / gap_scale`` are the relative gaps.
+    objectives : ndarray of shape (L,)
+        Primal objective at every strength.
+    n_iters : ndarray of shape (L,)
+        Outer iterations spent at every strength.
+    converged : ndarray of bool, shape (L,)
+        Whether each solve met the tolerance.
+    lambda_max : float
+        :math:`\lambda_{\max}` of the data (``inf`` for a penalty that never zeroes
+        everything; ``nan`` where the grid was given and it was not needed).
+    """
+
+    lams: np.ndarray
+    coefs: np.ndarray
+    intercepts: np.ndarray
+    dual_gaps: np.ndarray
+    gap_scale: float
+    objectives: np.ndarray
+    n_iters: np.ndarray
+    converged: np.ndarray
+    lambda_max: float
+
+    @classmethod
+    def from_solutions(cls, lams, solutions, lambda_max=math.inf, **extra):
+        """The path of ``solutions`` (one per strength of ``lams``, all of one problem).
+
+        Intercepts take the coefficients' dtype (that of ``X``).
+        """
+        coefs = np.stack([np.asarray(s.coef) for s in solutions])
+        return cls(
+            lams=np.asarray(lams, dtype=np.float64),
+            coefs=coefs,
+            intercepts=np.array([s.intercept for s in solutions], dtype=coefs.dtype),
+            dual_gaps=np.array([s.dual_gap for s in solutions], dtype=np.float64),
+            gap_scale=float(solutions[0].gap_scale),
+            objectives=np.array([s.objective for s in solutions], dtype=np.float64),
+            n_iters=np.array([s.n_iter for s in solutions]),
+            converged=np.array([s.converged for s in solutions], dtype=bool),
+            lambda_max=lambda_max,
+            **extra,
+        )
+
+    def plot(self, ax=None):
+        r"""Coefficient paths against :math:`\lambda/\lambda_{\max}` (log scale); returns the Figure."""
+        from matplotlib.figure import Figure
+
+        if ax is None:
+            fig = Figure(figsize=(6, 4))
+            ax = fig.add_subplot()
+        fig = ax.figure
+        scale = self.lambda_max if math.isfinite(self.lambda_max) and self.lambda_max > 0 else 1.0
+        x = self.lams / scale
+        ax.plot(x, self.coefs.reshape(len(self.lams), -1), linewidth=1)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel(r"$\lambda / \lambda_{\max}$" if scale != 1.0 else r"$\lambda$")
+        ax.set_ylabel("coefficient")
+        ax.set_title(f"regularisation path ({len(self.lams)} strengths)")
+        return fig
+
+
+def relative_stop(tol, scale, objective):
+    r"""The gap to reach under ``tol``: :math:`\text{tol}\cdot\min(P_0, P)`.
+
+    ``tol`` is the gap relative to :math:`P_0` (the objective at zero); when the
+    current objective :math:`P` has fallen below :math:`P_0` the gap must also
+    be at most ``tol`` times :math:`P`, so that an optimum with
+    :math:`P^\star \ll P_0` (a large-:math:`C` SVM) is still reached to relative
+    accuracy ``tol``: :math:`(P - P^\star)/P \le \text{tol}`.
+    """
+    return tol * min(scale, abs(objective))
 
 
 class Problem:
@@ -127,8 +277,12 @@ class Problem:
 
     Parameters
     ----------
-    X : array-like or scipy.sparse matrix of shape (n, p)
-        Design; float32 is kept, other dtypes become float64.
+    X : array-like, scipy.sparse matrix or torch tensor of shape (n, p)
+        Design; float32 is kept, other dtypes become float64. A torch tensor
+        stays on its device with its dtype (``y`` and the weights follow it);
+        such a problem serves FISTA: the methods that move a :class:`State`
+        (coordinate descent's) and :meth:`zero_state` take numpy and
+        scipy.sparse only.
     y : array-like
         Target in the form the datafit's ``encode_target`` takes.
     datafit : Datafit
@@ -146,17 +300,18 @@ class Problem:
                 f"got {datafit!r}"
             )
         self.fit_intercept = check_flag(fit_intercept, "fit_intercept")
-        self.X = check_design(X)
-        y = check_target_array(self.X, y)
         self.datafit = datafit
-        self.y = datafit.encode_target(y)
+        self.tensor = is_tensor(X)
+        self.X, self.y = _tensor_data(X, y, datafit) if self.tensor else _numpy_data(X, y, datafit)
         self.n_samples, self.n_features = self.X.shape
         self.n_outputs = datafit.n_outputs(self.y)
         self.coef_shape = (self.n_features, self.n_outputs) if datafit.multi_output else (self.n_features,)
-        self.weights = normalize_weights(sample_weight, self.n_samples, np.zeros(1))
+        like = self.X if self.tensor else np.zeros(1)
+        self.weights = normalize_weights(sample_weight, self.n_samples, like)
         self.sparse = sp.issparse(self.X)
+        self.eps = float((namespace(self.X) if self.tensor else np).finfo(self.X.dtype).eps)
         self._means = None
-        self._gram = _GramCache(self) if isinstance(datafit, Quadratic) else None
+        self._gram = _GramCache(self) if isinstance(datafit, Quadratic) and not self.tensor else None
         self._block_lipschitz = {}
         self._square_norms = None
         self._zero = None
@@ -252,6 +407,14 @@ class Problem:
 
     def objective_at_zero(self):
         r""":math:`P_0 = \min_b F(0, b)`, the scale of the relative duality gap."""
+        if self._zero is None and self.tensor:
+            xp = namespace(self.X)
+            shape = (self.n_samples, self.n_outputs) if self.datafit.multi_output else (self.n_samples,)
+            z = xp.zeros(shape, dtype=self.X.dtype, device=array_api_compat.device(self.X))
+            a = xp.astype(self.weights, self.X.dtype)
+            if self.fit_intercept:
+                z = z + self.datafit.fit_intercept(self.y, z, a)
+            self._zero = (float(self.datafit.value(self.y, z, a)), None, None)
         if self._zero is None:
             state = self.state()
             self.refit_intercept(state)
@@ -295,6 +458,13 @@ class Problem:
         )
         return GapReport(primal, dual, primal - dual)
 
+    def certify(self, penalty, coef, intercept=None):
+        r""":class:`GapReport` of the given coefficients for a BlockPenalty, the intercept refitted first."""
+        state = self.state(coef, None if intercept is None else np.atleast_1d(intercept))
+        self.refit_intercept(state)
+        _, grad = self.full_gradient(state)
+        return self.duality_gap(state.z, penalty, state.W, grad)
+
     def free_projection(self, u, free):
         r"""The dual point ``u`` projected onto the constraints of the unpenalized coefficients ``free``.
 
@@ -328,7 +498,7 @@ class Problem:
         return self._objective_rounding(objective) / scale if scale > 0 else 0.0
 
     def _objective_rounding(self, objective):
-        return 64 * float(np.finfo(self.X.dtype).eps) * abs(objective)
+        return 64 * self.eps * abs(objective)
 
     def warn_if_uncertifiable(self, tol, objective, gap):
         """Warn when ``tol`` asks for less than a gap can certify at ``objective``; say the gap reached."""
@@ -344,7 +514,7 @@ class Problem:
 
     def gradient_rounding(self, grad):
         r"""The rounding level of the gradient :math:`X^\top \nabla_z F`: :math:`64\epsilon\max|\nabla|`."""
-        return 64 * float(np.finfo(self.X.dtype).eps) * float(np.max(np.abs(grad), initial=0.0))
+        return 64 * self.eps * float(np.max(np.abs(grad), initial=0.0))
 
     # ---- curvature ----------------------------------------------------------------
 
@@ -416,6 +586,29 @@ class Problem:
             q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
             gram -= np.outer(q, q) / (h.sum() if hsum is None else hsum)
         return gram
+
+
+def is_tensor(X):
+    """Whether ``X`` is a torch tensor (without importing torch)."""
+    return type(X).__module__.startswith("torch")
+
+
+def _numpy_data(X, y, datafit):
+    """The validated design (:func:`check_design`) and the encoded target."""
+    X = check_design(X)
+    return X, datafit.encode_target(check_target_array(X, y))
+
+
+def _tensor_data(X, y, datafit):
+    """A 2-D floating tensor design, and the encoded target on its device in its dtype."""
+    check_array(X, "X")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples x features), got shape {tuple(X.shape)}")
+    xp = namespace(X)
+    y = xp.astype(datafit.encode_target(xp.asarray(y, device=array_api_compat.device(X))), X.dtype)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+    return X, y
 
 
 def penalty_dual_terms(penalty, V):
@@ -550,4 +743,3 @@ class _GramCache:
             self.columns[:, k:end] = X_new
         self.slot[new] = np.arange(k, end)
         self.features = np.concatenate([self.features, new])
-

@@ -11,4 +11,10 @@ modules keep their names, so no function shadows the module of the same name.
 - :func:`~normpen.linear.solvers.svm.linear_svm` and
   :func:`~normpen.linear.solvers.svm.hard_margin_svm`: linear SVMs;
 - :func:`~normpen.linear.solvers.constrained.constrained`: ``min L s.t. P <= C`` and its multiplier.
+
+Every one of them returns a :class:`~normpen.linear.problem.Solution` (coefficients,
+intercept, objective, certified duality gap, iterations, and the multiplier, margin or
+leave-one-out errors where they apply). Which datafits and penalties each takes is
+recorded once, in the registry :data:`normpen.linear.path.SOLVERS` that
+``path(solver="auto")`` reads.
 """

@@ -55,72 +55,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from normpen._array import check_positive
 from normpen.linear._validation import check_count, check_tol
-from normpen.linear.problem import Problem, State
+from normpen.linear.problem import Problem, Solution, State
 from normpen.penalties.base import Penalty
 
 __all__ = ["ConstrainedResult", "constrained"]
 
 
-@dataclass(frozen=True, eq=False)
-class ConstrainedResult:
-    r"""Solution of :math:`\min L(w, b)` s.t. :math:`\Omega(w) \le r`, with its multiplier and certificate.
-
-    Attributes
-    ----------
-    coef : ndarray of shape (p,) or (p, m)
-        :math:`w^\star`, in the dtype of ``X``.
-    intercept : float or ndarray of shape (m,)
-        :math:`b^\star` (0 without an intercept).
-    radius : float
-        The budget :math:`r`.
-    multiplier : float
-        :math:`\mu^\star = \Omega^*(-\nabla_w L)`, the multiplier of :math:`\Omega(w) \le r`
-        and minus the shadow price :math:`dL^\star/dr`.
-    squared_multiplier : float
-        :math:`\mu^\star / (2r)`, the multiplier of :math:`\Omega(w)^2 \le r^2` (seed 004's
-        :math:`\lambda^\star` for :math:`\|\theta\|^2 \le C = r^2`), minus :math:`dL^\star/dC`.
-    twin : Penalty
-        The penalty whose penalized problem :math:`\min L + P` has the same solution:
-        ``penalty.with_lam(mu)`` for a norm, ``L2(mu / r)`` for L2.
-    objective : float
-        :math:`L(w^\star, b^\star)`.
-    dual_gap : float
-        The Frank-Wolfe gap :math:`\langle g, w\rangle + r\,\Omega^*(-g)`, an upper bound on
-        :math:`L - L^\star`.
-    kkt : dict of str to float
-        KKT residuals: ``stationarity``, the prox-gradient residual
-        :math:`\|w - \operatorname{prox}_{P/L_\nabla}(w - g/L_\nabla)\|\,L_\nabla` of the twin
-        (0 iff :math:`w` minimises :math:`L + P`, gradient units);
-        ``primal_infeasibility`` :math:`(\Omega(w) - r)_+ / r`;
-        ``complementary_slackness`` :math:`\mu\,|\Omega(w) - r|` (objective units);
-        ``dual_infeasibility`` :math:`(-\mu)_+`, 0 by construction of :math:`\mu`.
-    gap_scale : float
-        :math:`\min_b L(0, b)`, the scale of the relative tolerance.
-    n_iter : int
-        Projected-gradient iterations.
-    converged : bool
-        Whether ``dual_gap <= tol * gap_scale`` was reached.
-    """
-
-    coef: np.ndarray
-    intercept: float | np.ndarray
-    radius: float
-    multiplier: float
-    squared_multiplier: float
-    twin: Penalty
-    objective: float
-    dual_gap: float
-    kkt: dict
-    gap_scale: float
-    n_iter: int
-    converged: bool
+#: :func:`constrained` returns a :class:`~normpen.linear.problem.Solution`; the name of its
+#: earlier, separate result type is kept for code that imports it.
+ConstrainedResult = Solution
 
 
 def _check_penalty(penalty):
@@ -173,7 +122,24 @@ def constrained(
 
     Returns
     -------
-    ConstrainedResult
+    Solution
+        ``coef`` :math:`w^\star` (dtype of ``X``) and ``intercept`` :math:`b^\star`;
+        ``objective`` :math:`L(w^\star, b^\star)`; ``dual_gap``, the Frank-Wolfe gap
+        :math:`\langle g, w\rangle + r\,\Omega^*(-g) \ge L - L^\star`, and ``gap_scale``
+        :math:`\min_b L(0, b)`; ``n_iter`` projected-gradient iterations; ``converged``
+        (``dual_gap <= tol * gap_scale``); and the fields of the constrained form:
+        ``radius`` :math:`r`; ``multiplier`` :math:`\mu^\star = \Omega^*(-\nabla_w L)`, the
+        multiplier of :math:`\Omega(w) \le r` and minus the shadow price :math:`dL^\star/dr`;
+        ``squared_multiplier`` :math:`\mu^\star / (2r)`, the multiplier of
+        :math:`\Omega(w)^2 \le r^2` (seed 004's :math:`\lambda^\star` for
+        :math:`\|\theta\|^2 \le C = r^2`); ``twin``, the penalty whose penalized problem
+        :math:`\min L + P` has the same solution (``penalty.with_lam(mu)`` for a norm,
+        ``L2(mu / r)`` for L2); ``kkt``, the KKT residuals: ``stationarity``, the
+        prox-gradient residual :math:`\|w - \operatorname{prox}_{P/L_\nabla}(w - g/L_\nabla)\|\,L_\nabla`
+        of the twin (0 iff :math:`w` minimises :math:`L + P`, gradient units),
+        ``primal_infeasibility`` :math:`(\Omega(w) - r)_+ / r`, ``complementary_slackness``
+        :math:`\mu\,|\Omega(w) - r|` (objective units), ``dual_infeasibility``
+        :math:`(-\mu)_+`, 0 by construction of :math:`\mu`.
 
     Warns
     -----
@@ -284,17 +250,17 @@ def _result(problem, penalty, radius, state, step, gap, n_iter, tol):
         "complementary_slackness": multiplier * abs(norm - radius),
         "dual_infeasibility": max(-multiplier, 0.0),
     }
-    return ConstrainedResult(
+    return Solution(
         coef=problem.as_coef(state.W),
         intercept=problem.as_intercept(state.b),
+        objective=problem.loss(z),
+        dual_gap=gap,
+        gap_scale=problem.objective_at_zero(),
+        n_iter=n_iter,
+        converged=gap <= tol * problem.objective_at_zero(),
+        kkt=kkt,
         radius=radius,
         multiplier=multiplier,
         squared_multiplier=multiplier / (2 * radius),
         twin=twin,
-        objective=problem.loss(z),
-        dual_gap=gap,
-        kkt=kkt,
-        gap_scale=problem.objective_at_zero(),
-        n_iter=n_iter,
-        converged=gap <= tol * problem.objective_at_zero(),
     )

@@ -64,22 +64,23 @@ import array_api_compat
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen._array import check_array, namespace
+from normpen._array import namespace
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
-from normpen.linear.datafits.base import normalize_weights, squared_spectral_norm
+from normpen.linear.datafits.base import squared_spectral_norm
 from normpen.linear.problem import (
+    GapReport,
     Problem,
     Solution,
     dual_objective,
     free_constraints,
+    is_tensor,
     penalty_dual_terms,
     project_free,
 )
 from normpen.penalties.base import Penalty
 
 __all__ = ["fista", "solve"]
-
 
 
 def fista(
@@ -128,16 +129,15 @@ def fista(
         Coefficients and intercept of the kind of ``X`` (numpy for
         scipy.sparse), the gap reached and the iteration count.
     """
-    if _is_tensor(X):
-        data = _TensorData(X, y, datafit, sample_weight, fit_intercept)
-        W = data.zeros(data.coef_shape) if coef_init is None else coef_init
+    problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+    if problem.tensor:
+        W = _zeros(X, problem.coef_shape) if coef_init is None else coef_init
         b = (
-            data.zeros(data.intercept_shape)
+            _zeros(X, problem.coef_shape[1:])
             if intercept_init is None or not fit_intercept
             else intercept_init
         )
-        return _run(data, penalty, W, b, tol, max_iter, check_every, warn=True, positive=positive)
-    problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+        return _run(problem, penalty, W, b, tol, max_iter, check_every, warn=True, positive=positive)
     return solve(
         problem,
         penalty,
@@ -162,35 +162,13 @@ def solve(problem, penalty, state, *, tol=1e-4, max_iter=10_000, check_every=10,
     return solution
 
 
-class _TensorData:
-    """Validated torch data for :func:`_run`: the attributes of a Problem that FISTA reads."""
-
-    def __init__(self, X, y, datafit, sample_weight, fit_intercept):
-        check_array(X, "X")
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (samples x features), got shape {tuple(X.shape)}")
-        self.X, self.datafit, self.fit_intercept = X, datafit, bool(fit_intercept)
-        xp = namespace(X)
-        self.y = xp.astype(datafit.encode_target(xp.asarray(y, device=array_api_compat.device(X))), X.dtype)
-        if self.y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} samples but y has {self.y.shape[0]}")
-        self.weights = normalize_weights(sample_weight, X.shape[0], X)
-        self.n_outputs = datafit.n_outputs(self.y)
-        p = X.shape[1]
-        self.coef_shape = (p, self.n_outputs) if datafit.multi_output else (p,)
-        self.intercept_shape = (self.n_outputs,) if datafit.multi_output else ()
-
-    def zeros(self, shape):
-        xp = namespace(self.X)
-        return xp.zeros(shape, dtype=self.X.dtype, device=array_api_compat.device(self.X))
-
-
-def _is_tensor(X):
-    return type(X).__module__.startswith("torch")
+def _zeros(X, shape):
+    """Zeros of ``shape`` of the kind, dtype and device of the tensor ``X``."""
+    return namespace(X).zeros(shape, dtype=X.dtype, device=array_api_compat.device(X))
 
 
 def _to_numpy(x):
-    return x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
+    return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
 
 
 def _kernels(penalty, positive):
@@ -210,7 +188,7 @@ def _kernels(penalty, positive):
     return (lambda v, step: prox(namespace(v).clip(v, 0, None), step)), value
 
 
-def _certifier(penalty, data, weights, positive):
+def _certifier(penalty, problem, weights, positive):
     """A function ``(u, grad) -> (u, kappa, conjugate)`` for the duality gap, or ``None`` when there is none.
 
     Block-separable penalties go through their :class:`BlockPenalty` (the
@@ -218,7 +196,7 @@ def _certifier(penalty, data, weights, positive):
     the constraints of unpenalized coefficients (:func:`project_free`); other
     norm penalties use their own ``dual_norm`` on the device.
     """
-    coef_shape = data.coef_shape
+    coef_shape = problem.coef_shape
     try:
         block = as_block_penalty(penalty, coef_shape, positive)
     except TypeError:
@@ -226,7 +204,7 @@ def _certifier(penalty, data, weights, positive):
             return lambda u, grad: (u, *penalty_dual_terms(penalty, -grad))
         return None
     free = block.free_rows
-    constraints = free_constraints(data.X, weights, data.fit_intercept, free) if free.size else None
+    constraints = free_constraints(problem.X, weights, problem.fit_intercept, free) if free.size else None
 
     def certify(u, grad):
         if constraints is not None:
@@ -237,12 +215,12 @@ def _certifier(penalty, data, weights, positive):
     return certify
 
 
-def _run(data, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
+def _run(problem, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
     """The FISTA loop on arrays of one kind (numpy or torch); returns a :class:`Solution`."""
     tol = check_tol(tol)
     max_iter = check_count(max_iter, "max_iter")
     check_every = check_count(check_every, "check_every")
-    datafit, X, fit_intercept = data.datafit, data.X, data.fit_intercept
+    datafit, X, fit_intercept = problem.datafit, problem.X, problem.fit_intercept
     if datafit.curvature is None:
         raise ValueError(
             f"FISTA needs a differentiable datafit, got {type(datafit).__name__}; "
@@ -250,11 +228,11 @@ def _run(data, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
         )
     xp = namespace(W)
     dtype = X.dtype
-    y = xp.astype(data.y, dtype) if data.y.dtype != dtype else data.y
-    a = xp.astype(data.weights, dtype) if data.weights.dtype != dtype else data.weights
+    y = xp.astype(problem.y, dtype) if problem.y.dtype != dtype else problem.y
+    a = xp.astype(problem.weights, dtype) if problem.weights.dtype != dtype else problem.weights
     penalty.value(W)  # validates the penalty against the coefficients' shape once
     prox, value = _kernels(penalty, positive)
-    certify = _certifier(penalty, data, a, positive)
+    certify = _certifier(penalty, problem, a, positive)
     step = 1.0 / (datafit.curvature * squared_spectral_norm(X, a, fit_intercept))
 
     def gradient(z):
@@ -262,20 +240,19 @@ def _run(data, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
         return X.T @ G, (xp.sum(G, axis=0) if fit_intercept else 0 * xp.sum(G, axis=0))
 
     def report(W, b):
-        """Primal objective, duality gap (nan without certificate) and the refitted intercept."""
+        """:class:`GapReport` (gap nan without certificate) and the refitted intercept."""
         z = X @ W + b
         if fit_intercept:
             shift = datafit.fit_intercept(y, z, a)
             b, z = b + shift, z + shift
         primal = float(datafit.value(y, z, a)) + float(value(W))
         if certify is None:
-            return primal, math.nan, b
+            return GapReport(primal, math.nan, math.nan), b
         grad, _ = gradient(z)
         u, kappa, conjugate = certify(datafit.derivative(y, z), grad)
-        return primal, primal - dual_objective(datafit, y, u, a, kappa, conjugate), b
+        dual = dual_objective(datafit, y, u, a, kappa, conjugate)
+        return GapReport(primal, dual, primal - dual), b
 
-    zero_primal = report(W * 0, b * 0)[0] - float(value(W * 0))
-    eps = float(xp.finfo(dtype).eps)
     x_prev, bx_prev, v, bv, t = W, b, W, b, 1.0
     gap, primal, b_out, moved = math.inf, math.inf, b, math.inf
     for it in range(1, max_iter + 1):
@@ -291,8 +268,9 @@ def _run(data, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
         x_prev, bx_prev = x, bx
         if it % check_every and it != max_iter:
             continue
-        primal, gap, b_out = report(x, bx)
-        threshold = max(tol * zero_primal, 64 * eps * abs(primal))
+        gap_report, b_out = report(x, bx)
+        primal, gap = gap_report.primal, gap_report.gap
+        threshold = problem.gap_threshold(tol, gap_report)
         if certify is None:
             moved = math.sqrt(float(xp.sum(dx * dx) + xp.sum(dbx * dbx)))
             size = math.sqrt(float(xp.sum(x * x) + xp.sum(bx * bx)))
@@ -313,9 +291,9 @@ def _run(data, penalty, W, b, tol, max_iter, check_every, warn, positive=False):
     intercept = datafit.canonical_intercept(b_out) if fit_intercept else b_out * 0
     return Solution(
         coef=x_prev,
-        intercept=intercept if data.datafit.multi_output else float(intercept),
+        intercept=intercept if datafit.multi_output else float(intercept),
         dual_gap=float(gap),
-        gap_scale=zero_primal,
+        gap_scale=problem.objective_at_zero(),
         objective=primal,
         n_iter=it,
         n_epochs=it,

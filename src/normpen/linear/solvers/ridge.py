@@ -56,39 +56,41 @@ about :math:`\sqrt{\epsilon}\,\sigma_{\max}` are lost, which matters only for
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from normpen._array import check_nonnegative
-from normpen.linear._validation import check_design, check_lams, check_target_array
-from normpen.linear.datafits.base import normalize_weights
+from normpen.linear._validation import check_lams
+from normpen.linear.blocks import BlockPenalty
+from normpen.linear.datafits.multitask_quadratic import MultitaskQuadratic
+from normpen.linear.datafits.quadratic import Quadratic
+from normpen.linear.problem import GapReport, Path, Problem, Solution
 
-__all__ = ["RidgePath", "ridge_path", "ridge"]
+__all__ = ["RidgePath", "ridge_path", "ridge", "solve_path"]
 
 
 @dataclass(frozen=True, eq=False)
-class RidgePath:
-    r"""Ridge solutions, leave-one-out and GCV errors along a grid of :math:`\lambda`.
+class RidgePath(Path):
+    r"""A :class:`~normpen.linear.path.Path` of ridge solutions, with leave-one-out and GCV errors.
 
     Shapes use ``L = len(lams)``, ``p`` features and, for a 2-D target, ``k``
-    outputs; a 1-D target drops the last axis everywhere.
+    outputs; a 1-D target drops the last axis everywhere. Besides the fields of
+    a ``Path`` (``lams`` in the order given, ``coefs``, ``intercepts``, the
+    duality gap of every closed-form solution in ``dual_gaps``, which is
+    rounding, ``objectives``; ``n_iters`` are 1 and ``lambda_max`` is ``inf``):
 
     Attributes
     ----------
-    lams : ndarray of shape (L,)
-        The regularisation strengths, in the order given.
-    coefs : ndarray of shape (L, p) or (L, p, k)
-        :math:`w(\lambda)` for each :math:`\lambda`.
-    intercepts : ndarray of shape (L,) or (L, k)
-        :math:`b(\lambda) = \bar y - \bar x^\top w(\lambda)` (zeros without an intercept).
     loo_mse : ndarray of shape (L,) or (L, k)
         Exact leave-one-out mean squared error :math:`\sum_i v_i (e_i/(1-h_{ii}))^2`
         per output; ``inf`` where a sample has leverage 1 (only possible at :math:`\lambda = 0`).
     loo_errors : ndarray of shape (L, n) or (L, n, k)
         The squared leave-one-out residuals :math:`(e_i/(1-h_{ii}))^2` of every sample, whose
-        ``v``-weighted mean is ``loo_mse`` (``inf`` for a sample of positive weight and leverage 1).
+        ``v``-weighted mean is ``loo_mse`` (``inf`` for a sample of positive weight and leverage 1);
+        each solution's ``loo_errors``.
     gcv : ndarray of shape (L,) or (L, k)
         Generalised cross-validation error per output; ``inf`` when the degrees of
         freedom reach the number of samples.
@@ -98,9 +100,6 @@ class RidgePath:
         The nonzero singular values :math:`\sigma` of the centred, weighted design.
     """
 
-    lams: np.ndarray
-    coefs: np.ndarray
-    intercepts: np.ndarray
     loo_mse: np.ndarray
     loo_errors: np.ndarray
     gcv: np.ndarray
@@ -166,7 +165,7 @@ def _nonzero_spectrum(gram, cutoff):
     return np.sqrt(squares[keep]), vectors[:, keep]
 
 
-def ridge_path(X, y, lams, *, sample_weight=None, fit_intercept=True):
+def ridge_path(X, y, lams, *, sample_weight=None, fit_intercept=True, certify=True):
     r"""Ridge regression for every :math:`\lambda` in ``lams`` from one SVD, with LOO and GCV errors.
 
     Solves :math:`\min_{w,b} \frac12\sum_i v_i\|y_i - x_i^\top w - b\|^2 + \frac\lambda2\|w\|^2`
@@ -187,20 +186,40 @@ def ridge_path(X, y, lams, *, sample_weight=None, fit_intercept=True):
         Nonnegative weights :math:`s_i`; only their ratios matter.
     fit_intercept : bool
         Fit an unpenalized intercept (the weighted means are removed first).
+    certify : bool
+        Compute every solution's objective and duality gap from ``X`` (two products
+        with ``X`` per strength, about as much again as the path itself); ``False``
+        leaves them ``nan``, for a search that reads only the leave-one-out errors.
 
     Returns
     -------
     RidgePath
-        Coefficients, intercepts, exact leave-one-out and GCV errors, degrees of freedom.
+        Coefficients, intercepts, duality gaps, exact leave-one-out and GCV errors, degrees of freedom.
     """
-    X = check_design(X)
-    y = check_target_array(X, y).astype(X.dtype)
+    return solve_path(_problem(X, y, sample_weight, fit_intercept), lams, certify)
+
+
+def _problem(X, y, sample_weight, fit_intercept):
+    """The least-squares :class:`Problem` of ``(X, y)``, one output or several."""
+    datafit = MultitaskQuadratic() if np.ndim(y) == 2 else Quadratic()
+    return Problem(X, y, datafit, sample_weight, fit_intercept)
+
+
+def solve_path(problem, lams, certify=True):
+    """:func:`ridge_path` on a least-squares :class:`~normpen.linear.problem.Problem`."""
     lams = check_lams(lams)
-    n = X.shape[0]
+    solutions, extra = _solutions(problem, lams, certify)
+    return RidgePath.from_solutions(lams, solutions, math.inf, **extra)
+
+
+def _solutions(problem, lams, certify=True):
+    """One :class:`Solution` per strength (with its certificate), and the path-wide LOO/GCV arrays."""
+    X, n = problem.X, problem.n_samples
     dtype = X.dtype
-    v = normalize_weights(sample_weight, n, np.zeros(1, dtype=dtype))
+    y = np.asarray(problem.y, dtype=dtype)
+    v = problem.weights.astype(dtype)
     Y = y.reshape(n, -1)
-    if fit_intercept:
+    if problem.fit_intercept:
         x_mean = np.asarray(X.T @ v).ravel().astype(dtype)
         y_mean = v @ Y
     else:
@@ -217,22 +236,39 @@ def ridge_path(X, y, lams, *, sample_weight=None, fit_intercept=True):
     intercepts = y_mean[None] - np.einsum("p,lpk->lk", x_mean, coefs)
     B = np.asarray(X @ V) - x_mean @ V  # centred X times V, (n, r)
     residuals = Yc[None] - B[None] @ (gain[:, :, None] * Utz[None])  # (L, n, k)
-    leverage = (U**2 @ shrink.T).T + (v if fit_intercept else 0)  # (L, n)
-    dof = shrink.sum(axis=1) + (1 if fit_intercept else 0)
+    leverage = (U**2 @ shrink.T).T + (v if problem.fit_intercept else 0)  # (L, n)
+    dof = shrink.sum(axis=1) + (1 if problem.fit_intercept else 0)
     loo_errors = _loo_errors(residuals, leverage, v)
     loo_mse = np.einsum("n,lnk->lk", v, loo_errors)
     gcv = _gcv(residuals, dof, v)
     squeeze = y.ndim == 1
-    return RidgePath(
-        lams=lams,
-        coefs=coefs[..., 0] if squeeze else coefs,
-        intercepts=intercepts[..., 0] if squeeze else intercepts,
-        loo_mse=loo_mse[..., 0] if squeeze else loo_mse,
-        loo_errors=loo_errors[..., 0] if squeeze else loo_errors,
-        gcv=gcv[..., 0] if squeeze else gcv,
-        dof=dof,
-        singular_values=sigma,
-    )
+    if squeeze:
+        coefs, intercepts, loo_errors, loo_mse, gcv = (
+            a[..., 0] for a in (coefs, intercepts, loo_errors, loo_mse, gcv)
+        )
+    unit = BlockPenalty.separable(np.zeros((problem.n_features, problem.n_outputs)), 1.0)
+    solutions = []
+    for lam, coef, intercept, errors in zip(lams.tolist(), coefs, intercepts, loo_errors, strict=True):
+        intercept = float(intercept) if squeeze else intercept
+        report = (
+            problem.certify(unit.scaled(lam), coef, intercept if problem.fit_intercept else None)
+            if certify
+            else GapReport(math.nan, math.nan, math.nan)
+        )
+        solutions.append(
+            Solution(
+                coef=coef,
+                intercept=intercept,
+                objective=report.primal,
+                dual_gap=report.gap,
+                gap_scale=problem.objective_at_zero(),
+                n_iter=1,
+                converged=True,
+                loo_errors=errors,
+            )
+        )
+    extra = {"loo_mse": loo_mse, "loo_errors": loo_errors, "gcv": gcv, "dof": dof, "singular_values": sigma}
+    return solutions, extra
 
 
 def _loo_errors(residuals, leverage, v):
@@ -262,13 +298,14 @@ def _gcv(residuals, dof, v):
 
 
 def ridge(X, y, lam, *, sample_weight=None, fit_intercept=True):
-    r"""Ridge regression at one :math:`\lambda`: returns ``(coef, intercept)``.
+    r"""Ridge regression at one :math:`\lambda`, as a :class:`~normpen.linear.problem.Solution`.
 
     Same objective, conventions and parameters as :func:`ridge_path`
-    (scikit-learn's ``Ridge(alpha=a)`` is ``lam = a / n``); ``coef`` has shape
-    (p,) or (p, k), ``intercept`` is a float or an array of shape (k,).
+    (scikit-learn's ``Ridge(alpha=a)`` is ``lam = a / n``): ``coef`` has shape
+    (p,) or (p, k), ``intercept`` is a float or an array of shape (k,);
+    ``dual_gap`` certifies the closed form (rounding) and ``loo_errors`` holds
+    the squared leave-one-out residuals.
     """
     lam = check_nonnegative(lam, "lam")
-    path = ridge_path(X, y, [lam], sample_weight=sample_weight, fit_intercept=fit_intercept)
-    intercept = path.intercepts[0]
-    return path.coefs[0], (float(intercept) if np.ndim(intercept) == 0 else intercept)
+    solutions, _ = _solutions(_problem(X, y, sample_weight, fit_intercept), np.array([lam]))
+    return solutions[0]

@@ -77,8 +77,13 @@ intercept for :math:`w` (a weighted median for the hinge, whose optimal
 scale, from the datafit's conjugate
 (:meth:`normpen.linear.datafits.base.Datafit.dual`) at
 :math:`u_i = -\lambda\tilde\alpha_i y_i / a_i`. The solve stops when the gap is
-at most ``tol`` times :math:`P` at :math:`w = 0` (with the best constant
-intercept), and warns with the gap it reached otherwise.
+at most ``tol`` times :math:`\min(P_0, P)`, :math:`P_0` the objective at
+:math:`w = 0` (with the best constant intercept) and :math:`P` the current one,
+and warns with the gap it reached otherwise. The second term matters at large
+:math:`C`: there :math:`P^\star \ll P_0` (:math:`P_0 \approx 1`,
+:math:`P^\star \approx 10^{-5}` at :math:`C = 1000` on separable data), and a gap
+of ``tol`` times :math:`P_0` alone left the objective :math:`10^{-6}` above the
+optimum *relative to it* and the coefficients :math:`10^{-3}` off at ``tol=1e-10``.
 
 Hard margin (:func:`hard_margin_svm`), seed 004's "minimise the norm subject to
 the margin":
@@ -110,8 +115,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -122,12 +127,19 @@ from scipy.optimize import linprog
 from sklearn.exceptions import ConvergenceWarning
 
 from normpen._array import check_positive
-from normpen.linear._validation import check_count, check_design, check_target_array, check_tol
-from normpen.linear.datafits.base import normalize_weights
+from normpen.linear._validation import check_count, check_tol
 from normpen.linear.datafits.hinge import Hinge
 from normpen.linear.datafits.squared_hinge import SquaredHinge
+from normpen.linear.problem import Problem, Solution, relative_stop
 
-__all__ = ["NotSeparableError", "LinearSVMResult", "HardMarginResult", "linear_svm", "hard_margin_svm"]
+__all__ = [
+    "NotSeparableError",
+    "LinearSVMResult",
+    "HardMarginResult",
+    "linear_svm",
+    "hard_margin_svm",
+    "solve",
+]
 
 _DATAFITS = {"hinge": Hinge(), "squared_hinge": SquaredHinge()}
 _TO_BOUNDARY = 0.99  # fraction of the step to the boundary of the positive orthant
@@ -143,98 +155,29 @@ class NotSeparableError(ValueError):
     """The classes cannot be split by a hyperplane, so the hard-margin SVM has no solution."""
 
 
-@dataclass(frozen=True, eq=False)
-class LinearSVMResult:
-    r"""Solution of the soft-margin linear SVM.
-
-    Attributes
-    ----------
-    coef : ndarray of shape (p,)
-        :math:`w`, in the dtype of ``X``.
-    intercept : float
-        :math:`b` (0.0 without an intercept).
-    dual_coef : ndarray of shape (n,)
-        :math:`\alpha`, with :math:`0 \le \alpha_i \le C_i = a_i/\lambda` (hinge) and
-        :math:`w = \sum_i \alpha_i y_i x_i`; the support vectors are the :math:`\alpha_i > 0`.
-    objective : float
-        :math:`P(w, b)`.
-    dual_gap : float
-        The duality gap reached, in the units of :math:`P` (an upper bound on
-        :math:`P(w, b) - P^\star`).
-    gap_scale : float
-        :math:`P_0`, the objective at :math:`w = 0` with the best constant intercept.
-    n_iter : int
-        Interior-point iterations (coordinate descent: epochs, passes over the
-        active coordinates); 0 when ``dual_init`` was already certified.
-    converged : bool
-        Whether ``dual_gap <= tol * gap_scale`` was reached.
-    """
-
-    coef: np.ndarray
-    intercept: float
-    dual_coef: np.ndarray
-    objective: float
-    dual_gap: float
-    gap_scale: float
-    n_iter: int
-    converged: bool
+#: The soft- and hard-margin solvers return :class:`~normpen.linear.problem.Solution`; these
+#: names of its earlier, separate result types are kept for code that imports them.
+LinearSVMResult = HardMarginResult = Solution
 
 
-@dataclass(frozen=True, eq=False)
-class HardMarginResult:
-    r"""Solution of the hard-margin SVM :math:`\min \tfrac12\|w\|^2` s.t. :math:`y_i(x_i^\top w + b) \ge 1`.
-
-    Attributes
-    ----------
-    coef : ndarray of shape (p,)
-        :math:`w`.
-    intercept : float
-        :math:`b` (0.0 without an intercept).
-    margin : float
-        The geometric margin :math:`1/\|w\|`, the distance from the hyperplane to
-        the closest points.
-    support : ndarray of int
-        Indices of the support vectors, the samples with :math:`\alpha_i > 0`.
-    dual_coef : ndarray of shape (n,)
-        :math:`\alpha \ge 0` with :math:`w = \sum_i \alpha_i y_i x_i` and
-        :math:`\sum_i\alpha_i y_i = 0` (with an intercept).
-    dual_gap : float
-        :math:`\tfrac12\|w\|^2 - (\sum_i\alpha_i - \tfrac12\|\sum_i\alpha_iy_ix_i\|^2)`,
-        zero to rounding relative to :math:`\tfrac12\|w\|^2`.
-    kkt : dict of str to float
-        KKT residuals, each relative to the size of the solution so that they
-        do not depend on the scale of ``X`` (with :math:`m_i = y_i(x_i^\top w+b)`):
-        ``primal_infeasibility`` :math:`\max_i (1 - m_i)_+`,
-        ``dual_infeasibility`` :math:`\max_i(-\alpha_i)_+ / \max_i\alpha_i`,
-        ``stationarity`` :math:`\max(\|w - \sum_i\alpha_iy_ix_i\|_\infty / \|w\|_\infty,
-        |\sum_i\alpha_iy_i| / \sum_i\alpha_i)`,
-        ``complementary_slackness`` :math:`\max_i \alpha_i|m_i - 1| / \max_i\alpha_i`.
-    n_iter : int
-        Active-set iterations.
-    """
-
-    coef: np.ndarray
-    intercept: float
-    margin: float
-    support: np.ndarray
-    dual_coef: np.ndarray
-    dual_gap: float
-    kkt: dict
-    n_iter: int
-
-
-def _check_labels(X, y, sample_weight):
-    """Validated ``(X, y, a)``: float design, labels in {-1, +1} with both classes of positive weight."""
-    X = check_design(X)
-    y = Hinge().encode_target(check_target_array(X, y))
-    a = normalize_weights(sample_weight, X.shape[0], np.zeros(1, dtype=np.float64))
+def _check_labels(problem):
+    """``(X, y, a)`` of a validated problem, its labels in {-1, +1} with both classes of positive weight."""
+    y, a = np.asarray(problem.y, dtype=np.float64), problem.weights
     weighted = a > 0
     if not (np.any(y[weighted] > 0) and np.any(y[weighted] < 0)):
         raise ValueError(
             "y must contain both classes -1 and +1 among the samples of positive weight; "
             "a classifier needs two classes"
         )
-    return X, y, a
+    return problem.X, y, a
+
+
+def _loss_name(datafit):
+    """``"hinge"`` or ``"squared_hinge"`` for the SVM datafits; ValueError for others."""
+    for name, known in _DATAFITS.items():
+        if type(datafit) is type(known):
+            return name
+    raise ValueError(f"the SVM solver takes the Hinge or SquaredHinge datafit, got {type(datafit).__name__}")
 
 
 def _row_sq_norms(X):
@@ -349,7 +292,7 @@ class _DualQP:
         return 0.5 * self.lam * float(w @ w) + float(self.datafit.value(self.y, z, self.a))
 
     def certificate(self, alpha):
-        r"""``(gap, w, b, alpha)`` for the dual point :math:`\alpha` made feasible.
+        r""":class:`_Certified` ``(gap, objective, w, b, alpha)`` at :math:`\alpha` made feasible.
 
         :math:`w = Z^\top\alpha`, :math:`b` the best intercept for it (exact),
         and the gap :math:`P(w, b) - D(\alpha)` with :math:`D` from the
@@ -366,14 +309,25 @@ class _DualQP:
         weighted = self.a > 0
         u = np.where(weighted, -self.lam * full * self.y / np.where(weighted, self.a, 1.0), 0.0)
         dual = float(self.datafit.dual(self.y, u, self.a)) - 0.5 * self.lam * float(w @ w)
-        return self.primal(w, b) - dual, w, b, full
+        primal = self.primal(w, b)
+        return _Certified(primal - dual, primal, w, b, full)
 
 
-def _interior_point(qp, alpha, target, max_iter):
+class _Certified(NamedTuple):
+    """A certified point: its gap and objective, :math:`w`, :math:`b` and :math:`\alpha`."""
+
+    gap: float
+    objective: float
+    w: np.ndarray
+    b: float
+    alpha: np.ndarray
+
+
+def _interior_point(qp, alpha, stop, max_iter):
     r"""Mehrotra's predictor-corrector on the dual QP from the interior point ``alpha``.
 
-    Returns ``(gap, w, b, alpha, n_iter)`` at the first iterate whose certified
-    gap is at most ``target`` (or after ``max_iter`` iterations).
+    Returns ``(certified, n_iter)`` at the first iterate whose certified gap is
+    at most ``stop(objective)`` (or the best after ``max_iter`` iterations).
     """
     y = qp.y[qp.weighted] if qp.fit_intercept else None
     bounded = np.isfinite(qp.upper)
@@ -384,18 +338,18 @@ def _interior_point(qp, alpha, target, max_iter):
     n_iter, tried, tried_gap, best = 0, None, math.inf, None
     while True:
         certificate = qp.certificate(alpha)
-        late = certificate[0] <= _POLISH_FROM * qp.gap_scale  # the active set shows
+        late = certificate.gap <= _POLISH_FROM * qp.gap_scale  # the active set shows
         guess = _guess_active_set(qp, alpha, room, lower_mult, upper_mult) if late else None
         # a new guess is tried at once; the same one again from an iterate _RETRY_GAIN times closer
         # (the crossover takes the solution nearest the iterate, which may have left the box before)
-        if late and (not np.array_equal(guess, tried) or certificate[0] * _RETRY_GAIN <= tried_gap):
-            tried, tried_gap, polished = guess, certificate[0], _crossover(qp, alpha, *guess)
+        if late and (not np.array_equal(guess, tried) or certificate.gap * _RETRY_GAIN <= tried_gap):
+            tried, tried_gap, polished = guess, certificate.gap, _crossover(qp, alpha, *guess)
             if polished is not None:
-                certificate = min(certificate, qp.certificate(polished), key=lambda c: c[0])
+                certificate = min(certificate, qp.certificate(polished), key=lambda c: c.gap)
         # rounding can undo late progress on a degenerate problem: return the best point certified
-        best = certificate if best is None or certificate[0] < best[0] else best
-        if best[0] <= target or n_iter == max_iter:
-            return (*best, n_iter)
+        best = certificate if best is None or certificate.gap < best.gap else best
+        if best.gap <= stop(best.objective) or n_iter == max_iter:
+            return best, n_iter
         n_iter += 1
         gradient = qp.hessian_product(alpha) - 1.0
         solve = qp.factorize(qp.extra_diag + lower_mult / alpha + upper_mult / room, refine=late)
@@ -613,7 +567,13 @@ def linear_svm(
     fit_intercept : bool
         Fit an unpenalized intercept (the constraint :math:`y^\top\alpha = 0` of the dual).
     tol : float
-        Stop when the duality gap is at most ``tol`` times the objective at :math:`w = 0`.
+        Stop when the duality gap is at most ``tol`` times :math:`\min(P_0, P)`:
+        ``tol`` is the gap relative to :math:`P_0`, the objective at :math:`w = 0` with
+        the best constant intercept, and, once the objective :math:`P` has fallen below
+        :math:`P_0`, relative to :math:`P` as well, so that at large :math:`C`
+        (:math:`P^\star \ll P_0`) the objective is still within a factor
+        :math:`1 + \text{tol}` of the optimum
+        (:func:`~normpen.linear.problem.relative_stop`).
     max_iter : int
         Maximum number of interior-point iterations (coordinate descent: epochs).
     shrinking : bool
@@ -628,16 +588,46 @@ def linear_svm(
 
     Returns
     -------
-    LinearSVMResult
+    Solution
+        ``coef``, ``intercept``, ``objective``, ``dual_gap``, ``gap_scale`` (:math:`P_0`),
+        ``n_iter``, ``converged``, and ``dual_coef`` (:math:`\alpha`, with
+        :math:`0 \le \alpha_i \le C_i = a_i/\lambda` for the hinge and
+        :math:`w = \sum_i \alpha_i y_i x_i`) with ``support``, the samples of
+        :math:`\alpha_i > 0`.
 
     Warns
     -----
     sklearn.exceptions.ConvergenceWarning
-        If ``max_iter`` iterations end with the gap above ``tol``; the message gives the gap.
+        If ``max_iter`` iterations end with the gap above the target; the message gives the gap.
     """
     if loss not in _DATAFITS:
         raise ValueError(f"loss must be one of {sorted(_DATAFITS)}, got {loss!r}")
-    X, y, a = _check_labels(X, y, sample_weight)
+    problem = Problem(X, y, _DATAFITS[loss], sample_weight, fit_intercept)
+    return solve(
+        problem,
+        lam,
+        tol=tol,
+        max_iter=max_iter,
+        shrinking=shrinking,
+        random_state=random_state,
+        dual_init=dual_init,
+    )
+
+
+def solve(
+    problem,
+    lam,
+    *,
+    tol=1e-4,
+    max_iter=1000,
+    shrinking=True,
+    random_state=None,
+    dual_init=None,
+    warn=True,
+):
+    """:func:`linear_svm` on a :class:`~normpen.linear.problem.Problem` (Hinge or SquaredHinge datafit)."""
+    loss = _loss_name(problem.datafit)
+    X, y, a = _check_labels(problem)
     lam = check_positive(lam, "lam")
     tol = check_tol(tol)
     max_iter = check_count(max_iter, "max_iter")
@@ -645,41 +635,47 @@ def linear_svm(
         dual_init = np.asarray(dual_init, dtype=np.float64)
         if dual_init.shape != (X.shape[0],) or not np.all(np.isfinite(dual_init)):
             raise ValueError(f"dual_init must be a finite vector of shape ({X.shape[0]},), one per sample")
-    gap_scale = _objective_at_zero(_DATAFITS[loss], y.astype(np.float64), a, fit_intercept)
-    target = tol * gap_scale
+    gap_scale = _objective_at_zero(_DATAFITS[loss], y, a, problem.fit_intercept)
+    stop = partial(relative_stop, tol, gap_scale)
     if _interior_point_fits(X, int(np.count_nonzero(a))):
-        qp = _DualQP(X, y, a, lam, loss, fit_intercept, gap_scale)
+        qp = _DualQP(X, y, a, lam, loss, problem.fit_intercept, gap_scale)
         warm = None if dual_init is None else qp.certificate(dual_init[qp.weighted])
-        if warm is not None and warm[0] <= target:
-            gap, w, b, alpha, n_iter = *warm, 0
+        if warm is not None and warm.gap <= stop(warm.objective):
+            certified, n_iter = warm, 0
         else:
-            gap, w, b, alpha, n_iter = _interior_point(qp, _starting_point(qp, dual_init), target, max_iter)
+            certified, n_iter = _interior_point(qp, _starting_point(qp, dual_init), stop, max_iter)
+        gap, w, b, alpha = certified.gap, certified.w, certified.b, certified.alpha
         method = "interior-point iterations"
     else:
-        cd = _DualCoordinateDescent(X, y, a, lam, loss, fit_intercept, dual_init)
-        gap, n_iter = _run_dual_cd(cd, target, max_iter, shrinking, np.random.default_rng(random_state))
+        cd = _DualCoordinateDescent(X, y, a, lam, loss, problem.fit_intercept, dual_init)
+        dual, n_iter = _run_dual_cd(cd, stop, max_iter, shrinking, np.random.default_rng(random_state))
         w, alpha = cd.coef, cd.alpha
         # the best intercept for w (the midpoint of an optimal interval) can only lower P, and the gap
-        b = _best_intercept(cd.datafit, cd.y, np.asarray(cd.X @ w).ravel(), a) if fit_intercept else 0.0
+        z = np.asarray(cd.X @ w).ravel()
+        b = _best_intercept(cd.datafit, cd.y, z, a) if problem.fit_intercept else 0.0
+        gap = cd.primal(w, b) - dual
         method = "coordinate-descent epochs"
+    z = np.asarray(X @ w).ravel() + b
+    objective = 0.5 * lam * float(w @ w) + float(_DATAFITS[loss].value(y, z, a))
     gap = max(gap, 0.0)  # a gap is >= 0 but for rounding
-    if gap > target:
+    target = stop(objective)
+    if warn and gap > target:
         warnings.warn(
             f"linear_svm stopped after {n_iter} {method} with duality gap {gap:.3e} > "
-            f"tol * P(0) = {target:.3e}; raise max_iter or tol",
+            f"tol * min(P(0), P) = {target:.3e}; raise max_iter or tol",
             ConvergenceWarning,
             stacklevel=2,
         )
-    z = np.asarray(X @ w).ravel() + b
-    return LinearSVMResult(
+    return Solution(
         coef=w.astype(X.dtype),
         intercept=float(b),
-        dual_coef=alpha,
-        objective=0.5 * lam * float(w @ w) + float(_DATAFITS[loss].value(y.astype(np.float64), z, a)),
+        objective=objective,
         dual_gap=gap,
         gap_scale=gap_scale,
         n_iter=n_iter,
         converged=gap <= target,
+        dual_coef=alpha,
+        support=np.flatnonzero(alpha > 0),
     )
 
 
@@ -822,10 +818,9 @@ class _DualCoordinateDescent:
         """:math:`\alpha` as an array."""
         return np.asarray(self.alpha_list)
 
-    def objective(self):
-        """Primal :math:`P(w, b)` at the current :math:`w` and running intercept."""
-        w = self.coef
-        z = np.asarray(self.X @ w).ravel() + self.intercept
+    def primal(self, w, b):
+        """Primal :math:`P(w, b)`."""
+        z = np.asarray(self.X @ w).ravel() + b
         return 0.5 * self.lam * float(w @ w) + float(self.datafit.value(self.y, z, self.a))
 
     def dual_objective(self):
@@ -842,8 +837,10 @@ class _DualCoordinateDescent:
         return float(self.datafit.dual(self.y, u, self.a)) - 0.5 * self.lam * float(w @ w)
 
 
-def _run_dual_cd(cd, target, max_iter, shrinking, rng, check_every=10):
-    """Epochs with shrinking until the duality gap is at most ``target``; returns ``(gap, epochs)``.
+def _run_dual_cd(cd, stop, max_iter, shrinking, rng, check_every=10):
+    """Epochs with shrinking until the duality gap is at most ``stop(P)``; returns ``(D, epochs)``.
+
+    ``D`` is the dual objective at the last check (the final :math:`\alpha`'s).
 
     The gap is computed when the active problem is solved to the current
     projected-gradient tolerance (which then tightens tenfold, after a
@@ -859,9 +856,9 @@ def _run_dual_cd(cd, target, max_iter, shrinking, rng, check_every=10):
             active, above, below = everyone, math.inf, -math.inf
             continue
         if solved or n_iter % check_every == 0:
-            gap = cd.objective() - cd.dual_objective()
-            if gap <= target:
-                return gap, n_iter
+            primal, dual = cd.primal(cd.coef, cd.intercept), cd.dual_objective()
+            if primal - dual <= stop(primal):
+                return dual, n_iter
         if solved:
             if cd.rho:
                 cd.update_multiplier()
@@ -869,7 +866,7 @@ def _run_dual_cd(cd, target, max_iter, shrinking, rng, check_every=10):
         active = np.asarray(kept) if shrinking else everyone
         above = pg_max if (shrinking and pg_max > 0) else math.inf
         below = pg_min if (shrinking and pg_min < 0) else -math.inf
-    return cd.objective() - cd.dual_objective(), max_iter
+    return cd.dual_objective(), max_iter
 
 
 def hard_margin_svm(X, y, *, fit_intercept=True, max_iter=None):
@@ -888,9 +885,18 @@ def hard_margin_svm(X, y, *, fit_intercept=True, max_iter=None):
 
     Returns
     -------
-    HardMarginResult
-        :math:`w`, :math:`b`, the margin :math:`1/\|w\|`, the support vectors, the
-        multipliers and the KKT residuals.
+    Solution
+        :math:`w`, :math:`b`, ``objective`` :math:`\tfrac12\|w\|^2` (also ``gap_scale``),
+        ``dual_gap`` :math:`\tfrac12\|w\|^2 - (\sum_i\alpha_i - \tfrac12\|\sum_i\alpha_iy_ix_i\|^2)`
+        (rounding), ``margin`` :math:`1/\|w\|`, ``support`` (the samples with
+        :math:`\alpha_i > 0`), ``dual_coef`` :math:`\alpha \ge 0` with
+        :math:`w = \sum_i \alpha_i y_i x_i` and :math:`\sum_i\alpha_i y_i = 0` (with an
+        intercept), and ``kkt``, the KKT residuals, each relative to the size of the
+        solution (with :math:`m_i = y_i(x_i^\top w+b)`): ``primal_infeasibility``
+        :math:`\max_i (1 - m_i)_+`, ``dual_infeasibility`` :math:`\max_i(-\alpha_i)_+ / \max_i\alpha_i`,
+        ``stationarity`` :math:`\max(\|w - \sum_i\alpha_iy_ix_i\|_\infty / \|w\|_\infty,
+        |\sum_i\alpha_iy_i| / \sum_i\alpha_i)`, ``complementary_slackness``
+        :math:`\max_i \alpha_i|m_i - 1| / \max_i\alpha_i`.
 
     Raises
     ------
@@ -899,7 +905,7 @@ def hard_margin_svm(X, y, *, fit_intercept=True, max_iter=None):
         :math:`y_i(x_i^\top w + b) \ge 1` is infeasible): use the soft-margin
         :func:`linear_svm` instead.
     """
-    X, y, _ = _check_labels(X, y, None)
+    X, y, _ = _check_labels(Problem(X, y, Hinge(), None, fit_intercept))
     X = X.tocsr().astype(np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     n, p = X.shape
     max_iter = 10 * (n + p) + 100 if max_iter is None else check_count(max_iter, "max_iter")
@@ -1018,7 +1024,7 @@ def _ratio_test(X, y, w, b, step_w, step_b, working):
 
 
 def _hard_margin_result(X, y, w, b, alpha, n_iter):
-    """Assemble :class:`HardMarginResult` with its KKT residuals and duality gap."""
+    """The :class:`Solution` with its KKT residuals and duality gap."""
     margins = y * (np.asarray(X @ w).ravel() + b)
     w_dual = np.asarray(X.T @ (alpha * y)).ravel()
     scale = float(alpha.max())
@@ -1032,13 +1038,16 @@ def _hard_margin_result(X, y, w, b, alpha, n_iter):
         "complementary_slackness": float((alpha * np.abs(margins - 1)).max()) / scale,
     }
     norm_sq = float(w @ w)
-    return HardMarginResult(
+    return Solution(
         coef=w,
         intercept=float(b),
-        margin=1 / math.sqrt(norm_sq),
-        support=np.flatnonzero(alpha > 0),
-        dual_coef=alpha,
+        objective=0.5 * norm_sq,
         dual_gap=0.5 * norm_sq - (float(alpha.sum()) - 0.5 * float(w_dual @ w_dual)),
-        kkt=kkt,
+        gap_scale=0.5 * norm_sq,
         n_iter=n_iter,
+        converged=True,
+        dual_coef=alpha,
+        support=np.flatnonzero(alpha > 0),
+        margin=1 / math.sqrt(norm_sq),
+        kkt=kkt,
     )
