@@ -358,19 +358,18 @@ def test_groups_that_do_not_fit_x_are_refused(regression):
 
 
 def test_newton_steps_reuse_the_curvature_while_it_stays_put(classification, monkeypatch):
-    """Multinomial Newton steps keep their working set's Gram matrices: fewer Grams, same certificate."""
-    X, _ = classification
-    labels = np.argmax(X[:, :3] + 0.7 * np.random.default_rng(5).standard_normal((len(X), 3)), axis=1)
+    """Logistic Newton steps keep their working set's Gram matrix: fewer Grams, same certificate."""
+    X, y = classification
     grams = []
     weighted_gram = cd.Problem.weighted_gram
     monkeypatch.setattr(
         cd.Problem, "weighted_gram", lambda *a, **k: grams.append(1) or weighted_gram(*a, **k)
     )
-    reused = coordinate_descent(X, labels, Multinomial(), L1(0.01), tol=1e-10)
+    reused = coordinate_descent(X, y, Logistic(), L1(0.01), tol=1e-10)
     reused_grams = len(grams)
     monkeypatch.setattr(cd, "_CURVATURE_DRIFT", 0.0)  # any change of the curvature rebuilds the model
     grams.clear()
-    rebuilt = coordinate_descent(X, labels, Multinomial(), L1(0.01), tol=1e-10)
+    rebuilt = coordinate_descent(X, y, Logistic(), L1(0.01), tol=1e-10)
     assert reused.converged and rebuilt.converged
     assert reused_grams < len(grams)
     # both within their gaps of the optimum P*, so of each other; plus the objectives' rounding (64 eps |P|)

@@ -184,6 +184,19 @@ class Datafit(ABC):
     def conjugate(self, y, u):
         """Per-sample Fenchel conjugate :math:`\\ell_i^*(u_i)`, shape ``(n,)``; ``inf`` off its domain."""
 
+    def hessian_factors(self, y, z, weights):
+        r"""``(D, V)`` with :math:`a_i \nabla^2_z \ell(y_i, z_i) = \operatorname{diag}(D_i) - V_i V_i^\top`.
+
+        Both are ``(n, m)`` arrays (``(n, 1)`` for a single output). ``V`` is
+        ``None`` where the Hessian is diagonal across outputs (every datafit but
+        the multinomial): then ``D`` is :math:`a_i \ell''(z_i)` and a Newton model
+        splits into one model per output. Solvers read this declaration to pick
+        the Newton model; they never ask which datafit they hold.
+        """
+        xp = namespace(z)
+        D = _weights_column(weights, z) * self.second_derivative(y, z)
+        return (D if D.ndim == 2 else xp.reshape(D, (-1, 1))), None
+
     def intercept_hessian(self, y, z, weights):
         r"""Hessian of :math:`F` in the intercept, :math:`\sum_i a_i \nabla^2_z \ell(y_i, z_i)` (``(m, m)``).
 

@@ -68,6 +68,12 @@ class Multinomial(Datafit):
         p = xp.exp(self._log_softmax(z))
         return p * (1 - p)
 
+    def hessian_factors(self, y, z, weights):
+        r"""``(a p, sqrt(a) p)``, :math:`a_i(\operatorname{diag}(p_i) - p_i p_i^\top)` with the softmax p."""
+        xp = namespace(z)
+        p = xp.exp(self._log_softmax(z))
+        return xp.reshape(weights, (-1, 1)) * p, xp.reshape(xp.sqrt(weights), (-1, 1)) * p
+
     def intercept_hessian(self, y, z, weights):
         xp = namespace(z)
         p = xp.exp(self._log_softmax(z))
