@@ -8,8 +8,10 @@ variant times ``optimizer.step()`` alone (hooks included) on fixed random
 gradients, so forward and backward, identical for all, do not
 dilute the differences. Variants are interleaved round by round, ``--steps``
 steps each; the time per step is the minimum over all steps (on a shared
-machine other load only ever adds time) of the process's CPU time (waiting
-for a core does not count; ``--clock wall`` for wall time). On a loaded
+machine other load only ever adds time; ``--statistic median`` for the
+median) of the process's CPU time (waiting for a core does not count;
+``--clock wall`` for wall time). ``--variants`` keeps the variants whose
+name contains one of the given strings (Adam and AdamW always run). On a loaded
 machine set ``OMP_WAIT_POLICY=PASSIVE``: threads spinning while they wait
 for a busy core otherwise count as CPU time.
 
@@ -29,13 +31,14 @@ processes of one thread each; each rank updates half the rows, the column
 group norms are all-reduced).
 
 Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 30] [--steps 5] [--threads 2]
-[--models mlp cnn transformer] [--fsdp]``
+[--models mlp cnn transformer] [--statistic min|median] [--variants "group lasso"] [--fsdp]``
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
 
 import torch
@@ -268,15 +271,23 @@ VARIANTS = {
 
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+STATISTICS = {"min": min, "median": statistics.median}
 
 
-def measure(make_model, rounds, steps, clock):
-    """The fastest single optimizer step of every variant (ms), variants interleaved round by round."""
+def chosen(names, wanted):
+    """The variants of ``names`` that contain one of the ``wanted`` strings, and the two peers."""
+    return [n for n in names if n in ("Adam", "AdamW(weight_decay)") or any(w in n for w in wanted)]
+
+
+def measure(make_model, rounds, steps, clock, statistic, names):
+    """The ``statistic`` (fastest or median) of the single optimizer steps of the variants ``names`` (ms),
+    variants interleaved round by round."""
     torch.manual_seed(0)
     base = make_model()
     grads = [torch.randn_like(p) * 1e-2 for p in base.parameters()]
     runs = {}
-    for name, (build, _) in VARIANTS.items():
+    for name in names:
+        build = VARIANTS[name][0]
         model = copy.deepcopy(base)  # a deep copy does not carry .grad: give each copy the same gradients
         for p, g in zip(model.parameters(), grads, strict=True):
             p.grad = g.clone()
@@ -289,15 +300,15 @@ def measure(make_model, rounds, steps, clock):
                 start = clock()
                 step()
                 times.append((clock() - start) * 1e3)
-    return {name: min(times) for name, (_, times) in runs.items()}
+    return {name: STATISTICS[statistic](times) for name, (_, times) in runs.items()}
 
 
 #: What ``--fsdp`` times on the sharded model: the peers and the modes FSDP2 runs.
 FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L1_, GL_, GLC_, "normpen constrained max-norm")
 
 
-def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, out):
-    """One rank: every variant on its own fully_shard-ed copy, fixed gradients, min step time."""
+def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, statistic, names, out):
+    """One rank: every variant on its own fully_shard-ed copy, fixed gradients, min or median step time."""
     import os
 
     import torch.distributed as dist
@@ -309,7 +320,7 @@ def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     mesh = init_device_mesh("cpu", (world,))
     runs = {}
-    for name in FSDP_VARIANTS:
+    for name in names:
         torch.manual_seed(0)
         model = make_model()
         for module in [*model.modules()][::-1]:
@@ -328,12 +339,12 @@ def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, out):
                 step()
                 times.append((CLOCKS[clock]() - start) * 1e3)
     if rank == 0:
-        torch.save({name: min(times) for name, (_, times) in runs.items()}, out)
+        torch.save({name: STATISTICS[statistic](times) for name, (_, times) in runs.items()}, out)
     dist.destroy_process_group()
 
 
-def measure_fsdp(make_model, rounds, steps, clock, world=2):
-    """Rank 0's fastest step of each :data:`FSDP_VARIANTS` entry under FSDP2 (gloo, ``world`` processes)."""
+def measure_fsdp(make_model, rounds, steps, clock, statistic, names, world=2):
+    """Rank 0's fastest (or median) step of the variants ``names`` under FSDP2 (gloo, ``world`` processes)."""
     import socket
     import tempfile
 
@@ -344,7 +355,8 @@ def measure_fsdp(make_model, rounds, steps, clock, world=2):
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as folder:
         out = f"{folder}/ms.pt"
-        mp.spawn(_fsdp_worker, args=(world, port, make_model, rounds, steps, clock, out), nprocs=world)
+        arguments = (world, port, make_model, rounds, steps, clock, statistic, names, out)
+        mp.spawn(_fsdp_worker, args=arguments, nprocs=world)
         return torch.load(out, weights_only=True)
 
 
@@ -363,7 +375,7 @@ def table(title, ms):
     for name, value in ms.items():
         replaces = VARIANTS[name][1]
         total = added = ""
-        if replaces is not None:
+        if replaces in ms:
             ours = ms[replaces]
             total = f"{value / ours:.2f}x"
             added = f"{(value - adam_ms) / (ours - adam_ms):.2f}x" if ours > adam_ms else "n/a"
@@ -382,6 +394,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    parser.add_argument("--statistic", choices=sorted(STATISTICS), default="min")
+    parser.add_argument("--variants", nargs="+", default=[""], help="keep the variants that contain one")
     parser.add_argument("--fsdp", action="store_true", help="also time the models under FSDP2, 2 processes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -389,14 +403,17 @@ def main():
     for name in args.models:
         make_model = MODELS[name]
         count = sum(p.numel() for p in make_model().parameters())
-        ms = measure(make_model, args.rounds, args.steps, CLOCKS[args.clock])
+        names = chosen(VARIANTS, args.variants)
+        ms = measure(make_model, args.rounds, args.steps, CLOCKS[args.clock], args.statistic, names)
+        which = "fastest" if args.statistic == "min" else "median"
         title = (
             f"{name}: {count / 1e6:.2f}M parameters, {args.clock} ms per optimizer step, "
-            f"{args.threads} thread(s), fastest of {args.rounds} x {args.steps} steps"
+            f"{args.threads} thread(s), {which} of {args.rounds} x {args.steps} steps"
         )
         console.print(table(title, ms))
         if args.fsdp:
-            ms = measure_fsdp(make_model, args.rounds, args.steps, args.clock)
+            names = chosen(FSDP_VARIANTS, args.variants)
+            ms = measure_fsdp(make_model, args.rounds, args.steps, args.clock, args.statistic, names)
             console.print(table(f"{name} under FSDP2 (2 gloo processes, 1 thread each), rank 0: {title}", ms))
 
 

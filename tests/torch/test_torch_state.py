@@ -225,7 +225,8 @@ def test_a_damaged_regularizer_state_in_an_optimizer_checkpoint_loads_nothing():
     model, reg, adam, scheduler = _setup(seed=0)
     _train(model, reg, adam, scheduler, conv_batches(2))
     checkpoint = adam.state_dict()
-    checkpoint["param_groups"][0][STATE_KEY]["multipliers"]["2"] = torch.tensor(float("nan"), dtype=torch.float64)
+    regularizer_state = checkpoint["param_groups"][0][STATE_KEY]
+    regularizer_state["multipliers"]["2"] = torch.tensor(float("nan"), dtype=torch.float64)
     fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
     before = (fresh_adam.state_dict(), fresh_reg.rules[2].multiplier.clone())
     with pytest.raises(ValueError, match="multiplier in the state is not finite"):

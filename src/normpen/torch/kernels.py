@@ -397,7 +397,13 @@ class GroupNorms:
     For a tensor whose groups span ranks (``split[i]``: rows of an FSDP2
     parameter, reduced over dim 0) the norm is
     :math:`\sqrt{\sum_{\text{ranks}} \sum x^2}`, the partial sums all-reduced.
+    A reduction over dim 0 (columns) accumulates the squares of blocks of
+    rows in one cache-sized buffer and sums its rows by a product with a row
+    of ones (see :meth:`compute`).
     """
+
+    #: The size of the buffer the squares of a block of rows accumulate in: about the L2 cache.
+    BLOCK_BYTES = 2**21
 
     def __init__(self, tensors, dims, dtype, split=None):
         self.dims = [tuple(d) for d in dims]
@@ -407,8 +413,22 @@ class GroupNorms:
             for t, reduced in zip(tensors, self.dims, strict=True)
         ]
         size = sum(math.prod(s) for s in self.shapes)
-        self.flat = torch.zeros(size, dtype=dtype, device=tensors[0].device)
+        device = tensors[0].device
+        self.flat = torch.zeros(size, dtype=dtype, device=device)
         self.out = self.views(self.flat)
+        self.blocks = [
+            self._block_rows(t, dtype) if 0 in reduced else 0
+            for t, reduced in zip(tensors, self.dims, strict=True)
+        ]
+        widths = [math.prod(t.shape[1:]) for t in tensors]
+        size = max((b * w for b, w in zip(self.blocks, widths, strict=True)), default=0)
+        self._squares = torch.empty(size, dtype=dtype, device=device)
+        self._ones = torch.ones(1, max(self.blocks, default=0), dtype=dtype, device=device)
+
+    def _block_rows(self, tensor, dtype):
+        """How many rows of ``tensor`` a block holds: :attr:`BLOCK_BYTES` of them, at least one."""
+        row_bytes = max(math.prod(tensor.shape[1:]), 1) * torch.finfo(dtype).bits // 8
+        return max(1, min(tensor.shape[0], self.BLOCK_BYTES // row_bytes))
 
     def views(self, flat):
         """``flat`` (one entry per group of the bucket) as one broadcastable view per tensor."""
@@ -419,14 +439,22 @@ class GroupNorms:
         """Write the group norms of ``tensors`` into :attr:`flat` and return it.
 
         A reduction over dim 0 (columns) is a sum of squares then a square
-        root: torch's CPU ``vector_norm`` over a strided dim is about ten
-        times slower than ``square().sum()`` (measured on a 2048 x 512
-        matrix), and the split groups need the sums anyway.
+        root (the split groups need the sums anyway): the squares of each
+        block of rows added into a preallocated cache-sized buffer (one read
+        of the tensor, nothing written to memory), whose rows are then summed
+        by ``ones @ buffer`` (a matrix-vector product). On a 2048 x 2048
+        float32 matrix, 2 CPU threads, CPU time: 0.56 ms, against 1.0 ms for
+        the squares of the whole tensor in a buffer, 3.6 ms for
+        ``square().sum(0)`` (a fresh 16 MB temporary per step) and 50 ms for
+        ``vector_norm`` over dim 0 (a strided reduction); the row norms take
+        0.3 ms.
         """
         squared, partial = [], []
-        for tensor, reduced, out, split in zip(tensors, self.dims, self.out, self.split, strict=True):
+        for tensor, reduced, out, split, block in zip(
+            tensors, self.dims, self.out, self.split, self.blocks, strict=True
+        ):
             if 0 in reduced:
-                torch.sum(tensor.square(), dim=reduced, keepdim=True, out=out)
+                self._sums_of_squares_over_rows(tensor, reduced, out, block)
                 squared.append(out)
                 if split:
                     partial.append(out)
@@ -439,6 +467,21 @@ class GroupNorms:
         if squared:
             torch._foreach_sqrt_(squared)
         return self.flat
+
+    def _sums_of_squares_over_rows(self, tensor, reduced, out, block):
+        """``out`` = the sums of ``tensor**2`` over ``reduced`` (which holds dim 0), kept as size-1 axes,
+        accumulated ``block`` rows at a time."""
+        blocks = tensor.reshape(tensor.shape[0], math.prod(tensor.shape[1:])).split(block)
+        first = blocks[0]
+        squares = torch.mul(first, first, out=self._squares[: first.numel()].view(first.shape))
+        for rows in blocks[1:]:
+            squares[: rows.shape[0]].addcmul_(rows, rows)
+        ones = self._ones[:, : first.shape[0]]
+        if reduced == (0,):
+            torch.mm(ones, squares, out=out.view(1, -1))
+            return
+        summed = torch.mm(ones, squares).view((1, *tensor.shape[1:]))
+        torch.sum(summed, dim=reduced, keepdim=True, out=out)
 
 
 class _GroupNormsOfRows(torch.autograd.Function):
