@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import sys
 import warnings
 import weakref
 
@@ -43,7 +44,6 @@ from normpen.torch.distributed import (
     all_reduce_mean_,
     check_row_sharded,
     is_sharded,
-    local_tensor,
     unwrap_model,
     whole_tensor,
 )
@@ -848,16 +848,23 @@ def _initialises_state(optimizer):
 
     ``get_optimizer_state_dict`` and ``set_optimizer_state_dict`` create the
     state of an optimizer that has none by a step at learning rate 0 on zero
-    gradients, which moves nothing; the regularizer's work (a projection, a
-    dual step, a decay at a ``fixed`` learning rate) would. Recognised by
-    exactly that: no optimizer state, every group's ``lr`` 0, every gradient
-    present and 0 (read only once the first two hold).
+    gradients (``_init_optim_state``), which moves nothing; the regularizer's
+    work (a projection, a dual step, a decay at a ``fixed`` learning rate)
+    would. Recognised by that function among the callers, looked for only
+    when the optimizer has no state and every group's ``lr`` is 0 (a user's
+    own step at lr 0, say to test a projection, is a step like any other).
     """
     groups = optimizer.param_groups
     if optimizer.state or any(float(g.get("lr", 1.0)) != 0 for g in groups):
         return False
-    grads = [p.grad for g in groups for p in g["params"] if p.requires_grad]
-    return all(g is not None and not bool(local_tensor(g).any()) for g in grads)
+    dcp_state_dict = sys.modules.get("torch.distributed.checkpoint.state_dict")
+    initialise = getattr(dcp_state_dict, "_init_optim_state", None)
+    if initialise is None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code is not initialise.__code__:
+        frame = frame.f_back
+    return frame is not None
 
 
 def _same_kind(value, default):
