@@ -197,17 +197,25 @@ class Datafit(ABC):
         D = _weights_column(weights, z) * self.second_derivative(y, z)
         return (D if D.ndim == 2 else xp.reshape(D, (-1, 1))), None
 
-    def intercept_hessian(self, y, z, weights):
-        r"""Hessian of :math:`F` in the intercept, :math:`\sum_i a_i \nabla^2_z \ell(y_i, z_i)` (``(m, m)``).
+    def intercept_terms(self, y, z, weights):
+        r"""What :meth:`fit_intercept` needs at ``z``: :math:`F`, its gradient and Hessian in the intercept.
 
-        The default assumes a Hessian that is diagonal across outputs; the
-        multinomial overrides it with its coupled one.
+        Returns the value :math:`\sum_i a_i\ell(y_i, z_i)`, the gradient
+        :math:`\sum_i a_i\nabla_z\ell(y_i, z_i)` (``(m,)``) and the Hessian
+        :math:`\sum_i a_i\nabla^2_z\ell(y_i, z_i)` (``(m, m)``). The default assumes
+        a Hessian that is diagonal across outputs; the multinomial overrides it
+        with its coupled one, from one softmax.
         """
         xp = namespace(z)
+        m = 1 if z.ndim == 1 else z.shape[1]
+        grad = xp.reshape(xp.sum(self.raw_gradient(y, z, weights), axis=0), (m,))
         h = self.second_derivative(y, z)
-        if z.ndim == 1:
-            return xp.reshape(xp.sum(weights * h), (1, 1))
-        return _diag(xp.sum(xp.reshape(weights, (-1, 1)) * h, axis=0))
+        hess = (
+            xp.reshape(xp.sum(weights * h), (1, 1))
+            if z.ndim == 1
+            else _diag(xp.sum(_weights_column(weights, z) * h, axis=0))
+        )
+        return self.value(y, z, weights), grad, hess
 
     def canonical_intercept(self, b):
         """The intercept a solver returns (the multinomial's is only defined up to a constant shift)."""
@@ -257,13 +265,14 @@ class Datafit(ABC):
         m = 1 if z.ndim == 1 else z.shape[1]
         shift = xp.zeros((m,), dtype=z.dtype, device=array_api_compat.device(z))
         eps = float(xp.finfo(z.dtype).eps)
-        current = self.value(y, _shifted(z, shift), weights)
+        # a constant added to every output is an exact null direction of the multinomial's Hessian; its
+        # computed eigenvalue is the rounding of a sum over the samples, which the pseudo-inverse must cut
+        cutoff = 16 * z.shape[0] * eps
+        current, grad, hess = self.intercept_terms(y, z, weights)
         for _ in range(max_iter):
-            grad = xp.reshape(xp.sum(self.raw_gradient(y, _shifted(z, shift), weights), axis=0), (m,))
             if float(xp.max(xp.abs(grad))) <= 10 * eps * max(1.0, float(xp.max(xp.abs(shift)))):
                 break
-            hess = self.intercept_hessian(y, _shifted(z, shift), weights)
-            step = -(xp.linalg.pinv(hess) @ grad)
+            step = -(xp.linalg.pinv(hess, rtol=cutoff) @ grad)
             decrease = float(xp.sum(step * grad))
             if not decrease < -4 * eps * abs(float(current)):
                 # the decrement is below what the objective can resolve: a line search cannot
@@ -273,13 +282,13 @@ class Datafit(ABC):
             t = 1.0
             while t > 1e-10:
                 trial = shift + t * step
-                value = self.value(y, _shifted(z, trial), weights)
-                if float(value) <= float(current) + 1e-4 * t * decrease:
+                terms = self.intercept_terms(y, _shifted(z, trial), weights)
+                if float(terms[0]) <= float(current) + 1e-4 * t * decrease:
                     break
                 t *= 0.5
             else:
                 break
-            shift, current = trial, value
+            shift, (current, grad, hess) = trial, terms
         return shift[0] if z.ndim == 1 else shift
 
     # ---- design-level helpers ---------------------------------------------------

@@ -74,13 +74,15 @@ class Multinomial(Datafit):
         p = xp.exp(self._log_softmax(z))
         return xp.reshape(weights, (-1, 1)) * p, xp.reshape(xp.sqrt(weights), (-1, 1)) * p
 
-    def intercept_hessian(self, y, z, weights):
+    def intercept_terms(self, y, z, weights):
         xp = namespace(z)
-        p = xp.exp(self._log_softmax(z))
-        weighted = xp.reshape(weights, (-1, 1)) * p
-        mean = xp.sum(weighted, axis=0)
+        log_p = self._log_softmax(z)
+        p = xp.exp(log_p)
+        a = xp.reshape(weights, (-1, 1))
+        weighted = a * p
         eye = xp.eye(z.shape[1], dtype=z.dtype, device=array_api_compat.device(z))
-        return eye * xp.reshape(mean, (1, -1)) - weighted.T @ p
+        hess = eye * xp.reshape(xp.sum(weighted, axis=0), (1, -1)) - weighted.T @ p
+        return -xp.sum(a * y * log_p), xp.sum(weighted - a * y, axis=0), hess
 
     def canonical_intercept(self, b):
         """Adding a constant to every class changes nothing: return the intercept with zero mean."""

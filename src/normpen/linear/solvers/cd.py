@@ -196,7 +196,11 @@ def solve(
     lipschitz = problem.block_lipschitz(penalty)
     unscreened = np.ones(penalty.n_blocks, dtype=bool)
     epochs = 0
+    whole = None  # the gap a working set of every block certified at the current point
     for it in range(max_iter + 1):
+        if whole is not None and _certifies(problem, whole, tol):
+            report, threshold = whole, problem.gap_threshold(tol, whole)
+            break
         problem.refit_intercept(state)
         G, grad = problem.full_gradient(state)
         report = problem.duality_gap(state.z, penalty, state.W, grad)
@@ -214,7 +218,7 @@ def solve(
                 G, grad = problem.full_gradient(state)
         violation = penalty.kkt_violation(state.W, grad, lipschitz)
         working = _working_set(penalty, state.W, violation, unscreened, ws_start)
-        epochs += _solve_working_set(
+        used, last = _solve_working_set(
             problem,
             state,
             penalty,
@@ -225,6 +229,8 @@ def solve(
             max_epochs - epochs,
             anderson,
         )
+        epochs += used
+        whole = last if working.size == penalty.n_blocks else None
     converged = report.gap <= threshold
     if warn and not converged:
         warnings.warn(
@@ -245,6 +251,15 @@ def solve(
         n_epochs=epochs,
         converged=converged,
     )
+
+
+def _certifies(problem, report, tol):
+    """Whether a gap report of the whole problem meets ``tol`` where the gap alone decides (:func:`_stops`).
+
+    A working set of every block ends on the gap of the whole problem at the point it leaves;
+    the outer loop then need not compute it again.
+    """
+    return report.gap <= problem.gap_threshold(tol, report) and tol >= problem.certifiable_tol(report.primal)
 
 
 def _stops(problem, penalty, state, grad, lipschitz, report, tol, threshold):
@@ -293,7 +308,10 @@ def _working_set(penalty, W, violation, unscreened, ws_start):
 
 
 def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, max_epochs, anderson):
-    """Solve the problem restricted to the working set to the duality gap ``gap_target``; returns the epochs.
+    """Solve the problem restricted to the working set to the duality gap ``gap_target``.
+
+    Returns the epochs used and the working set's gap report when it met the
+    target at the point left (``None`` otherwise).
 
     Least squares: one exact model solve, stopped on the working set's gap
     computed from Gram quantities. Other datafits: proximal Newton steps
@@ -322,8 +340,9 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
             G = problem.raw_gradient(state.z)
             g_ws = np.asarray(X_ws.T @ G.astype(X_ws.dtype), dtype=np.float64).reshape(-1, problem.n_outputs)
             g_b = G.sum(axis=0)
-            if problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows).gap <= gap_target:
-                break
+            report = problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows)
+            if report.gap <= gap_target:
+                return epochs, report
         W_ws = state.W[rows]
         model = _newton_model(problem, rows, X_ws, pen_ws, state.z, model, t)
         g_model = model.reduced(g_ws, g_b)
@@ -346,7 +365,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         state.gradient = None
         if quadratic or epochs >= max_epochs:
             break
-    return epochs
+    return epochs, None
 
 
 def _newton_model(problem, rows, X_ws, pen, z, previous, t):
@@ -516,7 +535,41 @@ class _CoupledModel:
             np.linalg.pinv(intercept, self.cutoff, hermitian=True) if self.fit_intercept else None
         )
         self.columns = _ColumnReader(X_ws)
+        self.whole = self.whole_hessian() if (blocks.shape[0] + 1) * m <= _DIRECT_FACE else None
         self.classes = (np.ascontiguousarray(self.D.T), np.ascontiguousarray(self.V.T))
+
+    def hessian(self, rows, classes, intercepts):
+        r"""The model's Hessian on the coefficients ``(rows, classes)`` and the first ``intercepts``
+        outputs of the intercept, :math:`Q_{ab} = \sum_i x_{ij_a}x_{ij_b}H_i[c_a, c_b]`.
+
+        Read from :meth:`whole_hessian` when the working set is small enough to be solved
+        exactly whole (:data:`_DIRECT_FACE`), else formed for the coordinates asked.
+        """
+        m = self.D.shape[1]
+        if self.whole is not None:
+            index = np.concatenate([rows * m + classes, self.blocks.shape[0] * m + np.arange(intercepts)])
+            return self.whole[np.ix_(index, index)]
+        X = self.X[:, rows]
+        columns = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+        columns = np.concatenate([columns, np.ones((columns.shape[0], intercepts))], axis=1)
+        classes = np.concatenate([classes, np.arange(intercepts)])
+        same = classes[:, None] == classes[None, :]
+        coupled = columns * self.V[:, classes]
+        return np.where(same, columns.T @ (columns * self.D[:, classes]), 0.0) - coupled.T @ coupled
+
+    def whole_hessian(self):
+        """The Hessian of every coefficient of the working set and every output of the intercept.
+
+        Its coordinates are the rows' outputs row after row (row-major), then the intercept's.
+        """
+        X = self.X.toarray() if sp.issparse(self.X) else self.X
+        n, m = self.D.shape
+        columns = np.concatenate([np.asarray(X, dtype=np.float64), np.ones((n, 1))], axis=1)
+        coupled = (columns[:, :, None] * self.V[:, None, :]).reshape(n, -1)
+        whole = -(coupled.T @ coupled)
+        for c in range(m):
+            whole[c::m, c::m] += columns.T @ (columns * self.D[:, c : c + 1])
+        return whole
 
     def reduced(self, g_ws, g_b):
         """The coefficients' gradient (the intercept is a coordinate of this model, optimal at the start)."""
@@ -610,31 +663,24 @@ class _CoupledModel:
 def _solve_face(model, face, rhs, rhs_b, ridge):
     r"""The exact minimiser of the face quadratic of :meth:`_CoupledModel.face_step`: ``(u, u_b)``.
 
-    The face's Hessian is formed, :math:`Q_{ab} = \sum_i x_{ij_a}x_{ij_b}H_i[c_a, c_b]`
-    over its coefficients :math:`(j_a, c_a)` and the intercept's outputs (a column
-    of ones), and solved by least squares. The intercept's last output is held at
-    0: a constant added to every output changes neither the loss nor the step's
-    gradient, whose entries sum to 0. An exact solve leaves nothing to a stopping
-    rule, so fits on data equal up to rounding (repeated samples against sample
-    weights) stay equal up to rounding.
+    The face's Hessian (:meth:`_CoupledModel.hessian` on its coefficients and
+    the intercept's outputs but the last) is solved by least squares. The
+    intercept's last output is held at 0: a constant added to every output
+    changes neither the loss nor the step's gradient, whose entries sum to 0.
+    An exact solve leaves nothing to a stopping rule, so fits on data equal up
+    to rounding (repeated samples against sample weights) stay equal up to
+    rounding.
     """
     rows, classes = np.nonzero(face)
     m = rhs.shape[1]
-    X = model.X[:, rows]
-    columns = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
-    if model.fit_intercept:
-        columns = np.concatenate([columns, np.ones((columns.shape[0], m - 1))], axis=1)
-        classes = np.concatenate([classes, np.arange(m - 1)])
-    same = classes[:, None] == classes[None, :]
-    weighted = columns * model.D[:, classes]
-    coupled = columns * model.V[:, classes]
-    hessian = np.where(same, columns.T @ weighted, 0.0) - coupled.T @ coupled
+    free = m - 1 if model.fit_intercept else 0
+    hessian = model.hessian(rows, classes, free)
     hessian[np.arange(rows.size), np.arange(rows.size)] += ridge
-    target = np.concatenate([rhs[face], rhs_b[: m - 1]]) if model.fit_intercept else rhs[face]
+    target = np.concatenate([rhs[face], rhs_b[:free]])
     solution = np.linalg.lstsq(hessian, target, rcond=model.cutoff)[0]
     u = np.zeros_like(rhs)
     u[face] = solution[: rows.size]
-    u_b = np.append(solution[rows.size :], 0.0) if model.fit_intercept else np.zeros_like(rhs_b)
+    u_b = np.append(solution[rows.size :], np.zeros(rhs_b.size - free))
     return u, u_b
 
 
