@@ -333,7 +333,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     quadratic = problem.exact_model
     g_ws, g_b = grad[rows], G.sum(axis=0)
     epochs = 0
-    model, t = None, 1.0
+    model, t, primal = None, 1.0, None
     for newton in range(_MAX_NEWTON):
         if newton:
             problem.refit_intercept(state)
@@ -343,6 +343,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
             report = problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows)
             if report.gap <= gap_target:
                 return epochs, report
+            primal = report.primal
         W_ws = state.W[rows]
         model = _newton_model(problem, rows, X_ws, pen_ws, state.z, model, t)
         g_model = model.reduced(g_ws, g_b)
@@ -356,7 +357,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         if not np.any(step):
             break
         dz = problem.natural(problem.product(X_ws, step) + db)
-        t = 1.0 if quadratic else _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db)
+        t = 1.0 if quadratic else _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, primal)
         if t == 0:
             break
         state.W[rows] = W_ws + t * step
@@ -647,7 +648,10 @@ class _CoupledModel:
         rhs = np.where(face, -(grad + pen.l1 * sigma + pen.ridge * B), 0.0)
         rhs_b = -(start[2] + R.sum(axis=0)) if self.fit_intercept else np.zeros_like(db)
         small = np.count_nonzero(face) + rhs_b.size <= _DIRECT_FACE
-        u, u_b = (_solve_face if small else _conjugate_gradients)(self, face, rhs, rhs_b, pen.ridge)
+        if small:
+            u, u_b = _solve_face(self, face, rhs, rhs_b, pen.ridge, B[face])
+        else:
+            u, u_b = _conjugate_gradients(self, face, rhs, rhs_b, pen.ridge)
         kinked = (pen.l1 > 0) | pen.positive  # where the penalty is not smooth at 0
         current = value + pen.value(B)
         for halving in range(_FACE_HALVINGS):
@@ -660,7 +664,7 @@ class _CoupledModel:
         return B, settled
 
 
-def _solve_face(model, face, rhs, rhs_b, ridge):
+def _solve_face(model, face, rhs, rhs_b, ridge, face_values):
     r"""The exact minimiser of the face quadratic of :meth:`_CoupledModel.face_step`: ``(u, u_b)``.
 
     The face's Hessian (:meth:`_CoupledModel.hessian` on its coefficients and
@@ -678,6 +682,15 @@ def _solve_face(model, face, rhs, rhs_b, ridge):
     hessian[np.arange(rows.size), np.arange(rows.size)] += ridge
     target = np.concatenate([rhs[face], rhs_b[:free]])
     solution = np.linalg.lstsq(hessian, target, rcond=model.cutoff)[0]
+    # where the target has a part the Hessian cannot reach (a flat direction with a nonzero slope:
+    # all the outputs of a feature on the face, whose signs do not cancel), the model falls along it
+    # without bound on the face: follow it until the first coefficient of the face reaches 0
+    flat = target - hessian @ solution
+    if float(np.vdot(flat, flat)) > model.cutoff * float(np.vdot(target, target)):
+        coefficients = np.asarray(face_values)[: rows.size] + solution[: rows.size]
+        towards = flat[: rows.size] * coefficients < 0
+        if np.any(towards):
+            solution = solution + flat * float(np.min(-coefficients[towards] / flat[: rows.size][towards]))
     u = np.zeros_like(rhs)
     u[face] = solution[: rows.size]
     u_b = np.append(solution[rows.size :], np.zeros(rhs_b.size - free))
@@ -860,9 +873,12 @@ def _soft(z, t, positive):
     return 0.0
 
 
-def _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, sigma=1e-4, max_halvings=30):
-    """Largest :math:`t = 2^{-k}` with sufficient decrease of the true objective; 0 if none."""
-    start = problem.loss(state.z) + pen_ws.value(W_ws)
+def _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, start=None, sigma=1e-4, max_halvings=30):
+    """Largest :math:`t = 2^{-k}` with sufficient decrease of the true objective; 0 if none.
+
+    ``start`` is the objective at the current point when already known.
+    """
+    start = problem.loss(state.z) + pen_ws.value(W_ws) if start is None else start
     decrease = float(np.sum(g_ws * step) + np.sum(g_b * db)) + pen_ws.value(W_ws + step) - pen_ws.value(W_ws)
     t = 1.0
     for _ in range(max_halvings):
