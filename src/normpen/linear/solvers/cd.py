@@ -15,7 +15,7 @@ L2, group and sparse-group lasso, multitask group lasso on the rows of
 **What it needs from a penalty**: a per-block prox and the block dual norm
 (for the duality gap, :math:`\lambda_{\max}` and screening), which
 :func:`~normpen.linear.blocks.as_block_penalty` builds from the penalty object.
-**What it needs from a datafit**: ``raw_gradient``, ``second_derivative``,
+**What it needs from a datafit**: ``raw_gradient``, ``hessian_factors``,
 ``conjugate``, ``fit_intercept`` and a finite ``curvature`` (so not the hinge).
 
 Algorithm (in the spirit of celer and skglm, written with numpy only, so
@@ -50,6 +50,11 @@ there is no compilation on the first fit):
    Non-quadratic datafits then take an Armijo line search on the true
    objective and repeat Newton steps until that holds, keeping the model's
    Gram matrices while full steps are taken and the curvature barely moves.
+5. *Coupled outputs.* Where the datafit's Hessian couples the outputs (the
+   multinomial's :math:`\operatorname{diag}(p) - pp^\top`) and every block is
+   one row, the Newton model keeps that whole Hessian instead
+   (:class:`_CoupledModel`): row sweeps with residual updates, the intercept
+   inside the model, and steps on the face of the signs found.
 """
 
 from __future__ import annotations
