@@ -583,7 +583,7 @@ class _CoupledModel:
 
     def times_hessian(self, E):
         r""":math:`(H_i e_i)_i` for the rows :math:`e_i` of ``E`` (``(n, m)``)."""
-        return self.D * E - self.V * np.einsum("ic,ic->i", self.V, E)[:, None]
+        return self.D * E - self.V * ((self.V * E) @ np.ones(E.shape[1]))[:, None]  # faster than einsum
 
     def settle(self, B, db, start):
         r"""At ``B``: the best intercept step from ``db`` on, :math:`R`, the model's value and gradient.
