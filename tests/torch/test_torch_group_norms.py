@@ -29,7 +29,7 @@ def test_column_norms_by_blocks_equal_the_whole_columns(block_bytes, dtype, monk
     for tensor, reduced, out in zip(tensors, dims, norms.out, strict=True):
         expected = tensor.double().square().sum(dim=reduced, keepdim=True).sqrt()
         # a sum of n nonnegative rounded squares: relative error <= (n + 1) u (u = eps / 2), halved by the
-        # square root; (n + 2) eps bounds it with room
+        # square root, taken as 1 / rsqrt (3 roundings, 3 u): (n + 1) u / 2 + 3 u <= (n + 2) eps
         n = math.prod(tensor.shape[d] for d in reduced)
         torch.testing.assert_close(out.double(), expected, rtol=(n + 2) * torch.finfo(dtype).eps, atol=0)
 
@@ -39,3 +39,53 @@ def test_the_buffer_holds_one_block_not_the_tensor(monkeypatch):
     tensor = torch.randn(7, 5, dtype=torch.float64)
     norms = GroupNorms([tensor], [(0,)], torch.float64)
     assert norms.blocks == [3] and norms._squares.numel() == 3 * 5
+
+
+def _bucket(dtype):
+    """Tensors whose groups take every path: runs of 9 and of 4 columns (two conv kernels' input channels,
+    pooled by run length), plain columns, rows, and a vector with nothing reduced."""
+    g = torch.Generator().manual_seed(1)
+    shapes = [(5, 3, 3, 3), (7, 2), (4, 6, 2, 2), (6, 4, 3, 3), (3, 5), (4,)]
+    dims = [(0, 2, 3), (0,), (0, 2, 3), (0, 2, 3), (1,), ()]
+    return [torch.randn(s, generator=g, dtype=dtype) for s in shapes], dims
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_norms_of_every_kind_of_group_in_one_bucket(dtype):
+    tensors, dims = _bucket(dtype)
+    norms = GroupNorms(tensors, dims, dtype)
+    flat = norms.compute(tensors)
+    for tensor, reduced, out in zip(tensors, dims, norms.out, strict=True):
+        squares = tensor.double().square()
+        expected = (squares.sum(dim=reduced, keepdim=True) if reduced else squares).sqrt()  # dim=() sums all
+        # a sum of n rounded squares, (n + 1) u, then the root as 1 / rsqrt: rsqrt is the correctly rounded
+        # sqrt then a division (u each) and the reciprocal another u: (n + 1) u / 2 + 3 u <= (n + 2) eps
+        n = math.prod(tensor.shape[d] for d in reduced)
+        torch.testing.assert_close(out.double(), expected, rtol=(n + 2) * torch.finfo(dtype).eps, atol=0)
+    assert flat.data_ptr() == norms.flat.data_ptr()
+    # concatenate puts per-tensor values where views finds them
+    values = [torch.arange(out.numel(), dtype=dtype) + 100 * i for i, out in enumerate(norms.out)]
+    for view, value in zip(norms.views(norms.concatenate(values)), values, strict=True):
+        assert torch.equal(view.reshape(-1), value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scale_multiplies_every_group_by_its_factor_exactly(dtype):
+    tensors, dims = _bucket(dtype)
+    norms = GroupNorms(tensors, dims, dtype)
+    factors = torch.rand(norms.flat.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    expected = [t * f for t, f in zip(tensors, norms.views(factors), strict=True)]
+    for _ in range(2):  # the second call reuses the views prepared for this factor vector
+        scaled = [t.clone() for t in tensors]
+        norms.scale_(scaled, factors)
+        for actual, wanted in zip(scaled, expected, strict=True):
+            assert torch.equal(actual, wanted)  # one product per entry either way: the same rounding
+    factors.mul_(0.5)  # new values in the same buffer are read at the next call
+    norms.scale_(scaled, factors)
+    for actual, wanted, f in zip(scaled, expected, norms.views(factors), strict=True):
+        assert torch.equal(actual, wanted * f)
+
+
+def test_groups_of_columns_that_are_not_runs_are_refused():
+    with pytest.raises(ValueError, match="not runs of columns"):
+        GroupNorms([torch.ones(2, 3, 4)], [(0, 1)], torch.float32)

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_cases import conv_batches, conv_net, mse_step
 
+from normpen._array import group_soft_threshold_scale
 from normpen.analysis.spectral_penalty import SpectralConstraint
 from normpen.penalties.anchored import Anchored
 from normpen.penalties.group_lasso import GroupLasso
@@ -27,6 +28,7 @@ from normpen.torch.kernels import (
     L2Kernel,
     MaxNormKernel,
     Slot,
+    group_soft_threshold_scale_,
     kernel_for,
 )
 
@@ -125,6 +127,18 @@ def test_group_prox_matches_the_penalty_and_zeroes_the_same_groups(xs, groups, s
         # both zero a group when ||x|| <= t; a group norm within a rounding of t could split them, which
         # these continuous draws (t a round number, norms random) do not produce
         assert torch.equal((y == 0).all(dim=dims), (expected == 0).all(dim=dims))
+
+
+@given(st.sampled_from(list(DTYPES)), st.integers(0, 2**31 - 1), st.sampled_from([0.0, 1e-3, 1.0]))
+def test_the_in_place_group_factor_is_the_array_formula_bit_for_bit(dtype, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    norms = torch.rand(64, generator=g, dtype=dtype) * 2
+    norms[::7] = 0.0  # zero groups
+    thresholds = torch.rand(64, generator=g, dtype=dtype) * scale  # 0: the identity
+    thresholds[::5] = 0.0
+    out = torch.empty_like(norms)
+    group_soft_threshold_scale_(out, norms, thresholds)
+    assert torch.equal(out, group_soft_threshold_scale(norms, thresholds))
 
 
 @given(tensors(min_dims=2), st.sampled_from(["rows", "cols"]), st.sampled_from([1e-3, 0.5, 10.0]))

@@ -39,13 +39,13 @@ accumulates instead of rounding away.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from normpen._array import group_soft_threshold_scale
 from normpen.penalties.base import Penalty
 from normpen.torch.distributed import all_reduce_sum_, is_sharded, local_rows, local_tensor, sum_over_ranks
 
@@ -387,19 +387,26 @@ class L1Kernel(Kernel):
 
 
 class GroupNorms:
-    r"""The norms of the groups (slices) of a bucket's tensors, written into one flat buffer.
+    r"""The norms of the groups (slices) of a bucket's tensors, written into one flat buffer, and the
+    rescaling of every group by its own factor.
 
-    Tensor :math:`i`'s group norms are ``vector_norm`` over ``dims[i]``
-    (kept as size-1 axes; :math:`|x|` when there is nothing to reduce),
-    written straight into its segment of :attr:`flat`, so the per-group
-    arithmetic of a whole bucket is a handful of operations on one vector
-    and :meth:`views` broadcast any such vector back over the tensors.
-    For a tensor whose groups span ranks (``split[i]``: rows of an FSDP2
-    parameter, reduced over dim 0) the norm is
+    Tensor :math:`i`'s group norms reduce over ``dims[i]`` (kept as size-1
+    axes; :math:`|x|` when there is nothing to reduce) and land in its
+    segment of :attr:`flat`, so the per-group arithmetic of a whole bucket is
+    a handful of operations on one vector; :meth:`views` broadcasts any such
+    vector back over the tensors and :meth:`scale_` multiplies every group by
+    its entry of one. For a tensor whose groups span ranks (``split[i]``:
+    rows of an FSDP2 parameter, reduced over dim 0) the norm is
     :math:`\sqrt{\sum_{\text{ranks}} \sum x^2}`, the partial sums all-reduced.
-    A reduction over dim 0 (columns) accumulates the squares of blocks of
-    rows in one cache-sized buffer and sums its rows by a product with a row
-    of ones (see :meth:`compute`).
+
+    A reduction without dim 0 (rows) is one ``vector_norm`` per tensor. A
+    reduction over dim 0 (columns) sums the squares of the columns of the
+    tensor's matrix view ``(rows, width)`` (see :meth:`compute`); where a
+    group holds a run of :math:`k` of these columns (a convolution's input
+    channel holds its :math:`k = k_h k_w` kernel positions) the runs are
+    summed by one ``sum`` per distinct :math:`k` for the whole bucket. The
+    segments of these tensors come first in :attr:`flat`, so one square
+    root finishes all their norms.
     """
 
     #: The size of the buffer the squares of a block of rows accumulate in: about the L2 cache.
@@ -412,28 +419,74 @@ class GroupNorms:
             tuple(1 if axis in reduced else size for axis, size in enumerate(t.shape))
             for t, reduced in zip(tensors, self.dims, strict=True)
         ]
-        size = sum(math.prod(s) for s in self.shapes)
         device = tensors[0].device
-        self.flat = torch.zeros(size, dtype=dtype, device=device)
-        self.out = self.views(self.flat)
-        self.blocks = [
-            self._block_rows(t, dtype) if 0 in reduced else 0
-            for t, reduced in zip(tensors, self.dims, strict=True)
-        ]
+        counts = [math.prod(s) for s in self.shapes]
         widths = [math.prod(t.shape[1:]) for t in tensors]
+        columns = [0 in reduced for reduced in self.dims]
+        # per tensor, how many columns of its matrix view one group holds (0: groups without dim 0)
+        runs = [w // max(n, 1) if c else 0 for c, w, n in zip(columns, widths, counts, strict=True)]
+        for t, reduced, run in zip(tensors, self.dims, runs, strict=True):
+            if run > 1 and set(reduced) != {0, *range(t.ndim - len(reduced) + 1, t.ndim)}:
+                raise ValueError(f"groups over dims {reduced} of a {t.ndim}-D tensor are not runs of columns")
+        # pooled tensors (runs of k > 1 columns) by k, then the other column tensors, then the rest
+        order = sorted(range(len(tensors)), key=lambda i: (runs[i] <= 1, not columns[i], runs[i]))
+        #: The tensors in the order of their segments in :attr:`flat`, and each one's first entry there.
+        self.order = order
+        self.offsets = [0] * len(tensors)
+        for rank, i in enumerate(order):
+            self.offsets[i] = sum(counts[j] for j in order[:rank])
+        self.flat = torch.zeros(sum(counts), dtype=dtype, device=device)
+        self.out = self.views(self.flat)
+        self._squared = self.flat[: sum(n for n, c in zip(counts, columns, strict=True) if c)]
+        self._column_out, self._runs, self._repeated_views = self._pool(tensors, runs, widths, dtype)
+        self.blocks = [self._block_rows(t, dtype) if c else 0 for t, c in zip(tensors, columns, strict=True)]
         size = max((b * w for b, w in zip(self.blocks, widths, strict=True)), default=0)
         self._squares = torch.empty(size, dtype=dtype, device=device)
         self._ones = torch.ones(1, max(self.blocks, default=0), dtype=dtype, device=device)
+        self._scaling = None
+
+    def _pool(self, tensors, runs, widths, dtype):
+        """The column sums' destinations and the pooled tensors' buffers.
+
+        Returns, per tensor, the row its column sums go to (its own segment
+        of :attr:`flat`, or its part of the pooled column sums; None for a
+        tensor without columns); per run length :math:`k`, its groups'
+        slice of :attr:`flat`, that segment, and their column sums and
+        repeated factors as ``(groups, k)``; per pooled tensor, its repeated
+        factors as a row over its trailing axes.
+        """
+        pooled = [i for i in self.order if runs[i] > 1]
+        sums = torch.zeros(sum(widths[i] for i in pooled), dtype=dtype, device=self.flat.device)
+        repeated = torch.empty_like(sums)
+        starts = dict(zip(pooled, itertools.accumulate([widths[i] for i in pooled], initial=0), strict=False))
+        rows = [self.out[i].view(1, widths[i]) if runs[i] == 1 else None for i in range(len(tensors))]
+        repeated_rows = {}
+        for i in pooled:
+            own = slice(starts[i], starts[i] + widths[i])
+            rows[i] = sums[own].view(1, widths[i])
+            repeated_rows[i] = repeated[own].view((1, *tensors[i].shape[1:]))
+        by_run = []
+        for k, members in itertools.groupby(pooled, key=lambda i: runs[i]):
+            members = list(members)
+            first, last = members[0], members[-1]
+            groups = slice(self.offsets[first], self.offsets[last] + self.out[last].numel())
+            span = slice(starts[first], starts[last] + widths[last])
+            by_run.append((groups, self.flat[groups], sums[span].view(-1, k), repeated[span].view(-1, k)))
+        return rows, by_run, repeated_rows
 
     def _block_rows(self, tensor, dtype):
         """How many rows of ``tensor`` a block holds: :attr:`BLOCK_BYTES` of them, at least one."""
         row_bytes = max(math.prod(tensor.shape[1:]), 1) * torch.finfo(dtype).bits // 8
         return max(1, min(tensor.shape[0], self.BLOCK_BYTES // row_bytes))
 
+    def concatenate(self, values):
+        """One vector like :attr:`flat` from ``values``, one 1-D tensor per tensor (its groups in row-major
+        order)."""
+        return torch.cat([values[i] for i in self.order])
+
     def views(self, flat):
         """``flat`` (one entry per group of the bucket) as one broadcastable view per tensor."""
-        sizes = [math.prod(s) for s in self.shapes]
-        return [v.view(s) for v, s in zip(flat.split(sizes), self.shapes, strict=True)]
+        return [flat[o : o + math.prod(s)].view(s) for o, s in zip(self.offsets, self.shapes, strict=True)]
 
     def compute(self, tensors):
         """Write the group norms of ``tensors`` into :attr:`flat` and return it.
@@ -449,39 +502,55 @@ class GroupNorms:
         ``vector_norm`` over dim 0 (a strided reduction); the row norms take
         0.3 ms.
         """
-        squared, partial = [], []
-        for tensor, reduced, out, split, block in zip(
-            tensors, self.dims, self.out, self.split, self.blocks, strict=True
+        for tensor, reduced, out, columns, block in zip(
+            tensors, self.dims, self.out, self._column_out, self.blocks, strict=True
         ):
-            if 0 in reduced:
-                self._sums_of_squares_over_rows(tensor, reduced, out, block)
-                squared.append(out)
-                if split:
-                    partial.append(out)
+            if columns is not None:
+                self._sums_of_squares_of_columns(tensor, columns, block)
             elif reduced:
                 torch.linalg.vector_norm(tensor, dim=reduced, keepdim=True, out=out)
             else:
                 torch.abs(tensor, out=out)
+        for _, groups, sums, _ in self._runs:
+            torch.sum(sums, dim=1, out=groups)
+        partial = [out for out, split in zip(self.out, self.split, strict=True) if split]
         if partial:
             all_reduce_sum_(partial)
-        if squared:
-            torch._foreach_sqrt_(squared)
+        if self._squared.numel():
+            # the square root as 1 / rsqrt (0 at 0): within 1.5 units in the last place of sqrt, and not
+            # MKL's vector sqrt, which starts its threads for a vector of any length (8 to 40 us a call here)
+            self._squared.rsqrt_().reciprocal_()
         return self.flat
 
-    def _sums_of_squares_over_rows(self, tensor, reduced, out, block):
-        """``out`` = the sums of ``tensor**2`` over ``reduced`` (which holds dim 0), kept as size-1 axes,
-        accumulated ``block`` rows at a time."""
+    def _sums_of_squares_of_columns(self, tensor, out, block):
+        """``out`` (a row) = the sums of the squares of the columns of ``tensor`` as a matrix
+        ``(rows, width)``, accumulated ``block`` rows at a time."""
         blocks = tensor.reshape(tensor.shape[0], math.prod(tensor.shape[1:])).split(block)
         first = blocks[0]
         squares = torch.mul(first, first, out=self._squares[: first.numel()].view(first.shape))
         for rows in blocks[1:]:
             squares[: rows.shape[0]].addcmul_(rows, rows)
-        ones = self._ones[:, : first.shape[0]]
-        if reduced == (0,):
-            torch.mm(ones, squares, out=out.view(1, -1))
-            return
-        summed = torch.mm(ones, squares).view((1, *tensor.shape[1:]))
-        torch.sum(summed, dim=reduced, keepdim=True, out=out)
+        torch.mm(self._ones[:, : first.shape[0]], squares, out=out)
+
+    def scale_(self, tensors, factors):
+        r"""Multiply every group of ``tensors`` by its entry of ``factors`` (a vector like :attr:`flat`).
+
+        One ``_foreach_mul_``. A factor broadcast over a pooled tensor's
+        trailing axes would leave the multiplication inner runs of :math:`k`
+        entries (a third of the speed on a small CNN); the pooled tensors'
+        factors are first repeated to one per column (one copy per distinct
+        :math:`k`), so every tensor is multiplied by a column or a row of
+        factors.
+        """
+        if self._scaling is None or self._scaling[0] is not factors:
+            views = self.views(factors)
+            for i, repeated in self._repeated_views.items():
+                views[i] = repeated
+            copies = [(out, factors[groups].view(-1, 1).expand_as(out)) for groups, _, _, out in self._runs]
+            self._scaling = (factors, views, copies)
+        for out, repeated in self._scaling[2]:
+            out.copy_(repeated)
+        torch._foreach_mul_(tensors, self._scaling[1])
 
 
 class _GroupNormsOfRows(torch.autograd.Function):
@@ -532,12 +601,13 @@ def _canonical_shape(slot):
 
 @dataclass(eq=False)
 class _GroupThreshold:
-    """AxisGroupKernel's data: the group norms, :math:`\\lambda\\omega` per group, the factor buffer."""
+    """AxisGroupKernel's data: the group norms, :math:`\\lambda\\omega` per group, buffers for the
+    thresholds :math:`\\eta\\lambda\\omega` and the factors."""
 
     norms: GroupNorms
     scaled_weights: torch.Tensor
+    thresholds: torch.Tensor
     factors: torch.Tensor
-    factor_views: list
 
 
 class AxisGroupKernel(Kernel):
@@ -548,10 +618,13 @@ class AxisGroupKernel(Kernel):
         x_g \leftarrow x_g\,\frac{\max(\|x_g\|_2 - \eta\lambda\omega_g, 0)}{\|x_g\|_2}
 
     (:func:`normpen._array.group_soft_threshold_scale`; 0 for a zero group). The norms of every group
-    of the bucket land in one vector (one ``vector_norm`` per tensor, a plain sum of squares: exact
-    unless entries exceed about :math:`10^{150}` in float64, :math:`10^{19}` in float32, far beyond
-    any trained weight); the factors are a few operations on that vector, and the rescaling one
-    ``_foreach_mul_``: nothing per tensor but the norms.
+    of the bucket land in one vector (:class:`GroupNorms`: one ``vector_norm`` per tensor for rows,
+    blocked sums of squares for columns; a plain sum of squares: exact unless entries exceed about
+    :math:`10^{150}` in float64, :math:`10^{19}` in float32, far beyond any trained weight); the
+    thresholds and factors are six operations on preallocated vectors
+    (:func:`group_soft_threshold_scale_`), and the rescaling one ``_foreach_mul_``
+    (:meth:`GroupNorms.scale_`): nothing per tensor but the norms. Two passes over the weights, the
+    norms then the rescaling: every norm must be complete before its group is rescaled.
     """
 
     row_shard_methods = frozenset({"prox", "value"})
@@ -571,9 +644,8 @@ class AxisGroupKernel(Kernel):
         dims = [self._dims(s) for s in slots]
         norms = GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
         weights = [self._weights(s, d, dtype) for s, d in zip(slots, dims, strict=True)]
-        scaled = (self.form.group_lam * torch.cat(weights)).to(norms.flat.device)
-        factors = torch.empty_like(norms.flat)
-        return _GroupThreshold(norms, scaled, factors, norms.views(factors))
+        scaled = (self.form.group_lam * norms.concatenate(weights)).to(norms.flat.device)
+        return _GroupThreshold(norms, scaled, torch.empty_like(norms.flat), torch.empty_like(norms.flat))
 
     def sharded_value(self, tensors, slots):
         r""":math:`\lambda \sum_g \omega_g \|x_g\|` of FSDP2 parameters from this rank's rows: groups inside
@@ -602,8 +674,21 @@ class AxisGroupKernel(Kernel):
 
     def prox_(self, tensors, data, step):
         norms = data.norms.compute(tensors)
-        data.factors.copy_(group_soft_threshold_scale(norms, data.scaled_weights * step))
-        torch._foreach_mul_(tensors, data.factor_views)
+        torch.mul(data.scaled_weights, step, out=data.thresholds)
+        group_soft_threshold_scale_(data.factors, norms, data.thresholds)
+        data.norms.scale_(tensors, data.factors)
+
+
+def group_soft_threshold_scale_(out, norms, thresholds):
+    """:func:`normpen._array.group_soft_threshold_scale` of ``norms`` (:math:`n \\ge 0`) at ``thresholds``,
+    bit for bit (tested), written into ``out``: five operations on the bucket's vectors and two temporaries
+    (the mask of nonzero norms, the denominators), where the array-API formula takes nine and seven.
+
+    For :math:`n \\ge 0` the soft threshold :math:`\\operatorname{sign}(n)\\max(|n| - t, 0)` is
+    :math:`\\max(n - t, 0)` (the same rounding; 0 at :math:`n = 0`).
+    """
+    torch.sub(norms, thresholds, out=out).clamp_min_(0)
+    out.div_(torch.where(norms > 0, norms, 1))
 
 
 def _group_dims(slot, axis, plain):
