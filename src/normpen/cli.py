@@ -616,6 +616,21 @@ def _fit_progress(quiet: bool, description: str):
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
+def _one_blas_thread():
+    """A context in which the BLAS behind numpy and scipy runs on one thread (threadpoolctl).
+
+    The solvers' BLAS calls are on working-set-sized matrices, where a second
+    thread's synchronisation costs more than it computes, and on a busy machine,
+    where the threads wait for a free core, many times more: issue 14's
+    multinomial L1 fit took 20-40 s of CPU with two BLAS threads on a loaded
+    two-core machine, 4 s with one. ``--n-jobs`` uses more cores (folds in
+    parallel; joblib sets its workers' own thread counts).
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 @app.command()
 def fit(
     ctx: typer.Context,
@@ -703,7 +718,7 @@ def fit(
     with warnings.catch_warnings(record=True) as caught, _fit_progress(
         quiet or json_output,
         f"{type(estimator).__name__}: folds of {size} λ, then the refit and the path",
-    ) as on_fold:
+    ) as on_fold, _one_blas_thread():
         warnings.simplefilter("always")
         try:
             estimator.fit(X, y, on_fold=on_fold)
