@@ -56,8 +56,9 @@ def _show_version(value: bool):
 def main(
     version: Annotated[
         bool,
-        typer.Option("--version", metavar="", help="Show the version and exit.", callback=_show_version,
-                     is_eager=True),
+        typer.Option(
+            "--version", metavar="", help="Show the version and exit.", callback=_show_version, is_eager=True
+        ),
     ] = False,
 ):
     """Penalized models from the command line: fit, predict, sweep, and the experiments' report."""
@@ -101,7 +102,9 @@ def report(
     seed: Annotated[
         int | None,
         typer.Option(
-            "--seed", min=0, metavar="N",
+            "--seed",
+            min=0,
+            metavar="N",
             help="Run every experiment with this random seed [default: each experiment's own fixed seed].",
         ),
     ] = None,
@@ -179,8 +182,18 @@ SPARSE_MIN_COLUMNS = 100
 #: Coefficient paths named in path.png's legend (the largest); the others are drawn grey, unnamed.
 TOP_CURVES = 10
 #: Their colours: matplotlib's ten, with its grey swapped for black (grey draws the unnamed curves).
-TOP_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-               "black", "tab:olive", "tab:cyan")
+TOP_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "black",
+    "tab:olive",
+    "tab:cyan",
+)
 
 Selection = Enum("Selection", {"min": "min", "1se": "1se"}, type=str)
 Missing = Enum("Missing", {policy: policy for policy in NA_POLICIES}, type=str)
@@ -200,32 +213,49 @@ def _name_option(spellings: dict, resolve, help_text: str):
             listed = ", ".join(repr(choice) for choice in choices)
             raise typer.BadParameter(f"{spelling!r} is not one of {listed} (or an alias of one)") from None
 
-    return typer.Option(parser=parse, metavar="<" + "|".join(choices) + ">",
-                        help=f"{help_text} Aliases: {aliases}.", autocompletion=lambda: choices)
+    return typer.Option(
+        parser=parse,
+        metavar="<" + "|".join(choices) + ">",
+        help=f"{help_text} Aliases: {aliases}.",
+        autocompletion=lambda: choices,
+    )
 
 
 #: ``--penalty`` of fit: the models of normpen.penalties.names, also spelled as their penalties are.
 FitModelOption = Annotated[
     str,
-    _name_option({m.name: m.spellings[1:] for m in names.MODELS.values()}, lambda s: names.model(s).name,
-                 "The model; logistic-l1, logistic-l2 and svm classify."),
+    _name_option(
+        {m.name: m.spellings[1:] for m in names.MODELS.values()},
+        lambda s: names.model(s).name,
+        "The model; logistic-l1, logistic-l2 and svm classify.",
+    ),
 ]
 
 # Options that fit, predict and sweep share: how to read the file and what to do with its columns.
 SepOption = Annotated[
     str | None,
-    typer.Option("--sep", metavar="CHAR", help="Column separator of a text file: ',' ';' '\\t' '|' ... "
-                 "\\[default: sniffed from the first lines]"),
+    typer.Option(
+        "--sep",
+        metavar="CHAR",
+        help="Column separator of a text file: ',' ';' '\\t' '|' ... "
+        "\\[default: sniffed from the first lines]",
+    ),
 ]
 DecimalOption = Annotated[
     str | None,
-    typer.Option("--decimal", metavar="CHAR", help="Decimal mark of the numbers, '.' or ',' \\[default: "
-                 "detected: '3.078,5' reads as 3078.5]"),
+    typer.Option(
+        "--decimal",
+        metavar="CHAR",
+        help="Decimal mark of the numbers, '.' or ',' \\[default: detected: '3.078,5' reads as 3078.5]",
+    ),
 ]
 ThousandsOption = Annotated[
     str | None,
-    typer.Option("--thousands", metavar="CHAR", help="Thousands separator of the numbers, e.g. ',' "
-                 "\\[default: detected: '3,078.5' reads as 3078.5]"),
+    typer.Option(
+        "--thousands",
+        metavar="CHAR",
+        help="Thousands separator of the numbers, e.g. ',' \\[default: detected: '3,078.5' reads as 3078.5]",
+    ),
 ]
 CategoricalOption = Annotated[
     list[str] | None,
@@ -236,16 +266,23 @@ ExcludeOption = Annotated[
 ]
 MissingOption = Annotated[
     Missing,
-    typer.Option("--missing", help="Missing feature values: refuse them, drop their rows, or impute the "
-                 "training mean / most frequent level. Rows with a missing target are always dropped."),
+    typer.Option(
+        "--missing",
+        help="Missing feature values: refuse them, drop their rows, or impute the "
+        "training mean / most frequent level. Rows with a missing target are always dropped.",
+    ),
 ]
 MaxLevelsOption = Annotated[
     int,
-    typer.Option(min=2, metavar="N", help="Most one-hot columns per categorical column; rarer levels are "
-                 "grouped as '(other)'."),
+    typer.Option(
+        min=2,
+        metavar="N",
+        help="Most one-hot columns per categorical column; rarer levels are grouped as '(other)'.",
+    ),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only errors (no tables, "
-                                           "notes or progress).")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", metavar="", help="Print only errors (no tables, notes or progress).")
+]
 
 
 def _terminal_text(text) -> str:
@@ -265,8 +302,9 @@ def _note(label: str, colour: str, message: str):
     """Print ``label: message`` to stderr, the label coloured, the message verbatim (no markup, no emoji,
     control characters escaped)."""
     console = Console(stderr=True, emoji=False)
-    console.print(f"[{colour}]{label}:[/{colour}] {escape(_terminal_text(message))}", highlight=False,
-                  soft_wrap=True)
+    console.print(
+        f"[{colour}]{label}:[/{colour}] {escape(_terminal_text(message))}", highlight=False, soft_wrap=True
+    )
 
 
 def _fail(message: str, code: int):
@@ -420,8 +458,14 @@ def _path_figure(estimator, X, y, feature_names):
     handles, labels = ax.get_legend_handles_labels()
     last = ("other coefficients", "λ_min", "λ_1se")
     order_top = sorted(range(len(labels)), key=lambda i: labels[i] in last)
-    ax.legend([handles[i] for i in order_top], [labels[i] for i in order_top], fontsize=7, frameon=False,
-              loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.legend(
+        [handles[i] for i in order_top],
+        [labels[i] for i in order_top],
+        fontsize=7,
+        frameon=False,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+    )
     figure.set_layout_engine("constrained")
     return figure
 
@@ -492,13 +536,17 @@ def _grid_edge_warning(estimator) -> str | None:
     lams = estimator.lams_
     best = int(np.argmin(estimator.cv_mean_))
     if best == 0:
-        return (f"λ_min = {lams[0]:.4g} is the largest λ of the grid, where the model is simplest: the "
-                "features may not predict the target, or the best λ lies above; widen the grid with "
-                "--lambdas MIN:MAX:N")
+        return (
+            f"λ_min = {lams[0]:.4g} is the largest λ of the grid, where the model is simplest: the "
+            "features may not predict the target, or the best λ lies above; widen the grid with "
+            "--lambdas MIN:MAX:N"
+        )
     if best == len(lams) - 1:
-        return (f"λ_min = {lams[-1]:.4g} is the smallest λ of the grid and the CV error may still fall "
-                "below it; "
-                "widen the grid with --lam-min-ratio (e.g. 1e-6) or --lambdas MIN:MAX:N")
+        return (
+            f"λ_min = {lams[-1]:.4g} is the smallest λ of the grid and the CV error may still fall "
+            "below it; "
+            "widen the grid with --lam-min-ratio (e.g. 1e-6) or --lambdas MIN:MAX:N"
+        )
     return None
 
 
@@ -543,9 +591,11 @@ def _zero_count(coef, n_features) -> str:
     if coef.shape[0] == 1:
         return f"{zeros} of {coef.size} coefficients are exactly zero"
     unused = int(np.sum(np.all(coef == 0, axis=0)))
-    return (f"{zeros} of {coef.size} coefficients ({n_features} features x {coef.shape[0]} classes) are "
-            "exactly "
-            f"zero; {unused} of {n_features} features are zero for every class")
+    return (
+        f"{zeros} of {coef.size} coefficients ({n_features} features x {coef.shape[0]} classes) are "
+        "exactly "
+        f"zero; {unused} of {n_features} features are zero for every class"
+    )
 
 
 def _coefficient_tables(header, rows, width, console_width) -> list[Table]:
@@ -564,8 +614,9 @@ def _coefficient_tables(header, rows, width, console_width) -> list[Table]:
         table = Table(title=title, title_justify="left")
         table.add_column(header[0], overflow="fold", min_width=min(name_width, 12))
         for c in columns:
-            table.add_column(escape(_terminal_text(header[1 + c])), justify="right", no_wrap=True,
-                             min_width=widths[c])
+            table.add_column(
+                escape(_terminal_text(header[1 + c])), justify="right", no_wrap=True, min_width=widths[c]
+            )
         for name, row in zip(names, cells, strict=True):
             table.add_row(name, *(row[c] for c in columns))
         tables.append(table)
@@ -578,12 +629,14 @@ def _print_fit(summary, decisions, header, rows, coef, out):
         console.print(_decisions_table(decisions))
     console.print(
         f"{summary['estimator']} on {summary['n_samples']} rows x {summary['n_features']} features; "
-        f"{summary['cv_error']} by cross-validation", highlight=False
+        f"{summary['cv_error']} by cross-validation",
+        highlight=False,
     )
     console.print(
         f"λ_min = {summary['lam_min']:.4g} (CV error {summary['cv_error_min']:.4g} "
         f"± {summary['cv_se_min']:.2g}), λ_1se = {summary['lam_1se']:.4g} "
-        f"(CV error {summary['cv_error_1se']:.4g}); refit at λ = {summary['lam']:.4g}", highlight=False
+        f"(CV error {summary['cv_error_1se']:.4g}); refit at λ = {summary['lam']:.4g}",
+        highlight=False,
     )
     width = (len(header) - 1) // 2
     for table in _coefficient_tables(header, rows, width, console.width):
@@ -609,8 +662,13 @@ def _fit_progress(quiet: bool, description: str):
     if quiet:
         yield None
         return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(escape(description), total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
@@ -636,8 +694,10 @@ def fit(
     ctx: typer.Context,
     data: Annotated[
         Path | None,
-        typer.Argument(help="CSV/TSV (optionally .gz, .bz2, .xz, .zip, .zst), Parquet or Excel file; the "
-                       "embedded diabetes data when left out."),
+        typer.Argument(
+            help="CSV/TSV (optionally .gz, .bz2, .xz, .zip, .zst), Parquet or Excel file; the "
+            "embedded diabetes data when left out."
+        ),
     ] = None,
     target: Annotated[
         str | None, typer.Option("--target", "-t", help="Column to predict (diabetes: 'progression').")
@@ -652,19 +712,25 @@ def fit(
     ] = Selection.min,
     lambdas: Annotated[
         str | None,
-        typer.Option(metavar="MIN:MAX:N", help="The λ grid: N log-spaced values from MIN to MAX "
-                     "\\[default: from the λ where every coefficient is zero down to --lam-min-ratio times "
-                     "it]"),
+        typer.Option(
+            metavar="MIN:MAX:N",
+            help="The λ grid: N log-spaced values from MIN to MAX "
+            "\\[default: from the λ where every coefficient is zero down to --lam-min-ratio times "
+            "it]",
+        ),
     ] = None,
     n_lams: Annotated[
         int | None,
-        typer.Option(min=2, metavar="N", help="Size of the default grid \\[default: 100; 30 for logistic, 20 "
-                     "for svm]"),
+        typer.Option(
+            min=2, metavar="N", help="Size of the default grid \\[default: 100; 30 for logistic, 20 for svm]"
+        ),
     ] = None,
     lam_min_ratio: Annotated[
         float | None,
-        typer.Option(metavar="R", help="Smallest / largest λ of the default grid \\[default: 1e-3; 1e-6 for "
-                     "ridge, 1e-2 for svm]"),
+        typer.Option(
+            metavar="R",
+            help="Smallest / largest λ of the default grid \\[default: 1e-3; 1e-6 for ridge, 1e-2 for svm]",
+        ),
     ] = None,
     categorical: CategoricalOption = None,
     exclude: ExcludeOption = None,
@@ -675,8 +741,8 @@ def fit(
     thousands: ThousandsOption = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the shuffled folds.")] = 0,
     n_jobs: Annotated[
-        int | None, typer.Option(metavar="N", help="Folds fitted in parallel (joblib; -1: every core) "
-                                 "\\[default: 1]")
+        int | None,
+        typer.Option(metavar="N", help="Folds fitted in parallel (joblib; -1: every core) \\[default: 1]"),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Directory for the files.")] = Path(
         "normpen-fit"
@@ -705,20 +771,31 @@ def fit(
     try:
         output = _claim_output(ctx, out, force, "normpen fit")
         table, target = _load_training_table(data, target, sep, decimal, thousands)
-        encoder = fit_encoder(table.frame, target, na=missing.value, categorical=categorical or (),
-                              exclude=exclude or (), max_levels=max_levels)
+        encoder = fit_encoder(
+            table.frame,
+            target,
+            na=missing.value,
+            categorical=categorical or (),
+            exclude=exclude or (),
+            max_levels=max_levels,
+        )
         X, y = training_data(table.frame, encoder, task, sparse=_use_sparse(encoder))
         _check_trainable(X, y, task, cv)
     except ValueError as err:
         _fail(str(err), EXIT_BAD_INPUT)
     decisions = [*table.decisions, *encoder.decisions]
-    estimator = _fit_estimator(penalty, encoder.groups, l1_ratio, _folds(task, cv, seed), grid, select.value,
-                               n_jobs)
+    estimator = _fit_estimator(
+        penalty, encoder.groups, l1_ratio, _folds(task, cv, seed), grid, select.value, n_jobs
+    )
     size = len(grid["lams"]) if "lams" in grid else estimator.n_lams
-    with warnings.catch_warnings(record=True) as caught, _fit_progress(
-        quiet or json_output,
-        f"{type(estimator).__name__}: folds of {size} λ, then the refit and the path",
-    ) as on_fold, _one_blas_thread():
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        _fit_progress(
+            quiet or json_output,
+            f"{type(estimator).__name__}: folds of {size} λ, then the refit and the path",
+        ) as on_fold,
+        _one_blas_thread(),
+    ):
         warnings.simplefilter("always")
         try:
             estimator.fit(X, y, on_fold=on_fold)
@@ -730,8 +807,11 @@ def fit(
     header, rows = _coefficient_rows(estimator, encoder)
     summary = _fit_summary(penalty, estimator, encoder, X, header, rows)
     edge = _grid_edge_warning(estimator)
-    summary["warnings"] = [*(f"{d.column}: {d.action} ({d.reason})" for d in decisions if d.warn),
-                           *([edge] if edge else []), *sorted({str(w.message) for w in caught})]
+    summary["warnings"] = [
+        *(f"{d.column}: {d.action} ({d.reason})" for d in decisions if d.warn),
+        *([edge] if edge else []),
+        *sorted({str(w.message) for w in caught}),
+    ]
     summary["read"] = table.options
     summary["data"] = [decision.to_dict() for decision in decisions]
     metadata = {"penalty": penalty, "encoder": encoder.to_dict(), "task": task, "read": table.options}
@@ -750,6 +830,7 @@ def fit(
         _note("warning", "yellow", message)
     if not quiet:
         _print_fit(summary, decisions, header, rows, estimator.coef_, out)
+
 
 def _claim_output(ctx: typer.Context, out: Path, force: bool, generator: str):
     """Claim the directory ``out`` until the command ``ctx`` ends (:func:`normpen._files.claim_output`: a
@@ -940,9 +1021,11 @@ SweepModel = Enum("SweepModel", {"mlp": "mlp", "linear": "linear"}, type=str)
 #: ``--penalty`` of sweep: the penalties of normpen.penalties.names it applies to weight matrices.
 SweepPenaltyOption = Annotated[
     str,
-    _name_option({p: names.PENALTIES[p].aliases for p in names.SWEEP_PENALTIES},
-                 lambda s: names.canonical(s, among=names.SWEEP_PENALTIES),
-                 "On the weight matrices; group: one group per unit."),
+    _name_option(
+        {p: names.PENALTIES[p].aliases for p in names.SWEEP_PENALTIES},
+        lambda s: names.canonical(s, among=names.SWEEP_PENALTIES),
+        "On the weight matrices; group: one group per unit.",
+    ),
 ]
 SweepMode = Enum("SweepMode", {m: m for m in ("coupled", "decoupled", "proximal")}, type=str)
 SweepTask = Enum("SweepTask", {t: t for t in ("auto", "regression", "classification")}, type=str)
@@ -960,9 +1043,18 @@ def _sweep_data(data, target, task, val_fraction, seed, na, categorical, exclude
     table = _read(data, *read_options)
     if task == "auto" and target in table.frame.columns:
         task = "regression" if is_numeric_column(table.frame[target]) else "classification"
-    return table_data(table.frame, target, task, val_fraction=val_fraction, seed=seed, na=na,
-                      categorical=categorical, exclude=exclude, max_levels=max_levels,
-                      decisions=table.decisions)
+    return table_data(
+        table.frame,
+        target,
+        task,
+        val_fraction=val_fraction,
+        seed=seed,
+        na=na,
+        categorical=categorical,
+        exclude=exclude,
+        max_levels=max_levels,
+        decisions=table.decisions,
+    )
 
 
 def _sweep_table(result, title) -> Table:
@@ -1049,8 +1141,18 @@ def sweep(
     model, mode = model.value, mode.value
     try:
         output = _claim_output(ctx, out, force, "normpen sweep")
-        split = _sweep_data(data, target, task.value, val_fraction, seed, missing.value, categorical or (),
-                            exclude or (), max_levels, (sep, decimal, thousands))
+        split = _sweep_data(
+            data,
+            target,
+            task.value,
+            val_fraction,
+            seed,
+            missing.value,
+            categorical or (),
+            exclude or (),
+            max_levels,
+            (sep, decimal, thousands),
+        )
     except ValueError as err:
         _fail(str(err), EXIT_BAD_INPUT)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -1065,19 +1167,38 @@ def sweep(
                 progress.update(bar, advance=1, description=f"λ = {lam:.2g}")
 
         try:
-            result = train_sweep(split, lams, penalty=penalty, mode=mode, model=model, hidden=hidden,
-                                 epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, on_epoch=advance)
+            result = train_sweep(
+                split,
+                lams,
+                penalty=penalty,
+                mode=mode,
+                model=model,
+                hidden=hidden,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                on_epoch=advance,
+            )
         except TrainingDiverged as err:
             _fail(f"training failed: {err}", EXIT_FIT_FAILED)
     document = {
-        "model": model, "penalty": penalty, "mode": mode, "task": split.task,
-        "n_train": int(split.X_train.shape[0]), "n_val": int(split.X_val.shape[0]),
-        "data": [decision.to_dict() for decision in split.decisions], **result.to_dict(),
+        "model": model,
+        "penalty": penalty,
+        "mode": mode,
+        "task": split.task,
+        "n_train": int(split.X_train.shape[0]),
+        "n_val": int(split.X_val.shape[0]),
+        "data": [decision.to_dict() for decision in split.decisions],
+        **result.to_dict(),
     }
-    _commit_output(output, {
-        "sweep.png": figure_png(result.figure()),
-        "sweep.json": _json_bytes(document),
-    })
+    _commit_output(
+        output,
+        {
+            "sweep.png": figure_png(result.figure()),
+            "sweep.json": _json_bytes(document),
+        },
+    )
     if json_output:
         typer.echo(json.dumps({**json.loads(_json_bytes(document)), "out": str(out)}, ensure_ascii=False))
         return
