@@ -86,8 +86,9 @@ _SNIFF_LINES = 50
 _COMMA_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DECIMAL_COMMA = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
-_ANY_NUMBER = re.compile("|".join(f"({pattern.pattern})" for pattern in (_COMMA_THOUSANDS, _PLAIN_NUMBER,
-                                                                         _DECIMAL_COMMA)))
+_ANY_NUMBER = re.compile(
+    "|".join(f"({pattern.pattern})" for pattern in (_COMMA_THOUSANDS, _PLAIN_NUMBER, _DECIMAL_COMMA))
+)
 #: Share of a text column's values that must be numbers for its other values to be read as missing marks.
 NUMERIC_SHARE = 0.9
 #: Most distinct missing marks (``?``, ``-``, ...) in one such column.
@@ -196,17 +197,27 @@ def _read_text(path, sep, decimal, thousands) -> TableRead:
         frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=thousands)
         markers = _missing_markers(frame)
         if markers:
-            decisions += [Decision(column, f"read {', '.join(map(repr, tokens))} as missing",
-                                   "every other value is a number") for column, tokens in markers.items()]
-            frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=thousands,
-                                na_values=markers)
+            decisions += [
+                Decision(
+                    column, f"read {', '.join(map(repr, tokens))} as missing", "every other value is a number"
+                )
+                for column, tokens in markers.items()
+            ]
+            frame = pd.read_csv(
+                path, sep=sep, decimal=options["decimal"], thousands=thousands, na_values=markers
+            )
         if decimal is None and thousands is None:
             detected = _number_format(frame, sep)
             if detected is not None:
                 options.update(detected[0])
                 decisions.append(detected[1])
-                frame = pd.read_csv(path, sep=sep, decimal=options["decimal"], thousands=options["thousands"],
-                                    na_values=markers)
+                frame = pd.read_csv(
+                    path,
+                    sep=sep,
+                    decimal=options["decimal"],
+                    thousands=options["thousands"],
+                    na_values=markers,
+                )
     except pd.errors.EmptyDataError:
         raise TableError(f"{path} is empty; give a file with a header row and data rows") from None
     except TableError:
