@@ -779,7 +779,8 @@ def fit(
             exclude=exclude or (),
             max_levels=max_levels,
         )
-        X, y = training_data(table.frame, encoder, task, sparse=_use_sparse(encoder))
+        # column-major: the layout the solvers work in, so the estimator takes X without copying it
+        X, y = training_data(table.frame, encoder, task, sparse=_use_sparse(encoder), order="F")
         _check_trainable(X, y, task, cv)
     except ValueError as err:
         _fail(str(err), EXIT_BAD_INPUT)

@@ -408,32 +408,39 @@ class TabularEncoder:
             return ~missing.to_numpy().any(axis=1)
         return np.ones(frame.shape[0], dtype=bool)
 
-    def transform(self, frame, *, sparse=False):
+    def transform(self, frame, *, sparse=False, order="C"):
         """The design matrix (float64) of the rows of ``frame`` kept by :meth:`rows`.
 
         With ``sparse=True`` a ``scipy.sparse`` CSR matrix (the 0/1 columns
         stored sparsely), worth it when the one-hot columns outnumber the
-        numeric ones. Raises :class:`TableError` for a missing feature
-        column, a non-numeric or non-finite value in a numeric column, and a
-        level never seen in training (unless the column was grouped).
+        numeric ones. A dense matrix is laid out in ``order``: ``"C"`` (rows
+        contiguous) or ``"F"`` (columns contiguous, the layout the solvers of
+        :mod:`normpen.linear` copy a design into; the same numbers either way).
+        Raises :class:`TableError` for a missing feature column, a
+        non-numeric or non-finite value in a numeric column, and a level
+        never seen in training (unless the column was grouped).
         """
         absent = [c for c in (*self.numeric, *self.categorical) if c not in frame.columns]
         if absent:
             raise TableError(f"column(s) {absent} are missing; the model was trained with them, add them")
-        frame = frame[self.rows(frame)]
+        frame = _subset(frame, self.rows(frame))
         numbers = self._numeric_block(frame)
         codes = [
             self._level_codes(frame[c], c, levels, mode)
             for c, levels, mode in zip(self.categorical, self.levels, self.modes, strict=True)
         ]
-        return _design_matrix(numbers, codes, [len(levels) for levels in self.levels], sparse)
+        return _design_matrix(numbers, codes, [len(levels) for levels in self.levels], sparse, order)
 
     def _numeric_block(self, frame) -> np.ndarray:
-        values = np.empty((frame.shape[0], len(self.numeric)))
+        r"""The numeric columns standardised, :math:`(v_j - \mu_j)/s_j` (a missing value as
+        :math:`\mu_j`), in Fortran order: each column is filled and scaled in place, contiguously."""
+        values = np.empty((frame.shape[0], len(self.numeric)), order="F")
         for j, column in enumerate(self.numeric):
             numbers = _column_numbers(frame[column], column, column in self.dates)
-            values[:, j] = np.where(np.isnan(numbers), self.means[j], numbers)
-        return (values - np.array(self.means)) / np.array(self.scales)
+            standardised = values[:, j]
+            np.subtract(np.where(np.isnan(numbers), self.means[j], numbers), self.means[j], out=standardised)
+            standardised /= self.scales[j]
+        return values
 
     def _level_codes(self, series, column, levels, mode) -> np.ndarray:
         """Index into ``levels`` of every value of ``series`` (missing values as ``mode``)."""
@@ -504,23 +511,34 @@ class TabularEncoder:
         return encoder
 
 
-def _design_matrix(numbers, codes, widths, sparse):
+def _design_matrix(numbers, codes, widths, sparse, order="C"):
     """``[numbers | one-hot of codes]``: the 0/1 block of categorical column ``c`` is ``widths[c]`` wide
-    and has its 1 at ``codes[c]``; a CSR matrix when ``sparse``, else a dense array."""
-    from scipy import sparse as sp
-
-    n = numbers.shape[0]
+    and has its 1 at ``codes[c]``; a CSR matrix when ``sparse``, else a dense array in ``order``."""
+    n, k = numbers.shape
     starts = np.cumsum([0, *widths[:-1]])
     columns = (
         np.column_stack([start + code for start, code in zip(starts, codes, strict=True)]).ravel()
         if codes
         else np.zeros(0, dtype=np.int64)
     )
+    if not codes and not sparse:
+        return np.asarray(numbers, order=order)  # no 0/1 block: no new matrix for the order it is in
     rows = np.repeat(np.arange(n), len(codes))
-    one_hot = sp.csr_matrix((np.ones(rows.size), (rows, columns)), shape=(n, int(sum(widths))))
     if sparse:
+        from scipy import sparse as sp
+
+        one_hot = sp.csr_matrix((np.ones(rows.size), (rows, columns)), shape=(n, int(sum(widths))))
         return sp.hstack([sp.csr_matrix(numbers), one_hot], format="csr")
-    return np.hstack([numbers, one_hot.toarray()])
+    design = np.zeros((n, k + int(sum(widths))), order=order)
+    design[:, :k] = numbers
+    design[rows, k + columns] = 1.0
+    return design
+
+
+def _subset(frame, keep):
+    """The rows of ``frame`` where the boolean array ``keep`` holds; ``frame`` itself when it holds
+    everywhere (no copy of the table)."""
+    return frame if keep.all() else frame[keep]
 
 
 def _column_numbers(series, column, is_date) -> np.ndarray:
@@ -806,18 +824,19 @@ def training_data(
     task,
     *,
     sparse=False,
+    order="C",
     hint="for class labels use --penalty logistic-l1, logistic-l2 or svm",
 ):
     """Design matrix and target of the training rows of ``frame``: ``(X, y)``.
 
     Rows without a target are dropped, then :meth:`TabularEncoder.transform`
-    applies the encoder (``sparse`` as there). ``task="regression"`` needs a
+    applies the encoder (``sparse`` and ``order`` as there). ``task="regression"`` needs a
     numeric, finite target: a text column raises :class:`TableError` ending
     with ``hint``; ``task="classification"`` keeps the labels as they are.
     """
-    frame = frame[frame[encoder.target].notna().to_numpy()]
-    X = encoder.transform(frame, sparse=sparse)
-    series = frame[encoder.target][encoder.rows(frame)]
+    frame = _subset(frame, frame[encoder.target].notna().to_numpy())
+    X = encoder.transform(frame, sparse=sparse, order=order)
+    series = _subset(frame[encoder.target], encoder.rows(frame))
     if task == "classification":
         return X, series.to_numpy()
     if not is_numeric_column(series):
