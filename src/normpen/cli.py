@@ -362,10 +362,10 @@ def _folds(task: str, k: int, seed: int):
 def _load_training_table(data: Path | None, target: str | None, sep, decimal, thousands):
     """The table as read (:class:`normpen.tabular.TableRead`) and its target column: the user's file, or the
     embedded diabetes data."""
-    from normpen.datasets import load
-    from normpen.tabular import TableRead, frame_from_arrays
-
     if data is None:
+        from normpen.datasets import load
+        from normpen.tabular import TableRead, frame_from_arrays
+
         diabetes = load("diabetes")
         frame = frame_from_arrays(diabetes.X, diabetes.y, diabetes.feature_names, DIABETES_TARGET)
         return TableRead(frame, {}), target or DIABETES_TARGET
@@ -650,6 +650,9 @@ def _fit_progress(quiet: bool, description: str):
     """A progress bar on stderr while the fit runs, advanced as each fold finishes; yields the estimator's
     ``on_fold`` callback (None with --quiet). A transient display: it leaves no line behind, and none at
     all when stderr is no terminal."""
+    if quiet:
+        yield None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -659,9 +662,6 @@ def _fit_progress(quiet: bool, description: str):
         TimeElapsedColumn,
     )
 
-    if quiet:
-        yield None
-        return
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
