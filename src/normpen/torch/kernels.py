@@ -443,6 +443,12 @@ class GroupNorms:
         size = max((b * w for b, w in zip(self.blocks, widths, strict=True)), default=0)
         self._squares = torch.empty(size, dtype=dtype, device=device)
         self._ones = torch.ones(1, max(self.blocks, default=0), dtype=dtype, device=device)
+        #: Per column tensor: its matrix shape, its block, and the views of the buffer and of the ones its
+        #: first block takes (built once: a step's Python work is the operations alone).
+        self._column_plans = [
+            self._column_plan(t.shape[0], w, b) if c else None
+            for t, w, b, c in zip(tensors, widths, self.blocks, columns, strict=True)
+        ]
         self._scaling = None
 
     def _pool(self, tensors, runs, widths, dtype):
@@ -474,6 +480,10 @@ class GroupNorms:
             by_run.append((groups, self.flat[groups], sums[span].view(-1, k), repeated[span].view(-1, k)))
         return rows, by_run, repeated_rows
 
+    def _column_plan(self, rows, width, block):
+        first = min(rows, block)
+        return (rows, width), block, self._squares[: first * width].view(first, width), self._ones[:, :first]
+
     def _block_rows(self, tensor, dtype):
         """How many rows of ``tensor`` a block holds: :attr:`BLOCK_BYTES` of them, at least one."""
         row_bytes = max(math.prod(tensor.shape[1:]), 1) * torch.finfo(dtype).bits // 8
@@ -502,11 +512,11 @@ class GroupNorms:
         ``vector_norm`` over dim 0 (a strided reduction); the row norms take
         0.3 ms.
         """
-        for tensor, reduced, out, columns, block in zip(
-            tensors, self.dims, self.out, self._column_out, self.blocks, strict=True
+        for tensor, reduced, out, columns, plan in zip(
+            tensors, self.dims, self.out, self._column_out, self._column_plans, strict=True
         ):
             if columns is not None:
-                self._sums_of_squares_of_columns(tensor, columns, block)
+                self._sums_of_squares_of_columns(tensor, columns, *plan)
             elif reduced:
                 torch.linalg.vector_norm(tensor, dim=reduced, keepdim=True, out=out)
             else:
@@ -522,15 +532,16 @@ class GroupNorms:
             self._squared.rsqrt_().reciprocal_()
         return self.flat
 
-    def _sums_of_squares_of_columns(self, tensor, out, block):
-        """``out`` (a row) = the sums of the squares of the columns of ``tensor`` as a matrix
-        ``(rows, width)``, accumulated ``block`` rows at a time."""
-        blocks = tensor.reshape(tensor.shape[0], math.prod(tensor.shape[1:])).split(block)
-        first = blocks[0]
-        squares = torch.mul(first, first, out=self._squares[: first.numel()].view(first.shape))
-        for rows in blocks[1:]:
+    def _sums_of_squares_of_columns(self, tensor, out, shape, block, squares, ones):
+        """``out`` (a row) = the sums of the squares of the columns of ``tensor`` as a matrix ``shape``,
+        accumulated ``block`` rows at a time in ``squares`` (a view of the buffer), summed by ``ones``."""
+        matrix = tensor.reshape(shape)
+        first = matrix[: squares.shape[0]]
+        torch.mul(first, first, out=squares)
+        for start in range(block, shape[0], block):
+            rows = matrix[start : start + block]
             squares[: rows.shape[0]].addcmul_(rows, rows)
-        torch.mm(self._ones[:, : first.shape[0]], squares, out=out)
+        torch.mm(ones, squares, out=out)
 
     def scale_(self, tensors, factors):
         r"""Multiply every group of ``tensors`` by its entry of ``factors`` (a vector like :attr:`flat`).
