@@ -394,7 +394,8 @@ def _check_classes(y):
                 f"the target holds non-integer numbers (e.g. {example:g}): a quantity, not class labels; "
                 f"use a regression penalty (--penalty lasso, or one of {_REGRESSION_MODELS})"
             )
-    classes = np.unique([_label_text(label) for label in y])
+    distinct = np.unique(y) if y.dtype.kind in "biuf" else y  # text is a function of the value: fewer calls
+    classes = np.unique([_label_text(label) for label in distinct])
     if classes.size < 2:
         raise ValueError(f"the target has a single class ({classes[0]!r}); classification needs two or more")
     if classes.size > MAX_CLASSES:
