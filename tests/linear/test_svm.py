@@ -203,8 +203,9 @@ def test_tol_below_the_float64_floor_stops_at_the_best_point_and_says_so(n, p):
     solution), so the interior point drove mu to 0 until its Woodbury factorization failed. Found by
     lowering tol on smaller make_classification problems: 300 x 30 fails the same way at tol=1e-14
     (n > p, the Woodbury side); 40 x 80 and 30 x 60 (n <= p, the n side) overflowed S/alpha into a
-    ValueError. Of 200 random problems (n 50-300, p 5-60) at tol=1e-12, 10 raised LinAlgError and 21
-    wandered for max_iter = 1000 iterations; now 32 stop at the floor with this warning, within 25.
+    ValueError. Of 200 random problems (n 50-300, p 5-60) at tol=1e-12, 10 raised LinAlgError (now
+    this warning) and 21 wander for max_iter = 1000 iterations (still: no sound test of a useless
+    Newton direction was found, a solve's residual above its right-hand side stopped solvable ones).
     """
     X, labels = make_classification(n, p, n_informative=p // 2, flip_y=0.05, random_state=0)
     y, lam = 2.0 * labels - 1.0, 1.0 / n  # C = 1

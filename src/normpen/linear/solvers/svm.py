@@ -58,11 +58,14 @@ of :math:`P` on 120 samples at :math:`C = 10^4`, :math:`1.2\cdot10^{-12}` on 500
 :math:`C = 1`; a crossover refined with residuals in extended precision ends at the same order.
 A ``tol`` below it cannot be met, and past it the interior point only drives
 :math:`\mu \to 0`: its Newton systems become singular to float64 (on the Woodbury
-side the factorization loses every digit, then fails; on the :math:`n` side
-:math:`S/\alpha` overflows). So the iterations stop when a factorization fails, when
-a solve's residual is no smaller than its right-hand side, or when the iterate's
-own gap :math:`\lambda(\alpha^\top s + (U - \alpha)^\top t)` is below :math:`\varepsilon|P|`, and
-the best certified point is returned with a warning giving the accuracy reached.
+side the factorization loses every digit, the iterates wander, and the
+factorization fails; on the :math:`n` side :math:`S/\alpha` overflows). So the iterations
+stop when :math:`S/\alpha` overflows, when a factorization fails, or when the
+iterate's own gap :math:`\lambda(\alpha^\top s + (U - \alpha)^\top t)` is below
+:math:`\varepsilon\min(P_0, P)`, and the best certified point is returned with a warning
+giving the accuracy reached. On the 5000 x 500 problem the wandering takes 65
+iterations after the best point (85 in all, against 17 to it); where the
+factorization keeps succeeding it can last until ``max_iter``.
 
 **Dual coordinate descent** (larger problems): the algorithm of Hsieh, Chang,
 Lin, Keerthi and Sundararajan (ICML 2008), liblinear's, with :math:`w`
@@ -265,12 +268,11 @@ class _DualQP:
         spans many orders of magnitude, so there (``refine``) each solve is followed
         by a step of iterative refinement against the exact product.
 
-        As :math:`\mu \to 0` that range outgrows :math:`1/\varepsilon`, and :math:`K` is
+        As :math:`\mu \to 0` that range outgrows :math:`1/\varepsilon` and :math:`K` becomes
         singular to float64: :class:`_NewtonFloor` is raised when :math:`M` overflows or
-        the Cholesky factorization fails, and by a solve whose residual
-        :math:`\|r - Ku\|_\infty` is no smaller than :math:`\|r\|_\infty`, the residual of
-        :math:`u = 0` (the solve carries no information). Checking costs one product
-        with :math:`K`, :math:`O(np)` flops, against the factorization's :math:`O(np\min(n, p))`.
+        the Cholesky factorization fails. (A solve's residual is no such test: on badly
+        scaled problems solves whose residual exceeds the right-hand side still led
+        the iterates to the optimum.)
         """
         if not np.isfinite(diagonal).all():
             raise _NewtonFloor("its diagonal S/alpha + T/(U - alpha) overflowed")
@@ -293,17 +295,12 @@ class _DualQP:
         except LinAlgError as error:
             raise _NewtonFloor(f"its Cholesky factorization failed: {error}") from error
 
-        def residual(u, r):
-            return r - diagonal * u - np.asarray(self.Z @ self.weights(u)).ravel()
+        if not refine:
+            return approximate
 
         def solve(r):
             u = approximate(r)
-            if refine:
-                u = u + approximate(residual(u, r))
-            size, left = float(np.abs(r).max()), float(np.abs(residual(u, r)).max())
-            if size > 0 and not left < size:  # also a nan
-                raise _NewtonFloor(f"a solve left the residual {left:.1e} >= |rhs| = {size:.1e}")
-            return u
+            return u + approximate(r - diagonal * u - np.asarray(self.Z @ self.weights(u)).ravel())
 
         return solve
 
@@ -393,12 +390,13 @@ def _interior_point(qp, alpha, stop, max_iter):
         best = certificate if best is None or certificate.gap < best.gap else best
         if best.gap <= stop(best.objective) or n_iter == max_iter:
             return best, n_iter, None
-        # the iterate's own gap lam (alpha's + (U - alpha)'t): below the rounding of P, no later
-        # iterate differs measurably from this one
+        # the iterate's own gap lam (alpha's + (U - alpha)'t) below the rounding of P*: the steps
+        # to the boundary (a fraction of alpha, s, t) are below rounding too, the iterate is stuck
         complementarity = qp.lam * (alpha @ lower_mult + _finite_dot(room, upper_mult))
-        if complementarity <= _EPS * abs(best.objective):
-            floor = f"the iterate's complementarity {complementarity:.1e} is below eps |P| = "
-            return best, n_iter, floor + f"{_EPS * abs(best.objective):.1e}, the rounding of P"
+        rounding = _EPS * min(qp.gap_scale, abs(best.objective))  # of P*, at most min(P0, P)
+        if complementarity <= rounding:
+            floor = f"the iterate's complementarity {complementarity:.1e} is below eps min(P0, P) = "
+            return best, n_iter, floor + f"{rounding:.1e}: its steps can no longer move it"
         try:
             step = _mehrotra_step(qp, y, alpha, room, lower_mult, upper_mult, refine=late)
         except _NewtonFloor as floor:
