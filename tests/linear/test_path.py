@@ -16,9 +16,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import lasso_path
 
 from normpen.experiments.elastic_net_grouping import make_problem, standardized
+from normpen.linear.blocks import BlockPenalty
 from normpen.linear.datafits import Hinge, Logistic, MultitaskQuadratic, Quadratic
 from normpen.linear.path import SolverDivergedError, lambda_grid, lambda_max, path
-from normpen.linear.solvers.cd import _polish_support, coordinate_descent
+from normpen.linear.solvers.cd import _CoordinateSweep, _polish_support, coordinate_descent
 from normpen.linear.solvers.cd import solve as cd_solve
 from normpen.linear.solvers.fista import fista
 from normpen.penalties.elastic_net import ElasticNet
@@ -206,7 +207,10 @@ def test_support_polish_refuses_a_singular_hessian():
     step = np.linalg.solve(Q, -(grad + alpha * sigma))
     # what the polish used to take: a step of ~1e14 along the null space (1, 1, -1) that keeps the signs
     assert np.max(np.abs(step)) > 1e6 and np.array_equal(np.sign(B[:, 0] + step), sigma)
-    np.testing.assert_array_equal(_polish_support(Q, grad, B, alpha, 0.0, False), B)
+    penalty = BlockPenalty.separable(alpha[:, None])
+    # the model's centre is B itself, with gradient grad there; Q's pivots are known to 16 n eps (n = 40)
+    sweep = _CoordinateSweep(Q, grad[:, None], B, penalty, np.diagonal(Q), 16 * 40 * np.finfo(float).eps)
+    np.testing.assert_array_equal(_polish_support(sweep, B, grad[:, None]), B)
 
 
 def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, data):

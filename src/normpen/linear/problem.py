@@ -485,7 +485,7 @@ class Problem:
 
     def gap_threshold(self, tol, report):
         """The gap to reach: ``tol * P0``, never below the objective's rounding level in ``X``'s dtype."""
-        return max(tol * self.objective_at_zero(), self._objective_rounding(report.primal))
+        return max(tol * self.objective_at_zero(), self.objective_rounding(report.primal))
 
     def certifiable_tol(self, objective):
         r"""The smallest relative gap a duality gap can certify at this objective: :math:`64\epsilon|P|/P_0`.
@@ -495,9 +495,10 @@ class Problem:
         :math:`P_0 = 0`: zero is then optimal and no tolerance is needed.)
         """
         scale = self.objective_at_zero()
-        return self._objective_rounding(objective) / scale if scale > 0 else 0.0
+        return self.objective_rounding(objective) / scale if scale > 0 else 0.0
 
-    def _objective_rounding(self, objective):
+    def objective_rounding(self, objective):
+        r"""The rounding :math:`64\epsilon|P|` of objectives near ``objective`` (a smaller gap is noise)."""
         return 64 * self.eps * abs(objective)
 
     def warn_if_uncertifiable(self, tol, objective, gap):
@@ -706,7 +707,8 @@ class _GramCache:
     def centred(self, rows):
         self._add(rows)
         slots = self.slot[rows]
-        gram = self.buffer[:, slots][slots]  # columns first: the buffer is Fortran-ordered
+        # the buffer is symmetric and Fortran-ordered: gathering from its C-ordered transpose reads rows
+        gram = self.buffer.T[np.ix_(slots, slots)]
         if self.problem.fit_intercept:
             q = self.problem.means()[rows]
             gram -= q[:, None] * q[None, :]
