@@ -425,9 +425,12 @@ class GroupNorms:
         columns = [0 in reduced for reduced in self.dims]
         # per tensor, how many columns of its matrix view one group holds (0: groups without dim 0)
         runs = [w // max(n, 1) if c else 0 for c, w, n in zip(columns, widths, counts, strict=True)]
-        for t, reduced, run in zip(tensors, self.dims, runs, strict=True):
+        for i, (t, reduced, run) in enumerate(zip(tensors, self.dims, runs, strict=True)):
             if run > 1 and set(reduced) != {0, *range(t.ndim - len(reduced) + 1, t.ndim)}:
-                raise ValueError(f"groups over dims {reduced} of a {t.ndim}-D tensor are not runs of columns")
+                raise ValueError(
+                    f"dims[{i}]={reduced} of a {t.ndim}-D tensor: groups over dims {reduced} are not runs of "
+                    "columns of its matrix view; reduce over (0,) or over 0 and the trailing dims"
+                )
         # pooled tensors (runs of k > 1 columns) by k, then the other column tensors, then the rest
         order = sorted(range(len(tensors)), key=lambda i: (runs[i] <= 1, not columns[i], runs[i]))
         #: The tensors in the order of their segments in :attr:`flat`, and each one's first entry there.
@@ -481,6 +484,9 @@ class GroupNorms:
         return rows, by_run, repeated_rows
 
     def _column_plan(self, rows, width, block):
+        """What :meth:`_sums_of_squares_of_columns` takes for a ``(rows, width)`` matrix in blocks of
+        ``block`` rows: the shape, the block, and the views of the buffer and of the ones for its first
+        block."""
         first = min(rows, block)
         return (rows, width), block, self._squares[: first * width].view(first, width), self._ones[:, :first]
 
