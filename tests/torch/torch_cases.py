@@ -96,7 +96,22 @@ def assert_same(a, b, exact=False, rtol=1e-10, atol=1e-12):
 
 def run_on_ranks(worker, out_dir, world, timeout_s):
     """Run ``worker(rank, port, out_dir)`` in ``world`` spawned processes on a free loopback port and return
-    what each rank saved as ``out_dir/rank{r}.pt``; fails when they have not finished after ``timeout_s``."""
+    what each rank saved as ``out_dir/rank{r}.pt``; fails when they have not finished after ``timeout_s``.
+
+    The port is free when probed but may be taken by another process before rank 0 binds it (the
+    probe must close first); a start that fails on exactly that ("address already in use") is retried
+    once on a fresh port. Every other failure is raised as it is."""
+    try:
+        _run_once(worker, out_dir, world, timeout_s)
+    except mp.ProcessRaisedException as error:
+        if "address already in use" not in str(error).lower():
+            raise
+        _run_once(worker, out_dir, world, timeout_s)
+    return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+def _run_once(worker, out_dir, world, timeout_s):
+    """One start of ``world`` workers on a port that was free when probed (see :func:`run_on_ranks`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -109,4 +124,3 @@ def run_on_ranks(worker, out_dir, world, timeout_s):
         for process in context.processes:
             if process.is_alive():
                 process.terminate()
-    return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(world)]
