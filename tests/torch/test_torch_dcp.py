@@ -12,14 +12,13 @@ a step at learning rate 0 on zero gradients; the regularizer sits it out
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch_cases import run_on_ranks
+from torch_cases import gloo_group, run_on_ranks
 
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l2 import L2
@@ -76,10 +75,7 @@ def _worker(rank, port, out_dir):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=300))
-    try:
+    with gloo_group(rank, port, WORLD, timeout_s=300):
         mesh = init_device_mesh("cpu", (WORLD,))
 
         def setup(seed):
@@ -128,8 +124,6 @@ def _worker(rank, port, out_dir):
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    finally:
-        dist.destroy_process_group()
     # After a dcp.save/load, about one exit in ten of a gloo worker aborts in the interpreter's teardown
     # ("terminate called without an active exception", after destroy_process_group returned and the
     # results were written): leave without the teardown once everything is saved. A failure above still

@@ -8,14 +8,13 @@ Fisher diagonal of the two halves must be the Fisher of the whole data.
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch_cases import conv_batches, conv_net, run_on_ranks
+from torch_cases import conv_batches, conv_net, gloo_group, run_on_ranks
 
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
@@ -53,10 +52,7 @@ def _fisher(model, batches):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
-    try:
+    with gloo_group(rank, port, WORLD, timeout_s=60):
         halves = [(x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]) for x, y in conv_batches(STEPS)]
         model = conv_net()
         ddp = nn.parallel.DistributedDataParallel(model)
@@ -66,8 +62,6 @@ def _worker(rank, port, out_dir):
             {"params": dict(model.named_parameters()), "multiplier": multiplier, "fisher": fisher},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")

@@ -13,7 +13,6 @@ tensor is refused.
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 
@@ -21,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch_cases import run_on_ranks
+from torch_cases import gloo_group, run_on_ranks
 
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
@@ -149,10 +148,7 @@ def _worker(rank, port, out_dir):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=300))
-    try:
+    with gloo_group(rank, port, WORLD, timeout_s=300):
         mesh = init_device_mesh("cpu", (WORLD,))
 
         def shard(model):
@@ -186,8 +182,6 @@ def _worker(rank, port, out_dir):
         except TypeError as err:
             refused["nuclear_built_before"] = str(err)
         torch.save({"results": results, "refused": refused}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,16 @@ optimizer's own weight decay off so that the regularizer is the only one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import datetime
+import os
 import socket
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
@@ -92,6 +96,21 @@ def assert_same(a, b, exact=False, rtol=1e-10, atol=1e-12):
             assert torch.equal(p, q), name
         else:
             torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
+
+
+@contextlib.contextmanager
+def gloo_group(rank, port, world, timeout_s):
+    """Inside a worker of :func:`run_on_ranks`: join the ``world``-process gloo group on loopback ``port``
+    as ``rank``, with one torch thread per process (the two cores are shared), and leave it on exit."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s)
+    )
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def run_on_ranks(worker, out_dir, world, timeout_s):
