@@ -124,11 +124,6 @@ def _worker(rank, port, out_dir):
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    # After a dcp.save/load, about one exit in ten of a gloo worker aborts in the interpreter's teardown
-    # ("terminate called without an active exception", after destroy_process_group returned and the
-    # results were written): leave without the teardown once everything is saved. A failure above still
-    # raises and reaches run_on_ranks.
-    os._exit(0)
 
 
 @pytest.fixture(scope="module")
