@@ -537,10 +537,14 @@ class _CoupledModel:
         self.fit_intercept = problem.fit_intercept
         self.X = X_ws
         self.D, self.V = np.asarray(D, dtype=np.float64), np.asarray(V, dtype=np.float64)
+        # class-major copies: products over (sample, class, class) broadcast along the samples, about
+        # 30x faster than along a short trailing axis of classes (1.6 ms against 0.05 ms for 5,093 x 9 x 5)
+        self.classes = (np.ascontiguousarray(self.D.T), np.ascontiguousarray(self.V.T))
         n, m = self.D.shape
         squares = X_ws.multiply(X_ws).T if sp.issparse(X_ws) else (X_ws * X_ws).T
-        outer = (self.V[:, :, None] * self.V[:, None, :]).reshape(n, m * m)
-        blocks = -np.asarray(squares @ outer, dtype=np.float64).reshape(-1, m, m)
+        VT = self.classes[1]
+        outer = (VT[:, None, :] * VT[None, :, :]).reshape(m * m, n)
+        blocks = -np.asarray(squares @ outer.T, dtype=np.float64).reshape(-1, m, m)
         diagonal = np.einsum("jcc->jc", blocks)
         diagonal += np.asarray(squares @ self.D, dtype=np.float64)
         self.blocks = blocks
@@ -558,7 +562,6 @@ class _CoupledModel:
         )
         self.columns = _ColumnReader(X_ws)
         self.whole = self.whole_hessian() if (blocks.shape[0] + 1) * m <= _DIRECT_FACE else None
-        self.classes = (np.ascontiguousarray(self.D.T), np.ascontiguousarray(self.V.T))
 
     def hessian(self, rows, classes, intercepts):
         r"""The model's Hessian on the coefficients ``(rows, classes)`` and the first ``intercepts``
@@ -586,11 +589,12 @@ class _CoupledModel:
         """
         X = self.X.toarray() if sp.issparse(self.X) else self.X
         n, m = self.D.shape
-        columns = np.concatenate([np.asarray(X, dtype=np.float64), np.ones((n, 1))], axis=1)
-        coupled = (columns[:, :, None] * self.V[:, None, :]).reshape(n, -1)
-        whole = -(coupled.T @ coupled)
+        DT, VT = self.classes
+        columns = np.concatenate([np.asarray(X, dtype=np.float64).T, np.ones((1, n))])
+        coupled = (columns[:, None, :] * VT[None, :, :]).reshape(-1, n)
+        whole = -(coupled @ coupled.T)
         for c in range(m):
-            whole[c::m, c::m] += columns.T @ (columns * self.D[:, c : c + 1])
+            whole[c::m, c::m] += (columns * DT[c]) @ columns.T
         return whole
 
     def reduced(self, g_ws, g_b):
