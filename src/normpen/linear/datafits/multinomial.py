@@ -6,20 +6,15 @@ import functools
 
 import array_api_compat
 
-from normpen._array import namespace
+from normpen._array import matrix_axis_sum, namespace
 from normpen.linear.datafits.base import Datafit, float_target, xlogx
 
 __all__ = ["Multinomial"]
 
 
 def _class_sum(x):
-    """Sum over the classes (last axis) of an ``(n, K)`` array, as a matrix-vector product.
-
-    numpy reduces a short C-ordered axis about 10x slower than BLAS multiplies by ones (90 against
-    9 microseconds for 6,366 x 5); with ``K`` terms per sum the rounding is the same order.
-    """
-    xp = namespace(x)
-    return x @ xp.ones((x.shape[1],), dtype=x.dtype, device=array_api_compat.device(x))
+    """Sum over the classes (last axis) of an ``(n, K)`` array (:func:`~normpen._array.matrix_axis_sum`)."""
+    return matrix_axis_sum(x, 1)
 
 
 def _class_extreme(pick, x):
@@ -97,8 +92,8 @@ class Multinomial(Datafit):
         a = xp.reshape(weights, (-1, 1))
         weighted = a * p
         eye = xp.eye(z.shape[1], dtype=z.dtype, device=array_api_compat.device(z))
-        hess = eye * xp.reshape(xp.sum(weighted, axis=0), (1, -1)) - weighted.T @ p
-        return -xp.sum(a * y * log_p), xp.sum(weighted - a * y, axis=0), hess
+        hess = eye * xp.reshape(matrix_axis_sum(weighted, 0), (1, -1)) - weighted.T @ p
+        return -xp.sum(a * y * log_p), matrix_axis_sum(weighted - a * y, 0), hess
 
     def canonical_intercept(self, b):
         """Adding a constant to every class changes nothing: return the intercept with zero mean."""

@@ -71,7 +71,7 @@ from scipy.linalg.lapack import dpstrf
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen._array import soft_threshold
+from normpen._array import matrix_axis_sum, soft_threshold
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
@@ -347,7 +347,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     pen_ws, rows = penalty.restrict(working)
     X_ws = problem.columns(rows)
     quadratic = problem.exact_model
-    g_ws, g_b = grad[rows], G.sum(axis=0)
+    g_ws, g_b = grad[rows], matrix_axis_sum(G, 0)
     epochs = 0
     model, t, primal = None, 1.0, None
     for newton in range(_MAX_NEWTON):
@@ -355,7 +355,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
             problem.refit_intercept(state)
             G = problem.raw_gradient(state.z)
             g_ws = np.asarray(X_ws.T @ G.astype(X_ws.dtype), dtype=np.float64).reshape(-1, problem.n_outputs)
-            g_b = G.sum(axis=0)
+            g_b = matrix_axis_sum(G, 0)
             report = problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows)
             if report.gap <= gap_target:
                 return epochs, report
@@ -551,7 +551,7 @@ class _CoupledModel:
         top = np.linalg.eigvalsh(blocks)[:, -1]
         self.L = np.where(top > 0, top, 1.0)
         self.row_diagonal = diagonal
-        intercept = np.diag(self.D.sum(axis=0)) - self.V.T @ self.V
+        intercept = np.diag(matrix_axis_sum(self.D, 0)) - self.V.T @ self.V
         self.intercept_diagonal = np.diagonal(intercept).copy()
         # adding a constant to every output is an exact null direction of these Hessians; its computed
         # eigenvalue is the rounding of a sum over the samples, and keeping it would amplify rounding by
@@ -614,7 +614,7 @@ class _CoupledModel:
         E = np.asarray(self.X @ (B - W).astype(self.X.dtype), dtype=np.float64) + db
         R = self.times_hessian(E)
         if self.fit_intercept:
-            shift = -self.intercept_inverse @ (g_b + R.sum(axis=0))
+            shift = -self.intercept_inverse @ (g_b + matrix_axis_sum(R, 0))
             db = db + shift
             E += shift
             R += self.times_hessian(np.broadcast_to(shift, R.shape))
@@ -671,7 +671,7 @@ class _CoupledModel:
         sigma = np.sign(B)
         face = (B != 0) | ((pen.l1 == 0) & (not pen.positive))
         rhs = np.where(face, -(grad + pen.l1 * sigma + pen.ridge * B), 0.0)
-        rhs_b = -(start[2] + R.sum(axis=0)) if self.fit_intercept else np.zeros_like(db)
+        rhs_b = -(start[2] + matrix_axis_sum(R, 0)) if self.fit_intercept else np.zeros_like(db)
         small = np.count_nonzero(face) + rhs_b.size <= _DIRECT_FACE
         if small:
             u, u_b = _solve_face(self, face, rhs, rhs_b, pen.ridge, B[face])
@@ -817,7 +817,7 @@ def _conjugate_gradients(
         E = np.asarray(X @ d.astype(X.dtype), dtype=np.float64) + d_b
         R = model.times_hessian(E)
         Ad = np.where(face, np.asarray(X.T @ R.astype(X.dtype), dtype=np.float64) + ridge * d, 0.0)
-        Ad_b = R.sum(axis=0) if model.fit_intercept else d_b
+        Ad_b = matrix_axis_sum(R, 0) if model.fit_intercept else d_b
         curvature = float(np.vdot(d, Ad) + np.vdot(d_b, Ad_b))
         if not curvature > 0:
             break
