@@ -135,7 +135,8 @@ def report(
 ):
     """Run the experiments and write a self-contained HTML report; exit 1 if any check fails."""
     from normpen.experiments import registry
-    from normpen.report import ReportDirError, check_output_dir, run_experiments, write_report
+    from normpen.report.runner import run_experiments
+    from normpen.report.writer import ReportDirError, check_output_dir, write_report
 
     try:
         experiments = registry.select(only)
