@@ -221,6 +221,60 @@ def test_the_optimizer_checkpoint_alone_resumes_bit_identical():
     assert torch.equal(resumed[1].rules[2].multiplier, straight[1].rules[2].multiplier)
 
 
+def test_the_optimizer_checkpoint_alone_carries_the_residuals_of_a_bfloat16_model():
+    def setup(seed):
+        model = conv_net(seed, torch.bfloat16)
+        rules = [Rule(L2(0.05), mode="decoupled"), Rule(L1(1e-3), mode="proximal", select="conv.weight")]
+        reg = Regularizer(model, rules)
+        return model, reg, reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2))
+
+    def train(model, reg, adam, batches):
+        for batch in batches:
+            mse_step(model, adam, batch, reg.penalty)
+
+    def resume(checkpoint):
+        model, reg, adam = setup(seed=7)  # other weights and zero residuals until loaded
+        model.load_state_dict(checkpoint["model"])
+        adam.load_state_dict(checkpoint["optimizer"])
+        train(model, reg, adam, batches[5:])
+        return model
+
+    batches = conv_batches(10, dtype=torch.bfloat16)
+    straight = setup(seed=0)
+    train(*straight, batches)
+    first = setup(seed=0)
+    train(*first, batches[:5])
+    model, _, adam = first
+    checkpoint = _round_trip({"model": model.state_dict(), "optimizer": adam.state_dict()})
+    residuals = checkpoint["optimizer"]["param_groups"][0][STATE_KEY]["residuals"]
+    assert set(residuals) == {"conv.weight", "fc.weight", "head.weight"}
+    assert all(r.dtype == torch.float32 and r.abs().max() > 0 for r in residuals.values())
+
+    # the same bfloat16 operations on the same values, float32 residuals included
+    assert_same(resume(checkpoint), straight[0], exact=True)
+    for residual in residuals.values():
+        residual.zero_()
+    without = resume(checkpoint)  # the residuals matter: resumed without them, the run ends elsewhere
+    assert not all(
+        torch.equal(p, q) for p, q in zip(without.parameters(), straight[0].parameters(), strict=True)
+    )
+
+
+def test_a_residual_of_another_shape_in_an_optimizer_checkpoint_loads_nothing():
+    model = nn.Linear(8, 4).to(torch.bfloat16)
+    reg = Regularizer(model, Rule(L2(0.1), mode="decoupled"))
+    sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=1e-3))
+    checkpoint = sgd.state_dict()
+    checkpoint["param_groups"][0][STATE_KEY]["residuals"]["weight"] = torch.ones(8, 4)  # the transpose
+    checkpoint["param_groups"][0]["lr"] = 0.5
+    with pytest.raises(
+        ValueError, match=r"residual 'weight' in the state has shape \(8, 4\), expected \(4, 8\)"
+    ):
+        sgd.load_state_dict(checkpoint)
+    assert sgd.param_groups[0]["lr"] == 1e-3
+    assert not reg.state_dict()["residuals"]["weight"].any()
+
+
 def test_a_damaged_regularizer_state_in_an_optimizer_checkpoint_loads_nothing():
     model, reg, adam, scheduler = _setup(seed=0)
     _train(model, reg, adam, scheduler, conv_batches(2))

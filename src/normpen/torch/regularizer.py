@@ -54,6 +54,7 @@ from normpen.torch.kernels import (
     decays_like_weight_decay,
     is_anchored,
     kernel_for,
+    local_piece,
     work_dtype,
 )
 from normpen.torch.report import Report, RuleReport, Summary, tensor_report
@@ -319,6 +320,10 @@ class Regularizer:
             current = None
         if current is not probe.param:
             self._rebind()
+
+    def _slots_by_name(self):
+        """``{name: slot}`` of every parameter under some rule (one slot of several: the same tensor)."""
+        return {s.name: s for slots in self._slots for s in slots}
 
     def names(self, rule):
         """The qualified names of the parameters ``rule`` acts on, in model order."""
@@ -644,14 +649,22 @@ class Regularizer:
         Save it next to the model's and the optimizer's (``torch.save``, then
         ``torch.load(..., weights_only=True)``): a resumed run then ends bit
         for bit where an uninterrupted one does.
+
+        A tensor that belongs to a parameter (anchor, Fisher weights,
+        residual) has the parameter's shape. The residual of an FSDP2
+        parameter is a DTensor with the parameter's mesh and placements, each
+        rank holding its rows (as is an anchor taken from the parameter), so
+        ``torch.distributed.checkpoint`` saves and loads every rank's piece
+        as it does the parameter's.
         """
+        slots = self._slots_by_name()
         state = {
             "format": _FORMAT,
             "rules": [{"mode": r.mode, "names": self.names(r)} for r in self.rules],
             "multipliers": {},
             "anchors": {},
             "fisher": {},
-            "residuals": {name: r.clone() for name, r in self._residuals.items()},
+            "residuals": {name: _shaped_like(r, slots[name].param) for name, r in self._residuals.items()},
             "model_level": {str(i): r.penalty.state_dict() for i, r in self._stateful_model_rules()},
         }
         for i, (rule, slots) in enumerate(zip(self.rules, self._slots, strict=True)):
@@ -670,9 +683,9 @@ class Regularizer:
 
         The rules must be the same (modes and selected names, in order);
         multipliers 0-d, finite and nonnegative; residuals, anchors and Fisher
-        weights of the right shapes and finite (Fisher nonnegative). Raises
-        ``ValueError`` (``TypeError`` for a value that is not a tensor) naming
-        the first problem, with the regularizer unchanged.
+        weights of their parameters' shapes and finite (Fisher nonnegative).
+        Raises ``ValueError`` (``TypeError`` for a value that is not a tensor)
+        naming the first problem, with the regularizer unchanged.
         """
         self._check_state(state)
         self._apply_state(state)
@@ -684,13 +697,14 @@ class Regularizer:
             for i, rule in enumerate(self.rules)
             if str(i) in state["anchors"]
         }
+        slots = self._slots_by_name()
         self._load_model_level(state.get("model_level", {}))
         with torch.no_grad():
             for i, rule in enumerate(self.rules):
                 if rule.multiplier is not None:
                     rule.multiplier.copy_(state["multipliers"][str(i)])
             for name, residual in state["residuals"].items():
-                self._residuals[name].copy_(residual)
+                self._residuals[name].copy_(local_piece(residual, slots[name], torch.float32))
         for i, penalty in penalties.items():
             self.rules[i].penalty = penalty
         self._slots = self._bind_slots()
@@ -704,7 +718,8 @@ class Regularizer:
         In a param group (the state dict's copy of it), because that is what
         ``torch.distributed.checkpoint``'s ``get_optimizer_state_dict`` keeps
         besides the per-parameter state; a plain ``state_dict()`` carries it
-        the same way.
+        the same way. Tensors of FSDP2 parameters are DTensors there
+        (:meth:`state_dict`), which DCP saves rank by rank wherever they sit.
         """
         state_dict["param_groups"][0][STATE_KEY] = self.state_dict()
         return state_dict
@@ -774,10 +789,11 @@ class Regularizer:
                     f"rule {i} differs: the state has {a['mode']} on {a['names'][:5]}, this regularizer "
                     f"{b['mode']} on {b['names'][:5]}"
                 )
+        slots = self._slots_by_name()
         for name, residual in state["residuals"].items():
             if name not in self._residuals:
                 raise ValueError(f"residual {name!r} does not match a low-precision parameter here")
-            _check_state_tensor(residual, f"residual {name!r}", self._residuals[name].shape)
+            _check_state_tensor(residual, f"residual {name!r}", slots[name].param.shape)
         stateful = {str(i) for i, _ in self._stateful_model_rules()}
         if set(state.get("model_level", {})) != stateful:
             raise ValueError(
@@ -954,6 +970,23 @@ def _whole_arrays(penalty):
         if f.init and is_sharded(getattr(penalty, f.name))
     }
     return dataclasses.replace(penalty, **sharded) if sharded else penalty
+
+
+def _shaped_like(local, param):
+    """A copy of ``local``, this rank's piece of a tensor shaped like ``param``, as that tensor: a DTensor
+    with the mesh and placements of an FSDP2 ``param``, else the copy itself."""
+    if not is_sharded(param):
+        return local.clone()
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(
+        local.clone(),
+        param.device_mesh,
+        param.placements,
+        run_check=False,
+        shape=param.shape,
+        stride=param.stride(),
+    )
 
 
 def _tensor(array):
