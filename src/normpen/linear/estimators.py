@@ -47,8 +47,6 @@ from collections.abc import Iterable
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
-from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import check_cv
 from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
@@ -898,6 +896,9 @@ class PenalizedLinearModel(_LinearModel):
 
     def score(self, X, y, sample_weight=None):
         """Accuracy for a classifier, :math:`R^2` for a regressor."""
+        # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+        from sklearn.metrics import accuracy_score, r2_score
+
         metric = accuracy_score if self._is_classifier() else r2_score
         return metric(y, self.predict(X), sample_weight=sample_weight)
 
@@ -960,6 +961,9 @@ class _CrossValidated:
             lams = self._default_lams(X, y_enc, sample_weight, self.n_lams, self.eps)
         else:
             lams = decreasing_lams(self.lams)
+        # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+        from sklearn.model_selection import check_cv
+
         splitter = check_cv(self.cv, _labels(y_enc), classifier=is_classifier(self))
         folds = list(splitter.split(X, _labels(y_enc)))
         errors = []
