@@ -11,12 +11,20 @@ DCP must save and load each rank's piece, not one rank's for all. DCP
 initialises the state of a fresh optimizer by a step at learning rate 0 on
 zero gradients; the regularizer sits it out (no projection, no dual step, no
 missing-penalty error).
+
+With ``StateDictOptions(flatten_optimizer_state_dict=True)`` DCP cannot carry
+the state (it rebuilds the optimizer's state dict from the keys of the
+optimizer's param groups): the regularizer says so when the state dict is
+taken and when it is loaded, and ``reg.state_dict()`` saved beside the
+checkpoint resumes bit-identical (single process, and two FSDP2 ranks with
+sharded bfloat16 residuals). The nested default says nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import pytest
 import torch
@@ -29,11 +37,16 @@ from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.penalties.max_norm import MaxNorm
 from normpen.torch import Regularizer, Rule, l2_sp
+from normpen.torch.regularizer import STATE_KEY
 
 WORLD = 2
 STEPS = 4
 SAVED_AT = 2
 TIMEOUT_S = 600  # a loaded 2-core machine
+#: What the regularizer's warnings about a flattened DCP state dict begin with.
+FLATTENED = (
+    r"torch.distributed.checkpoint with StateDictOptions\(flatten_optimizer_state_dict=True\) cannot carry"
+)
 
 
 def _rules_float64(model):
@@ -67,7 +80,7 @@ def _model(seed, dtype, hidden):
     return nn.Sequential(nn.Linear(6, hidden), nn.Tanh(), nn.Linear(hidden, 3)).to(dtype)
 
 
-def _batches(rank, dtype):
+def _batches(rank, dtype, world=WORLD):
     g = torch.Generator().manual_seed(1)
     batches = [
         (
@@ -76,7 +89,7 @@ def _batches(rank, dtype):
         )
         for _ in range(STEPS)
     ]
-    return [(x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]) for x, y in batches]
+    return [(x.chunk(world)[rank], y.chunk(world)[rank]) for x, y in batches]
 
 
 def _whole(tensors):
@@ -91,14 +104,78 @@ def _train(model, reg, adam, batches):
         adam.step()
 
 
-def _worker(rank, port, out_dir, case):
+@torch.no_grad()
+def _everything(model, reg, adam):
+    """Parameters, Adam's state, the regularizer's multipliers, anchors and residuals, all whole."""
+    state = reg.state_dict()
+    # state.get: indexing adam.state (a defaultdict) would add empty entries, and DCP then takes a fresh
+    # optimizer's state for initialised
+    adam_state = {
+        f"{n}.{k}": v for n, p in model.named_parameters() for k, v in adam.state.get(p, {}).items()
+    }
+    return {
+        "params": _whole(dict(model.named_parameters())),
+        "adam": _whole(adam_state),
+        "reg": {
+            "multipliers": state["multipliers"],
+            "anchors": {i: _whole(anchors) for i, anchors in state["anchors"].items()},
+            "residuals": _whole(state["residuals"]),
+        },
+    }
+
+
+def _options(flatten):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=flatten)
+
+
+def _state_dicts(model, reg, adam, flatten, beside):
+    """What is saved: the model's and the optimizer's state dicts (DCP's), and ``reg.state_dict()`` if
+    ``beside``. Also the template that ``dcp.load`` fills in place."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    state = {
+        "model": get_model_state_dict(model),
+        "optimizer": get_optimizer_state_dict(model, adam, options=_options(flatten)),
+    }
+    if beside:
+        state["regularizer"] = reg.state_dict()
+    return state
+
+
+def _save(model, reg, adam, checkpoint, flatten, beside):
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_optimizer_state_dict,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
+
+    dcp.save(_state_dicts(model, reg, adam, flatten, beside), checkpoint_id=checkpoint)
+
+
+def _load(model, reg, adam, checkpoint, flatten, beside):
+    """``dcp.load`` into the template, then the model's, the optimizer's and (if ``beside``) the
+    regularizer's state, in that order."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    template = _state_dicts(model, reg, adam, flatten, beside)
+    dcp.load(template, checkpoint_id=checkpoint)
+    set_model_state_dict(model, template["model"])
+    set_optimizer_state_dict(model, adam, template["optimizer"], options=_options(flatten))
+    if beside:
+        reg.load_state_dict(template["regularizer"])
+
+
+def _flattened_warnings(function, *args):
+    """The messages of the regularizer's warnings about a flattened DCP state dict while ``function`` runs."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        function(*args)
+    return [
+        str(w.message) for w in caught if "flatten_optimizer_state_dict=True) cannot carry" in str(w.message)
+    ]
+
+
+def _worker(rank, port, out_dir, case, flatten=False):
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -113,47 +190,29 @@ def _worker(rank, port, out_dir, case):
             reg = Regularizer(model, rules(model))
             return model, reg, reg.wrap(torch.optim.Adam(model.parameters(), lr=0.05))
 
-        def everything(model, reg, adam):
-            params = {n: p.full_tensor() for n, p in model.named_parameters()}
-            adam_state = {
-                f"{n}.{k}": v.full_tensor() if isinstance(v, dist.tensor.DTensor) else v
-                for n, p in model.named_parameters()
-                for k, v in adam.state[p].items()
-            }
-            state = reg.state_dict()
-            return {
-                "params": params,
-                "adam": adam_state,
-                "reg": {"multipliers": state["multipliers"], "residuals": _whole(state["residuals"])},
-            }
-
         batches = _batches(rank, dtype)
         straight = setup(seed=0)
         _train(*straight, batches)
 
         first = setup(seed=0)
         _train(*first, batches[:SAVED_AT])
-        model, reg, adam = first
         checkpoint = str(os.path.join(out_dir, "dcp"))
-        dcp.save(
-            {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, adam)},
-            checkpoint_id=checkpoint,
-        )
+        # the flattened state dict cannot carry the regularizer's state: it is saved beside
+        said = _flattened_warnings(_save, *first, checkpoint, flatten, flatten)
 
         resumed = setup(seed=7)
         model, reg, adam = resumed
-        untouched = {n: p.full_tensor() for n, p in model.named_parameters()}
-        template = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, adam)}
-        initialised = {n: p.full_tensor() for n, p in model.named_parameters()}
-        dcp.load(template, checkpoint_id=checkpoint)
-        set_model_state_dict(model, template["model"])
-        set_optimizer_state_dict(model, adam, template["optimizer"])
+        untouched = _whole(dict(model.named_parameters()))
+        said += _flattened_warnings(get_optimizer_state_dict, model, adam)  # initialises Adam's state
+        initialised = _whole(dict(model.named_parameters()))
+        said += _flattened_warnings(_load, *resumed, checkpoint, flatten, flatten)
         _train(*resumed, batches[SAVED_AT:])
         torch.save(
             {
-                "straight": everything(*straight),
-                "resumed": everything(*resumed),
+                "straight": _everything(*straight),
+                "resumed": _everything(*resumed),
                 "initialisation_moved": any(not torch.equal(untouched[n], initialised[n]) for n in untouched),
+                "flattened_warnings": said,
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
@@ -170,6 +229,12 @@ def ranks(tmp_path_factory):
 def bfloat16_ranks(tmp_path_factory):
     worker = functools.partial(_worker, case="bfloat16")
     return run_on_ranks(worker, tmp_path_factory.mktemp("dcp_bf16"), WORLD, TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def flattened_bfloat16_ranks(tmp_path_factory):
+    worker = functools.partial(_worker, case="bfloat16", flatten=True)
+    return run_on_ranks(worker, tmp_path_factory.mktemp("dcp_bf16_flat"), WORLD, TIMEOUT_S)
 
 
 def _assert_equal_trees(a, b, where="run"):
@@ -189,9 +254,8 @@ def test_a_dcp_checkpoint_resumes_bit_identical_with_the_regularizer_state(ranks
         assert rank["straight"]["reg"]["multipliers"]["3"] > 0  # the multiplier moved: its value travelled
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
-def test_a_dcp_checkpoint_carries_the_sharded_residuals_of_bfloat16_parameters(bfloat16_ranks):
-    for rank in bfloat16_ranks:
+def _assert_sharded_residuals_carried(ranks):
+    for rank in ranks:
         _assert_equal_trees(rank["resumed"], rank["straight"])
         residuals = rank["straight"]["reg"]["residuals"]
         assert set(residuals) == {"0.weight", "2.weight"}
@@ -203,6 +267,73 @@ def test_a_dcp_checkpoint_carries_the_sharded_residuals_of_bfloat16_parameters(b
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+def test_a_dcp_checkpoint_carries_the_sharded_residuals_of_bfloat16_parameters(bfloat16_ranks):
+    _assert_sharded_residuals_carried(bfloat16_ranks)
+    assert not any(rank["flattened_warnings"] for rank in bfloat16_ranks)  # the nested default: no alarm
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+def test_a_flattened_dcp_checkpoint_with_the_regularizer_state_beside_it_resumes_fsdp2(
+    flattened_bfloat16_ranks,
+):
+    _assert_sharded_residuals_carried(flattened_bfloat16_ranks)
+    for rank in flattened_bfloat16_ranks:
+        said = rank["flattened_warnings"]
+        # taken for dcp.save, taken for the template, loaded by set_optimizer_state_dict
+        assert [m.split(". The state ")[1].split(";")[0] for m in said] == [
+            "is left out of this flattened optimizer state dict",
+            "is left out of this flattened optimizer state dict",
+            "is not restored by this flattened optimizer state dict and stays as it was",
+        ]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 def test_dcp_state_initialisation_step_moves_nothing(ranks):
     # the fresh rows of 2.weight lie outside the max-norm ball of radius 0.3: a projection would move them
     assert not any(rank["initialisation_moved"] for rank in ranks)
+
+
+def _single_process(seed):
+    model = _model(seed, torch.float64, 5)
+    reg = Regularizer(model, _rules_float64(model))
+    return model, reg, reg.wrap(torch.optim.Adam(model.parameters(), lr=0.05))
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["nested", "flattened"])
+def test_a_single_process_dcp_checkpoint_resumes_bit_identical(tmp_path, flatten):
+    # the nested default carries the state in the optimizer's; a flattened one needs reg.state_dict() beside
+    batches = _batches(0, torch.float64, world=1)
+    straight = _single_process(seed=0)
+    _train(*straight, batches)
+    first = _single_process(seed=0)
+    _train(*first, batches[:SAVED_AT])
+    said = _flattened_warnings(_save, *first, str(tmp_path), flatten, flatten)
+    resumed = _single_process(seed=7)  # other weights, other anchors, the initial multiplier
+    said += _flattened_warnings(_load, *resumed, str(tmp_path), flatten, flatten)
+    _train(*resumed, batches[SAVED_AT:])
+    _assert_equal_trees(_everything(*resumed), _everything(*straight))
+    assert straight[1].rules[3].multiplier > 0  # the multiplier moved: its value travelled
+    assert len(said) == (3 if flatten else 0)  # taken for dcp.save and the template, loaded
+
+
+def test_a_flattened_dcp_checkpoint_alone_says_it_does_not_carry_the_regularizer_state(tmp_path):
+    # DCP rebuilds a flattened optimizer state from the keys of the optimizer's param groups: it would
+    # drop the regularizer's state silently; the regularizer leaves it out and says so, twice
+    import torch.distributed.checkpoint as dcp
+
+    model, reg, adam = _single_process(seed=0)
+    _train(model, reg, adam, _batches(0, torch.float64, world=1)[:SAVED_AT])
+    with pytest.warns(UserWarning, match=FLATTENED + r".*The state is left out of this flattened"):
+        state = _state_dicts(model, reg, adam, flatten=True, beside=False)
+    assert not [key for key in state["optimizer"] if STATE_KEY in key]  # not one copy per parameter
+    dcp.save(state, checkpoint_id=str(tmp_path))
+
+    fresh_model, fresh_reg, fresh_adam = _single_process(seed=7)
+    before = _everything(fresh_model, fresh_reg, fresh_adam)["reg"]
+    with pytest.warns(UserWarning, match=FLATTENED) as caught:
+        _load(fresh_model, fresh_reg, fresh_adam, str(tmp_path), flatten=True, beside=False)
+    assert any("is not restored by this flattened" in str(w.message) for w in caught)
+    _assert_equal_trees(_everything(fresh_model, fresh_reg, fresh_adam)["reg"], before)
+    assert torch.equal(
+        fresh_adam.state[fresh_model[0].weight]["exp_avg"], adam.state[model[0].weight]["exp_avg"]
+    )

@@ -25,12 +25,15 @@ A step that raises changes nothing: every hyperparameter the update reads is
 checked before the first tensor is modified, and a closure runs before the
 decoupled decay. The regularizer's state rides in ``optimizer.state_dict()``
 (under :data:`STATE_KEY`), so any framework that checkpoints the optimizer
-checkpoints the regularizer too.
+checkpoints the regularizer too; ``torch.distributed.checkpoint``'s flattened
+optimizer state dict cannot carry it, and the regularizer warns when one is
+taken or loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 import sys
@@ -77,6 +80,13 @@ METHODS = {"decoupled": "decay", "proximal": "prox", "constrained": "project"}
 _FORMAT = "normpen.torch.Regularizer/1"
 #: The key of the regularizer's state inside a wrapped optimizer's ``state_dict()``.
 STATE_KEY = "normpen_regularizer"
+_FLATTENED = (
+    "torch.distributed.checkpoint with StateDictOptions(flatten_optimizer_state_dict=True) cannot carry "
+    "the Regularizer's state (multipliers, anchors, Fisher weights, residuals): set_optimizer_state_dict "
+    "rebuilds a flattened optimizer state dict from the keys the optimizer's param groups have, and "
+    "drops the rest. The state {what}; use flatten_optimizer_state_dict=False (the default), or save "
+    "reg.state_dict() beside the checkpoint and restore it with reg.load_state_dict()"
+)
 
 
 @dataclasses.dataclass(eq=False)
@@ -720,7 +730,20 @@ class Regularizer:
         besides the per-parameter state; a plain ``state_dict()`` carries it
         the same way. Tensors of FSDP2 parameters are DTensors there
         (:meth:`state_dict`), which DCP saves rank by rank wherever they sit.
+
+        Left out, with a warning, of the state dict that DCP flattens
+        (``StateDictOptions(flatten_optimizer_state_dict=True)``): flattening
+        copies a param group's keys to every parameter of the group (the state
+        would be written once per parameter), and unflattening keeps only the
+        keys the optimizer's param groups have, so no copy would be loaded.
         """
+        if _dcp_flattens():
+            warnings.warn(
+                _FLATTENED.format(what="is left out of this flattened optimizer state dict"),
+                UserWarning,
+                stacklevel=2,
+            )
+            return state_dict
         state_dict["param_groups"][0][STATE_KEY] = self.state_dict()
         return state_dict
 
@@ -730,12 +753,22 @@ class Regularizer:
         The state is taken out of the first param group, so the optimizer
         loads its groups as they were. A checkpoint without :data:`STATE_KEY`
         (written before the optimizer was wrapped) leaves the regularizer as
-        it is.
+        it is; so does a flattened DCP checkpoint
+        (``flatten_optimizer_state_dict=True``), whose unflattening dropped
+        the state, but with a warning.
         """
         wrapped = self._find(optimizer)
         wrapped.pending_state = None
         groups = state_dict.get("param_groups") or [{}]
         if STATE_KEY not in groups[0]:
+            if _dcp_unflattened():
+                warnings.warn(
+                    _FLATTENED.format(
+                        what="is not restored by this flattened optimizer state dict and stays as it was"
+                    ),
+                    UserWarning,
+                    stacklevel=2,
+                )
             return None
         self._check_state(groups[0][STATE_KEY])
         wrapped.pending_state = groups[0][STATE_KEY]
@@ -873,14 +906,40 @@ def _initialises_state(optimizer):
     groups = optimizer.param_groups
     if optimizer.state or any(float(g.get("lr", 1.0)) != 0 for g in groups):
         return False
-    dcp_state_dict = sys.modules.get("torch.distributed.checkpoint.state_dict")
-    initialise = getattr(dcp_state_dict, "_init_optim_state", None)
-    if initialise is None:
-        return False
+    return _dcp_caller("_init_optim_state") is not None
+
+
+def _dcp_flattens():
+    """This ``optimizer.state_dict()`` is called by DCP's ``get_optimizer_state_dict`` (or
+    ``get_state_dict``) with ``flatten_optimizer_state_dict=True``, which flattens what it returns."""
+    frame = _dcp_caller("_get_optim_state_dict")
+    return frame is not None and bool(
+        getattr(frame.f_locals.get("info"), "flatten_optimizer_state_dict", False)
+    )
+
+
+def _dcp_unflattened():
+    """This ``optimizer.load_state_dict()`` is called by DCP's ``set_optimizer_state_dict`` (or
+    ``set_state_dict``) on a flattened state dict, unflattened from the optimizer's param groups' keys.
+
+    DCP's own test: a flattened state dict has no ``"state"`` key.
+    """
+    frame = _dcp_caller("_load_optim_state_dict")
+    loaded = None if frame is None else frame.f_locals.get("state_dict")
+    return isinstance(loaded, dict) and bool(loaded) and "state" not in loaded
+
+
+def _dcp_caller(name):
+    """The frame of ``torch.distributed.checkpoint.state_dict``'s function ``name`` among the callers,
+    or ``None`` (not called from there, or DCP not imported)."""
+    function = getattr(sys.modules.get("torch.distributed.checkpoint.state_dict"), name, None)
+    if function is None:
+        return None
+    code = inspect.unwrap(function).__code__  # some are wrapped by torch.no_grad()
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code is not initialise.__code__:
+    while frame is not None and frame.f_code is not code:
         frame = frame.f_back
-    return frame is not None
+    return frame
 
 
 def _same_kind(value, default):
