@@ -86,10 +86,20 @@ def run_one(name: str, seed: int) -> dict:
     try:
         result = experiment.run(quick=True, seed=seed)
     except Exception:
-        return {"experiment": name, "seed": seed, "seconds": time.perf_counter() - start,
-                "error": traceback.format_exc(), "checks": []}
-    return {"experiment": name, "seed": seed, "seconds": time.perf_counter() - start, "error": None,
-            "checks": [check_record(check) for check in result.checks]}
+        return {
+            "experiment": name,
+            "seed": seed,
+            "seconds": time.perf_counter() - start,
+            "error": traceback.format_exc(),
+            "checks": [],
+        }
+    return {
+        "experiment": name,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "error": None,
+        "checks": [check_record(check) for check in result.checks],
+    }
 
 
 def sweep(names: list[str], seeds: list[int], jobs: int, console: Console) -> list[dict]:
@@ -128,10 +138,19 @@ def summarize(records: list[dict]) -> list[dict]:
         if record["error"] is not None:
             raised.setdefault(record["experiment"], []).append(record["seed"])
         for check in record["checks"]:
-            row = rows.setdefault((record["experiment"], check["name"]), {
-                "experiment": record["experiment"], "check": check["name"], "relation": check["relation"],
-                "empirical": check["empirical"], "recorded_pass_rate": check["pass_rate"],
-                "passed": 0, "failing_seeds": [], "margins": []})
+            row = rows.setdefault(
+                (record["experiment"], check["name"]),
+                {
+                    "experiment": record["experiment"],
+                    "check": check["name"],
+                    "relation": check["relation"],
+                    "empirical": check["empirical"],
+                    "recorded_pass_rate": check["pass_rate"],
+                    "passed": 0,
+                    "failing_seeds": [],
+                    "margins": [],
+                },
+            )
             row["passed"] += check["passed"]
             if not check["passed"]:
                 row["failing_seeds"].append(record["seed"])
@@ -141,9 +160,16 @@ def summarize(records: list[dict]) -> list[dict]:
         margins = [m for m in row.pop("margins") if not math.isnan(m)]
         runs = len(seeds[row["experiment"]])
         failing = sorted(row.pop("failing_seeds") + raised.get(row["experiment"], []))
-        summary.append({**row, "seeds": runs, "pass_rate": row["passed"] / runs, "failing_seeds": failing,
-                        "min_margin": min(margins, default=math.nan),
-                        "median_margin": statistics.median(margins) if margins else math.nan})
+        summary.append(
+            {
+                **row,
+                "seeds": runs,
+                "pass_rate": row["passed"] / runs,
+                "failing_seeds": failing,
+                "min_margin": min(margins, default=math.nan),
+                "median_margin": statistics.median(margins) if margins else math.nan,
+            }
+        )
     return summary
 
 
@@ -158,20 +184,34 @@ def summary_tables(summary: list[dict]) -> list[Table]:
         table = tables.get(row["experiment"])
         if table is None:
             table = tables[row["experiment"]] = Table(
-                "check", "kind", "pass rate", "min margin", "median margin", "failing seeds",
-                title=row["experiment"], title_justify="left")
+                "check",
+                "kind",
+                "pass rate",
+                "min margin",
+                "median margin",
+                "failing seeds",
+                title=row["experiment"],
+                title_justify="left",
+            )
         kind = f"empirical ({_rate(row['recorded_pass_rate'])} recorded)" if row["empirical"] else "claim"
         style = "red" if row["pass_rate"] < 1 and not row["empirical"] else None
-        table.add_row(row["check"], kind, f"{_rate(row['pass_rate'])} of {row['seeds']}",
-                      f"{row['min_margin']:.3g}", f"{row['median_margin']:.3g}",
-                      " ".join(map(str, row["failing_seeds"])), style=style)
+        table.add_row(
+            row["check"],
+            kind,
+            f"{_rate(row['pass_rate'])} of {row['seeds']}",
+            f"{row['min_margin']:.3g}",
+            f"{row['median_margin']:.3g}",
+            " ".join(map(str, row["failing_seeds"])),
+            style=style,
+        )
     return list(tables.values())
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=SEED_SWEEP_SIZE,
-                        help=f"run seeds 0 .. N-1 (default {SEED_SWEEP_SIZE})")
+    parser.add_argument(
+        "--seeds", type=int, default=SEED_SWEEP_SIZE, help=f"run seeds 0 .. N-1 (default {SEED_SWEEP_SIZE})"
+    )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw table (every seed) here")
@@ -187,8 +227,10 @@ def main(argv=None) -> int:
     console = Console(width=max(Console().width, 140))
     records = sweep(names, list(range(args.seeds)), args.jobs, Console(stderr=True))
     summary = summarize(records)
-    console.print("Relative margin: distance to the threshold over the tolerance (close) or |threshold| "
-                  "(bounds); < 0 fails. A seed on which an experiment raised fails all its checks.")
+    console.print(
+        "Relative margin: distance to the threshold over the tolerance (close) or |threshold| "
+        "(bounds); < 0 fails. A seed on which an experiment raised fails all its checks."
+    )
     for table in summary_tables(summary):
         console.print(table)
     for record in records:

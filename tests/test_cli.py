@@ -59,7 +59,11 @@ class ReportPage(HTMLParser):
             self.stack.append(tag)
         if tag == "section":
             self._section = {
-                "images": [], "check_rows": [], "text": [], "classes": attrs.get("class"), "badges": []
+                "images": [],
+                "check_rows": [],
+                "text": [],
+                "classes": attrs.get("class"),
+                "badges": [],
             }
             self.sections[attrs["id"]] = self._section
         elif tag == "table":
@@ -128,7 +132,12 @@ def _fake(name, checks, claim="The fake claim holds.", figures=("curve",), verdi
         return Result(checks=checks(), figures={f: _figure() for f in figures}, notes=f"seed {seed}")
 
     return Experiment(
-        name=name, title=f"Fake {name}", seed_section="000 Fake", claim=claim, compute=compute, seed=5,
+        name=name,
+        title=f"Fake {name}",
+        seed_section="000 Fake",
+        claim=claim,
+        compute=compute,
+        seed=5,
         verdict=verdict,
     )
 
@@ -139,13 +148,19 @@ def _raising(quick, seed):
 
 # a fake check built to pass: 1e-12 off with 1e-9 allowed (no computation is checked)
 PASSING = _fake("passing", lambda: [Check.close("close enough", 1.0 + 1e-12, 1.0, atol=1e-9)])
+
+
 def _failing_checks():
     return [Check.equal("ok", 1, 1), Check.at_most("gap shrinks", 0.5, 0.01)]
 
 
 FAILING = _fake("failing", _failing_checks)
 RAISING = Experiment(
-    name="raising", title="Raising", seed_section="000", claim="It raises.", compute=_raising,
+    name="raising",
+    title="Raising",
+    seed_section="000",
+    claim="It raises.",
+    compute=_raising,
     verdict=Verdict("refuted", "The check that shows it is never made.", evidence=("never made",)),
 )
 

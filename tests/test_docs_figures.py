@@ -52,13 +52,31 @@ RECORD = {
     "name": "fake",
     "seed": 3,
     "error": None,
-    "verdict": {"status": "narrowed", "meaning": "holds under a condition", "reason": "Only if | small.",
-                "evidence": ["gap"]},
+    "verdict": {
+        "status": "narrowed",
+        "meaning": "holds under a condition",
+        "reason": "Only if | small.",
+        "evidence": ["gap"],
+    },
     "checks": [
-        {"name": "gap | ratio", "measured": 1 / 3, "expected": 0, "tolerance": 1e-9, "passed": False,
-         "empirical": True, "kind": "empirical, passes on 90% of 30 seeds"},
-        {"name": "count", "measured": "NaN", "expected": 2, "tolerance": 0.0, "passed": True,
-         "empirical": False, "kind": "claim"},
+        {
+            "name": "gap | ratio",
+            "measured": 1 / 3,
+            "expected": 0,
+            "tolerance": 1e-9,
+            "passed": False,
+            "empirical": True,
+            "kind": "empirical, passes on 90% of 30 seeds",
+        },
+        {
+            "name": "count",
+            "measured": "NaN",
+            "expected": 2,
+            "tolerance": 0.0,
+            "passed": True,
+            "empirical": False,
+            "kind": "claim",
+        },
     ],
 }
 

@@ -135,8 +135,10 @@ def test_two_fits_at_once_one_writes_the_other_exits_2(tmp_path):
     # Whichever order the two processes reach the directory in, exactly one claims it: the other finds it
     # claimed (exit 2, "being written") or already written (exit 2, "already holds"); never both 0.
     command, env = _fit_command(tmp_path / "X"), os.environ | {"COLUMNS": "300"}
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     outcomes = sorted((p.wait(timeout=300), p.stderr.read()) for p in processes)
     assert [code for code, _ in outcomes] == [0, EXIT_BAD_INPUT], outcomes
     assert "Traceback" not in outcomes[1][1]
@@ -247,8 +249,9 @@ def _failing_on_call(real, failing_call, error):
         ("_rename_no_clobber", 1, OSError(5, "Input/output error")),  # the new directory cannot move in
     ],
 )
-def test_a_failed_replacement_leaves_the_old_directory_whole(data_xy, tmp_path, monkeypatch, patched,
-                                                             failing_call, error):
+def test_a_failed_replacement_leaves_the_old_directory_whole(
+    data_xy, tmp_path, monkeypatch, patched, failing_call, error
+):
     X, y = data_xy
     directory = save_model(tmp_path / "m", Lasso(0.1).fit(X, y))
     before = _tree(tmp_path)
@@ -453,10 +456,13 @@ def test_archive_sizes_are_capped_before_reading(fitted, model, monkeypatch):
 # ---- predict on non-finite and overflowing data ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (np.inf, r"column 'bmi' holds|'bmi'.*(inf|finite)"),
-    (1e308, r"'bmi'.*(finite|overflow)|overflows on row\(s\) \[3\]"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.inf, r"column 'bmi' holds|'bmi'.*(inf|finite)"),
+        (1e308, r"'bmi'.*(finite|overflow)|overflows on row\(s\) \[3\]"),
+    ],
+)
 def test_predict_on_inf_or_huge_values_exits_2_naming_them(runner, fitted, tmp_path, value, message):
     model, _, frame = fitted
     frame = frame.copy()
@@ -478,17 +484,25 @@ def _bad_table(tmp_path):
 
 FAILING_CALLS = {
     "fit --force over a model, bad data": (
-        lambda t, m: ["fit", _bad_table(t), "--target", "nope", "--out", m, "--force"], EXIT_BAD_INPUT),
+        lambda t, m: ["fit", _bad_table(t), "--target", "nope", "--out", m, "--force"],
+        EXIT_BAD_INPUT,
+    ),
     "fit without --force over a model": (lambda t, m: ["fit", *FIT_ARGS, "--out", m], EXIT_BAD_INPUT),
     "fit into a file": (lambda t, m: ["fit", *FIT_ARGS, "--out", m / MODEL_JSON], EXIT_BAD_INPUT),
-    "fit --force over a model, solver fails": (lambda t, m: ["fit", *FIT_ARGS, "--out", m, "--force"],
-                                               EXIT_FIT_FAILED),
+    "fit --force over a model, solver fails": (
+        lambda t, m: ["fit", *FIT_ARGS, "--out", m, "--force"],
+        EXIT_FIT_FAILED,
+    ),
     "sweep over a model": (lambda t, m: ["sweep", "--epochs", "1", "--out", m], EXIT_BAD_INPUT),
-    "predict --out an existing file": (lambda t, m: ["predict", m, _bad_table(t), "--out", m / MODEL_JSON],
-                                       EXIT_BAD_INPUT),
+    "predict --out an existing file": (
+        lambda t, m: ["predict", m, _bad_table(t), "--out", m / MODEL_JSON],
+        EXIT_BAD_INPUT,
+    ),
     "predict on a table without the columns": (lambda t, m: ["predict", m, _bad_table(t)], EXIT_BAD_INPUT),
     "predict --out into a missing directory": (
-        lambda t, m: ["predict", m, _bad_table(t), "--out", t / "no" / "p.csv"], EXIT_BAD_INPUT),
+        lambda t, m: ["predict", m, _bad_table(t), "--out", t / "no" / "p.csv"],
+        EXIT_BAD_INPUT,
+    ),
 }
 
 

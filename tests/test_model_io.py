@@ -130,8 +130,9 @@ def _replace_arrays(directory, **arrays):
     with np.load(directory / MODEL_ARRAYS) as saved:
         content = {name: saved[name] for name in saved.files} | arrays
     np.savez(directory / MODEL_ARRAYS, **content)
-    _edit_json(directory, arrays=sorted(content),
-               arrays_sha256=sha256_hex((directory / MODEL_ARRAYS).read_bytes()))
+    _edit_json(
+        directory, arrays=sorted(content), arrays_sha256=sha256_hex((directory / MODEL_ARRAYS).read_bytes())
+    )
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,12 @@ WORKS = Verdict("confirmed", "It works.")
 
 def _experiment(name="fake", compute=_compute_passing, seed=7, verdict=WORKS):
     return Experiment(
-        name=name, title="Fake", seed_section="000 Nowhere", claim="It works.", compute=compute, seed=seed,
+        name=name,
+        title="Fake",
+        seed_section="000 Nowhere",
+        claim="It works.",
+        compute=compute,
+        seed=seed,
         verdict=verdict,
     )
 
@@ -354,7 +359,9 @@ def test_results_document_totals_and_records():
     assert b["checks"][0]["measured"] == "NaN" and b["checks"][0]["passed"] is False
     assert (a["result"], b["result"]) == ("pass", "fail")
     assert a["verdict"] == {
-        "status": "confirmed", "meaning": VERDICT_STATUSES["confirmed"], "reason": CONFIRMED.reason,
+        "status": "confirmed",
+        "meaning": VERDICT_STATUSES["confirmed"],
+        "reason": CONFIRMED.reason,
         "evidence": [],
     }
     assert b["verdict"]["status"] == "refuted" and b["verdict"]["evidence"] == ["gap"]
@@ -605,7 +612,10 @@ def test_seed_sweep_counts_pass_rates_over_seeds_and_an_error_as_a_failure(monke
     assert sweep.main(["--seeds", "4", "--json", str(tmp_path / "sweep.json")]) == 0
     document = json.loads((tmp_path / "sweep.json").read_text())
     assert [(r["seed"], r["error"] is None) for r in document["records"]] == [
-        (0, True), (1, True), (2, True), (3, False)
+        (0, True),
+        (1, True),
+        (2, True),
+        (3, False),
     ]
     rows = {row["check"]: row for row in document["summary"]}
     assert rows["odd seeds fail"]["pass_rate"] == 0.5 and rows["odd seeds fail"]["failing_seeds"] == [1, 3]

@@ -103,8 +103,9 @@ def _manifest_bytes(files: Mapping[str, bytes], generator: str) -> bytes:
         "format": _MANIFEST_FORMAT,
         "generator": generator,
         "normpen_version": __version__,
-        "files": {name: {"bytes": len(data), "sha256": sha256_hex(data)}
-                  for name, data in sorted(files.items())},
+        "files": {
+            name: {"bytes": len(data), "sha256": sha256_hex(data)} for name, data in sorted(files.items())
+        },
     }
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -319,8 +320,9 @@ class OutputClaim:
         if not os.path.lexists(self._target) or not os.listdir(self._target):
             _rename_no_clobber(stage, self._target, self.path)
             return
-        aside = Path(tempfile.mkdtemp(dir=self._target.parent, prefix=f".{self._target.name}.",
-                                      suffix=".tmp"))
+        aside = Path(
+            tempfile.mkdtemp(dir=self._target.parent, prefix=f".{self._target.name}.", suffix=".tmp")
+        )
         os.rename(self._target, aside)
         try:
             _rename_no_clobber(stage, self._target, self.path)

@@ -226,8 +226,14 @@ def _read_document(path: Path) -> dict:
             f"{path} has format version {document.get('format_version')!r}; this normpen "
             f"reads version {FORMAT_VERSION}: refit the model with this version"
         )
-    expected = {"estimator": str, "params": dict, "attributes": dict, "arrays": list, "arrays_sha256": str,
-                "metadata": dict}
+    expected = {
+        "estimator": str,
+        "params": dict,
+        "attributes": dict,
+        "arrays": list,
+        "arrays_sha256": str,
+        "metadata": dict,
+    }
     wrong = [key for key, kind in expected.items() if not isinstance(document.get(key), kind)]
     if wrong:
         raise ModelFileError(f"{path} is malformed: {', '.join(wrong)} missing or of the wrong type")

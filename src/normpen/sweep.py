@@ -141,14 +141,28 @@ def digits_data(val_fraction=0.25, seed=0) -> SweepData:
 
     digits = load("digits")
     X_train, X_val, y_train, y_val = train_test_split(
-        digits.X / 16.0, digits.y.astype(np.int64), test_size=val_fraction, stratify=digits.y,
+        digits.X / 16.0,
+        digits.y.astype(np.int64),
+        test_size=val_fraction,
+        stratify=digits.y,
         random_state=seed,
     )
     return _as_sweep_data(X_train, y_train, X_val, y_val, "classification", 10)
 
 
-def table_data(frame, target, task, *, val_fraction=0.25, seed=0, na="error", categorical=(), exclude=(),
-               max_levels=50, decisions=()):
+def table_data(
+    frame,
+    target,
+    task,
+    *,
+    val_fraction=0.25,
+    seed=0,
+    na="error",
+    categorical=(),
+    exclude=(),
+    max_levels=50,
+    decisions=(),
+):
     """A user's table split into training and validation rows (stratified for classification).
 
     The :class:`~normpen.tabular.TabularEncoder` is learned on the training
@@ -172,8 +186,9 @@ def table_data(frame, target, task, *, val_fraction=0.25, seed=0, na="error", ca
         train, val = train_test_split(frame, test_size=val_fraction, random_state=seed, stratify=labels)
     except ValueError as err:
         raise ValueError(f"cannot split {len(frame)} rows into training and validation: {err}") from None
-    encoder = fit_encoder(train, target, na=na, categorical=categorical, exclude=exclude,
-                          max_levels=max_levels)
+    encoder = fit_encoder(
+        train, target, na=na, categorical=categorical, exclude=exclude, max_levels=max_levels
+    )
     hint = "for class labels pass --task classification (or leave --task auto)"
     X_train, y_train = training_data(train, encoder, task, hint=hint)
     X_val, y_val = training_data(val, encoder, task, hint=hint)
@@ -187,8 +202,9 @@ def table_data(frame, target, task, *, val_fraction=0.25, seed=0, na="error", ca
     mean, scale = y_train.mean(), y_train.std()
     if not scale > 0:
         raise ValueError(f"the target {target!r} is constant on the training rows; nothing to learn")
-    return _as_sweep_data(X_train, (y_train - mean) / scale, X_val, (y_val - mean) / scale, task, 1,
-                          decisions)
+    return _as_sweep_data(
+        X_train, (y_train - mean) / scale, X_val, (y_val - mean) / scale, task, 1, decisions
+    )
 
 
 def constant_loss(data: SweepData) -> float:
@@ -389,8 +405,20 @@ def _network(model, n_inputs, hidden, n_outputs, seed):
     return mlp(widths, seed)
 
 
-def train_sweep(data: SweepData, lams, *, penalty="l2", mode="coupled", model="mlp", hidden=64, epochs=30,
-                batch_size=64, lr=1e-2, seed=0, on_epoch=None) -> SweepResult:
+def train_sweep(
+    data: SweepData,
+    lams,
+    *,
+    penalty="l2",
+    mode="coupled",
+    model="mlp",
+    hidden=64,
+    epochs=30,
+    batch_size=64,
+    lr=1e-2,
+    seed=0,
+    on_epoch=None,
+) -> SweepResult:
     r"""Train one network per λ of ``lams`` with Adam, mini-batches, the penalty ``penalty`` in ``mode``.
 
     Every λ starts from the same initial weights and sees the same batches
@@ -410,8 +438,14 @@ def train_sweep(data: SweepData, lams, *, penalty="l2", mode="coupled", model="m
             data, lams, penalty, mode, model, hidden, epochs, batch_size, lr, seed, on_epoch
         )
     name = "cross-entropy" if data.task == "classification" else "mean squared error (standardised target)"
-    return SweepResult(np.asarray(lams, dtype=np.float64), np.arange(epochs + 1), np.array(train_curves).T,
-                       np.array(val_curves).T, constant_loss(data), name)
+    return SweepResult(
+        np.asarray(lams, dtype=np.float64),
+        np.arange(epochs + 1),
+        np.array(train_curves).T,
+        np.array(val_curves).T,
+        constant_loss(data),
+        name,
+    )
 
 
 def _train_each(data, lams, penalty, mode, model, hidden, epochs, batch_size, lr, seed, on_epoch):

@@ -245,12 +245,14 @@ class Result:
 
 
 #: What each verdict status says about the text's claim.
-VERDICT_STATUSES = MappingProxyType({
-    "confirmed": "the text's claim holds as written",
-    "narrowed": "the text's claim holds only under a condition the text does not state",
-    "refuted": "the text's statement is false as written; a check shows the counterexample",
-    "literature": "no sentence of the seed texts makes this claim; it is taken from the literature",
-})
+VERDICT_STATUSES = MappingProxyType(
+    {
+        "confirmed": "the text's claim holds as written",
+        "narrowed": "the text's claim holds only under a condition the text does not state",
+        "refuted": "the text's statement is false as written; a check shows the counterexample",
+        "literature": "no sentence of the seed texts makes this claim; it is taken from the literature",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -277,8 +277,10 @@ def write_report(
     previous = read_manifest(out) or {}
     owned = owned_files(out, previous)
     hashes = {name: {sha256(data)} for name, data in files.items()}
-    in_transition = {name: hashes.get(name, set()) | (previous[name] if name in owned else set())
-                     for name in files.keys() | owned}
+    in_transition = {
+        name: hashes.get(name, set()) | (previous[name] if name in owned else set())
+        for name in files.keys() | owned
+    }
     write_files(out, {MANIFEST_FILE: _manifest(in_transition), **files})
     for name in owned - files.keys():
         (out / name).unlink(missing_ok=True)
