@@ -100,6 +100,10 @@ _REFRESH_EPOCHS = 10
 _ROW_CHUNK = 256
 #: Working sets at least this wide (in coordinates) stream a float32 copy of ``Q`` in block updates.
 _SINGLE_PRECISION_WIDTH = 1024
+#: Coordinates per chunk of a sweep over an implicit model (:class:`_ResidualSweep`), each chunk with its
+#: own formed Gram matrix: 128 keeps the chunks' Python and scipy overhead near a tenth of an epoch over
+#: a sparse working set of 200 nonzeros a column, and their axpys short.
+_CHUNK = 128
 
 
 def coordinate_descent(
@@ -391,8 +395,30 @@ def _newton_model(problem, rows, X_ws, pen, z, previous, t):
     if V is not None and pen.singletons:
         return _CoupledModel(problem, X_ws, D, V)
     if previous is None or t < 1 or previous.drifted(D):
-        return _QuadraticModel(problem, rows, D, problem.exact_model)
+        implicit = pen.singletons and problem.n_outputs == 1 and _implicit_is_cheaper(X_ws)
+        return _QuadraticModel(problem, rows, X_ws, D, problem.exact_model, implicit)
     return previous
+
+
+def _implicit_is_cheaper(X_ws):
+    r"""Whether a coordinate sweep over the working set costs less with :math:`Q` left implicit.
+
+    The cost model, in multiply-adds per epoch, for :math:`k` coordinates of which about half
+    move (the working set is about twice the support, :func:`_working_set`): with :math:`Q`
+    formed (:class:`_CoordinateSweep`) each move is an axpy with a row of :math:`Q`, :math:`k^2/2`;
+    left implicit (:class:`_ResidualSweep`) an epoch passes three times over the working set's
+    nonzeros and each move is an axpy with a row of its chunk's Gram matrix,
+    :math:`3\,\mathrm{nnz}(X_{ws}) + k\,c/2` (:math:`c` = :data:`_CHUNK`). Forming :math:`Q`
+    (about :math:`\sum_i r_i^2` for :math:`r_i` nonzeros in row :math:`i` of a sparse
+    :math:`X_{ws}`, :math:`nk^2` for a dense one, partly cached along a path) and its
+    :math:`k^2` entries of memory only add to the first side. On issue 15's workload (e), a
+    sparse design with 200 nonzeros a column, the sides cross at :math:`k \approx 1{,}300`; a
+    dense design goes implicit only when :math:`k > 6n + c`, working sets much wider than the
+    number of samples.
+    """
+    k = X_ws.shape[1]
+    nnz = X_ws.nnz if sp.issparse(X_ws) else X_ws.size
+    return 6 * nnz + _CHUNK * k < k * k
 
 
 class _LeastSquaresGap:
@@ -418,7 +444,7 @@ class _LeastSquaresGap:
         self.yy = 2 * loss0 + float(np.sum(W0 * (self.c - g0)))
         self.pen, self.target, self.Q = pen, target, Q
         self.free = pen.free_rows
-        self.free_system = np.linalg.pinv(Q[np.ix_(self.free, self.free)]) if self.free.size else None
+        self.free_system = np.linalg.pinv(_formed(_principal(Q, self.free))) if self.free.size else None
 
     def __call__(self, B, grad, L):
         loss = 0.5 * (self.yy + float(np.sum(B * (grad - self.c))))
@@ -429,7 +455,7 @@ class _LeastSquaresGap:
             coefficients = self.free_system @ grad[self.free]
             fitted += float(np.sum(coefficients * self.c[self.free]))
             squared -= float(np.sum(coefficients * grad[self.free]))
-            grad = grad - self.Q[:, self.free] @ coefficients
+            grad = grad - _columns_product(self.Q, self.free, coefficients)
         if self.pen.ridge > 0:
             dual = fitted - 0.5 * squared - self.pen.conjugate(-grad)
         else:
@@ -460,27 +486,35 @@ class _QuadraticModel:
     of several rows its coupling across outputs is left out), and ``Q`` has
     one slice per output. With an intercept, ``Q`` is the Schur complement
     :math:`X^\top H X - q q^\top / \sum h`, and the intercept's step follows
-    from the coefficients' (:meth:`minimize`).
+    from the coefficients' (:meth:`minimize`). With ``implicit`` (one output,
+    blocks of one row, :func:`_implicit_is_cheaper`) ``Q`` is an
+    :class:`_ImplicitGram` over ``X_ws``, never formed.
     """
 
-    def __init__(self, problem, rows, h, quadratic):
+    def __init__(self, problem, rows, X_ws, h, quadratic, implicit=False):
         self.fit_intercept = problem.fit_intercept
         # Q's entries are sums over the samples, known to about n eps of their scale (eps of X's dtype, in
         # which they are formed): face Hessians with pivots below 16 n eps of their largest are singular
         self.cutoff = 16 * problem.n_samples * float(np.finfo(problem.X.dtype).eps)
         if quadratic:
-            self.Q = problem.weighted_gram(rows, problem.weights)
             self.q = np.tile(problem.means()[rows], (problem.n_outputs, 1))
             self.hsum = np.ones(problem.n_outputs)
             self.h = None
-            return
-        h = np.asarray(h, dtype=np.float64)
-        self.hsum = np.maximum(h.sum(axis=0), np.finfo(np.float64).tiny)
-        X_ws = problem.columns(rows)
-        self.q = np.asarray((X_ws.T @ h.astype(X_ws.dtype)).T, dtype=np.float64).reshape(h.shape[1], -1)
-        grams = [problem.weighted_gram(rows, h[:, c], self.hsum[c]) for c in range(h.shape[1])]
-        self.Q = grams[0] if len(grams) == 1 else np.stack(grams)
-        self.h = h
+            weights = problem.weights
+        else:
+            h = np.asarray(h, dtype=np.float64)
+            self.hsum = np.maximum(h.sum(axis=0), np.finfo(np.float64).tiny)
+            self.q = np.asarray((X_ws.T @ h.astype(X_ws.dtype)).T, dtype=np.float64).reshape(h.shape[1], -1)
+            self.h = h
+            weights = h[:, 0]  # the implicit model's (one output)
+        if implicit:
+            q = self.q[0] if self.fit_intercept else None
+            self.Q = _ImplicitGram.of(X_ws, np.asarray(weights, dtype=np.float64), q, float(self.hsum[0]))
+        elif quadratic:
+            self.Q = problem.weighted_gram(rows, problem.weights)
+        else:
+            grams = [problem.weighted_gram(rows, h[:, c], self.hsum[c]) for c in range(h.shape[1])]
+            self.Q = grams[0] if len(grams) == 1 else np.stack(grams)
 
     def drifted(self, h):
         r"""Whether the curvature weights ``h`` moved from the model's by over :data:`_CURVATURE_DRIFT`.
@@ -771,10 +805,11 @@ def _face_iterations(hessian, target):
     Jacobi-preconditioned conjugate gradients from 0 (scipy's), until the residual fell by
     :data:`_FACE_REDUCTION` or after :data:`_FACE_ITERATIONS` products with :math:`H`: each
     costs a product with the face's block of ``Q``, where a factorisation would cost
-    :math:`|S|^3/3`. The step is a descent direction of the face quadratic from its first
-    iteration on; the face step keeps it only where it lowers the model.
+    :math:`|S|^3/3`. ``hessian`` is a formed matrix or an :class:`_ImplicitGram`. The step is
+    a descent direction of the face quadratic from its first iteration on; the face step
+    keeps it only where it lowers the model.
     """
-    diagonal = np.diagonal(hessian)
+    diagonal = hessian.diagonal()
     inverse = np.where(diagonal > 0, 1.0 / np.where(diagonal > 0, diagonal, 1.0), 1.0)
     preconditioner = LinearOperator(hessian.shape, matvec=lambda v: inverse * np.ravel(v))
     step, _ = cg(hessian, target, rtol=_FACE_REDUCTION, maxiter=_FACE_ITERATIONS, M=preconditioner)
@@ -983,8 +1018,7 @@ def _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, start=None, s
 
 def _block_lipschitz_of_model(Q, pen):
     """Per-block curvature of the model: diagonal entries, or the top eigenvalue of each diagonal block."""
-    diag = np.diagonal(Q, axis1=-2, axis2=-1)
-    diag = diag if diag.ndim == 1 else diag.max(axis=0)
+    diag = Q.diagonal() if Q.ndim == 2 else np.diagonal(Q, axis1=1, axis2=2).max(axis=0)
     if pen.singletons:
         L = diag[pen.row_order]
     else:
@@ -1014,12 +1048,16 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
     significant digit (on near-duplicate columns that stalled the gap near
     :math:`10^{-6}`). A sweep whose gradient is approximate (float32 updates
     on a wide working set) has it recomputed exactly before its stop test is
-    believed. Returns the minimiser and the number of epochs.
+    believed. ``Q`` is formed, or an :class:`_ImplicitGram` (swept by
+    :class:`_ResidualSweep`). Returns the minimiser and the number of epochs.
     """
     L = _block_lipschitz_of_model(Q, pen)
-    sweep = (
-        _CoordinateSweep(Q, g0, W0, pen, L, cutoff) if _scalar(Q, pen, W0) else _BlockSweep(Q, g0, W0, pen, L)
-    )
+    if isinstance(Q, _ImplicitGram):
+        sweep = _ResidualSweep(Q, g0, W0, pen, L, cutoff)
+    elif _scalar(Q, pen, W0):
+        sweep = _CoordinateSweep(np.ascontiguousarray(Q), g0, W0, pen, L, cutoff)
+    else:
+        sweep = _BlockSweep(Q, g0, W0, pen, L)
     accelerator = _Anderson(anderson, W0.size) if anderson else None
     cycle = anderson + 1 if anderson else _REFRESH_EPOCHS
     epoch = 0
@@ -1070,14 +1108,16 @@ def _lowers_model(sweep, pen, B, grad, C):
     :math:`2|e_ie_j| \le e_i^2 + e_j^2` and the symmetry of :math:`Q`), the inner product to
     :math:`k\epsilon|e|^\top|\nabla_B|` and each penalty, a sum of at most :math:`k` terms, to
     :math:`k\epsilon P`: the decrease must exceed :math:`(k + 2)\epsilon` times the sum of these
-    terms. On collinear columns :math:`Q` is singular and its computed null space slightly
-    indefinite, so a step far along it can *seem* to lower the model by up to the first of them.
+    terms (:meth:`_Sweep.product_terms` is :math:`k`; :math:`k + n` for an implicit :math:`Q`,
+    whose products also sum over the samples). On collinear columns :math:`Q` is singular and
+    its computed null space slightly indefinite, so a step far along it can *seem* to lower the
+    model by up to the first of them.
     """
     e = C - B
     before, after = pen.value(B), pen.value(C)
     change = float(np.sum(e * (grad + 0.5 * sweep.product(e)))) + after - before
     size = float(np.sum(np.abs(e) * (np.abs(grad) + sweep.row_sums * np.abs(e)))) + before + after
-    return change < -(B.shape[0] + 2) * float(np.finfo(np.float64).eps) * size
+    return change < -(sweep.product_terms() + 2) * float(np.finfo(np.float64).eps) * size
 
 
 class _Sweep:
@@ -1102,6 +1142,10 @@ class _Sweep:
         Q = self.exact_model[0]
         return Q @ E if Q.ndim == 2 else np.einsum("ckg,gc->kc", Q, E)
 
+    def product_terms(self):
+        """The most terms in one sum of a product with ``Q`` (:func:`_lowers_model`): the working set size."""
+        return self.exact_model[0].shape[-1]
+
 
 class _CoordinateSweep(_Sweep):
     """Cyclic coordinate descent state for :func:`_epoch_coordinates` (one output, blocks of one row).
@@ -1119,7 +1163,7 @@ class _CoordinateSweep(_Sweep):
         self.alpha = pen.l1[:, 0] + pen.group_weights
         thresh = self.alpha * inv_l
         self.constants = (thresh.tolist(), inv_l.tolist(), (1.0 / (1.0 + pen.ridge * inv_l)).tolist())
-        self.Q, self.pen, self.start, self.cutoff = np.ascontiguousarray(Q), pen, (g0, W0), cutoff
+        self.Q, self.pen, self.start, self.cutoff = Q, pen, (g0, W0), cutoff  # Q's rows contiguous
         self.exact_model = (self.Q, g0, W0)
         self.signs = self.refused = None  # the signs after the last epoch, and of the last face refused
         self.rebase(W0, g0)
@@ -1150,12 +1194,11 @@ class _CoordinateSweep(_Sweep):
         support = np.flatnonzero((b != 0) | ((self.alpha == 0) & (not pen.positive)))
         if not support.size:
             return None
-        hessian = self.Q[np.ix_(support, support)]
-        hessian[np.diag_indices(support.size)] += pen.ridge
+        hessian = _principal(self.Q, support, pen.ridge)
         target = -(grad[support, 0] + pen.ridge * b[support] + self.alpha[support] * np.sign(b[support]))
         if support.size > _DIRECT_GRAM_FACE:
             return support, _face_iterations(hessian, target), False
-        step, exact = _face_solution(hessian, target, b[support], self.cutoff)
+        step, exact = _face_solution(_formed(hessian), target, b[support], self.cutoff)
         return support, step, exact
 
     def face_step(self, B, grad):
@@ -1202,6 +1245,160 @@ class _CoordinateSweep(_Sweep):
     def finish(self):
         B = np.array(self.coords)[:, None]
         return _polish_support(self, B, self.grad[:, None])
+
+
+class _ResidualSweep(_CoordinateSweep):
+    r"""The iterates of :class:`_CoordinateSweep` on an implicit ``Q`` (:class:`_ImplicitGram`).
+
+    The working set is cut into chunks :math:`C` of :data:`_CHUNK` consecutive
+    coordinates, each with its own formed Gram matrix :math:`Q_{CC}`. The sweep keeps
+    the weighted residual :math:`v = HX(B - W_0)` and :math:`s = q^\top(B - W_0)`, from
+    which a chunk's model gradient is :math:`g_{0,C} + X_C^\top v - q_Cs/\sum h` (one
+    pass over the chunk's nonzeros); the chunk is swept by
+    :func:`_epoch_coordinates` on :math:`Q_{CC}`, exactly as the rows of :math:`Q` would
+    sweep it, and its step :math:`\delta` moves :math:`v` by :math:`HX_C\delta` (a
+    second pass). After the last chunk the whole gradient is recomputed from :math:`v`
+    (a third), and at every :meth:`rebase` :math:`v` itself from :math:`B`, so rounding
+    does not accumulate across rebases. The cost model is :func:`_implicit_is_cheaper`'s.
+    """
+
+    def __init__(self, Q, g0, W0, pen, L, cutoff):
+        super().__init__(Q, g0, W0, pen, L, cutoff)
+        self.transposed = Q.X.T
+        self.chunks = []
+        for start in range(0, Q.shape[0], _CHUNK):
+            rows = slice(start, start + _CHUNK)
+            part = Q.principal(rows)
+            constants = tuple(values[rows] for values in self.constants)
+            self.chunks.append((rows, part.formed(), part.X.T, part.HX, part.q, constants))
+
+    @cached_property
+    def row_sums(self):
+        return self.Q.magnitude_row_sums()[:, None]
+
+    def product_terms(self):
+        return self.Q.shape[0] + self.Q.X.shape[0]
+
+    def rebase(self, B, grad):
+        step = B[:, 0] - self.start[1][:, 0]
+        self.residual = np.asarray(self.Q.HX @ step, dtype=np.float64)
+        self.centre = float(self.Q.q @ step) if self.Q.q is not None else 0.0
+        return super().rebase(B, grad)
+
+    def epoch(self):
+        g0, coords, v, hsum = self.start[0][:, 0], self.coords, self.residual, self.Q.hsum
+        for rows, gram, transposed, HX, q, constants in self.chunks:
+            grad = g0[rows] + transposed @ v
+            if q is not None:
+                grad -= q * (self.centre / hsum)
+            block = coords[rows]
+            _epoch_coordinates(gram, grad, block, *constants, self.pen.positive)
+            step = np.subtract(block, coords[rows])
+            if step.any():
+                coords[rows] = block
+                v += HX @ step
+                if q is not None:
+                    self.centre += float(q @ step)
+        self.grad = g0 + self.transposed @ v
+        if self.Q.q is not None:
+            self.grad -= self.Q.q * (self.centre / hsum)
+        return np.array(coords)[:, None], self.grad[:, None]
+
+
+class _ImplicitGram:
+    r"""A working set's model curvature :math:`Q = X^\top HX - qq^\top/\textstyle\sum h + \mu I`, not formed.
+
+    Kept as the working set's columns :math:`X` (float64, CSC or dense), :math:`HX`
+    with :math:`H = \operatorname{diag}(h)` the curvature weights, :math:`q = X^\top h`
+    (``None`` without an intercept, then no Schur complement), :math:`\sum h` and
+    :math:`\mu` (a face's ridge, 0 for the model itself). A product :math:`QV` costs two
+    passes over the nonzeros of :math:`X`, where a formed :math:`Q` costs :math:`k^2` per
+    product and :math:`k^2` entries of memory; entries are formed only for a few columns
+    at a time (:meth:`principal`, :meth:`formed`). It has what the sweep, the stop test
+    and the face solvers read of a formed ``Q``: ``shape``, ``ndim``, ``dtype``, ``@``,
+    :meth:`diagonal`, and ``matvec`` for scipy's conjugate gradients.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, X, HX, q, hsum, shift=0.0):
+        self.X, self.HX, self.q, self.hsum, self.shift = X, HX, q, hsum, shift
+        self.shape = (X.shape[1], X.shape[1])
+
+    @classmethod
+    def of(cls, X_ws, h, q, hsum):
+        """The model of the columns ``X_ws``, curvature weights ``h``, ``q`` (or ``None``) and ``hsum``."""
+        if sp.issparse(X_ws):
+            X = sp.csc_matrix(X_ws, dtype=np.float64)
+            return cls(X, sp.csc_matrix(X.multiply(h[:, None])), q, hsum)
+        X = np.asarray(X_ws, dtype=np.float64, order="F")
+        return cls(X, X * h[:, None], q, hsum)
+
+    def __matmul__(self, V):
+        V = np.asarray(V, dtype=np.float64)
+        out = np.asarray(self.X.T @ (self.HX @ V), dtype=np.float64)
+        if self.q is not None:
+            out -= np.multiply.outer(self.q, self.q @ V) / self.hsum
+        return out + self.shift * V if self.shift else out
+
+    def matvec(self, v):
+        return self @ np.ravel(v)
+
+    def diagonal(self):
+        products = self.X.multiply(self.HX) if sp.issparse(self.X) else self.X * self.HX
+        diagonal = np.asarray(products.sum(axis=0), dtype=np.float64).ravel()
+        if self.q is not None:
+            diagonal -= self.q * self.q / self.hsum
+        return diagonal + self.shift
+
+    def magnitude_row_sums(self):
+        r"""Row sums of :math:`|X|^\top H|X| + |q||q|^\top/\sum h + |\mu|I`, entrywise at least :math:`|Q|`.
+
+        They bound the rounding of a product computed as :meth:`__matmul__` computes it
+        (:func:`_lowers_model`).
+        """
+        sums = np.asarray(abs(self.X).T @ (abs(self.HX) @ np.ones(self.shape[1])), dtype=np.float64).ravel()
+        if self.q is not None:
+            sums += np.abs(self.q) * (np.sum(np.abs(self.q)) / self.hsum)
+        return sums + abs(self.shift)
+
+    def principal(self, rows, shift=0.0):
+        """The implicit :math:`Q_{rows, rows}`, plus ``shift`` on its diagonal."""
+        q = None if self.q is None else self.q[rows]
+        return _ImplicitGram(self.X[:, rows], self.HX[:, rows], q, self.hsum, self.shift + shift)
+
+    def formed(self):
+        """The entries of :math:`Q`, a C-ordered float64 array (for a few columns: :meth:`principal`)."""
+        gram = self.X.T @ self.HX
+        gram = np.array(gram.toarray() if sp.issparse(gram) else gram, dtype=np.float64, order="C")
+        if self.q is not None:
+            gram -= np.multiply.outer(self.q, self.q) / self.hsum
+        gram[np.diag_indices(self.shape[0])] += self.shift
+        return gram
+
+
+def _principal(Q, rows, shift=0.0):
+    """:math:`Q_{rows, rows}` plus ``shift`` on its diagonal: a formed copy of a formed ``Q``, or implicit."""
+    if isinstance(Q, _ImplicitGram):
+        return Q.principal(rows, shift)
+    block = Q[np.ix_(rows, rows)]
+    block[np.diag_indices(rows.size)] += shift
+    return block
+
+
+def _formed(Q):
+    """The entries of ``Q`` (formed already, or an :class:`_ImplicitGram`)."""
+    return Q.formed() if isinstance(Q, _ImplicitGram) else Q
+
+
+def _columns_product(Q, columns, v):
+    """:math:`Q_{:, columns}v`; for an implicit ``Q`` as :math:`Q` times ``v`` placed in a zero vector."""
+    if not isinstance(Q, _ImplicitGram):
+        return Q[:, columns] @ v
+    full = np.zeros((Q.shape[1], *np.shape(v)[1:]))
+    full[columns] = v
+    return Q @ full
 
 
 class _BlockSweep(_Sweep):
@@ -1269,7 +1466,7 @@ def _polish_support(sweep, B, grad):
     penalized = alpha[support] > 0
     if not exact or np.any(np.sign(new[penalized]) != np.sign(b[support][penalized])):
         return B
-    moved = grad[:, 0] + sweep.Q[:, support] @ step
+    moved = grad[:, 0] + _columns_product(sweep.Q, support, step)
     off = np.ones(b.size, dtype=bool)
     off[support] = False
     slack = 1e-9 * (np.max(np.abs(moved), initial=0.0) + np.max(alpha, initial=0.0))
