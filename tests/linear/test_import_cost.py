@@ -1,7 +1,7 @@
 """``import normpen.linear`` and a first fit leave out what only some calls need (issue 15: cold start).
 
 A cold first fit (fresh process, import included) should not pay for scoring,
-cross-validation, progress bars, plots or torch. Checked deterministically in
+cross-validation, progress bars, plots, torch or the solvers it does not use. Checked deterministically in
 a fresh interpreter through ``sys.modules``, never by timing; the timings are
 in ``benchmarks/cold_start.py``.
 """
@@ -23,6 +23,9 @@ LAZY = {
     "rich": "path(..., progress=True)",
     "matplotlib": "the plot methods",
     "torch": "fits on torch tensors",
+    "normpen.linear.solvers.fista": "penalties coordinate descent does not take",
+    "normpen.linear.solvers.svm": "the SVMs",
+    "normpen.linear.solvers.ridge": "Ridge, RidgeCV and path(..., solver='ridge')",
 }
 
 CHILD = """

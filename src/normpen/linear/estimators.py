@@ -68,8 +68,6 @@ from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadr
 from normpen.linear.datafits.base import Datafit
 from normpen.linear.path import Path, lambda_grid, lambda_max, path
 from normpen.linear.problem import Problem, Solution
-from normpen.linear.solvers.ridge import ridge_path
-from normpen.linear.solvers.svm import hard_margin_svm, linear_svm
 from normpen.penalties import names
 from normpen.penalties.base import Penalty
 
@@ -653,6 +651,9 @@ class Ridge(_RegressorCore, _LinearModel):
 
 def _ridge_as_path(X, y, sample_weight, lams, fit_intercept):
     """F2's SVD ridge path, a :class:`Path` with the duality gap of every solution."""
+    # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+    from normpen.linear.solvers.ridge import ridge_path
+
     return ridge_path(X, y, lams, sample_weight=sample_weight, fit_intercept=fit_intercept)
 
 
@@ -772,6 +773,9 @@ class LinearSVC(_ClassifierCore, _LinearModel):
 
     def _binary_path(self, X, y, sample_weight, lams):
         """The solutions of one two-class problem along ``lams``, warm-started."""
+        # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+        from normpen.linear.solvers.svm import hard_margin_svm, linear_svm
+
         if self.hard_margin:
             return [hard_margin_svm(X, y, fit_intercept=self.fit_intercept)] * len(lams)
         options = {"tol": self.tol, "random_state": self.random_state}
@@ -1084,6 +1088,9 @@ class RidgeCV(_CrossValidated, Ridge):
         :math:`\\lambda`, then the refit."""
         if self.cv is not None:
             return super().fit(X, y, sample_weight, on_fold=on_fold)
+        # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+        from normpen.linear.solvers.ridge import ridge_path
+
         self._validate_params()
         X, y, sample_weight = self._validate_training(X, y, sample_weight)
         lams = (

@@ -35,7 +35,7 @@ from normpen.linear.datafits.hinge import Hinge
 from normpen.linear.datafits.quadratic import Quadratic
 from normpen.linear.datafits.squared_hinge import SquaredHinge
 from normpen.linear.problem import Path, Problem
-from normpen.linear.solvers import cd, fista, ridge, svm
+from normpen.linear.solvers import cd
 from normpen.penalties.base import Penalty
 
 __all__ = [
@@ -144,6 +144,9 @@ def _cd_grid(setup, lams, options):
 
 
 def _fista_grid(setup, lams, options):
+    # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+    from normpen.linear.solvers import fista
+
     options = {**options, "positive": setup.positive}
     solutions = _warm_started(setup, fista.solve, setup.penalty.with_lam, lams, options)
     return Path.from_solutions(lams, solutions)
@@ -155,6 +158,9 @@ def _svm_grid(setup, lams, options):
     In liblinear's scale :math:`\alpha \le a_i/\lambda`, so the previous solution
     is carried over as :math:`\alpha\,\lambda_{\text{prev}}/\lambda`.
     """
+    # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+    from normpen.linear.solvers import svm
+
     options = {key: value for key, value in options.items() if key not in ("progress", "init")}
     solutions, previous = [], None
     for lam in lams.tolist():
@@ -167,6 +173,9 @@ def _svm_grid(setup, lams, options):
 
 def _ridge_grid(setup, lams, options):
     """The closed form at every strength: a :class:`~normpen.linear.solvers.ridge.RidgePath`."""
+    # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+    from normpen.linear.solvers import ridge
+
     return ridge.solve_path(setup.problem, lams)
 
 
