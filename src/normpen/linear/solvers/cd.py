@@ -39,7 +39,10 @@ there is no compilation on the first fit):
    intercept is eliminated exactly by the Schur complement of :math:`Q`. The
    model is minimised by cyclic (block) coordinate descent on :math:`Q`:
    each update costs one axpy of length :math:`|ws|` and never touches
-   :math:`X`. Every ``anderson + 1`` epochs the last iterates are
+   :math:`X`. A working set whose :math:`|ws|^2` Gram entries cost more than a
+   few passes over its nonzeros (wide and sparse, :func:`_implicit_is_cheaper`)
+   leaves :math:`Q` implicit and its sweep keeps the residual instead
+   (:class:`_ResidualSweep`, the same iterates). Every ``anderson + 1`` epochs the last iterates are
    extrapolated in the metric of :math:`Q` (Bertrand and Massias, 2021), the
    extrapolation is kept when it lowers the model objective, and the model
    gradient is recomputed from :math:`Q` at the point kept, so that rounding
