@@ -209,7 +209,15 @@ def test_the_optimizer_checkpoint_alone_resumes_bit_identical():
     checkpoint = _round_trip(
         {"model": model.state_dict(), "optimizer": adam.state_dict(), "scheduler": scheduler.state_dict()}
     )
-    assert STATE_KEY in checkpoint["optimizer"]["param_groups"][0]  # where DCP keeps it too
+    # the multiplier in the first param group, fc.weight's L2-SP anchor (rule 3) beside its exp_avg
+    assert set(checkpoint["optimizer"]["param_groups"][0][STATE_KEY]["multipliers"]) == {"2"}
+    fc_weight = [n for n, _ in model.named_parameters()].index("fc.weight")
+    assert set(checkpoint["optimizer"]["state"][fc_weight]) == {
+        "step",
+        "exp_avg",
+        "exp_avg_sq",
+        "normpen.anchor.3",
+    }
 
     resumed = _setup(seed=7)  # no reg.load_state_dict: the optimizer carries the multiplier and anchors
     model, reg, adam, scheduler = resumed
@@ -246,8 +254,11 @@ def test_the_optimizer_checkpoint_alone_carries_the_residuals_of_a_bfloat16_mode
     train(*first, batches[:5])
     model, _, adam = first
     checkpoint = _round_trip({"model": model.state_dict(), "optimizer": adam.state_dict()})
-    residuals = checkpoint["optimizer"]["param_groups"][0][STATE_KEY]["residuals"]
-    assert set(residuals) == {"conv.weight", "fc.weight", "head.weight"}
+    names = [n for n, _ in model.named_parameters()]
+    states = checkpoint["optimizer"]["state"]
+    residuals = {names[i]: s["normpen.residual"] for i, s in states.items() if "normpen.residual" in s}
+    assert set(residuals) == {"conv.weight", "fc.weight", "head.weight"}  # each in its parameter's state
+    assert not checkpoint["optimizer"]["param_groups"][0][STATE_KEY]["residuals"]
     assert all(r.dtype == torch.float32 and r.abs().max() > 0 for r in residuals.values())
 
     # the same bfloat16 operations on the same values, float32 residuals included
@@ -265,7 +276,7 @@ def test_a_residual_of_another_shape_in_an_optimizer_checkpoint_loads_nothing():
     reg = Regularizer(model, Rule(L2(0.1), mode="decoupled"))
     sgd = reg.wrap(torch.optim.SGD(model.parameters(), lr=1e-3))
     checkpoint = sgd.state_dict()
-    checkpoint["param_groups"][0][STATE_KEY]["residuals"]["weight"] = torch.ones(8, 4)  # the transpose
+    checkpoint["state"][0]["normpen.residual"] = torch.ones(8, 4)  # the transpose
     checkpoint["param_groups"][0]["lr"] = 0.5
     with pytest.raises(
         ValueError, match=r"residual 'weight' in the state has shape \(8, 4\), expected \(4, 8\)"
@@ -285,5 +296,98 @@ def test_a_damaged_regularizer_state_in_an_optimizer_checkpoint_loads_nothing():
     before = (fresh_adam.state_dict(), fresh_reg.rules[2].multiplier.clone())
     with pytest.raises(ValueError, match="multiplier in the state is not finite"):
         fresh_adam.load_state_dict(checkpoint)
-    assert fresh_adam.state_dict()["state"] == before[0]["state"] == {}
+    assert not fresh_adam.state  # Adam's own state: nothing loaded
+    _assert_equal_dicts(fresh_adam.state_dict(), before[0])
     assert torch.equal(fresh_reg.rules[2].multiplier, before[1])
+
+
+def _assert_equal_dicts(a, b, where="state"):
+    """Equal nested dicts and lists, tensors bit-equal."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_dicts(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_equal_dicts(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def _is_entry(key):
+    return key.startswith("normpen.")
+
+
+def test_the_optimizer_state_keeps_no_regularizer_entry_and_the_loaded_dict_is_left_as_it_is():
+    # before the first step Adam's state is empty and Adam starts it when it is (len(state) == 0):
+    # the entries in the state dict must not reach the live state, when saved or when loaded
+    model, reg, adam, scheduler = _setup(seed=0)
+    checkpoint = adam.state_dict()
+    assert any(_is_entry(k) for s in checkpoint["state"].values() for k in s)  # the L2-SP anchor
+    assert not adam.state
+    _train(model, reg, adam, scheduler, conv_batches(2))  # Adam starts its state as if unwrapped
+    saved = adam.state_dict()
+    kept = _round_trip(saved)
+    adam.load_state_dict(saved)
+    assert not any(_is_entry(k) for s in adam.state.values() for k in s)
+    _assert_equal_dicts(saved, kept)  # the pre hook took the entries out of copies
+
+
+def test_a_checkpoint_with_all_the_state_in_the_first_param_group_loads():
+    # the layout before the parameters' tensors moved to their states: reg.state_dict() whole in the
+    # first param group, nothing in the parameters' states
+    batches = conv_batches(10)
+    straight = _setup(seed=0)
+    _train(*straight, batches)
+    first = _setup(seed=0)
+    _train(*first, batches[:5])
+    model, reg, adam, scheduler = first
+    optimizer = adam.state_dict()
+    optimizer["state"] = {
+        k: {e: v for e, v in s.items() if not _is_entry(e)} for k, s in optimizer["state"].items()
+    }
+    optimizer["param_groups"][0][STATE_KEY] = reg.state_dict()
+    checkpoint = _round_trip(
+        {"model": model.state_dict(), "optimizer": optimizer, "scheduler": scheduler.state_dict()}
+    )
+    resumed = _setup(seed=7)
+    model, reg, adam, scheduler = resumed
+    model.load_state_dict(checkpoint["model"])
+    adam.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    _train(*resumed, batches[5:])
+    assert_same(resumed[0], straight[0], exact=True)
+    assert torch.equal(resumed[1].rules[2].multiplier, straight[1].rules[2].multiplier)
+
+
+def test_a_misplaced_regularizer_entry_in_an_optimizer_checkpoint_loads_nothing():
+    model, reg, adam, scheduler = _setup(seed=0)
+    _train(model, reg, adam, scheduler, conv_batches(2))
+    good = adam.state_dict()
+    names = [n for n, _ in model.named_parameters()]
+    fc_weight, fc_bias = names.index("fc.weight"), names.index("fc.bias")
+    anchor = good["state"][fc_weight]["normpen.anchor.3"]
+
+    def damaged(change):
+        checkpoint = _round_trip(good)
+        change(checkpoint)
+        return checkpoint
+
+    bias_anchor = damaged(lambda c: c["state"][fc_bias].update({"normpen.anchor.3": anchor}))
+    unknown = damaged(lambda c: c["state"][fc_weight].update({"normpen.momentum": anchor}))
+    no_group_entry = damaged(lambda c: c["param_groups"][0].pop(STATE_KEY))
+    fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
+    before = (fresh_adam.state_dict(), fresh_reg.state_dict())
+    for checkpoint, error in [
+        (bias_anchor, r"parameter \d+ has the regularizer's entries \['normpen.anchor.3'\], but no rule"),
+        (unknown, r"has 'normpen.momentum', not an entry of the regularizer's"),
+        (no_group_entry, "has the regularizer's entries .* but not its first param group's"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            fresh_adam.load_state_dict(checkpoint)
+        assert not fresh_adam.state
+        _assert_equal_dicts(fresh_adam.state_dict(), before[0])
+        _assert_equal_dicts(fresh_reg.state_dict(), before[1])

@@ -23,11 +23,15 @@ work per tensor per step beyond the kernels' own calls.
 
 A step that raises changes nothing: every hyperparameter the update reads is
 checked before the first tensor is modified, and a closure runs before the
-decoupled decay. The regularizer's state rides in ``optimizer.state_dict()``
-(under :data:`STATE_KEY`), so any framework that checkpoints the optimizer
-checkpoints the regularizer too; ``torch.distributed.checkpoint``'s flattened
-optimizer state dict cannot carry it, and the regularizer warns when one is
-taken or loaded.
+decoupled decay. The regularizer's state rides in ``optimizer.state_dict()``:
+a parameter's tensors (residual, anchors, Fisher weights) in that parameter's
+state, beside Adam's ``exp_avg``, under keys that begin with
+:data:`ENTRY_PREFIX`, the rest under :data:`STATE_KEY` in the first param
+group. So any framework that checkpoints the optimizer checkpoints the
+regularizer too, and ``torch.distributed.checkpoint`` names, shards and
+reshards those tensors as it does the optimizer's own. Its flattened optimizer
+state dict is saved whole but loads only the keys the live optimizer has: the
+regularizer warns that its state was not restored.
 """
 
 from __future__ import annotations
@@ -71,21 +75,31 @@ from normpen.torch.rules import (
 )
 from normpen.torch.scaling import base_lr, rule_lr
 
-__all__ = ["Regularizer", "STATE_KEY"]
+__all__ = ["ENTRY_PREFIX", "Regularizer", "STATE_KEY"]
 
 #: Modes whose work is done by the optimizer hooks, in the order the post hook runs them.
 STEP_MODES = ("decoupled", "proximal", "constrained")
 #: The kernel operation of each step mode.
 METHODS = {"decoupled": "decay", "proximal": "prox", "constrained": "project"}
 _FORMAT = "normpen.torch.Regularizer/1"
-#: The key of the regularizer's state inside a wrapped optimizer's ``state_dict()``.
+#: The key of the regularizer's state that is not a parameter's (multipliers, model-level states, the
+#: rules) inside the first param group of a wrapped optimizer's ``state_dict()``.
 STATE_KEY = "normpen_regularizer"
-_FLATTENED = (
-    "torch.distributed.checkpoint with StateDictOptions(flatten_optimizer_state_dict=True) cannot carry "
-    "the Regularizer's state (multipliers, anchors, Fisher weights, residuals): set_optimizer_state_dict "
-    "rebuilds a flattened optimizer state dict from the keys the optimizer's param groups have, and "
-    "drops the rest. The state {what}; use flatten_optimizer_state_dict=False (the default), or save "
-    "reg.state_dict() beside the checkpoint and restore it with reg.load_state_dict()"
+#: What the keys of the regularizer's tensors in a parameter's optimizer state begin with:
+#: ``normpen.residual``, ``normpen.anchor.<rule>`` and ``normpen.fisher.<rule>``.
+ENTRY_PREFIX = "normpen."
+#: The entry name of a parameter's residual (``residuals`` of :meth:`Regularizer.state_dict`,
+#: ``{name: tensor}``) and of its tensors under a rule (``{rule: {name: tensor}}``).
+_RESIDUAL = "residual"
+_PER_RULE = {"anchors": "anchor", "fisher": "fisher"}
+_PER_PARAMETER = ("residuals", *_PER_RULE)
+_NOT_RESTORED = (
+    "optimizer.load_state_dict got a torch.distributed.checkpoint state dict (parameters named, not "
+    "numbered) without the Regularizer's state: its multipliers, anchors, Fisher weights and residuals "
+    "stay as they were. A flattened one (StateDictOptions(flatten_optimizer_state_dict=True)) never "
+    "has it: set_optimizer_state_dict rebuilds it from the keys the live optimizer's state and param "
+    "groups have, and drops the rest. Load with flatten_optimizer_state_dict=False (the default), or "
+    "save reg.state_dict() beside the checkpoint and restore it with reg.load_state_dict()"
 )
 
 
@@ -403,10 +417,12 @@ class Regularizer:
         ``weight_decay`` (it would be decayed twice).
 
         ``optimizer.state_dict()`` then holds this regularizer's
-        :meth:`state_dict` under :data:`STATE_KEY`, and
+        :meth:`state_dict` (each parameter's tensors in that parameter's
+        state, the rest under :data:`STATE_KEY`), and
         ``optimizer.load_state_dict()`` restores it (checked before the
         optimizer loads anything), so checkpoints written by Lightning,
-        transformers' Trainer or accelerate carry it.
+        transformers' Trainer, accelerate or ``torch.distributed.checkpoint``
+        carry it.
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -722,58 +738,79 @@ class Regularizer:
             self._build_actions(wrapped)
 
     def _save_into_optimizer_state(self, optimizer, state_dict):
-        """Optimizer state-dict post hook: this regularizer's state under :data:`STATE_KEY` of the first
-        param group.
+        """Optimizer state-dict post hook: each parameter's tensors of :meth:`state_dict` in that
+        parameter's state, under :data:`ENTRY_PREFIX` keys; the rest under :data:`STATE_KEY` of the
+        first param group.
 
-        In a param group (the state dict's copy of it), because that is what
-        ``torch.distributed.checkpoint``'s ``get_optimizer_state_dict`` keeps
-        besides the per-parameter state; a plain ``state_dict()`` carries it
-        the same way. Tensors of FSDP2 parameters are DTensors there
-        (:meth:`state_dict`), which DCP saves rank by rank wherever they sit.
-
-        Left out, with a warning, of the state dict that DCP flattens
-        (``StateDictOptions(flatten_optimizer_state_dict=True)``): flattening
-        copies a param group's keys to every parameter of the group (the state
-        would be written once per parameter), and unflattening keeps only the
-        keys the optimizer's param groups have, so no copy would be loaded.
+        In the parameter's state, ``torch.distributed.checkpoint`` keys them by the parameter's
+        name, flattens them and reshards them (they are DTensors like an FSDP2 parameter) as it does
+        Adam's ``exp_avg``. The optimizer's own state is untouched: a parameter's entry is a new dict
+        (``optimizer.state_dict()`` holds the live ones), so an optimizer that initialises its state
+        lazily (Adam, when a parameter's state is empty) still does. The tensors of the parameters
+        another optimizer updates stay under :data:`STATE_KEY`.
         """
-        if _dcp_flattens():
-            warnings.warn(
-                _FLATTENED.format(what="is left out of this flattened optimizer state dict"),
-                UserWarning,
-                stacklevel=2,
-            )
-            return state_dict
-        state_dict["param_groups"][0][STATE_KEY] = self.state_dict()
+        keys = self._keys_by_name(optimizer, state_dict["param_groups"])
+        remainder, entries = _split_per_parameter(self.state_dict(), keys)
+        states = state_dict["state"]
+        for key, entry in entries.items():
+            states[key] = {**states.get(key, {}), **entry}
+        state_dict["param_groups"][0][STATE_KEY] = remainder
         return state_dict
+
+    def _keys_by_name(self, optimizer, groups):
+        """``{name: key}``: the key in an optimizer state dict (a number, or DCP's parameter name) of each
+        regularized parameter of ``optimizer``, matched by position in the state dict's param ``groups``
+        as ``optimizer.load_state_dict`` matches them. ``None`` when the groups' sizes are not the
+        optimizer's (its load refuses them)."""
+        live = [g["params"] for g in optimizer.param_groups]
+        saved = [g.get("params", ()) for g in groups]
+        if [len(params) for params in saved] != [len(params) for params in live]:
+            return None
+        name_of = {id(s.param): s.name for slots in self._slots for s in slots}
+        return {
+            name_of[id(p)]: key
+            for keys, params in zip(saved, live, strict=True)
+            for key, p in zip(keys, params, strict=True)
+            if id(p) in name_of
+        }
 
     def _take_from_optimizer_state(self, optimizer, state_dict):
         """Optimizer load pre hook: check the regularizer's state and keep it until the optimizer has loaded.
 
-        The state is taken out of the first param group, so the optimizer
-        loads its groups as they were. A checkpoint without :data:`STATE_KEY`
-        (written before the optimizer was wrapped) leaves the regularizer as
-        it is; so does a flattened DCP checkpoint
-        (``flatten_optimizer_state_dict=True``), whose unflattening dropped
-        the state, but with a warning.
+        The :data:`ENTRY_PREFIX` entries of the parameters' states and :data:`STATE_KEY` of the first
+        param group are taken out (of copies: the caller's dict is left as it is), so the optimizer
+        loads its own state and groups as they were; a checkpoint written before the parameters'
+        tensors moved to their states (all under :data:`STATE_KEY`) loads the same way. A checkpoint
+        with neither (written before the optimizer was wrapped) leaves the regularizer as it is,
+        with a warning when it came through ``torch.distributed.checkpoint`` (parameters named, not
+        numbered): a flattened one (``flatten_optimizer_state_dict=True``) always arrives so.
         """
         wrapped = self._find(optimizer)
         wrapped.pending_state = None
         groups = state_dict.get("param_groups") or [{}]
+        states = state_dict.get("state", {})
+        entries = {k: _entries(s) for k, s in states.items() if _entries(s)}
         if STATE_KEY not in groups[0]:
-            if _dcp_unflattened():
-                warnings.warn(
-                    _FLATTENED.format(
-                        what="is not restored by this flattened optimizer state dict and stays as it was"
-                    ),
-                    UserWarning,
-                    stacklevel=2,
+            if entries:
+                some = sorted(next(iter(entries.values())))
+                raise ValueError(
+                    f"the optimizer state has the regularizer's entries {some} but not its first param "
+                    f"group's {STATE_KEY!r}: the checkpoint is damaged"
                 )
+            if any(isinstance(p, str) for g in groups for p in g.get("params", ())):
+                warnings.warn(_NOT_RESTORED, UserWarning, stacklevel=3)
             return None
-        self._check_state(groups[0][STATE_KEY])
-        wrapped.pending_state = groups[0][STATE_KEY]
+        keys = self._keys_by_name(optimizer, groups)
+        if keys is None:
+            return None  # the optimizer's own load raises on the sizes of the groups
+        _check_layout(groups[0][STATE_KEY])
+        state = _join_per_parameter(groups[0][STATE_KEY], entries, keys)
+        self._check_state(state)
+        wrapped.pending_state = state
         first = {key: value for key, value in groups[0].items() if key != STATE_KEY}
-        return {**state_dict, "param_groups": [first, *groups[1:]]}
+        own = {k: {e: v for e, v in s.items() if not _is_entry(e)} for k, s in states.items()}
+        own = {k: s for k, s in own.items() if s or k not in entries}  # Adam's lazy start where it had none
+        return {**state_dict, "state": own, "param_groups": [first, *groups[1:]]}
 
     def _apply_taken_state(self, optimizer):
         """Optimizer load post hook: apply the state the pre hook checked."""
@@ -801,17 +838,7 @@ class Regularizer:
 
     def _check_state(self, state):
         """Everything :meth:`_apply_state` needs is there, fits this regularizer and is finite."""
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(f"not a Regularizer state dict (expected format {_FORMAT!r})")
-        for key, kind in (
-            ("rules", list),
-            ("multipliers", dict),
-            ("anchors", dict),
-            ("fisher", dict),
-            ("residuals", dict),
-        ):
-            if not isinstance(state.get(key), kind):
-                raise ValueError(f"the state's {key!r} must be a {kind.__name__}, got {type(state.get(key))}")
+        _check_layout(state)
         saved = state["rules"]
         mine = [{"mode": r.mode, "names": self.names(r)} for r in self.rules]
         if len(saved) != len(mine):
@@ -856,6 +883,84 @@ class Regularizer:
                 raise ValueError(
                     f"rule {i}: the state's anchors cover {sorted(given)}, not {sorted(anchored)}"
                 )
+
+
+def _check_layout(state):
+    """``state`` is a :meth:`Regularizer.state_dict` by its format and the kinds of its entries."""
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise ValueError(f"not a Regularizer state dict (expected format {_FORMAT!r})")
+    for key, kind in (("rules", list), ("multipliers", dict), *((key, dict) for key in _PER_PARAMETER)):
+        if not isinstance(state.get(key), kind):
+            raise ValueError(f"the state's {key!r} must be a {kind.__name__}, got {type(state.get(key))}")
+    for key in _PER_RULE:
+        for rule, tensors in state[key].items():
+            if not isinstance(tensors, dict):
+                raise ValueError(f"the state's {key!r} of rule {rule} must be a dict, got {type(tensors)}")
+
+
+def _is_entry(key):
+    """``key`` of a parameter's optimizer state is one of the regularizer's."""
+    return isinstance(key, str) and key.startswith(ENTRY_PREFIX)
+
+
+def _entries(parameter_state):
+    """The regularizer's entries of one parameter's optimizer state."""
+    return {key: value for key, value in parameter_state.items() if _is_entry(key)}
+
+
+def _split_per_parameter(state, keys):
+    """``(remainder, entries)``: the tensors of :meth:`Regularizer.state_dict` ``state`` that belong to
+    the parameters in ``keys`` (``{name: key}``) as ``entries[key][entry]``, the rest as it was.
+
+    The entry of a residual is ``normpen.residual``, of rule ``i``'s anchor and Fisher weights
+    ``normpen.anchor.i`` and ``normpen.fisher.i``. :func:`_join_per_parameter` undoes it.
+    """
+    entries = {}
+
+    def keep(tensors, entry):
+        kept = {}
+        for name, tensor in tensors.items():
+            if name in keys:
+                entries.setdefault(keys[name], {})[ENTRY_PREFIX + entry] = tensor
+            else:
+                kept[name] = tensor
+        return kept
+
+    remainder = {**state, "residuals": keep(state["residuals"], _RESIDUAL)}
+    for key, entry in _PER_RULE.items():
+        remainder[key] = {rule: keep(tensors, f"{entry}.{rule}") for rule, tensors in state[key].items()}
+    return remainder, entries
+
+
+def _join_per_parameter(remainder, entries, keys):
+    """The state :func:`_split_per_parameter` split into ``remainder`` and ``entries``, put back by name.
+
+    An entry of a parameter no rule acts on, or one the regularizer does not write, raises
+    ``ValueError``.
+    """
+    name_of = {key: name for name, key in keys.items()}
+    state = {**remainder, "residuals": dict(remainder["residuals"])}
+    for key in _PER_RULE:
+        state[key] = {rule: dict(tensors) for rule, tensors in remainder[key].items()}
+    field_of = {entry: key for key, entry in _PER_RULE.items()}
+    for key, own in entries.items():
+        if key not in name_of:
+            raise ValueError(
+                f"the optimizer state of parameter {key!r} has the regularizer's entries {sorted(own)}, "
+                "but no rule of this regularizer acts on that parameter"
+            )
+        for entry, tensor in own.items():
+            what, _, rule = entry[len(ENTRY_PREFIX) :].partition(".")
+            if what == _RESIDUAL and not rule:
+                state["residuals"][name_of[key]] = tensor
+            elif what in field_of and rule:
+                state[field_of[what]].setdefault(rule, {})[name_of[key]] = tensor
+            else:
+                raise ValueError(
+                    f"the optimizer state of parameter {key!r} has {entry!r}, not an entry of the "
+                    f"regularizer's (normpen.residual, normpen.anchor.<rule>, normpen.fisher.<rule>)"
+                )
+    return state
 
 
 def _check_state_tensor(value, what, shape, nonnegative=False):
@@ -907,26 +1012,6 @@ def _initialises_state(optimizer):
     if optimizer.state or any(float(g.get("lr", 1.0)) != 0 for g in groups):
         return False
     return _dcp_caller("_init_optim_state") is not None
-
-
-def _dcp_flattens():
-    """This ``optimizer.state_dict()`` is called by DCP's ``get_optimizer_state_dict`` (or
-    ``get_state_dict``) with ``flatten_optimizer_state_dict=True``, which flattens what it returns."""
-    frame = _dcp_caller("_get_optim_state_dict")
-    return frame is not None and bool(
-        getattr(frame.f_locals.get("info"), "flatten_optimizer_state_dict", False)
-    )
-
-
-def _dcp_unflattened():
-    """This ``optimizer.load_state_dict()`` is called by DCP's ``set_optimizer_state_dict`` (or
-    ``set_state_dict``) on a flattened state dict, unflattened from the optimizer's param groups' keys.
-
-    DCP's own test: a flattened state dict has no ``"state"`` key.
-    """
-    frame = _dcp_caller("_load_optim_state_dict")
-    loaded = None if frame is None else frame.f_locals.get("state_dict")
-    return isinstance(loaded, dict) and bool(loaded) and "state" not in loaded
 
 
 def _dcp_caller(name):
