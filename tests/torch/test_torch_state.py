@@ -391,3 +391,40 @@ def test_a_misplaced_regularizer_entry_in_an_optimizer_checkpoint_loads_nothing(
         assert not fresh_adam.state
         _assert_equal_dicts(fresh_adam.state_dict(), before[0])
         _assert_equal_dicts(fresh_reg.state_dict(), before[1])
+
+
+def test_two_wrapped_optimizers_each_carry_the_whole_state():
+    # each optimizer's state dict holds its parameters' tensors in their states and the other
+    # optimizer's under STATE_KEY: either checkpoint alone restores every anchor, and both together agree
+    def setup(seed):
+        model = conv_net(seed)
+        rules = [l2_sp(model, 0.1, mode="decoupled", select="*.weight"), Rule(L1(1e-3), mode="proximal")]
+        reg = Regularizer(model, rules)
+        conv = reg.wrap(torch.optim.Adam(model.conv.parameters(), lr=1e-2))
+        rest = [p for n, p in model.named_parameters() if not n.startswith("conv.")]
+        return model, reg, conv, reg.wrap(torch.optim.SGD(rest, lr=1e-2))
+
+    def train(model, conv, rest, batches):
+        for batch in batches:
+            rest.zero_grad()
+            mse_step(model, conv, batch)  # zeroes conv's gradients, steps conv
+            rest.step()
+
+    batches = conv_batches(6)
+    straight = setup(seed=0)
+    train(straight[0], *straight[2:], batches)
+    model, _, conv, rest = first = setup(seed=0)
+    train(model, conv, rest, batches[:3])
+    checkpoint = _round_trip(
+        {"model": model.state_dict(), "conv": conv.state_dict(), "rest": rest.state_dict()}
+    )
+    in_conv = checkpoint["conv"]["param_groups"][0][STATE_KEY]["anchors"]["0"]
+    assert "conv.weight" not in in_conv and "fc.weight" in in_conv  # the other optimizer's, by name
+    for loads in (["conv"], ["rest"], ["conv", "rest"]):
+        model, reg, conv, rest = setup(seed=7)  # other weights, other anchors
+        model.load_state_dict(checkpoint["model"])
+        for key in loads:
+            {"conv": conv, "rest": rest}[key].load_state_dict(checkpoint[key])
+        _assert_equal_dicts(reg.state_dict()["anchors"], first[1].state_dict()["anchors"])
+    train(model, conv, rest, batches[3:])
+    assert_same(model, straight[0], exact=True)
