@@ -18,8 +18,10 @@ L2, group and sparse-group lasso, multitask group lasso on the rows of
 **What it needs from a datafit**: ``raw_gradient``, ``hessian_factors``,
 ``conjugate``, ``fit_intercept`` and a finite ``curvature`` (so not the hinge).
 
-Algorithm (in the spirit of celer and skglm, written with numpy only, so
-there is no compilation on the first fit):
+Algorithm (in the spirit of celer and skglm): numpy and scipy for the outer
+loops, two compiled kernels for the epochs of step 4 (the Cython module
+``_sweeps``, built when normpen is installed, so nothing compiles on a first
+fit):
 
 1. *Outer loop.* Refit the intercept exactly, compute the full gradient
    :math:`X^\top G` once, the duality gap (:mod:`normpen.linear.problem`), and
@@ -39,7 +41,8 @@ there is no compilation on the first fit):
    intercept is eliminated exactly by the Schur complement of :math:`Q`. The
    model is minimised by cyclic (block) coordinate descent on :math:`Q`:
    each update costs one axpy of length :math:`|ws|` and never touches
-   :math:`X`. A working set whose :math:`|ws|^2` Gram entries cost more than a
+   :math:`X`; an epoch is one call of ``_sweeps.epoch_coordinates`` (blocks
+   of one coordinate, one output) or ``_sweeps.epoch_blocks`` (any blocks). A working set whose :math:`|ws|^2` Gram entries cost more than a
    few passes over its nonzeros (wide and sparse, :func:`_implicit_is_cheaper`)
    leaves :math:`Q` implicit and its sweep keeps the residual instead
    (:class:`_ResidualSweep`, the same iterates). Every ``anderson + 1`` epochs the last iterates are
@@ -69,7 +72,6 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_solve, solve_triangular
-from scipy.linalg.blas import daxpy
 from scipy.linalg.lapack import dpstrf
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
@@ -78,6 +80,7 @@ from normpen._array import matrix_axis_sum, soft_threshold
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
+from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates
 
 __all__ = ["coordinate_descent", "solve"]
 
@@ -1165,11 +1168,11 @@ class _Sweep:
 
 
 class _CoordinateSweep(_Sweep):
-    """Cyclic coordinate descent state for :func:`_epoch_coordinates` (one output, blocks of one row).
+    """Cyclic coordinate descent state for the compiled ``epoch_coordinates`` (one output, blocks of one row).
 
-    ``B`` and the per-coordinate constants live in Python lists (fast scalar
-    access), the gradient in a contiguous array updated in place. Its
-    gradient is rebuilt from scratch at every :meth:`rebase`.
+    The coordinates, the gradient and the per-coordinate constants live in
+    contiguous float64 arrays, updated in place by the kernel. The gradient
+    is rebuilt from scratch at every :meth:`rebase`.
     """
 
     approximate = False  # updates read the float64 Q
@@ -1179,7 +1182,7 @@ class _CoordinateSweep(_Sweep):
         # one row per block and one output: the group norm is |w_j|, so beta adds to the L1 weight
         self.alpha = pen.l1[:, 0] + pen.group_weights
         thresh = self.alpha * inv_l
-        self.constants = (thresh.tolist(), inv_l.tolist(), (1.0 / (1.0 + pen.ridge * inv_l)).tolist())
+        self.constants = (thresh, inv_l, 1.0 / (1.0 + pen.ridge * inv_l))
         self.Q, self.pen, self.start, self.cutoff = Q, pen, (g0, W0), cutoff  # Q's rows contiguous
         self.exact_model = (self.Q, g0, W0)
         self.signs = self.refused = None  # the signs after the last epoch, and of the last face refused
@@ -1190,13 +1193,13 @@ class _CoordinateSweep(_Sweep):
 
     def rebase(self, B, grad):
         """Continue from ``B`` with its gradient ``grad``; returns both."""
-        self.coords = B[:, 0].tolist()
+        self.coords = np.array(B[:, 0], dtype=np.float64)
         self.grad = np.array(grad[:, 0], dtype=np.float64)
         return B, grad
 
     def epoch(self):
-        _epoch_coordinates(self.Q, self.grad, self.coords, *self.constants, self.pen.positive)
-        return np.array(self.coords)[:, None], self.grad[:, None]
+        epoch_coordinates(self.Q, self.grad, self.coords, *self.constants, self.pen.positive)
+        return self.coords[:, None].copy(), self.grad[:, None]
 
     def face(self, B, grad):
         r"""The face of ``B``'s signs and the step towards the model's minimiser on it: ``(S, u, exact)``.
@@ -1264,7 +1267,7 @@ class _CoordinateSweep(_Sweep):
         return B, grad
 
     def finish(self):
-        B = np.array(self.coords)[:, None]
+        B = self.coords[:, None].copy()
         return _polish_support(self, B, self.grad[:, None])
 
 
@@ -1276,7 +1279,7 @@ class _ResidualSweep(_CoordinateSweep):
     the weighted residual :math:`v = HX(B - W_0)` and :math:`s = q^\top(B - W_0)`, from
     which a chunk's model gradient is :math:`g_{0,C} + X_C^\top v - q_Cs/\sum h` (one
     pass over the chunk's nonzeros); the chunk is swept by
-    :func:`_epoch_coordinates` on :math:`Q_{CC}`, exactly as the rows of :math:`Q` would
+    the compiled ``epoch_coordinates`` on :math:`Q_{CC}`, exactly as the rows of :math:`Q` would
     sweep it, and its step :math:`\delta` moves :math:`v` by :math:`HX_C\delta` (a
     second pass). After the last chunk the whole gradient is recomputed from :math:`v`
     (a third), and at every :meth:`rebase` :math:`v` itself from :math:`B`, so rounding
@@ -1290,7 +1293,7 @@ class _ResidualSweep(_CoordinateSweep):
         for start in range(0, Q.shape[0], _CHUNK):
             rows = slice(start, start + _CHUNK)
             part = Q.principal(rows)
-            constants = tuple(values[rows] for values in self.constants)
+            constants = tuple(np.ascontiguousarray(values[rows]) for values in self.constants)
             self.chunks.append((rows, part.formed(), part.X.T, part.HX, part.q, constants))
 
     @cached_property
@@ -1312,10 +1315,9 @@ class _ResidualSweep(_CoordinateSweep):
             grad = g0[rows] + transposed @ v
             if q is not None:
                 grad -= q * (self.centre / hsum)
-            block = coords[rows]
-            _epoch_coordinates(gram, grad, block, *constants, self.pen.positive)
-            step = np.subtract(block, coords[rows])
-            if step.any():
+            block = coords[rows].copy()
+            if epoch_coordinates(gram, grad, block, *constants, self.pen.positive):
+                step = block - coords[rows]
                 coords[rows] = block
                 v += HX @ step
                 if q is not None:
@@ -1323,7 +1325,7 @@ class _ResidualSweep(_CoordinateSweep):
         self.grad = g0 + self.transposed @ v
         if self.Q.q is not None:
             self.grad -= self.Q.q * (self.centre / hsum)
-        return np.array(coords)[:, None], self.grad[:, None]
+        return coords[:, None].copy(), self.grad[:, None]
 
 
 class _ImplicitGram:
@@ -1423,7 +1425,7 @@ def _columns_product(Q, columns, v):
 
 
 class _BlockSweep(_Sweep):
-    r"""Cyclic block proximal-gradient state for :func:`_epoch_blocks` (any blocks, any number of outputs).
+    r"""Cyclic block proximal-gradient state for the compiled ``epoch_blocks`` (any blocks and outputs).
 
     On a working set of at least :data:`_SINGLE_PRECISION_WIDTH` coordinates
     ``Q`` no longer fits in cache and each block update streams
@@ -1442,6 +1444,7 @@ class _BlockSweep(_Sweep):
         self.Q = Q.astype(np.float32) if self.approximate else Q
         self.positive = pen.positive
         self.blocks = _block_steps(pen, L)
+        self.work = np.empty((int(pen.block_sizes.max(initial=1)), W0.shape[1]))
         self.rebase(W0, g0)
 
     def gradient_at(self, B):
@@ -1460,7 +1463,8 @@ class _BlockSweep(_Sweep):
         return self.B, self.grad
 
     def epoch(self):
-        _epoch_blocks(self.Q, self.grad, self.B, self.blocks, self.positive)
+        Q = self.Q if self.Q.ndim == 3 else self.Q[None]
+        epoch_blocks(Q, self.grad, self.B, *self.blocks, self.positive, self.work)
         return self.B, self.grad
 
     def finish(self):
@@ -1499,66 +1503,23 @@ def _polish_support(sweep, B, grad):
     return polished
 
 
-def _epoch_coordinates(Q, grad, B, thresh, inv_l, shrink, positive):
-    r"""One cyclic pass of exact coordinate minimisation for a separable penalty and one output.
-
-    Coordinate :math:`j` moves to
-    :math:`S_{\alpha_j/Q_{jj}}(B_j - \nabla_j / Q_{jj}) / (1 + \mu/Q_{jj})` and the
-    model gradient follows with one axpy, :math:`\nabla \mathrel{+}= \delta\,Q_j`.
-    ``B`` and the per-coordinate constants are Python lists (fast scalar
-    access); ``grad`` is updated in place.
-    """
-    for j in range(len(B)):
-        old = B[j]
-        new = _soft(old - grad[j] * inv_l[j], thresh[j], positive) * shrink[j]
-        if new != old:
-            daxpy(Q[j], grad, a=new - old)
-            B[j] = new
-
-
 def _block_steps(pen, L):
-    """Per-block constants of :func:`_epoch_blocks`: slice, step, L1 and group thresholds, ridge shrinkage."""
-    steps = 1.0 / L
-    has_l1 = pen.block_max(pen.l1.max(axis=1)) > 0
-    return [
-        (
-            slice(start, start + size),
-            step,
-            pen.l1[start : start + size] * step if l1 else None,
-            beta * step,
-            1.0 / (1.0 + pen.ridge * step),
-        )
-        for start, size, step, l1, beta in zip(
-            pen.block_starts.tolist(),
-            pen.block_sizes.tolist(),
-            steps.tolist(),
-            has_l1.tolist(),
-            pen.group_weights.tolist(),
-            strict=True,
-        )
-    ]
+    r"""The per-block constants of the compiled ``epoch_blocks``, in its argument order.
 
-
-def _epoch_blocks(Q, grad, B, blocks, positive):
-    r"""One cyclic pass of block proximal gradient steps.
-
-    :math:`B_g \leftarrow \operatorname{prox}_{P_g/L_g}(B_g - \nabla_g/L_g)` for every block in turn.
-
-    The prox is :meth:`BlockPenalty.prox` for one block (:func:`_block_prox`)
-    with the constants of :func:`_block_steps`, which keeps each update to a
-    handful of small array operations. ``Q`` is one ``(k, k)`` matrix shared by the
-    outputs or a ``(m, k, k)`` stack; ``B`` and ``grad`` (``(k, m)``) are
-    updated in place.
+    Block starts and sizes, steps :math:`1/L_g`, the L1 thresholds
+    :math:`\alpha/L_g` entry by entry (``(k, m)``), the group thresholds
+    :math:`\beta_g/L_g` and the ridge factors :math:`1/(1 + \mu/L_g)`.
     """
-    shared = Q.ndim == 2
-    for sl, step, thresh, group, shrink in blocks:
-        old = B[sl]
-        Z = _block_prox(old - step * grad[sl], thresh, group, shrink, positive)
-        delta = Z - old
-        if delta.any():
-            B[sl] = Z
-            delta = delta.astype(Q.dtype, copy=False)
-            grad += Q[sl].T @ delta if shared else np.einsum("ckg,gc->kc", Q[:, :, sl], delta)
+    steps = 1.0 / L
+    thresh = pen.l1 * np.repeat(steps, pen.block_sizes)[:, None]
+    return (
+        np.ascontiguousarray(pen.block_starts, dtype=np.intp),
+        np.ascontiguousarray(pen.block_sizes, dtype=np.intp),
+        np.ascontiguousarray(steps, dtype=np.float64),
+        np.ascontiguousarray(thresh, dtype=np.float64),
+        np.ascontiguousarray(pen.group_weights * steps, dtype=np.float64),
+        1.0 / (1.0 + pen.ridge * steps),
+    )
 
 
 class _Anderson:

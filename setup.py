@@ -1,0 +1,13 @@
+"""The compiled kernels; everything else about the package is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "normpen.linear.solvers._sweeps",
+            ["src/normpen/linear/solvers/_sweeps.pyx"],
+            extra_compile_args=["-O3"],
+        )
+    ]
+)
