@@ -42,7 +42,8 @@ fit):
    model is minimised by cyclic (block) coordinate descent on :math:`Q`:
    each update costs one axpy of length :math:`|ws|` and never touches
    :math:`X`; an epoch is one call of ``_sweeps.epoch_coordinates`` (blocks
-   of one coordinate, one output) or ``_sweeps.epoch_blocks`` (any blocks). A working set whose :math:`|ws|^2` Gram entries cost more than a
+   of one coordinate, one output) or ``_sweeps.epoch_blocks`` (any blocks).
+   A working set whose :math:`|ws|^2` Gram entries cost more than a
    few passes over its nonzeros (wide and sparse, :func:`_implicit_is_cheaper`)
    leaves :math:`Q` implicit and its sweep keeps the residual instead
    (:class:`_ResidualSweep`, the same iterates). Every ``anderson + 1`` epochs the last iterates are
