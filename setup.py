@@ -8,6 +8,7 @@ setup(
             "normpen.linear.solvers._sweeps",
             ["src/normpen/linear/solvers/_sweeps.pyx"],
             extra_compile_args=["-O3"],
-        )
+        ),
+        Extension("normpen.linear.solvers._dual_sweeps", ["src/normpen/linear/solvers/_dual_sweeps.pyx"], extra_compile_args=["-O3"]),
     ]
 )

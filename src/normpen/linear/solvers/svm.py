@@ -69,7 +69,8 @@ factorization keeps succeeding it can last until ``max_iter``.
 
 **Dual coordinate descent** (larger problems): the algorithm of Hsieh, Chang,
 Lin, Keerthi and Sundararajan (ICML 2008), liblinear's, with :math:`w`
-kept up to date so a coordinate step costs one sparse row, a fresh random
+kept up to date so a coordinate step costs one sparse row (the epoch is compiled,
+:mod:`normpen.linear.solvers._dual_sweeps`), a fresh random
 permutation every epoch, and variables stuck at a bound shrunk as in the
 paper's Algorithm 3. The equality is kept by the method of multipliers: each
 outer step minimises
@@ -139,7 +140,6 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, lstsq
-from scipy.linalg.blas import daxpy, ddot
 from scipy.linalg.blas import dsyrk as syrk
 from scipy.optimize import linprog
 from sklearn.exceptions import ConvergenceWarning
@@ -149,6 +149,7 @@ from normpen.linear._validation import check_count, check_tol
 from normpen.linear.datafits.hinge import Hinge
 from normpen.linear.datafits.squared_hinge import SquaredHinge
 from normpen.linear.problem import Problem, Solution, relative_stop
+from normpen.linear.solvers._dual_sweeps import epoch_dense, epoch_sparse
 
 __all__ = [
     "NotSeparableError",
@@ -752,29 +753,13 @@ def solve(
     )
 
 
-def _float64_rows(X):
-    """``X`` in float64 (C-ordered dense or canonical CSR) and its rows as fast-access objects."""
+def _float64_design(X):
+    """``X`` in float64, C-ordered dense or canonical CSR: the layouts the compiled epoch reads."""
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float64)
         X.sum_duplicates()
-        bounds = zip(X.indptr[:-1], X.indptr[1:], strict=True)
-        return X, [(X.data[s:e], X.indices[s:e]) for s, e in bounds]
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    return X, list(X)
-
-
-def _row_kernels(u, sparse):
-    """``(dot(row), axpy(row, step))`` on the vector ``u``, updated in place: BLAS for dense rows."""
-    if sparse:
-
-        def dot(row):
-            return row[0] @ u[row[1]]
-
-        def axpy(row, step):
-            u[row[1]] += step * row[0]
-
-        return dot, axpy
-    return (lambda row: ddot(row, u)), (lambda row, step: daxpy(row, u, a=step))
+        return X
+    return np.ascontiguousarray(X, dtype=np.float64)
 
 
 class _DualCoordinateDescent:
@@ -790,8 +775,7 @@ class _DualCoordinateDescent:
     """
 
     def __init__(self, X, y, a, lam, loss, fit_intercept, dual_init):
-        self.X, self.rows = _float64_rows(X)
-        self.sparse = sp.issparse(self.X)
+        self.X = _float64_design(X)
         self.y, self.a, self.lam = y.astype(np.float64), a, lam
         self.datafit = _DATAFITS[loss]
         weighted = a > 0
@@ -810,16 +794,19 @@ class _DualCoordinateDescent:
         q_diag = sq_norms + self.rho + self.extra_diag
         # a zero row of the hinge without intercept has a linear dual: its step goes to the bound
         self.inv_q_diag = np.divide(1.0, q_diag, out=np.full_like(q_diag, np.inf), where=q_diag > 0)
-        alpha = np.zeros_like(a) if dual_init is None else np.clip(dual_init, 0, self.upper)
-        self.u = np.asarray(self.X.T @ (alpha * self.y)).ravel()
+        self.alpha = np.zeros_like(a) if dual_init is None else np.clip(dual_init, 0, self.upper)
+        self.u = np.asarray(self.X.T @ (self.alpha * self.y)).ravel()
         self.uc = float(self.u @ self.c)
-        self.y_alpha = float(alpha @ self.y)
-        # per-sample numbers as Python lists: the coordinate loop indexes them one at a time
-        self.alpha_list = alpha.tolist()
-        self._y, self._upper, self._extra = self.y.tolist(), self.upper.tolist(), self.extra_diag.tolist()
-        self._inv_q, self._xc = self.inv_q_diag.tolist(), self.xc.tolist()
-        self._shift = (self.cc + self.rho - self.xc).tolist()
-        self._dot, self._axpy = _row_kernels(self.u, self.sparse)
+        self.y_alpha = float(self.alpha @ self.y)
+        # the per-sample numbers of a coordinate step side by side, one row a sample (_dual_sweeps)
+        shift = self.cc + self.rho - self.xc
+        self._samples = np.column_stack(
+            [self.y, self.upper, self.extra_diag, self.inv_q_diag, shift, self.xc]
+        )
+        if sp.issparse(self.X):
+            self._epoch = partial(epoch_sparse, self.X.data, self.X.indices, self.X.indptr)
+        else:
+            self._epoch = partial(epoch_dense, self.X)
         # beta_k, the multiplier of y^T alpha = 0, set so that the running intercept starts
         # at the best one for the initial w (the best constant for a cold start)
         self.center = 0.0
@@ -847,49 +834,26 @@ class _DualCoordinateDescent:
         self.center = self.centred_intercept
 
     def epoch(self, order, shrink_above, shrink_below):
-        """One pass over ``order``; returns ``(max PG, min PG, kept indices)``.
+        r"""One pass over ``order`` (compiled: :mod:`normpen.linear.solvers._dual_sweeps`);
+        returns ``(max PG, min PG, kept indices)``.
 
         A variable at its lower (upper) bound whose gradient exceeds
         ``shrink_above`` (is below ``shrink_below``) is left out of the kept
-        indices: Hsieh et al.'s shrinking. The loop runs on Python floats and
-        lists, with BLAS ``ddot``/``daxpy`` on dense rows: per coordinate, the
-        interpreter's overhead is what costs.
+        indices: Hsieh et al.'s shrinking. ``alpha`` and ``u`` are updated in
+        place, :math:`y^\top\alpha` and :math:`u^\top c` from the kernel's return.
         """
-        alpha, upper, extra, inv_q, y = self.alpha_list, self._upper, self._extra, self._inv_q, self._y
-        shift, rows, dot, axpy = self._shift, self.rows, self._dot, self._axpy
-        pg_max, pg_min, kept = -math.inf, math.inf, []
-        s, uc, center = self.y_alpha, self.uc, self.center
-        for i in order.tolist():
-            row = rows[i]
-            yi, ai = y[i], alpha[i]
-            # x~_i . w + b' = x_i . u - s x_i . c - u . c + s ||c||^2 + center + rho s, with w = u - s c
-            grad = yi * (dot(row) + s * shift[i] - uc + center) - 1.0 + extra[i] * ai
-            if ai == 0.0:
-                if grad > shrink_above:
-                    continue
-                pg = min(grad, 0.0)
-            elif ai == upper[i]:
-                if grad < shrink_below:
-                    continue
-                pg = max(grad, 0.0)
-            else:
-                pg = grad
-            kept.append(i)
-            pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
-            if abs(pg) > 1e-14:
-                new = min(max(ai - grad * inv_q[i], 0.0), upper[i])
-                step = (new - ai) * yi
-                alpha[i] = new
-                axpy(row, step)
-                uc += step * self._xc[i]
-                s += step
-        self.y_alpha, self.uc = s, uc
+        pg_max, pg_min, kept, self.y_alpha, self.uc = self._epoch(
+            self._samples,
+            self.alpha,
+            self.u,
+            order,
+            self.y_alpha,
+            self.uc,
+            self.center,
+            shrink_above,
+            shrink_below,
+        )
         return pg_max, pg_min, kept
-
-    @property
-    def alpha(self):
-        """:math:`\alpha` as an array."""
-        return np.asarray(self.alpha_list)
 
     def primal(self, w, b):
         """Primal :math:`P(w, b)`."""
@@ -936,7 +900,7 @@ def _run_dual_cd(cd, stop, max_iter, shrinking, rng, check_every=10):
             if cd.rho:
                 cd.update_multiplier()
             pg_tol = max(pg_tol / 10, 1e-14)
-        active = np.asarray(kept) if shrinking else everyone
+        active = kept if shrinking else everyone
         above = pg_max if (shrinking and pg_max > 0) else math.inf
         below = pg_min if (shrinking and pg_min < 0) else -math.inf
     return cd.dual_objective(), max_iter
