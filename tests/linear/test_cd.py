@@ -19,6 +19,7 @@ from normpen._array import soft_threshold
 from normpen.linear import path
 from normpen.linear.datafits import Hinge, Logistic, Multinomial, MultitaskQuadratic, Quadratic, SquaredHinge
 from normpen.linear.solvers import cd
+from normpen.linear.solvers._sweeps import epoch_coordinates
 from normpen.linear.solvers.cd import coordinate_descent
 from normpen.penalties.elastic_net import ElasticNet
 from normpen.penalties.group_lasso import GroupLasso
@@ -381,14 +382,18 @@ def test_newton_steps_reuse_the_curvature_while_it_stays_put(classification, mon
 
 
 @pytest.mark.parametrize("positive", [False, True])
-def test_the_coordinate_loops_threshold_as_the_array_formula(positive):
-    """cd's loops over Python floats use cd._soft, which is normpen._array.soft_threshold."""
+def test_the_compiled_epochs_threshold_as_the_array_formula(positive):
+    """One coordinate epoch from 0 with Q = I and gradient -z moves each b_j to S_1(z_j): normpen._array's
+    soft_threshold, on the extreme values too."""
     z = np.array(
         [-1e300, -3.0, -1.0 - 2.2e-16, -1.0, -0.5, -1e-300, 0.0, 0.5, 1.0, 1.0 + 2.2e-16, 3.0, 1e300]
     )
-    got = np.array([cd._soft(float(v), 1.0, positive) for v in z])
-    # the same operations: z - t, z + t (the array's -(|z| - t), whose negation is exact) or 0: bit equal
-    np.testing.assert_array_equal(got, soft_threshold(z, 1.0, positive))
+    Q, ones = np.eye(z.size), np.ones(z.size)
+    b, grad = np.zeros(z.size), -z
+    epoch_coordinates(Q, grad, b, ones, ones, ones, positive)
+    # b - grad * 1 = z exactly, then the same operations: z - t, z + t (the array's -(|z| - t), whose
+    # negation is exact) or 0, times 1: bit equal
+    np.testing.assert_array_equal(b, soft_threshold(z, 1.0, positive))
 
 
 _WHOLE_HESSIAN = Multinomial.hessian_factors

@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from normpen._array import soft_threshold
 from normpen.linear.blocks import BlockPenalty
-from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates
+from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_rows
 
 EPS = np.finfo(np.float64).eps
 
@@ -181,3 +182,89 @@ def test_the_compiled_module_is_built_from_the_current_source():
     assert Path(_sweeps.__file__).stat().st_mtime >= source.stat().st_mtime, (
         "the compiled _sweeps is older than _sweeps.pyx: rebuild it with `bash scripts/setup.sh`"
     )
+
+
+def _coupled_model(rng, n, k, m):
+    """A multinomial-like Hessian H_i = diag(D_i) - V_i V_i^T (p_i a probability vector), a design, and
+    the rows' Hessian blocks sum_i x_ij^2 H_i computed from the whole Hessians."""
+    P = rng.dirichlet(np.ones(m), size=n)
+    D, V = P, P  # a_i = 1: H_i = diag(p_i) - p_i p_i^T
+    X = rng.standard_normal((n, k))
+    H = np.array([np.diag(d) - np.outer(v, v) for d, v in zip(D, V, strict=True)])
+    blocks = np.einsum("ij,icd->jcd", X**2, H)
+    return X, D, V, H, blocks
+
+
+def _replay_rows(X, H, blocks, g, W, B, l1, group, L, ridge):
+    """One pass over the rows in Python, every gradient from scratch: g_j + sum_i x_ij H_i (B - W)^T x_i."""
+    B = B.copy()
+    for j in range(B.shape[0]):
+        E = X @ (B - W)
+        grad = g[j] + np.einsum("i,icd,id->c", X[:, j], H, E)
+        if group[j] > 0:
+            step = 1.0 / L[j]
+            z = soft_threshold(B[j] - step * grad, step * l1[j], False)
+            norm = np.linalg.norm(z)
+            B[j] = z * max(norm - step * group[j], 0.0) / norm / (1 + step * ridge) if norm > 0 else 0.0
+            continue
+        if not np.any(B[j]) and np.all(np.abs(grad) <= l1[j]):
+            continue
+        for c in range(B.shape[1]):
+            q = blocks[j, c, c]
+            new = soft_threshold(q * B[j, c] - grad[c], l1[j, c], False) / (q + ridge)
+            grad = grad + blocks[j, c] * (new - B[j, c])
+            B[j, c] = new
+    return B
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_row_epoch_of_a_coupled_model_is_the_documented_update(seed, sparse, grouped):
+    """epoch_rows against a replay that recomputes each row's gradient from the whole Hessians.
+
+    Tolerance: as for the block epochs (module docstring), a row's gradient is a sum over the n samples
+    and m outputs of products whose magnitudes add up to S = sum_i |x_ij| ||H_i||_1 |e_i|_max + |g_j|;
+    its rounding is at most (n m + 1) u S per entry on each side. A row's update is 1-Lipschitz in
+    grad / curvature, and an earlier row's error reaches a later gradient through at most
+    ||H||-weighted sums, a factor (1 + max_j ||blocks_j||_1 / min curvature) per row.
+    """
+    import scipy.sparse as sp
+
+    from normpen.linear.solvers.cd import _ColumnReader
+
+    rng = np.random.default_rng(seed)
+    n, k, m = 30, 6, 3
+    X, D, V, H, blocks = _coupled_model(rng, n, k, m)
+    if sparse:
+        X[rng.random(X.shape) < 0.5] = 0.0
+        blocks = np.einsum("ij,icd->jcd", X**2, H)
+    W, B, g = (rng.standard_normal((k, m)) for _ in range(3))
+    l1 = np.full((k, m), 0.05)
+    group = np.where(np.arange(k) % 2 == 0, 0.1, 0.0) if grouped else np.zeros(k)
+    L = np.maximum(np.linalg.eigvalsh(blocks)[:, -1], 1e-12)
+    ridge = 0.01
+    want = _replay_rows(X, H, blocks, g, W, B, l1, group, L, ridge)
+
+    columns = _ColumnReader(sp.csc_matrix(X) if sparse else X)
+    R = np.ascontiguousarray(np.einsum("icd,id->ci", H, X @ (B - W)))  # H_i e_i, outputs first
+    got = B.copy()
+    moves = epoch_rows(
+        g, R, got, columns.rows, columns.indptr, columns.indices, np.ascontiguousarray(D.T),
+        np.ascontiguousarray(V.T), blocks, l1, group, L, ridge, False, np.empty(n + 3 * m),
+    )  # fmt: skip
+    u = EPS / 2
+    E = np.abs(X) @ (np.abs(want - W) + np.abs(B - W))
+    S = np.abs(g).max() + np.max(np.abs(X).T @ (np.abs(H).sum(axis=(1, 2)) * E.max(axis=1)))
+    curvature = min(blocks[:, c, c].min() for c in range(m))
+    growth = (1.0 + np.abs(blocks).sum(axis=2).max() / curvature) ** k
+    tol = 2 * (n * m + 1) * u * S * growth / curvature + 8 * u * np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+    assert moves == np.count_nonzero(np.any(got != B, axis=1))
+    # R followed the steps: H_i (B_new - W)^T x_i. Each of its entries moved by k row steps x_ij H_i s_j:
+    # the iterate's error (tol) times k max|x| max ||H_i||_1, plus each side's rounding of the k + 1 terms
+    want_R = np.einsum("icd,id->ci", H, X @ (got - W))
+    H_norm = np.abs(H).sum(axis=2).max()
+    R_terms = np.abs(np.einsum("icd,id->ci", np.abs(H), np.abs(X) @ (np.abs(got - W) + np.abs(B - W))))
+    R_tol = k * np.abs(X).max() * H_norm * tol + 2 * (k + m + 1) * u * R_terms.max()
+    np.testing.assert_allclose(R, want_R, rtol=0, atol=R_tol)

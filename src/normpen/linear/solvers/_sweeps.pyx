@@ -126,3 +126,125 @@ def epoch_blocks(
                         moved = True
             moves += moved
     return moves
+
+
+def epoch_rows(
+    const double[:, ::1] g,
+    double[:, ::1] R,
+    double[:, ::1] B,
+    const double[:, ::1] rows,
+    const Py_ssize_t[::1] indptr,
+    const Py_ssize_t[::1] indices,
+    const double[:, ::1] D,
+    const double[:, ::1] V,
+    const double[:, :, ::1] blocks,
+    const double[:, ::1] l1,
+    const double[::1] group,
+    const double[::1] L,
+    double ridge,
+    bint positive,
+    double[::1] work,
+):
+    r"""One cyclic pass over the rows of a Newton model whose Hessian couples the outputs.
+
+    The model is :math:`g^\top\Delta + \tfrac12\sum_i e_i^\top H_i e_i + P(B)` with
+    :math:`e_i = \Delta^\top x_i` and :math:`H_i = \operatorname{diag}(D_i) - V_iV_i^\top`
+    (``D``, ``V`` class-major, ``(m, n)``); ``R`` (``(m, n)``) holds :math:`H_ie_i` and
+    row :math:`j`'s gradient is :math:`g_j + \sum_i R_{\cdot i}x_{ij}`. Row :math:`j`
+    then either takes one proximal gradient step of length :math:`1/L_j` when it
+    has a group weight (soft thresholding at :math:`\alpha_j/L_j`, group soft
+    thresholding at :math:`\beta_j/L_j`, the ridge factor :math:`1/(1 + \mu/L_j)`),
+    or minimises each output :math:`c` exactly in turn on its Hessian block
+    :math:`Q` (``blocks[j]``):
+    :math:`b_c \leftarrow S_{\alpha_c}(Q_{cc}b_c - \nabla_c)/(Q_{cc} + \mu)`, the
+    gradient following by :math:`\nabla \mathrel{+}= Q_{c\cdot}\,\delta_c`; a zero
+    row whose gradient stays inside the L1 ball is left alone. A row's step
+    :math:`s` moves :math:`R_{ci}` by :math:`x_{ij}(D_{ci}s_c - V_{ci}\,V_i^\top s)`.
+
+    The rows of :math:`X` are ``rows`` (``(k, n)``, dense) when ``indptr`` is
+    empty, else CSC columns: row :math:`j`'s nonzeros are ``rows[0, indptr[j]:indptr[j+1]]``
+    at samples ``indices[...]``. ``work`` is scratch of at least ``n + 3m``
+    entries. ``B`` and ``R`` are updated in place; returns the number of rows
+    that moved.
+    """
+    cdef Py_ssize_t k = B.shape[0], m = B.shape[1], n = R.shape[1]
+    cdef bint dense = indptr.shape[0] == 0
+    cdef Py_ssize_t j, c, e, t, i, start, nnz, moves = 0
+    cdef double step, shrink, z, norm, scale, curvature, new, move, acc
+    cdef bint moved, inside
+    cdef const double *x
+    cdef double *sv = &work[0]
+    cdef double *grad = &work[n]
+    cdef double *s = &work[n + m]
+    cdef double *row = &work[n + 2 * m]
+    with nogil:
+        for j in range(k):
+            if dense:
+                start, nnz, x = 0, n, &rows[j, 0]
+            else:
+                start, nnz = indptr[j], indptr[j + 1] - indptr[j]
+                x = &rows[0, start]
+            for c in range(m):
+                acc = g[j, c]
+                for t in range(nnz):
+                    acc = acc + R[c, t if dense else indices[start + t]] * x[t]
+                grad[c] = acc
+                row[c] = B[j, c]
+                s[c] = 0.0
+            moved = False
+            if group[j] > 0:
+                step = 1.0 / L[j]
+                shrink = 1.0 / (1.0 + step * ridge)
+                norm = 0.0
+                for c in range(m):
+                    z = _soft(row[c] - step * grad[c], step * l1[j, c], positive)
+                    s[c] = z
+                    norm += z * z
+                norm = sqrt(norm)
+                scale = (_soft(norm, step * group[j], False) / norm if norm > 0 else 0.0) * shrink
+                for c in range(m):
+                    new = s[c] * scale
+                    s[c] = new - row[c]
+                    if s[c] != 0:
+                        moved = True
+                    B[j, c] = new
+            else:
+                inside = True
+                for c in range(m):
+                    if row[c] != 0 or not (grad[c] <= l1[j, c] and -grad[c] <= l1[j, c]):
+                        inside = False
+                        break
+                if inside:
+                    continue
+                for c in range(m):
+                    curvature = blocks[j, c, c]
+                    if curvature <= 0:
+                        continue
+                    new = _soft(curvature * row[c] - grad[c], l1[j, c], positive) / (curvature + ridge)
+                    move = new - row[c]
+                    if move != 0:
+                        for e in range(m):
+                            grad[e] += blocks[j, c, e] * move
+                        row[c] = new
+                        s[c] += move
+                        moved = True
+                for c in range(m):
+                    B[j, c] = row[c]
+            if not moved:
+                continue
+            moves += 1
+            for t in range(nnz):
+                i = t if dense else indices[start + t]
+                acc = 0.0
+                for c in range(m):
+                    acc = acc + V[c, i] * s[c]
+                sv[t] = acc * x[t]
+            for c in range(m):
+                if dense:
+                    for t in range(nnz):
+                        R[c, t] += x[t] * (D[c, t] * s[c]) - V[c, t] * sv[t]
+                else:
+                    for t in range(nnz):
+                        i = indices[start + t]
+                        R[c, i] += x[t] * (D[c, i] * s[c]) - V[c, i] * sv[t]
+    return moves

@@ -19,7 +19,7 @@ L2, group and sparse-group lasso, multitask group lasso on the rows of
 ``conjugate``, ``fit_intercept`` and a finite ``curvature`` (so not the hinge).
 
 Algorithm (in the spirit of celer and skglm): numpy and scipy for the outer
-loops, two compiled kernels for the epochs of step 4 (the Cython module
+loops, compiled kernels for the epochs of steps 4 and 5 (the Cython module
 ``_sweeps``, built when normpen is installed, so nothing compiles on a first
 fit):
 
@@ -60,7 +60,7 @@ fit):
 5. *Coupled outputs.* Where the datafit's Hessian couples the outputs (the
    multinomial's :math:`\operatorname{diag}(p) - pp^\top`) and every block is
    one row, the Newton model keeps that whole Hessian instead
-   (:class:`_CoupledModel`): row sweeps with residual updates, the intercept
+   (:class:`_CoupledModel`): row sweeps with residual updates (``_sweeps.epoch_rows``), the intercept
    inside the model, and steps on the face of the signs found.
 """
 
@@ -77,11 +77,11 @@ from scipy.linalg.lapack import dpstrf
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen._array import matrix_axis_sum, soft_threshold
+from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
-from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates
+from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_rows
 
 __all__ = ["coordinate_descent", "solve"]
 
@@ -887,132 +887,71 @@ def _conjugate_gradients(
 
 
 class _ColumnReader:
-    """The columns of a dense or CSC design one at a time, as ``(index, values)``.
+    """The columns of a dense or CSC design as the compiled ``epoch_rows`` reads them.
 
-    For a dense design ``index`` is ``slice(None)`` (so ``R[index]`` is a view);
-    for a sparse one it lists the column's nonzero rows.
+    ``rows`` is the design's transpose ``(k, n)`` with empty ``indptr`` and
+    ``indices`` for a dense design; for a sparse one, ``rows`` is the CSC
+    data as one row and ``indptr``/``indices`` are its column pointers and
+    row indices, all contiguous in the kernel's dtypes.
     """
 
     def __init__(self, X):
-        self.sparse = sp.issparse(X)
-        if self.sparse:
+        empty = np.zeros(0, dtype=np.intp)
+        if sp.issparse(X):
             X = X.tocsc()
-            self.indptr, self.indices, self.data = X.indptr, X.indices, np.asarray(X.data, dtype=np.float64)
+            self.rows = np.asarray(X.data, dtype=np.float64)[None, :]
+            self.indptr = np.ascontiguousarray(X.indptr, dtype=np.intp)
+            self.indices = np.ascontiguousarray(X.indices, dtype=np.intp)
         else:
             self.rows = np.ascontiguousarray(X.T, dtype=np.float64)
-
-    def __call__(self, j):
-        if not self.sparse:
-            return slice(None), self.rows[j]
-        start, end = self.indptr[j], self.indptr[j + 1]
-        return self.indices[start:end], self.data[start:end]
+            self.indptr = self.indices = empty
 
 
 class _RowState:
-    """The per-row constants of :meth:`_RowState.sweep` as Python lists (fast scalar access)."""
+    """The per-row constants of :meth:`_RowState.sweep`, in the compiled ``epoch_rows``' dtypes."""
 
     def __init__(self, model, pen):
         self.model = model
-        self.blocks = model.blocks.tolist()
-        self.thresholds = pen.l1.tolist()
-        self.groups = pen.group_weights.tolist()
-        self.l1 = pen.l1
-        self.ridge, self.positive = pen.ridge, pen.positive
+        self.l1 = np.ascontiguousarray(pen.l1, dtype=np.float64)
+        self.groups = np.ascontiguousarray(pen.group_weights, dtype=np.float64)
+        self.ridge, self.positive = float(pen.ridge), bool(pen.positive)
+        n, m = model.D.shape
+        self.work = np.empty(n + 3 * m)
 
     def sweep(self, g, R, B):
-        r"""One cyclic pass over the rows from ``B`` with the residual ``R`` there; returns the new ``B``.
+        r"""One cyclic pass over the rows from ``B`` with the residual ``R`` (``(n, m)``) there; returns the
+        new ``B`` (``R`` is not changed).
 
         Row :math:`j` gets its gradient :math:`g_j + X_j^\top R`; each output :math:`c`
         then moves to :math:`S_{\alpha_{jc}}(Q_{cc}b_c - \nabla_c)/(Q_{cc} + \mu)`
         (:math:`Q` the row's Hessian block, :math:`\nabla` its gradient, updated after
         each move), or, with a group weight, the row takes one proximal gradient
         step of length :math:`1/L_j`. A zero row whose gradient stays inside the
-        L1 ball is left alone; otherwise :math:`R` (a copy) follows the row's step.
+        L1 ball is left alone; otherwise a copy of :math:`R` follows the row's step
+        (the compiled ``epoch_rows``).
         """
-        model = self.model
+        model, columns = self.model, self.model.columns
         D, V = model.classes
-        R = np.ascontiguousarray(R.T)  # outputs first: each output's column of R is contiguous
-        ridge, positive = self.ridge, self.positive
-        rows = B.tolist()
-        for j, row in enumerate(rows):
-            index, x = model.columns(j)
-            grad = g[j] + R[:, index] @ x
-            if self.groups[j] > 0:
-                new = self.prox_step(j, B[j], grad)
-                step = new - B[j]
-                rows[j] = new.tolist()
-            else:
-                if not any(row) and bool(np.all(np.abs(grad) <= self.l1[j])):
-                    continue
-                grad = grad.tolist()
-                step = _row_descent(self.blocks[j], grad, row, self.thresholds[j], ridge, positive)
-                if step is None:
-                    continue
-            # R_i += x_ij (D_i s - V_i (V_i . s)), written without broadcasting along the samples
-            V_j = V[:, index]
-            change = np.multiply.outer(step, x)
-            change *= D[:, index]
-            R[:, index] += change
-            np.multiply(V_j, x * (step @ V_j), out=change)
-            R[:, index] -= change
-        return np.array(rows)
-
-    def prox_step(self, j, row, grad):
-        """Row ``j``'s proximal gradient step of length :math:`1/L_j` (a row with a group weight)."""
-        step = 1.0 / self.model.L[j]
-        shrink = 1.0 / (1.0 + step * self.ridge)
-        return _block_prox(row - step * grad, step * self.l1[j], step * self.groups[j], shrink, self.positive)
-
-
-def _row_descent(block, grad, row, alpha, ridge, positive):
-    r"""One pass of exact coordinate minimisation over a row's outputs (lists, updated in place).
-
-    ``block`` is the row's Hessian block :math:`Q`, ``grad`` the row's model gradient
-    :math:`\nabla`; output :math:`c` moves to
-    :math:`S_{\alpha_c}(Q_{cc}b_c - \nabla_c)/(Q_{cc} + \mu)` and :math:`\nabla` follows.
-    Returns the row's step as an array, or None when it did not move.
-    """
-    step = [0.0] * len(row)
-    moved = False
-    for c, q in enumerate(block):
-        curvature = q[c]
-        if curvature <= 0:
-            continue
-        new = _soft(curvature * row[c] - grad[c], alpha[c], positive) / (curvature + ridge)
-        move = new - row[c]
-        if move != 0:
-            for e, entry in enumerate(q):
-                grad[e] += entry * move
-            row[c] = new
-            step[c] += move
-            moved = True
-    return np.array(step) if moved else None
-
-
-def _block_prox(Z, thresh, group, shrink, positive):
-    r"""The prox of one block's penalty, its constants already scaled by the step.
-
-    Soft thresholding at ``thresh`` (``None`` for none; one-sided with
-    positivity), then group soft thresholding at ``group``, then the ridge
-    factor ``shrink``: :math:`S_\beta(S_\alpha(Z))/(1 + s\mu)`, with the
-    thresholdings of :mod:`normpen._array`.
-    """
-    if thresh is not None or positive:
-        Z = soft_threshold(Z, 0.0 if thresh is None else thresh, positive)
-    if group > 0:
-        # normpen._array.group_soft_threshold_scale of one norm on Python floats (no namespace lookup)
-        norm = math.sqrt(float(np.vdot(Z, Z)))
-        Z = Z * (_soft(norm, group, False) / norm if norm > 0 else 0.0)
-    return Z * shrink if shrink != 1 else Z
-
-
-def _soft(z, t, positive):
-    """:func:`normpen._array.soft_threshold` on Python floats, for the coordinate loops (tested equal)."""
-    if z > t:
-        return z - t
-    if z < -t and not positive:
-        return z + t
-    return 0.0
+        R = np.array(R.T, dtype=np.float64, order="C")  # outputs first: each output's samples contiguous
+        B = np.array(B, dtype=np.float64, order="C")
+        epoch_rows(
+            np.ascontiguousarray(g, dtype=np.float64),
+            R,
+            B,
+            columns.rows,
+            columns.indptr,
+            columns.indices,
+            D,
+            V,
+            np.ascontiguousarray(model.blocks),
+            self.l1,
+            self.groups,
+            model.L,
+            self.ridge,
+            self.positive,
+            self.work,
+        )
+        return B
 
 
 def _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, start=None, sigma=1e-4, max_halvings=30):
