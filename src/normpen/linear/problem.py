@@ -59,9 +59,6 @@ __all__ = [
     "project_free",
 ]
 
-#: Largest Gram cache, in entries of float64 (about 128 MB).
-_GRAM_CACHE_ENTRIES = 16_000_000
-
 
 @dataclass
 class State:
@@ -677,76 +674,96 @@ def dual_objective(datafit, y, u, weights, kappa, conjugate):
     return float(datafit.dual(y, u / kappa, weights)) - conjugate
 
 
-def _grown(buffer, used, shape, rows_too=True):
-    """A larger buffer holding the first ``used`` rows/columns of ``buffer``."""
-    out = np.empty(shape, dtype=buffer.dtype, order="F")
-    if rows_too:
-        out[:used, :used] = buffer[:used, :used]
-    else:
-        out[:, :used] = buffer[:, :used]
-    return out
-
-
 def _dense(M):
     return np.asarray(M.toarray() if sp.issparse(M) else M, dtype=np.float64)
 
 
 class _GramCache:
-    r"""Uncentred :math:`X_F^\top A X_F` for the features :math:`F` met so far, grown on demand.
+    r"""Centred :math:`X_r^\top A X_r - \bar x_r \bar x_r^\top` of the last rows asked for, moved to the next.
 
-    Working sets along a path overlap heavily, so each Gram entry is computed
-    once per problem. The matrix lives in a buffer whose capacity doubles as
-    features arrive; the cache restarts when it would exceed
-    ``_GRAM_CACHE_ENTRIES``.
+    Working sets along a path overlap heavily and keep their order (blocks
+    sorted), so the matrix of the next rows is the last one with a few rows and
+    columns taken out and a few put in: the entries of rows met before are
+    copied over in runs of consecutive positions (:func:`_moved`), and only
+    the new rows' products with the columns of :math:`X` are computed. The
+    entries are stored centred (the means' outer product subtracted once, when
+    an entry is computed) and handed out read-only, so that the same rows
+    asked for again cost nothing. Dense columns of :math:`X` met so far are
+    kept in order of arrival for those products (``slot`` gives a feature's
+    column there) and dropped, but for the rows at hand, when they would
+    outnumber twice those rows.
     """
 
     def __init__(self, problem):
         self.problem = problem
+        self.rows = np.zeros(0, dtype=np.int64)
+        self.gram = np.zeros((0, 0))
         self.slot = np.full(problem.n_features, -1, dtype=np.int64)
-        self.features = np.zeros(0, dtype=np.int64)
-        self.buffer = np.zeros((0, 0))
-        self.columns = (
-            None if problem.sparse else np.zeros((problem.n_samples, 0), dtype=problem.X.dtype, order="F")
-        )
+        self.stored = 0
+        self.columns = np.zeros((problem.n_samples, 0), dtype=problem.X.dtype, order="F")
 
     def centred(self, rows):
-        self._add(rows)
-        slots = self.slot[rows]
-        # the buffer is symmetric and Fortran-ordered: gathering from its C-ordered transpose reads rows
-        gram = self.buffer.T[np.ix_(slots, slots)]
-        if self.problem.fit_intercept:
-            q = self.problem.means()[rows]
-            gram -= q[:, None] * q[None, :]
+        if np.array_equal(rows, self.rows):
+            return self.gram
+        problem = self.problem
+        position = np.full(problem.n_features, -1, dtype=np.int64)
+        position[self.rows] = np.arange(self.rows.size)
+        old = position[rows]
+        kept, new = np.flatnonzero(old >= 0), np.flatnonzero(old < 0)
+        gram = np.empty((rows.size, rows.size))
+        _moved(self.gram, old[kept], gram, kept)
+        if new.size:
+            a = problem.weights
+            X_new = problem.columns(rows[new])
+            aX_new = (
+                X_new.multiply(a[:, None]).tocsc()
+                if problem.sparse
+                else X_new * a[:, None].astype(X_new.dtype)
+            )
+            cross = self._products(aX_new, rows)
+            if problem.fit_intercept:
+                q = problem.means()[rows]
+                cross -= q[new, None] * q[None, :]
+            gram[new] = cross
+            gram[:, new] = cross.T
+        gram.flags.writeable = False
+        self.rows, self.gram = rows.copy(), gram
         return gram
 
-    def _add(self, rows):
-        new = np.unique(rows[self.slot[rows] < 0])
-        if not new.size:
-            return
-        k = self.features.size
+    def _products(self, aX_new, rows):
+        """``aX_new.T @ X[:, rows]`` in float64, for dense ``X`` from the store of columns."""
         problem = self.problem
-        if (k + new.size) ** 2 > _GRAM_CACHE_ENTRIES:
-            self.slot[self.features] = -1
-            self.features, self.buffer, k = np.zeros(0, dtype=np.int64), np.zeros((0, 0)), 0
-            new = np.unique(rows)
-        end = k + new.size
-        if end > self.buffer.shape[0]:
+        if problem.sparse:
+            return _dense(aX_new.T @ problem.columns(rows))
+        arrived = np.unique(rows[self.slot[rows] < 0])
+        if self.stored + arrived.size > 2 * rows.size:
+            self.slot[:] = -1
+            self.stored, arrived = 0, np.unique(rows)
+        end = self.stored + arrived.size
+        if end > self.columns.shape[1]:
             capacity = min(max(2 * end, 64), problem.n_features)
-            self.buffer = _grown(self.buffer, k, (capacity, capacity))
-            if not problem.sparse:
-                self.columns = _grown(self.columns, k, (problem.n_samples, capacity), rows_too=False)
-        a = problem.weights
-        X_new = problem.columns(new)
-        aX_new = (
-            X_new.multiply(a[:, None]).tocsc() if problem.sparse else X_new * a[:, None].astype(X_new.dtype)
-        )
-        if k:
-            old = problem.columns(self.features) if problem.sparse else self.columns[:, :k]
-            cross = _dense(aX_new.T @ old)
-            self.buffer[k:end, :k] = cross
-            self.buffer[:k, k:end] = cross.T
-        self.buffer[k:end, k:end] = _dense(aX_new.T @ X_new)
-        if not problem.sparse:
-            self.columns[:, k:end] = X_new
-        self.slot[new] = np.arange(k, end)
-        self.features = np.concatenate([self.features, new])
+            grown = np.empty((problem.n_samples, capacity), dtype=problem.X.dtype, order="F")
+            grown[:, : self.stored] = self.columns[:, : self.stored]
+            self.columns = grown
+        self.columns[:, self.stored : end] = problem.columns(arrived)
+        self.slot[arrived] = np.arange(self.stored, end)
+        self.stored = end
+        return _dense(aX_new.T @ self.columns[:, :end])[:, self.slot[rows]]
+
+
+def _moved(source, at, target, to):
+    """``target[to][:, to] = source[at][:, at]`` by runs where both ``at`` and ``to`` step by 1.
+
+    Rows kept from one working set to the next keep their order, so the runs are
+    few and each is a slice copy, where a gather by index pairs reads every entry
+    through two index arrays (three times slower on 2,600 rows).
+    """
+    if not at.size:
+        return
+    breaks = np.flatnonzero((np.diff(at) != 1) | (np.diff(to) != 1)) + 1
+    runs = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [at.size]]), strict=True))
+    columns = np.empty((source.shape[0], target.shape[1]))
+    for i, j in runs:
+        columns[:, to[i] : to[i] + j - i] = source[:, at[i] : at[i] + j - i]
+    for i, j in runs:
+        target[to[i] : to[i] + j - i] = columns[at[i] : at[i] + j - i]

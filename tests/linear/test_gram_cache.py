@@ -1,0 +1,50 @@
+"""The least-squares Gram cache of :class:`Problem` against the Gram matrix formed directly.
+
+Tolerance: an entry of :math:`X_r^\\top A X_r - \\bar x\\bar x^\\top` is a sum of ``n`` products,
+and the cache and the direct formula compute it by different BLAS calls (another order of the
+sum): each is within :math:`n\\epsilon (|X|^\\top A|X| + |\\bar x||\\bar x|^\\top)` of the exact
+entry (the standard bound :math:`\\gamma_n` of a dot product, plus one rounding of the
+centring), so they differ by at most twice that, with :math:`\\epsilon` of ``X``'s dtype.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from normpen.linear.datafits import Quadratic
+from normpen.linear.problem import Problem
+
+
+def _row_sets(rng, p):
+    """Working-set-like row sets: growing and shrinking sorted sets, repeats, one shuffled, one empty."""
+    rows = np.sort(rng.choice(p, 10, replace=False))
+    sets = []
+    for _ in range(25):
+        grown = np.union1d(rows, rng.choice(p, rng.integers(0, 12), replace=False))
+        rows = np.sort(rng.choice(grown, max(1, grown.size - rng.integers(0, 5)), replace=False))
+        sets += [rows, rows.copy()] if rng.random() < 0.2 else [rows]
+    return [*sets, rng.permutation(rows), np.zeros(0, dtype=np.int64), rows]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cached_gram_matches_direct(sparse, fit_intercept, dtype):
+    rng = np.random.default_rng(0)
+    n, p = 40, 60
+    X = rng.standard_normal((n, p)).astype(dtype)
+    X = sp.csc_matrix(X * (rng.random((n, p)) < 0.3)) if sparse else np.asfortranarray(X)
+    problem = Problem(X, rng.standard_normal(n), Quadratic(), rng.random(n), fit_intercept)
+    a = problem.weights
+    absolute = abs(X).toarray() if sparse else np.abs(X).astype(np.float64)
+    magnitude = absolute.T @ (a[:, None] * absolute) + np.outer(
+        np.abs(problem.means()), np.abs(problem.means())
+    )
+    eps = np.finfo(dtype).eps
+    for rows in _row_sets(rng, p):
+        cached = problem.weighted_gram(rows, a)
+        direct = problem.weighted_gram(rows, a, cached=False)
+        assert cached.shape == (rows.size, rows.size)
+        np.testing.assert_array_less(
+            np.abs(cached - direct), 2 * n * eps * magnitude[np.ix_(rows, rows)] + 1e-300
+        )
