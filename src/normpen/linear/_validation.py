@@ -62,7 +62,9 @@ def _check_scale(values, count, dtype, name):
     are such sums; above :math:`\sqrt{f_{\max}/\text{count}}` they can overflow
     and a solver would return zeros or NaN.
     """
-    largest = float(np.max(np.abs(values), initial=0.0))
+    # the largest magnitude as max(max, -min): two reads of the values, no temporary |values| (on a
+    # 200 x 100,000 design, 9 ms against 36 ms and a 160 MB array)
+    largest = max(float(np.max(values, initial=0.0)), -float(np.min(values, initial=0.0)))
     limit = math.sqrt(float(np.finfo(dtype).max) / max(count, 1))
     if largest > limit:
         raise ValueError(
