@@ -979,18 +979,12 @@ def _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, start=None, s
 def _block_lipschitz_of_model(Q, pen):
     """Per-block curvature of the model: diagonal entries, or the top eigenvalue of each diagonal block."""
     diag = Q.diagonal() if Q.ndim == 2 else np.diagonal(Q, axis1=1, axis2=2).max(axis=0)
-    if pen.singletons:
-        L = diag[pen.row_order]
-    else:
+    L = diag[pen.row_order[pen.block_starts]]
+    for size in np.unique(pen.block_sizes[pen.block_sizes > 1]):  # blocks of one size: one batched call
+        blocks = np.flatnonzero(pen.block_sizes == size)
+        rows = pen.row_order[pen.block_starts[blocks, None] + np.arange(size)]
         stack = Q if Q.ndim == 3 else Q[None]
-        L = np.array(
-            [
-                max(float(np.linalg.eigvalsh(S[np.ix_(rows, rows)])[-1]) for S in stack)
-                if rows.size > 1
-                else diag[rows[0]]
-                for rows in map(pen.block_rows, range(pen.n_blocks))
-            ]
-        )
+        L[blocks] = np.linalg.eigvalsh(stack[:, rows[:, :, None], rows[:, None, :]])[..., -1].max(axis=0)
     return np.where(L > 0, L, 1.0)
 
 
