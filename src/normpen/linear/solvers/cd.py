@@ -824,7 +824,8 @@ class _FaceFactor:
         so it is followed until the first coefficient it moves towards zero
         reaches zero. The rest of :math:`r` is in the range of :math:`H` and is
         solved on the :math:`k` pivoted coordinates (the least-norm solution,
-        independent of the pivots).
+        independent of the pivots). The factor and the target are finite (the
+        design was checked on entry), so scipy's finiteness checks are skipped.
         """
         size, rank = self.size, self.rank
         if self.empty:
@@ -833,11 +834,11 @@ class _FaceFactor:
         basic = np.zeros(size)  # in pivoted order
         if self.nullspace is None:
             flat = np.zeros(size)
-            basic[:] = cho_solve((self.lower, True), ordered)
+            basic[:] = cho_solve((self.lower, True), ordered, check_finite=False)
         else:
             nullspace = self.nullspace
             flat = nullspace @ (nullspace.T @ ordered)
-            basic[:rank] = cho_solve((self.lower, True), ordered[:rank] - flat[:rank])
+            basic[:rank] = cho_solve((self.lower, True), ordered[:rank] - flat[:rank], check_finite=False)
             basic -= nullspace @ (nullspace.T @ basic)
         solution, unreachable = np.zeros(size), np.zeros(size)
         solution[self.pivots], unreachable[self.pivots] = basic, flat
