@@ -584,7 +584,7 @@ class Problem:
             # h >= 0 (a convex datafit's curvature): S^T S with S = H^(1/2) X_r is one symmetric rank-k
             # product (BLAS syrk, which numpy calls for a matrix times its own transpose): half the flops
             S = Xr * np.sqrt(h)[:, None].astype(Xr.dtype)
-            gram = S.T @ S
+            gram = _dense(S.T @ S)  # float64 like the sparse branch's (a float32 X forms it in float32)
         if self.fit_intercept:
             q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
             gram -= np.outer(q, q) / (h.sum() if hsum is None else hsum)
