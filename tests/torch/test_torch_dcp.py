@@ -17,20 +17,20 @@ initialises the state of a fresh optimizer by a step at learning rate 0 on
 zero gradients; the regularizer sits it out (no projection, no dual step, no
 missing-penalty error).
 
-With ``StateDictOptions(flatten_optimizer_state_dict=True)`` the state is
-saved and ``dcp.load`` reads it back into the template, but
-``set_optimizer_state_dict`` rebuilds the optimizer's state dict from the keys
-the live optimizer has and drops it: the regularizer says so when it is
-loaded, and ``reg.state_dict()`` saved beside the checkpoint resumes
-bit-identical (single process, and two FSDP2 ranks with sharded bfloat16
-residuals). The nested default says nothing.
+With ``StateDictOptions(flatten_optimizer_state_dict=True)`` (what
+transformers' ``save_optimizer_distributed``/``load_optimizer_distributed``
+use) ``set_optimizer_state_dict`` rebuilds the optimizer's state dict from the
+keys the live optimizer's state has: the live state holds the regularizer's
+entries once it is not empty, so the flattened checkpoint resumes bit-identical
+too, on one process and on two FSDP2 ranks, every kind of state (residuals,
+anchors, Fisher weights, multipliers, a model-level penalty's power-iteration
+vectors).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import warnings
 
 import pytest
 import torch
@@ -38,19 +38,18 @@ import torch.distributed as dist
 from torch import nn
 from torch_cases import gloo_group, run_on_ranks
 
+from normpen.analysis import SpectralPenalty
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.penalties.max_norm import MaxNorm
-from normpen.torch import Regularizer, Rule, l2_sp
-from normpen.torch.regularizer import ENTRY_PREFIX, STATE_KEY
+from normpen.torch import Regularizer, Rule, ewc, l2_sp
+from normpen.torch.regularizer import ENTRY_PREFIX
 
 WORLD = 2
 STEPS = 4
 SAVED_AT = 2
 TIMEOUT_S = 600  # a loaded 2-core machine
-#: What the regularizer's warning about a DCP state dict without its state says.
-NOT_RESTORED = "got a torch.distributed.checkpoint state dict (parameters named, not numbered) without"
 
 
 def _rules_float64(model):
@@ -58,6 +57,17 @@ def _rules_float64(model):
         l2_sp(model, 0.5, mode="decoupled", select="0.weight"),
         Rule(GroupLasso(0.05, "cols"), mode="proximal", select="0.weight"),
         Rule(MaxNorm(1.0), mode="constrained", radius=0.3, select="2.weight"),
+        Rule(L2(1.0), mode="lagrangian", budget=0.1, dual_lr=0.5, select="2.weight"),
+    ]
+
+
+def _rules_model_level(model):
+    """Fisher weights (EWC, each run's own: the squares of its first weights), a model-level penalty with
+    power-iteration vectors and a multiplier: one process only (FSDP2 refuses model-level rules)."""
+    fisher = {"0.weight": model[0].weight.detach() ** 2}
+    return [
+        ewc(model, fisher, 0.5, mode="decoupled"),
+        Rule(SpectralPenalty(model, 0.1, names=["2"]), mode="coupled"),
         Rule(L2(1.0), mode="lagrangian", budget=0.1, dual_lr=0.5, select="2.weight"),
     ]
 
@@ -76,7 +86,10 @@ def _rules_bfloat16(model):
 CASES = {
     "float64": (torch.float64, 5, _rules_float64),
     "bfloat16": (torch.bfloat16, 4, _rules_bfloat16),
+    "model_level": (torch.float64, 5, _rules_model_level),
 }
+#: The cases that also run on two FSDP2 ranks.
+FSDP2_CASES = ("float64", "bfloat16")
 
 
 def _model(seed, dtype, hidden):
@@ -113,12 +126,15 @@ def _train(model, reg, adam, batches):
 
 @torch.no_grad()
 def _everything(model, reg, adam):
-    """Parameters, Adam's state, the regularizer's multipliers, anchors and residuals, all whole."""
+    """Parameters, Adam's state, every kind of the regularizer's state, all whole."""
     state = reg.state_dict()
     # state.get: indexing adam.state (a defaultdict) would add empty entries, and DCP then takes a fresh
     # optimizer's state for initialised
     adam_state = {
-        f"{n}.{k}": v for n, p in model.named_parameters() for k, v in adam.state.get(p, {}).items()
+        f"{n}.{k}": v
+        for n, p in model.named_parameters()
+        for k, v in adam.state.get(p, {}).items()
+        if not k.startswith(ENTRY_PREFIX)  # the regularizer's own tensors, compared under "reg"
     }
     return {
         "params": _whole(dict(model.named_parameters())),
@@ -126,7 +142,9 @@ def _everything(model, reg, adam):
         "reg": {
             "multipliers": state["multipliers"],
             "anchors": {i: _whole(anchors) for i, anchors in state["anchors"].items()},
+            "fisher": {i: _whole(fisher) for i, fisher in state["fisher"].items()},
             "residuals": _whole(state["residuals"]),
+            "model_level": state["model_level"],
         },
     }
 
@@ -137,46 +155,32 @@ def _options(flatten):
     return StateDictOptions(flatten_optimizer_state_dict=flatten)
 
 
-def _state_dicts(model, reg, adam, flatten, beside):
-    """What is saved: the model's and the optimizer's state dicts (DCP's), and ``reg.state_dict()`` if
-    ``beside``. Also the template that ``dcp.load`` fills in place."""
+def _state_dicts(model, adam, flatten):
+    """What is saved: the model's and the optimizer's state dicts (DCP's); also the template that
+    ``dcp.load`` fills in place."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    state = {
+    return {
         "model": get_model_state_dict(model),
         "optimizer": get_optimizer_state_dict(model, adam, options=_options(flatten)),
     }
-    if beside:
-        state["regularizer"] = reg.state_dict()
-    return state
 
 
-def _save(model, reg, adam, checkpoint, flatten, beside):
+def _save(model, reg, adam, checkpoint, flatten):
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(_state_dicts(model, reg, adam, flatten, beside), checkpoint_id=checkpoint)
+    dcp.save(_state_dicts(model, adam, flatten), checkpoint_id=checkpoint)
 
 
-def _load(model, reg, adam, checkpoint, flatten, beside):
-    """``dcp.load`` into the template, then the model's, the optimizer's and (if ``beside``) the
-    regularizer's state, in that order."""
+def _load(model, reg, adam, checkpoint, flatten):
+    """``dcp.load`` into the template, then the model's and the optimizer's state: no regularizer call."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    template = _state_dicts(model, reg, adam, flatten, beside)
+    template = _state_dicts(model, adam, flatten)
     dcp.load(template, checkpoint_id=checkpoint)
     set_model_state_dict(model, template["model"])
     set_optimizer_state_dict(model, adam, template["optimizer"], options=_options(flatten))
-    if beside:
-        reg.load_state_dict(template["regularizer"])
-
-
-def _not_restored_warnings(function, *args):
-    """The messages of the regularizer's warnings that its state was not restored, while ``function`` runs."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        function(*args)
-    return [str(w.message) for w in caught if NOT_RESTORED in str(w.message)]
 
 
 def _single_process(seed, case="float64"):
@@ -194,7 +198,7 @@ def _one_process_run(case, checkpoint):
     _train(*straight, batches)
     first = _single_process(0, case)
     _train(*first, batches[:SAVED_AT])
-    _save(*first, checkpoint, False, False)
+    _save(*first, checkpoint, False)
     return {"saved": _everything(*first), "straight": _everything(*straight)}
 
 
@@ -221,28 +225,28 @@ def _worker(rank, port, out_dir, case, flatten=False):
         first = setup(seed=0)
         _train(*first, batches[:SAVED_AT])
         checkpoint = str(os.path.join(out_dir, "dcp"))
-        # the flattened state dict does not bring the regularizer's state back: it is saved beside
-        said = _not_restored_warnings(_save, *first, checkpoint, flatten, flatten)
+        _save(*first, checkpoint, flatten)
         saved = _everything(*first)
 
         resumed = setup(seed=7)
         model, reg, adam = resumed
         untouched = _whole(dict(model.named_parameters()))
-        said += _not_restored_warnings(get_optimizer_state_dict, model, adam)  # initialises Adam's state
+        get_optimizer_state_dict(model, adam)  # initialises Adam's state
         initialised = _whole(dict(model.named_parameters()))
-        said += _not_restored_warnings(_load, *resumed, checkpoint, flatten, flatten)
+        fresh = _everything(*resumed)["reg"]
+        _load(*resumed, checkpoint, flatten)
         _train(*resumed, batches[SAVED_AT:])
         result = {
             "checkpoint": checkpoint,
             "saved": saved,
             "straight": _everything(*straight),
             "resumed": _everything(*resumed),
+            "fresh": fresh,
             "initialisation_moved": any(not torch.equal(untouched[n], initialised[n]) for n in untouched),
-            "not_restored_warnings": said,
         }
         if not flatten:  # one process's checkpoint, resharded onto the two ranks
             from_one = setup(seed=7)
-            _load(*from_one, os.path.join(out_dir, "one"), False, False)
+            _load(*from_one, os.path.join(out_dir, "one"), False)
             loaded = _everything(*from_one)
             _train(*from_one, batches[SAVED_AT:])
             result["from_one"] = {"loaded": loaded, "trained": _everything(*from_one)}
@@ -265,6 +269,11 @@ def ranks(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bfloat16_ranks(tmp_path_factory):
     return _run(tmp_path_factory, "bfloat16")
+
+
+@pytest.fixture(scope="module")
+def flattened_ranks(tmp_path_factory):
+    return _run(tmp_path_factory, "float64", flatten=True)
 
 
 @pytest.fixture(scope="module")
@@ -322,17 +331,16 @@ def _assert_sharded_residuals_carried(ranks):
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 def test_a_dcp_checkpoint_carries_the_sharded_residuals_of_bfloat16_parameters(bfloat16_ranks):
     _assert_sharded_residuals_carried(bfloat16_ranks[0])
-    assert not any(rank["not_restored_warnings"] for rank in bfloat16_ranks[0])  # the nested default
 
 
 def _load_in_one_process(checkpoint, case):
     resumed = _single_process(seed=7, case=case)  # other weights, other anchors, the initial multiplier
-    _load(*resumed, checkpoint, False, False)
+    _load(*resumed, checkpoint, False)
     return resumed
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", FSDP2_CASES)
 def test_a_checkpoint_of_two_fsdp2_ranks_loads_bit_identical_in_one_process(ranks, bfloat16_ranks, case):
     two = {"float64": ranks, "bfloat16": bfloat16_ranks}[case][0]
     resumed = _load_in_one_process(two[0]["checkpoint"], case)
@@ -353,7 +361,7 @@ def test_training_resumed_in_one_process_from_two_fsdp2_ranks_ends_where_the_two
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", FSDP2_CASES)
 def test_a_checkpoint_of_one_process_loads_bit_identical_on_two_fsdp2_ranks(ranks, bfloat16_ranks, case):
     two, one = {"float64": ranks, "bfloat16": bfloat16_ranks}[case]
     for rank in two:
@@ -362,13 +370,30 @@ def test_a_checkpoint_of_one_process_loads_bit_identical_on_two_fsdp2_ranks(rank
             _assert_close_trees(rank["from_one"]["trained"], one["straight"])
 
 
+def _assert_every_kind_differs(fresh, saved):
+    """Each kind of the regularizer's state in ``saved`` differs from a fresh regularizer's: a resumed run
+    equal to the uninterrupted one then shows that each travelled."""
+    for kind, tree in saved.items():
+        for a, b in zip(_leaves(fresh[kind]), _leaves(tree), strict=True):
+            assert not torch.equal(a, b), kind
+
+
+def _leaves(tree):
+    return [t for v in tree.values() for t in _leaves(v)] if isinstance(tree, dict) else [tree]
+
+
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
-def test_a_flattened_dcp_checkpoint_with_the_regularizer_state_beside_it_resumes_fsdp2(
-    flattened_bfloat16_ranks,
-):
+def test_a_flattened_dcp_checkpoint_resumes_fsdp2_bit_identical(flattened_ranks, flattened_bfloat16_ranks):
+    # the flattened state dict names every entry by the parameter's name (state.0.weight.normpen.anchor.0)
+    # and set_optimizer_state_dict keeps those of the live state: the residuals (sharded rows), the
+    # anchors (DTensors) and the multiplier (the same on each rank: saved once) come back
     _assert_sharded_residuals_carried(flattened_bfloat16_ranks[0])
+    for rank in flattened_ranks[0]:
+        _assert_equal_trees(rank["resumed"], rank["straight"])
+        assert rank["straight"]["reg"]["multipliers"]["3"] > 0
+        _assert_every_kind_differs(rank["fresh"], rank["saved"]["reg"])
     for rank in flattened_bfloat16_ranks[0]:
-        assert len(rank["not_restored_warnings"]) == 1  # loaded by set_optimizer_state_dict
+        _assert_every_kind_differs(rank["fresh"], rank["saved"]["reg"])
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -377,47 +402,78 @@ def test_dcp_state_initialisation_step_moves_nothing(ranks):
     assert not any(rank["initialisation_moved"] for rank in ranks[0])
 
 
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("flatten", [False, True], ids=["nested", "flattened"])
-def test_a_single_process_dcp_checkpoint_resumes_bit_identical(tmp_path, flatten):
-    # the nested default carries the state in the optimizer's; a flattened one needs reg.state_dict() beside
-    batches = _batches(0, torch.float64, world=1)
-    straight = _single_process(seed=0)
+def test_a_single_process_dcp_checkpoint_resumes_bit_identical(tmp_path, flatten, case):
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    # residuals (bfloat16), anchors, Fisher weights, multipliers and power-iteration vectors (model_level)
+    batches = _batches(0, CASES[case][0], world=1)
+    straight = _single_process(seed=0, case=case)
     _train(*straight, batches)
-    first = _single_process(seed=0)
+    first = _single_process(seed=0, case=case)
     _train(*first, batches[:SAVED_AT])
-    said = _not_restored_warnings(_save, *first, str(tmp_path), flatten, flatten)
-    resumed = _single_process(seed=7)  # other weights, other anchors, the initial multiplier
-    said += _not_restored_warnings(_load, *resumed, str(tmp_path), flatten, flatten)
+    _save(*first, str(tmp_path), flatten)
+    resumed = _single_process(seed=7, case=case)  # other weights, anchors, Fisher; the initial multiplier
+    get_optimizer_state_dict(resumed[0], resumed[2])  # initialises Adam's state, as _load will
+    _assert_every_kind_differs(_everything(*resumed)["reg"], _everything(*first)["reg"])
+    _load(*resumed, str(tmp_path), flatten)
+    _assert_equal_trees(_everything(*resumed), _everything(*first))
     _train(*resumed, batches[SAVED_AT:])
     _assert_equal_trees(_everything(*resumed), _everything(*straight))
-    assert straight[1].rules[3].multiplier > 0  # the multiplier moved: its value travelled
-    assert len(said) == (1 if flatten else 0)  # loaded by set_optimizer_state_dict
 
 
-def test_a_flattened_dcp_checkpoint_alone_saves_the_state_but_does_not_restore_it(tmp_path):
-    # DCP flattens the parameters' entries like exp_avg and dcp.load reads them back into the template;
-    # set_optimizer_state_dict rebuilds the optimizer's state dict from the keys the live optimizer has
-    # (torch/distributed/checkpoint/state_dict.py, _unflatten_optim_state_dict) and drops them
-    import torch.distributed.checkpoint as dcp
+def test_transformers_save_and_load_optimizer_distributed_resume_bit_identical(tmp_path):
+    # transformers' own DCP functions flatten the optimizer state dict; a tiny random GPT-2 in bfloat16
+    # (residuals), an L2-SP anchor and a multiplier travel with the optimizer's state alone
+    transformers = pytest.importorskip("transformers")
+    from transformers.distributed.checkpoint import load_optimizer_distributed, save_optimizer_distributed
 
-    model, reg, adam = _single_process(seed=0)
-    _train(model, reg, adam, _batches(0, torch.float64, world=1)[:SAVED_AT])
-    saved = _state_dicts(model, reg, adam, flatten=True, beside=False)
-    anchor = f"state.0.weight.{ENTRY_PREFIX}anchor.0"
-    assert torch.equal(saved["optimizer"][anchor], reg.state_dict()["anchors"]["0"]["0.weight"])
-    assert f"param_groups.0.weight.{STATE_KEY}" in saved["optimizer"]  # a copy per parameter of the group
-    dcp.save(saved, checkpoint_id=str(tmp_path))
-
-    fresh_model, fresh_reg, fresh_adam = _single_process(seed=7)
-    before = _everything(fresh_model, fresh_reg, fresh_adam)["reg"]
-    template = _state_dicts(fresh_model, fresh_reg, fresh_adam, flatten=True, beside=False)
-    dcp.load(template, checkpoint_id=str(tmp_path))
-    assert torch.equal(template["optimizer"][anchor], saved["optimizer"][anchor])
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-    with pytest.warns(UserWarning, match=r"\(flatten_optimizer_state_dict=True\)\) never has it"):
-        set_optimizer_state_dict(fresh_model, fresh_adam, template["optimizer"], options=_options(True))
-    _assert_equal_trees(_everything(fresh_model, fresh_reg, fresh_adam)["reg"], before)
-    assert torch.equal(
-        fresh_adam.state[fresh_model[0].weight]["exp_avg"], adam.state[model[0].weight]["exp_avg"]
+    config = transformers.GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        vocab_size=97,
+        n_positions=16,
+        resid_pdrop=0,
+        embd_pdrop=0,
+        attn_pdrop=0,
     )
+    tokens = torch.randint(0, 97, (STEPS, 4, 16), generator=torch.Generator().manual_seed(1))
+
+    def setup(seed):
+        torch.manual_seed(seed)
+        model = transformers.GPT2LMHeadModel(config).to(torch.bfloat16)
+        rules = [
+            Rule(L2(0.1), mode="decoupled", select="*.weight"),
+            l2_sp(model, 0.5, mode="coupled", select="transformer.wte.weight"),
+            Rule(
+                L2(1.0),
+                mode="lagrangian",
+                budget=0.1,
+                dual_lr=0.5,
+                select="transformer.h.0.attn.c_proj.weight",
+            ),
+        ]
+        reg = Regularizer(model, rules)
+        return model, reg, reg.wrap(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0))
+
+    def train(model, reg, adamw, batches):
+        for ids in batches:
+            adamw.zero_grad()
+            (model(input_ids=ids, labels=ids).loss + reg.penalty()).backward()
+            adamw.step()
+
+    straight = setup(seed=0)
+    train(*straight, tokens)
+    first = setup(seed=0)
+    train(*first, tokens[:SAVED_AT])
+    save_optimizer_distributed(first[0], first[2], str(tmp_path))
+    model, reg, adamw = resumed = setup(seed=7)  # other weights and anchor, zero residuals, multiplier 0
+    model.load_state_dict(first[0].state_dict())
+    _assert_every_kind_differs(_everything(*resumed)["reg"], _everything(*first)["reg"])
+    load_optimizer_distributed(model, adamw, str(tmp_path))
+    _assert_equal_trees(_everything(*resumed)["reg"], _everything(*first)["reg"])
+    train(*resumed, tokens[SAVED_AT:])
+    _assert_equal_trees(_everything(*resumed), _everything(*straight))
+    assert reg.rules[2].multiplier > 0 and reg.state_dict()["residuals"]

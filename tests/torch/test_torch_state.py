@@ -16,7 +16,7 @@ from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule, l2_sp, rescale_weight_decay
-from normpen.torch.regularizer import STATE_KEY
+from normpen.torch.regularizer import STATE_KEY, _fingerprint
 
 
 def _setup(seed, dtype=torch.float64):
@@ -209,15 +209,19 @@ def test_the_optimizer_checkpoint_alone_resumes_bit_identical():
     checkpoint = _round_trip(
         {"model": model.state_dict(), "optimizer": adam.state_dict(), "scheduler": scheduler.state_dict()}
     )
-    # the multiplier in the first param group, fc.weight's L2-SP anchor (rule 3) beside its exp_avg
-    assert set(checkpoint["optimizer"]["param_groups"][0][STATE_KEY]["multipliers"]) == {"2"}
-    fc_weight = [n for n, _ in model.named_parameters()].index("fc.weight")
-    assert set(checkpoint["optimizer"]["state"][fc_weight]) == {
+    # fc.weight's L2-SP anchor (rule 3) beside its exp_avg; the multiplier and the rules' fingerprint in
+    # the state of the first regularized parameter (conv.weight), no longer in the first param group
+    states = checkpoint["optimizer"]["state"]
+    names = [n for n, _ in model.named_parameters()]
+    assert set(states[names.index("fc.weight")]) == {"step", "exp_avg", "exp_avg_sq", "normpen.anchor.3"}
+    assert set(states[names.index("conv.weight")]) == {
         "step",
         "exp_avg",
         "exp_avg_sq",
-        "normpen.anchor.3",
+        "normpen.rules",
+        "normpen.multiplier.2",
     }
+    assert not checkpoint["optimizer"]["param_groups"][0][STATE_KEY]["multipliers"]
 
     resumed = _setup(seed=7)  # no reg.load_state_dict: the optimizer carries the multiplier and anchors
     model, reg, adam, scheduler = resumed
@@ -290,8 +294,8 @@ def test_a_damaged_regularizer_state_in_an_optimizer_checkpoint_loads_nothing():
     model, reg, adam, scheduler = _setup(seed=0)
     _train(model, reg, adam, scheduler, conv_batches(2))
     checkpoint = adam.state_dict()
-    regularizer_state = checkpoint["param_groups"][0][STATE_KEY]
-    regularizer_state["multipliers"]["2"] = torch.tensor(float("nan"), dtype=torch.float64)
+    conv = [n for n, _ in model.named_parameters()].index("conv.weight")  # the entries' carrier
+    checkpoint["state"][conv]["normpen.multiplier.2"] = torch.tensor(float("nan"), dtype=torch.float64)
     fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
     before = (fresh_adam.state_dict(), fresh_reg.rules[2].multiplier.clone())
     with pytest.raises(ValueError, match="multiplier in the state is not finite"):
@@ -321,19 +325,53 @@ def _is_entry(key):
     return key.startswith("normpen.")
 
 
-def test_the_optimizer_state_keeps_no_regularizer_entry_and_the_loaded_dict_is_left_as_it_is():
-    # before the first step Adam's state is empty and Adam starts it when it is (len(state) == 0):
-    # the entries in the state dict must not reach the live state, when saved or when loaded
+def _live_entries(adam):
+    return {id(p): {k: v for k, v in s.items() if _is_entry(k)} for p, s in adam.state.items()}
+
+
+def _references(model, reg):
+    """What each parameter's live optimizer state holds of the regularizer's in ``_setup``: its own
+    tensors (the multiplier and the L2-SP anchor themselves, not copies) and the rules' fingerprint."""
+    conv, fc = model.get_parameter("conv.weight"), model.get_parameter("fc.weight")
+    fingerprint = _fingerprint(reg.state_dict()["rules"])
+    return {
+        id(conv): {"normpen.rules": fingerprint, "normpen.multiplier.2": reg.rules[2].multiplier},
+        id(fc): {"normpen.anchor.3": reg.rules[3].penalty["fc.weight"].anchor},
+    }
+
+
+def _assert_references(adam, expected):
+    live = _live_entries(adam)
+    assert {p: set(e) for p, e in live.items() if e} == {p: set(e) for p, e in expected.items()}
+    for p, entries in expected.items():
+        for key, value in entries.items():
+            assert live[p][key] is value if isinstance(value, torch.Tensor) else live[p][key] == value
+
+
+def test_the_live_optimizer_state_holds_references_once_it_is_not_empty_and_a_loaded_dict_is_left_as_is():
+    # before the first step Adam's state is empty and Adam starts it when it is (len(state) == 0): no
+    # entry before; after the step and after a load (which replaces the live states) the regularizer's
+    # own tensors, so that DCP's flattened load finds their keys; a state dict holds copies
     model, reg, adam, scheduler = _setup(seed=0)
     checkpoint = adam.state_dict()
     assert any(_is_entry(k) for s in checkpoint["state"].values() for k in s)  # the L2-SP anchor
     assert not adam.state
-    _train(model, reg, adam, scheduler, conv_batches(2))  # Adam starts its state as if unwrapped
+    _train(model, reg, adam, scheduler, conv_batches(1))  # Adam starts its state as if unwrapped
+    _assert_references(adam, _references(model, reg))
     saved = adam.state_dict()
+    conv = [n for n, _ in model.named_parameters()].index("conv.weight")
+    assert saved["state"][conv]["normpen.multiplier.2"] is not reg.rules[2].multiplier  # a copy
     kept = _round_trip(saved)
     adam.load_state_dict(saved)
-    assert not any(_is_entry(k) for s in adam.state.values() for k in s)
     _assert_equal_dicts(saved, kept)  # the pre hook took the entries out of copies
+    _assert_references(adam, _references(model, reg))  # the anchor loaded is a new tensor: referenced
+    fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
+    fresh_adam.load_state_dict(checkpoint)  # a checkpoint of no step: Adam's lazy start is kept
+    assert not fresh_adam.state
+    _train(fresh_model, fresh_reg, fresh_adam, scheduler, conv_batches(1))
+    _assert_references(fresh_adam, _references(fresh_model, fresh_reg))
+    fresh_reg.unwrap(fresh_adam)  # steps as if never wrapped
+    assert not any(_live_entries(fresh_adam).values())
 
 
 def test_a_checkpoint_with_all_the_state_in_the_first_param_group_loads():
@@ -376,15 +414,18 @@ def test_a_misplaced_regularizer_entry_in_an_optimizer_checkpoint_loads_nothing(
         change(checkpoint)
         return checkpoint
 
+    conv_weight = names.index("conv.weight")
     bias_anchor = damaged(lambda c: c["state"][fc_bias].update({"normpen.anchor.3": anchor}))
     unknown = damaged(lambda c: c["state"][fc_weight].update({"normpen.momentum": anchor}))
-    no_group_entry = damaged(lambda c: c["param_groups"][0].pop(STATE_KEY))
+    no_multiplier = damaged(lambda c: c["state"][conv_weight].pop("normpen.multiplier.2"))
+    other_rules = damaged(lambda c: c["state"][conv_weight].update({"normpen.rules": 12345}))
     fresh_model, fresh_reg, fresh_adam, _ = _setup(seed=3)
     before = (fresh_adam.state_dict(), fresh_reg.state_dict())
     for checkpoint, error in [
-        (bias_anchor, r"parameter \d+ has the regularizer's entries \['normpen.anchor.3'\], but no rule"),
-        (unknown, r"has 'normpen.momentum', not an entry of the regularizer's"),
-        (no_group_entry, "has the regularizer's entries .* but not its first param group's"),
+        (bias_anchor, r"parameter \d+ has the regularizer's entries \['normpen.anchor.3'\], but this "),
+        (unknown, r"entries \['normpen.momentum'\], but this regularizer keeps \['normpen.anchor.3'\]"),
+        (no_multiplier, r"own entries \['normpen.rules'\], not \['normpen.multiplier.2', 'normpen.rules'\]"),
+        (other_rules, "entries of other rules .* fingerprint 12345"),
     ]:
         with pytest.raises(ValueError, match=error):
             fresh_adam.load_state_dict(checkpoint)
@@ -428,3 +469,59 @@ def test_two_wrapped_optimizers_each_carry_the_whole_state():
         _assert_equal_dicts(reg.state_dict()["anchors"], first[1].state_dict()["anchors"])
     train(model, conv, rest, batches[3:])
     assert_same(model, straight[0], exact=True)
+
+
+def _stripping_entries(optimizer):
+    """A step post hook, after the regularizer's, that takes its entries out of the live states again."""
+
+    def strip(optimizer, args, kwargs):
+        for state in optimizer.state.values():
+            for key in [k for k in state if _is_entry(k)]:
+                del state[key]
+
+    optimizer.register_step_post_hook(strip)
+    return optimizer
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=False),
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=True),
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0, foreach=True),
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True),
+        lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, nesterov=True),
+    ],
+    ids=["adam", "adam_foreach", "adamw_foreach", "adam_fused", "sgd_momentum"],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_the_live_entries_leave_the_optimizers_steps_bit_for_bit_as_they_were(make, dtype):
+    # the same regularizer and optimizer twice; in the second a hook takes the regularizer's entries
+    # out of the live states after every step, so its optimizer never sees them: every step computes the
+    # same operations on the same values, so any difference would be the entries' doing (bit-equal)
+    def run(strip):
+        model = conv_net(0, dtype)
+        rules = [
+            Rule(L2(0.05), mode="decoupled"),  # residuals of every bfloat16 weight
+            Rule(GroupLasso(0.5, "rows"), mode="lagrangian", budget=0.5, dual_lr=0.2),  # a multiplier
+            l2_sp(model, 0.1, mode="proximal", select="fc.weight"),  # an anchor
+        ]
+        reg = Regularizer(model, rules)
+        optimizer = reg.wrap(make(model.parameters()))
+        optimizer = _stripping_entries(optimizer) if strip else optimizer
+        for batch in conv_batches(4, dtype=dtype):
+            mse_step(model, optimizer, batch, reg.penalty)
+        return model, optimizer
+
+    with_entries, without = run(strip=False), run(strip=True)
+    held = {k for s in with_entries[1].state.values() for k in s if _is_entry(k)}
+    expected = {"normpen.rules", "normpen.multiplier.1", "normpen.anchor.2"}
+    assert held == expected | ({"normpen.residual"} if dtype == torch.bfloat16 else set())
+    assert not any(_is_entry(k) for s in without[1].state.values() for k in s)
+    assert_same(with_entries[0], without[0], exact=True)
+    for p, q in zip(with_entries[0].parameters(), without[0].parameters(), strict=True):
+        _assert_equal_dicts(_without_entries(with_entries[1].state[p]), without[1].state[q])
+
+
+def _without_entries(state):
+    return {k: v for k, v in state.items() if not _is_entry(k)}

@@ -26,18 +26,25 @@ checked before the first tensor is modified, and a closure runs before the
 decoupled decay. The regularizer's state rides in ``optimizer.state_dict()``:
 a parameter's tensors (residual, anchors, Fisher weights) in that parameter's
 state, beside Adam's ``exp_avg``, under keys that begin with
-:data:`ENTRY_PREFIX`, the rest under :data:`STATE_KEY` in the first param
-group. So any framework that checkpoints the optimizer checkpoints the
-regularizer too, and ``torch.distributed.checkpoint`` names, shards and
-reshards those tensors as it does the optimizer's own. Its flattened optimizer
-state dict is saved whole but loads only the keys the live optimizer has: the
-regularizer warns that its state was not restored.
+:data:`ENTRY_PREFIX`; its own state (multipliers, model-level states, a
+fingerprint of the rules) the same way in the state of the optimizer's first
+regularized parameter; the tensors of another optimizer's parameters and the
+rules under :data:`STATE_KEY` in the first param group. So any framework that
+checkpoints the optimizer checkpoints the regularizer too, and
+``torch.distributed.checkpoint`` names, shards and reshards those tensors as
+it does the optimizer's own. Its flattened optimizer state dict loads only the
+keys the live optimizer's state has, so once a parameter's state is not empty
+(after the optimizer's first step for it, a load, or DCP's initialisation)
+the live state holds the same entries: references to the regularizer's own
+tensors, which the optimizer's step does not read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 import numbers
 import sys
@@ -82,25 +89,23 @@ STEP_MODES = ("decoupled", "proximal", "constrained")
 #: The kernel operation of each step mode.
 METHODS = {"decoupled": "decay", "proximal": "prox", "constrained": "project"}
 _FORMAT = "normpen.torch.Regularizer/1"
-#: The key of the regularizer's state that is not a parameter's (multipliers, model-level states, the
-#: rules) inside the first param group of a wrapped optimizer's ``state_dict()``.
+#: The key of the regularizer's state that its entries in the parameters' states do not hold (the rules,
+#: the tensors of another optimizer's parameters) inside the first param group of a wrapped optimizer's
+#: ``state_dict()``.
 STATE_KEY = "normpen_regularizer"
-#: What the keys of the regularizer's tensors in a parameter's optimizer state begin with:
-#: ``normpen.residual``, ``normpen.anchor.<rule>`` and ``normpen.fisher.<rule>``.
+#: What the keys of the regularizer's entries in a parameter's optimizer state begin with:
+#: ``normpen.residual``, ``normpen.anchor.<rule>`` and ``normpen.fisher.<rule>``, and in the carrier
+#: parameter's ``normpen.rules``, ``normpen.multiplier.<rule>`` and ``normpen.model.<rule>.<path>``.
 ENTRY_PREFIX = "normpen."
 #: The entry name of a parameter's residual (``residuals`` of :meth:`Regularizer.state_dict`,
 #: ``{name: tensor}``) and of its tensors under a rule (``{rule: {name: tensor}}``).
 _RESIDUAL = "residual"
 _PER_RULE = {"anchors": "anchor", "fisher": "fisher"}
 _PER_PARAMETER = ("residuals", *_PER_RULE)
-_NOT_RESTORED = (
-    "optimizer.load_state_dict got a torch.distributed.checkpoint state dict (parameters named, not "
-    "numbered) without the Regularizer's state: its multipliers, anchors, Fisher weights and residuals "
-    "stay as they were. A flattened one (StateDictOptions(flatten_optimizer_state_dict=True)) never "
-    "has it: set_optimizer_state_dict rebuilds it from the keys the live optimizer's state and param "
-    "groups have, and drops the rest. Load with flatten_optimizer_state_dict=False (the default), or "
-    "save reg.state_dict() beside the checkpoint and restore it with reg.load_state_dict()"
-)
+#: The entry names of the regularizer's own state in the carrier parameter's optimizer state: a
+#: fingerprint of the rules (``normpen.rules``), rule ``i``'s multiplier (``normpen.multiplier.i``) and
+#: each tensor of rule ``i``'s model-level state (``normpen.model.i.<path>``).
+_RULES, _MULTIPLIER, _MODEL = "rules", "multiplier", "model"
 
 
 @dataclasses.dataclass(eq=False)
@@ -129,6 +134,8 @@ class _Wrapped:
     penalty_seen: bool = False
     pending_state: dict | None = None
     initialising: bool = False
+    live: dict = dataclasses.field(default_factory=dict)
+    missing: list = dataclasses.field(default_factory=list)
     pre: list = dataclasses.field(default_factory=list)
     post: list = dataclasses.field(default_factory=list)
     model_constraints: list = dataclasses.field(default_factory=list)
@@ -418,11 +425,14 @@ class Regularizer:
 
         ``optimizer.state_dict()`` then holds this regularizer's
         :meth:`state_dict` (each parameter's tensors in that parameter's
-        state, the rest under :data:`STATE_KEY`), and
+        state, the multipliers and model-level states in the state of the
+        first regularized parameter, the rest under :data:`STATE_KEY`), and
         ``optimizer.load_state_dict()`` restores it (checked before the
         optimizer loads anything), so checkpoints written by Lightning,
         transformers' Trainer, accelerate or ``torch.distributed.checkpoint``
-        carry it.
+        (flattened or not) carry it. A parameter's live optimizer state holds
+        the same entries, references to the regularizer's tensors, once it
+        is not empty: DCP's flattened load keeps only the keys it has.
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -448,6 +458,8 @@ class Regularizer:
         wrapped = self._find(optimizer)
         for handle in wrapped.handles:
             handle.remove()
+        wrapped.live, wrapped.missing = {}, []
+        self._set_live_entries(wrapped)
         self._wrapped.remove(wrapped)
 
     def _find(self, optimizer):
@@ -491,6 +503,38 @@ class Regularizer:
             and (not slots or id(slots[0].param) in group_of)
             and not any(rule in w.dual_rules for w in others)
         ]
+        self._refresh_live_entries(wrapped)
+
+    def _refresh_live_entries(self, wrapped):
+        """The entries of each regularized parameter's live optimizer state, as references to the
+        regularizer's tensors as they are now (after a rebinding, a load, new param groups)."""
+        regularized = self._regularized(wrapped.optimizer)
+        keys = {name: p for name, p in regularized}
+        carrier = keys.get(_carrier(regularized))
+        _, wrapped.live = _split_per_parameter(self._state(copy=False), keys, carrier)
+        self._set_live_entries(wrapped)
+
+    def _regularized(self, optimizer):
+        """``(name, parameter)`` of the parameters of ``optimizer`` that some rule acts on, in its order."""
+        names = {id(s.param): s.name for slots in self._slots for s in slots}
+        params = (p for g in optimizer.param_groups for p in g["params"])
+        return [(names[id(p)], p) for p in params if id(p) in names]
+
+    def _set_live_entries(self, wrapped):
+        """Each parameter's live optimizer state: stale entries out, :attr:`_Wrapped.live` in where not
+        empty (an empty one is the optimizer's lazy start: Adam initialises it when ``len(state) == 0``)."""
+        state = wrapped.optimizer.state
+        for p in [p for g in wrapped.optimizer.param_groups for p in g["params"]]:
+            own = state.get(p, {})  # state[p] would add an empty entry to the defaultdict
+            for entry in [e for e in own if _is_entry(e) and e not in wrapped.live.get(p, ())]:
+                del own[entry]
+        wrapped.missing = list(wrapped.live)
+        self._insert_live_entries(wrapped)
+
+    def _insert_live_entries(self, wrapped):
+        """The missing entries into the live states that are no longer empty; nothing when none is missing."""
+        state = wrapped.optimizer.state
+        wrapped.missing = [p for p in wrapped.missing if not _insert(state.get(p), wrapped.live[p])]
 
     def _warn_double_decay(self, optimizer):
         decayed = {
@@ -557,8 +601,9 @@ class Regularizer:
 
     def _post_step(self, optimizer, args, kwargs):
         wrapped = self._find(optimizer)
-        if wrapped.initialising:
+        if wrapped.initialising:  # DCP builds its template from the live states right after this step
             wrapped.initialising = False
+            self._insert_live_entries(wrapped)
             return
         for action in wrapped.post:
             action.bucket.apply_(action.argument(wrapped.base_lrs))
@@ -567,6 +612,8 @@ class Regularizer:
         for rule in wrapped.dual_rules:
             self._dual_step(rule)
         wrapped.penalty_seen = False
+        if wrapped.missing:
+            self._insert_live_entries(wrapped)
 
     def _dual_step(self, rule):
         r"""Dual ascent :math:`\mu \leftarrow \max(0, \mu + \eta_\mu (\bar P - C))`, mean over ranks."""
@@ -683,24 +730,31 @@ class Regularizer:
         ``torch.distributed.checkpoint`` saves and loads every rank's piece
         as it does the parameter's.
         """
+        return self._state(copy=True)
+
+    def _state(self, copy):
+        """:meth:`state_dict`, its tensors copies (``copy``) or the regularizer's own: the residuals of
+        FSDP2 parameters then this rank's rows, the model-level states what their ``state_dict`` gives."""
         slots = self._slots_by_name()
+        take = _tensor if copy else torch.as_tensor  # as_tensor: the tensor itself, a numpy array's memory
+        residuals = self._residuals.items()
         state = {
             "format": _FORMAT,
             "rules": [{"mode": r.mode, "names": self.names(r)} for r in self.rules],
             "multipliers": {},
             "anchors": {},
             "fisher": {},
-            "residuals": {name: _shaped_like(r, slots[name].param) for name, r in self._residuals.items()},
+            "residuals": {name: _shaped_like(r, slots[name].param) if copy else r for name, r in residuals},
             "model_level": {str(i): r.penalty.state_dict() for i, r in self._stateful_model_rules()},
         }
         for i, (rule, slots) in enumerate(zip(self.rules, self._slots, strict=True)):
             if rule.multiplier is not None:
-                state["multipliers"][str(i)] = rule.multiplier.detach().clone()
+                state["multipliers"][str(i)] = take(rule.multiplier)
             anchored = [s for s in slots if is_anchored(s.penalty)]
             if anchored:
-                state["anchors"][str(i)] = {s.name: _tensor(s.penalty.anchor) for s in anchored}
+                state["anchors"][str(i)] = {s.name: take(s.penalty.anchor) for s in anchored}
                 state["fisher"][str(i)] = {
-                    s.name: _tensor(s.penalty.fisher) for s in anchored if s.penalty.fisher is not None
+                    s.name: take(s.penalty.fisher) for s in anchored if s.penalty.fisher is not None
                 }
         return state
 
@@ -738,20 +792,24 @@ class Regularizer:
             self._build_actions(wrapped)
 
     def _save_into_optimizer_state(self, optimizer, state_dict):
-        """Optimizer state-dict post hook: each parameter's tensors of :meth:`state_dict` in that
-        parameter's state, under :data:`ENTRY_PREFIX` keys; the rest under :data:`STATE_KEY` of the
-        first param group.
+        """Optimizer state-dict post hook: copies of :meth:`state_dict`'s tensors as :data:`ENTRY_PREFIX`
+        entries of the parameters' states (the regularizer's own in the carrier's), the rest under
+        :data:`STATE_KEY` of the first param group.
 
-        In the parameter's state, ``torch.distributed.checkpoint`` keys them by the parameter's
+        In the parameters' states, ``torch.distributed.checkpoint`` keys them by the parameter's
         name, flattens them and reshards them (they are DTensors like an FSDP2 parameter) as it does
-        Adam's ``exp_avg``. The optimizer's own state is untouched: a parameter's entry is a new dict
-        (``optimizer.state_dict()`` holds the live ones), so an optimizer that initialises its state
-        lazily (Adam, when a parameter's state is empty) still does. The tensors of the parameters
-        another optimizer updates stay under :data:`STATE_KEY`.
+        Adam's ``exp_avg``. The entries are the regularizer's tensors as they are now, not the live
+        states' references (a framework may have moved or replaced those), and a parameter's entry is
+        a new dict: the live state is left as it is. The tensors of the parameters another optimizer
+        updates stay under :data:`STATE_KEY`.
         """
+        regularized = self._regularized(optimizer)
         keys = self._keys_by_name(optimizer, state_dict["param_groups"])
-        remainder, entries = _split_per_parameter(self.state_dict(), keys)
+        remainder, entries = _split_per_parameter(self.state_dict(), keys, keys.get(_carrier(regularized)))
         states = state_dict["state"]
+        for key, state in states.items():
+            if any(_is_entry(e) for e in state):
+                states[key] = _without_entries(state)
         for key, entry in entries.items():
             states[key] = {**states.get(key, {}), **entry}
         state_dict["param_groups"][0][STATE_KEY] = remainder
@@ -779,45 +837,46 @@ class Regularizer:
 
         The :data:`ENTRY_PREFIX` entries of the parameters' states and :data:`STATE_KEY` of the first
         param group are taken out (of copies: the caller's dict is left as it is), so the optimizer
-        loads its own state and groups as they were; a checkpoint written before the parameters'
-        tensors moved to their states (all under :data:`STATE_KEY`) loads the same way. A checkpoint
-        with neither (written before the optimizer was wrapped) leaves the regularizer as it is,
-        with a warning when it came through ``torch.distributed.checkpoint`` (parameters named, not
-        numbered): a flattened one (``flatten_optimizer_state_dict=True``) always arrives so.
+        loads its own state and groups as they were. With :data:`STATE_KEY` the state is joined from
+        both (a checkpoint written before the entries moved to the parameters' states has all of it
+        there). Without it (DCP's flattened state dict: its unflattening keeps only the live param
+        groups' keys) the entries replace the regularizer's tensors they name, the rest stays as it
+        is, and the carrier's entries must all be there. A checkpoint with neither (written before
+        the optimizer was wrapped) leaves the regularizer as it is.
         """
         wrapped = self._find(optimizer)
         wrapped.pending_state = None
         groups = state_dict.get("param_groups") or [{}]
         states = state_dict.get("state", {})
-        entries = {k: _entries(s) for k, s in states.items() if _entries(s)}
-        if STATE_KEY not in groups[0]:
-            if entries:
-                some = sorted(next(iter(entries.values())))
-                raise ValueError(
-                    f"the optimizer state has the regularizer's entries {some} but not its first param "
-                    f"group's {STATE_KEY!r}: the checkpoint is damaged"
-                )
-            if any(isinstance(p, str) for g in groups for p in g.get("params", ())):
-                warnings.warn(_NOT_RESTORED, UserWarning, stacklevel=3)
-            return None
+        # DCP's flattened load gives {} for a key of the live state that the checkpoint does not have
+        entries = {k: _entries(s) for k, s in states.items()}
+        entries = {k: e for k, e in entries.items() if e}
         keys = self._keys_by_name(optimizer, groups)
-        if keys is None:
-            return None  # the optimizer's own load raises on the sizes of the groups
-        _check_layout(groups[0][STATE_KEY])
-        state = _join_per_parameter(groups[0][STATE_KEY], entries, keys)
+        if keys is None or (STATE_KEY not in groups[0] and not entries):
+            # the optimizer's own load raises on the sizes of the groups; or nothing of the regularizer's
+            return _without_regularizer_state(state_dict)
+        current = self._state(copy=False)
+        carrier = keys.get(_carrier(self._regularized(optimizer)))
+        _, layout = _split_per_parameter(current, keys, carrier)
+        _check_entries(entries, layout, carrier, flattened=STATE_KEY not in groups[0])
+        if STATE_KEY in groups[0]:
+            base = groups[0][STATE_KEY]
+            _check_layout(base)
+        else:
+            base = self.state_dict()
+        state = _join_per_parameter(base, entries, keys, current["model_level"])
         self._check_state(state)
         wrapped.pending_state = state
-        first = {key: value for key, value in groups[0].items() if key != STATE_KEY}
-        own = {k: {e: v for e, v in s.items() if not _is_entry(e)} for k, s in states.items()}
-        own = {k: s for k, s in own.items() if s or k not in entries}  # Adam's lazy start where it had none
-        return {**state_dict, "state": own, "param_groups": [first, *groups[1:]]}
+        return _without_regularizer_state(state_dict)
 
     def _apply_taken_state(self, optimizer):
-        """Optimizer load post hook: apply the state the pre hook checked."""
+        """Optimizer load post hook: apply the state the pre hook checked; the entries into the live
+        states the optimizer's load replaced."""
         wrapped = self._find(optimizer)
         state, wrapped.pending_state = wrapped.pending_state, None
         if state is not None:
             self._apply_state(state)
+        self._refresh_live_entries(wrapped)
 
     def _stateful_model_rules(self):
         """``(index, rule)`` of the model-level rules whose penalty or constraint has a state dict."""
@@ -904,16 +963,82 @@ def _is_entry(key):
 
 
 def _entries(parameter_state):
-    """The regularizer's entries of one parameter's optimizer state."""
-    return {key: value for key, value in parameter_state.items() if _is_entry(key)}
+    """The regularizer's entries of one parameter's optimizer state, but for empty dicts: what DCP's
+    flattened load gives for a key of the live state that the checkpoint does not have."""
+    return {
+        key: value
+        for key, value in parameter_state.items()
+        if _is_entry(key) and not (isinstance(value, dict) and not value)
+    }
 
 
-def _split_per_parameter(state, keys):
+def _without_entries(parameter_state):
+    """A copy of one parameter's optimizer state without the regularizer's entries."""
+    return {key: value for key, value in parameter_state.items() if not _is_entry(key)}
+
+
+def _field(entry):
+    """``(field, rest)`` of an entry name: ``("anchor", "2")`` for ``normpen.anchor.2``."""
+    field, _, rest = entry[len(ENTRY_PREFIX) :].partition(".")
+    return field, rest
+
+
+def _insert(parameter_state, entries):
+    """``entries`` into a live optimizer state that is not empty (or ``None``); whether they are in."""
+    if not parameter_state:
+        return False
+    parameter_state.update(entries)
+    return True
+
+
+def _carrier(regularized):
+    """The name of the parameter whose optimizer state carries the regularizer's own entries: the first
+    of ``regularized`` (``(name, parameter)`` in the optimizer's order) that DCP keeps the state of (it
+    requires a gradient); ``None`` if there is none."""
+    return next((name for name, p in regularized if p.requires_grad), None)
+
+
+def _fingerprint(rules):
+    """A number naming the rules (each one's mode and selected names): 56 bits of their SHA-256."""
+    text = json.dumps(rules, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
+
+
+def _leaves(tree, path=()):
+    """``(path, leaf)`` of each leaf of nested dicts, depth first in the dicts' order."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*path, key))
+        else:
+            yield (*path, key), value
+
+
+def _model_entries(model_level):
+    """``{entry: (rule, path, leaf)}``: an entry ``normpen.model.<rule>.<path joined by dots>`` per leaf of
+    each model-level state (``{rule: nested dict}`` of :meth:`Regularizer.state_dict`)."""
+    entries = {}
+    for rule, tree in model_level.items():
+        for path, leaf in _leaves(tree):
+            entry = f"{ENTRY_PREFIX}{_MODEL}.{rule}." + ".".join(map(str, path))
+            if entry in entries:
+                raise ValueError(
+                    f"rule {rule}'s model-level state has two tensors named {entry!r} once their keys are "
+                    "joined by dots; its state_dict() must give keys that stay apart"
+                )
+            entries[entry] = (rule, path, leaf)
+    return entries
+
+
+def _split_per_parameter(state, keys, carrier=None):
     """``(remainder, entries)``: the tensors of :meth:`Regularizer.state_dict` ``state`` that belong to
-    the parameters in ``keys`` (``{name: key}``) as ``entries[key][entry]``, the rest as it was.
+    the parameters in ``keys`` (``{name: key}``) as ``entries[key][entry]``, the regularizer's own
+    (a fingerprint of the rules, multipliers, model-level states) as ``entries[carrier]`` unless
+    ``carrier`` is ``None``, the rest as it was.
 
     The entry of a residual is ``normpen.residual``, of rule ``i``'s anchor and Fisher weights
-    ``normpen.anchor.i`` and ``normpen.fisher.i``. :func:`_join_per_parameter` undoes it.
+    ``normpen.anchor.i`` and ``normpen.fisher.i``, of its multiplier ``normpen.multiplier.i``, of its
+    model-level state's tensors ``normpen.model.i.<path>``, and the fingerprint ``normpen.rules``.
+    :func:`_join_per_parameter` undoes it.
     """
     entries = {}
 
@@ -929,38 +1054,114 @@ def _split_per_parameter(state, keys):
     remainder = {**state, "residuals": keep(state["residuals"], _RESIDUAL)}
     for key, entry in _PER_RULE.items():
         remainder[key] = {rule: keep(tensors, f"{entry}.{rule}") for rule, tensors in state[key].items()}
+    if carrier is not None:
+        own = entries.setdefault(carrier, {})
+        own[ENTRY_PREFIX + _RULES] = _fingerprint(state["rules"])
+        for rule, multiplier in state["multipliers"].items():
+            own[f"{ENTRY_PREFIX}{_MULTIPLIER}.{rule}"] = multiplier
+        for entry, (_, _, leaf) in _model_entries(state["model_level"]).items():
+            own[entry] = leaf
+        remainder["multipliers"], remainder["model_level"] = {}, {}
     return remainder, entries
 
 
-def _join_per_parameter(remainder, entries, keys):
-    """The state :func:`_split_per_parameter` split into ``remainder`` and ``entries``, put back by name.
+def _check_entries(entries, layout, carrier, flattened):
+    """The entries of a checkpoint's parameter states (``{key: {entry: value}}``) are among those the
+    regularizer writes there (``layout``, from :func:`_split_per_parameter`); the carrier's own entries
+    all there, or (but for a flattened checkpoint) none; model-level tensors of their shapes.
 
-    An entry of a parameter no rule acts on, or one the regularizer does not write, raises
-    ``ValueError``.
+    Raises ``ValueError`` naming the parameter and the entries."""
+    for key, own in entries.items():
+        unexpected = sorted(set(own) - set(layout.get(key, ())))
+        if unexpected:
+            raise ValueError(
+                f"the optimizer state of parameter {key!r} has the regularizer's entries {unexpected}, "
+                f"but this regularizer keeps {sorted(layout.get(key, ()))} there (entries of another "
+                "regularizer, or a damaged checkpoint)"
+            )
+    expected = {e for e in layout.get(carrier, ()) if _field(e)[0] in (_RULES, _MULTIPLIER, _MODEL)}
+    given = {e for e in entries.get(carrier, ()) if e in expected}
+    if given != expected and (given or flattened):
+        raise ValueError(
+            f"the optimizer state of parameter {carrier!r} has the regularizer's own entries "
+            f"{sorted(given)}, not {sorted(expected)}: the checkpoint was written by another regularizer or "
+            "an earlier normpen; save reg.state_dict() beside it and restore it with reg.load_state_dict()"
+        )
+    for entry in given:
+        if _field(entry)[0] == _MODEL and isinstance(layout[carrier][entry], torch.Tensor):
+            _check_state_tensor(entries[carrier][entry], entry, layout[carrier][entry].shape)
+
+
+def _join_per_parameter(remainder, entries, keys, model_level):
+    """The state :func:`_split_per_parameter` split into ``remainder`` and ``entries``, put back by name
+    (``keys``: ``{name: key}``); ``model_level`` is a model-level state of the same layout (its leaves
+    are not read). ``entries`` are checked by :func:`_check_entries`; a fingerprint that is not of
+    ``remainder``'s rules raises ``ValueError``.
     """
     name_of = {key: name for name, key in keys.items()}
-    state = {**remainder, "residuals": dict(remainder["residuals"])}
+    paths = _model_entries(model_level)
+    state = {
+        **remainder,
+        "residuals": dict(remainder["residuals"]),
+        "multipliers": dict(remainder["multipliers"]),
+        "model_level": _copy_dicts(remainder.get("model_level", {})),
+    }
     for key in _PER_RULE:
         state[key] = {rule: dict(tensors) for rule, tensors in remainder[key].items()}
     field_of = {entry: key for key, entry in _PER_RULE.items()}
     for key, own in entries.items():
-        if key not in name_of:
-            raise ValueError(
-                f"the optimizer state of parameter {key!r} has the regularizer's entries {sorted(own)}, "
-                "but no rule of this regularizer acts on that parameter"
-            )
-        for entry, tensor in own.items():
-            what, _, rule = entry[len(ENTRY_PREFIX) :].partition(".")
-            if what == _RESIDUAL and not rule:
-                state["residuals"][name_of[key]] = tensor
-            elif what in field_of and rule:
-                state[field_of[what]].setdefault(rule, {})[name_of[key]] = tensor
-            else:
+        for entry, value in own.items():
+            field, rest = _field(entry)
+            if field == _RESIDUAL:
+                state["residuals"][name_of[key]] = value
+            elif field in field_of:
+                state[field_of[field]].setdefault(rest, {})[name_of[key]] = value
+            elif field == _MULTIPLIER:
+                state["multipliers"][rest] = value
+            elif field == _MODEL:
+                rule, path, _ = paths[entry]
+                _set_leaf(state["model_level"].setdefault(rule, {}), path, value)
+            elif value != _fingerprint(state["rules"]):
                 raise ValueError(
-                    f"the optimizer state of parameter {key!r} has {entry!r}, not an entry of the "
-                    f"regularizer's (normpen.residual, normpen.anchor.<rule>, normpen.fisher.<rule>)"
+                    f"the optimizer state of parameter {key!r} has the regularizer's entries of other rules "
+                    f"(modes and selected names; fingerprint {value}, this regularizer's "
+                    f"{_fingerprint(state['rules'])}); build the regularizer with the rules it was saved with"
                 )
     return state
+
+
+def _copy_dicts(tree):
+    """Nested dicts copied, their leaves shared."""
+    return {key: _copy_dicts(value) if isinstance(value, dict) else value for key, value in tree.items()}
+
+
+def _set_leaf(tree, path, value):
+    """``tree[path[0]][path[1]]... = value``, making the dicts on the way."""
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _without_regularizer_state(state_dict):
+    """A copy of an optimizer state dict without the regularizer's entries and :data:`STATE_KEY`, or
+    ``None`` when it has neither. A parameter's state that held only entries is left out (the
+    optimizer then starts it lazily, as Adam does when it has none)."""
+    groups = state_dict.get("param_groups") or []
+    states = state_dict.get("state", {})
+    marked = [key for key, state in states.items() if any(_is_entry(e) for e in state)]
+    in_group = bool(groups) and STATE_KEY in groups[0]
+    if not marked and not in_group:
+        return None
+    own = dict(states)
+    for key in marked:
+        kept = _without_entries(states[key])
+        if kept:
+            own[key] = kept
+        else:
+            del own[key]
+    if in_group:
+        groups = [{key: value for key, value in groups[0].items() if key != STATE_KEY}, *groups[1:]]
+    return {**state_dict, "state": own, "param_groups": groups}
 
 
 def _check_state_tensor(value, what, shape, nonnegative=False):
