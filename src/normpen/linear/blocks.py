@@ -78,7 +78,9 @@ class BlockPenalty:
     block_of_row: np.ndarray = field(init=False, repr=False)
     block_sizes: np.ndarray = field(init=False, repr=False)
     penalized: np.ndarray = field(init=False, repr=False)
+    free_rows: np.ndarray = field(init=False, repr=False)
     _identity: bool = field(init=False, repr=False)
+    _grouped: bool = field(init=False, repr=False)
 
     def __post_init__(self):
         p = self.l1.shape[0]
@@ -87,17 +89,52 @@ class BlockPenalty:
         block_of_row[self.row_order] = np.repeat(np.arange(sizes.size), sizes)
         if self.row_order.size != p or np.any(block_of_row < 0) or np.any(sizes <= 0):
             raise ValueError("blocks must partition the rows of the coefficients into non-empty blocks")
-        object.__setattr__(self, "block_of_row", block_of_row)
-        object.__setattr__(self, "block_sizes", sizes)
         identity = sizes.size == p and bool(np.all(self.row_order == np.arange(p)))
-        object.__setattr__(self, "_identity", identity)
-        largest_l1 = self.block_max(self.l1.max(axis=1))
-        if np.any((self.group_weights > 0) & (-self.block_max(-self.l1.min(axis=1)) != largest_l1)):
+        self._set_structure(block_of_row, sizes, identity)
+        if np.any((self.group_weights > 0) & (-self.block_max(-self.l1.min(axis=1)) != self._largest_l1())):
             raise ValueError(
                 "a block with a group weight needs one L1 weight on all its entries (the sparse-group "
                 "lasso's alpha); give l1 a constant value over each such block"
             )
-        object.__setattr__(self, "penalized", (largest_l1 > 0) | (self.group_weights > 0))
+        self._set_weights()
+
+    def _set_structure(self, block_of_row, block_sizes, identity):
+        object.__setattr__(self, "block_of_row", block_of_row)
+        object.__setattr__(self, "block_sizes", block_sizes)
+        object.__setattr__(self, "_identity", identity)
+
+    def _largest_l1(self):
+        return self.block_max(self.l1.max(axis=1))
+
+    def _set_weights(self):
+        """Set what the weights decide: ``penalized``, ``free_rows``, whether a block has a group weight.
+
+        ``free_rows`` are the rows no term of the penalty touches (no L1, group or ridge weight):
+        unpenalized coefficients.
+        """
+        penalized = (self._largest_l1() > 0) | (self.group_weights > 0)
+        object.__setattr__(self, "penalized", penalized)
+        free = (
+            np.zeros(0, dtype=np.int64) if self.ridge > 0 else np.flatnonzero(~penalized[self.block_of_row])
+        )
+        object.__setattr__(self, "free_rows", free)
+        object.__setattr__(self, "_grouped", bool(np.any(self.group_weights > 0)))
+
+    def _reweighted(self, l1, group_weights, ridge, structure):
+        """A penalty of known-valid weights on a known partition ``structure`` (no checks, no recomputation).
+
+        ``structure`` is ``(row_order, block_starts, block_of_row, block_sizes, identity)``; the
+        weights must satisfy the class's conditions (those of a valid penalty, scaled or restricted).
+        """
+        row_order, block_starts, *derived = structure
+        out = object.__new__(BlockPenalty)
+        given = {"l1": l1, "row_order": row_order, "block_starts": block_starts}
+        given.update(group_weights=group_weights, ridge=ridge, positive=self.positive)
+        for name, value in given.items():
+            object.__setattr__(out, name, value)
+        out._set_structure(*derived)
+        out._set_weights()
+        return out
 
     @classmethod
     def separable(cls, l1, ridge=0.0, positive=False):
@@ -116,21 +153,8 @@ class BlockPenalty:
 
     def scaled(self, factor):
         """The same structure with every weight multiplied by ``factor`` (a new strength)."""
-        return BlockPenalty(
-            self.l1 * factor,
-            self.row_order,
-            self.block_starts,
-            self.group_weights * factor,
-            self.ridge * factor,
-            self.positive,
-        )
-
-    @property
-    def free_rows(self):
-        """Rows no term of the penalty touches (no L1, group or ridge weight): unpenalized coefficients."""
-        if self.ridge > 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(~self.penalized[self.block_of_row])
+        structure = (self.row_order, self.block_starts, self.block_of_row, self.block_sizes, self._identity)
+        return self._reweighted(self.l1 * factor, self.group_weights * factor, self.ridge * factor, structure)
 
     @property
     def shape(self):
@@ -185,14 +209,16 @@ class BlockPenalty:
         W = _as_matrix(W, self.shape)
         if self.positive and np.any(W < 0):
             return math.inf
-        total = float(np.sum(self.l1 * np.abs(W))) + float(self.group_weights @ self.block_norms(W))
-        return total + 0.5 * self.ridge * float(np.sum(W * W))
+        total = float((self.l1 * np.abs(W)).sum())
+        if self._grouped:
+            total += float(self.group_weights @ self.block_norms(W))
+        return total + 0.5 * self.ridge * float((W * W).sum())
 
     def shrink(self, Z, step):
         r""":math:`S_{s\beta}(S_{s\alpha}(Z))`, the prox of the non-ridge part (``step`` per block or one)."""
         row_step = step if np.isscalar(step) else self._per_row(step)[:, None]
         U = soft_threshold(Z, row_step * self.l1, self.positive)
-        if np.any(self.group_weights > 0):
+        if self._grouped:
             scale = group_soft_threshold_scale(self.block_norms(U), step * self.group_weights)
             U = U * self._per_row(scale)[:, None]
         return U
@@ -310,15 +336,11 @@ class BlockPenalty:
         rows = self._rows_of(block_ids)
         sizes = self.block_sizes[block_ids]
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        local = BlockPenalty(
-            self.l1[rows],
-            np.arange(rows.size),
-            starts,
-            self.group_weights[block_ids],
-            self.ridge,
-            self.positive,
-        )
-        return local, rows
+        local = np.arange(rows.size)
+        singletons = sizes.size == rows.size
+        block_of_row = local if singletons else np.repeat(np.arange(sizes.size), sizes)
+        structure = (local, starts, block_of_row, sizes, singletons)
+        return self._reweighted(self.l1[rows], self.group_weights[block_ids], self.ridge, structure), rows
 
 
 def _as_matrix(W, shape):
