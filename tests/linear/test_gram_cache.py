@@ -15,9 +15,9 @@ from normpen.linear.datafits import Quadratic
 from normpen.linear.problem import Problem
 
 
-def _row_sets(rng, p):
+def _row_sets(rng, p, start):
     """Working-set-like row sets: growing and shrinking sorted sets, repeats, one shuffled, one empty."""
-    rows = np.sort(rng.choice(p, 10, replace=False))
+    rows = np.sort(rng.choice(p, start, replace=False))
     sets = []
     for _ in range(25):
         grown = np.union1d(rows, rng.choice(p, rng.integers(0, 12), replace=False))
@@ -29,9 +29,10 @@ def _row_sets(rng, p):
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cached_gram_matches_direct(sparse, fit_intercept, dtype):
+@pytest.mark.parametrize(("p", "start"), [(60, 10), (400, 200)])  # rows gathered; rows copied in runs
+def test_cached_gram_matches_direct(sparse, fit_intercept, dtype, p, start):
     rng = np.random.default_rng(0)
-    n, p = 40, 60
+    n = 40
     X = rng.standard_normal((n, p)).astype(dtype)
     X = sp.csc_matrix(X * (rng.random((n, p)) < 0.3)) if sparse else np.asfortranarray(X)
     problem = Problem(X, rng.standard_normal(n), Quadratic(), rng.random(n), fit_intercept)
@@ -41,7 +42,7 @@ def test_cached_gram_matches_direct(sparse, fit_intercept, dtype):
         np.abs(problem.means()), np.abs(problem.means())
     )
     eps = np.finfo(dtype).eps
-    for rows in _row_sets(rng, p):
+    for rows in _row_sets(rng, p, start):
         cached = problem.weighted_gram(rows, a)
         direct = problem.weighted_gram(rows, a, cached=False)
         assert cached.shape == (rows.size, rows.size)
