@@ -477,3 +477,32 @@ def test_transformers_save_and_load_optimizer_distributed_resume_bit_identical(t
     train(*resumed, tokens[SAVED_AT:])
     _assert_equal_trees(_everything(*resumed), _everything(*straight))
     assert reg.rules[2].multiplier > 0 and reg.state_dict()["residuals"]
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["nested", "flattened"])
+def test_an_unwrapped_optimizers_checkpoint_loads_partially_and_keeps_the_regularizer(tmp_path, flatten):
+    # the wrapped optimizer's template has the regularizer's keys, the checkpoint does not: dcp.load
+    # refuses it as any missing key; allowed a partial load, the template keeps the regularizer's own
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    model = _model(0, torch.float64, 5)
+    adam = torch.optim.Adam(model.parameters(), lr=0.05)
+    for x, y in _batches(0, torch.float64, world=1)[:SAVED_AT]:
+        adam.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        adam.step()
+    dcp.save(_state_dicts(model, adam, flatten)["optimizer"], checkpoint_id=str(tmp_path))
+    resumed = _single_process(seed=7)
+    before = _everything(*resumed)["reg"]
+    with pytest.raises(CheckpointException, match="Missing key in checkpoint state_dict"):
+        dcp.load(_state_dicts(resumed[0], resumed[2], flatten)["optimizer"], checkpoint_id=str(tmp_path))
+    template = _state_dicts(resumed[0], resumed[2], flatten)["optimizer"]
+    dcp.load(template, checkpoint_id=str(tmp_path), planner=DefaultLoadPlanner(allow_partial_load=True))
+    set_optimizer_state_dict(resumed[0], resumed[2], template, options=_options(flatten))
+    _assert_equal_trees(_everything(*resumed)["reg"], before)
+    assert torch.equal(
+        resumed[2].state[resumed[0][0].weight]["exp_avg"], adam.state[model[0].weight]["exp_avg"]
+    )
