@@ -16,14 +16,15 @@ from normpen.linear.problem import Problem
 
 
 def _row_sets(rng, p, start):
-    """Working-set-like row sets: growing and shrinking sorted sets, repeats, one shuffled, one empty."""
+    """Working-set-like row sets: sorted sets growing and shrinking, repeats, shuffled, empty, small."""
     rows = np.sort(rng.choice(p, start, replace=False))
     sets = []
     for _ in range(25):
         grown = np.union1d(rows, rng.choice(p, rng.integers(0, 12), replace=False))
         rows = np.sort(rng.choice(grown, max(1, grown.size - rng.integers(0, 5)), replace=False))
         sets += [rows, rows.copy()] if rng.random() < 0.2 else [rows]
-    return [*sets, rng.permutation(rows), np.zeros(0, dtype=np.int64), rows]
+    small = np.union1d(rows[:2], rng.choice(p, 3, replace=False))  # a small set: the column store restarts
+    return [*sets, rng.permutation(rows), np.zeros(0, dtype=np.int64), rows, small, rows]
 
 
 @pytest.mark.parametrize("sparse", [False, True])
