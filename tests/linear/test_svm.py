@@ -196,7 +196,7 @@ def test_degenerate_dual_converges_instead_of_stalling(seed, n, log_c, offset, w
 
 
 @pytest.mark.parametrize(("n", "p"), [(300, 30), (40, 80), (30, 60)])
-def test_tol_below_the_float64_floor_stops_at_the_best_point_and_says_so(n, p):
+def test_tol_below_the_float64_floor_stops_at_the_best_point_and_says_so(monkeypatch, n, p):
     """benchmarks/svm_problem.py's reference solve (hinge with intercept, 5000 x 500, C = 1, tol=1e-12)
     raised LinAlgError: since the gap must reach tol * min(P0, P) (issue 15) the target, 3.4e-13, lay
     below what float64 certifies there (4e-13 to 7e-13, the rounding of the certificate at the exact
@@ -209,6 +209,10 @@ def test_tol_below_the_float64_floor_stops_at_the_best_point_and_says_so(n, p):
     """
     X, labels = make_classification(n, p, n_informative=p // 2, flip_y=0.05, random_state=0)
     y, lam = 2.0 * labels - 1.0, 1.0 / n  # C = 1
+    # the interior point's own floor, from its cold start: the coordinate-descent screening is turned
+    # off (handed its dual point, the interior point reached 4e-15 to 7e-15 of min(P0, P) on 300 x 30,
+    # so tol=1e-14 was met, and at tol=1e-15 wandered 24 to 52 iterations past it, by the budget)
+    monkeypatch.setattr(svm, "_SCREEN_FRACTION", 0.0)
     reachable = linear_svm(X, y, lam, tol=1e-12)
     assert reachable.converged
     with pytest.warns(ConvergenceWarning, match="reaches in float64") as record:
@@ -261,6 +265,113 @@ def test_unconverged_coordinate_descent_warns_with_the_gap(cancer, monkeypatch):
     with pytest.warns(ConvergenceWarning, match="coordinate-descent epochs with duality gap"):
         result = linear_svm(X, y, 1e-4, tol=1e-12, max_iter=3, random_state=0)
     assert not result.converged and result.dual_gap > 1e-12 * result.gap_scale
+
+
+def _sparse_classification(seed, n=1000, p=200, density=0.03):
+    """CSR data with 3% nonzero entries, labels from a random linear rule with 10% of them flipped."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, p, density=density, format="csr", random_state=rng)
+    y = np.where(np.asarray(X @ rng.normal(size=p)).ravel() > 0, 1.0, -1.0)
+    y[rng.random(n) < 0.1] *= -1
+    return X, y
+
+
+def _spy_on_the_routing(monkeypatch):
+    """Records the screening's final alpha and the point handed to the interior point."""
+    seen = {"screened": [], "handed": []}
+    run_dual_cd, warm_interior_point = svm._run_dual_cd, svm._warm_interior_point
+
+    def screening(cd, *args, **kwargs):
+        result = run_dual_cd(cd, *args, **kwargs)
+        seen["screened"].append(cd.alpha.copy())
+        return result
+
+    def handed(qp, alpha, *args):
+        seen["handed"].append(alpha.copy())
+        return warm_interior_point(qp, alpha, *args)
+
+    monkeypatch.setattr(svm, "_run_dual_cd", screening)
+    monkeypatch.setattr(svm, "_warm_interior_point", handed)
+    return seen
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_a_problem_the_screening_certifies_never_reaches_the_interior_point(monkeypatch, loss, fit_intercept):
+    """Sparse 1000 x 200 at C = 0.01: dual CD certifies tol=1e-8 in 3 to 150 epochs, far inside its
+    budget (a fifth of the interior point's estimated cost, about 1700 epochs here)."""
+    X, y = _sparse_classification(0)
+    lam = 1 / (len(y) * 0.01)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the interior point ran")
+
+    monkeypatch.setattr(svm, "_interior_point", refuse)
+    result = linear_svm(X, y, lam, loss=loss, fit_intercept=fit_intercept, tol=1e-8, random_state=0)
+    assert result.converged and result.dual_gap <= 1e-8 * min(result.gap_scale, result.objective)
+    assert result.n_iter == result.n_epochs >= 1  # n_iter counts the epochs of the method that certified
+    assert np.all(result.dual_coef >= 0)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_a_problem_the_screening_does_not_certify_is_handed_to_the_interior_point(monkeypatch, fit_intercept):
+    """Dense 400 x 40 at C = 100: dual CD is far from tol=1e-8 when its budget (29 epochs) runs out; the
+    interior point is handed its dual point, exactly, and certifies."""
+    X, labels = make_classification(400, 40, n_informative=20, flip_y=0.05, random_state=0)
+    y, lam = 2.0 * labels - 1.0, 1 / (400 * 100.0)
+    seen = _spy_on_the_routing(monkeypatch)
+    result = linear_svm(X, y, lam, fit_intercept=fit_intercept, tol=1e-8, random_state=0)
+    assert len(seen["screened"]) == len(seen["handed"]) == 1
+    np.testing.assert_array_equal(seen["handed"][0], seen["screened"][0])
+    assert result.converged and result.dual_gap <= 1e-8 * min(result.gap_scale, result.objective)
+    assert result.n_epochs >= 1 and result.n_iter >= 1  # both ran; n_iter counts the interior point's
+
+
+@pytest.mark.parametrize(
+    ("kind", "C", "loss", "fit_intercept"),
+    [
+        ("sparse", 0.01, "hinge", False),  # certified by the screening
+        ("sparse", 0.01, "squared_hinge", True),
+        ("dense", 100.0, "hinge", True),  # handed to the interior point
+        ("dense", 1.0, "squared_hinge", False),
+    ],
+)
+def test_the_routed_solution_agrees_with_the_interior_point_alone(monkeypatch, kind, C, loss, fit_intercept):
+    if kind == "sparse":
+        X, y = _sparse_classification(1)
+    else:
+        X, labels = make_classification(400, 40, n_informative=20, flip_y=0.05, random_state=1)
+        y = 2.0 * labels - 1.0
+    n, lam, eps = len(y), 1 / (len(y) * C), np.finfo(np.float64).eps
+    routed = linear_svm(X, y, lam, loss=loss, fit_intercept=fit_intercept, tol=1e-8, random_state=0)
+    monkeypatch.setattr(svm, "_SCREEN_FRACTION", 0.0)  # the interior point alone, from its cold start
+    alone = linear_svm(X, y, lam, loss=loss, fit_intercept=fit_intercept, tol=1e-8)
+    assert routed.converged and alone.converged and alone.n_epochs == 0
+    # each objective lies within its certified gap above P*, and each was summed over n terms (a
+    # rounding of n eps P): their difference is at most the two gaps plus those roundings
+    rounding = n * eps * max(routed.objective, alone.objective)
+    assert abs(routed.objective - alone.objective) <= routed.dual_gap + alone.dual_gap + 2 * rounding
+    # lam-strong convexity in w: lam/2 ||w - w*||^2 <= P(w) - P* <= gap (+ the rounding of the gap's P)
+    radius = np.sqrt(2 * (routed.dual_gap + rounding) / lam) + np.sqrt(2 * (alone.dual_gap + rounding) / lam)
+    assert np.linalg.norm(routed.coef - alone.coef) <= radius
+
+
+def test_the_screening_is_deterministic_without_a_random_state(cancer):
+    """The interior point's problems were deterministic before the screening and stay so: without a
+    random_state the screening draws its permutations from seed 0."""
+    X, y = cancer
+    for tol in (1e-1, 1e-8):  # certified by the screening, and by the interior point
+        first, second, seeded = (
+            linear_svm(X, y, 0.01, tol=tol, random_state=state) for state in (None, None, 0)
+        )
+        for other in (second, seeded):
+            np.testing.assert_array_equal(first.coef, other.coef)
+            np.testing.assert_array_equal(first.dual_coef, other.dual_coef)
+            assert (first.intercept, first.n_iter, first.n_epochs) == (
+                other.intercept,
+                other.n_iter,
+                other.n_epochs,
+            )
 
 
 @pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
@@ -368,7 +479,9 @@ def test_gap_stopping_respects_tol_and_warm_start_is_cheap(cancer):
     assert loose.dual_gap <= 1e-1 * min(p0, loose.objective)
     assert tight.dual_gap <= 1e-8 * min(p0, tight.objective)
     assert tight.gap_scale == pytest.approx(p0) and tight.converged
-    assert loose.n_iter < tight.n_iter
+    # the loose tol is certified by linear_svm's coordinate-descent screening (n_iter then counts its
+    # epochs), sooner than the tight one's screening spends its budget and hands over to the interior point
+    assert loose.n_iter == loose.n_epochs < tight.n_epochs
     warm = linear_svm(X, y, 0.01, tol=1e-8, random_state=0, dual_init=tight.dual_coef)
     assert warm.n_iter == 0  # the warm start is already certified
     assert warm.objective == pytest.approx(tight.objective, rel=1e-12)  # the same point: rounding of P

@@ -1,4 +1,4 @@
-r"""Linear SVMs: the soft margin by an interior point (or dual coordinate descent), the hard margin exactly.
+r"""Linear SVMs: the soft margin by dual coordinate descent and an interior point, the hard margin exactly.
 
 Soft margin (:func:`linear_svm`), in normpen's convention (datafits averaged
 over samples, L2 as :math:`\tfrac\lambda2\|w\|^2`), with labels
@@ -27,9 +27,10 @@ The unpenalized intercept is the multiplier of the equality; it is what makes
 the hinge SVM hard for coordinate methods (a single coordinate step cannot keep
 :math:`y^\top\alpha = 0`: liblinear penalizes :math:`b` instead, libsvm updates pairs).
 
-**Interior point** (the default, when the smaller side of the data, samples of
-positive weight or features, is at most ``_DIRECT_LIMIT`` and an iteration costs
-at most ``_FLOP_LIMIT`` flops). Mehrotra's
+**Interior point** (when the smaller side of the data, samples of positive
+weight or features, is at most ``_DIRECT_LIMIT`` and an iteration costs at most
+``_FLOP_LIMIT`` flops, after coordinate descent under a budget: "Routing"
+below). Mehrotra's
 predictor-corrector on this QP, the linear-SVM method of Ferris and Munson
 (SIAM J. Optim. 2002): each iteration solves the Newton system
 :math:`(ZZ^\top + M)\Delta\alpha + y\,\Delta b = r`, :math:`y^\top\Delta\alpha = -y^\top\alpha`
@@ -67,7 +68,26 @@ giving the accuracy reached. On the 5000 x 500 problem the wandering takes 65
 iterations after the best point (85 in all, against 17 to it); where the
 factorization keeps succeeding it can last until ``max_iter``.
 
-**Dual coordinate descent** (larger problems): the algorithm of Hsieh, Chang,
+**Routing.** A problem whose interior-point iteration fits goes first to dual
+coordinate descent under a work budget, ``_SCREEN_FRACTION`` (0.15) of the
+interior point's estimated cost (:func:`_interior_point_ns`, a cost model in
+nanoseconds whose constants were measured; coordinate descent counts its own
+work in the same units, so the budget is a count, not a clock, and the iterates
+depend on ``random_state`` alone). If it certifies the gap within the budget
+that is the answer; otherwise its dual point is handed to the interior point,
+which certifies it at once when it can and otherwise starts halfway between it
+and the box's centre. Measured on 32 problems (dense and sparse, hinge and
+squared hinge, :math:`C` from 0.01 to 1000, with and without intercept), the
+work coordinate descent needed was either under 0.11 of the estimate (sparse
+problems at small or moderate :math:`C`: 3 to 80 times faster than the
+interior point) or above 0.4 (mostly above 1: dense designs, large :math:`C`),
+so 0.15 takes every case of the first kind with a margin of 35% while a
+problem of the second kind pays about 15% of an interior-point solve (more
+where the estimate exceeds the measured time; ``docs/linear.md``). Larger
+problems, whose interior-point iteration does not fit, go to dual coordinate
+descent alone.
+
+**Dual coordinate descent** (screening, and larger problems): the algorithm of Hsieh, Chang,
 Lin, Keerthi and Sundararajan (ICML 2008), liblinear's, with :math:`w`
 kept up to date so a coordinate step costs one sparse row (the epoch is compiled,
 :mod:`normpen.linear.solvers._dual_sweeps`), a fresh random
@@ -132,9 +152,10 @@ the residuals are returned as a certificate.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
-from functools import partial
+from functools import cached_property, partial
 from typing import NamedTuple
 
 import numpy as np
@@ -168,6 +189,16 @@ _CROSSOVER_LIMIT = 3000  # largest number of free variables the crossover solves
 _RETRY_GAIN = 100.0  # the crossover retries a guess once the gap has fallen this many times
 _DIRECT_LIMIT = 3000  # largest smaller side (samples or features) the interior point factorizes
 _FLOP_LIMIT = 2e10  # largest work per interior-point iteration; coordinate descent beyond
+_SCREEN_FRACTION = 0.15  # dual CD runs first for this fraction of the interior point's estimated cost
+# the cost model of that budget, in nanoseconds of one core (_interior_point_ns, _DualCoordinateDescent)
+_IP_ITERATIONS, _CROSSOVER_ATTEMPTS = 12, 4  # typical counts of an interior-point solve
+_NS_IP_STEP, _NS_IP_ROW = 250e3, 300.0  # an interior-point iteration's fixed cost and cost per sample
+_NS_FLOP = 0.025  # a dense BLAS-3 or LAPACK flop of its factorizations
+_NS_PAIR, _NS_OUTPUT = 2.5, 20.0  # a sparse product's (csr_matmat) per product of nonzeros, per output
+_NS_LSTSQ = 0.08  # per m^3 of the crossover's least squares over m free samples (gelsy)
+_NS_ENTRY = {False: 0.7, True: 1.0}  # a nonzero that a coordinate step reads twice, dense or sparse X
+_NS_ROW = 25.0  # a coordinate step's own cost (its permutation entry, the bound tests)
+_NS_EPOCH = 10e3  # an epoch's fixed cost
 _EPS = float(np.finfo(np.float64).eps)
 
 
@@ -247,8 +278,13 @@ class _DualQP:
         unbounded_scale = 1.0 / (mean_sq_norm + self.extra_diag)
         self.alpha_scale = np.where(np.isfinite(self.upper), self.upper, unbounded_scale)
         self.gap_scale = gap_scale
+
+    @cached_property
+    def gram(self):
+        r""":math:`ZZ^\top` when the :math:`n` side is the smaller (it is factorized), else None; formed
+        on first use, so that a solve certified before the first iteration never pays for it."""
         n, p = self.Z.shape
-        self.gram = _dense(self.Z @ self.Z.T) if n <= p else None  # factorize the n-side when it is smaller
+        return _dense(self.Z @ self.Z.T) if n <= p else None
 
     def weights(self, alpha):
         r""":math:`w = Z^\top\alpha = \sum_i \alpha_i y_i x_i`."""
@@ -584,6 +620,57 @@ def _interior_point_fits(X, n_weighted):
     return side <= _DIRECT_LIMIT and work + side**3 / 3 <= _FLOP_LIMIT
 
 
+def _interior_point_ns(X, weighted):
+    r"""The interior point's estimated cost on the samples ``weighted``, in nanoseconds of one core.
+
+    The screening budget of :func:`linear_svm` is a fraction of it. The model,
+    with constants measured on the benchmarks' machine (one BLAS thread, 2026;
+    only its ratio to :meth:`_DualCoordinateDescent.epoch_ns`, measured on the
+    same machine, matters):
+
+    - ``_IP_ITERATIONS`` iterations, each a fixed ``_NS_IP_STEP`` (about a
+      hundred numpy calls), ``_NS_IP_ROW`` per sample (vector operations, the
+      certificate's sort), and forming and factorizing the smaller side:
+      :math:`n_w p^2 + p^3/3` dense flops at ``_NS_FLOP`` each on the Woodbury
+      side of a dense design; on a sparse one :math:`p^3/3` flops, and the sparse
+      product :math:`Z^\top M^{-1}Z`: ``_NS_PAIR`` per product of two nonzeros of a
+      row (:math:`\sum_i \mathrm{nnz}(x_i)^2`) and ``_NS_OUTPUT`` per entry of the
+      (nearly dense) result; on the :math:`n` side :math:`n_w^3/3` flops and two
+      products with :math:`Z`, its Gram matrix formed once (:math:`n_w^2 p` flops
+      dense, the same sparse product costs over columns sparse);
+    - ``_CROSSOVER_ATTEMPTS`` crossovers, a least-squares solve (LAPACK
+      ``gelsy``, ``_NS_LSTSQ`` per :math:`m^3`) over :math:`m` free samples, taken
+      as :math:`\min(n_w, p + 1, \text{_CROSSOVER_LIMIT})`: the samples on the
+      margin of a hinge solution whose dual is unique.
+
+    The number of iterations (7 to 18 measured at ``tol=1e-6``) and of crossovers
+    (4 to 7) is not known in advance, nor the size of a squared hinge's free set,
+    so the estimate is within a factor of about two of the measured time
+    (``docs/linear.md``, "Linear SVMs").
+    """
+    n, p = int(np.count_nonzero(weighted)), X.shape[1]
+    side = min(n, p)
+    flops, sparse_step, once = side**3 / 3, 0.0, 0.0
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if side == p:  # Z^T M^-1 Z by a sparse product every iteration
+            row_nnz = np.diff(X.indptr)[weighted].astype(np.float64)
+            sparse_step = _NS_PAIR * float(row_nnz @ row_nnz) + _NS_OUTPUT * p * p
+        else:  # Z Z^T once, then two products with Z an iteration
+            Xw = X[weighted]
+            col_nnz = np.bincount(Xw.indices, minlength=p).astype(np.float64)
+            once = _NS_PAIR * float(col_nnz @ col_nnz) + _NS_OUTPUT * n * n
+            flops += 4.0 * Xw.nnz
+    elif side == p:
+        flops += float(n) * p * p
+    else:
+        once = _NS_FLOP * float(n) * n * p
+        flops += 4.0 * n * p
+    step = _NS_IP_STEP + _NS_IP_ROW * n + _NS_FLOP * flops + sparse_step
+    free = min(n, p + 1, _CROSSOVER_LIMIT)
+    return once + _IP_ITERATIONS * step + _CROSSOVER_ATTEMPTS * _NS_LSTSQ * float(free) ** 3
+
+
 def _objective_at_zero(datafit, y, a, fit_intercept):
     """:math:`P(0, b_0)`: the loss with the best constant intercept (with :math:`b = 0` without one)."""
     zero = np.zeros_like(y)
@@ -605,7 +692,7 @@ def linear_svm(
     random_state=None,
     dual_init=None,
 ):
-    r"""Soft-margin linear SVM: interior point with crossover, or dual coordinate descent when large.
+    r"""Soft-margin linear SVM: dual coordinate descent, then an interior point with crossover if needed.
 
     Minimises :math:`\frac\lambda2\|w\|^2 + \sum_i a_i\varphi(y_i(x_i^\top w + b))`; this
     is scikit-learn's ``LinearSVC(C=1/(n*lam))`` objective divided by :math:`nC`,
@@ -613,8 +700,10 @@ def linear_svm(
     for the hinge). Problems whose interior-point iteration fits
     (:func:`_interior_point_fits`: the smaller side, samples of positive weight or
     features, at most ``_DIRECT_LIMIT``, and at most ``_FLOP_LIMIT`` flops) go to
-    the interior-point method, the others to dual coordinate descent (see the
-    module docstring).
+    dual coordinate descent under a budget of 15% of the interior point's
+    estimated cost, then, if it has not certified the gap, to the interior point
+    from its dual point; the others to dual coordinate descent alone (see the
+    module docstring, "Routing").
 
     Parameters
     ----------
@@ -637,22 +726,28 @@ def linear_svm(
         :math:`1 + \text{tol}` of the optimum
         (:func:`~normpen.linear.problem.relative_stop`).
     max_iter : int
-        Maximum number of interior-point iterations (coordinate descent: epochs).
+        Maximum number of interior-point iterations where the interior point
+        fits; the coordinate descent that runs before it is bounded by its work
+        budget instead (so ``n_iter``, its epochs when it certifies, may exceed
+        ``max_iter``). On larger problems, the number of coordinate-descent epochs.
     shrinking : bool
         Coordinate descent only: shrink variables stuck at a bound (Hsieh et al., Algorithm 3).
     random_state : int, numpy Generator or None
-        Coordinate descent only: seeds the coordinate permutations.
+        Coordinate descent only: seeds the coordinate permutations. Where the
+        interior point fits, None means seed 0, so those solves stay deterministic.
     dual_init : array-like of shape (n,), optional
         Warm start :math:`\alpha`, clipped to the box :math:`[0, U_i]`: along a
-        path, the previous solution's ``dual_coef``. Coordinate descent starts
-        there; the interior point returns it at once if its certified gap is small
-        enough, and otherwise starts halfway between it and the box's centre.
+        path, the previous solution's ``dual_coef``. If its certified gap is small
+        enough it is returned at once (``n_iter`` 0); otherwise coordinate descent
+        starts there.
 
     Returns
     -------
     Solution
         ``coef``, ``intercept``, ``objective``, ``dual_gap``, ``gap_scale`` (:math:`P_0`),
-        ``n_iter``, ``converged``, and ``dual_coef`` (:math:`\alpha`, with
+        ``n_iter`` (the interior point's iterations if it ran, else the
+        coordinate-descent epochs), ``n_epochs`` (the coordinate-descent epochs,
+        0 if none ran), ``converged``, and ``dual_coef`` (:math:`\alpha`, with
         :math:`0 \le \alpha_i \le C_i = a_i/\lambda` for the hinge and
         :math:`w = \sum_i \alpha_i y_i x_i`) with ``support``, the samples of
         :math:`\alpha_i > 0`.
@@ -701,26 +796,30 @@ def solve(
             raise ValueError(f"dual_init must be a finite vector of shape ({X.shape[0]},), one per sample")
     gap_scale = _objective_at_zero(_DATAFITS[loss], y, a, problem.fit_intercept)
     stop = partial(relative_stop, tol, gap_scale)
-    if _interior_point_fits(X, int(np.count_nonzero(a))):
-        qp = _DualQP(X, y, a, lam, loss, problem.fit_intercept, gap_scale)
+    weighted = a > 0
+    args = (X, y, a, lam, loss, problem.fit_intercept)
+    floor, method = None, "coordinate-descent epochs"
+    if _interior_point_fits(X, int(np.count_nonzero(weighted))):
+        qp = _DualQP(*args, gap_scale)
         warm = None if dual_init is None else qp.certificate(dual_init[qp.weighted])
-        floor = None
-        if warm is not None and warm.gap <= stop(warm.objective):
-            certified, n_iter = warm, 0
-        else:
-            certified, n_iter, floor = _interior_point(qp, _starting_point(qp, dual_init), stop, max_iter)
-        gap, w, b, alpha = certified.gap, certified.w, certified.b, certified.alpha
-        method = "interior-point iterations"
+        certified, n_iter, n_epochs, handed = warm, 0, 0, dual_init
+        if warm is None or warm.gap > stop(warm.objective):
+            certified = None
+            if _SCREEN_FRACTION > 0:  # dual CD first, under a budget; its dual point is handed over
+                cd = _DualCoordinateDescent(*args, dual_init)
+                rng = np.random.default_rng(0 if random_state is None else random_state)
+                budget_ns = _SCREEN_FRACTION * _interior_point_ns(X, weighted)
+                dual, n_epochs, done = _run_dual_cd(cd, stop, math.inf, shrinking, rng, budget_ns)
+                certified = _coordinate_descent_point(cd, dual) if done else None
+                n_iter, handed = n_epochs, cd.alpha
+        if certified is None:
+            certified, n_iter, floor = _warm_interior_point(qp, handed, stop, max_iter)
+            method = "interior-point iterations"
     else:
-        floor = None
-        cd = _DualCoordinateDescent(X, y, a, lam, loss, problem.fit_intercept, dual_init)
-        dual, n_iter = _run_dual_cd(cd, stop, max_iter, shrinking, np.random.default_rng(random_state))
-        w, alpha = cd.coef, cd.alpha
-        # the best intercept for w (the midpoint of an optimal interval) can only lower P, and the gap
-        z = np.asarray(cd.X @ w).ravel()
-        b = _best_intercept(cd.datafit, cd.y, z, a) if problem.fit_intercept else 0.0
-        gap = cd.primal(w, b) - dual
-        method = "coordinate-descent epochs"
+        cd = _DualCoordinateDescent(*args, dual_init)
+        dual, n_iter, _ = _run_dual_cd(cd, stop, max_iter, shrinking, np.random.default_rng(random_state))
+        certified, n_epochs = _coordinate_descent_point(cd, dual), n_iter
+    gap, w, b, alpha = certified.gap, certified.w, certified.b, certified.alpha
     z = np.asarray(X @ w).ravel() + b
     objective = 0.5 * lam * float(w @ w) + float(_DATAFITS[loss].value(y, z, a))
     gap = max(gap, 0.0)  # a gap is >= 0 but for rounding
@@ -748,9 +847,41 @@ def solve(
         gap_scale=gap_scale,
         n_iter=n_iter,
         converged=gap <= target,
+        n_epochs=n_epochs,
         dual_coef=alpha,
         support=np.flatnonzero(alpha > 0),
     )
+
+
+def _coordinate_descent_point(cd, dual):
+    r""":class:`_Certified` at the coordinate descent's running :math:`w` with its best intercept.
+
+    The best intercept for :math:`w` (the midpoint of an optimal interval) can only
+    lower :math:`P`, and the gap :math:`P - D` with it; ``dual`` is :math:`D` at the
+    final :math:`\alpha` (:func:`_run_dual_cd`).
+    """
+    w = cd.coef
+    z = np.asarray(cd.X @ w).ravel()
+    b = _best_intercept(cd.datafit, cd.y, z, cd.a) if cd.rho else 0.0
+    objective = cd.primal(w, b)
+    return _Certified(objective - dual, objective, w, b, cd.alpha)
+
+
+def _warm_interior_point(qp, alpha, stop, max_iter):
+    r"""The interior point handed the dual point ``alpha`` (or None): ``(certified, n_iter, floor)``.
+
+    ``alpha`` made feasible is certified first and returned at once (0 iterations)
+    when that meets ``stop``; otherwise the iterations start halfway between it and
+    the box's centre (:func:`_starting_point`; at the centre without ``alpha``), and
+    the better certified of the two ends is returned (the interior point's best
+    iterate can be worse than a good handed-over point when it stops at the
+    float64 floor or at ``max_iter``).
+    """
+    handed = None if alpha is None else qp.certificate(alpha[qp.weighted])
+    if handed is not None and handed.gap <= stop(handed.objective):
+        return handed, 0, None
+    certified, n_iter, floor = _interior_point(qp, _starting_point(qp, alpha), stop, max_iter)
+    return min(filter(None, (certified, handed)), key=lambda c: c.gap), n_iter, floor
 
 
 def _float64_design(X):
@@ -807,6 +938,12 @@ class _DualCoordinateDescent:
             self._epoch = partial(epoch_sparse, self.X.data, self.X.indices, self.X.indptr)
         else:
             self._epoch = partial(epoch_dense, self.X)
+        # the cost model of the screening budget (_interior_point_ns): a step reads its row twice,
+        # a gap check X twice (X w for the primal, X^T alpha for the dual)
+        sparse = sp.issparse(self.X)
+        row_nnz = np.diff(self.X.indptr) if sparse else np.full(len(a), self.X.shape[1])
+        self.step_ns = _NS_ENTRY[sparse] * row_nnz + _NS_ROW
+        self.check_ns = 2 * _NS_ENTRY[sparse] * float(row_nnz.sum()) + _NS_EPOCH
         # beta_k, the multiplier of y^T alpha = 0, set so that the running intercept starts
         # at the best one for the initial w (the best constant for a cold start)
         self.center = 0.0
@@ -874,36 +1011,43 @@ class _DualCoordinateDescent:
         return float(self.datafit.dual(self.y, u, self.a)) - 0.5 * self.lam * float(w @ w)
 
 
-def _run_dual_cd(cd, stop, max_iter, shrinking, rng, check_every=10):
-    """Epochs with shrinking until the duality gap is at most ``stop(P)``; returns ``(D, epochs)``.
+def _run_dual_cd(cd, stop, max_iter, shrinking, rng, budget_ns=math.inf, check_every=10):
+    """Epochs with shrinking until the duality gap is at most ``stop(P)``; returns ``(D, epochs, certified)``.
 
     ``D`` is the dual objective at the last check (the final :math:`\alpha`'s).
 
     The gap is computed when the active problem is solved to the current
     projected-gradient tolerance (which then tightens tenfold, after a
-    multiplier step for the intercept) and every ``check_every`` epochs.
+    multiplier step for the intercept) and every ``check_every`` epochs. The
+    run ends uncertified after ``max_iter`` epochs or once the estimated cost of
+    its work (``cd.step_ns`` per coordinate step, ``_NS_EPOCH`` per epoch,
+    ``cd.check_ns`` per gap check) exceeds ``budget_ns``: a count of the work done, not a
+    clock, so that the iterates depend on ``rng`` alone.
     """
     everyone = np.flatnonzero(cd.a > 0)
     active, above, below = everyone, math.inf, -math.inf
-    pg_tol = 0.1
-    for n_iter in range(1, max_iter + 1):
+    pg_tol, spent = 0.1, 0.0
+    for n_iter in itertools.count(1):
         pg_max, pg_min, kept = cd.epoch(rng.permutation(active), above, below)
+        spent += float(cd.step_ns[active].sum()) + _NS_EPOCH
         solved = pg_max - pg_min <= pg_tol
-        if solved and len(kept) < len(everyone):
+        if solved and len(kept) < len(everyone):  # the shrunk problem is solved: check everyone again
             active, above, below = everyone, math.inf, -math.inf
-            continue
-        if solved or n_iter % check_every == 0:
-            primal, dual = cd.primal(cd.coef, cd.intercept), cd.dual_objective()
-            if primal - dual <= stop(primal):
-                return dual, n_iter
-        if solved:
-            if cd.rho:
-                cd.update_multiplier()
-            pg_tol = max(pg_tol / 10, 1e-14)
-        active = kept if shrinking else everyone
-        above = pg_max if (shrinking and pg_max > 0) else math.inf
-        below = pg_min if (shrinking and pg_min < 0) else -math.inf
-    return cd.dual_objective(), max_iter
+        else:
+            if solved or n_iter % check_every == 0:
+                spent += cd.check_ns
+                primal, dual = cd.primal(cd.coef, cd.intercept), cd.dual_objective()
+                if primal - dual <= stop(primal):
+                    return dual, n_iter, True
+            if solved:
+                if cd.rho:
+                    cd.update_multiplier()
+                pg_tol = max(pg_tol / 10, 1e-14)
+            active = kept if shrinking else everyone
+            above = pg_max if (shrinking and pg_max > 0) else math.inf
+            below = pg_min if (shrinking and pg_min < 0) else -math.inf
+        if spent > budget_ns or n_iter == max_iter:
+            return cd.dual_objective(), n_iter, False
 
 
 def hard_margin_svm(X, y, *, fit_intercept=True, max_iter=None):
