@@ -21,7 +21,7 @@ import pytest
 
 from normpen._array import soft_threshold
 from normpen.linear.blocks import BlockPenalty
-from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_rows
+from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_residual, epoch_rows
 
 EPS = np.finfo(np.float64).eps
 
@@ -268,3 +268,66 @@ def test_a_row_epoch_of_a_coupled_model_is_the_documented_update(seed, sparse, g
     R_terms = np.abs(np.einsum("icd,id->ci", np.abs(H), np.abs(X) @ (np.abs(got - W) + np.abs(B - W))))
     R_tol = k * np.abs(X).max() * H_norm * tol + 2 * (k + m + 1) * u * R_terms.max()
     np.testing.assert_allclose(R, want_R, rtol=0, atol=R_tol)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("centred", [False, True])
+def test_a_residual_epoch_makes_the_moves_of_the_formed_model(seed, sparse, centred):
+    """epoch_residual on (X, HX, q) against epoch_coordinates on the formed Q = X^T H X - q q^T / sum h.
+
+    Tolerance: the same real numbers in another order. Each gradient is a sum of at most n + k + 1
+    products whose magnitudes add up to S (g0, |X|^T H |X| |b - w0| and the centring term), so each side
+    is within (n + k + 1) u S of it; a move is 1-Lipschitz in grad / Q_jj, and an earlier coordinate's
+    error reaches a later gradient through |Q_ij|: a factor (1 + max_i ||Q_i||_1 / min_j Q_jj) per
+    coordinate, as in the module docstring.
+    """
+    import scipy.sparse as sp
+
+    from normpen.linear.solvers.cd import _ColumnReader
+
+    rng = np.random.default_rng(seed)
+    n, k = 40, 8
+    X = rng.standard_normal((n, k))
+    if sparse:
+        X[rng.random(X.shape) < 0.6] = 0.0
+        X[0] = 1.0  # no empty column
+    h = rng.uniform(0.1, 1.0, n)
+    q = X.T @ h if centred else np.zeros(0)
+    hsum = float(h.sum())
+    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    w0, b = rng.standard_normal(k), rng.standard_normal(k)
+    g0 = rng.standard_normal(k)
+    inv_l = 1.0 / np.diag(Q)
+    alpha = np.full(k, 0.2)
+    constants = (alpha * inv_l, inv_l, 1.0 / (1.0 + 0.1 * inv_l))
+
+    formed_b, formed_grad = b.copy(), g0 + Q @ (b - w0)
+    epoch_coordinates(np.ascontiguousarray(Q), formed_grad, formed_b, *constants, False)
+
+    design = sp.csc_matrix(X) if sparse else np.asfortranarray(X)
+    weighted = sp.csc_matrix(X * h[:, None]) if sparse else np.asfortranarray(X * h[:, None])
+    columns, weighted_columns = _ColumnReader(design), _ColumnReader(weighted)
+    residual_b, v = b.copy(), (X * h[:, None]) @ (b - w0)
+    centre = float(q @ (b - w0)) if centred else 0.0
+    moves, centre = epoch_residual(
+        columns.rows, weighted_columns.rows, columns.indptr, columns.indices, g0, residual_b, v, q,
+        centre, hsum, *constants, False,
+    )  # fmt: skip
+
+    u = EPS / 2
+    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
+    S = np.abs(g0).max() + (absQ @ (np.abs(b - w0) + np.abs(formed_b - w0))).max()
+    growth = (1.0 + absQ.sum(axis=1).max() / np.diag(Q).min()) ** k
+    tol = 2 * (n + k + 1) * u * S * growth / np.diag(Q).min() + 8 * u * np.abs(formed_b).max()
+    np.testing.assert_allclose(residual_b, formed_b, rtol=0, atol=tol)
+    assert moves == np.count_nonzero(formed_b != b)
+    # the residual and the centre followed the moves: each entry is k moves' terms, off by the iterate's
+    # error (tol) times the column entries, plus each side's rounding of its k + 1 terms
+    HX = np.abs(X) * h[:, None]
+    moved = np.abs(residual_b - w0) + np.abs(b - w0)
+    v_tol = k * HX.max() * tol + 2 * (k + 1) * u * (HX @ moved).max()
+    np.testing.assert_allclose(v, (X * h[:, None]) @ (residual_b - w0), rtol=0, atol=v_tol)
+    if centred:
+        centre_tol = np.abs(q).sum() * tol + 2 * (k + 1) * u * (np.abs(q) @ moved)
+        assert centre == pytest.approx(float(q @ (residual_b - w0)), rel=0, abs=centre_tol)

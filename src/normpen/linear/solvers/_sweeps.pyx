@@ -248,3 +248,69 @@ def epoch_rows(
                         i = indices[start + t]
                         R[c, i] += x[t] * (D[c, i] * s[c]) - V[c, i] * sv[t]
     return moves
+
+
+def epoch_residual(
+    const double[:, ::1] columns,
+    const double[:, ::1] weighted,
+    const Py_ssize_t[::1] indptr,
+    const Py_ssize_t[::1] indices,
+    const double[::1] g0,
+    double[::1] b,
+    double[::1] v,
+    const double[::1] q,
+    double centre,
+    double hsum,
+    const double[::1] thresh,
+    const double[::1] inv_l,
+    const double[::1] shrink,
+    bint positive,
+):
+    r"""The pass of :func:`epoch_coordinates` on :math:`Q = X^\top HX - qq^\top/\textstyle\sum h`, not formed.
+
+    Kept instead: the weighted residual :math:`v = HX(b - w_0)` and
+    :math:`c = q^\top(b - w_0)` (``centre``), from which coordinate :math:`j`'s model
+    gradient is :math:`g_{0,j} + x_j^\top v - q_jc/\sum h` (one pass over its
+    column's nonzeros); its move :math:`\delta` (the same exact minimisation)
+    then adds :math:`\delta\,(Hx_j)` to :math:`v` and :math:`q_j\delta` to :math:`c`
+    (a second pass): the iterates of :func:`epoch_coordinates` on the formed
+    :math:`Q`, at two passes over a column's nonzeros per coordinate instead of
+    a row of :math:`Q`. ``q`` is empty without an intercept (no centring).
+
+    The columns of :math:`X` and of :math:`HX` are ``columns`` and ``weighted``
+    (``(k, n)``, dense) when ``indptr`` is empty, else CSC data as one row each
+    with their shared ``indptr``/``indices``. ``b`` and ``v`` are updated in place;
+    returns the number of moves and the new ``centre``.
+    """
+    cdef Py_ssize_t k = b.shape[0], n = v.shape[0], j, t, start, nnz, moves = 0
+    cdef bint dense = indptr.shape[0] == 0, centred = q.shape[0] > 0
+    cdef double grad, old, new, delta
+    cdef const double *x
+    cdef const double *hx
+    with nogil:
+        for j in range(k):
+            if dense:
+                start, nnz, x, hx = 0, n, &columns[j, 0], &weighted[j, 0]
+            else:
+                start, nnz = indptr[j], indptr[j + 1] - indptr[j]
+                x, hx = &columns[0, start], &weighted[0, start]
+            grad = g0[j]
+            for t in range(nnz):
+                grad = grad + x[t] * v[t if dense else indices[start + t]]
+            if centred:
+                grad = grad - q[j] * (centre / hsum)
+            old = b[j]
+            new = _soft(old - grad * inv_l[j], thresh[j], positive) * shrink[j]
+            if new != old:
+                delta = new - old
+                if dense:
+                    for t in range(nnz):
+                        v[t] += delta * hx[t]
+                else:
+                    for t in range(nnz):
+                        v[indices[start + t]] += delta * hx[t]
+                if centred:
+                    centre += q[j] * delta
+                b[j] = new
+                moves += 1
+    return moves, centre

@@ -81,7 +81,7 @@ from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
-from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_rows
+from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_residual, epoch_rows
 
 __all__ = ["coordinate_descent", "solve"]
 
@@ -110,10 +110,6 @@ _REFRESH_EPOCHS = 10
 _ROW_CHUNK = 256
 #: Working sets at least this wide (in coordinates) stream a float32 copy of ``Q`` in block updates.
 _SINGLE_PRECISION_WIDTH = 1024
-#: Coordinates per chunk of a sweep over an implicit model (:class:`_ResidualSweep`), each chunk with its
-#: own formed Gram matrix: 128 keeps the chunks' Python and scipy overhead near a tenth of an epoch over
-#: a sparse working set of 200 nonzeros a column, and their axpys short.
-_CHUNK = 128
 
 
 def coordinate_descent(
@@ -416,19 +412,19 @@ def _implicit_is_cheaper(X_ws):
     The cost model, in multiply-adds per epoch, for :math:`k` coordinates of which about half
     move (the working set is about twice the support, :func:`_working_set`): with :math:`Q`
     formed (:class:`_CoordinateSweep`) each move is an axpy with a row of :math:`Q`, :math:`k^2/2`;
-    left implicit (:class:`_ResidualSweep`) an epoch passes three times over the working set's
-    nonzeros and each move is an axpy with a row of its chunk's Gram matrix,
-    :math:`3\,\mathrm{nnz}(X_{ws}) + k\,c/2` (:math:`c` = :data:`_CHUNK`). Forming :math:`Q`
-    (about :math:`\sum_i r_i^2` for :math:`r_i` nonzeros in row :math:`i` of a sparse
-    :math:`X_{ws}`, :math:`nk^2` for a dense one, partly cached along a path) and its
-    :math:`k^2` entries of memory only add to the first side. On issue 15's workload (e), a
-    sparse design with 200 nonzeros a column, the sides cross at :math:`k \approx 1{,}300`; a
-    dense design goes implicit only when :math:`k > 6n + c`, working sets much wider than the
-    number of samples.
+    left implicit (:class:`_ResidualSweep`) each coordinate's gradient is a pass over its
+    column's nonzeros, each move a second, and the epoch's closing gradient a third,
+    :math:`2.5\,\mathrm{nnz}(X_{ws})`, counted twice for the indexed (scattered) reads and
+    writes of the residual: :math:`5\,\mathrm{nnz}(X_{ws})`. Forming :math:`Q` (about
+    :math:`\sum_i r_i^2` for :math:`r_i` nonzeros in row :math:`i` of a sparse :math:`X_{ws}`,
+    :math:`nk^2` for a dense one, partly cached along a path) and its :math:`k^2` entries of
+    memory only add to the first side. On issue 15's workload (e), a sparse design with 200
+    nonzeros a column, the sides cross at :math:`k \approx 2{,}000`; a dense design goes
+    implicit only when :math:`k > 10n`, working sets much wider than the number of samples.
     """
     k = X_ws.shape[1]
     nnz = X_ws.nnz if sp.issparse(X_ws) else X_ws.size
-    return 6 * nnz + _CHUNK * k < k * k
+    return 10 * nnz < k * k
 
 
 class _LeastSquaresGap:
@@ -1244,27 +1240,23 @@ class _CoordinateSweep(_Sweep):
 class _ResidualSweep(_CoordinateSweep):
     r"""The iterates of :class:`_CoordinateSweep` on an implicit ``Q`` (:class:`_ImplicitGram`).
 
-    The working set is cut into chunks :math:`C` of :data:`_CHUNK` consecutive
-    coordinates, each with its own formed Gram matrix :math:`Q_{CC}`. The sweep keeps
-    the weighted residual :math:`v = HX(B - W_0)` and :math:`s = q^\top(B - W_0)`, from
-    which a chunk's model gradient is :math:`g_{0,C} + X_C^\top v - q_Cs/\sum h` (one
-    pass over the chunk's nonzeros); the chunk is swept by
-    the compiled ``epoch_coordinates`` on :math:`Q_{CC}`, exactly as the rows of :math:`Q` would
-    sweep it, and its step :math:`\delta` moves :math:`v` by :math:`HX_C\delta` (a
-    second pass). After the last chunk the whole gradient is recomputed from :math:`v`
-    (a third), and at every :meth:`rebase` :math:`v` itself from :math:`B`, so rounding
-    does not accumulate across rebases. The cost model is :func:`_implicit_is_cheaper`'s.
+    The sweep keeps the weighted residual :math:`v = HX(B - W_0)` and
+    :math:`c = q^\top(B - W_0)`, from which a coordinate's model gradient is
+    :math:`g_{0,j} + x_j^\top v - q_jc/\sum h` (one pass over the column's
+    nonzeros), and a move :math:`\delta` follows with :math:`v \mathrel{+}= \delta\,Hx_j`
+    (a second): the compiled ``epoch_residual``, exactly the updates the rows of
+    :math:`Q` would make. After the epoch the whole gradient is recomputed from
+    :math:`v` (a third pass), and at every :meth:`rebase` :math:`v` itself from
+    :math:`B`, so rounding does not accumulate across rebases. The cost model is
+    :func:`_implicit_is_cheaper`'s.
     """
 
     def __init__(self, Q, g0, W0, pen, L, cutoff):
         super().__init__(Q, g0, W0, pen, L, cutoff)
         self.transposed = Q.X.T
-        self.chunks = []
-        for start in range(0, Q.shape[0], _CHUNK):
-            rows = slice(start, start + _CHUNK)
-            part = Q.principal(rows)
-            constants = tuple(np.ascontiguousarray(values[rows]) for values in self.constants)
-            self.chunks.append((rows, part.formed(), part.X.T, part.HX, part.q, constants))
+        self.columns, self.weighted = _ColumnReader(Q.X), _ColumnReader(Q.HX)
+        self.q = np.zeros(0) if Q.q is None else np.ascontiguousarray(Q.q, dtype=np.float64)
+        self.g0 = np.ascontiguousarray(g0[:, 0], dtype=np.float64)
 
     @cached_property
     def row_sums(self):
@@ -1280,22 +1272,25 @@ class _ResidualSweep(_CoordinateSweep):
         return super().rebase(B, grad)
 
     def epoch(self):
-        g0, coords, v, hsum = self.start[0][:, 0], self.coords, self.residual, self.Q.hsum
-        for rows, gram, transposed, HX, q, constants in self.chunks:
-            grad = g0[rows] + transposed @ v
-            if q is not None:
-                grad -= q * (self.centre / hsum)
-            block = coords[rows].copy()
-            if epoch_coordinates(gram, grad, block, *constants, self.pen.positive):
-                step = block - coords[rows]
-                coords[rows] = block
-                v += HX @ step
-                if q is not None:
-                    self.centre += float(q @ step)
-        self.grad = g0 + self.transposed @ v
+        columns, weighted = self.columns, self.weighted
+        _, self.centre = epoch_residual(
+            columns.rows,
+            weighted.rows,
+            columns.indptr,
+            columns.indices,
+            self.g0,
+            self.coords,
+            self.residual,
+            self.q,
+            self.centre,
+            float(self.Q.hsum),
+            *self.constants,
+            self.pen.positive,
+        )
+        self.grad = self.g0 + self.transposed @ self.residual
         if self.Q.q is not None:
-            self.grad -= self.Q.q * (self.centre / hsum)
-        return coords[:, None].copy(), self.grad[:, None]
+            self.grad -= self.Q.q * (self.centre / self.Q.hsum)
+        return self.coords[:, None].copy(), self.grad[:, None]
 
 
 class _ImplicitGram:
