@@ -188,3 +188,41 @@ def test_anchored_helpers_validate_their_arguments():
     with pytest.raises(ValueError, match="fisher has shape"):
         ewc(model, {"fc.weight": torch.ones(3)}, 1.0)
     assert isinstance(l2_sp(model, 1.0, select="fc.*"), Rule)
+
+
+@pytest.mark.parametrize("with_fisher", [False, True])
+def test_anchors_and_fisher_of_a_transposed_conv1d_weight_meet_their_own_entries(with_fisher):
+    """transformers' Conv1D stores its weight (in, out) and the regularizer hands penalties its transpose:
+    the anchor and the Fisher weights follow, so the coupled term is lam/2 sum F (theta - a)^2 entry by entry
+    and the decoupled pull moves each entry toward its own anchor (closed forms, float64)."""
+    conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    torch.manual_seed(0)
+    model = nn.Sequential(conv1d(5, 3)).double()  # weight (3, 5): in = 3, out = 5
+    weight = model[0].weight
+    anchor = weight.detach().clone()
+    fisher = {"0.weight": torch.rand(3, 5, dtype=torch.float64)} if with_fisher else None
+    F = fisher["0.weight"] if with_fisher else torch.ones(3, 5, dtype=torch.float64)
+    lam, lr = 0.5, 0.1
+
+    def rule(mode):
+        return (
+            ewc(model, fisher, lam, mode=mode)
+            if with_fisher
+            else l2_sp(model, lam, mode=mode, select="0.weight")
+        )
+
+    coupled = Regularizer(model, rule("coupled"))
+    decoupled = Regularizer(model, rule("decoupled"))
+    with torch.no_grad():
+        weight.add_(torch.randn(3, 5, dtype=torch.float64))
+    moved = weight.detach().clone()
+    torch.testing.assert_close(
+        coupled.penalty(), 0.5 * lam * (F * (moved - anchor) ** 2).sum(), rtol=1e-14, atol=0
+    )
+    sgd = decoupled.wrap(torch.optim.SGD([weight], lr=lr))
+    weight.grad = torch.zeros_like(weight)
+    sgd.step()
+    # theta - lr lam F (theta - a): a few roundings of entries of size |theta|
+    torch.testing.assert_close(
+        weight.detach(), moved - lr * lam * F * (moved - anchor), rtol=1e-14, atol=1e-15
+    )

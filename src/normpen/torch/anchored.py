@@ -26,8 +26,10 @@ from torch.func import functional_call, grad, vmap
 
 from normpen._array import check_nonnegative
 from normpen.penalties.anchored import Anchored
+from normpen.penalties.l2 import L2
 from normpen.torch.distributed import all_reduce_sum_, unwrap_model
-from normpen.torch.rules import Rule, choose_entries, parameter_entries
+from normpen.torch.kernels import as_penalty_input
+from normpen.torch.rules import Rule, choose_entries, layout_of, parameter_entries
 
 __all__ = ["fisher_diagonal", "l2_sp", "ewc", "VARIANTS"]
 
@@ -218,7 +220,23 @@ def _anchored_rule(model, lam, fisher, mode, select, candidates, schedule, label
             raise ValueError(f"fisher has entries for parameters the model does not have: {unknown[:10]}")
         chosen = [by_name[name] for name in fisher]
     penalties = {
-        e.name: Anchored(lam, anchor=e.param.detach(), fisher=None if fisher is None else fisher[e.name])
+        e.name: Anchored(
+            lam,
+            anchor=_as_seen(e, e.param.detach()),
+            fisher=None if fisher is None else _as_seen(e, fisher[e.name]),
+        )
         for e in chosen
     }
     return Rule(penalties, mode=mode, schedule=schedule, label=label)
+
+
+#: A penalty with no structure (no row or column groups, not matrix-only), all that
+#: :func:`~normpen.torch.kernels.as_penalty_input` reads of one: the anchored penalty's kind.
+_ENTRYWISE = L2(0.0)
+
+
+def _as_seen(entry, tensor):
+    """``tensor``, shaped like ``entry``'s parameter, in the layout the regularizer hands the parameter's
+    penalty (:func:`~normpen.torch.rules.layout_of`): a transformers ``Conv1D`` weight ``(in, out)``
+    transposed, fused experts stacked; so an anchor or a Fisher weight meets its own entry."""
+    return as_penalty_input(_ENTRYWISE, tensor, layout_of(entry))

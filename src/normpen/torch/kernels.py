@@ -786,10 +786,12 @@ class AnchoredKernel(Kernel):
     def prepare(self, slots, dtype, method):
         if method == "decay":
             forms = [s.penalty.block_form() for s in slots]
-            anchors = [local_piece(f.anchor, s, dtype) for s, f in zip(slots, forms, strict=True)]
+            anchors = [self._stored_piece(f.anchor, s, dtype) for s, f in zip(slots, forms, strict=True)]
             if self.form.fisher is None:
                 return anchors, None
-            return anchors, [local_piece(f.fisher, s, dtype) for s, f in zip(slots, forms, strict=True)]
+            return anchors, [
+                self._stored_piece(f.fisher, s, dtype) for s, f in zip(slots, forms, strict=True)
+            ]
         if not any(is_sharded(s.param) for s in slots):
             return super().prepare(slots, dtype, method)
         return [(self.local_penalty(s, dtype), s.layout) for s in slots]
@@ -798,11 +800,21 @@ class AnchoredKernel(Kernel):
         if not is_sharded(slot.param):
             return slot.penalty
         form = slot.penalty.block_form()
+
+        def seen(value):
+            return as_penalty_input(slot.penalty, self._stored_piece(value, slot, dtype), slot.layout)
+
         return dataclasses.replace(
             slot.penalty,
-            anchor=local_piece(form.anchor, slot, dtype),
-            fisher=None if form.fisher is None else local_piece(form.fisher, slot, dtype),
+            anchor=seen(form.anchor),
+            fisher=None if form.fisher is None else seen(form.fisher),
         )
+
+    @staticmethod
+    def _stored_piece(value, slot, dtype):
+        """An anchor or Fisher weight, held as the penalty sees the tensor, in the tensor's stored layout
+        (:func:`from_penalty_input`: a ``Conv1D`` weight's transpose undone) and cut to this rank's rows."""
+        return local_piece(from_penalty_input(slot.penalty, value, slot.param, slot.layout), slot, dtype)
 
     def decay_(self, tensors, data, step):
         anchors, fishers = data
