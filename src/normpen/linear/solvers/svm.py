@@ -79,7 +79,7 @@ which certifies it at once when it can and otherwise starts halfway between it
 and the box's centre. Measured on 32 problems (dense and sparse, hinge and
 squared hinge, :math:`C` from 0.01 to 1000, with and without intercept), the
 work coordinate descent needed was either under 0.11 of the estimate (sparse
-problems at small or moderate :math:`C`: 3 to 80 times faster than the
+problems at small or moderate :math:`C`: 6 to 50 times faster than the
 interior point) or above 0.4 (mostly above 1: dense designs, large :math:`C`),
 so 0.15 takes every case of the first kind with a margin of 35% while a
 problem of the second kind pays about 15% of an interior-point solve (more
