@@ -720,8 +720,10 @@ class LinearSVC(_ClassifierCore, _LinearModel):
 
     :math:`\varphi` is the hinge or the squared hinge (scikit-learn's
     ``LinearSVC(C=1/(n*lam), loss=...)``, but with an unpenalized intercept),
-    solved by an interior-point method with crossover (dual coordinate descent
-    for very large problems; :mod:`normpen.linear.solvers.svm`).
+    solved by dual coordinate descent under a work budget, then, where it did not
+    certify the gap, an interior-point method with crossover from its dual point
+    (problems too large for the interior point: coordinate descent alone;
+    :func:`normpen.linear.solvers.svm.linear_svm`).
     With ``hard_margin=True`` it solves seed 004's
     :math:`\min \frac12\|w\|^2` s.t. :math:`y_i(x_i^\top w + b) \ge 1` exactly and
     raises :class:`~normpen.linear.solvers.svm.NotSeparableError` (a
@@ -735,8 +737,10 @@ class LinearSVC(_ClassifierCore, _LinearModel):
     fit_intercept : bool, default True
     tol : float, default 1e-4
     max_iter : int, optional
-        Iteration cap of the SVM solver (interior-point iterations, or epochs
-        of dual coordinate descent on very large problems).
+        Iteration cap of the SVM solver: interior-point iterations, or the epochs
+        of dual coordinate descent on problems too large for the interior point
+        (the coordinate descent run before the interior point is capped by its
+        work budget).
     random_state : int or None
         Seeds the coordinate order of dual coordinate descent.
 
