@@ -90,6 +90,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from scipy.special import log_softmax, softmax, xlogy
 from threadpoolctl import threadpool_limits
@@ -834,10 +835,15 @@ def main(argv=None):
     comparisons = []
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the peers' convergence, deprecation and numba warnings
-        for key in keys:
-            if key != "svm":
+        measured = [key for key in keys if key != "svm"]
+        # minutes per workload and nothing printed until the tables: show which one runs, and how far
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("workloads", total=len(measured))
+            for key in measured:
                 work = works[key]
+                progress.update(task, description=f"({key}) {work.title}")
                 comparisons.append(compare(work, names, work.tol or args.tol, args.patience))
+                progress.advance(task)
         if comparisons:
             console.print(accuracy_table(comparisons, args.tol))
             console.print(defaults_table(comparisons))
