@@ -43,6 +43,33 @@ cdef inline void _axpy(Py_ssize_t k, double a, const real *x, double *y, Py_ssiz
             y[i * stride] += a * x[i]
 
 
+cdef inline double _gather_dot(
+    double acc, const double *x, const double *v, const Py_ssize_t *index, Py_ssize_t nnz
+) noexcept nogil:
+    """``acc`` plus :math:`\\sum_t x_t v_{i_t}`, term by term; ``index`` NULL when dense (:math:`i_t = t`)."""
+    cdef Py_ssize_t t
+    if index == NULL:
+        for t in range(nnz):
+            acc = acc + x[t] * v[t]
+    else:
+        for t in range(nnz):
+            acc = acc + x[t] * v[index[t]]
+    return acc
+
+
+cdef inline const Py_ssize_t *_column(
+    const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] indices, Py_ssize_t j, Py_ssize_t n,
+    Py_ssize_t *start, Py_ssize_t *nnz,
+) noexcept nogil:
+    """Column ``j``'s first entry and length in the kernels' column layout (``rows``/``indptr``/``indices``
+    of :class:`~normpen.linear.solvers.cd._ColumnReader`), and its sample indices (NULL when dense)."""
+    if indptr.shape[0] == 0:
+        start[0], nnz[0] = j * n, n
+        return NULL
+    start[0], nnz[0] = indptr[j], indptr[j + 1] - indptr[j]
+    return &indices[start[0]]
+
+
 def epoch_coordinates(
     const real[:, ::1] Q,
     double[::1] grad,
@@ -168,27 +195,21 @@ def epoch_rows(
     that moved.
     """
     cdef Py_ssize_t k = B.shape[0], m = B.shape[1], n = R.shape[1]
-    cdef bint dense = indptr.shape[0] == 0
     cdef Py_ssize_t j, c, e, t, i, start, nnz, moves = 0
     cdef double step, shrink, z, norm, scale, curvature, new, move, acc
     cdef bint moved, inside
     cdef const double *x
+    cdef const Py_ssize_t *index
     cdef double *sv = &work[0]
     cdef double *grad = &work[n]
     cdef double *s = &work[n + m]
     cdef double *row = &work[n + 2 * m]
     with nogil:
         for j in range(k):
-            if dense:
-                start, nnz, x = 0, n, &rows[j, 0]
-            else:
-                start, nnz = indptr[j], indptr[j + 1] - indptr[j]
-                x = &rows[0, start]
+            index = _column(indptr, indices, j, n, &start, &nnz)
+            x = &rows[0, 0] + start
             for c in range(m):
-                acc = g[j, c]
-                for t in range(nnz):
-                    acc = acc + R[c, t if dense else indices[start + t]] * x[t]
-                grad[c] = acc
+                grad[c] = _gather_dot(g[j, c], x, &R[c, 0], index, nnz)
                 row[c] = B[j, c]
                 s[c] = 0.0
             moved = False
@@ -234,18 +255,18 @@ def epoch_rows(
                 continue
             moves += 1
             for t in range(nnz):
-                i = t if dense else indices[start + t]
+                i = t if index == NULL else index[t]
                 acc = 0.0
                 for c in range(m):
                     acc = acc + V[c, i] * s[c]
                 sv[t] = acc * x[t]
             for c in range(m):
-                if dense:
+                if index == NULL:
                     for t in range(nnz):
                         R[c, t] += x[t] * (D[c, t] * s[c]) - V[c, t] * sv[t]
                 else:
                     for t in range(nnz):
-                        i = indices[start + t]
+                        i = index[t]
                         R[c, i] += x[t] * (D[c, i] * s[c]) - V[c, i] * sv[t]
     return moves
 
@@ -283,32 +304,28 @@ def epoch_residual(
     returns the number of moves and the new ``centre``.
     """
     cdef Py_ssize_t k = b.shape[0], n = v.shape[0], j, t, start, nnz, moves = 0
-    cdef bint dense = indptr.shape[0] == 0, centred = q.shape[0] > 0
+    cdef bint centred = q.shape[0] > 0
     cdef double grad, old, new, delta
     cdef const double *x
     cdef const double *hx
+    cdef const Py_ssize_t *index
     with nogil:
         for j in range(k):
-            if dense:
-                start, nnz, x, hx = 0, n, &columns[j, 0], &weighted[j, 0]
-            else:
-                start, nnz = indptr[j], indptr[j + 1] - indptr[j]
-                x, hx = &columns[0, start], &weighted[0, start]
-            grad = g0[j]
-            for t in range(nnz):
-                grad = grad + x[t] * v[t if dense else indices[start + t]]
+            index = _column(indptr, indices, j, n, &start, &nnz)
+            x, hx = &columns[0, 0] + start, &weighted[0, 0] + start
+            grad = _gather_dot(g0[j], x, &v[0], index, nnz)
             if centred:
                 grad = grad - q[j] * (centre / hsum)
             old = b[j]
             new = _soft(old - grad * inv_l[j], thresh[j], positive) * shrink[j]
             if new != old:
                 delta = new - old
-                if dense:
+                if index == NULL:
                     for t in range(nnz):
                         v[t] += delta * hx[t]
                 else:
                     for t in range(nnz):
-                        v[indices[start + t]] += delta * hx[t]
+                        v[index[t]] += delta * hx[t]
                 if centred:
                     centre += q[j] * delta
                 b[j] = new

@@ -794,9 +794,8 @@ class _FaceFactor:
         self.size = hessian.shape[0]
         self.cutoff = cutoff
         scale = float(np.max(np.diagonal(hessian), initial=0.0))
-        self.empty = not scale > 0
-        self.rank = 0
-        if self.empty:
+        self.rank = 0  # stays 0 for a zero Hessian (no factor)
+        if not scale > 0:
             return
         factor, pivots, self.rank, _ = dpstrf(hessian, tol=cutoff * scale, lower=1)
         self.pivots = pivots[: self.size] - 1
@@ -824,7 +823,7 @@ class _FaceFactor:
         design was checked on entry), so scipy's finiteness checks are skipped.
         """
         size, rank = self.size, self.rank
-        if self.empty:
+        if rank == 0:
             return np.zeros(size), False
         ordered = target[self.pivots]
         basic = np.zeros(size)  # in pivoted order
@@ -1407,6 +1406,7 @@ class _BlockSweep(_Sweep):
         self.approximate = Q.shape[-1] >= _SINGLE_PRECISION_WIDTH
         self.exact_model = (Q, g0, W0)
         self.Q = Q.astype(np.float32) if self.approximate else Q
+        self.stack = self.Q if self.Q.ndim == 3 else self.Q[None]  # the kernel's (m | 1, k, k)
         self.positive = pen.positive
         self.blocks = _block_steps(pen, L)
         self.work = np.empty((int(pen.block_sizes.max(initial=1)), W0.shape[1]))
@@ -1428,8 +1428,7 @@ class _BlockSweep(_Sweep):
         return self.B, self.grad
 
     def epoch(self):
-        Q = self.Q if self.Q.ndim == 3 else self.Q[None]
-        epoch_blocks(Q, self.grad, self.B, *self.blocks, self.positive, self.work)
+        epoch_blocks(self.stack, self.grad, self.B, *self.blocks, self.positive, self.work)
         return self.B, self.grad
 
     def finish(self):
