@@ -1,19 +1,24 @@
 """Per-step cost of normpen.torch's modes against the bare optimizer, AdamW and hand-written code.
 
-One process, 2 threads (``--threads``). Three models: an MLP of about 6.3M
+One process, 2 threads (``--threads``; ``OMP_WAIT_POLICY=PASSIVE`` unless
+set: on a loaded machine threads spinning while they wait for a busy core
+otherwise count as CPU time). Three models: an MLP of about 6.3M
 parameters with LayerNorm (a few large tensors), a small CNN (many small
 tensors) and two transformer encoder blocks (attention's fused
 ``in_proj_weight``, its output projection, the MLP, LayerNorms). Every
 variant times ``optimizer.step()`` alone (hooks included) on fixed random
 gradients, so forward and backward, identical for all, do not
-dilute the differences. Variants are interleaved round by round, ``--steps``
-steps each; the time per step is the minimum over all steps (on a shared
-machine other load only ever adds time; ``--statistic median`` for the
-median) of the process's CPU time (waiting for a core does not count;
-``--clock wall`` for wall time). ``--variants`` keeps the variants whose
-name contains one of the given strings (Adam and AdamW always run). On a loaded
-machine set ``OMP_WAIT_POLICY=PASSIVE``: threads spinning while they wait
-for a busy core otherwise count as CPU time.
+dilute the differences. Variants are interleaved: ``--rounds`` rounds, in
+each every variant runs ``--steps`` steps, the order rotated by one variant
+per round (no variant always runs after the same one). The time of a step
+is the process's CPU time (waiting for a core does not count; ``--clock
+wall`` for wall time). ``ms/step`` is the median over all steps
+(``--statistic min`` for the fastest). The ratios are paired: per round, the
+variant's median step over Adam's (or AdamW's) median step of the same
+round, so a load change between rounds moves both; the table gives the
+median of these per-round ratios and their spread, the quartiles
+``[q1, q3]`` over the rounds. ``--variants`` keeps the variants whose name
+contains one of the given strings (Adam and AdamW always run).
 
 The peers: torch's ``AdamW(foreach=True)``, and for every normpen mode the
 code a user writes by hand on top of ``Adam(foreach=True)``, indented under
@@ -30,28 +35,32 @@ time.
 processes of one thread each; each rank updates half the rows, the column
 group norms are all-reduced).
 
-Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 30] [--steps 5] [--threads 2]
-[--models mlp cnn transformer] [--statistic min|median] [--variants "group lasso"] [--fsdp]``
+Run: ``.venv/bin/python benchmarks/torch_step.py [--rounds 40] [--steps 5] [--threads 2]
+[--models mlp cnn transformer] [--statistic median|min] [--variants "group lasso"] [--fsdp]``
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 
-import torch
-from rich.console import Console
-from rich.progress import track
-from rich.table import Table
-from torch import nn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads it
 
-from normpen.penalties.group_lasso import GroupLasso
-from normpen.penalties.l1 import L1
-from normpen.penalties.l2 import L2
-from normpen.penalties.max_norm import MaxNorm
-from normpen.torch import Regularizer, Rule
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.progress import track  # noqa: E402
+from rich.table import Table  # noqa: E402
+from torch import nn  # noqa: E402
+
+from normpen.penalties.group_lasso import GroupLasso  # noqa: E402
+from normpen.penalties.l1 import L1  # noqa: E402
+from normpen.penalties.l2 import L2  # noqa: E402
+from normpen.penalties.max_norm import MaxNorm  # noqa: E402
+from normpen.torch import Regularizer, Rule  # noqa: E402
 
 LR, LAM = 1e-3, 1e-2
 
@@ -279,38 +288,74 @@ def chosen(names, wanted):
     return [n for n in names if n in ("Adam", "AdamW(weight_decay)") or any(w in n for w in wanted)]
 
 
-def measure(make_model, rounds, steps, clock, statistic, names):
-    """The ``statistic`` (fastest or median) of the single optimizer steps of the variants ``names`` (ms),
-    variants interleaved round by round."""
+def interleaved(steps_of, rounds, steps, clock, progress=range):
+    """The times (ms) of every single step of the step functions ``steps_of`` (name -> step), per round.
+
+    Every round runs each function ``steps`` times, the order rotated by one
+    per round. Returns name -> one list of ``steps`` times per round.
+    """
+    names = list(steps_of)
+    times = {name: [] for name in names}
+    for r in progress(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            step, own = steps_of[name], []
+            for _ in range(steps):
+                start = clock()
+                step()
+                own.append((clock() - start) * 1e3)
+            times[name].append(own)
+    return times
+
+
+def measure(make_model, rounds, steps, clock, names):
+    """The step times (ms) of the variants ``names`` on copies of one model, per round (``interleaved``)."""
     torch.manual_seed(0)
     base = make_model()
     grads = [torch.randn_like(p) * 1e-2 for p in base.parameters()]
-    runs = {}
+    steps_of = {}
     for name in names:
         build = VARIANTS[name][0]
         model = copy.deepcopy(base)  # a deep copy does not carry .grad: give each copy the same gradients
         for p, g in zip(model.parameters(), grads, strict=True):
             p.grad = g.clone()
-        step = build(model)
-        step()  # warm up: optimizer state, buckets, first-step checks
-        runs[name] = (step, [])
-    for _ in track(range(rounds), description=f"{make_model.__name__}", transient=True):
-        for step, times in runs.values():
-            for _ in range(steps):
-                start = clock()
-                step()
-                times.append((clock() - start) * 1e3)
-    return {name: STATISTICS[statistic](times) for name, (_, times) in runs.items()}
+        steps_of[name] = build(model)
+        steps_of[name]()  # warm up: optimizer state, buckets, first-step checks
+
+    def progress(n):
+        return track(range(n), description=f"{make_model.__name__}", transient=True)
+
+    return interleaved(steps_of, rounds, steps, clock, progress)
+
+
+def summarise(times, statistic):
+    """Per variant: its time (``statistic`` over all steps, ms) and its paired ratios to Adam and AdamW.
+
+    A ratio is per round the variant's median step over the peer's median
+    step of the same round; returned as ``(median, q1, q3)`` over the rounds.
+    """
+    per_round = {name: [statistics.median(r) for r in rounds] for name, rounds in times.items()}
+
+    def ratios(name, peer):
+        values = [a / b for a, b in zip(per_round[name], per_round[peer], strict=True)]
+        q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return median, q1, q3
+
+    return {
+        name: (
+            STATISTICS[statistic]([t for r in rounds for t in r]),
+            ratios(name, "Adam"),
+            ratios(name, "AdamW(weight_decay)"),
+        )
+        for name, rounds in times.items()
+    }
 
 
 #: What ``--fsdp`` times on the sharded model: the peers and the modes FSDP2 runs.
 FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L1_, GL_, GLC_, "normpen constrained max-norm")
 
 
-def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, statistic, names, out):
-    """One rank: every variant on its own fully_shard-ed copy, fixed gradients, min or median step time."""
-    import os
-
+def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, names, out):
+    """One rank: every variant on its own fully_shard-ed copy, fixed gradients, step times per round."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -319,7 +364,7 @@ def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, statistic,
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     mesh = init_device_mesh("cpu", (world,))
-    runs = {}
+    steps_of = {}
     for name in names:
         torch.manual_seed(0)
         model = make_model()
@@ -329,22 +374,16 @@ def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, statistic,
         torch.manual_seed(1)
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-2
-        step = VARIANTS[name][0](model)
-        step()
-        runs[name] = (step, [])
-    for _ in range(rounds):
-        for step, times in runs.values():
-            for _ in range(steps):
-                start = CLOCKS[clock]()
-                step()
-                times.append((CLOCKS[clock]() - start) * 1e3)
+        steps_of[name] = VARIANTS[name][0](model)
+        steps_of[name]()
+    times = interleaved(steps_of, rounds, steps, CLOCKS[clock])
     if rank == 0:
-        torch.save({name: STATISTICS[statistic](times) for name, (_, times) in runs.items()}, out)
+        torch.save(times, out)
     dist.destroy_process_group()
 
 
-def measure_fsdp(make_model, rounds, steps, clock, statistic, names, world=2):
-    """Rank 0's fastest (or median) step of the variants ``names`` under FSDP2 (gloo, ``world`` processes)."""
+def measure_fsdp(make_model, rounds, steps, clock, names, world=2):
+    """Rank 0's step times (ms, per round) of the variants ``names`` under FSDP2 (gloo, ``world`` ranks)."""
     import socket
     import tempfile
 
@@ -355,13 +394,13 @@ def measure_fsdp(make_model, rounds, steps, clock, statistic, names, world=2):
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as folder:
         out = f"{folder}/ms.pt"
-        arguments = (world, port, make_model, rounds, steps, clock, statistic, names, out)
-        mp.spawn(_fsdp_worker, args=arguments, nprocs=world)
+        mp.spawn(_fsdp_worker, args=(world, port, make_model, rounds, steps, clock, names, out), nprocs=world)
         return torch.load(out, weights_only=True)
 
 
-def two_pass_floor(adam_ms, adamw_ms):
-    """What two passes over the weights cost, each as dear as AdamW's decay (one ``_foreach_mul_``).
+def two_pass_floor(adamw_ratio):
+    """What two passes over the weights cost, each as dear as AdamW's decay (one ``_foreach_mul_``),
+    from AdamW's ratio to Adam.
 
     A group soft threshold needs two: every group's norm must be complete
     before any of its entries is rescaled (a block-fused version, norms and
@@ -369,31 +408,37 @@ def two_pass_floor(adam_ms, adamw_ms):
     operations cost what the cache saves). So the proximal group lasso
     cannot cost less than about this ratio to Adam.
     """
-    floor = 1 + 2 * (adamw_ms - adam_ms) / adam_ms
-    return f"two passes over the weights (2 x AdamW's decay): {floor:.3f} x Adam"
+    return f"two passes over the weights (2 x AdamW's decay): {1 + 2 * (adamw_ratio - 1):.3f} x Adam"
 
 
-def table(title, ms):
+def spread(ratio):
+    """A paired ratio ``(median, q1, q3)`` as text."""
+    median, q1, q3 = ratio
+    return f"{median:.3f} [{q1:.3f}, {q3:.3f}]"
+
+
+def table(title, summary):
     """The rows of one model: time, ratios to Adam and AdamW, and each hand-written version against normpen.
 
     ``added`` is the cost over plain Adam, and for a hand-written version the
     ratio of its added cost to the normpen mode's (n/a when normpen's is
     within the noise, at or below 0).
     """
-    adam_ms, adamw_ms = ms["Adam"], ms["AdamW(weight_decay)"]
-    out = Table(title=title, caption=two_pass_floor(adam_ms, adamw_ms))
-    columns = ("variant", "ms/step", "vs Adam", "vs AdamW", "added ms", "hand/normpen", "added: hand/normpen")
+    adam_ms = summary["Adam"][0]
+    out = Table(title=escape(title), caption=two_pass_floor(summary["AdamW(weight_decay)"][1][0]))
+    columns = ("variant", "ms/step", "vs Adam [q1, q3]", "vs AdamW [q1, q3]", "added ms", "hand/normpen",
+               "added: hand/normpen")  # fmt: skip
     for column in columns:
-        out.add_column(column, justify="left" if column == "variant" else "right")
-    for name, value in ms.items():
+        out.add_column(escape(column), justify="left" if column == "variant" else "right")
+    for name, (value, to_adam, to_adamw) in summary.items():
         replaces = VARIANTS[name][1]
         total = added = ""
-        if replaces in ms:
-            ours = ms[replaces]
+        if replaces in summary:
+            ours = summary[replaces][0]
             total = f"{value / ours:.2f}x"
             added = f"{(value - adam_ms) / (ours - adam_ms):.2f}x" if ours > adam_ms else "n/a"
-        out.add_row(name, f"{value:.2f}", f"{value / adam_ms:.3f}", f"{value / adamw_ms:.3f}",
-                    f"{value - adam_ms:+.2f}", total, added)  # fmt: skip
+        out.add_row(name, f"{value:.2f}", spread(to_adam), spread(to_adamw), f"{value - adam_ms:+.2f}", total,
+                    added)  # fmt: skip
     return out
 
 
@@ -402,32 +447,34 @@ MODELS = {"mlp": mlp, "cnn": cnn, "transformer": transformer}
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
-    parser.add_argument("--statistic", choices=sorted(STATISTICS), default="min")
+    parser.add_argument("--statistic", choices=sorted(STATISTICS), default="median")
     parser.add_argument("--variants", nargs="+", default=[""], help="keep the variants that contain one")
     parser.add_argument("--fsdp", action="store_true", help="also time the models under FSDP2, 2 processes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    console = Console(width=150)
+    console = Console(width=160)
+    which = "fastest" if args.statistic == "min" else "median"
     for name in args.models:
         make_model = MODELS[name]
         count = sum(p.numel() for p in make_model().parameters())
         names = chosen(VARIANTS, args.variants)
-        ms = measure(make_model, args.rounds, args.steps, CLOCKS[args.clock], args.statistic, names)
-        which = "fastest" if args.statistic == "min" else "median"
-        title = (
-            f"{name}: {count / 1e6:.2f}M parameters, {args.clock} ms per optimizer step, "
-            f"{args.threads} thread(s), {which} of {args.rounds} x {args.steps} steps"
+        times = measure(make_model, args.rounds, args.steps, CLOCKS[args.clock], names)
+        setting = (
+            f"{args.clock} ms per optimizer step ({which}), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+            f"{args.rounds} rounds x {args.steps} steps, ratios: median [q1, q3] of per-round ratios"
         )
-        console.print(table(title, ms))
+        title = f"{name}: {count / 1e6:.2f}M parameters, {args.threads} thread(s), {setting}"
+        console.print(table(title, summarise(times, args.statistic)))
         if args.fsdp:
             names = chosen(FSDP_VARIANTS, args.variants)
-            ms = measure_fsdp(make_model, args.rounds, args.steps, args.clock, args.statistic, names)
-            console.print(table(f"{name} under FSDP2 (2 gloo processes, 1 thread each), rank 0: {title}", ms))
+            times = measure_fsdp(make_model, args.rounds, args.steps, args.clock, names)
+            title = f"{name} under FSDP2, 2 gloo processes of 1 thread, rank 0: {setting}"
+            console.print(table(title, summarise(times, args.statistic)))
 
 
 if __name__ == "__main__":
