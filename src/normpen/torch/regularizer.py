@@ -22,32 +22,40 @@ the optimizer is wrapped (rebuilt when its param groups change): no Python
 work per tensor per step beyond the kernels' own calls.
 
 A step that raises changes nothing: every hyperparameter the update reads is
-checked before the first tensor is modified, and a closure runs before the
-decoupled decay. The regularizer's state rides in ``optimizer.state_dict()``:
-a parameter's tensors (residual, anchors, Fisher weights) in that parameter's
-state, beside Adam's ``exp_avg``, under keys that begin with
-:data:`ENTRY_PREFIX`; its own state (multipliers, model-level states, a
-fingerprint of the rules) the same way in the state of the optimizer's first
-regularized parameter; the tensors of another optimizer's parameters and the
-rules under :data:`STATE_KEY` in the first param group. So any framework that
-checkpoints the optimizer checkpoints the regularizer too, and
-``torch.distributed.checkpoint`` names, shards and reshards those tensors as
-it does the optimizer's own. Its flattened optimizer state dict loads only the
-keys the live optimizer's state has, so once a parameter's state is not empty
-(after the optimizer's first step for it, a load, or DCP's initialisation)
-the live state holds the same entries: references to the regularizer's own
-tensors, which the optimizer's step does not read.
+checked before the first tensor is modified, a closure runs before the
+decoupled decay, and the decay keeps the values it overwrites (one buffer per
+decayed tensor, one foreach copy per bucket and step): when the closure or the
+optimizer's own update raises after it, ``optimizer.step`` (an instance-level
+wrapper :meth:`Regularizer.wrap` installs when some rule is decoupled) copies
+them back before it re-raises.
+
+The regularizer's state rides in ``optimizer.state_dict()``: a parameter's
+tensors (residual, anchors, Fisher weights) in that parameter's state, beside
+Adam's ``exp_avg``, under keys that begin with :data:`ENTRY_PREFIX`; its own
+state (multipliers, model-level states, a fingerprint of the rules) the same
+way in the state of the optimizer's first regularized parameter; the tensors
+of another optimizer's parameters and the rules under :data:`STATE_KEY` in the
+first param group. So any framework that checkpoints the optimizer checkpoints
+the regularizer too, and ``torch.distributed.checkpoint`` names, shards and
+reshards those tensors as it does the optimizer's own. Its flattened optimizer
+state dict loads only the keys the live optimizer's state has, so once a
+parameter's state is not empty (after the optimizer's first step for it, a
+load, or DCP's initialisation) the live state holds the same entries:
+references to the regularizer's own tensors, which the optimizer's step does
+not read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 import math
 import numbers
 import sys
+import types
 import warnings
 import weakref
 
@@ -110,17 +118,40 @@ _RULES, _MULTIPLIER, _MODEL = "rules", "multiplier", "model"
 
 @dataclasses.dataclass(eq=False)
 class _Action:
-    """One bucket's work in a step: the rule (mode, step rule) and the bucket."""
+    """One bucket's work in a step: the rule (mode, step rule) and the bucket.
+
+    A decoupled action also holds what its decay writes (the bucket's
+    tensors, then its residuals) and one buffer per tensor for their values
+    before the decay: :meth:`save` copies them there, :meth:`undo_` back.
+    Both are plain copies, so the undo is exact.
+    """
 
     rule: Rule
     bucket: Bucket
     group_index: int
+    written: list = dataclasses.field(default_factory=list)
+    saved: list = dataclasses.field(default_factory=list)
 
     def argument(self, base_lrs):
         """The rule's radius (constrained), else its step: the group's lr now, or its base lr (``fixed``)."""
         if self.rule.mode == "constrained":
             return self.rule.radius
         return rule_lr(self.bucket.group, self.rule.schedule, base_lrs[self.group_index])
+
+    def keep_overwritten(self):
+        """Buffers for the values the decay overwrites: allocated once per bucket, reused at every step."""
+        self.written = self.bucket.tensors + (self.bucket.residuals or [])
+        self.saved = [torch.empty_like(t) for t in self.written]
+
+    def save(self):
+        """Copy the tensors the decay writes into :attr:`saved` (one foreach copy)."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.saved, self.written)
+
+    def undo_(self):
+        """The tensors back to their values at the last :meth:`save`, bit for bit."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.written, self.saved)
 
 
 @dataclasses.dataclass(eq=False)
@@ -140,6 +171,8 @@ class _Wrapped:
     post: list = dataclasses.field(default_factory=list)
     model_constraints: list = dataclasses.field(default_factory=list)
     dual_rules: list = dataclasses.field(default_factory=list)
+    decayed: list = dataclasses.field(default_factory=list)
+    step: types.MethodType | None = None
 
 
 class Regularizer:
@@ -423,6 +456,12 @@ class Regularizer:
         Warns when a parameter under an L2 rule also gets the optimizer's own
         ``weight_decay`` (it would be decayed twice).
 
+        With a decoupled rule, ``optimizer.step`` becomes an instance-level
+        wrapper (over the one already there, a learning-rate scheduler's say)
+        that undoes the decay when the closure or the optimizer's update
+        raises after it: a failed step changes nothing. The decay keeps the
+        values it overwrites in buffers the size of the decayed parameters.
+
         ``optimizer.state_dict()`` then holds this regularizer's
         :meth:`state_dict` (each parameter's tensors in that parameter's
         state, the multipliers and model-level states in the state of the
@@ -449,18 +488,60 @@ class Regularizer:
             optimizer.register_load_state_dict_pre_hook(self._take_from_optimizer_state),
             optimizer.register_load_state_dict_post_hook(self._apply_taken_state),
         ]
+        if any(rule.mode == "decoupled" for rule in self.rules):
+            self._install_undoing_step(wrapped)
         self._wrapped.append(wrapped)
         self._coverage_checked = False
         return optimizer
 
     def unwrap(self, optimizer):
-        """Remove the hooks from ``optimizer``; it steps as if never wrapped."""
+        """Remove the hooks from ``optimizer``; it steps as if never wrapped.
+
+        The undoing ``step`` a decoupled rule installed is removed too, unless
+        something wrapped it since (a scheduler built after :meth:`wrap`):
+        it then stays in the chain and only passes the call on.
+        """
         wrapped = self._find(optimizer)
         for handle in wrapped.handles:
             handle.remove()
+        if wrapped.step is not None and optimizer.__dict__.get("step") is wrapped.step:
+            optimizer.__dict__.pop("step")
+            if wrapped.step.previous is not None:
+                optimizer.step = wrapped.step.previous
         wrapped.live, wrapped.missing = {}, []
         self._set_live_entries(wrapped)
         self._wrapped.remove(wrapped)
+
+    def _install_undoing_step(self, wrapped):
+        """``optimizer.step`` as a bound method that undoes the decoupled decay when the step raises.
+
+        It calls the step that was there (an instance attribute such as a
+        learning-rate scheduler's counting wrapper, whose attributes it
+        takes, or the class's step with its hooks). A bound method, so that
+        a scheduler built later can wrap it in turn; after :meth:`unwrap`
+        under such a wrapper it only passes the call on (nothing is decayed).
+        """
+        optimizer = wrapped.optimizer
+        inner = optimizer.step
+
+        def step(optimizer, *args, **kwargs):
+            wrapped.decayed = []
+            try:
+                return inner(*args, **kwargs)
+            except BaseException:
+                self._undo_decay(wrapped)
+                raise
+
+        functools.update_wrapper(step, inner)
+        step.previous = optimizer.__dict__.get("step")
+        wrapped.step = types.MethodType(step, optimizer)
+        optimizer.step = wrapped.step
+
+    def _undo_decay(self, wrapped):
+        """The decayed tensors back as they were before this step's decay, the last decayed first."""
+        for action in reversed(wrapped.decayed):
+            action.undo_()
+        wrapped.decayed = []
 
     def _find(self, optimizer):
         for wrapped in self._wrapped:
@@ -487,8 +568,12 @@ class Regularizer:
                 low_precision = work_dtype(dtype) != dtype
                 residuals = [self._residuals[s.name] for s in bucket_slots] if low_precision else None
                 bucket = Bucket(kernel, bucket_slots, groups[index], METHODS[rule.mode], residuals)
-                actions = wrapped.pre if rule.mode == "decoupled" else wrapped.post
-                actions.append(_Action(rule, bucket, index))
+                action = _Action(rule, bucket, index)
+                if rule.mode == "decoupled":
+                    action.keep_overwritten()
+                    wrapped.pre.append(action)
+                else:
+                    wrapped.post.append(action)
         wrapped.post.sort(key=lambda a: STEP_MODES.index(a.rule.mode))
         others = [w for w in self._wrapped if w is not wrapped]
         wrapped.model_constraints = [
@@ -594,13 +679,18 @@ class Regularizer:
         return closure_then_decay
 
     def _begin_update(self, wrapped):
-        """The checks that need this step's loss, then the decoupled decay (AdamW's place)."""
+        """The checks that need this step's loss, then the decoupled decay (AdamW's place), each bucket
+        recorded once decayed: the step's wrapper undoes those if the step raises before its end."""
         self._check_values(wrapped)
+        wrapped.decayed = []
         for action in wrapped.pre:
+            action.save()
+            wrapped.decayed.append(action)
             action.bucket.apply_(action.argument(wrapped.base_lrs))
 
     def _post_step(self, optimizer, args, kwargs):
         wrapped = self._find(optimizer)
+        wrapped.decayed = []  # the update is done: its decay stays
         if wrapped.initialising:  # DCP builds its template from the live states right after this step
             wrapped.initialising = False
             self._insert_live_entries(wrapped)
