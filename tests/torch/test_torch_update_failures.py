@@ -59,13 +59,13 @@ class _ProbingSGD(torch.optim.Optimizer):
         with torch.no_grad():
             for group in self.param_groups:
                 torch._foreach_add_(
-                    [p for p in group["params"]], [p.grad for p in group["params"]], alpha=-group["lr"]
+                    list(group["params"]), [p.grad for p in group["params"]], alpha=-group["lr"]
                 )
         return loss
 
 
 def _trained(mode, optimizer=torch.optim.Adam, dtype=torch.float64):
-    """A regularized CNN after two steps (non-zero optimizer state and residuals), and a third batch."""
+    """A regularized CNN after two steps (optimizer state, residuals, multipliers), and a third batch."""
     model = conv_net(0, dtype=dtype)
     reg = Regularizer(model, MODE_RULES[mode]())
     opt = reg.wrap(optimizer(model.parameters(), lr=1e-2))
@@ -108,6 +108,22 @@ def test_a_closure_that_raises_after_the_decay_changes_nothing(mode):
         sgd.step(failing_at_second_evaluation)
     _assert_equal_trees(_snapshot(model, sgd, reg), before)
     sgd.step(_closure(model, sgd, batch, reg.penalty))
+
+
+@pytest.mark.parametrize("mode", ["coupled", "lagrangian"])
+def test_a_failed_step_forgets_the_penalty_its_closure_computed(mode):
+    """The closure's ``reg.penalty()`` belonged to the failed step: a next step without it is refused
+    (lagrangian) or warned about (coupled) as if the failed one had not been tried."""
+    model, reg, adam, batch = _trained(mode)
+    with pytest.raises(RuntimeError, match="sparse"):
+        adam.step(_then_sparse(_closure(model, adam, batch, reg.penalty), model))
+    _closure(model, adam, batch)()  # gradients of the loss alone
+    if mode == "coupled":
+        with pytest.warns(UserWarning, match="without reg.penalty"):
+            adam.step()
+    else:
+        with pytest.raises(RuntimeError, match="no constraint value"):
+            adam.step()
 
 
 def test_low_precision_weights_and_their_residuals_are_put_back():

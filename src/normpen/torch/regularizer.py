@@ -25,9 +25,10 @@ A step that raises changes nothing: every hyperparameter the update reads is
 checked before the first tensor is modified, a closure runs before the
 decoupled decay, and the decay keeps the values it overwrites (one buffer per
 decayed tensor, one foreach copy per bucket and step): when the closure or the
-optimizer's own update raises after it, ``optimizer.step`` (an instance-level
-wrapper :meth:`Regularizer.wrap` installs when some rule is decoupled) copies
-them back before it re-raises.
+optimizer's own update raises, ``optimizer.step`` (an instance-level wrapper
+that :meth:`Regularizer.wrap` installs) copies them back and puts back the
+step's records (the constraint values and the coupled term seen by the
+closure) before it re-raises.
 
 The regularizer's state rides in ``optimizer.state_dict()``: a parameter's
 tensors (residual, anchors, Fisher weights) in that parameter's state, beside
@@ -456,11 +457,12 @@ class Regularizer:
         Warns when a parameter under an L2 rule also gets the optimizer's own
         ``weight_decay`` (it would be decayed twice).
 
-        With a decoupled rule, ``optimizer.step`` becomes an instance-level
-        wrapper (over the one already there, a learning-rate scheduler's say)
-        that undoes the decay when the closure or the optimizer's update
-        raises after it: a failed step changes nothing. The decay keeps the
-        values it overwrites in buffers the size of the decayed parameters.
+        ``optimizer.step`` becomes an instance-level wrapper (over the one
+        already there, a learning-rate scheduler's say) that, when the closure
+        or the optimizer's update raises, undoes the decoupled decay and
+        forgets what the closure recorded: a failed step changes nothing. The
+        decay keeps the values it overwrites in buffers the size of the
+        decayed parameters.
 
         ``optimizer.state_dict()`` then holds this regularizer's
         :meth:`state_dict` (each parameter's tensors in that parameter's
@@ -488,8 +490,7 @@ class Regularizer:
             optimizer.register_load_state_dict_pre_hook(self._take_from_optimizer_state),
             optimizer.register_load_state_dict_post_hook(self._apply_taken_state),
         ]
-        if any(rule.mode == "decoupled" for rule in self.rules):
-            self._install_undoing_step(wrapped)
+        self._install_undoing_step(wrapped)
         self._wrapped.append(wrapped)
         self._coverage_checked = False
         return optimizer
@@ -497,7 +498,7 @@ class Regularizer:
     def unwrap(self, optimizer):
         """Remove the hooks from ``optimizer``; it steps as if never wrapped.
 
-        The undoing ``step`` a decoupled rule installed is removed too, unless
+        The undoing ``step`` :meth:`wrap` installed is removed too, unless
         something wrapped it since (a scheduler built after :meth:`wrap`):
         it then stays in the chain and only passes the call on.
         """
@@ -513,7 +514,7 @@ class Regularizer:
         self._wrapped.remove(wrapped)
 
     def _install_undoing_step(self, wrapped):
-        """``optimizer.step`` as a bound method that undoes the decoupled decay when the step raises.
+        """``optimizer.step`` as a bound method that undoes the step's work when the step raises.
 
         It calls the step that was there (an instance attribute such as a
         learning-rate scheduler's counting wrapper, whose attributes it
@@ -525,11 +526,12 @@ class Regularizer:
         inner = optimizer.step
 
         def step(optimizer, *args, **kwargs):
+            records = dict(self._constraint_values), wrapped.penalty_seen
             wrapped.decayed = []
             try:
                 return inner(*args, **kwargs)
             except BaseException:
-                self._undo_decay(wrapped)
+                self._undo_step(wrapped, records)
                 raise
 
         functools.update_wrapper(step, inner)
@@ -537,11 +539,13 @@ class Regularizer:
         wrapped.step = types.MethodType(step, optimizer)
         optimizer.step = wrapped.step
 
-    def _undo_decay(self, wrapped):
-        """The decayed tensors back as they were before this step's decay, the last decayed first."""
+    def _undo_step(self, wrapped, records):
+        """The decayed tensors back as they were before this step's decay (the last decayed first), and
+        the per-step ``records`` (constraint values, coupled term seen) as they were before the step."""
         for action in reversed(wrapped.decayed):
             action.undo_()
         wrapped.decayed = []
+        self._constraint_values, wrapped.penalty_seen = records
 
     def _find(self, optimizer):
         for wrapped in self._wrapped:
@@ -658,19 +662,14 @@ class Regularizer:
 
         ``optimizer.step(closure)`` evaluates the loss (and so
         ``reg.penalty()``) inside the step; AdamW decays after that first
-        evaluation, and so does this. A closure that raises leaves the
-        regularizer's per-step records as they were.
+        evaluation, and so does this. When a call raises, the undoing step
+        (:meth:`_install_undoing_step`) puts back what came before.
         """
         first_call = True
 
         def closure_then_decay():
             nonlocal first_call
-            records = dict(self._constraint_values), wrapped.penalty_seen
-            try:
-                loss = closure()
-            except BaseException:
-                self._constraint_values, wrapped.penalty_seen = records
-                raise
+            loss = closure()
             if first_call:
                 first_call = False
                 self._begin_update(wrapped)
