@@ -9,7 +9,11 @@ its pre-step work (the decoupled decay: before the update, where AdamW
 applies it) and not its post-step work. In every mode the parameters, the
 optimizer state and the regularizer state are bit-identical to a snapshot
 taken before the call (the decoupled mode copies the decayed tensors back,
-residuals of low-precision weights included), and the next step works.
+residuals of low-precision weights included), what the closure recorded for
+the failed step is forgotten, and the next step works. The undoing step
+composes with learning-rate schedulers and ``unwrap``, and runs under
+``torch.compile(opt.step)`` (a refused update undone; compiled AdamW bit for
+bit otherwise).
 
 Bit equality is the right comparison: a failed step must change nothing, and the decay is undone by
 copying back the values it overwrote, not by arithmetic.
@@ -47,15 +51,22 @@ def _then_sparse(closure, model):
 
 
 class _ProbingSGD(torch.optim.Optimizer):
-    """Plain SGD that evaluates the closure twice before its update, as a line search probes."""
+    """Plain SGD that evaluates a closure twice before its update, as a line search probes, and raises
+    ``Boom`` instead of updating while ``refuse`` is set."""
+
+    refuse = False
 
     def __init__(self, params, lr):
         super().__init__(params, {"lr": lr})
 
-    def step(self, closure):
-        with torch.enable_grad():
-            loss = closure()
-            closure()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+                closure()
+        if self.refuse:
+            raise Boom("the update is refused")
         with torch.no_grad():
             for group in self.param_groups:
                 torch._foreach_add_(
@@ -165,6 +176,20 @@ def test_the_undoing_step_composes_with_a_learning_rate_scheduler_and_unwrap(sch
     reg.unwrap(adam)
     if scheduler_first:
         assert adam.__dict__["step"] is original
+
+
+def test_a_compiled_step_that_raises_is_undone_too():
+    """``torch.compile(opt.step)`` runs the undoing step: the decay before a refused update is undone."""
+    model, reg, sgd, batch = _trained("decoupled", _ProbingSGD)
+    step = torch.compile(sgd.step, backend="eager")
+    _closure(model, sgd, batch, reg.penalty)()
+    step()
+    before = _snapshot(model, sgd, reg)
+    _closure(model, sgd, batch, reg.penalty)()
+    sgd.refuse = True
+    with pytest.raises(Boom):
+        step()
+    _assert_equal_trees(_snapshot(model, sgd, reg), before)
 
 
 def test_a_compiled_step_is_still_adamw_bit_for_bit():
