@@ -500,7 +500,7 @@ class Regularizer:
 
         The undoing ``step`` :meth:`wrap` installed is removed too, unless
         something wrapped it since (a scheduler built after :meth:`wrap`):
-        it then stays in the chain and only passes the call on.
+        it then stays in the chain, with nothing to undo.
         """
         wrapped = self._find(optimizer)
         for handle in wrapped.handles:
@@ -520,7 +520,8 @@ class Regularizer:
         learning-rate scheduler's counting wrapper, whose attributes it
         takes, or the class's step with its hooks). A bound method, so that
         a scheduler built later can wrap it in turn; after :meth:`unwrap`
-        under such a wrapper it only passes the call on (nothing is decayed).
+        under such a wrapper it stays, with no hooks left and so no decay to
+        undo.
         """
         optimizer = wrapped.optimizer
         inner = optimizer.step
