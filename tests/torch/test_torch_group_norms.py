@@ -69,6 +69,35 @@ def test_norms_of_every_kind_of_group_in_one_bucket(dtype):
         assert torch.equal(view.reshape(-1), value)
 
 
+#: Which tensors of ``_bucket`` have groups that span ranks (only column groups can): none; the runs of 9
+#: of one conv kernel split and the other's not, with a split plain column tensor between them in the order.
+SPLITS = [None, [True, True, True, False, False, False]]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_split_groups_sum_their_squares_over_the_ranks_in_one_all_reduce(split, monkeypatch):
+    calls = []
+
+    def two_equal_ranks(tensors):
+        """An all-reduce over two ranks that hold the same entries: every sum doubles."""
+        calls.append(len(tensors))
+        for t in tensors:
+            t.mul_(2)
+
+    monkeypatch.setattr("normpen.torch.kernels.all_reduce_sum_", two_equal_ranks)
+    tensors, dims = _bucket(torch.float64)
+    norms = GroupNorms(tensors, dims, torch.float64, split)
+    norms.compute(tensors)
+    split = split or [False] * len(tensors)
+    assert calls == ([1] if any(split) else [])
+    for tensor, reduced, out, spans in zip(tensors, dims, norms.out, split, strict=True):
+        squares = tensor.square().sum(dim=reduced, keepdim=True) if reduced else tensor.square()
+        expected = (squares * (2 if spans else 1)).sqrt()
+        # float64 sums of at most 24 squares, doubled exactly, the root as 1 / rsqrt: as above, (n + 2) eps
+        # with n <= 24 on both sides
+        torch.testing.assert_close(out, expected, rtol=52 * torch.finfo(torch.float64).eps, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scale_multiplies_every_group_by_its_factor_exactly(dtype):
     tensors, dims = _bucket(dtype)
