@@ -208,3 +208,32 @@ def test_a_compiled_step_is_still_adamw_bit_for_bit():
         adam_step()
     for p, q in zip(plain.parameters(), regularized.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_without_atomic_decay_a_refused_update_leaves_one_decay_and_no_buffers():
+    """``atomic_decay=False`` keeps no copy: the update Adam refuses leaves the decoupled decay applied
+    once, exactly the multiply AdamW would have made (bit equality: the same one float operation,
+    ``w * (1 - lr * lam)``), and the optimizer state as it was; the next step works."""
+    model = conv_net(0)
+    reg = Regularizer(model, MODE_RULES["decoupled"](), atomic_decay=False)
+    adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2))
+    batches = conv_batches(3)
+    for batch in batches[:2]:
+        adam.step(_closure(model, adam, batch, reg.penalty))
+    assert all(not action.saved for wrapped in reg._wrapped for action in wrapped.pre)
+    before = _snapshot(model, adam, reg)
+    taken = {entry["name"] for entry in reg.summary().to_dict()["rules"][0]["taken"]}
+    decayed = {name: p.detach() * (1 - 1e-2 * 0.1) for name, p in model.named_parameters() if name in taken}
+    _closure(model, adam, batches[2], reg.penalty)()
+    _sparse_gradient(model)
+    with pytest.raises(RuntimeError, match="sparse"):
+        adam.step()
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), decayed.get(name, before[0][name]))
+    _assert_equal_trees(_snapshot(model, adam, reg)[1], before[1])
+    adam.step(_closure(model, adam, batches[2], reg.penalty))
+
+
+def test_atomic_decay_must_be_a_bool():
+    with pytest.raises(TypeError, match="atomic_decay must be True or False"):
+        Regularizer(conv_net(0), MODE_RULES["decoupled"](), atomic_decay="yes")

@@ -188,6 +188,17 @@ class Regularizer:
         See :class:`~normpen.torch.Rule`. A parameter may be under several
         rules of different modes (say a decoupled L2 and a proximal L1), never
         under two rules of the same mode.
+    atomic_decay : bool, default True
+        Whether the decoupled decay keeps the values it overwrites so that an
+        optimizer update that raises after it (Adam refusing a sparse
+        gradient, a line search's closure failing at its second evaluation)
+        leaves the weights bit-identical. The price is memory for one copy of
+        the decayed tensors and one foreach copy per step (about 7 to 15% of
+        an optimizer-bound CPU step, docs/torch.md). ``False`` skips the
+        copy, decoupled L2 then costs what AdamW's own decay costs, and such a
+        failure leaves the weights decayed once; a closure that raises at its
+        first evaluation and a bad hyperparameter change nothing either way
+        (both are met before the decay).
 
     Examples
     --------
@@ -205,7 +216,10 @@ class Regularizer:
     ranks before each dual step, so the multipliers stay identical.
     """
 
-    def __init__(self, model, rules):
+    def __init__(self, model, rules, *, atomic_decay=True):
+        if not isinstance(atomic_decay, bool):
+            raise TypeError(f"atomic_decay must be True or False, got {atomic_decay!r}")
+        self.atomic_decay = atomic_decay
         self.model = unwrap_model(model)
         rules = [rules] if isinstance(rules, Rule) else list(rules)
         if not rules:
@@ -575,7 +589,8 @@ class Regularizer:
                 bucket = Bucket(kernel, bucket_slots, groups[index], METHODS[rule.mode], residuals)
                 action = _Action(rule, bucket, index)
                 if rule.mode == "decoupled":
-                    action.keep_overwritten()
+                    if self.atomic_decay:
+                        action.keep_overwritten()
                     wrapped.pre.append(action)
                 else:
                     wrapped.post.append(action)
@@ -684,8 +699,9 @@ class Regularizer:
         self._check_values(wrapped)
         wrapped.decayed = []
         for action in wrapped.pre:
-            action.save()
-            wrapped.decayed.append(action)
+            if self.atomic_decay:
+                action.save()
+                wrapped.decayed.append(action)
             action.bucket.apply_(action.argument(wrapped.base_lrs))
 
     def _post_step(self, optimizer, args, kwargs):
