@@ -27,9 +27,12 @@ the group lasso's per-group loop, and the fastest hand-vectorised version
 written here (``(fastest)``: multi-tensor ops and preallocated buffers, i.e.
 normpen's own algorithm written out). The table gives ratios to ``Adam`` and
 ``AdamW``, the cost added to Adam, and each hand-written version's time and
-added cost over the normpen mode it replaces. These machines are shared and
-noisy: compare ratios, not absolute times. Not a test: nothing here asserts a
-time.
+added cost over the normpen mode it replaces. Decoupled L2 runs twice: as
+built by default (``atomic_decay=True``: the decay first copies the weights it
+overwrites, to undo it if the step then fails) and with
+``atomic_decay=False`` (the decay alone, AdamW's own operation). These
+machines are shared and noisy: compare ratios, not absolute times. Not a
+test: nothing here asserts a time.
 
 ``--fsdp`` also times the step under FSDP2 (``fully_shard``, two gloo
 processes of one thread each; each rank updates half the rows, the column
@@ -113,9 +116,11 @@ def torch_adamw(model):
     return torch.optim.AdamW(groups, lr=LR, foreach=True).step
 
 
-def normpen(rule):
+def normpen(rule, **options):
+    """Adam wrapped by a regularizer of the one rule ``rule()`` (``options`` go to ``Regularizer``)."""
+
     def build(model):
-        reg = Regularizer(model, rule())
+        reg = Regularizer(model, rule(), **options)
         return reg.wrap(adam(model.parameters())).step
 
     return build
@@ -250,6 +255,7 @@ def group_threshold_fused(params):
 
 #: name -> (builder, the normpen variant a hand-written one replaces, or None)
 L2_, L1_, GL_ = "normpen decoupled L2", "normpen proximal L1", "normpen proximal group lasso"
+L2N_ = "normpen decoupled L2 (atomic_decay=False)"
 GLC_ = "normpen proximal group lasso (cols)"
 COUPLED = "normpen coupled L2 (term + backward)"
 VARIANTS = {
@@ -258,6 +264,7 @@ VARIANTS = {
     L2_: (normpen(lambda: Rule(L2(LAM), mode="decoupled")), None),
     "  hand: per-tensor decay loop": (by_hand(before=per_tensor(decay)), L2_),
     "  hand: foreach decay (fastest)": (by_hand(before=decay_foreach), L2_),
+    L2N_: (normpen(lambda: Rule(L2(LAM), mode="decoupled"), atomic_decay=False), None),
     L1_: (normpen(lambda: Rule(L1(LAM), mode="proximal")), None),
     "  hand: per-tensor sign(x)max(|x|-t,0)": (by_hand(after=per_tensor(soft_threshold)), L1_),
     "  hand: softshrink in place (fastest)": (by_hand(after=softshrink_in_place), L1_),
@@ -351,7 +358,7 @@ def summarise(times, statistic):
 
 
 #: What ``--fsdp`` times on the sharded model: the peers and the modes FSDP2 runs.
-FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L1_, GL_, GLC_, "normpen constrained max-norm")
+FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L2N_, L1_, GL_, GLC_, "normpen constrained max-norm")
 
 
 def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, names, out):
