@@ -78,25 +78,39 @@ def _tolerance(Q, g, W, B_new, L):
     return coef_tol, grad_tol
 
 
-def _run_blocks(Q, grad, B, pen, L):
-    """The kernel's epoch from ``B`` with its gradient ``grad``, ``Q`` as given: ``(B, grad, moves)``."""
+def _run_blocks(Q, grad, B, pen, L, model=None):
+    """The kernel's epoch from ``B`` with its gradient ``grad``, ``Q`` as given: ``(B, grad, moves)``.
+
+    The blocks' eigen-decompositions are taken from the float64 ``model`` (``Q`` by default), as the
+    solver takes them from its float64 ``Q`` when the sweep reads a float32 copy.
+    """
     from normpen.linear.solvers.cd import _block_steps
 
     B, grad = B.copy(), grad.copy()
-    work = np.empty((int(pen.block_sizes.max()), B.shape[1]))
-    moves = epoch_blocks(Q, grad, B, *_block_steps(pen, L), pen.positive, work)
+    work = np.empty((2, int(pen.block_sizes.max()), B.shape[1]))
+    constants = _block_steps(pen, L, Q if model is None else model)
+    moves = epoch_blocks(Q, grad, B, *constants, pen.positive, work)
     return B, grad, moves
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(
     "case",
-    ["lasso", "elastic net", "group lasso", "sparse-group", "positive", "multi-output", "stacked"],
+    [
+        "lasso",
+        "elastic net",
+        "sparse-group",
+        "positive",
+        "positive group",
+        "sparse-group multi-output",
+        "sparse-group stacked",
+    ],
 )
 def test_a_block_epoch_is_the_prox_of_each_block_in_turn(seed, case):
+    """Blocks with an L1 part or positivity (not minimised exactly, unlike group-lasso ones) take the prox."""
     rng = np.random.default_rng(seed)
-    k, m = 12, (3 if case in ("multi-output", "stacked") else 1)
-    Q, g, W = _model(rng, k, m, stacked=case == "stacked")
+    k, m = 12, (3 if case.endswith(("multi-output", "stacked")) else 1)
+    Q, g, W = _model(rng, k, m, stacked=case.endswith("stacked"))
     l1 = np.full((k, m), 0.3)
     if case in ("lasso", "elastic net", "positive"):
         pen = BlockPenalty.separable(
@@ -104,11 +118,12 @@ def test_a_block_epoch_is_the_prox_of_each_block_in_turn(seed, case):
         )
     else:
         blocks = [np.arange(i, min(i + 4, k)) for i in range(0, k, 4)]
-        l1 = l1 if case == "sparse-group" else np.zeros((k, m))
-        pen = BlockPenalty.from_blocks(l1, blocks, 0.5 * np.sqrt([len(b) for b in blocks]), ridge=0.1)
+        l1 = np.zeros((k, m)) if case == "positive group" else l1
+        weights = 0.5 * np.sqrt([len(b) for b in blocks])
+        pen = BlockPenalty.from_blocks(l1, blocks, weights, ridge=0.1, positive=case == "positive group")
     L = _lipschitz(Q, pen)
     B = W + 0.5 * rng.standard_normal((k, m))
-    if case == "positive":
+    if case.startswith("positive"):
         B = np.abs(B)
     want_B, want_grad = _replay(Q, g, W, B, pen, L)
     got_B, got_grad, moves = _run_blocks(Q, _gradient(Q, g, W, B), B, pen, L)
@@ -132,11 +147,119 @@ def test_a_float32_model_is_read_as_rounded_and_computed_in_float64():
     single = Q.astype(np.float32)
     rounded = single.astype(np.float64)
     grad = _gradient(rounded, g, W, B)
-    got = _run_blocks(single, grad, B, pen, L)
-    want = _run_blocks(rounded, grad, B, pen, L)
+    got = _run_blocks(single, grad, B, pen, L, model=Q)
+    want = _run_blocks(rounded, grad, B, pen, L, model=Q)
     # the same float64 operations in the same order on the same inputs: bit-identical
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def _block_minimiser(A, c, beta, ridge):
+    r"""The minimiser of :math:`\sum_c \tfrac12 b_c^\top(A_c + \mu)b_c - c_c^\top b_c + \beta\|b\|_F` (Brent).
+
+    Written independently of the kernel (no eigen-decomposition): :math:`b = 0` when
+    :math:`\|c\|_F \le \beta`, else :math:`b_c(\rho) = (A_c + \mu + \beta/\rho)^{-1}c_c` with
+    :math:`\|b(\rho)\|_F = \rho`, found by ``brentq`` on :math:`\|b(\rho)\|_F/\rho - 1` (decreasing
+    from :math:`\|c\|_F/\beta - 1 > 0` at :math:`0^+` to :math:`-1` at infinity) to a relative
+    :math:`4\epsilon`.
+    """
+    from scipy.optimize import brentq
+
+    if np.linalg.norm(c) <= beta:
+        return np.zeros_like(c)
+    eye = np.eye(c.shape[0])
+
+    def point(rho):
+        return np.stack(
+            [np.linalg.solve(A[i] + (ridge + beta / rho) * eye, c[:, i]) for i in range(c.shape[1])], 1
+        )
+
+    # ||c|| / (beta + rho ||A + mu||) <= ||b(rho)|| / rho <= ||c|| / (beta + rho lambda_min): a bracket
+    excess = np.linalg.norm(c) - beta
+    low = 0.5 * excess / max(np.linalg.eigvalsh(a)[-1] + ridge for a in A)
+    high = 2 * excess / min(np.linalg.eigvalsh(a)[0] + ridge for a in A)
+    rho = brentq(lambda r: np.linalg.norm(point(r)) / r - 1, low, high, xtol=1e-300, rtol=4 * EPS)
+    return point(rho)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("case", ["one output", "ridge", "multi-output", "stacked", "rows, stacked"])
+def test_a_group_lasso_block_moves_to_its_exact_minimiser(seed, case):
+    r"""Each group-lasso block moves to the model's exact minimiser over it, the others where they are then.
+
+    The replay takes the kernel's blocks before ``g`` and the starting blocks from ``g`` on (the
+    point the cyclic kernel updates block ``g`` at), the model gradient there from scratch, and
+    minimises over block ``g`` by :func:`_block_minimiser`.
+
+    Tolerance, derived: the block minimiser :math:`b(c)` is :math:`1/\lambda_{\min}`-Lipschitz in its
+    linear term :math:`c` (the resolvent of the :math:`\lambda_{\min}`-strongly monotone
+    :math:`A + \mu + \beta\partial\|\cdot\|`, :math:`\lambda_{\min}` the least eigenvalue of the
+    block's :math:`A + \mu` over the outputs). The kernel's :math:`c` differs from the replay's by
+    the in-place gradient's rounding, at most :math:`(k + 1)uS` (module docstring; no growth factor,
+    since the replay starts each block from the kernel's own iterate), and both solves are
+    backward stable: each is the exact minimiser for data :math:`(A, c, \beta)` perturbed by a
+    relative :math:`\gamma = 16(|g|m + 2)u` (``eigh``'s and ``solve``'s backward errors, the
+    eigenbasis products, the root to a relative :math:`4\epsilon`, to which :math:`b` is at most as
+    sensitive, :math:`\partial\log\hat b/\partial\log\rho \le 1`), moving it by at most
+    :math:`\gamma(\|A + \mu\|\|b\| + \|c\| + \beta)/\lambda_{\min}` each.
+    """
+    rng = np.random.default_rng(seed)
+    k = 12
+    m = 1 if case in ("one output", "ridge") else 3
+    Q, g, W = _model(rng, k, m, stacked="stacked" in case)
+    ridge = 0.2 if case == "ridge" else 0.0
+    size = 1 if case.startswith("rows") else 4
+    blocks = [np.arange(i, i + size) for i in range(0, k, size)]
+    weights = rng.uniform(0.2, 2.0, len(blocks)) * np.sqrt(size)
+    weights[:2] = 100.0, 0.01  # far above and below their linear terms: block 0 goes to 0, block 1 not
+    pen = BlockPenalty.from_blocks(np.zeros((k, m)), blocks, weights, ridge=ridge)
+    L = _lipschitz(Q, pen)
+    B = W + 0.5 * rng.standard_normal((k, m))
+    got_B, got_grad, moves = _run_blocks(Q, _gradient(Q, g, W, B), B, pen, L)
+    u = EPS / 2
+    stack = Q if Q.shape[0] == m else np.repeat(Q, m, axis=0)
+    for block, rows in enumerate(blocks):
+        state = np.where(np.arange(k)[:, None] < rows[0], got_B, B)
+        grad = _gradient(Q, g, W, state)
+        A = stack[:, rows[:, None], rows]
+        c = np.einsum("crs,sc->rc", A, state[rows]) - grad[rows]
+        want = _block_minimiser(A, c, weights[block], ridge)
+        least = min(np.linalg.eigvalsh(a)[0] for a in A) + ridge
+        top = max(np.linalg.eigvalsh(a)[-1] for a in A) + ridge
+        # the sums behind the gradient at block g: the starting one and the axpys of the blocks before
+        magnitude = np.abs(g) + np.einsum("cij,jc->ic", np.abs(stack), 2 * np.abs(B - W) + np.abs(got_B - W))
+        gamma = 16 * (size * m + 2) * u
+        solve = gamma * (top * np.linalg.norm(want) + np.linalg.norm(c) + weights[block])
+        # the starting gradient's, the in-place updates' and the replay's roundings, over |g| m entries
+        tol = (3 * (k + 1) * u * magnitude[rows].max() * np.sqrt(size * m) + 2 * solve) / least
+        np.testing.assert_allclose(got_B[rows], want, rtol=0, atol=tol)
+    # the in-place gradient against a fresh one at the kernel's own iterate: (k + 1) u S, no growth
+    magnitude = np.abs(g) + np.einsum("cij,jc->ic", np.abs(stack), 2 * np.abs(B - W) + np.abs(got_B - W))
+    np.testing.assert_allclose(
+        got_grad, _gradient(Q, g, W, got_B), rtol=0, atol=2 * (k + 1) * u * magnitude.max()
+    )
+    assert moves == sum(np.any(got_B[rows] != B[rows]) for rows in blocks)
+    assert not np.any(got_B[blocks[0]]) and np.any(got_B[blocks[1]])  # both branches taken
+
+
+def test_a_block_without_curvature_takes_the_prox_gradient_step():
+    """A group-lasso block whose Q_gg vanishes has no exact minimiser to find (the model is linear in
+    it): the kernel falls back to the proximal gradient step at the curvature it is given, as
+    :func:`_replay` computes it (tolerance of the module docstring)."""
+    rng = np.random.default_rng(3)
+    Q, g, W = _model(rng, 8, 1, stacked=False)
+    Q[:, 4:, :] = 0.0
+    Q[:, :, 4:] = 0.0
+    blocks = [np.arange(0, 4), np.arange(4, 8)]
+    pen = BlockPenalty.from_blocks(np.zeros((8, 1)), blocks, np.full(2, 0.1))
+    L = np.where(_lipschitz(Q, pen) > 0, _lipschitz(Q, pen), 1.0)  # the solver's curvature for an empty block
+    B = W + 0.5 * rng.standard_normal((8, 1))
+    grad = _gradient(Q, g, W, B)
+    got_B, got_grad, _ = _run_blocks(Q, grad, B, pen, L)
+    steps = pen._per_row(1.0 / L)[:, None]
+    want = pen.prox(B - steps * grad, 1.0 / L)[4:]  # block 1's gradient does not depend on block 0
+    np.testing.assert_allclose(got_B[4:], want, rtol=0, atol=8 * EPS * np.abs(want).max())
+    assert np.any(got_B[4:] != B[4:])
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -12,11 +12,19 @@ in place with one axpy per moved row of a block (:math:`\nabla_c \mathrel{+}= \d
 ``Q`` symmetric, so its rows are its columns). ``Q`` is read in float32 or float64;
 the arithmetic is float64. The penalty enters through the constants
 :meth:`normpen.linear.blocks.BlockPenalty.prox` is made of (soft thresholding, group
-soft thresholding, the ridge factor); ``tests/linear/test_sweeps.py`` checks every
-update against that prox and against an exact coordinate minimisation.
+soft thresholding, the ridge factor), and a group-lasso block's exact minimiser through its
+group weight, the ridge and the eigen-decomposition of its diagonal block of ``Q``;
+``tests/linear/test_sweeps.py`` checks every update against that prox, against an exact
+coordinate minimisation and against an exact block minimisation (Brent's method on the block's
+secular equation).
 """
 
+from libc.float cimport DBL_EPSILON
 from libc.math cimport sqrt
+
+#: Newton steps on a block's secular equation before its exact minimisation gives up (:func:`_exact_block`).
+cdef enum:
+    _SECULAR_ITERATIONS = 64
 
 ctypedef fused real:
     float
@@ -100,6 +108,98 @@ def epoch_coordinates(
     return moves
 
 
+cdef inline bint _exact_block(
+    const double[:, ::1] values,
+    const double[:, :, ::1] vectors,
+    const double[:, ::1] grad,
+    const double[:, ::1] B,
+    Py_ssize_t start,
+    Py_ssize_t size,
+    bint shared,
+    double beta,
+    double ridge,
+    double[:, :, ::1] work,
+) noexcept nogil:
+    r"""The exact minimiser of the model over one group-lasso block (into ``work[1]``); False if not found.
+
+    With the block's curvature :math:`Q_{gg,c} = V_c\,\mathrm{diag}(d_c)V_c^\top` per output and
+    :math:`\hat c = d\circ V^\top b - V^\top\nabla_g` (the linear term with the other blocks fixed,
+    in the eigenbasis, into ``work[0]``), the minimiser of
+    :math:`\tfrac12 b^\top(Q_{gg} + \mu)b - c^\top b + \beta\|b\|` is 0 when
+    :math:`\|\hat c\| \le \beta`, else :math:`\hat b = \hat c / (d + \mu + \beta/\rho)` where
+    :math:`\rho = \|b\|` solves :math:`q(\rho) = 1`,
+    :math:`q(\rho) = \big(\sum \hat c^2/(\rho(d + \mu) + \beta)^2\big)^{-1/2}`. :math:`q` is increasing
+    and concave (the perspective of Moré and Sorensen's concave :math:`1/\|(D + \sigma)^{-1}\hat c\|`),
+    so Newton's method from the lower bound :math:`(\|\hat c\| - \beta)/\max(d + \mu)` rises
+    monotonically to the root; it stops when a step is below :math:`4\epsilon\rho` or :math:`q`
+    reaches 1 to rounding. Returns False (the caller takes a proximal gradient step instead) when the
+    curvature vanishes or :data:`_SECULAR_ITERATIONS` steps do not get there (a root far out along
+    a near-null direction of :math:`Q_{gg}`).
+    """
+    cdef Py_ssize_t i, r, c, s, it, m = B.shape[1]
+    cdef double total = 0.0, top = 0.0, bh, gh, v, d, den, t, h, p, q, step, rho
+    cdef bint found = False
+    for c in range(m):
+        s = 0 if shared else c
+        for i in range(size):
+            bh = 0.0
+            gh = 0.0
+            for r in range(size):
+                v = vectors[s, start + r, i]
+                bh += v * B[start + r, c]
+                gh += v * grad[start + r, c]
+            d = values[s, start + i]
+            t = d * bh - gh
+            work[0, i, c] = t
+            total += t * t
+            if d + ridge > top:
+                top = d + ridge
+    total = sqrt(total)
+    if total <= beta:
+        for r in range(size):
+            for c in range(m):
+                work[1, r, c] = 0.0
+        return True
+    if top <= 0:
+        return False
+    rho = (total - beta) / top
+    for it in range(_SECULAR_ITERATIONS):
+        h = 0.0
+        p = 0.0
+        for c in range(m):
+            s = 0 if shared else c
+            for i in range(size):
+                d = values[s, start + i] + ridge
+                den = rho * d + beta
+                t = work[0, i, c] / den
+                t = t * t
+                h += t
+                p += t * d / den
+        q = 1.0 / sqrt(h)
+        if q >= 1.0:
+            found = True
+            break
+        if p <= 0:
+            return False
+        step = (1.0 - q) / (p * q * q * q)
+        rho += step
+        if step <= 4 * DBL_EPSILON * rho:
+            found = True
+            break
+    if not found:
+        return False
+    for c in range(m):
+        s = 0 if shared else c
+        for i in range(size):
+            work[0, i, c] = work[0, i, c] / (values[s, start + i] + ridge + beta / rho)
+        for r in range(size):
+            t = 0.0
+            for i in range(size):
+                t += vectors[s, start + r, i] * work[0, i, c]
+            work[1, r, c] = t
+    return True
+
+
 def epoch_blocks(
     const real[:, :, ::1] Q,
     double[:, ::1] grad,
@@ -110,20 +210,30 @@ def epoch_blocks(
     const double[:, ::1] thresh,
     const double[::1] group,
     const double[::1] shrink,
+    const double[::1] weights,
+    const double[:, ::1] values,
+    const double[:, :, ::1] vectors,
+    double ridge,
     bint positive,
-    double[:, ::1] work,
+    double[:, :, ::1] work,
 ):
-    r"""One cyclic pass of block proximal gradient steps, any blocks, any number of outputs.
+    r"""One cyclic pass of block updates, any blocks, any number of outputs.
 
-    Block :math:`g` (rows ``starts[g]`` to ``starts[g] + sizes[g]`` of ``B``, all
-    outputs) moves to :math:`\operatorname{prox}_{P_g/L_g}(B_g - \nabla_g/L_g)`,
-    ``steps[g]`` :math:`= 1/L_g`: entrywise soft thresholding at ``thresh``
-    (:math:`\alpha/L_g`, zero for none), then group soft thresholding of the whole
-    block at ``group[g]`` (:math:`\beta_g/L_g`), then the ridge factor ``shrink[g]``
-    (:math:`1/(1 + \mu/L_g)`). ``Q`` is ``(1, k, k)`` (one matrix for every
-    output) or ``(m, k, k)``; ``work`` is scratch of at least the largest block's
-    rows by ``m``. ``B`` and ``grad`` (``(k, m)``) are updated in place; returns
-    the number of blocks that moved.
+    A block :math:`g` (rows ``starts[g]`` to ``starts[g] + sizes[g]`` of ``B``, all
+    outputs) with ``weights[g]`` :math:`= \beta_g > 0` (a group norm, no L1 part, no
+    positivity: the group lasso, with or without a ridge) moves to the exact minimiser of
+    the model over it (:func:`_exact_block`, from the eigen-decompositions of its diagonal
+    blocks of ``Q``: eigenvalues ``values`` ``(m|1, k)``, clamped at 0, and eigenvectors
+    ``vectors[s, start + r, i]``, row :math:`r` of eigenvector :math:`i`, ``(m|1, k, width)``),
+    and ``ridge`` :math:`\mu`). Any other block, or one whose root is not found, takes a
+    proximal gradient step,
+    :math:`\operatorname{prox}_{P_g/L_g}(B_g - \nabla_g/L_g)`, ``steps[g]`` :math:`= 1/L_g`:
+    entrywise soft thresholding at ``thresh`` (:math:`\alpha/L_g`, zero for none), then group
+    soft thresholding of the whole block at ``group[g]`` (:math:`\beta_g/L_g`), then the ridge
+    factor ``shrink[g]`` (:math:`1/(1 + \mu/L_g)`). ``Q`` is ``(1, k, k)`` (one matrix for every
+    output) or ``(m, k, k)``, as are the eigen-decompositions; ``work`` is scratch of
+    ``(2, width, m)`` at least, ``width`` the largest block's rows. ``B`` and ``grad``
+    (``(k, m)``) are updated in place; returns the number of blocks that moved.
     """
     cdef Py_ssize_t g, r, c, start, size, k = B.shape[0], m = B.shape[1], moves = 0
     cdef Py_ssize_t shared = Q.shape[0] == 1
@@ -132,20 +242,26 @@ def epoch_blocks(
     with nogil:
         for g in range(starts.shape[0]):
             start, size, step = starts[g], sizes[g], steps[g]
-            norm = 0.0
-            for r in range(size):
-                for c in range(m):
-                    z = _soft(B[start + r, c] - step * grad[start + r, c], thresh[start + r, c], positive)
-                    work[r, c] = z
-                    norm += z * z
-            scale = shrink[g]
-            if group[g] > 0:
-                norm = sqrt(norm)
-                scale = scale * (_soft(norm, group[g], False) / norm) if norm > 0 else 0.0
+            if not (weights[g] > 0 and _exact_block(
+                values, vectors, grad, B, start, size, shared, weights[g], ridge, work
+            )):
+                norm = 0.0
+                for r in range(size):
+                    for c in range(m):
+                        z = _soft(B[start + r, c] - step * grad[start + r, c], thresh[start + r, c], positive)
+                        work[1, r, c] = z
+                        norm += z * z
+                scale = shrink[g]
+                if group[g] > 0:
+                    norm = sqrt(norm)
+                    scale = scale * (_soft(norm, group[g], False) / norm) if norm > 0 else 0.0
+                for r in range(size):
+                    for c in range(m):
+                        work[1, r, c] = work[1, r, c] * scale
             moved = False
             for r in range(size):
                 for c in range(m):
-                    new = work[r, c] * scale
+                    new = work[1, r, c]
                     delta = new - B[start + r, c]
                     if delta != 0:
                         B[start + r, c] = new

@@ -1389,7 +1389,15 @@ def _columns_product(Q, columns, v):
 
 
 class _BlockSweep(_Sweep):
-    r"""Cyclic block proximal-gradient state for the compiled ``epoch_blocks`` (any blocks and outputs).
+    r"""Cyclic block coordinate descent state for the compiled ``epoch_blocks`` (any blocks and outputs).
+
+    Group-lasso blocks (a group weight, no L1 part, no positivity; with or without
+    a ridge) move to the model's exact minimiser over the block, from the
+    eigen-decompositions of the block's diagonal blocks of ``Q``
+    (:func:`_block_eigen`); any other block takes one proximal gradient step at
+    its curvature ``L``. The exact step is what adelie takes: on issue 15's
+    workload (d) (groups of five AR(1) columns, :math:`\rho = 0.6`, so a block's
+    curvature spans a factor of about 10) it needs 2-3 times fewer epochs.
 
     On a working set of at least :data:`_SINGLE_PRECISION_WIDTH` coordinates
     ``Q`` no longer fits in cache and each block update streams
@@ -1408,8 +1416,8 @@ class _BlockSweep(_Sweep):
         self.Q = Q.astype(np.float32) if self.approximate else Q
         self.stack = self.Q if self.Q.ndim == 3 else self.Q[None]  # the kernel's (m | 1, k, k)
         self.positive = pen.positive
-        self.blocks = _block_steps(pen, L)
-        self.work = np.empty((int(pen.block_sizes.max(initial=1)), W0.shape[1]))
+        self.blocks = _block_steps(pen, L, Q)
+        self.work = np.empty((2, int(pen.block_sizes.max(initial=1)), W0.shape[1]))
         self.rebase(W0, g0)
 
     def gradient_at(self, B):
@@ -1467,15 +1475,20 @@ def _polish_support(sweep, B, grad):
     return polished
 
 
-def _block_steps(pen, L):
-    r"""The per-block constants of the compiled ``epoch_blocks``, in its argument order.
+def _block_steps(pen, L, Q):
+    r"""The per-block constants of the compiled ``epoch_blocks``, in its argument order (up to ``positive``).
 
     Block starts and sizes, steps :math:`1/L_g`, the L1 thresholds
     :math:`\alpha/L_g` entry by entry (``(k, m)``), the group thresholds
-    :math:`\beta_g/L_g` and the ridge factors :math:`1/(1 + \mu/L_g)`.
+    :math:`\beta_g/L_g` and the ridge factors :math:`1/(1 + \mu/L_g)` of the
+    proximal gradient steps; then the group weights :math:`\beta_g` of the
+    blocks minimised exactly (group-lasso blocks: a group weight, no L1 part, no
+    positivity; 0 for the others), the eigen-decompositions of their diagonal
+    blocks of the float64 ``Q`` (:func:`_block_eigen`) and the ridge :math:`\mu`.
     """
     steps = 1.0 / L
     thresh = pen.l1 * np.repeat(steps, pen.block_sizes)[:, None]
+    exact = (pen.group_weights > 0) & (pen.block_max(pen.l1.max(axis=1)) == 0) & (not pen.positive)
     return (
         np.ascontiguousarray(pen.block_starts, dtype=np.intp),
         np.ascontiguousarray(pen.block_sizes, dtype=np.intp),
@@ -1483,7 +1496,33 @@ def _block_steps(pen, L):
         np.ascontiguousarray(thresh, dtype=np.float64),
         np.ascontiguousarray(pen.group_weights * steps, dtype=np.float64),
         1.0 / (1.0 + pen.ridge * steps),
+        np.where(exact, pen.group_weights, 0.0),
+        *_block_eigen(Q, pen, exact),
+        float(pen.ridge),
     )
+
+
+def _block_eigen(Q, pen, blocks):
+    r"""Eigen-decompositions :math:`Q_{gg,c} = V\mathrm{diag}(d)V^\top` of the chosen blocks, per slice of Q.
+
+    Returns ``values`` ``(m|1, k)`` (block :math:`g`'s eigenvalues in its rows'
+    positions, ascending, clamped at 0: ``Q`` is positive semi-definite, and
+    ``eigh`` may return :math:`-O(\epsilon)\|Q_{gg}\|` for a null direction) and
+    ``vectors`` ``(m|1, k, width)``, row :math:`r` of the block's eigenvector
+    :math:`i` at ``[s, start + r, i]``; entries of blocks not chosen are 0 (a
+    block of one row is its own eigenvector, with its diagonal entry). One
+    batched ``eigh`` per block size.
+    """
+    stack = Q if Q.ndim == 3 else Q[None]
+    width = int(pen.block_sizes.max(initial=1))
+    values = np.zeros(stack.shape[:2])
+    vectors = np.zeros((*stack.shape[:2], width))
+    for size in np.unique(pen.block_sizes[blocks]):
+        chosen = np.flatnonzero(blocks & (pen.block_sizes == size))
+        rows = pen.block_starts[chosen, None] + np.arange(size)
+        d, V = np.linalg.eigh(stack[:, rows[:, :, None], rows[:, None, :]])
+        values[:, rows], vectors[:, rows, :size] = d, V
+    return np.maximum(values, 0.0), vectors
 
 
 class _Anderson:
