@@ -26,9 +26,8 @@ from torch.func import functional_call, grad, vmap
 
 from normpen._array import check_nonnegative
 from normpen.penalties.anchored import Anchored
-from normpen.penalties.l2 import L2
 from normpen.torch.distributed import all_reduce_sum_, unwrap_model
-from normpen.torch.kernels import as_penalty_input
+from normpen.torch.kernels import in_layout
 from normpen.torch.rules import Rule, choose_entries, layout_of, parameter_entries
 
 __all__ = ["fisher_diagonal", "l2_sp", "ewc", "VARIANTS"]
@@ -230,13 +229,8 @@ def _anchored_rule(model, lam, fisher, mode, select, candidates, schedule, label
     return Rule(penalties, mode=mode, schedule=schedule, label=label)
 
 
-#: A penalty with no structure (no row or column groups, not matrix-only), all that
-#: :func:`~normpen.torch.kernels.as_penalty_input` reads of one: the anchored penalty's kind.
-_ENTRYWISE = L2(0.0)
-
-
 def _as_seen(entry, tensor):
     """``tensor``, shaped like ``entry``'s parameter, in the layout the regularizer hands the parameter's
     penalty (:func:`~normpen.torch.rules.layout_of`): a transformers ``Conv1D`` weight ``(in, out)``
     transposed, fused experts stacked; so an anchor or a Fisher weight meets its own entry."""
-    return as_penalty_input(_ENTRYWISE, tensor, layout_of(entry))
+    return in_layout(tensor, layout_of(entry))

@@ -64,6 +64,7 @@ __all__ = [
     "is_anchored",
     "penalty_value",
     "as_penalty_input",
+    "in_layout",
     "from_penalty_input",
     "structure_axis",
     "LAYOUTS",
@@ -130,24 +131,33 @@ def is_anchored(penalty):
 
 
 def as_penalty_input(penalty, tensor, layout="plain"):
-    """``tensor`` as the penalty sees it: output units on axis 0, one matrix per expert's groups.
+    """``tensor`` as ``penalty`` sees it (:func:`in_layout` with the penalty's column groups and
+    matrix-only flag)."""
+    return in_layout(tensor, layout, columns=structure_axis(penalty) == 1, matrix=penalty.matrix_only)
+
+
+def in_layout(tensor, layout="plain", *, columns=False, matrix=False):
+    """``tensor`` with output units on axis 0 and one matrix per expert's groups.
 
     - ``"transposed"`` ``(in, out)``: the transpose (a view);
     - ``"stacked"`` ``(E, out, in)``: ``(E * out, in)`` (a view), so row
-      groups are each expert's rows; for column groups ``(out, E * in)``
-      (a copy), each expert's columns;
-    - a matrix ``(shape[0], -1)`` for matrix-only penalties on a conv kernel
-      ``(out, in, k...)`` (one row per output channel), not the convolution
-      operator.
+      groups are each expert's rows; with ``columns`` (column groups)
+      ``(out, E * in)`` (a copy), each expert's columns;
+    - with ``matrix`` (a matrix-only penalty) a conv kernel ``(out, in, k...)``
+      as the matrix ``(out, -1)`` (one row per output channel), not the
+      convolution operator.
+
+    Entrywise tensors kept beside a parameter (an anchor, Fisher weights) take
+    the defaults, so each entry meets the parameter's entry it belongs to.
     """
     if layout == "stacked":
         experts, out = tensor.shape[:2]
-        if structure_axis(penalty) == 1:
+        if columns:
             return tensor.movedim(0, 1).reshape(out, -1)
         return tensor.reshape(experts * out, -1)
     if layout == "transposed":
         tensor = tensor.T
-    if penalty.matrix_only and tensor.ndim > 2:
+    if matrix and tensor.ndim > 2:
         return tensor.reshape(tensor.shape[0], -1)
     return tensor
 
