@@ -21,7 +21,13 @@ import pytest
 
 from normpen._array import soft_threshold
 from normpen.linear.blocks import BlockPenalty
-from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_residual, epoch_rows
+from normpen.linear.solvers._sweeps import (
+    epoch_blocks,
+    epoch_coordinates,
+    epoch_residual,
+    epoch_residual_blocks,
+    epoch_rows,
+)
 
 EPS = np.finfo(np.float64).eps
 
@@ -454,3 +460,93 @@ def test_a_residual_epoch_makes_the_moves_of_the_formed_model(seed, sparse, cent
     if centred:
         centre_tol = np.abs(q).sum() * tol + 2 * (k + 1) * u * (np.abs(q) @ moved)
         assert centre == pytest.approx(float(q @ (residual_b - w0)), rel=0, abs=centre_tol)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("case", ["group lasso", "centred", "sparse-group"])
+def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse, case):
+    r"""epoch_residual_blocks on (X, HX, q) against epoch_blocks on the formed Q = X^T H X - q q^T / sum h.
+
+    Both take the same constants (from the formed Q): the group-lasso blocks their exact minimiser,
+    the sparse-group ones (an L1 part) the prox gradient step. Tolerance: the same real numbers in
+    another order. Each gradient is a sum of at most n + k + 1 products whose magnitudes add up to S
+    (g0, |X|^T H |X| (|b - w0| + |b_new - w0|) and the centring term), so each side is within
+    (n + k + 1) u S of it. A block's move is Lipschitz in its gradient with constant 1/lambda_min (the
+    exact minimiser: the resolvent of a lambda_min-strongly monotone operator, lambda_min the least
+    eigenvalue of the diagonal blocks; the prox step: 1/L_g <= 1/lambda_min); an earlier block's error
+    reaches a later gradient through the rows of |Q|, a factor (1 + max_i ||Q_i||_1 / lambda_min) per
+    block, as in the module docstring. The exact solves see the same eigen data and linear terms that
+    differ by that much; their own rounding, backward stable as in
+    test_a_group_lasso_block_moves_to_its_exact_minimiser, adds gamma (||Q_gg|| ||b|| + ||c|| + beta) /
+    lambda_min per side with gamma = 16 (|g| + 2) u.
+    """
+    import scipy.sparse as sp
+
+    from normpen.linear.solvers.cd import _block_steps, _ColumnReader, _ImplicitGram
+
+    rng = np.random.default_rng(seed)
+    n, k, size = 40, 12, 3
+    X = rng.standard_normal((n, k))
+    if sparse:
+        X[rng.random(X.shape) < 0.6] = 0.0
+        X[0] = 1.0  # no empty column
+    h = rng.uniform(0.1, 1.0, n)
+    centred = case == "centred"
+    q = X.T @ h if centred else np.zeros(0)
+    hsum = float(h.sum())
+    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    w0, B = rng.standard_normal((k, 1)), rng.standard_normal((k, 1))
+    g0 = rng.standard_normal((k, 1))
+    blocks = [np.arange(i, i + size) for i in range(0, k, size)]
+    weights = rng.uniform(0.2, 2.0, len(blocks))
+    weights[:2] = 100.0, 0.01  # far above and below their linear terms: block 0 goes to 0, block 1 not
+    l1 = np.full((k, 1), 0.1 if case == "sparse-group" else 0.0)
+    pen = BlockPenalty.from_blocks(l1, blocks, weights)
+    L = _lipschitz(Q[None], pen)
+    constants = _block_steps(pen, L, Q[None])
+
+    formed_B, formed_grad, formed_moves = _run_blocks(Q[None], g0 + Q @ (B - w0), B, pen, L)
+
+    design = sp.csc_matrix(X) if sparse else np.asfortranarray(X)
+    weighted = sp.csc_matrix(X * h[:, None]) if sparse else np.asfortranarray(X * h[:, None])
+    columns, weighted_columns = _ColumnReader(design), _ColumnReader(weighted)
+    residual_B, grad, v = B.copy(), np.zeros((k, 1)), (X * h[:, None]) @ (B[:, 0] - w0[:, 0])
+    centre = float(q @ (B[:, 0] - w0[:, 0])) if centred else 0.0
+    work = np.empty((2, size, 1))
+    moves, centre = epoch_residual_blocks(
+        columns.rows, weighted_columns.rows, columns.indptr, columns.indices, g0[:, 0], residual_B, grad,
+        v, q, centre, hsum, *constants, pen.positive, work,
+    )  # fmt: skip
+
+    u = EPS / 2
+    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
+    moved = np.abs(B - w0) + np.abs(formed_B - w0)
+    S = np.abs(g0).max() + (absQ @ moved).max()
+    least = min(np.linalg.eigvalsh(Q[rows[:, None], rows])[0] for rows in blocks)
+    growth = (1.0 + absQ.sum(axis=1).max() / least) ** len(blocks)
+    gamma = 16 * (size + 2) * u
+    solve = gamma * (np.abs(Q).sum(axis=1).max() * np.abs(formed_B).max() * size + S * size + weights.max())
+    tol = (2 * (n + k + 1) * u * S * np.sqrt(size) + 2 * solve) * growth / least + 8 * u * np.abs(
+        formed_B
+    ).max()
+    np.testing.assert_allclose(residual_B, formed_B, rtol=0, atol=tol)
+    assert moves == formed_moves
+    if case != "sparse-group":
+        assert not np.any(residual_B[blocks[0]]) and np.any(residual_B[blocks[1]])  # both branches taken
+    # the residual and the centre followed the moves: each entry is k moves' terms, off by the iterate's
+    # error (tol) times the column entries, plus each side's rounding of its k + 1 terms
+    HX = np.abs(X) * h[:, None]
+    step = residual_B[:, 0] - w0[:, 0]
+    v_tol = k * HX.max() * tol + 2 * (k + 1) * u * (HX @ moved[:, 0]).max()
+    np.testing.assert_allclose(v, (X * h[:, None]) @ step, rtol=0, atol=v_tol)
+    if centred:
+        centre_tol = np.abs(q).sum() * tol + 2 * (k + 1) * u * (np.abs(q) @ moved[:, 0])
+        assert centre == pytest.approx(float(q @ step), rel=0, abs=centre_tol)
+    # the implicit model's diagonal blocks against the formed ones: each entry n + 1 products, |Q| bounds them
+    implicit = _ImplicitGram.of(design, h, q if centred else None, hsum)
+    rows = np.stack(blocks)
+    np.testing.assert_allclose(
+        implicit.blocks(rows), Q[rows[:, :, None], rows[:, None, :]], rtol=0,
+        atol=2 * (n + 2) * u * absQ.max(),
+    )  # fmt: skip

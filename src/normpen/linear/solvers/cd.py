@@ -81,7 +81,13 @@ from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
-from normpen.linear.solvers._sweeps import epoch_blocks, epoch_coordinates, epoch_residual, epoch_rows
+from normpen.linear.solvers._sweeps import (
+    epoch_blocks,
+    epoch_coordinates,
+    epoch_residual,
+    epoch_residual_blocks,
+    epoch_rows,
+)
 
 __all__ = ["coordinate_descent", "solve"]
 
@@ -401,7 +407,10 @@ def _newton_model(problem, rows, X_ws, pen, z, previous, t):
     if V is not None and pen.singletons:
         return _CoupledModel(problem, X_ws, D, V)
     if previous is None or t < 1 or previous.drifted(D):
-        implicit = pen.singletons and problem.n_outputs == 1 and _implicit_is_cheaper(X_ws)
+        if pen.singletons:
+            implicit = problem.n_outputs == 1 and _implicit_is_cheaper(X_ws)
+        else:
+            implicit = problem.n_outputs == 1 and problem.exact_model and _implicit_blocks_are_cheaper(X_ws)
         return _QuadraticModel(problem, rows, X_ws, D, problem.exact_model, implicit)
     return previous
 
@@ -425,6 +434,29 @@ def _implicit_is_cheaper(X_ws):
     k = X_ws.shape[1]
     nnz = X_ws.nnz if sp.issparse(X_ws) else X_ws.size
     return 10 * nnz < k * k
+
+
+def _implicit_blocks_are_cheaper(X_ws):
+    r"""Whether a least-squares block sweep over the working set costs less with :math:`Q` left implicit.
+
+    The cost model, in multiply-adds per working-set solve of :math:`E` epochs over :math:`k`
+    coordinates: with :math:`Q` formed (:class:`_BlockSweep`), the Gram cache forms the products of the
+    :math:`k_{new}` columns new to the working set with all :math:`k`, :math:`nk_{new}k` (along a path,
+    :math:`k_{new}` is a quarter to a third of :math:`k` per strength), and each epoch streams a row of
+    :math:`Q` per moved row, up to :math:`k^2`; left implicit (:class:`_ResidualBlockSweep`), each epoch
+    makes about :math:`2.5` passes over :math:`X_{ws}` (a block's gradient, its move, the closing
+    gradient), :math:`2.5E\,\mathrm{nnz}(X_{ws})`, and its diagonal blocks cost :math:`n|g|k` once.
+    Forming is a matrix product, many times faster per multiply-add than the sweeps' passes, so the
+    sides are weighted by measurement: on issue 15's workload (d) (dense, :math:`n = 1000`, groups of
+    5, 6-30 epochs a strength at tolerances 3e-5 and 1e-6) each working-set solve took the same
+    epochs both ways and the implicit one was faster from :math:`k \approx 600` on (4.7 against 3.2 ms
+    at :math:`k = 320`, 8.3 against 13.7 at 665, 99 against 106 at 2,590), so the rule is
+    :math:`k^2 > 2\,\mathrm{nnz}(X_{ws})`, :math:`k > n/2` for a dense design (sparse designs not
+    measured).
+    """
+    k = X_ws.shape[1]
+    nnz = X_ws.nnz if sp.issparse(X_ws) else X_ws.size
+    return 2 * nnz < k * k
 
 
 class _LeastSquaresGap:
@@ -1010,8 +1042,7 @@ def _block_lipschitz_of_model(Q, pen):
     for size in np.unique(pen.block_sizes[pen.block_sizes > 1]):  # blocks of one size: one batched call
         blocks = np.flatnonzero(pen.block_sizes == size)
         rows = pen.row_order[pen.block_starts[blocks, None] + np.arange(size)]
-        stack = Q if Q.ndim == 3 else Q[None]
-        L[blocks] = np.linalg.eigvalsh(stack[:, rows[:, :, None], rows[:, None, :]])[..., -1].max(axis=0)
+        L[blocks] = np.linalg.eigvalsh(_diagonal_blocks(Q, rows))[..., -1].max(axis=0)
     return np.where(L > 0, L, 1.0)
 
 
@@ -1034,7 +1065,11 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
     """
     L = _block_lipschitz_of_model(Q, pen)
     if isinstance(Q, _ImplicitGram):
-        sweep = _ResidualSweep(Q, g0, W0, pen, L, cutoff)
+        sweep = (
+            _ResidualSweep(Q, g0, W0, pen, L, cutoff)
+            if pen.singletons
+            else _ResidualBlockSweep(Q, g0, W0, pen, L)
+        )
     elif _scalar(Q, pen, W0):
         sweep = _CoordinateSweep(np.ascontiguousarray(Q), g0, W0, pen, L, cutoff)
     else:
@@ -1311,6 +1346,7 @@ class _ImplicitGram:
 
     def __init__(self, X, HX, q, hsum, shift=0.0):
         self.X, self.HX, self.q, self.hsum, self.shift = X, HX, q, hsum, shift
+        self._blocks = None  # the rows and result of the last blocks()
         self.shape = (X.shape[1], X.shape[1])
 
     @classmethod
@@ -1349,6 +1385,32 @@ class _ImplicitGram:
         if self.q is not None:
             sums += np.abs(self.q) * (np.sum(np.abs(self.q)) / self.hsum)
         return sums + abs(self.shift)
+
+    def blocks(self, rows):
+        r"""The diagonal blocks :math:`Q_{r_b, r_b}` ``(blocks, size, size)`` of ``rows`` ``(blocks, size)``.
+
+        One batched product :math:`X_{:, r_b}^\top (HX)_{:, r_b}` (dense; for sparse columns, entry
+        :math:`(i, j)` of every block at once as the column sums of :math:`X_{:, r_i} \circ (HX)_{:, r_j}`):
+        :math:`n|g|k` multiply-adds for :math:`k` rows in blocks of :math:`|g|`, where forming :math:`Q`
+        costs :math:`nk^2`. The last result is kept (the sweep's curvatures and eigen-decompositions
+        read the same blocks).
+        """
+        if self._blocks is not None and np.array_equal(self._blocks[0], rows):
+            return self._blocks[1]
+        size = rows.shape[1]
+        if sp.issparse(self.X):
+            out = np.empty((rows.shape[0], size, size))
+            for i in range(size):
+                for j in range(size):
+                    products = self.X[:, rows[:, i]].multiply(self.HX[:, rows[:, j]])
+                    out[:, i, j] = np.asarray(products.sum(axis=0), dtype=np.float64).ravel()
+        else:
+            out = self.X[:, rows].transpose(1, 2, 0) @ self.HX[:, rows].transpose(1, 0, 2)
+        if self.q is not None:
+            out -= self.q[rows][:, :, None] * self.q[rows][:, None, :] / self.hsum
+        out[:, np.arange(size), np.arange(size)] += self.shift
+        self._blocks = (rows.copy(), out)
+        return out
 
     def principal(self, rows, shift=0.0):
         """The implicit :math:`Q_{rows, rows}`, plus ``shift`` on its diagonal."""
@@ -1443,6 +1505,69 @@ class _BlockSweep(_Sweep):
         return self.B
 
 
+class _ResidualBlockSweep(_BlockSweep):
+    r"""The iterates of :class:`_BlockSweep` on an implicit ``Q`` (:class:`_ImplicitGram`), one output.
+
+    As :class:`_ResidualSweep` does for coordinates, the sweep keeps the weighted residual
+    :math:`v = HX(B - W_0)` and :math:`c = q^\top(B - W_0)`; the compiled ``epoch_residual_blocks``
+    computes a block's gradient :math:`g_{0,g} + X_g^\top v - q_gc/\sum h` on reaching it, takes
+    :func:`epoch_blocks`'s step (the exact minimiser from the eigen-decomposition of the block's
+    diagonal block :math:`X_g^\top HX_g - q_gq_g^\top/\sum h`, :meth:`_ImplicitGram.blocks`, else the
+    proximal gradient step) and adds :math:`HX_g\delta` to :math:`v`. After the epoch the whole gradient
+    is recomputed from :math:`v`, and at every :meth:`rebase` :math:`v` itself from :math:`B`. The updates
+    read float64 columns, so the gradient is never approximate. The cost model is
+    :func:`_implicit_is_cheaper`'s.
+    """
+
+    def __init__(self, Q, g0, W0, pen, L):
+        self.approximate = False
+        self.exact_model = (Q, g0, W0)
+        self.Q, self.positive = Q, pen.positive
+        self.blocks = _block_steps(pen, L, Q)
+        self.work = np.empty((2, int(pen.block_sizes.max(initial=1)), 1))
+        self.transposed = Q.X.T
+        self.columns, self.weighted = _ColumnReader(Q.X), _ColumnReader(Q.HX)
+        self.q = np.zeros(0) if Q.q is None else np.ascontiguousarray(Q.q, dtype=np.float64)
+        self.g0 = np.ascontiguousarray(g0[:, 0], dtype=np.float64)
+        self.rebase(W0, g0)
+
+    @cached_property
+    def row_sums(self):
+        return self.Q.magnitude_row_sums()[:, None]
+
+    def product_terms(self):
+        return self.Q.shape[0] + self.Q.X.shape[0]
+
+    def rebase(self, B, grad):
+        step = B[:, 0] - self.exact_model[2][:, 0]
+        self.residual = np.asarray(self.Q.HX @ step, dtype=np.float64)
+        self.centre = float(self.Q.q @ step) if self.Q.q is not None else 0.0
+        return super().rebase(B, grad)
+
+    def epoch(self):
+        columns, weighted = self.columns, self.weighted
+        _, self.centre = epoch_residual_blocks(
+            columns.rows,
+            weighted.rows,
+            columns.indptr,
+            columns.indices,
+            self.g0,
+            self.B,
+            self.grad,
+            self.residual,
+            self.q,
+            self.centre,
+            float(self.Q.hsum),
+            *self.blocks,
+            self.positive,
+            self.work,
+        )
+        self.grad[:, 0] = self.g0 + self.transposed @ self.residual
+        if self.Q.q is not None:
+            self.grad[:, 0] -= self.Q.q * (self.centre / self.Q.hsum)
+        return self.B, self.grad
+
+
 def _polish_support(sweep, B, grad):
     r"""The model's exact minimiser on the support and signs coordinate descent found, when they are right.
 
@@ -1513,16 +1638,24 @@ def _block_eigen(Q, pen, blocks):
     block of one row is its own eigenvector, with its diagonal entry). One
     batched ``eigh`` per block size.
     """
-    stack = Q if Q.ndim == 3 else Q[None]
+    slices = (Q.shape[0] if Q.ndim == 3 else 1, Q.shape[-1])
     width = int(pen.block_sizes.max(initial=1))
-    values = np.zeros(stack.shape[:2])
-    vectors = np.zeros((*stack.shape[:2], width))
+    values = np.zeros(slices)
+    vectors = np.zeros((*slices, width))
     for size in np.unique(pen.block_sizes[blocks]):
         chosen = np.flatnonzero(blocks & (pen.block_sizes == size))
         rows = pen.block_starts[chosen, None] + np.arange(size)
-        d, V = np.linalg.eigh(stack[:, rows[:, :, None], rows[:, None, :]])
+        d, V = np.linalg.eigh(_diagonal_blocks(Q, rows))
         values[:, rows], vectors[:, rows, :size] = d, V
     return np.maximum(values, 0.0), vectors
+
+
+def _diagonal_blocks(Q, rows):
+    """Diagonal blocks :math:`Q_{r_b, r_b}` of ``rows`` ``(blocks, size)``, ``(m|1, blocks, size, size)``."""
+    if isinstance(Q, _ImplicitGram):
+        return Q.blocks(rows)[None]
+    stack = Q if Q.ndim == 3 else Q[None]
+    return stack[:, rows[:, :, None], rows[:, None, :]]
 
 
 class _Anderson:
