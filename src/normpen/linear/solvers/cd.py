@@ -1271,7 +1271,42 @@ class _CoordinateSweep(_Sweep):
         return _polish_support(self, B, self.grad[:, None])
 
 
-class _ResidualSweep(_CoordinateSweep):
+class _KeptResidual:
+    r"""What the residual sweeps share: :math:`Q` (an :class:`_ImplicitGram`) read through the kept
+    weighted residual :math:`v = HX(B - W_0)` and :math:`c = q^\top(B - W_0)`.
+
+    :meth:`_keep_residual` sets up the column readers the compiled epochs take,
+    :meth:`_rebase_residual` computes :math:`v` and :math:`c` from scratch at a point (so
+    rounding does not accumulate across rebases), and :meth:`_gradient` is the whole
+    model gradient :math:`g_0 + X^\top v - qc/\sum h` after an epoch (one pass).
+    """
+
+    def _keep_residual(self, Q, g0):
+        self.transposed = Q.X.T
+        self.columns, self.weighted = _ColumnReader(Q.X), _ColumnReader(Q.HX)
+        self.q = np.zeros(0) if Q.q is None else np.ascontiguousarray(Q.q, dtype=np.float64)
+        self.g0 = np.ascontiguousarray(g0[:, 0], dtype=np.float64)
+
+    @cached_property
+    def row_sums(self):
+        return self.Q.magnitude_row_sums()[:, None]
+
+    def product_terms(self):
+        return self.Q.shape[0] + self.Q.X.shape[0]
+
+    def _rebase_residual(self, B, W0):
+        step = B[:, 0] - W0[:, 0]
+        self.residual = np.asarray(self.Q.HX @ step, dtype=np.float64)
+        self.centre = float(self.Q.q @ step) if self.Q.q is not None else 0.0
+
+    def _gradient(self):
+        grad = self.g0 + self.transposed @ self.residual
+        if self.Q.q is not None:
+            grad -= self.Q.q * (self.centre / self.Q.hsum)
+        return grad
+
+
+class _ResidualSweep(_KeptResidual, _CoordinateSweep):
     r"""The iterates of :class:`_CoordinateSweep` on an implicit ``Q`` (:class:`_ImplicitGram`).
 
     The sweep keeps the weighted residual :math:`v = HX(B - W_0)` and
@@ -1286,23 +1321,11 @@ class _ResidualSweep(_CoordinateSweep):
     """
 
     def __init__(self, Q, g0, W0, pen, L, cutoff):
+        self._keep_residual(Q, g0)
         super().__init__(Q, g0, W0, pen, L, cutoff)
-        self.transposed = Q.X.T
-        self.columns, self.weighted = _ColumnReader(Q.X), _ColumnReader(Q.HX)
-        self.q = np.zeros(0) if Q.q is None else np.ascontiguousarray(Q.q, dtype=np.float64)
-        self.g0 = np.ascontiguousarray(g0[:, 0], dtype=np.float64)
-
-    @cached_property
-    def row_sums(self):
-        return self.Q.magnitude_row_sums()[:, None]
-
-    def product_terms(self):
-        return self.Q.shape[0] + self.Q.X.shape[0]
 
     def rebase(self, B, grad):
-        step = B[:, 0] - self.start[1][:, 0]
-        self.residual = np.asarray(self.Q.HX @ step, dtype=np.float64)
-        self.centre = float(self.Q.q @ step) if self.Q.q is not None else 0.0
+        self._rebase_residual(B, self.start[1])
         return super().rebase(B, grad)
 
     def epoch(self):
@@ -1321,9 +1344,7 @@ class _ResidualSweep(_CoordinateSweep):
             *self.constants,
             self.pen.positive,
         )
-        self.grad = self.g0 + self.transposed @ self.residual
-        if self.Q.q is not None:
-            self.grad -= self.Q.q * (self.centre / self.Q.hsum)
+        self.grad = self._gradient()
         return self.coords[:, None].copy(), self.grad[:, None]
 
 
@@ -1505,7 +1526,7 @@ class _BlockSweep(_Sweep):
         return self.B
 
 
-class _ResidualBlockSweep(_BlockSweep):
+class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
     r"""The iterates of :class:`_BlockSweep` on an implicit ``Q`` (:class:`_ImplicitGram`), one output.
 
     As :class:`_ResidualSweep` does for coordinates, the sweep keeps the weighted residual
@@ -1525,23 +1546,11 @@ class _ResidualBlockSweep(_BlockSweep):
         self.Q, self.positive = Q, pen.positive
         self.blocks = _block_steps(pen, L, Q)
         self.work = np.empty((2, int(pen.block_sizes.max(initial=1)), 1))
-        self.transposed = Q.X.T
-        self.columns, self.weighted = _ColumnReader(Q.X), _ColumnReader(Q.HX)
-        self.q = np.zeros(0) if Q.q is None else np.ascontiguousarray(Q.q, dtype=np.float64)
-        self.g0 = np.ascontiguousarray(g0[:, 0], dtype=np.float64)
+        self._keep_residual(Q, g0)
         self.rebase(W0, g0)
 
-    @cached_property
-    def row_sums(self):
-        return self.Q.magnitude_row_sums()[:, None]
-
-    def product_terms(self):
-        return self.Q.shape[0] + self.Q.X.shape[0]
-
     def rebase(self, B, grad):
-        step = B[:, 0] - self.exact_model[2][:, 0]
-        self.residual = np.asarray(self.Q.HX @ step, dtype=np.float64)
-        self.centre = float(self.Q.q @ step) if self.Q.q is not None else 0.0
+        self._rebase_residual(B, self.exact_model[2])
         return super().rebase(B, grad)
 
     def epoch(self):
@@ -1562,9 +1571,7 @@ class _ResidualBlockSweep(_BlockSweep):
             self.positive,
             self.work,
         )
-        self.grad[:, 0] = self.g0 + self.transposed @ self.residual
-        if self.Q.q is not None:
-            self.grad[:, 0] -= self.Q.q * (self.centre / self.Q.hsum)
+        self.grad[:, 0] = self._gradient()
         return self.B, self.grad
 
 
