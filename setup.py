@@ -9,6 +9,15 @@ setup(
             ["src/normpen/linear/solvers/_sweeps.pyx"],
             extra_compile_args=["-O3"],
         ),
-        Extension("normpen.linear.solvers._dual_sweeps", ["src/normpen/linear/solvers/_dual_sweeps.pyx"], extra_compile_args=["-O3"]),
+        Extension(
+            "normpen.linear.solvers._coordinate_solve",
+            ["src/normpen/linear/solvers/_coordinate_solve.pyx"],
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
+            "normpen.linear.solvers._dual_sweeps",
+            ["src/normpen/linear/solvers/_dual_sweeps.pyx"],
+            extra_compile_args=["-O3"],
+        ),
     ]
 )

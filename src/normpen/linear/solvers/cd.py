@@ -41,8 +41,10 @@ fit):
    intercept is eliminated exactly by the Schur complement of :math:`Q`. The
    model is minimised by cyclic (block) coordinate descent on :math:`Q`:
    each update costs one axpy of length :math:`|ws|` and never touches
-   :math:`X`; an epoch is one call of ``_sweeps.epoch_coordinates`` (blocks
-   of one coordinate, one output) or ``_sweeps.epoch_blocks`` (any blocks).
+   :math:`X`; an epoch is one call of ``_sweeps.epoch_blocks`` (any blocks),
+   and with blocks of one coordinate and one output the whole model solve
+   below (epochs, extrapolation, face steps, stop tests, polish) is one call
+   of ``_coordinate_solve.minimize_coordinates``.
    A working set whose :math:`|ws|^2` Gram entries cost more than a
    few passes over its nonzeros (wide and sparse, :func:`_implicit_is_cheaper`)
    leaves :math:`Q` implicit and its sweep keeps the residual instead
@@ -81,9 +83,9 @@ from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
+from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, minimize_coordinates
 from normpen.linear.solvers._sweeps import (
     epoch_blocks,
-    epoch_coordinates,
     epoch_residual,
     epoch_residual_blocks,
     epoch_rows,
@@ -484,6 +486,17 @@ class _LeastSquaresGap:
         self.free = pen.free_rows
         self.free_system = np.linalg.pinv(_formed(_principal(Q, self.free))) if self.free.size else None
 
+    def compiled(self):
+        """The test as :func:`_coordinate_solve.minimize_coordinates` takes it (one output, singletons).
+
+        The compiled solve repeats :meth:`__call__` for blocks of one coordinate, whose dual norm
+        is :math:`|v_j|/\alpha_j`; the block sweeps keep :meth:`__call__`, whose block dual norms
+        (group and sparse-group roots, several outputs) have no compiled form.
+        """
+        free_system = np.zeros(0) if self.free_system is None else self.free_system.ravel()
+        free = np.ascontiguousarray(self.free, dtype=np.intp)
+        return GAP, np.ascontiguousarray(self.c[:, 0]), self.yy, float(self.target), free, free_system
+
     def __call__(self, B, grad, L):
         loss = 0.5 * (self.yy + float(np.sum(B * (grad - self.c))))
         fitted = self.yy - float(np.sum(B * self.c))
@@ -508,6 +521,10 @@ class _ResidualTarget:
     def __init__(self, pen, W0, g0, fraction):
         self.pen, self.start, self.fraction = pen, (W0, g0), fraction
         self.target = None
+
+    def compiled(self):
+        """The test as :func:`_coordinate_solve.minimize_coordinates` takes it."""
+        return RESIDUAL, self.fraction
 
     def __call__(self, B, grad, L):
         if self.target is None:
@@ -1061,9 +1078,35 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
     :math:`10^{-6}`). A sweep whose gradient is approximate (float32 updates
     on a wide working set) has it recomputed exactly before its stop test is
     believed. ``Q`` is formed, or an :class:`_ImplicitGram` (swept by
-    :class:`_ResidualSweep`). Returns the minimiser and the number of epochs.
+    :class:`_ResidualSweep`). With a formed ``Q``, one output and blocks of one
+    coordinate the whole loop is the compiled
+    :func:`~normpen.linear.solvers._coordinate_solve.minimize_coordinates` (the same
+    rules and constants; on issue 15's 200 x 1000 lasso the loop in Python made
+    about 1,000 Python-level calls a working set). Returns the minimiser and the
+    number of epochs.
     """
     L = _block_lipschitz_of_model(Q, pen)
+    if not isinstance(Q, _ImplicitGram) and _scalar(Q, pen, W0):
+        B, epochs = minimize_coordinates(
+            Q,
+            np.ascontiguousarray(g0[:, 0], dtype=np.float64),
+            np.ascontiguousarray(W0[:, 0], dtype=np.float64),
+            np.ascontiguousarray(pen.l1[:, 0] + pen.group_weights, dtype=np.float64),
+            float(pen.ridge),
+            pen.positive,
+            L,
+            stop.compiled(),
+            anderson,
+            max_epochs,
+            cutoff,
+            _REFRESH_EPOCHS,
+            _SETTLED_SIGNS,
+            _DIRECT_GRAM_FACE,
+            _FACE_ITERATIONS,
+            _FACE_REDUCTION,
+            _POLISH_MAX_SUPPORT,
+        )
+        return B[:, None], epochs
     if isinstance(Q, _ImplicitGram):
         sweep = (
             _ResidualSweep(Q, g0, W0, pen, L, cutoff)
@@ -1164,11 +1207,15 @@ class _Sweep:
 
 
 class _CoordinateSweep(_Sweep):
-    """Cyclic coordinate descent state for the compiled ``epoch_coordinates`` (one output, blocks of one row).
+    """Cyclic coordinate descent state (one output, blocks of one row): the face steps and the polish of
+    :class:`_ResidualSweep`, which adds the epochs on an implicit ``Q``.
 
     The coordinates, the gradient and the per-coordinate constants live in
     contiguous float64 arrays, updated in place by the kernel. The gradient
-    is rebuilt from scratch at every :meth:`rebase`.
+    is rebuilt from scratch at every :meth:`rebase`. A formed ``Q`` takes the
+    compiled ``_coordinate_solve.minimize_coordinates`` instead, which repeats
+    these rules in C: its products read the rows of ``Q``, where an implicit ``Q``'s
+    are passes over ``X`` made by ``_sweeps``'s residual kernels.
     """
 
     approximate = False  # updates read the float64 Q
@@ -1193,10 +1240,6 @@ class _CoordinateSweep(_Sweep):
         self.coords = np.array(B[:, 0], dtype=np.float64)
         self.grad = np.array(grad[:, 0], dtype=np.float64)
         return B, grad
-
-    def epoch(self):
-        epoch_coordinates(self.Q, self.grad, self.coords, *self.constants, self.pen.positive)
-        return self.coords[:, None].copy(), self.grad[:, None]
 
     def face(self, B, grad):
         r"""The face of ``B``'s signs and the step towards the model's minimiser on it: ``(S, u, exact)``.

@@ -1,0 +1,569 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+r"""One compiled working-set solve of :mod:`normpen.linear.solvers.cd`: coordinates, one output, formed ``Q``.
+
+:func:`minimize_coordinates` minimises the quadratic model
+
+.. math::
+
+    m(b) = \tfrac12 (b - w)^\top Q (b - w) + g^\top (b - w) + \sum_j \alpha_j |b_j|
+           + \tfrac\mu2 \|b\|^2 \;\big[+\ \iota_{b \ge 0}\big]
+
+(blocks of one coordinate: the lasso, weighted lasso, elastic net, positivity and unpenalized
+coordinates, :math:`\alpha_j = 0`) by the loop of :func:`normpen.linear.solvers.cd._minimize_model`,
+all of it in one call: epochs of ``_sweeps.epoch_coordinates``, Anderson extrapolation in the metric
+of ``Q`` kept when it lowers the model beyond rounding, the gradient recomputed from ``Q`` at every
+extrapolation, steps on the face of the signs (a pivoted Cholesky factorisation, LAPACK ``dpstrf``,
+kept while the support stays, its null space followed to the first zero; Jacobi-preconditioned
+conjugate gradients on large faces), the stop test after every epoch (the working set's exact duality
+gap, or the fall of the prox-gradient residual of a Newton model) and the closing polish on the support.
+Every rule and constant is the one its Python counterpart in ``cd.py`` documents
+(:class:`~normpen.linear.solvers.cd._FaceFactor`, :func:`~normpen.linear.solvers.cd._lowers_model`,
+:class:`~normpen.linear.solvers.cd._LeastSquaresGap`, :class:`~normpen.linear.solvers.cd._Anderson`,
+:func:`~normpen.linear.solvers.cd._polish_support`); the constants come from there as arguments.
+A working-set solve of issue 15's 200 x 1000 lasso took about 1,000 Python-level calls in that loop:
+here it is one.
+"""
+
+import numpy as np
+
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from libc.float cimport DBL_EPSILON
+from libc.math cimport INFINITY, fabs, isfinite, sqrt
+from scipy.linalg import cython_blas, cython_lapack
+
+from normpen.linear.solvers._sweeps import epoch_coordinates
+
+# scipy's BLAS and LAPACK, read at import from the function pointers scipy.linalg.cython_blas and
+# cython_lapack export (the signatures of their .pxd files), so that building normpen needs no scipy
+ctypedef void (*_dtrsm_t)(char*, char*, char*, char*, int*, int*, double*, double*, int*, double*, int*) noexcept nogil
+ctypedef void (*_dgeqrf_t)(int*, int*, double*, int*, double*, double*, int*, int*) noexcept nogil
+ctypedef void (*_dgesv_t)(int*, int*, double*, int*, int*, double*, int*, int*) noexcept nogil
+ctypedef void (*_dorgqr_t)(int*, int*, int*, double*, int*, double*, double*, int*, int*) noexcept nogil
+ctypedef void (*_dpotrs_t)(char*, int*, int*, double*, int*, double*, int*, int*) noexcept nogil
+ctypedef void (*_dpstrf_t)(char*, int*, double*, int*, int*, int*, double*, double*, int*) noexcept nogil
+
+
+cdef void *_exported(module, name) except NULL:
+    capsule = module.__pyx_capi__[name]
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+
+
+cdef _dtrsm_t dtrsm = <_dtrsm_t>_exported(cython_blas, "dtrsm")
+cdef _dgeqrf_t dgeqrf = <_dgeqrf_t>_exported(cython_lapack, "dgeqrf")
+cdef _dgesv_t dgesv = <_dgesv_t>_exported(cython_lapack, "dgesv")
+cdef _dorgqr_t dorgqr = <_dorgqr_t>_exported(cython_lapack, "dorgqr")
+cdef _dpotrs_t dpotrs = <_dpotrs_t>_exported(cython_lapack, "dpotrs")
+cdef _dpstrf_t dpstrf = <_dpstrf_t>_exported(cython_lapack, "dpstrf")
+
+#: Stop tests (:func:`minimize_coordinates`'s ``stop``).
+GAP = 0
+RESIDUAL = 1
+
+
+cdef inline double _sign(double x) noexcept nogil:
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
+cdef inline double _soft(double z, double t, bint positive) noexcept nogil:
+    """:math:`S_t(z)`, one-sided with ``positive``."""
+    if z > t:
+        return z - t
+    if z < -t and not positive:
+        return z + t
+    return 0.0
+
+
+cdef class _FaceFactor:
+    r"""``cd._FaceFactor`` of :math:`H = Q_{SS} + \mu I`: ``dpstrf`` to the pivots above ``cutoff`` times
+    the largest diagonal entry, the null space :math:`[-L_{11}^{-\top}L_{21}^\top;\ I]` (pivoted order) kept
+    as an orthonormal basis (``dgeqrf``/``dorgqr``)."""
+
+    cdef Py_ssize_t size, rank, nullity
+    cdef double cutoff
+    cdef object support
+    cdef double[::1, :] factor
+    cdef double[::1, :] nullspace
+    cdef int[::1] pivots
+    cdef double[::1] ordered, basic, flat, coefficients
+
+    def __init__(self, const double[:, ::1] Q, support, double ridge, double cutoff):
+        cdef const Py_ssize_t[::1] S = support
+        cdef Py_ssize_t s = S.shape[0], a, c
+        cdef int n = <int>s, rank = 0, info = 0, nr, lwork, one = 1
+        cdef double scale = 0.0, unit = 1.0, tol
+        self.support, self.size, self.cutoff, self.rank = support, s, cutoff, 0
+        self.factor = np.empty((s, s), order="F")
+        self.pivots = np.empty(s, dtype=np.intc)
+        self.ordered, self.basic, self.flat = np.empty(s), np.empty(s), np.empty(s)
+        self.coefficients = np.empty(s)
+        for c in range(s):
+            for a in range(s):
+                self.factor[a, c] = Q[S[a], S[c]]
+            self.factor[c, c] += ridge
+            scale = max(scale, self.factor[c, c])
+        if not scale > 0:
+            return
+        work = np.empty(2 * s)
+        cdef double[::1] w = work
+        tol = cutoff * scale
+        dpstrf(b"L", &n, &self.factor[0, 0], &n, &self.pivots[0], &rank, &tol, &w[0], &info)
+        self.rank = rank
+        for a in range(s):
+            self.pivots[a] -= 1
+        self.nullity = s - rank
+        if self.nullity == 0:
+            return
+        nr = <int>self.nullity
+        self.nullspace = np.zeros((s, self.nullity), order="F")
+        for c in range(self.nullity):  # -L21^T, then L11^{-T} applied in place: the top block of the basis
+            for a in range(rank):
+                self.nullspace[a, c] = -self.factor[rank + c, a]
+            self.nullspace[rank + c, c] = 1.0
+        if rank:
+            dtrsm(b"L", b"L", b"T", b"N", &rank, &nr, &unit, &self.factor[0, 0], &n, &self.nullspace[0, 0], &n)
+        tau = np.empty(nr)
+        lwork = 64 * nr
+        work = np.empty(lwork)
+        cdef double[::1] t = tau
+        w = work
+        dgeqrf(&n, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
+        dorgqr(&n, &nr, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
+
+    cdef bint solve(self, const double *target, const double *values, double *solution) noexcept:
+        r"""``cd._FaceFactor.solve``: the least-norm solution of :math:`Hu = r` on the range, plus the
+        null-space part of :math:`r` followed until the first coefficient it moves towards 0 reaches 0.
+        Returns whether :math:`H` had full rank."""
+        cdef Py_ssize_t s = self.size, rank = self.rank, a, c
+        cdef int n = <int>s, r = <int>rank, one = 1, info = 0
+        cdef double dot, flat2 = 0.0, target2 = 0.0, length = INFINITY, ratio
+        cdef bint towards = False
+        if rank == 0:
+            for a in range(s):
+                solution[a] = 0.0
+            return False
+        for a in range(s):
+            self.ordered[a] = target[self.pivots[a]]
+            self.flat[a] = 0.0
+        if self.nullity == 0:
+            for a in range(s):
+                self.basic[a] = self.ordered[a]
+            dpotrs(b"L", &n, &one, &self.factor[0, 0], &n, &self.basic[0], &n, &info)
+        else:
+            for c in range(self.nullity):  # flat = N N^T ordered
+                dot = 0.0
+                for a in range(s):
+                    dot += self.nullspace[a, c] * self.ordered[a]
+                for a in range(s):
+                    self.flat[a] += dot * self.nullspace[a, c]
+            for a in range(s):
+                self.basic[a] = self.ordered[a] - self.flat[a] if a < rank else 0.0
+            dpotrs(b"L", &r, &one, &self.factor[0, 0], &n, &self.basic[0], &r, &info)
+            for c in range(self.nullity):  # basic -= N N^T basic
+                dot = 0.0
+                for a in range(s):
+                    dot += self.nullspace[a, c] * self.basic[a]
+                for a in range(s):
+                    self.coefficients[a] = dot * self.nullspace[a, c]
+                for a in range(s):
+                    self.basic[a] -= self.coefficients[a]
+        for a in range(s):
+            solution[self.pivots[a]] = self.basic[a]
+            self.coefficients[self.pivots[a]] = self.flat[a]  # the flat part, in the support's order
+        for a in range(s):
+            flat2 += self.coefficients[a] * self.coefficients[a]
+            target2 += target[a] * target[a]
+        if flat2 > self.cutoff * target2:
+            for a in range(s):
+                ratio = values[a] + solution[a]
+                if self.coefficients[a] * ratio < 0:
+                    towards = True
+                    length = min(length, -ratio / self.coefficients[a])
+            if towards:
+                for a in range(s):
+                    solution[a] += self.coefficients[a] * length
+        return rank == s
+
+
+cdef class _Solve:
+    """The state of one :func:`minimize_coordinates` call."""
+
+    cdef const double[:, ::1] Q
+    cdef const double[::1] g0, W0, alpha, inv_l, thresh, shrink, row_sums, c, free_system
+    cdef const Py_ssize_t[::1] free
+    cdef double ridge, cutoff, yy, target, settled_fraction, face_reduction
+    cdef bint positive, penalized
+    cdef Py_ssize_t k, memory, count, direct_face, face_iterations
+    cdef object b_array, grad_array, Q_array, constants
+    cdef double[::1] b, grad, work, work2, point, face_target, face_step, face_values, free_coefficients
+    cdef double[:, ::1] iterates, grads
+    cdef signed char[::1] signs, refused
+    cdef bint has_signs, has_refused
+    cdef Py_ssize_t[::1] support
+    cdef _FaceFactor factored
+
+    cdef double value(self, const double[::1] b) noexcept:
+        """:math:`P(b)` (``inf`` off the positive orthant with positivity)."""
+        cdef Py_ssize_t j
+        cdef double total = 0.0, squares = 0.0
+        for j in range(self.k):
+            if self.positive and b[j] < 0:
+                return INFINITY
+            total += self.alpha[j] * fabs(b[j])
+            squares += b[j] * b[j]
+        return total + 0.5 * self.ridge * squares
+
+    cdef void product(self, const double[::1] e, double[::1] out) noexcept:
+        """``out`` = :math:`Qe`, one axpy with a row of the symmetric ``Q`` per nonzero :math:`e_j`."""
+        cdef Py_ssize_t i, j, k = self.k
+        cdef double ej
+        for i in range(k):
+            out[i] = 0.0
+        for j in range(k):
+            ej = e[j]
+            if ej != 0.0:
+                for i in range(k):
+                    out[i] += ej * self.Q[j, i]
+
+    cdef void rebase(self) noexcept:
+        """The gradient :math:`g + Q(b - w)` recomputed from scratch, so rounding never accumulates."""
+        cdef Py_ssize_t j
+        for j in range(self.k):
+            self.work2[j] = self.b[j] - self.W0[j]
+        self.product(self.work2, self.grad)
+        for j in range(self.k):
+            self.grad[j] = self.g0[j] + self.grad[j]
+
+    cdef bint lowers(self, const double[::1] C) noexcept:
+        """``cd._lowers_model``: whether moving from ``b`` to ``C`` lowers the model by more than rounding."""
+        cdef Py_ssize_t j
+        cdef double before = self.value(self.b), after = self.value(C), change = 0.0, size = 0.0, e
+        if after == INFINITY:
+            return False
+        for j in range(self.k):
+            self.work[j] = C[j] - self.b[j]
+        self.product(self.work, self.work2)
+        for j in range(self.k):
+            e = self.work[j]
+            change += e * (self.grad[j] + 0.5 * self.work2[j])
+            size += fabs(e) * (fabs(self.grad[j]) + self.row_sums[j] * fabs(e))
+        change += after - before
+        size += before + after
+        return change < -(self.k + 2) * DBL_EPSILON * size
+
+    cdef void push(self) noexcept:
+        """``cd._Anderson.push``: record the iterate and its gradient, dropping the oldest when full."""
+        cdef Py_ssize_t i, j
+        if self.count > self.memory:
+            for i in range(self.memory):
+                self.iterates[i, :] = self.iterates[i + 1, :]
+                self.grads[i, :] = self.grads[i + 1, :]
+            self.count = self.memory
+        self.iterates[self.count, :] = self.b
+        self.grads[self.count, :] = self.grad
+        self.count += 1
+
+    cdef bint extrapolate(self):
+        """``cd._Anderson.extrapolate`` into ``point``; False (and a restart) when not full or singular."""
+        cdef Py_ssize_t m = self.memory, i, l, j
+        cdef int n = <int>m, one = 1, info = 0
+        cdef double dot, total = 0.0
+        cdef bint full = self.count > m
+        self.count = 0
+        if not full:
+            return False
+        system = np.empty((m, m), order="F")
+        z, pivots = np.ones(m), np.empty(m, dtype=np.intc)
+        cdef double[::1, :] A = system
+        cdef double[::1] w = z
+        cdef int[::1] p = pivots
+        for i in range(m):
+            for l in range(m):  # (U V^T)_il with U, V the differences of the iterates and the gradients
+                dot = 0.0
+                for j in range(self.k):
+                    dot += (self.iterates[i + 1, j] - self.iterates[i, j]) * (self.grads[l + 1, j] - self.grads[l, j])
+                A[i, l] = dot
+        for i in range(m):
+            for l in range(i + 1):
+                A[i, l] = A[l, i] = A[i, l] + A[l, i]
+        dgesv(&n, &one, &A[0, 0], &n, &p[0], &w[0], &n, &info)
+        if info != 0:
+            return False
+        for i in range(m):
+            if not isfinite(w[i]):
+                return False
+            total += w[i]
+        if total == 0 or not isfinite(total):
+            return False
+        for j in range(self.k):
+            self.point[j] = 0.0
+        for i in range(m):
+            dot = w[i] / total
+            for j in range(self.k):
+                self.point[j] += dot * self.iterates[i + 1, j]
+        return True
+
+    cdef Py_ssize_t face(self, bint *exact):
+        r"""``cd._CoordinateSweep.face``: the support :math:`S` of ``b`` (with the unpenalized coordinates)
+        into ``support``, the face step into ``face_step``; returns :math:`|S|` (0: no face)."""
+        cdef Py_ssize_t j, s = 0
+        cdef double bj
+        for j in range(self.k):
+            bj = self.b[j]
+            if bj != 0 or (self.alpha[j] == 0 and not self.positive):
+                self.support[s] = j
+                self.face_target[s] = -(self.grad[j] + self.ridge * bj + self.alpha[j] * _sign(bj))
+                self.face_values[s] = bj
+                s += 1
+        if s == 0:
+            return 0
+        if s > self.direct_face:
+            self.iterate_face(s)
+            exact[0] = False
+            return s
+        support = np.asarray(self.support[:s]).copy()
+        if self.factored is None or not np.array_equal(self.factored.support, support):
+            self.factored = _FaceFactor(self.Q, support, self.ridge, self.cutoff)
+        exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], &self.face_step[0])
+        return s
+
+    cdef void face_product(self, Py_ssize_t s, const double[::1] u, double[::1] out) noexcept:
+        """``out`` = :math:`(Q_{SS} + \\mu I)u`."""
+        cdef Py_ssize_t a, c
+        cdef double acc
+        for a in range(s):
+            acc = self.ridge * u[a]
+            for c in range(s):
+                acc += self.Q[self.support[a], self.support[c]] * u[c]
+            out[a] = acc
+
+    cdef void iterate_face(self, Py_ssize_t s):
+        """``cd._face_iterations``: Jacobi-preconditioned conjugate gradients from 0 (scipy's ``cg``
+        iteration), until the residual fell by ``face_reduction`` or after ``face_iterations`` products."""
+        cdef double[::1] r = np.empty(s), z = np.empty(s), p = np.empty(s), q = np.empty(s)
+        cdef double[::1] x = self.face_step, inverse = np.empty(s)
+        cdef Py_ssize_t a, it
+        cdef double bound = 0.0, rho = 0.0, previous = 0.0, norm, pq, step
+        for a in range(s):
+            inverse[a] = self.Q[self.support[a], self.support[a]] + self.ridge
+            inverse[a] = 1.0 / inverse[a] if inverse[a] > 0 else 1.0
+            x[a] = 0.0
+            r[a] = self.face_target[a]
+            bound += r[a] * r[a]
+        bound = self.face_reduction * sqrt(bound)
+        for it in range(self.face_iterations):
+            norm = 0.0
+            for a in range(s):
+                norm += r[a] * r[a]
+            if sqrt(norm) < bound or norm == 0:
+                return
+            rho = 0.0
+            for a in range(s):
+                z[a] = inverse[a] * r[a]
+                rho += r[a] * z[a]
+            for a in range(s):
+                p[a] = z[a] if it == 0 else z[a] + (rho / previous) * p[a]
+            self.face_product(s, p, q)
+            pq = 0.0
+            for a in range(s):
+                pq += p[a] * q[a]
+            if not pq > 0:
+                return
+            step = rho / pq
+            for a in range(s):
+                x[a] += step * p[a]
+                r[a] -= step * q[a]
+            previous = rho
+
+    cdef void face_move(self):
+        r"""``cd._CoordinateSweep.face_step``: after an epoch that changed at most ``settled_fraction`` of
+        the signs (and not back to a face refused), the face step in full, the coordinates it carries
+        across 0 set to 0, else up to its first crossing of 0; kept when it lowers the model."""
+        cdef Py_ssize_t j, a, s, changed = 0, zero, trial
+        cdef bint exact, same_as_refused = self.has_refused, kinked
+        cdef double t, best, time
+        for j in range(self.k):
+            if self.has_signs and self.signs[j] != <signed char>_sign(self.b[j]):
+                changed += 1
+            if self.has_refused and self.refused[j] != <signed char>_sign(self.b[j]):
+                same_as_refused = False
+            self.signs[j] = <signed char>_sign(self.b[j])
+        if not self.has_signs:
+            changed = self.k
+        self.has_signs = True
+        if changed > self.settled_fraction * self.k or same_as_refused:
+            return
+        s = self.face(&exact)
+        if s == 0:
+            return
+        best, zero = INFINITY, -1
+        for a in range(s):
+            j = self.support[a]
+            kinked = self.alpha[j] > 0 or self.positive
+            if kinked and self.signs[j] * self.face_step[a] < 0:
+                time = -self.b[j] / self.face_step[a]
+                if time < best:
+                    best, zero = time, j
+        for trial in range(2 if zero >= 0 else 1):
+            t = 1.0 if trial == 0 else best
+            self.point[:] = self.b
+            for a in range(s):
+                j = self.support[a]
+                self.point[j] += t * self.face_step[a]
+                kinked = self.alpha[j] > 0 or self.positive
+                if kinked and <signed char>_sign(self.point[j]) != self.signs[j]:
+                    self.point[j] = 0.0
+            if trial == 1:
+                self.point[zero] = 0.0
+            if self.lowers(self.point):
+                self.b[:] = self.point
+                for j in range(self.k):
+                    self.signs[j] = <signed char>_sign(self.b[j])
+                self.rebase()
+                return
+        self.refused[:] = self.signs
+        self.has_refused = True
+
+    cdef bint gap_stops(self) noexcept:
+        """``cd._LeastSquaresGap.__call__``: the working set's duality gap from Gram quantities."""
+        cdef Py_ssize_t j, a, l, f = self.free.shape[0]
+        cdef double bg = 0.0, bc = 0.0, loss, fitted, squared, dual, kappa = 1.0, v, conjugate = 0.0, acc
+        for j in range(self.k):
+            bg += self.b[j] * (self.grad[j] - self.c[j])
+            bc += self.b[j] * self.c[j]
+            self.work[j] = self.grad[j]
+        loss = 0.5 * (self.yy + bg)
+        fitted = self.yy - bc
+        squared = 2 * loss
+        if f:  # project the residual onto the unpenalized columns' constraints
+            for a in range(f):
+                acc = 0.0
+                for l in range(f):
+                    acc += self.free_system[a * f + l] * self.grad[self.free[l]]
+                self.free_coefficients[a] = acc
+                fitted += acc * self.c[self.free[a]]
+                squared -= acc * self.grad[self.free[a]]
+            for a in range(f):
+                acc = self.free_coefficients[a]
+                for j in range(self.k):
+                    self.work[j] -= acc * self.Q[self.free[a], j]
+        if self.ridge > 0:
+            for j in range(self.k):
+                v = _soft(-self.work[j], self.alpha[j], self.positive)
+                conjugate += v * v
+            dual = fitted - 0.5 * squared - conjugate / (2 * self.ridge)
+        else:
+            if self.penalized:
+                for j in range(self.k):
+                    if self.alpha[j] > 0:
+                        v = max(-self.work[j], 0.0) if self.positive else fabs(self.work[j])
+                        kappa = max(kappa, v / self.alpha[j])
+            dual = fitted / kappa - 0.5 * squared / (kappa * kappa)
+        return loss + self.value(self.b) - dual <= self.target
+
+    cdef double residual(self) noexcept:
+        """The largest prox-gradient residual :math:`|b_j - \\mathrm{prox}(b_j - \\nabla_j/L_j)|L_j`."""
+        cdef Py_ssize_t j
+        cdef double largest = 0.0, moved
+        for j in range(self.k):
+            moved = _soft(self.b[j] - self.grad[j] * self.inv_l[j], self.thresh[j], self.positive) * self.shrink[j]
+            largest = max(largest, fabs(self.b[j] - moved) / self.inv_l[j])
+        return largest
+
+    cdef void polish(self, Py_ssize_t max_support):
+        """``cd._polish_support``: the face's exact minimiser when it keeps the signs and the coordinates
+        off the support still satisfy their optimality conditions."""
+        cdef Py_ssize_t j, a, s, nonzero = 0
+        cdef bint exact
+        cdef double largest = 0.0, top_alpha = 0.0, slack, violation
+        for j in range(self.k):
+            nonzero += self.b[j] != 0
+        if not 0 < nonzero <= max_support:
+            return
+        s = self.face(&exact)
+        if not exact:
+            return
+        for a in range(s):
+            j = self.support[a]
+            self.point[j] = self.b[j] + self.face_step[a]
+            if self.alpha[j] > 0 and _sign(self.point[j]) != _sign(self.b[j]):
+                return
+        self.work[:] = 0.0
+        for a in range(s):
+            self.work[self.support[a]] = self.face_step[a]
+        self.product(self.work, self.work2)
+        for j in range(self.k):
+            self.work2[j] += self.grad[j]  # the gradient after the step
+            largest = max(largest, fabs(self.work2[j]))
+            top_alpha = max(top_alpha, self.alpha[j])
+            self.work[j] = 1.0  # off the support
+        for a in range(s):
+            self.work[self.support[a]] = 0.0
+        slack = 1e-9 * (largest + top_alpha)
+        for j in range(self.k):
+            if self.work[j]:
+                violation = -self.work2[j] if self.positive else fabs(self.work2[j])
+                if violation > self.alpha[j] + slack:
+                    return
+        for j in range(self.k):
+            self.b[j] = self.point[j] if self.work[j] == 0 else 0.0
+
+
+def minimize_coordinates(
+    Q, g0, W0, alpha, double ridge, bint positive, L, stop, Py_ssize_t anderson, Py_ssize_t max_epochs,
+    double cutoff, Py_ssize_t refresh_epochs, double settled_fraction, Py_ssize_t direct_face,
+    Py_ssize_t face_iterations, double face_reduction, Py_ssize_t polish_max_support,
+):
+    r"""Minimise the module's model from ``W0`` (gradient ``g0``): returns the minimiser and the epochs used.
+
+    ``Q`` ``(k, k)`` C-contiguous float64, ``g0``, ``W0``, ``alpha`` (:math:`\alpha`, 0 for unpenalized
+    coordinates) and ``L`` (the coordinates' curvatures, :math:`Q_{jj}` or 1 where that is 0) float64
+    ``(k,)``. ``stop`` is ``(GAP, c, yy, target, free, free_system)`` (:class:`cd._LeastSquaresGap`'s
+    quantities, ``free_system`` the flattened pseudo-inverse of :math:`Q_{ff}`) or ``(RESIDUAL, fraction)``
+    (stop once the largest prox-gradient residual fell by ``fraction`` from its value at ``W0``). The
+    rest are ``cd``'s constants: Anderson's memory (0: none, the gradient then recomputed every
+    ``refresh_epochs``), the face's rank ``cutoff``, ``settled_fraction`` of signs an epoch may change
+    before a face step, faces above ``direct_face`` coordinates solved by ``face_iterations`` of
+    conjugate gradients to a reduction ``face_reduction``, supports up to ``polish_max_support`` polished.
+    """
+    cdef _Solve self = _Solve()
+    cdef Py_ssize_t k = W0.shape[0], epoch = 0, cycle = anderson + 1 if anderson else refresh_epochs
+    cdef double goal = 0.0
+    cdef int mode = stop[0]
+    Q = np.ascontiguousarray(Q, dtype=np.float64)
+    inv_l = 1.0 / L
+    self.Q, self.k, self.ridge, self.positive, self.cutoff = Q, k, ridge, positive, cutoff
+    self.g0, self.W0, self.alpha, self.inv_l = g0, W0, alpha, inv_l
+    self.thresh, self.shrink = alpha * inv_l, 1.0 / (1.0 + ridge * inv_l)
+    self.row_sums = np.abs(Q).sum(axis=1) if k else np.zeros(0)
+    self.penalized = bool(np.any(np.asarray(alpha) > 0))
+    self.settled_fraction, self.direct_face = settled_fraction, direct_face
+    self.face_iterations, self.face_reduction = face_iterations, face_reduction
+    self.memory = anderson
+    self.iterates, self.grads = np.empty((anderson + 1, k)), np.empty((anderson + 1, k))
+    self.b_array, self.grad_array = np.array(W0, dtype=np.float64), np.array(g0, dtype=np.float64)
+    self.b, self.grad = self.b_array, self.grad_array
+    self.constants = (np.asarray(self.thresh), inv_l, np.asarray(self.shrink))
+    self.work, self.work2, self.point = np.empty(k), np.empty(k), np.empty(k)
+    self.face_target, self.face_step, self.face_values = np.empty(k), np.empty(k), np.empty(k)
+    self.support = np.empty(k, dtype=np.intp)
+    self.signs, self.refused = np.zeros(k, dtype=np.int8), np.zeros(k, dtype=np.int8)
+    if mode == GAP:
+        _, self.c, self.yy, self.target, self.free, self.free_system = stop
+        self.free_coefficients = np.empty(self.free.shape[0])
+    else:
+        self.free, self.c, self.free_system = np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
+        goal = stop[1] * self.residual()
+    while epoch < max_epochs:
+        epoch += 1
+        epoch_coordinates(Q, self.grad_array, self.b_array, *self.constants, positive)
+        if anderson:
+            self.push()
+        if epoch % cycle == 0:
+            if anderson and self.extrapolate() and self.lowers(self.point):
+                self.b[:] = self.point
+            self.rebase()
+        self.face_move()
+        if (self.gap_stops() if mode == GAP else self.residual() <= goal):
+            break
+    self.polish(polish_max_support)
+    return self.b_array, epoch
