@@ -50,3 +50,25 @@ def test_cached_gram_matches_direct(sparse, fit_intercept, dtype, p, start):
         np.testing.assert_array_less(
             np.abs(cached - direct), 2 * n * eps * magnitude[np.ix_(rows, rows)] + 1e-300
         )
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gram_missing_counts_the_rows_the_cache_would_compute(sparse):
+    """``gram_missing`` is the number of rows not among the last rows asked for (0 for those rows again)."""
+    from normpen.linear.datafits import Logistic
+
+    rng = np.random.default_rng(1)
+    n, p = 30, 50
+    X = rng.standard_normal((n, p))
+    X = sp.csc_matrix(X) if sparse else np.asfortranarray(X)
+    problem = Problem(X, rng.standard_normal(n), Quadratic(), np.ones(n), False)
+    a = problem.weights
+    previous = np.zeros(0, dtype=np.int64)
+    for rows in _row_sets(rng, p, 10):
+        assert problem.gram_missing(rows) == np.setdiff1d(rows, previous).size
+        problem.weighted_gram(rows, a)
+        assert problem.gram_missing(rows) == 0
+        previous = rows
+    labels = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    uncached = Problem(X, labels, Logistic(), np.ones(n), False)  # no Gram cache: every row is computed
+    assert uncached.gram_missing(previous) == previous.size

@@ -550,3 +550,32 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
         implicit.blocks(rows), Q[rows[:, :, None], rows[:, None, :]], rtol=0,
         atol=2 * (n + 2) * u * absQ.max(),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("layout", ["consecutive", "gathered"])
+def test_the_implicit_diagonal_blocks_are_the_formed_ones(centred, layout):
+    """``_ImplicitGram.blocks`` of consecutive rows (batched views) and of gathered rows against Q.
+
+    Tolerance: each entry is a sum of n products and the centring term, each side within (n + 1) u of
+    the entries of |Q|'s magnitude bound (the standard dot-product bound), so they differ by at most
+    twice that.
+    """
+    from normpen.linear.solvers.cd import _ImplicitGram
+
+    rng = np.random.default_rng(3)
+    n, k, size = 30, 20, 4
+    X = np.asfortranarray(rng.standard_normal((n, k)))
+    h = rng.uniform(0.1, 1.0, n)
+    q = X.T @ h if centred else None
+    hsum = float(h.sum())
+    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
+    if layout == "consecutive":
+        rows = np.arange(4, 4 + 3 * size).reshape(3, size)
+    else:
+        rows = np.stack([np.arange(12, 16), np.arange(0, 4), [5, 9, 2, 17]])
+    got = _ImplicitGram.of(X, h, q, hsum).blocks(rows)
+    np.testing.assert_allclose(
+        got, Q[rows[:, :, None], rows[:, None, :]], rtol=0, atol=2 * (n + 2) * EPS / 2 * absQ.max()
+    )

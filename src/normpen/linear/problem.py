@@ -567,6 +567,10 @@ class Problem:
         gram = self.weighted_gram(rows, self.weights, cached=False)
         return float(np.linalg.eigvalsh(gram)[-1])
 
+    def gram_missing(self, rows):
+        """How many of ``rows`` the Gram cache would compute products for (all of them without a cache)."""
+        return rows.size if self._gram is None else self._gram.missing(rows)
+
     def weighted_gram(self, rows, h, hsum=None, cached=True):
         r"""Centred Gram :math:`X_r^\top H X_r - q q^\top / \sum h` with :math:`q = X_r^\top h`.
 
@@ -701,6 +705,12 @@ class _GramCache:
         self.slot = np.full(problem.n_features, -1, dtype=np.int64)
         self.stored = 0
         self.columns = np.zeros((problem.n_samples, 0), dtype=problem.X.dtype, order="F")
+
+    def missing(self, rows):
+        """How many of ``rows`` are not among the last rows asked for (:meth:`centred` computes theirs)."""
+        if np.array_equal(rows, self.rows):
+            return 0
+        return int(rows.size - np.count_nonzero(np.isin(rows, self.rows, assume_unique=True)))
 
     def centred(self, rows):
         if np.array_equal(rows, self.rows):

@@ -118,6 +118,9 @@ _REFRESH_EPOCHS = 10
 _ROW_CHUNK = 256
 #: Working sets at least this wide (in coordinates) stream a float32 copy of ``Q`` in block updates.
 _SINGLE_PRECISION_WIDTH = 1024
+#: Dense least-squares block sweeps leave ``Q`` implicit when its Gram cache lacks more columns than this
+#: (:func:`_implicit_blocks_are_cheaper`).
+_FORMED_NEW_COLUMNS = 100
 
 
 def coordinate_descent(
@@ -412,7 +415,11 @@ def _newton_model(problem, rows, X_ws, pen, z, previous, t):
         if pen.singletons:
             implicit = problem.n_outputs == 1 and _implicit_is_cheaper(X_ws)
         else:
-            implicit = problem.n_outputs == 1 and problem.exact_model and _implicit_blocks_are_cheaper(X_ws)
+            implicit = (
+                problem.n_outputs == 1
+                and problem.exact_model
+                and _implicit_blocks_are_cheaper(X_ws, problem.gram_missing(rows))
+            )
         return _QuadraticModel(problem, rows, X_ws, D, problem.exact_model, implicit)
     return previous
 
@@ -438,27 +445,31 @@ def _implicit_is_cheaper(X_ws):
     return 10 * nnz < k * k
 
 
-def _implicit_blocks_are_cheaper(X_ws):
+def _implicit_blocks_are_cheaper(X_ws, k_new):
     r"""Whether a least-squares block sweep over the working set costs less with :math:`Q` left implicit.
 
     The cost model, in multiply-adds per working-set solve of :math:`E` epochs over :math:`k`
-    coordinates: with :math:`Q` formed (:class:`_BlockSweep`), the Gram cache forms the products of the
-    :math:`k_{new}` columns new to the working set with all :math:`k`, :math:`nk_{new}k` (along a path,
-    :math:`k_{new}` is a quarter to a third of :math:`k` per strength), and each epoch streams a row of
-    :math:`Q` per moved row, up to :math:`k^2`; left implicit (:class:`_ResidualBlockSweep`), each epoch
-    makes about :math:`2.5` passes over :math:`X_{ws}` (a block's gradient, its move, the closing
-    gradient), :math:`2.5E\,\mathrm{nnz}(X_{ws})`, and its diagonal blocks cost :math:`n|g|k` once.
-    Forming is a matrix product, many times faster per multiply-add than the sweeps' passes, so the
-    sides are weighted by measurement: on issue 15's workload (d) (dense, :math:`n = 1000`, groups of
-    5, 6-30 epochs a strength at tolerances 3e-5 and 1e-6) each working-set solve took the same
-    epochs both ways and the implicit one was faster from :math:`k \approx 600` on (4.7 against 3.2 ms
-    at :math:`k = 320`, 8.3 against 13.7 at 665, 99 against 106 at 2,590), so the rule is
-    :math:`k^2 > 2\,\mathrm{nnz}(X_{ws})`, :math:`k > n/2` for a dense design (sparse designs not
-    measured).
+    coordinates of which :math:`k_{new}` are new to the Gram cache (:meth:`Problem.gram_missing`):
+    with :math:`Q` formed (:class:`_BlockSweep`), the cache forms the products of the :math:`k_{new}`
+    new columns with all :math:`k`, :math:`nk_{new}k` in one matrix product, and each epoch streams a
+    row of :math:`Q` per moved row, up to :math:`k^2`; left implicit (:class:`_ResidualBlockSweep`),
+    each epoch makes about :math:`2.5` passes over :math:`X_{ws}` (a block's gradient, its move, the
+    closing gradient) and the setup about :math:`|g| + 3` (the diagonal blocks, :math:`HX`, the stop
+    test's :math:`QW_0`), :math:`(2.5E + |g| + 3)\,nk`. A matrix product runs about 8 times faster per
+    multiply-add than these passes (one thread: 32 against 3-5 GFLOP/s), so for a dense design
+    the implicit sweep is cheaper once :math:`k_{new} > 8(2.5E + 8)`, about 100 columns at the
+    :math:`E = 2`-6 epochs of a loose tolerance; and once :math:`k^2 > 2nk` whatever
+    :math:`k_{new}`, where streaming :math:`Q` costs more than the passes (measured before the
+    columns were counted: the same epochs both ways, the implicit sweep faster from
+    :math:`k \approx 600` on at :math:`k_{new} \approx k/3`). On issue 15's workload (d) (:math:`n =
+    1000`, groups of 5, working sets up to 3,145 coordinates) thresholds of 50 to 400 columns took the
+    same time at tolerances 3e-5 and 1e-6, where :math:`E` is 8-30, and 50 to 200 were fastest at
+    1.7e-3 (:data:`_FORMED_NEW_COLUMNS`). Sparse designs keep the :math:`k^2 > 2\,\mathrm{nnz}` rule
+    (forming costs there depend on the rows' nonzeros; not measured).
     """
     k = X_ws.shape[1]
     nnz = X_ws.nnz if sp.issparse(X_ws) else X_ws.size
-    return 2 * nnz < k * k
+    return 2 * nnz < k * k or (not sp.issparse(X_ws) and k_new > _FORMED_NEW_COLUMNS)
 
 
 class _LeastSquaresGap:
@@ -1053,9 +1064,16 @@ def _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, start=None, s
 
 
 def _block_lipschitz_of_model(Q, pen):
-    """Per-block curvature of the model: diagonal entries, or the top eigenvalue of each diagonal block."""
-    diag = Q.diagonal() if Q.ndim == 2 else np.diagonal(Q, axis1=1, axis2=2).max(axis=0)
-    L = diag[pen.row_order[pen.block_starts]]
+    """Per-block curvature of the model: diagonal entries, or the top eigenvalue of each diagonal block.
+
+    The diagonal is read only for blocks of one row (of an implicit ``Q`` it is a pass over
+    :math:`X`, which the diagonal blocks' product already makes for the others).
+    """
+    L = np.empty(pen.block_sizes.size)
+    single = pen.block_sizes == 1
+    if np.any(single):
+        diag = Q.diagonal() if Q.ndim == 2 else np.diagonal(Q, axis1=1, axis2=2).max(axis=0)
+        L[single] = diag[pen.row_order[pen.block_starts[single]]]
     for size in np.unique(pen.block_sizes[pen.block_sizes > 1]):  # blocks of one size: one batched call
         blocks = np.flatnonzero(pen.block_sizes == size)
         rows = pen.row_order[pen.block_starts[blocks, None] + np.arange(size)]
@@ -1462,7 +1480,12 @@ class _ImplicitGram:
         if self._blocks is not None and np.array_equal(self._blocks[0], rows):
             return self._blocks[1]
         size = rows.shape[1]
-        if sp.issparse(self.X):
+        first = rows[0, 0] if rows.size else 0
+        if not sp.issparse(self.X) and np.array_equal(rows.ravel(), first + np.arange(rows.size)):
+            # consecutive rows: views of the (k, n) C-ordered transposes, batched products without a copy
+            end, shape = first + rows.size, (rows.shape[0], size, self.X.shape[0])
+            out = self.X.T[first:end].reshape(shape) @ self.HX.T[first:end].reshape(shape).transpose(0, 2, 1)
+        elif sp.issparse(self.X):
             out = np.empty((rows.shape[0], size, size))
             for i in range(size):
                 for j in range(size):
