@@ -32,11 +32,13 @@ def _model(X, y, W0):
     return Q, Q @ W0 - c, 0.5 * float(np.sum((y - X @ W0) ** 2)) / n
 
 
-def _solve(Q, g0, W0, alpha, ridge, positive, stop, anderson=5, max_epochs=10_000):
+def _solve(
+    Q, g0, W0, alpha, ridge, positive, stop, anderson=5, max_epochs=10_000, direct=cd._DIRECT_GRAM_FACE
+):
     L = np.diagonal(Q).copy()
     return minimize_coordinates(
         Q, g0, W0, alpha, ridge, positive, L, stop, anderson, max_epochs, 16 * Q.shape[0] * EPS,
-        cd._REFRESH_EPOCHS, cd._SETTLED_SIGNS, cd._DIRECT_GRAM_FACE, cd._FACE_ITERATIONS,
+        cd._REFRESH_EPOCHS, cd._SETTLED_SIGNS, direct, cd._FACE_ITERATIONS,
         cd._FACE_REDUCTION, cd._POLISH_MAX_SUPPORT,
     )  # fmt: skip
 
@@ -70,10 +72,13 @@ CASES = {
 }
 
 
+# faces solved directly (dpstrf), or all by conjugate gradients (direct = 0: the route of faces over
+# cd._DIRECT_GRAM_FACE coordinates)
+@pytest.mark.parametrize("direct", [cd._DIRECT_GRAM_FACE, 0])
 @pytest.mark.parametrize("anderson", [0, 5])
 @pytest.mark.parametrize("warm", [False, True])
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_gap_stop_leaves_a_point_within_its_target_of_the_optimum(case, warm, anderson):
+def test_the_gap_stop_leaves_a_point_within_its_target_of_the_optimum(case, warm, anderson, direct):
     alpha, ridge, positive = CASES[case]
     rng = np.random.default_rng(0)
     X, y = _design(rng)
@@ -84,7 +89,7 @@ def test_the_gap_stop_leaves_a_point_within_its_target_of_the_optimum(case, warm
     target = 1e-10 * P0
     pen = BlockPenalty.separable(alpha[:, None], ridge, positive)
     stop = cd._LeastSquaresGap(loss0, W0[:, None], g0[:, None], Q, pen, target).compiled()
-    b, epochs = _solve(Q, g0, W0, alpha, ridge, positive, stop, anderson)
+    b, epochs = _solve(Q, g0, W0, alpha, ridge, positive, stop, anderson, direct=direct)
     assert 0 < epochs < 10_000
     reference = _reference(Q, X.T @ y / X.shape[0], alpha, ridge, positive)
     # the objective of the point left is within the gap target of the optimum; both objectives are sums of

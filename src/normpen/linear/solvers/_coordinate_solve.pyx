@@ -35,6 +35,7 @@ from normpen.linear.solvers._sweeps import epoch_coordinates
 
 # scipy's BLAS and LAPACK, read at import from the function pointers scipy.linalg.cython_blas and
 # cython_lapack export (the signatures of their .pxd files), so that building normpen needs no scipy
+ctypedef void (*_dgemv_t)(char*, int*, int*, double*, double*, int*, double*, int*, double*, double*, int*) noexcept nogil
 ctypedef void (*_dtrsm_t)(char*, char*, char*, char*, int*, int*, double*, double*, int*, double*, int*) noexcept nogil
 ctypedef void (*_dgeqrf_t)(int*, int*, double*, int*, double*, double*, int*, int*) noexcept nogil
 ctypedef void (*_dgesv_t)(int*, int*, double*, int*, int*, double*, int*, int*) noexcept nogil
@@ -48,6 +49,7 @@ cdef void *_exported(module, name) except NULL:
     return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
 
 
+cdef _dgemv_t dgemv = <_dgemv_t>_exported(cython_blas, "dgemv")
 cdef _dtrsm_t dtrsm = <_dtrsm_t>_exported(cython_blas, "dtrsm")
 cdef _dgeqrf_t dgeqrf = <_dgeqrf_t>_exported(cython_lapack, "dgeqrf")
 cdef _dgesv_t dgesv = <_dgesv_t>_exported(cython_lapack, "dgesv")
@@ -96,9 +98,9 @@ cdef class _FaceFactor:
         self.pivots = np.empty(s, dtype=np.intc)
         self.ordered, self.basic, self.flat = np.empty(s), np.empty(s), np.empty(s)
         self.coefficients = np.empty(s)
-        for c in range(s):
-            for a in range(s):
-                self.factor[a, c] = Q[S[a], S[c]]
+        for c in range(s):  # the lower triangle (dpstrf's), from row S[c] of the symmetric Q
+            for a in range(c, s):
+                self.factor[a, c] = Q[S[c], S[a]]
             self.factor[c, c] += ridge
             scale = max(scale, self.factor[c, c])
         if not scale > 0:
@@ -326,26 +328,20 @@ cdef class _Solve:
         exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], &self.face_step[0])
         return s
 
-    cdef void face_product(self, Py_ssize_t s, const double[::1] u, double[::1] out) noexcept:
-        """``out`` = :math:`(Q_{SS} + \\mu I)u`."""
-        cdef Py_ssize_t a, c
-        cdef double acc
-        for a in range(s):
-            acc = self.ridge * u[a]
-            for c in range(s):
-                acc += self.Q[self.support[a], self.support[c]] * u[c]
-            out[a] = acc
-
     cdef void iterate_face(self, Py_ssize_t s):
         """``cd._face_iterations``: Jacobi-preconditioned conjugate gradients from 0 (scipy's ``cg``
         iteration), until the residual fell by ``face_reduction`` or after ``face_iterations`` products."""
         cdef double[::1] r = np.empty(s), z = np.empty(s), p = np.empty(s), q = np.empty(s)
         cdef double[::1] x = self.face_step, inverse = np.empty(s)
-        cdef Py_ssize_t a, it
-        cdef double bound = 0.0, rho = 0.0, previous = 0.0, norm, pq, step
+        cdef double[:, ::1] H = np.empty((s, s))  # Q_SS + mu I, formed once for the products (dgemv)
+        cdef Py_ssize_t a, c, it
+        cdef int n = <int>s, inc = 1
+        cdef double bound = 0.0, rho = 0.0, previous = 0.0, norm, pq, step, unit = 1.0, nothing = 0.0
         for a in range(s):
-            inverse[a] = self.Q[self.support[a], self.support[a]] + self.ridge
-            inverse[a] = 1.0 / inverse[a] if inverse[a] > 0 else 1.0
+            for c in range(s):
+                H[a, c] = self.Q[self.support[a], self.support[c]]
+            H[a, a] += self.ridge
+            inverse[a] = 1.0 / H[a, a] if H[a, a] > 0 else 1.0
             x[a] = 0.0
             r[a] = self.face_target[a]
             bound += r[a] * r[a]
@@ -362,7 +358,7 @@ cdef class _Solve:
                 rho += r[a] * z[a]
             for a in range(s):
                 p[a] = z[a] if it == 0 else z[a] + (rho / previous) * p[a]
-            self.face_product(s, p, q)
+            dgemv(b"N", &n, &n, &unit, &H[0, 0], &n, &p[0], &inc, &nothing, &q[0], &inc)  # H symmetric
             pq = 0.0
             for a in range(s):
                 pq += p[a] * q[a]
