@@ -514,9 +514,10 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     residual_B, grad, v = B.copy(), np.zeros((k, 1)), (X * h[:, None]) @ (B[:, 0] - w0[:, 0])
     centre = float(q @ (B[:, 0] - w0[:, 0])) if centred else 0.0
     work = np.empty((2, size, 1))
-    moves, centre = epoch_residual_blocks(
+    every = np.arange(len(blocks), dtype=np.intp)
+    moves, centre, change = epoch_residual_blocks(
         columns.rows, weighted_columns.rows, columns.indptr, columns.indices, g0[:, 0], residual_B, grad,
-        v, q, centre, hsum, *constants, pen.positive, work,
+        v, q, centre, hsum, *constants, pen.positive, work, every,
     )  # fmt: skip
 
     u = EPS / 2

@@ -522,6 +522,7 @@ def epoch_residual_blocks(
     double ridge,
     bint positive,
     double[:, :, ::1] work,
+    const Py_ssize_t[::1] visit,
 ):
     r"""The pass of :func:`epoch_blocks`, one output, on :math:`Q = X^\top HX - qq^\top/\sum h` not formed.
 
@@ -535,16 +536,20 @@ def epoch_residual_blocks(
     ``(1, k)``, ``vectors`` ``(1, k, width)``), and each moved row :math:`r` adds
     :math:`\delta_r\,Hx_r` to :math:`v` and :math:`q_r\delta_r` to :math:`c` (a second
     pass): the iterates of :func:`epoch_blocks` on the formed :math:`Q`. The columns'
-    layout is :func:`epoch_residual`'s. ``B``, ``grad`` and ``v`` are updated in
-    place; returns the number of blocks that moved and the new ``centre``.
+    layout is :func:`epoch_residual`'s. The blocks visited are ``visit``, in that order (all of
+    them, or the active ones between passes over all: :class:`~normpen.linear.solvers.cd._ResidualBlockSweep`).
+    ``B``, ``grad`` and ``v`` are updated in place; returns the number of blocks that moved, the new
+    ``centre`` and the largest :math:`L_g\|\Delta_g\|^2` of a block's move :math:`\Delta_g`
+    (``steps[g]`` :math:`= 1/L_g`).
     """
-    cdef Py_ssize_t n = v.shape[0], g, r, j, t, start, size, cstart, nnz, moves = 0
+    cdef Py_ssize_t n = v.shape[0], i, g, r, j, t, start, size, cstart, nnz, moves = 0
     cdef bint centred = q.shape[0] > 0, moved
-    cdef double new, delta
+    cdef double new, delta, square, change = 0.0
     cdef const double *hx
     cdef const Py_ssize_t *index
     with nogil:
-        for g in range(starts.shape[0]):
+        for i in range(visit.shape[0]):
+            g = visit[i]
             start, size = starts[g], sizes[g]
             for r in range(size):
                 j = start + r
@@ -556,7 +561,7 @@ def epoch_residual_blocks(
                 grad, B, g, start, size, True, steps, thresh, group, shrink, weights, values, vectors,
                 ridge, positive, work,
             )
-            moved = False
+            moved, square = False, 0.0
             for r in range(size):
                 j = start + r
                 new = work[1, r, 0]
@@ -574,5 +579,7 @@ def epoch_residual_blocks(
                     if centred:
                         centre += q[j] * delta
                     moved = True
+                    square += delta * delta
             moves += moved
-    return moves, centre
+            change = max(change, square / steps[g])
+    return moves, centre, change

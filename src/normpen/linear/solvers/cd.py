@@ -118,6 +118,10 @@ _REFRESH_EPOCHS = 10
 _ROW_CHUNK = 256
 #: Working sets at least this wide (in coordinates) stream a float32 copy of ``Q`` in block updates.
 _SINGLE_PRECISION_WIDTH = 1024
+#: Passes over the nonzero blocks after each pass over every block of an implicit block sweep, and the
+#: fraction of the full pass's largest move below which they stop (:class:`_ResidualBlockSweep`).
+_ACTIVE_PASSES = 10
+_ACTIVE_SETTLED = 0.01
 #: Dense least-squares block sweeps leave ``Q`` implicit when its Gram cache lacks more columns than this
 #: (:func:`_implicit_blocks_are_cheaper`).
 _FORMED_NEW_COLUMNS = 100
@@ -1603,7 +1607,19 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
     proximal gradient step) and adds :math:`HX_g\delta` to :math:`v`. After the epoch the whole gradient
     is recomputed from :math:`v`, and at every :meth:`rebase` :math:`v` itself from :math:`B`. The updates
     read float64 columns, so the gradient is never approximate. The cost model is
-    :func:`_implicit_is_cheaper`'s.
+    :func:`_implicit_blocks_are_cheaper`'s.
+
+    An epoch cycles as glmnet and adelie do: one pass over every block, then passes over the blocks
+    that are nonzero after it (the kernel visits the blocks it is given) until a pass's largest
+    :math:`L_g\|\Delta_g\|^2` falls below :data:`_ACTIVE_SETTLED` times the full pass's, at most
+    :data:`_ACTIVE_PASSES` of them. Visiting a block costs a pass over its columns here (its
+    gradient) even when it stays at 0, so passes over the active blocks cost their share of the
+    working set; working sets at loose tolerances are up to 1.5 times wider than the support
+    (:func:`_working_set`). On issue 15's workload (d) the widest solves at tolerance 1e-6 took 4-6
+    epochs instead of 12-30, in about the same time (their active blocks are 85% of the working set);
+    the path's time fell by 10-20% at tolerances 1.7e-3 to 1e-6. (The formed sweep,
+    :class:`_BlockSweep`, keeps whole passes: a block that stays at 0 costs it only its step, the
+    moves' axpys with the rows of :math:`Q` are the same either way.)
     """
 
     def __init__(self, Q, g0, W0, pen, L):
@@ -1612,6 +1628,7 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
         self.Q, self.positive = Q, pen.positive
         self.blocks = _block_steps(pen, L, Q)
         self.work = np.empty((2, int(pen.block_sizes.max(initial=1)), 1))
+        self.pen, self.every = pen, np.arange(pen.block_sizes.size, dtype=np.intp)
         self._keep_residual(Q, g0)
         self.rebase(W0, g0)
 
@@ -1620,8 +1637,20 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
         return super().rebase(B, grad)
 
     def epoch(self):
+        """A pass over every block, then passes over the nonzero ones until they settle (class docstring)."""
+        settled = _ACTIVE_SETTLED * self._pass(self.every)
+        active = np.flatnonzero(self.pen.block_max(np.abs(self.B[:, 0])) > 0).astype(np.intp)
+        if active.size < self.every.size:
+            for _ in range(_ACTIVE_PASSES):
+                if self._pass(active) <= settled:
+                    break
+        self.grad[:, 0] = self._gradient()
+        return self.B, self.grad
+
+    def _pass(self, visit):
+        """One pass of the compiled kernel over the blocks ``visit``; returns its largest change."""
         columns, weighted = self.columns, self.weighted
-        _, self.centre = epoch_residual_blocks(
+        _, self.centre, change = epoch_residual_blocks(
             columns.rows,
             weighted.rows,
             columns.indptr,
@@ -1636,9 +1665,9 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
             *self.blocks,
             self.positive,
             self.work,
+            visit,
         )
-        self.grad[:, 0] = self._gradient()
-        return self.B, self.grad
+        return change
 
 
 def _polish_support(sweep, B, grad):
