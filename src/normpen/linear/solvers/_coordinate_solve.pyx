@@ -57,6 +57,10 @@ cdef _dorgqr_t dorgqr = <_dorgqr_t>_exported(cython_lapack, "dorgqr")
 cdef _dpotrs_t dpotrs = <_dpotrs_t>_exported(cython_lapack, "dpotrs")
 cdef _dpstrf_t dpstrf = <_dpstrf_t>_exported(cython_lapack, "dpstrf")
 
+#: Faces whose coordinates changed (left or entered) by at most this share of their size since the last
+#: factored face update its factor (:meth:`_FaceFactor.updated`) instead of factoring afresh.
+cdef double _UPDATE_SHARE = 0.1
+
 #: Stop tests (:func:`minimize_coordinates`'s ``stop``).
 GAP = 0
 RESIDUAL = 1
@@ -81,6 +85,7 @@ cdef class _FaceFactor:
     as an orthonormal basis (``dgeqrf``/``dorgqr``)."""
 
     cdef Py_ssize_t size, rank, nullity
+    cdef bint from_update  # factored by updated()
     cdef double cutoff
     cdef object support
     cdef double[::1, :] factor
@@ -88,7 +93,7 @@ cdef class _FaceFactor:
     cdef int[::1] pivots
     cdef double[::1] ordered, basic, flat, coefficients
 
-    def __init__(self, const double[:, ::1] Q, support, double ridge, double cutoff):
+    def __init__(self, const double[:, ::1] Q, support, double ridge, double cutoff, _FaceFactor previous=None):
         cdef const Py_ssize_t[::1] S = support
         cdef Py_ssize_t s = S.shape[0], a, c
         cdef int n = <int>s, rank = 0, info = 0, nr, lwork, one = 1
@@ -98,13 +103,17 @@ cdef class _FaceFactor:
         self.pivots = np.empty(s, dtype=np.intc)
         self.ordered, self.basic, self.flat = np.empty(s), np.empty(s), np.empty(s)
         self.coefficients = np.empty(s)
+        for c in range(s):
+            scale = max(scale, Q[S[c], S[c]] + ridge)
+        if not scale > 0:
+            return
+        self.from_update = previous is not None and self.updated(Q, ridge, cutoff * scale, previous)
+        if self.from_update:
+            return
         for c in range(s):  # the lower triangle (dpstrf's), from row S[c] of the symmetric Q
             for a in range(c, s):
                 self.factor[a, c] = Q[S[c], S[a]]
             self.factor[c, c] += ridge
-            scale = max(scale, self.factor[c, c])
-        if not scale > 0:
-            return
         work = np.empty(2 * s)
         cdef double[::1] w = work
         tol = cutoff * scale
@@ -130,6 +139,88 @@ cdef class _FaceFactor:
         w = work
         dgeqrf(&n, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
         dorgqr(&n, &nr, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
+
+    cdef bint updated(self, const double[:, ::1] Q, double ridge, double tol, _FaceFactor old) except -1:
+        r"""The factor of this face from ``old``'s, when that had full rank and few coordinates changed.
+
+        Deleting the rows of the coordinates that left from ``old``'s factor :math:`L` leaves
+        :math:`MM^\top = H'` (the kept coordinates in ``old``'s pivoted order) with :math:`M` lower
+        triangular but for one superdiagonal entry per deleted row above; Givens rotations of
+        adjacent columns (orthogonal, so :math:`MM^\top` is unchanged) take them to 0. Each coordinate
+        that entered is appended: its row :math:`l = L^{-1}h` and pivot :math:`\sqrt{H_{jj} - l^\top l}`.
+        Every pivot must stay above the rank cutoff (``tol``, as ``dpstrf``'s; the kept ones can only
+        grow, as conditioning on fewer coordinates leaves more variance), else False and the face is
+        factored afresh. The cost is :math:`O(s^2)` a change against ``dpstrf``'s :math:`s^3/3`: taken
+        while the changes are at most :data:`_UPDATE_SHARE` of the face's size.
+        """
+        cdef const Py_ssize_t[::1] S = self.support
+        cdef const Py_ssize_t[::1] So = old.support
+        cdef Py_ssize_t s = self.size, so = old.size, kept = 0, cur, a, c, i, t, j
+        cdef double x, y, r, cs, sn, d
+        if old.nullity or old.rank == 0:
+            return False
+        where = np.full(Q.shape[0], -1, dtype=np.intp)
+        fresh_array = np.ones(s, dtype=np.int8)
+        kept_array = np.empty(so, dtype=np.intp)
+        cdef Py_ssize_t[::1] position = where, kp = kept_array
+        cdef signed char[::1] fresh = fresh_array
+        for a in range(s):
+            position[S[a]] = a
+        for a in range(so):
+            j = position[So[old.pivots[a]]]
+            if j >= 0:
+                kp[kept] = a
+                self.pivots[kept] = <int>j
+                fresh[j] = 0
+                kept += 1
+        if (so - kept) + (s - kept) > _UPDATE_SHARE * s:
+            return False
+        M_array = np.zeros((kept, so), order="F")
+        cdef double[::1, :] M = M_array
+        for i in range(kept):
+            for c in range(kp[i] + 1):
+                M[i, c] = old.factor[kp[i], c]
+        for i in range(kept):
+            for c in range(kp[i], i, -1):  # rotate columns (c - 1, c) to take M[i, c] to 0
+                y = M[i, c]
+                if y == 0:
+                    continue
+                x = M[i, c - 1]
+                r = sqrt(x * x + y * y)
+                cs, sn = x / r, y / r
+                for t in range(i, kept):
+                    x, y = M[t, c - 1], M[t, c]
+                    M[t, c - 1] = cs * x + sn * y
+                    M[t, c] = cs * y - sn * x
+            if M[i, i] < 0:
+                for t in range(i, kept):
+                    M[t, i] = -M[t, i]
+            if not M[i, i] * M[i, i] > tol:
+                return False
+            for t in range(i, kept):
+                self.factor[t, i] = M[t, i]
+        cur = kept
+        for a in range(s):
+            if not fresh[a]:
+                continue
+            j = S[a]
+            for t in range(cur):  # h, then L^{-1}h by forward substitution, column by column
+                self.basic[t] = Q[j, S[self.pivots[t]]]
+            d = Q[j, j] + ridge
+            for c in range(cur):
+                self.basic[c] /= self.factor[c, c]
+                d -= self.basic[c] * self.basic[c]
+                for t in range(c + 1, cur):
+                    self.basic[t] -= self.factor[t, c] * self.basic[c]
+            if not d > tol:
+                return False
+            for c in range(cur):
+                self.factor[cur, c] = self.basic[c]
+            self.factor[cur, cur] = sqrt(d)
+            self.pivots[cur] = <int>a
+            cur += 1
+        self.rank, self.nullity = s, 0
+        return True
 
     cdef bint solve(self, const double *target, const double *values, double *solution) noexcept:
         r"""``cd._FaceFactor.solve``: the least-norm solution of :math:`Hu = r` on the range, plus the
@@ -324,7 +415,7 @@ cdef class _Solve:
             return s
         support = np.asarray(self.support[:s]).copy()
         if self.factored is None or not np.array_equal(self.factored.support, support):
-            self.factored = _FaceFactor(self.Q, support, self.ridge, self.cutoff)
+            self.factored = _FaceFactor(self.Q, support, self.ridge, self.cutoff, self.factored)
         exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], &self.face_step[0])
         return s
 
@@ -502,6 +593,19 @@ cdef class _Solve:
                     return
         for j in range(self.k):
             self.b[j] = self.point[j] if self.work[j] == 0 else 0.0
+
+
+def face_solution(Q, support, double ridge, double cutoff, target, values, previous=None):
+    """The face step of ``support`` (:class:`_FaceFactor`, its factor updated from the face of the support
+    ``previous`` when it may be): ``(step, full_rank, updated)``. For the tests."""
+    Q = np.ascontiguousarray(Q, dtype=np.float64)
+    old = None if previous is None else _FaceFactor(Q, np.asarray(previous, dtype=np.intp), ridge, cutoff)
+    face = _FaceFactor(Q, np.asarray(support, dtype=np.intp), ridge, cutoff, old)
+    cdef double[::1] r = np.ascontiguousarray(target, dtype=np.float64)
+    cdef double[::1] v = np.ascontiguousarray(values, dtype=np.float64)
+    cdef double[::1] step = np.empty(r.shape[0])
+    full_rank = face.solve(&r[0], &v[0], &step[0])
+    return np.asarray(step), full_rank, face.from_update
 
 
 def minimize_coordinates(
