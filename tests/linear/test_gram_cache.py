@@ -72,3 +72,39 @@ def test_gram_missing_counts_the_rows_the_cache_would_compute(sparse):
     labels = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     uncached = Problem(X, labels, Logistic(), np.ones(n), False)  # no Gram cache: every row is computed
     assert uncached.gram_missing(previous) == previous.size
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_block_lipschitz_is_the_top_eigenvalue_of_each_centred_gram_block(sparse, fit_intercept, dtype):
+    """Blocks of 1, 2 and 3 scattered rows, against ``eigvalsh`` of each block's Gram formed directly.
+
+    Tolerance: each entry of a block is within ``2 (n + 1) eps |X|^T A |X| + |xbar||xbar|^T`` of the
+    float64 one (the dot-product bound in ``X``'s dtype and the centring, as in the test above), and an
+    eigenvalue moves by at most the spectral norm of the perturbation (Weyl), below its Frobenius norm.
+    """
+    from normpen.linear.blocks import BlockPenalty
+
+    rng = np.random.default_rng(2)
+    n, p = 30, 40
+    X = rng.standard_normal((n, p)).astype(dtype)
+    X = sp.csc_matrix(X * (rng.random((n, p)) < 0.4)) if sparse else np.asfortranarray(X)
+    problem = Problem(X, rng.standard_normal(n), Quadratic(), rng.random(n), fit_intercept)
+    cuts = np.cumsum(rng.choice([1, 2, 3], p))
+    blocks = np.split(rng.permutation(p), cuts[cuts < p])  # scattered rows, blocks of 1 to 3
+    pen = BlockPenalty.from_blocks(np.zeros((p, 1)), blocks, np.ones(len(blocks)))
+    a = problem.weights.astype(np.float64)
+    dense = X.toarray() if sparse else X
+    dense = dense.astype(np.float64)
+    means = dense.T @ a if fit_intercept else np.zeros(p)
+    absolute = np.abs(dense)
+    magnitude = absolute.T @ (a[:, None] * absolute) + np.outer(np.abs(means), np.abs(means))
+    eps = np.finfo(dtype).eps
+    got = problem.block_lipschitz(pen)
+    for g in range(pen.n_blocks):
+        rows = pen.block_rows(g)
+        gram = dense[:, rows].T @ (a[:, None] * dense[:, rows]) - np.outer(means[rows], means[rows])
+        want = np.linalg.eigvalsh(gram)[-1] * problem.datafit.curvature
+        tol = np.linalg.norm(2 * (n + 1) * eps * magnitude[np.ix_(rows, rows)]) * problem.datafit.curvature
+        assert got[g] == pytest.approx(want if want > 0 else 1.0, rel=0, abs=tol + 1e-300)
