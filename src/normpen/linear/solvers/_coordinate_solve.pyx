@@ -62,8 +62,10 @@ cdef _dpstrf_t dpstrf = <_dpstrf_t>_exported(cython_lapack, "dpstrf")
 cdef double _UPDATE_SHARE = 0.1
 
 #: Stop tests (:func:`minimize_coordinates`'s ``stop``).
-GAP = 0
-RESIDUAL = 1
+cdef enum:
+    _GAP = 0
+    _RESIDUAL = 1
+GAP, RESIDUAL = _GAP, _RESIDUAL
 
 
 cdef inline double _sign(double x) noexcept nogil:
@@ -281,7 +283,9 @@ cdef class _Solve:
     """The state of one :func:`minimize_coordinates` call."""
 
     cdef const double[:, ::1] Q
-    cdef const double[::1] g0, W0, alpha, inv_l, thresh, shrink, row_sums, c, free_system
+    cdef const double[::1] g0, W0, alpha, inv_l, thresh, shrink, c, free_system
+    cdef double[::1] row_sums  # of |Q|, computed at the first lowers()
+    cdef bint has_row_sums
     cdef const Py_ssize_t[::1] free
     cdef double ridge, cutoff, yy, target, settled_fraction, face_reduction
     cdef bint positive, penalized
@@ -328,10 +332,17 @@ cdef class _Solve:
 
     cdef bint lowers(self, const double[::1] C) noexcept:
         """``cd._lowers_model``: whether moving from ``b`` to ``C`` lowers the model by more than rounding."""
-        cdef Py_ssize_t j
+        cdef Py_ssize_t j, i
         cdef double before = self.value(self.b), after = self.value(C), change = 0.0, size = 0.0, e
         if after == INFINITY:
             return False
+        if not self.has_row_sums:
+            for j in range(self.k):
+                e = 0.0
+                for i in range(self.k):
+                    e += fabs(self.Q[j, i])
+                self.row_sums[j] = e
+            self.has_row_sums = True
         for j in range(self.k):
             self.work[j] = C[j] - self.b[j]
         self.product(self.work, self.work2)
@@ -629,25 +640,33 @@ def minimize_coordinates(
     cdef Py_ssize_t k = W0.shape[0], epoch = 0, cycle = anderson + 1 if anderson else refresh_epochs
     cdef double goal = 0.0
     cdef int mode = stop[0]
+    cdef const double[::1] curvature = L
+    cdef Py_ssize_t j
     Q = np.ascontiguousarray(Q, dtype=np.float64)
-    inv_l = 1.0 / L
+    scratch = np.empty((12, k))  # every vector of the solve, one allocation
+    cdef double[:, ::1] rows = scratch
     self.Q, self.k, self.ridge, self.positive, self.cutoff = Q, k, ridge, positive, cutoff
-    self.g0, self.W0, self.alpha, self.inv_l = g0, W0, alpha, inv_l
-    self.thresh, self.shrink = alpha * inv_l, 1.0 / (1.0 + ridge * inv_l)
-    self.row_sums = np.abs(Q).sum(axis=1) if k else np.zeros(0)
-    self.penalized = bool(np.any(np.asarray(alpha) > 0))
+    self.g0, self.W0, self.alpha = g0, W0, alpha
+    self.penalized = False
+    for j in range(k):
+        rows[0, j] = 1.0 / curvature[j]
+        rows[1, j] = self.alpha[j] * rows[0, j]
+        rows[2, j] = 1.0 / (1.0 + ridge * rows[0, j])
+        rows[3, j], rows[4, j] = self.W0[j], self.g0[j]
+        self.penalized = self.penalized or self.alpha[j] > 0
+    self.inv_l, self.thresh, self.shrink, self.b, self.grad = rows[0], rows[1], rows[2], rows[3], rows[4]
+    self.constants = (scratch[1], scratch[0], scratch[2])
+    self.b_array, self.grad_array = scratch[3], scratch[4]
+    self.work, self.work2, self.point, self.row_sums = rows[5], rows[6], rows[7], rows[8]
+    self.face_target, self.face_step, self.face_values = rows[9], rows[10], rows[11]
     self.settled_fraction, self.direct_face = settled_fraction, direct_face
     self.face_iterations, self.face_reduction = face_iterations, face_reduction
     self.memory = anderson
     self.iterates, self.grads = np.empty((anderson + 1, k)), np.empty((anderson + 1, k))
-    self.b_array, self.grad_array = np.array(W0, dtype=np.float64), np.array(g0, dtype=np.float64)
-    self.b, self.grad = self.b_array, self.grad_array
-    self.constants = (np.asarray(self.thresh), inv_l, np.asarray(self.shrink))
-    self.work, self.work2, self.point = np.empty(k), np.empty(k), np.empty(k)
-    self.face_target, self.face_step, self.face_values = np.empty(k), np.empty(k), np.empty(k)
     self.support = np.empty(k, dtype=np.intp)
-    self.signs, self.refused = np.zeros(k, dtype=np.int8), np.zeros(k, dtype=np.int8)
-    if mode == GAP:
+    signs = np.zeros((2, k), dtype=np.int8)
+    self.signs, self.refused = signs[0], signs[1]
+    if mode == _GAP:
         _, self.c, self.yy, self.target, self.free, self.free_system = stop
         self.free_coefficients = np.empty(self.free.shape[0])
     else:
@@ -663,7 +682,7 @@ def minimize_coordinates(
                 self.b[:] = self.point
             self.rebase()
         self.face_move()
-        if (self.gap_stops() if mode == GAP else self.residual() <= goal):
+        if (self.gap_stops() if mode == _GAP else self.residual() <= goal):
             break
     self.polish(polish_max_support)
     return self.b_array, epoch
