@@ -35,9 +35,8 @@ def _model(X, y, W0):
 def _solve(
     Q, g0, W0, alpha, ridge, positive, stop, anderson=5, max_epochs=10_000, direct=cd._DIRECT_GRAM_FACE
 ):
-    L = np.diagonal(Q).copy()
     return minimize_coordinates(
-        Q, g0, W0, alpha, ridge, positive, L, stop, anderson, max_epochs, 16 * Q.shape[0] * EPS,
+        Q, g0, W0, alpha, ridge, positive, stop, anderson, max_epochs, 16 * Q.shape[0] * EPS,
         cd._REFRESH_EPOCHS, cd._SETTLED_SIGNS, direct, cd._FACE_ITERATIONS,
         cd._FACE_REDUCTION, cd._POLISH_MAX_SUPPORT,
     )  # fmt: skip

@@ -620,15 +620,15 @@ def face_solution(Q, support, double ridge, double cutoff, target, values, previ
 
 
 def minimize_coordinates(
-    Q, g0, W0, alpha, double ridge, bint positive, L, stop, Py_ssize_t anderson, Py_ssize_t max_epochs,
+    Q, g0, W0, alpha, double ridge, bint positive, stop, Py_ssize_t anderson, Py_ssize_t max_epochs,
     double cutoff, Py_ssize_t refresh_epochs, double settled_fraction, Py_ssize_t direct_face,
     Py_ssize_t face_iterations, double face_reduction, Py_ssize_t polish_max_support,
 ):
     r"""Minimise the module's model from ``W0`` (gradient ``g0``): returns the minimiser and the epochs used.
 
-    ``Q`` ``(k, k)`` C-contiguous float64, ``g0``, ``W0``, ``alpha`` (:math:`\alpha`, 0 for unpenalized
-    coordinates) and ``L`` (the coordinates' curvatures, :math:`Q_{jj}` or 1 where that is 0) float64
-    ``(k,)``. ``stop`` is ``(GAP, c, yy, target, free, free_system)`` (:class:`cd._LeastSquaresGap`'s
+    ``Q`` ``(k, k)`` C-contiguous float64; ``g0``, ``W0`` and ``alpha`` (:math:`\alpha`, 0 for
+    unpenalized coordinates) float64 ``(k,)``. The coordinates' curvatures are :math:`Q_{jj}`, or 1
+    where that is 0 (``cd._block_lipschitz_of_model``'s). ``stop`` is ``(GAP, c, yy, target, free, free_system)`` (:class:`cd._LeastSquaresGap`'s
     quantities, ``free_system`` the flattened pseudo-inverse of :math:`Q_{ff}`) or ``(RESIDUAL, fraction)``
     (stop once the largest prox-gradient residual fell by ``fraction`` from its value at ``W0``). The
     rest are ``cd``'s constants: Anderson's memory (0: none, the gradient then recomputed every
@@ -640,7 +640,6 @@ def minimize_coordinates(
     cdef Py_ssize_t k = W0.shape[0], epoch = 0, cycle = anderson + 1 if anderson else refresh_epochs
     cdef double goal = 0.0
     cdef int mode = stop[0]
-    cdef const double[::1] curvature = L
     cdef Py_ssize_t j
     Q = np.ascontiguousarray(Q, dtype=np.float64)
     scratch = np.empty((12, k))  # every vector of the solve, one allocation
@@ -649,7 +648,7 @@ def minimize_coordinates(
     self.g0, self.W0, self.alpha = g0, W0, alpha
     self.penalized = False
     for j in range(k):
-        rows[0, j] = 1.0 / curvature[j]
+        rows[0, j] = 1.0 / self.Q[j, j] if self.Q[j, j] > 0 else 1.0
         rows[1, j] = self.alpha[j] * rows[0, j]
         rows[2, j] = 1.0 / (1.0 + ridge * rows[0, j])
         rows[3, j], rows[4, j] = self.W0[j], self.g0[j]

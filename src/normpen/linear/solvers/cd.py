@@ -1107,7 +1107,6 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
     about 1,000 Python-level calls a working set). Returns the minimiser and the
     number of epochs.
     """
-    L = _block_lipschitz_of_model(Q, pen)
     if not isinstance(Q, _ImplicitGram) and _scalar(Q, pen, W0):
         B, epochs = minimize_coordinates(
             Q,
@@ -1116,7 +1115,6 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
             np.ascontiguousarray(pen.l1[:, 0] + pen.group_weights, dtype=np.float64),
             float(pen.ridge),
             pen.positive,
-            L,
             stop.compiled(),
             anderson,
             max_epochs,
@@ -1129,6 +1127,7 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
             _POLISH_MAX_SUPPORT,
         )
         return B[:, None], epochs
+    L = _block_lipschitz_of_model(Q, pen)
     if isinstance(Q, _ImplicitGram):
         sweep = (
             _ResidualSweep(Q, g0, W0, pen, L, cutoff)
