@@ -77,12 +77,11 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     )
 
     columns = _ColumnReader(X)
-    weighted = _ColumnReader(np.asfortranarray(X * h[:, None]))
     residual_B, grad = B.copy(), np.zeros((k, 1))
     v = (X * h[:, None]) @ (B[:, 0] - w0[:, 0])
     centre = float(q @ (B[:, 0] - w0[:, 0])) if centred else 0.0
     moves, centre, change = epoch_residual_blocks(
-        columns.rows, weighted.rows, columns.indptr, columns.indices, g0[:, 0], residual_B, grad, v, q,
+        columns.rows, columns.indptr, columns.indices, h, g0[:, 0], residual_B, grad, v, q,
         centre, hsum, *_block_steps(pen, L, Q[None]), False, work, visit,
     )  # fmt: skip
 

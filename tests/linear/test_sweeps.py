@@ -509,14 +509,13 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     formed_B, formed_grad, formed_moves = _run_blocks(Q[None], g0 + Q @ (B - w0), B, pen, L)
 
     design = sp.csc_matrix(X) if sparse else np.asfortranarray(X)
-    weighted = sp.csc_matrix(X * h[:, None]) if sparse else np.asfortranarray(X * h[:, None])
-    columns, weighted_columns = _ColumnReader(design), _ColumnReader(weighted)
+    columns = _ColumnReader(design)
     residual_B, grad, v = B.copy(), np.zeros((k, 1)), (X * h[:, None]) @ (B[:, 0] - w0[:, 0])
     centre = float(q @ (B[:, 0] - w0[:, 0])) if centred else 0.0
     work = np.empty((2, size, 1))
     every = np.arange(len(blocks), dtype=np.intp)
     moves, centre, change = epoch_residual_blocks(
-        columns.rows, weighted_columns.rows, columns.indptr, columns.indices, g0[:, 0], residual_B, grad,
+        columns.rows, columns.indptr, columns.indices, h, g0[:, 0], residual_B, grad,
         v, q, centre, hsum, *constants, pen.positive, work, every,
     )  # fmt: skip
 
@@ -536,10 +535,11 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     if case != "sparse-group":
         assert not np.any(residual_B[blocks[0]]) and np.any(residual_B[blocks[1]])  # both branches taken
     # the residual and the centre followed the moves: each entry is k moves' terms, off by the iterate's
-    # error (tol) times the column entries, plus each side's rounding of its k + 1 terms
+    # error (tol) times the column entries, plus each side's rounding of its k + 1 terms (each term
+    # (delta h_i) x_i, two roundings: k + 2)
     HX = np.abs(X) * h[:, None]
     step = residual_B[:, 0] - w0[:, 0]
-    v_tol = k * HX.max() * tol + 2 * (k + 1) * u * (HX @ moved[:, 0]).max()
+    v_tol = k * HX.max() * tol + 2 * (k + 2) * u * (HX @ moved[:, 0]).max()
     np.testing.assert_allclose(v, (X * h[:, None]) @ step, rtol=0, atol=v_tol)
     if centred:
         centre_tol = np.abs(q).sum() * tol + 2 * (k + 1) * u * (np.abs(q) @ moved[:, 0])

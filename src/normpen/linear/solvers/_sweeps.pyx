@@ -500,9 +500,9 @@ def epoch_residual(
 
 def epoch_residual_blocks(
     const double[:, ::1] columns,
-    const double[:, ::1] weighted,
     const Py_ssize_t[::1] indptr,
     const Py_ssize_t[::1] indices,
+    const double[::1] h,
     const double[::1] g0,
     double[:, ::1] B,
     double[:, ::1] grad,
@@ -534,9 +534,10 @@ def epoch_residual_blocks(
     (the exact minimiser from its eigen-decomposition, else the proximal gradient
     step; the same arguments, ``B``, ``grad`` and ``thresh`` ``(k, 1)``, ``values``
     ``(1, k)``, ``vectors`` ``(1, k, width)``), and each moved row :math:`r` adds
-    :math:`\delta_r\,Hx_r` to :math:`v` and :math:`q_r\delta_r` to :math:`c` (a second
-    pass): the iterates of :func:`epoch_blocks` on the formed :math:`Q`. The columns'
-    layout is :func:`epoch_residual`'s. The blocks visited are ``visit``, in that order (all of
+    :math:`\delta_r\,h \circ x_r` to :math:`v` and :math:`q_r\delta_r` to :math:`c` (a second
+    pass, over the column the gradient has just read, so that only :math:`X` streams from memory;
+    ``h`` the curvature weights, ``(n,)``): the iterates of :func:`epoch_blocks` on the formed
+    :math:`Q`. The columns' layout is :func:`epoch_residual`'s. The blocks visited are ``visit``, in that order (all of
     them, or the active ones between passes over all: :class:`~normpen.linear.solvers.cd._ResidualBlockSweep`).
     ``B``, ``grad`` and ``v`` are updated in place; returns the number of blocks that moved, the new
     ``centre`` and the largest :math:`L_g\|\Delta_g\|^2` of a block's move :math:`\Delta_g`
@@ -545,7 +546,7 @@ def epoch_residual_blocks(
     cdef Py_ssize_t n = v.shape[0], i, g, r, j, t, start, size, cstart, nnz, moves = 0
     cdef bint centred = q.shape[0] > 0, moved
     cdef double new, delta, square, change = 0.0
-    cdef const double *hx
+    cdef const double *x
     cdef const Py_ssize_t *index
     with nogil:
         for i in range(visit.shape[0]):
@@ -569,13 +570,13 @@ def epoch_residual_blocks(
                 if delta != 0:
                     B[j, 0] = new
                     index = _column(indptr, indices, j, n, &cstart, &nnz)
-                    hx = &weighted[0, 0] + cstart
+                    x = &columns[0, 0] + cstart
                     if index == NULL:
                         for t in range(nnz):
-                            v[t] += delta * hx[t]
+                            v[t] += (delta * h[t]) * x[t]
                     else:
                         for t in range(nnz):
-                            v[index[t]] += delta * hx[t]
+                            v[index[t]] += (delta * h[index[t]]) * x[t]
                     if centred:
                         centre += q[j] * delta
                     moved = True

@@ -1339,7 +1339,7 @@ class _KeptResidual:
     r"""What the residual sweeps share: :math:`Q` (an :class:`_ImplicitGram`) read through the kept
     weighted residual :math:`v = HX(B - W_0)` and :math:`c = q^\top(B - W_0)`.
 
-    :meth:`_keep_residual` sets up the column readers the compiled epochs take,
+    :meth:`_keep_residual` sets up the column reader and the vectors the compiled epochs take,
     :meth:`_rebase_residual` computes :math:`v` and :math:`c` from scratch at a point (so
     rounding does not accumulate across rebases), and :meth:`_gradient` is the whole
     model gradient :math:`g_0 + X^\top v - qc/\sum h` after an epoch (one pass).
@@ -1347,7 +1347,7 @@ class _KeptResidual:
 
     def _keep_residual(self, Q, g0):
         self.transposed = Q.X.T
-        self.columns, self.weighted = _ColumnReader(Q.X), _ColumnReader(Q.HX)
+        self.columns, self.h = _ColumnReader(Q.X), Q.h
         self.q = np.zeros(0) if Q.q is None else np.ascontiguousarray(Q.q, dtype=np.float64)
         self.g0 = np.ascontiguousarray(g0[:, 0], dtype=np.float64)
 
@@ -1360,7 +1360,7 @@ class _KeptResidual:
 
     def _rebase_residual(self, B, W0):
         step = B[:, 0] - W0[:, 0]
-        self.residual = np.asarray(self.Q.HX @ step, dtype=np.float64)
+        self.residual = self.Q.h * np.asarray(self.Q.X @ step, dtype=np.float64)
         self.centre = float(self.Q.q @ step) if self.Q.q is not None else 0.0
 
     def _gradient(self):
@@ -1386,6 +1386,7 @@ class _ResidualSweep(_KeptResidual, _CoordinateSweep):
 
     def __init__(self, Q, g0, W0, pen, L, cutoff):
         self._keep_residual(Q, g0)
+        self.weighted = _ColumnReader(Q.HX)
         super().__init__(Q, g0, W0, pen, L, cutoff)
 
     def rebase(self, B, grad):
@@ -1415,8 +1416,9 @@ class _ResidualSweep(_KeptResidual, _CoordinateSweep):
 class _ImplicitGram:
     r"""A working set's model curvature :math:`Q = X^\top HX - qq^\top/\textstyle\sum h + \mu I`, not formed.
 
-    Kept as the working set's columns :math:`X` (float64, CSC or dense), :math:`HX`
-    with :math:`H = \operatorname{diag}(h)` the curvature weights, :math:`q = X^\top h`
+    Kept as the working set's columns :math:`X` (float64, CSC or dense), the curvature weights
+    :math:`h \ge 0` (:math:`H = \operatorname{diag}(h)`; :math:`HX` is formed only when asked for,
+    :attr:`HX`, by the coordinate sweep's kernel), :math:`q = X^\top h`
     (``None`` without an intercept, then no Schur complement), :math:`\sum h` and
     :math:`\mu` (a face's ridge, 0 for the model itself). A product :math:`QV` costs two
     passes over the nonzeros of :math:`X`, where a formed :math:`Q` costs :math:`k^2` per
@@ -1429,23 +1431,30 @@ class _ImplicitGram:
     ndim = 2
     dtype = np.dtype(np.float64)
 
-    def __init__(self, X, HX, q, hsum, shift=0.0):
-        self.X, self.HX, self.q, self.hsum, self.shift = X, HX, q, hsum, shift
+    def __init__(self, X, h, q, hsum, shift=0.0):
+        self.X, self.h, self.q, self.hsum, self.shift = X, h, q, hsum, shift
         self._blocks = None  # the rows and result of the last blocks()
         self.shape = (X.shape[1], X.shape[1])
 
     @classmethod
     def of(cls, X_ws, h, q, hsum):
         """The model of the columns ``X_ws``, curvature weights ``h``, ``q`` (or ``None``) and ``hsum``."""
+        h = np.ascontiguousarray(h, dtype=np.float64)
         if sp.issparse(X_ws):
-            X = sp.csc_matrix(X_ws, dtype=np.float64)
-            return cls(X, sp.csc_matrix(X.multiply(h[:, None])), q, hsum)
-        X = np.asarray(X_ws, dtype=np.float64, order="F")
-        return cls(X, X * h[:, None], q, hsum)
+            return cls(sp.csc_matrix(X_ws, dtype=np.float64), h, q, hsum)
+        return cls(np.asarray(X_ws, dtype=np.float64, order="F"), h, q, hsum)
+
+    @cached_property
+    def HX(self):
+        """:math:`HX`, formed on first use."""
+        if sp.issparse(self.X):
+            return sp.csc_matrix(self.X.multiply(self.h[:, None]))
+        return self.X * self.h[:, None]
 
     def __matmul__(self, V):
         V = np.asarray(V, dtype=np.float64)
-        out = np.asarray(self.X.T @ (self.HX @ V), dtype=np.float64)
+        XV = np.asarray(self.X @ V, dtype=np.float64)
+        out = np.asarray(self.X.T @ ((self.h if XV.ndim == 1 else self.h[:, None]) * XV), dtype=np.float64)
         if self.q is not None:
             out -= np.multiply.outer(self.q, self.q @ V) / self.hsum
         return out + self.shift * V if self.shift else out
@@ -1454,8 +1463,8 @@ class _ImplicitGram:
         return self @ np.ravel(v)
 
     def diagonal(self):
-        products = self.X.multiply(self.HX) if sp.issparse(self.X) else self.X * self.HX
-        diagonal = np.asarray(products.sum(axis=0), dtype=np.float64).ravel()
+        squares = self.X.multiply(self.X) if sp.issparse(self.X) else self.X * self.X
+        diagonal = np.asarray(squares.T @ self.h, dtype=np.float64).ravel()
         if self.q is not None:
             diagonal -= self.q * self.q / self.hsum
         return diagonal + self.shift
@@ -1466,7 +1475,9 @@ class _ImplicitGram:
         They bound the rounding of a product computed as :meth:`__matmul__` computes it
         (:func:`_lowers_model`).
         """
-        sums = np.asarray(abs(self.X).T @ (abs(self.HX) @ np.ones(self.shape[1])), dtype=np.float64).ravel()
+        magnitudes = abs(self.X)
+        sums = np.asarray(magnitudes.T @ (self.h * (magnitudes @ np.ones(self.shape[1]))), dtype=np.float64)
+        sums = sums.ravel()
         if self.q is not None:
             sums += np.abs(self.q) * (np.sum(np.abs(self.q)) / self.hsum)
         return sums + abs(self.shift)
@@ -1475,7 +1486,7 @@ class _ImplicitGram:
         r"""The diagonal blocks :math:`Q_{r_b, r_b}` ``(blocks, size, size)`` of ``rows`` ``(blocks, size)``.
 
         One batched product :math:`X_{:, r_b}^\top (HX)_{:, r_b}` (dense; for sparse columns, entry
-        :math:`(i, j)` of every block at once as the column sums of :math:`X_{:, r_i} \circ (HX)_{:, r_j}`):
+        :math:`(i, j)` of every block at once as :math:`(X_{:, r_i} \circ X_{:, r_j})^\top h`):
         :math:`n|g|k` multiply-adds for :math:`k` rows in blocks of :math:`|g|`, where forming :math:`Q`
         costs :math:`nk^2`. The last result is kept (the sweep's curvatures and eigen-decompositions
         read the same blocks).
@@ -1487,15 +1498,17 @@ class _ImplicitGram:
         if not sp.issparse(self.X) and np.array_equal(rows.ravel(), first + np.arange(rows.size)):
             # consecutive rows: views of the (k, n) C-ordered transposes, batched products without a copy
             end, shape = first + rows.size, (rows.shape[0], size, self.X.shape[0])
-            out = self.X.T[first:end].reshape(shape) @ self.HX.T[first:end].reshape(shape).transpose(0, 2, 1)
+            columns = self.X.T[first:end].reshape(shape)
+            out = columns @ (columns * self.h).transpose(0, 2, 1)
         elif sp.issparse(self.X):
             out = np.empty((rows.shape[0], size, size))
             for i in range(size):
                 for j in range(size):
-                    products = self.X[:, rows[:, i]].multiply(self.HX[:, rows[:, j]])
-                    out[:, i, j] = np.asarray(products.sum(axis=0), dtype=np.float64).ravel()
+                    products = self.X[:, rows[:, i]].multiply(self.X[:, rows[:, j]])
+                    out[:, i, j] = np.asarray(products.T @ self.h, dtype=np.float64).ravel()
         else:
-            out = self.X[:, rows].transpose(1, 2, 0) @ self.HX[:, rows].transpose(1, 0, 2)
+            columns = self.X[:, rows]
+            out = columns.transpose(1, 2, 0) @ (columns * self.h[:, None, None]).transpose(1, 0, 2)
         if self.q is not None:
             out -= self.q[rows][:, :, None] * self.q[rows][:, None, :] / self.hsum
         out[:, np.arange(size), np.arange(size)] += self.shift
@@ -1505,7 +1518,7 @@ class _ImplicitGram:
     def principal(self, rows, shift=0.0):
         """The implicit :math:`Q_{rows, rows}`, plus ``shift`` on its diagonal."""
         q = None if self.q is None else self.q[rows]
-        return _ImplicitGram(self.X[:, rows], self.HX[:, rows], q, self.hsum, self.shift + shift)
+        return _ImplicitGram(self.X[:, rows], self.h, q, self.hsum, self.shift + shift)
 
     def formed(self):
         """The entries of :math:`Q`, a C-ordered float64 array (for a few columns: :meth:`principal`)."""
@@ -1648,12 +1661,12 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
 
     def _pass(self, visit):
         """One pass of the compiled kernel over the blocks ``visit``; returns its largest change."""
-        columns, weighted = self.columns, self.weighted
+        columns = self.columns
         _, self.centre, change = epoch_residual_blocks(
             columns.rows,
-            weighted.rows,
             columns.indptr,
             columns.indices,
+            self.h,
             self.g0,
             self.B,
             self.grad,
