@@ -165,6 +165,61 @@ def test_gap_safe_screening_never_discards_a_nonzero_block(seed):
         assert np.all(exact[block.block_rows(g)] == 0)
 
 
+def _screening_cases(m):
+    """Block penalties on (7, m) coefficients, each with an unpenalized block (row 4)."""
+    blocks = [np.array([0, 1, 2]), np.array([5, 3]), np.array([6]), np.array([4])]
+    l1 = np.full((7, m), 0.3)
+    l1[4] = 0.0
+    weighted = l1 * np.arange(1, 8)[:, None]
+    return {
+        "weighted_l1": BlockPenalty.separable(weighted),
+        "elastic_net": BlockPenalty.separable(l1, ridge=0.2),
+        "group_lasso": BlockPenalty.from_blocks(np.zeros((7, m)), blocks, [0.7, 0.0, 1.4, 0.0]),
+        "sparse_group_lasso": BlockPenalty.from_blocks(l1, blocks, [0.5, 0.4, 0.3, 0.0]),
+    }
+
+
+@pytest.mark.parametrize("name", ["weighted_l1", "elastic_net", "group_lasso", "sparse_group_lasso"])
+@pytest.mark.parametrize("outputs", [1, 2])
+@pytest.mark.parametrize("positive", [False, True])
+def test_certified_zero_is_the_ball_test_of_its_definition(name, outputs, positive):
+    r"""Block :math:`g` is certified iff it is penalized and, with :math:`D = A - \alpha`
+    (:math:`A = |V|`, or :math:`V_+` with positivity), :math:`\|D_+\|_F + r_g < \beta_g` outside the box
+    (some :math:`D > 0`), :math:`\max D + r_g < \beta_g` inside it: per block, from the docstring's formula.
+
+    Exact booleans: both sides add the same two float64 numbers (a block's norm may round differently, by
+    an ulp); only a draw within a few ulps of a threshold could differ, which 200 continuous draws of
+    7 x m entries do not come near (none seen).
+    """
+    rng = np.random.default_rng(5)
+    penalty = _screening_cases(outputs)[name]
+    block = BlockPenalty(
+        penalty.l1, penalty.row_order, penalty.block_starts, penalty.group_weights, penalty.ridge, positive
+    )
+    for _ in range(200):
+        V = rng.standard_normal((7, outputs))
+        radius = rng.uniform(0, 1, block.n_blocks)
+        A = np.maximum(V, 0) if positive else np.abs(V)
+        expected = np.zeros(block.n_blocks, dtype=bool)
+        for g in range(block.n_blocks):
+            D = A[block.block_rows(g)] - block.l1[block.block_rows(g)]
+            distance = D.max() if D.max() <= 0 else np.sqrt(np.sum(np.maximum(D, 0) ** 2))
+            expected[g] = block.penalized[g] and distance + radius[g] < block.group_weights[g]
+        np.testing.assert_array_equal(block.certified_zero(V, radius), expected)
+
+
+def test_unpenalized_singletons_have_infinite_dual_norm_where_their_gradient_is_nonzero():
+    V = np.array([[0.0], [1.5], [-2.0], [0.0], [3.0], [-1.0], [0.5]])
+    block = as_block_penalty(PENALTIES["weighted_l1"], (7,))  # weights 0, 1, 2, 0.5, 1, 3, 1; lam 0.7
+    t = block.block_dual_norms(V)
+    assert t[0] == 0  # unpenalized and zero: no constraint violated
+    # one division each: <= 1 ulp
+    np.testing.assert_allclose(t[1:], np.abs(V[1:, 0]) / (0.7 * block.l1[1:, 0] / 0.7), rtol=1e-15)
+    V[0] = 0.1
+    assert np.isinf(block.block_dual_norms(V)[0])
+    assert block.dual_scale(V) == pytest.approx(3.0 / 0.7, rel=1e-15)  # the largest over penalized blocks
+
+
 def test_groups_that_do_not_fit_the_coefficients_are_refused():
     with pytest.raises(ValueError, match="do not fit X"):
         as_block_penalty(GroupLasso(1.0, [np.array([0, 9])]), (5,))

@@ -81,6 +81,7 @@ class BlockPenalty:
     free_rows: np.ndarray = field(init=False, repr=False)
     _identity: bool = field(init=False, repr=False)
     _grouped: bool = field(init=False, repr=False)
+    _all_penalized: bool = field(init=False, repr=False)
 
     def __post_init__(self):
         p = self.l1.shape[0]
@@ -114,6 +115,7 @@ class BlockPenalty:
         """
         penalized = (self._largest_l1() > 0) | (self.group_weights > 0)
         object.__setattr__(self, "penalized", penalized)
+        object.__setattr__(self, "_all_penalized", bool(penalized.all()))
         free = (
             np.zeros(0, dtype=np.int64) if self.ridge > 0 else np.flatnonzero(~penalized[self.block_of_row])
         )
@@ -197,6 +199,8 @@ class BlockPenalty:
 
     def block_norms(self, U):
         """Frobenius norm of every block of ``U`` (shape ``(p, m)``)."""
+        if self._identity and U.shape[1] == 1:  # one entry a block: its magnitude (a tenth of the time)
+            return np.abs(U[:, 0])
         return np.sqrt(self.block_sum(np.einsum("ij,ij->i", U, U)))
 
     def _per_row(self, per_block):
@@ -236,10 +240,15 @@ class BlockPenalty:
         A = np.maximum(V, 0) if self.positive else np.abs(V)
         alpha, beta = self.l1, self.group_weights
         if self._identity and A.shape[1] == 1:
-            # one entry per block: the group norm is |v|, so t = |v| / (alpha + beta)
+            # one entry per block: the group norm is |v|, so t = |v| / (alpha + beta); the weights are
+            # positive where the block is penalized (one division: np.where over both took 10 times as long)
             total = alpha[:, 0] + beta
             with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(total > 0, A[:, 0] / total, np.where(A[:, 0] > 0, np.inf, 0.0))
+                t = A[:, 0] / total
+            if not self._all_penalized:
+                free = ~self.penalized
+                t[free] = np.where(A[free, 0] > 0, np.inf, 0.0)
+            return t
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(alpha > 0, A / alpha, np.where(A > 0, np.inf, 0.0))
         pure_l1 = self.block_max(ratio.max(axis=1))
@@ -280,7 +289,7 @@ class BlockPenalty:
         r""":math:`\kappa = \max(1, \max_g t_g(V))` over the penalized blocks; 1 when :math:`\mu > 0`."""
         if self.ridge > 0 or not np.any(self.penalized):
             return 1.0
-        return max(1.0, float(np.max(self.block_dual_norms(V)[self.penalized])))
+        return max(1.0, self._largest_penalized(self.block_dual_norms(V)))
 
     def conjugate(self, V):
         r""":math:`P^*(V) = \|S_\beta(S_\alpha(V))\|^2 / (2\mu)` for :math:`\mu > 0`; 0 when :math:`\mu = 0`.
@@ -297,7 +306,11 @@ class BlockPenalty:
         r""":math:`\max_g t_g(V)` over penalized blocks: ``lambda_max / lam`` for :math:`V = -\nabla F(0)`."""
         if not np.any(self.penalized):
             return math.inf
-        return float(np.max(self.block_dual_norms(V)[self.penalized]))
+        return self._largest_penalized(self.block_dual_norms(V))
+
+    def _largest_penalized(self, per_block):
+        """The largest entry of a per-block vector over the penalized blocks (at least one)."""
+        return float(np.max(per_block if self._all_penalized else per_block[self.penalized]))
 
     def certified_zero(self, V, radius):
         r"""Gap-safe screening: blocks that are zero at every optimum.
@@ -312,12 +325,11 @@ class BlockPenalty:
         :math:`r_g - \delta_g < \beta_g` inside it.
         """
         A = np.maximum(V, 0) if self.positive else np.abs(V)
-        excess = np.maximum(A - self.l1, 0)
-        outside = self.block_norms(excess)
-        margin = -self.block_max((A - self.l1).max(axis=1))
-        inside_ok = (outside == 0) & (radius - margin < self.group_weights)
-        outside_ok = (outside > 0) & (outside + radius < self.group_weights)
-        return self.penalized & (inside_ok | outside_ok)
+        D = A - self.l1
+        outside = self.block_norms(np.maximum(D, 0))
+        # the distance to the box outside it (largest entry of D > 0), minus delta_g = -max D inside it
+        signed = outside + np.minimum(self.block_max(D.max(axis=1)), 0)
+        return self.penalized & (signed + radius < self.group_weights)
 
     def kkt_violation(self, W, grad, lipschitz):
         r"""Per-block prox-gradient residual.

@@ -325,7 +325,7 @@ def _zero_blocks(problem, state, penalty, blocks):
     """Set the given blocks of ``state.W`` to zero; True if that changed anything."""
     if not blocks.any():
         return False
-    rows = penalty.row_order[np.isin(penalty.block_of_row[penalty.row_order], np.flatnonzero(blocks))]
+    rows = penalty.row_order[blocks[penalty.block_of_row[penalty.row_order]]]
     rows = rows[np.any(state.W[rows] != 0, axis=1)]
     if not rows.size:
         return False
