@@ -551,7 +551,7 @@ class Problem:
             return self._square_norms
         a = self.weights
         if self.sparse:
-            sq = np.asarray(self.X.multiply(self.X).T @ a).ravel()
+            sq = np.asarray(self.X.power(2).T @ a).ravel()  # (X.multiply(X) took 1.5x as long)
         else:
             sq = np.einsum("ij,ij,i->j", self.X, self.X, a.astype(self.X.dtype), dtype=np.float64)
         self._square_norms = np.maximum(sq - self.means() ** 2, 0)
