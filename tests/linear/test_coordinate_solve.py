@@ -13,7 +13,7 @@ import pytest
 
 from normpen.linear.blocks import BlockPenalty
 from normpen.linear.solvers import cd
-from normpen.linear.solvers._coordinate_solve import RESIDUAL, face_solution, minimize_coordinates
+from normpen.linear.solvers._coordinate_solve import RESIDUAL, FaceFactor, minimize_coordinates
 
 EPS = np.finfo(np.float64).eps
 
@@ -188,8 +188,10 @@ def test_an_updated_face_factor_solves_the_new_face():
     outside = np.setdiff1d(np.arange(k), old)
     new = np.sort(np.r_[np.delete(old, [5, 40]), rng.choice(outside, 3, replace=False)])
     target = rng.standard_normal(new.size)
-    step, full_rank, updated = face_solution(Q, new, 0.0, 16 * n * EPS, target, np.zeros(new.size), old)
-    assert updated and full_rank
+    cutoff = 16 * n * EPS
+    face = FaceFactor(Q, new, 0.0, cutoff, FaceFactor(Q, old, 0.0, cutoff))
+    step, full_rank = face.solution(target, np.zeros(new.size))
+    assert face.from_update and full_rank
     H = Q[np.ix_(new, new)]
     exact = np.linalg.solve(H, target)
     assert np.linalg.norm(step - exact) <= 10 * new.size * EPS * np.linalg.cond(H) * np.linalg.norm(exact)
@@ -198,7 +200,6 @@ def test_an_updated_face_factor_solves_the_new_face():
     Xs = np.column_stack([X, X[:, new[0]] + X[:, new[1]]])
     Qs = Xs.T @ Xs / n
     singular = np.r_[new, k]
-    _, full_rank, updated = face_solution(
-        Qs, singular, 0.0, 16 * n * EPS, rng.standard_normal(singular.size), np.zeros(singular.size), new
-    )
-    assert not updated and not full_rank
+    face = FaceFactor(Qs, singular, 0.0, cutoff, FaceFactor(Qs, new, 0.0, cutoff))
+    _, full_rank = face.solution(rng.standard_normal(singular.size), np.zeros(singular.size))
+    assert not face.from_update and not full_rank

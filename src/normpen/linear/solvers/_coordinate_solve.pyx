@@ -17,7 +17,7 @@ kept while the support stays, its null space followed to the first zero; Jacobi-
 conjugate gradients on large faces), the stop test after every epoch (the working set's exact duality
 gap, or the fall of the prox-gradient residual of a Newton model) and the closing polish on the support.
 Every rule and constant is the one its Python counterpart in ``cd.py`` documents
-(:class:`~normpen.linear.solvers.cd._FaceFactor`, :func:`~normpen.linear.solvers.cd._lowers_model`,
+(:func:`~normpen.linear.solvers.cd._lowers_model`,
 :class:`~normpen.linear.solvers.cd._LeastSquaresGap`, :class:`~normpen.linear.solvers.cd._Anderson`,
 :func:`~normpen.linear.solvers.cd._polish_support`); the constants come from there as arguments.
 A working-set solve of issue 15's 200 x 1000 lasso took about 1,000 Python-level calls in that loop:
@@ -58,7 +58,7 @@ cdef _dpotrs_t dpotrs = <_dpotrs_t>_exported(cython_lapack, "dpotrs")
 cdef _dpstrf_t dpstrf = <_dpstrf_t>_exported(cython_lapack, "dpstrf")
 
 #: Faces whose coordinates changed (left or entered) by at most this share of their size since the last
-#: factored face update its factor (:meth:`_FaceFactor.updated`) instead of factoring afresh.
+#: factored face update its factor (:meth:`FaceFactor.updated`) instead of factoring afresh.
 cdef double _UPDATE_SHARE = 0.1
 
 #: Stop tests (:func:`minimize_coordinates`'s ``stop``).
@@ -81,13 +81,24 @@ cdef inline double _soft(double z, double t, bint positive) noexcept nogil:
     return 0.0
 
 
-cdef class _FaceFactor:
-    r"""``cd._FaceFactor`` of :math:`H = Q_{SS} + \mu I`: ``dpstrf`` to the pivots above ``cutoff`` times
-    the largest diagonal entry, the null space :math:`[-L_{11}^{-\top}L_{21}^\top;\ I]` (pivoted order) kept
-    as an orthonormal basis (``dgeqrf``/``dorgqr``)."""
+cdef class FaceFactor:
+    r"""A face Hessian :math:`H = Q_{SS} + \mu I` (positive semidefinite) factored: :meth:`solution`
+    minimises :math:`\tfrac12 u^\top H u - r^\top u` for any :math:`r`. The one face factorisation of
+    ``cd``: this solve's faces, and through :meth:`solution` the faces ``cd`` forms itself (an
+    implicit ``Q``'s, the multinomial's coupled model's; ``S`` all of a formed ``H``, :math:`\mu = 0`).
+
+    A Cholesky factorisation with diagonal pivoting (LAPACK ``dpstrf``) stops at
+    rank :math:`k` where every remaining pivot is below ``cutoff`` times the
+    largest diagonal entry, the level at which a computed :math:`H` cannot be
+    told from a singular one. The columns left out span the null space
+    :math:`N = [-L_{11}^{-\top}L_{21}^\top;\ I]` (in pivoted order), kept as an
+    orthonormal basis (``dgeqrf``/``dorgqr``). A face close to the last one factored
+    updates its factor instead (:meth:`updated`); on issue 15's degree-3 diabetes path
+    three face solves in four repeat the last support, which keeps its factor.
+    """
 
     cdef Py_ssize_t size, rank, nullity
-    cdef bint from_update  # factored by updated()
+    cdef readonly bint from_update  # factored by updated()
     cdef double cutoff
     cdef object support
     cdef double[::1, :] factor
@@ -95,7 +106,7 @@ cdef class _FaceFactor:
     cdef int[::1] pivots
     cdef double[::1] ordered, basic, flat, coefficients
 
-    def __init__(self, const double[:, ::1] Q, support, double ridge, double cutoff, _FaceFactor previous=None):
+    def __init__(self, const double[:, ::1] Q, support, double ridge, double cutoff, FaceFactor previous=None):
         cdef const Py_ssize_t[::1] S = support
         cdef Py_ssize_t s = S.shape[0], a, c
         cdef int n = <int>s, rank = 0, info = 0, nr, lwork, one = 1
@@ -142,7 +153,7 @@ cdef class _FaceFactor:
         dgeqrf(&n, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
         dorgqr(&n, &nr, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
 
-    cdef bint updated(self, const double[:, ::1] Q, double ridge, double tol, _FaceFactor old) except -1:
+    cdef bint updated(self, const double[:, ::1] Q, double ridge, double tol, FaceFactor old) except -1:
         r"""The factor of this face from ``old``'s, when that had full rank and few coordinates changed.
 
         Deleting the rows of the coordinates that left from ``old``'s factor :math:`L` leaves
@@ -224,10 +235,26 @@ cdef class _FaceFactor:
         self.rank, self.nullity = s, 0
         return True
 
-    cdef bint solve(self, const double *target, const double *values, double *solution) noexcept:
-        r"""``cd._FaceFactor.solve``: the least-norm solution of :math:`Hu = r` on the range, plus the
-        null-space part of :math:`r` followed until the first coefficient it moves towards 0 reaches 0.
-        Returns whether :math:`H` had full rank."""
+    def solution(self, target, values):
+        r"""The step for :math:`r` = ``target`` and whether :math:`H` had full rank (:meth:`solve`).
+
+        The first ``len(values)`` coordinates are coefficients whose current values are ``values``.
+        """
+        out = np.zeros(self.size)
+        if self.size == 0:
+            return out, False
+        cdef double[::1] r = np.ascontiguousarray(target, dtype=np.float64)
+        cdef double[::1] v = np.ascontiguousarray(values, dtype=np.float64)
+        cdef double[::1] o = out
+        full_rank = self.solve(&r[0], &v[0] if v.shape[0] else NULL, v.shape[0], &o[0])
+        return out, full_rank
+
+    cdef bint solve(self, const double *target, const double *values, Py_ssize_t count, double *solution) noexcept:
+        r"""The least-norm solution of :math:`Hu = r` on the range of :math:`H` (the :math:`k` pivoted
+        coordinates: independent of the pivots), plus the part of :math:`r` in the null space: a flat
+        direction with a nonzero slope, along which the model falls without bound, followed until the
+        first of the ``count`` coefficients it moves towards zero (current values ``values``) reaches
+        zero. Returns whether :math:`H` had full rank."""
         cdef Py_ssize_t s = self.size, rank = self.rank, a, c
         cdef int n = <int>s, r = <int>rank, one = 1, info = 0
         cdef double dot, flat2 = 0.0, target2 = 0.0, length = INFINITY, ratio
@@ -268,7 +295,7 @@ cdef class _FaceFactor:
             flat2 += self.coefficients[a] * self.coefficients[a]
             target2 += target[a] * target[a]
         if flat2 > self.cutoff * target2:
-            for a in range(s):
+            for a in range(count):
                 ratio = values[a] + solution[a]
                 if self.coefficients[a] * ratio < 0:
                     towards = True
@@ -296,7 +323,7 @@ cdef class _Solve:
     cdef signed char[::1] signs, refused
     cdef bint has_signs, has_refused
     cdef Py_ssize_t[::1] support
-    cdef _FaceFactor factored
+    cdef FaceFactor factored
 
     cdef double value(self, const double[::1] b) noexcept:
         """:math:`P(b)` (``inf`` off the positive orthant with positivity)."""
@@ -426,8 +453,8 @@ cdef class _Solve:
             return s
         support = np.asarray(self.support[:s]).copy()
         if self.factored is None or not np.array_equal(self.factored.support, support):
-            self.factored = _FaceFactor(self.Q, support, self.ridge, self.cutoff, self.factored)
-        exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], &self.face_step[0])
+            self.factored = FaceFactor(self.Q, support, self.ridge, self.cutoff, self.factored)
+        exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], s, &self.face_step[0])
         return s
 
     cdef void iterate_face(self, Py_ssize_t s):
@@ -604,19 +631,6 @@ cdef class _Solve:
                     return
         for j in range(self.k):
             self.b[j] = self.point[j] if self.work[j] == 0 else 0.0
-
-
-def face_solution(Q, support, double ridge, double cutoff, target, values, previous=None):
-    """The face step of ``support`` (:class:`_FaceFactor`, its factor updated from the face of the support
-    ``previous`` when it may be): ``(step, full_rank, updated)``. For the tests."""
-    Q = np.ascontiguousarray(Q, dtype=np.float64)
-    old = None if previous is None else _FaceFactor(Q, np.asarray(previous, dtype=np.intp), ridge, cutoff)
-    face = _FaceFactor(Q, np.asarray(support, dtype=np.intp), ridge, cutoff, old)
-    cdef double[::1] r = np.ascontiguousarray(target, dtype=np.float64)
-    cdef double[::1] v = np.ascontiguousarray(values, dtype=np.float64)
-    cdef double[::1] step = np.empty(r.shape[0])
-    full_rank = face.solve(&r[0], &v[0], &step[0])
-    return np.asarray(step), full_rank, face.from_update
 
 
 def minimize_coordinates(

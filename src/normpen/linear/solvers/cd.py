@@ -74,8 +74,6 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import cho_solve, solve_triangular
-from scipy.linalg.lapack import dpstrf
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
 
@@ -83,7 +81,7 @@ from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, Solution
-from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, minimize_coordinates
+from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, FaceFactor, minimize_coordinates
 from normpen.linear.solvers._sweeps import (
     epoch_blocks,
     epoch_residual,
@@ -834,81 +832,18 @@ def _solve_face(model, face, rhs, rhs_b, ridge, face_values):
 def _face_solution(hessian, target, values, cutoff):
     r"""A minimiser of the face quadratic :math:`\tfrac12 u^\top H u - r^\top u`, or a ray where it falls.
 
-    :class:`_FaceFactor` of ``hessian`` solved for ``target``: returns the step and
-    whether :math:`H` had full rank (the step then solves :math:`Hu = r`).
+    The compiled :class:`~normpen.linear.solvers._coordinate_solve.FaceFactor` of a formed
+    ``hessian`` (pivoted Cholesky to the rank ``cutoff``, the null space followed to the first
+    zero of the coefficients ``values``) solved for ``target``: returns the step and whether
+    :math:`H` had full rank (the step then solves :math:`Hu = r`).
     """
-    return _FaceFactor(hessian, cutoff).solve(target, values)
+    return _face_factor(hessian, cutoff).solution(target, values)
 
 
-class _FaceFactor:
-    r"""A face Hessian :math:`H` (positive semidefinite) factored: :meth:`solve` minimises
-    :math:`\tfrac12 u^\top H u - r^\top u` for any :math:`r`.
-
-    A Cholesky factorisation with diagonal pivoting (LAPACK ``dpstrf``) stops at
-    rank :math:`k` where every remaining pivot is below ``cutoff`` times the
-    largest diagonal entry, the level at which a computed :math:`H` cannot be
-    told from a singular one. The columns left out span the null space
-    :math:`N = [-L_{11}^{-\top}L_{21}^\top;\ I]` (in pivoted order), kept as an
-    orthonormal basis. A face whose support did not change since the last
-    solve reuses its factor (:meth:`_CoordinateSweep.face`): on issue 15's
-    degree-3 diabetes path three face solves in four repeat the last support.
-    """
-
-    def __init__(self, hessian, cutoff):
-        self.size = hessian.shape[0]
-        self.cutoff = cutoff
-        scale = float(np.max(np.diagonal(hessian), initial=0.0))
-        self.rank = 0  # stays 0 for a zero Hessian (no factor)
-        if not scale > 0:
-            return
-        factor, pivots, self.rank, _ = dpstrf(hessian, tol=cutoff * scale, lower=1)
-        self.pivots = pivots[: self.size] - 1
-        self.lower = np.tril(factor[: self.rank, : self.rank])
-        self.nullspace = None
-        if self.rank < self.size:
-            basis = np.vstack(
-                [
-                    -solve_triangular(self.lower, factor[self.rank :, : self.rank].T, lower=True, trans="T"),
-                    np.eye(self.size - self.rank),
-                ]
-            )
-            self.nullspace = np.linalg.qr(basis)[0]
-
-    def solve(self, target, values):
-        r"""The step for :math:`r` = ``target`` and whether :math:`H` had full rank.
-
-        The first ``len(values)`` coordinates are coefficients whose current
-        values are ``values``. The part of :math:`r` in the null space is a flat
-        direction with a nonzero slope: the model falls along it without bound,
-        so it is followed until the first coefficient it moves towards zero
-        reaches zero. The rest of :math:`r` is in the range of :math:`H` and is
-        solved on the :math:`k` pivoted coordinates (the least-norm solution,
-        independent of the pivots). The factor and the target are finite (the
-        design was checked on entry), so scipy's finiteness checks are skipped.
-        """
-        size, rank = self.size, self.rank
-        if rank == 0:
-            return np.zeros(size), False
-        ordered = target[self.pivots]
-        basic = np.zeros(size)  # in pivoted order
-        if self.nullspace is None:
-            flat = np.zeros(size)
-            basic[:] = cho_solve((self.lower, True), ordered, check_finite=False)
-        else:
-            nullspace = self.nullspace
-            flat = nullspace @ (nullspace.T @ ordered)
-            basic[:rank] = cho_solve((self.lower, True), ordered[:rank] - flat[:rank], check_finite=False)
-            basic -= nullspace @ (nullspace.T @ basic)
-        solution, unreachable = np.zeros(size), np.zeros(size)
-        solution[self.pivots], unreachable[self.pivots] = basic, flat
-        flat = unreachable
-        if float(np.vdot(flat, flat)) > self.cutoff * float(np.vdot(target, target)):
-            k = len(values)
-            coefficients = np.asarray(values) + solution[:k]
-            towards = flat[:k] * coefficients < 0
-            if np.any(towards):
-                solution = solution + flat * float(np.min(-coefficients[towards] / flat[:k][towards]))
-        return solution, rank == size
+def _face_factor(hessian, cutoff):
+    """The compiled :class:`~normpen.linear.solvers._coordinate_solve.FaceFactor` of a formed ``hessian``."""
+    hessian = np.ascontiguousarray(hessian, dtype=np.float64)
+    return FaceFactor(hessian, np.arange(hessian.shape[0], dtype=np.intp), 0.0, cutoff)
 
 
 def _face_iterations(hessian, target):
@@ -1250,7 +1185,7 @@ class _CoordinateSweep(_Sweep):
         self.Q, self.pen, self.start, self.cutoff = Q, pen, (g0, W0), cutoff  # Q's rows contiguous
         self.exact_model = (self.Q, g0, W0)
         self.signs = self.refused = None  # the signs after the last epoch, and of the last face refused
-        self.factored = None  # the support of the last face solved directly and its _FaceFactor
+        self.factored = None  # the support of the last face solved directly and its FaceFactor
         self.rebase(W0, g0)
 
     def gradient_at(self, B):
@@ -1268,7 +1203,7 @@ class _CoordinateSweep(_Sweep):
         On the face (the nonzero coordinates :math:`S` keep their signs :math:`\sigma`, the
         others stay 0; unpenalized coordinates are always on it) the model is the quadratic
         :math:`\tfrac12 u^\top(Q_{SS} + \mu I)u + (\nabla_S + \mu B_S + \alpha_S\sigma_S)^\top u`,
-        minimised by :class:`_FaceFactor` (kept while the support stays); ``exact`` says its
+        minimised by :func:`_face_factor`'s factor (kept while the support stays); ``exact`` says its
         Hessian had full rank (the step then solves the face's optimality conditions). ``None`` for
         an empty face.
         """
@@ -1281,8 +1216,8 @@ class _CoordinateSweep(_Sweep):
             return support, _face_iterations(_principal(self.Q, support, pen.ridge), target), False
         if self.factored is None or not np.array_equal(self.factored[0], support):
             hessian = _formed(_principal(self.Q, support, pen.ridge))
-            self.factored = (support, _FaceFactor(hessian, self.cutoff))
-        step, exact = self.factored[1].solve(target, b[support])
+            self.factored = (support, _face_factor(hessian, self.cutoff))
+        step, exact = self.factored[1].solution(target, b[support])
         return support, step, exact
 
     def face_step(self, B, grad):
