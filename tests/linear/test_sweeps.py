@@ -535,8 +535,9 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     if case != "sparse-group":
         assert not np.any(residual_B[blocks[0]]) and np.any(residual_B[blocks[1]])  # both branches taken
     # the residual and the centre followed the moves: each entry is k moves' terms, off by the iterate's
-    # error (tol) times the column entries, plus each side's rounding of its k + 1 terms (each term
-    # (delta h_i) x_i, two roundings: k + 2)
+    # error (tol) times the column entries, plus each side's rounding of its k + 1 terms (the kernel adds
+    # (delta h_i) x_i per moved row of a sparse block, h_i (X_g delta)_i per dense block: at most k + 2
+    # roundings on the way to each entry, k/|g| additions into v and |g| + 1 within a block)
     HX = np.abs(X) * h[:, None]
     step = residual_B[:, 0] - w0[:, 0]
     v_tol = k * HX.max() * tol + 2 * (k + 2) * u * (HX @ moved[:, 0]).max()
