@@ -108,3 +108,37 @@ def test_block_lipschitz_is_the_top_eigenvalue_of_each_centred_gram_block(sparse
         want = np.linalg.eigvalsh(gram)[-1] * problem.datafit.curvature
         tol = np.linalg.norm(2 * (n + 1) * eps * magnitude[np.ix_(rows, rows)]) * problem.datafit.curvature
         assert got[g] == pytest.approx(want if want > 0 else 1.0, rel=0, abs=tol + 1e-300)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_centred_blocks_match_direct_and_are_kept(sparse, fit_intercept, dtype):
+    """``centred_blocks`` of blocks met before, new, reordered, and sharing a first row with other rows.
+
+    Tolerance: the dot-product bound of the first test (dense designs form the blocks in float64,
+    sparse ones in ``X``'s dtype: ``eps`` of ``X``'s dtype bounds both). Blocks met before are read
+    from the cache: bit for bit what was formed the first time.
+    """
+    rng = np.random.default_rng(4)
+    n, p, size = 30, 24, 3
+    X = rng.standard_normal((n, p)).astype(dtype)
+    X = sp.csc_matrix(X * (rng.random((n, p)) < 0.5)) if sparse else np.asfortranarray(X)
+    problem = Problem(X, rng.standard_normal(n), Quadratic(), rng.random(n), fit_intercept)
+    a = problem.weights.astype(np.float64)
+    dense = (X.toarray() if sparse else X).astype(np.float64)
+    means = dense.T @ a if fit_intercept else np.zeros(p)
+    magnitude = np.abs(dense).T @ (a[:, None] * np.abs(dense)) + np.outer(np.abs(means), np.abs(means))
+    eps = np.finfo(dtype).eps
+    order = rng.permutation(p).reshape(-1, size)
+    first = problem.centred_blocks(order[:5])
+    again = problem.centred_blocks(order[[4, 1, 6, 7]])  # two kept, two new
+    np.testing.assert_array_equal(again[:2], first[[4, 1]])
+    other = order[:3].copy()
+    other[:, 1:] = other[::-1, 1:]  # the same first rows, other blocks
+    for rows in (order, order[[7, 0, 3]], other):
+        got = problem.centred_blocks(rows)
+        for block, r in zip(got, rows, strict=True):
+            want = dense[:, r].T @ (a[:, None] * dense[:, r]) - np.outer(means[r], means[r])
+            tol = 2 * (n + 1) * eps * magnitude[np.ix_(r, r)]
+            np.testing.assert_array_less(np.abs(block - want), tol + 1e-300)

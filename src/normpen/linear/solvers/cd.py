@@ -80,7 +80,7 @@ from sklearn.exceptions import ConvergenceWarning
 from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
-from normpen.linear.problem import Problem, Solution
+from normpen.linear.problem import Problem, Solution, gram_blocks
 from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, FaceFactor, minimize_coordinates
 from normpen.linear.solvers._sweeps import (
     epoch_blocks,
@@ -597,7 +597,10 @@ class _QuadraticModel:
             weights = h[:, 0]  # the implicit model's (one output)
         if implicit:
             q = self.q[0] if self.fit_intercept else None
-            self.Q = _ImplicitGram.of(X_ws, np.asarray(weights, dtype=np.float64), q, float(self.hsum[0]))
+            kept = (problem, rows) if quadratic and not problem.sparse else None  # Problem.centred_blocks
+            self.Q = _ImplicitGram.of(
+                X_ws, np.asarray(weights, dtype=np.float64), q, float(self.hsum[0]), kept
+            )
         elif quadratic:
             self.Q = problem.weighted_gram(rows, problem.weights)
         else:
@@ -1386,18 +1389,23 @@ class _ImplicitGram:
     ndim = 2
     dtype = np.dtype(np.float64)
 
-    def __init__(self, X, h, q, hsum, shift=0.0):
-        self.X, self.h, self.q, self.hsum, self.shift = X, h, q, hsum, shift
+    def __init__(self, X, h, q, hsum, shift=0.0, kept=None):
+        self.X, self.h, self.q, self.hsum, self.shift, self.kept = X, h, q, hsum, shift, kept
         self._blocks = None  # the rows and result of the last blocks()
         self.shape = (X.shape[1], X.shape[1])
 
     @classmethod
-    def of(cls, X_ws, h, q, hsum):
-        """The model of the columns ``X_ws``, curvature weights ``h``, ``q`` (or ``None``) and ``hsum``."""
+    def of(cls, X_ws, h, q, hsum, kept=None):
+        """The model of the columns ``X_ws``, curvature weights ``h``, ``q`` (or ``None``) and ``hsum``.
+
+        ``kept`` is ``(problem, rows)`` when ``X_ws`` are the columns ``rows`` of a least-squares
+        problem's design: :meth:`blocks` then reads the problem's kept Gram blocks
+        (:meth:`Problem.centred_blocks`).
+        """
         h = np.ascontiguousarray(h, dtype=np.float64)
         if sp.issparse(X_ws):
-            return cls(sp.csc_matrix(X_ws, dtype=np.float64), h, q, hsum)
-        return cls(np.asarray(X_ws, dtype=np.float64, order="F"), h, q, hsum)
+            return cls(sp.csc_matrix(X_ws, dtype=np.float64), h, q, hsum, kept=kept)
+        return cls(np.asarray(X_ws, dtype=np.float64, order="F"), h, q, hsum, kept=kept)
 
     @cached_property
     def HX(self):
@@ -1440,32 +1448,31 @@ class _ImplicitGram:
     def blocks(self, rows):
         r"""The diagonal blocks :math:`Q_{r_b, r_b}` ``(blocks, size, size)`` of ``rows`` ``(blocks, size)``.
 
-        One batched product :math:`X_{:, r_b}^\top (HX)_{:, r_b}` (dense; for sparse columns, entry
-        :math:`(i, j)` of every block at once as :math:`(X_{:, r_i} \circ X_{:, r_j})^\top h`):
-        :math:`n|g|k` multiply-adds for :math:`k` rows in blocks of :math:`|g|`, where forming :math:`Q`
-        costs :math:`nk^2`. The last result is kept (the sweep's curvatures and eigen-decompositions
-        read the same blocks).
+        Read from the problem's kept blocks (``kept``, least squares on a dense design: the same
+        at every strength), else formed: batched products :math:`X_{:, r_b}^\top (HX)_{:, r_b}`
+        (dense, :func:`~normpen.linear.problem.gram_blocks`; for sparse columns, entry
+        :math:`(i, j)` of every block at once as :math:`(X_{:, r_i} \circ X_{:, r_j})^\top h`),
+        :math:`n|g|k` multiply-adds for :math:`k` rows in blocks of :math:`|g|`, where forming
+        :math:`Q` costs :math:`nk^2`. The last result is kept (the sweep's curvatures and
+        eigen-decompositions read the same blocks).
         """
         if self._blocks is not None and np.array_equal(self._blocks[0], rows):
             return self._blocks[1]
         size = rows.shape[1]
-        first = rows[0, 0] if rows.size else 0
-        if not sp.issparse(self.X) and np.array_equal(rows.ravel(), first + np.arange(rows.size)):
-            # consecutive rows: views of the (k, n) C-ordered transposes, batched products without a copy
-            end, shape = first + rows.size, (rows.shape[0], size, self.X.shape[0])
-            columns = self.X.T[first:end].reshape(shape)
-            out = columns @ (columns * self.h).transpose(0, 2, 1)
-        elif sp.issparse(self.X):
-            out = np.empty((rows.shape[0], size, size))
-            for i in range(size):
-                for j in range(size):
-                    products = self.X[:, rows[:, i]].multiply(self.X[:, rows[:, j]])
-                    out[:, i, j] = np.asarray(products.T @ self.h, dtype=np.float64).ravel()
+        if self.kept is not None:
+            problem, columns = self.kept
+            out = problem.centred_blocks(columns[rows])
         else:
-            columns = self.X[:, rows]
-            out = columns.transpose(1, 2, 0) @ (columns * self.h[:, None, None]).transpose(1, 0, 2)
-        if self.q is not None:
-            out -= self.q[rows][:, :, None] * self.q[rows][:, None, :] / self.hsum
+            if sp.issparse(self.X):
+                out = np.empty((rows.shape[0], size, size))
+                for i in range(size):
+                    for j in range(size):
+                        products = self.X[:, rows[:, i]].multiply(self.X[:, rows[:, j]])
+                        out[:, i, j] = np.asarray(products.T @ self.h, dtype=np.float64).ravel()
+            else:
+                out = gram_blocks(self.X, self.h, rows)
+            if self.q is not None:
+                out -= self.q[rows][:, :, None] * self.q[rows][:, None, :] / self.hsum
         out[:, np.arange(size), np.arange(size)] += self.shift
         self._blocks = (rows.copy(), out)
         return out
