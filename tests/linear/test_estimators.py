@@ -255,7 +255,10 @@ def test_every_parameter_is_in_the_one_constraint_table_and_the_signature_is_exp
         (Lasso(fit_intercept="yes"), "fit_intercept must be True or False; got 'yes'"),
         (Lasso(warm_start=1), "warm_start must be True or False"),
         (ElasticNet(l1_ratio=1.5), r"l1_ratio must be a finite number in \[0, 1\]"),
-        (LogisticRegression(solver="lbfgs"), "solver must be one of 'auto', 'cd', 'fista'; got 'lbfgs'"),
+        (
+            LogisticRegression(solver="newton-cg"),
+            "solver must be one of 'auto', 'cd', 'fista', 'lbfgs'; got 'newton-cg'",
+        ),
         (
             LogisticRegression(penalty=3),
             r"penalty must be a penalty name \(l1 or lasso, .*or a normpen penalty",

@@ -128,7 +128,7 @@ PARAMETER_CONSTRAINTS = {
     "warm_start": FLAG,
     "tol": real(0, open_low=True, example="1e-4"),
     "max_iter": NONE | integer(1),
-    "solver": options("auto", "cd", "fista"),
+    "solver": options("auto", "cd", "fista", "lbfgs"),
     "loss": options("squared_hinge", "hinge"),
     "random_state": NONE
     | integer(0)
@@ -679,7 +679,10 @@ class LogisticRegression(_ClassifierCore, _LinearModel):
     l1_ratio : float, default 0.5
         For ``"elasticnet"``.
     fit_intercept : bool, default True
-    solver : {"auto", "cd", "fista"}, default "auto"
+    solver : {"auto", "cd", "fista", "lbfgs"}, default "auto"
+        ``"auto"``: L-BFGS for ``"l2"`` (smooth objective, no coefficient zero),
+        coordinate descent for the other names, FISTA for penalty objects without
+        a block form.
     tol : float, default 1e-4
     max_iter : int, optional
     warm_start : bool, default False
@@ -844,8 +847,9 @@ class PenalizedLinearModel(_LinearModel):
     positive : bool, default False
         Constrain the coefficients to be nonnegative (coordinate descent, or FISTA for penalties
         unchanged by sign flips).
-    solver : {"auto", "cd", "fista"}, default "auto"
-        Coordinate descent for the penalties it supports, FISTA otherwise.
+    solver : {"auto", "cd", "fista", "lbfgs"}, default "auto"
+        L-BFGS for the L2 penalty alone (smooth datafits), coordinate descent for
+        the other penalties it supports, FISTA otherwise.
     tol : float, default 1e-4
     max_iter : int, optional
     warm_start : bool, default False

@@ -143,6 +143,14 @@ def _cd_grid(setup, lams, options):
     return Path.from_solutions(lams, solutions)
 
 
+def _lbfgs_grid(setup, lams, options):
+    # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+    from normpen.linear.solvers import lbfgs
+
+    solutions = _warm_started(setup, lbfgs.solve, setup.unit.scaled, lams, options)
+    return Path.from_solutions(lams, solutions)
+
+
 def _fista_grid(setup, lams, options):
     # imported on use, not by every `import normpen.linear` (cold start, issue 15)
     from normpen.linear.solvers import fista
@@ -183,6 +191,14 @@ def _ridge_grid(setup, lams, options):
 SOLVERS = {
     entry.name: entry
     for entry in (
+        SolverEntry(
+            "lbfgs",
+            "differentiable datafits with the L2 penalty alone, without positive=True (numpy or scipy.sparse "
+            "data; quasi-Newton steps on the whole smooth objective)",
+            _differentiable,
+            lambda setup: setup.pure_ridge and not setup.positive,
+            _lbfgs_grid,
+        ),
         SolverEntry(
             "cd",
             "differentiable datafits with a block-separable penalty (L1, elastic net, L2, group and "
@@ -331,9 +347,10 @@ def path(
         ``n_lams`` values from :math:`\lambda_{\max}` to ``eps`` times it.
     sample_weight, fit_intercept, positive
         As for :func:`~normpen.linear.solvers.cd.coordinate_descent`.
-    solver : {"auto", "cd", "fista", "svm", "ridge"}
+    solver : {"auto", "lbfgs", "cd", "fista", "svm", "ridge"}
         A name of :data:`SOLVERS`; ``"auto"`` takes the first that takes the
-        datafit and penalty: coordinate descent for block-separable penalties,
+        datafit and penalty: L-BFGS for a differentiable datafit with the L2
+        penalty alone, coordinate descent for block-separable penalties,
         FISTA for the other penalties with a prox, the SVM solver for the
         hinge losses with L2 (``"ridge"``, the closed form, only by name).
     tol, max_iter
