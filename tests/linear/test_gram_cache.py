@@ -142,3 +142,10 @@ def test_centred_blocks_match_direct_and_are_kept(sparse, fit_intercept, dtype):
             want = dense[:, r].T @ (a[:, None] * dense[:, r]) - np.outer(means[r], means[r])
             tol = 2 * (n + 1) * eps * magnitude[np.ix_(r, r)]
             np.testing.assert_array_less(np.abs(block - want), tol + 1e-300)
+        # the eigen-decompositions kept with them: of these very blocks, ascending; eigh is backward
+        # stable, V diag(d) V^T within a modest multiple of size * eps64 * ||block|| (16 allowed)
+        values, vectors = problem.centred_eigen(rows)
+        assert np.all(np.diff(values, axis=1) >= 0)
+        rebuilt = np.einsum("bij,bj,bkj->bik", vectors, values, vectors)
+        scale = np.linalg.norm(got, ord=2, axis=(1, 2))[:, None, None]
+        assert np.all(np.abs(rebuilt - got) <= 16 * size * np.finfo(np.float64).eps * scale)

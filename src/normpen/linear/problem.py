@@ -544,7 +544,7 @@ class Problem:
             for size in np.unique(sizes[sizes > 1]):  # blocks of one size: batched products and eigvalsh
                 blocks = np.flatnonzero(sizes == size)
                 rows = penalty.row_order[penalty.block_starts[blocks, None] + np.arange(size)]
-                L[blocks] = np.linalg.eigvalsh(self.centred_blocks(rows))[:, -1]
+                L[blocks] = self.centred_eigen(rows)[0][:, -1]
             L = self.datafit.curvature * L
             self._block_lipschitz = {key: np.where(L > 0, L, 1.0)}
         return self._block_lipschitz[key]
@@ -575,8 +575,15 @@ class Problem:
                 rows.shape[0], rows.shape[1], rows.shape[1]
             )
         if self._gram is not None:
-            return self._gram.blocks(rows)
+            return self._gram.blocks(rows)[0]
         return self._centred(gram_blocks(self.X, self.weights, rows), rows)
+
+    def centred_eigen(self, rows):
+        """``eigh`` of :meth:`centred_blocks` (eigenvalues ascending, eigenvectors as columns), kept
+        with the blocks by the Gram cache."""
+        if self._gram is not None and not self.sparse:
+            return self._gram.blocks(rows)[1:]
+        return np.linalg.eigh(self.centred_blocks(rows))
 
     def _centred(self, blocks, rows):
         """Gram blocks of ``rows`` less the means' outer products (with an intercept), in place."""
@@ -749,16 +756,18 @@ class _GramCache:
         self.kept_blocks = {}  # size: (slot of each block's first row, the blocks' rows, their Gram blocks)
 
     def blocks(self, rows):
-        """The centred Gram blocks of ``rows`` ``(blocks, size)`` (dense ``X``), those met before kept.
+        """The centred Gram blocks of ``rows`` ``(blocks, size)`` (dense ``X``) and their ``eigh``:
+        ``(blocks, values, vectors)``, those met before kept.
 
         A block is found by its first row and checked against its stored rows; the others are
-        formed in one :func:`gram_blocks` call and stored.
+        formed in one :func:`gram_blocks` call and one batched ``eigh``, and stored.
         """
         problem, size = self.problem, rows.shape[1]
         if size not in self.kept_blocks:
             slots = np.full(problem.n_features, -1, dtype=np.int64)
-            self.kept_blocks[size] = (slots, np.zeros((0, size), dtype=np.int64), np.zeros((0, size, size)))
-        slots, kept_rows, kept = self.kept_blocks[size]
+            empty = np.zeros((0, size, size))
+            self.kept_blocks[size] = (slots, np.zeros((0, size), dtype=np.int64), empty, empty[:, 0], empty)
+        slots, kept_rows, *kept = self.kept_blocks[size]
         slot = slots[rows[:, 0]]
         found = slot >= 0
         found[found] = np.all(kept_rows[slot[found]] == rows[found], axis=1)
@@ -766,13 +775,16 @@ class _GramCache:
             new = rows[~found]
             if kept_rows.shape[0] + new.shape[0] > problem.n_features:  # other groups before: start afresh
                 slots[:] = -1
-                kept_rows, kept = kept_rows[:0], kept[:0]
+                kept_rows, kept = kept_rows[:0], [array[:0] for array in kept]
             formed = problem._centred(gram_blocks(problem.X, problem.weights, new), new)
             slots[new[:, 0]] = kept_rows.shape[0] + np.arange(new.shape[0])
-            kept_rows, kept = np.concatenate([kept_rows, new]), np.concatenate([kept, formed])
-            self.kept_blocks[size] = (slots, kept_rows, kept)
+            kept_rows = np.concatenate([kept_rows, new])
+            kept = [
+                np.concatenate([a, b]) for a, b in zip(kept, (formed, *np.linalg.eigh(formed)), strict=True)
+            ]
+            self.kept_blocks[size] = (slots, kept_rows, *kept)
             slot = slots[rows[:, 0]]
-        return kept[slot]
+        return tuple(array[slot] for array in kept)
 
     def missing(self, rows):
         """How many of ``rows`` are not among the last rows asked for (:meth:`centred` computes theirs)."""

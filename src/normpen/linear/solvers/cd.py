@@ -1039,7 +1039,7 @@ def _block_lipschitz_of_model(Q, pen):
     for size in np.unique(pen.block_sizes[pen.block_sizes > 1]):  # blocks of one size: one batched call
         blocks = np.flatnonzero(pen.block_sizes == size)
         rows = pen.row_order[pen.block_starts[blocks, None] + np.arange(size)]
-        L[blocks] = np.linalg.eigvalsh(_diagonal_blocks(Q, rows))[..., -1].max(axis=0)
+        L[blocks] = _diagonal_eigen(Q, rows)[0][..., -1].max(axis=0)
     return np.where(L > 0, L, 1.0)
 
 
@@ -1477,6 +1477,14 @@ class _ImplicitGram:
         self._blocks = (rows.copy(), out)
         return out
 
+    def eigen(self, rows):
+        """``eigh`` of :meth:`blocks` ``(values, vectors)``; the problem's kept ones (``kept``), shifted."""
+        if self.kept is None:
+            return np.linalg.eigh(self.blocks(rows))
+        problem, columns = self.kept
+        values, vectors = problem.centred_eigen(columns[rows])
+        return values + self.shift, vectors
+
     def principal(self, rows, shift=0.0):
         """The implicit :math:`Q_{rows, rows}`, plus ``shift`` on its diagonal."""
         q = None if self.q is None else self.q[rows]
@@ -1721,9 +1729,17 @@ def _block_eigen(Q, pen, blocks):
     for size in np.unique(pen.block_sizes[blocks]):
         chosen = np.flatnonzero(blocks & (pen.block_sizes == size))
         rows = pen.block_starts[chosen, None] + np.arange(size)
-        d, V = np.linalg.eigh(_diagonal_blocks(Q, rows))
+        d, V = _diagonal_eigen(Q, rows)
         values[:, rows], vectors[:, rows, :size] = d, V
     return np.maximum(values, 0.0), vectors
+
+
+def _diagonal_eigen(Q, rows):
+    """``eigh`` of :func:`_diagonal_blocks` (an implicit ``Q``'s may be kept: :meth:`_ImplicitGram.eigen`)."""
+    if isinstance(Q, _ImplicitGram):
+        values, vectors = Q.eigen(rows)
+        return values[None], vectors[None]
+    return np.linalg.eigh(_diagonal_blocks(Q, rows))
 
 
 def _diagonal_blocks(Q, rows):
