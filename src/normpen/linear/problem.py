@@ -541,7 +541,7 @@ class Problem:
         if key not in self._block_lipschitz:
             L = self._centred_square_norms()[penalty.row_order[penalty.block_starts]]  # blocks of one row
             sizes = penalty.block_sizes
-            for size in np.unique(sizes[sizes > 1]):  # blocks of one size: batched products and eigvalsh
+            for size in np.unique(sizes[sizes > 1]):  # blocks of one size: kept blocks and eigh (batched)
                 blocks = np.flatnonzero(sizes == size)
                 rows = penalty.row_order[penalty.block_starts[blocks, None] + np.arange(size)]
                 L[blocks] = self.centred_eigen(rows)[0][:, -1]

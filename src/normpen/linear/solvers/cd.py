@@ -122,7 +122,7 @@ _ACTIVE_PASSES = 10
 _ACTIVE_SETTLED = 0.01
 #: Dense least-squares block sweeps leave ``Q`` implicit when its Gram cache lacks more columns than this
 #: (:func:`_implicit_blocks_are_cheaper`).
-_FORMED_NEW_COLUMNS = 100
+_FORMED_NEW_COLUMNS = 50
 
 
 def coordinate_descent(
@@ -491,8 +491,11 @@ def _implicit_blocks_are_cheaper(X_ws, k_new):
     :math:`k \approx 600` on at :math:`k_{new} \approx k/3`). On issue 15's workload (d) (:math:`n =
     1000`, groups of 5, working sets up to 3,145 coordinates) thresholds of 50 to 400 columns took the
     same time at tolerances 3e-5 and 1e-6, where :math:`E` is 8-30, and 50 to 200 were fastest at
-    1.7e-3 (:data:`_FORMED_NEW_COLUMNS`). Sparse designs keep the :math:`k^2 > 2\,\mathrm{nnz}` rule
-    (forming costs there depend on the rows' nonzeros; not measured).
+    1.7e-3; once the implicit sweep cycled over the active blocks, read only :math:`X` and kept its
+    blocks' eigen data (cheaper passes and setup), 25 to 100 took the same time at all three
+    tolerances and 200 up to 1.6 times as long at 3e-5 and 1e-6, so the threshold is 50
+    (:data:`_FORMED_NEW_COLUMNS`), amid the flat range. Sparse designs keep the
+    :math:`k^2 > 2\,\mathrm{nnz}` rule (forming costs there depend on the rows' nonzeros; not measured).
     """
     k = X_ws.shape[1]
     nnz = X_ws.nnz if sp.issparse(X_ws) else X_ws.size
