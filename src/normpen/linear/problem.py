@@ -117,11 +117,12 @@ class Solution:
         Outer iterations (working-set rounds for coordinate descent,
         iterations for FISTA and the constrained form, interior-point
         iterations or dual coordinate-descent epochs for the SVM, active-set
-        iterations for the hard margin, 1 for the closed-form ridge).
+        iterations for the hard margin, 1 for the closed-form ridge, certified
+        rounds for L-BFGS).
     converged : bool
         Whether the solver's stopping rule was met.
     n_epochs : int, optional
-        Coordinate descent: inner passes over the working sets.
+        Coordinate descent: inner passes over the working sets; L-BFGS: its iterations.
     dual_coef : ndarray of shape (n,), optional
         SVMs: :math:`\alpha` in liblinear's scale, :math:`w = \sum_i \alpha_i y_i x_i`.
     support : ndarray of int, optional
@@ -607,13 +608,13 @@ class Problem:
         if cached and self._gram is not None and h is self.weights:
             return self._gram.centred(rows)
         Xr = self.columns(rows)
-        # X_r^T (H X_r) as a general product. numpy's symmetric rank-k shortcut for S^T S (S = H^(1/2) X_r,
-        # half the flops; 751714f) made a command-line logistic fit differ from the same estimator fitted in
-        # a script by up to 3e-5 in its probabilities (tests/test_cli_fit.py), cause not found (not the
-        # thread count, the alignment or the layout of S); float64 like the sparse branch's (a float32 X
-        # forms it in float32)
-        hx = Xr.multiply(h[:, None]).tocsc() if self.sparse else Xr * h[:, None].astype(Xr.dtype)
-        gram = _dense(Xr.T @ hx)
+        if self.sparse:
+            gram = _dense(Xr.T @ Xr.multiply(h[:, None]).tocsc())
+        else:
+            # S^T S with S = H^(1/2) X_r (h >= 0: a convex datafit's curvature), which numpy hands to BLAS's
+            # symmetric rank-k update: half the multiply-adds of X_r^T (H X_r)
+            S = Xr * np.sqrt(h)[:, None].astype(Xr.dtype)
+            gram = _dense(S.T @ S)
         if self.fit_intercept:
             q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
             gram -= np.outer(q, q) / (h.sum() if hsum is None else hsum)
