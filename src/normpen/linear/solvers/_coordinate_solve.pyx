@@ -26,16 +26,15 @@ here it is one.
 
 import numpy as np
 
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.float cimport DBL_EPSILON
 from libc.math cimport INFINITY, fabs, isfinite, sqrt
 from scipy.linalg import cython_blas, cython_lapack
 
+from normpen.linear.solvers._common cimport _dgemv_t, _exported, _soft
 from normpen.linear.solvers._sweeps import epoch_coordinates
 
-# scipy's BLAS and LAPACK, read at import from the function pointers scipy.linalg.cython_blas and
-# cython_lapack export (the signatures of their .pxd files), so that building normpen needs no scipy
-ctypedef void (*_dgemv_t)(char*, int*, int*, double*, double*, int*, double*, int*, double*, double*, int*) noexcept nogil
+# the BLAS and LAPACK routines only this module calls, with the signatures of scipy's .pxd files, read by
+# _common._exported
 ctypedef void (*_dtrsm_t)(char*, char*, char*, char*, int*, int*, double*, double*, int*, double*, int*) noexcept nogil
 ctypedef void (*_dgeqrf_t)(int*, int*, double*, int*, double*, double*, int*, int*) noexcept nogil
 ctypedef void (*_dgesv_t)(int*, int*, double*, int*, int*, double*, int*, int*) noexcept nogil
@@ -43,10 +42,6 @@ ctypedef void (*_dorgqr_t)(int*, int*, int*, double*, int*, double*, double*, in
 ctypedef void (*_dpotrs_t)(char*, int*, int*, double*, int*, double*, int*, int*) noexcept nogil
 ctypedef void (*_dpstrf_t)(char*, int*, double*, int*, int*, int*, double*, double*, int*) noexcept nogil
 
-
-cdef void *_exported(module, name) except NULL:
-    capsule = module.__pyx_capi__[name]
-    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
 
 
 cdef _dgemv_t dgemv = <_dgemv_t>_exported(cython_blas, "dgemv")
@@ -70,15 +65,6 @@ GAP, RESIDUAL = _GAP, _RESIDUAL
 
 cdef inline double _sign(double x) noexcept nogil:
     return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
-
-
-cdef inline double _soft(double z, double t, bint positive) noexcept nogil:
-    """:math:`S_t(z)`, one-sided with ``positive``."""
-    if z > t:
-        return z - t
-    if z < -t and not positive:
-        return z + t
-    return 0.0
 
 
 cdef class FaceFactor:

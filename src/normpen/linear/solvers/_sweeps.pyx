@@ -19,21 +19,12 @@ coordinate minimisation and against an exact block minimisation (Brent's method 
 secular equation).
 """
 
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.float cimport DBL_EPSILON
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 from scipy.linalg import cython_blas
 
-# scipy's BLAS dgemv, read at import from the function pointer scipy.linalg.cython_blas exports (the
-# signature of its .pxd), so that building normpen needs no scipy
-ctypedef void (*_dgemv_t)(char*, int*, int*, double*, double*, int*, double*, int*, double*, double*, int*) noexcept nogil
-
-
-cdef void *_exported(module, name) except NULL:
-    capsule = module.__pyx_capi__[name]
-    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
-
+from normpen.linear.solvers._common cimport _dgemv_t, _exported, _soft
 
 cdef _dgemv_t dgemv = <_dgemv_t>_exported(cython_blas, "dgemv")
 
@@ -44,15 +35,6 @@ cdef enum:
 ctypedef fused real:
     float
     double
-
-
-cdef inline double _soft(double z, double t, bint positive) noexcept nogil:
-    """:math:`S_t(z)`, one-sided (negative values to 0) with ``positive``."""
-    if z > t:
-        return z - t
-    if z < -t and not positive:
-        return z + t
-    return 0.0
 
 
 cdef inline void _axpy(Py_ssize_t k, double a, const real *x, double *y, Py_ssize_t stride) noexcept nogil:
