@@ -98,8 +98,14 @@ def soft_threshold(x, threshold, positive=False):
     the one-sided :math:`\max(x - t, 0)`, the prox of :math:`t|x| + \iota_{x \ge 0}`.
     This is the one soft thresholding of normpen: penalties, block penalties and
     solvers call it (the training kernels' in-place multi-tensor form,
-    ``normpen.torch.kernels.soft_threshold_``, is tested bit for bit against it).
+    ``normpen.torch.kernels.soft_threshold_``, is tested bit for bit against it). A numpy array
+    takes ``numpy.maximum`` for the clip at 0, the same values as the array API's ``clip`` in a
+    tenth of the time (about 20 against 190 microseconds a 100,000 entries, issue 15).
     """
+    if isinstance(x, numpy.ndarray):
+        if positive:
+            return numpy.maximum(x - threshold, 0)
+        return numpy.sign(x) * numpy.maximum(numpy.abs(x) - threshold, 0)
     xp = namespace(x)
     if positive:
         return xp.clip(x - threshold, 0, None)

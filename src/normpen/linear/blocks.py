@@ -114,19 +114,27 @@ class BlockPenalty:
         unpenalized coefficients.
         """
         penalized = (self._largest_l1() > 0) | (self.group_weights > 0)
+        self._set_penalized(penalized, bool(penalized.all()), bool(np.any(self.group_weights > 0)))
+
+    def _set_penalized(self, penalized, all_penalized, grouped):
+        """Set ``penalized`` and what follows from it, given whether all blocks are and any is grouped."""
         object.__setattr__(self, "penalized", penalized)
-        object.__setattr__(self, "_all_penalized", bool(penalized.all()))
+        object.__setattr__(self, "_all_penalized", all_penalized)
         free = (
-            np.zeros(0, dtype=np.int64) if self.ridge > 0 else np.flatnonzero(~penalized[self.block_of_row])
+            np.zeros(0, dtype=np.int64)
+            if self.ridge > 0 or all_penalized
+            else np.flatnonzero(~penalized[self.block_of_row])
         )
         object.__setattr__(self, "free_rows", free)
-        object.__setattr__(self, "_grouped", bool(np.any(self.group_weights > 0)))
+        object.__setattr__(self, "_grouped", grouped)
 
-    def _reweighted(self, l1, group_weights, ridge, structure):
+    def _reweighted(self, l1, group_weights, ridge, structure, penalized=None):
         """A penalty of known-valid weights on a known partition ``structure`` (no checks, no recomputation).
 
         ``structure`` is ``(row_order, block_starts, block_of_row, block_sizes, identity)``; the
         weights must satisfy the class's conditions (those of a valid penalty, scaled or restricted).
+        ``penalized``, when given, is ``(penalized, all_penalized, grouped)`` of the new weights (known
+        to the caller: a positive scaling keeps them, a restriction selects them), else recomputed.
         """
         row_order, block_starts, *derived = structure
         out = object.__new__(BlockPenalty)
@@ -135,7 +143,10 @@ class BlockPenalty:
         for name, value in given.items():
             object.__setattr__(out, name, value)
         out._set_structure(*derived)
-        out._set_weights()
+        if penalized is None:
+            out._set_weights()
+        else:
+            out._set_penalized(*penalized)
         return out
 
     @classmethod
@@ -156,7 +167,10 @@ class BlockPenalty:
     def scaled(self, factor):
         """The same structure with every weight multiplied by ``factor`` (a new strength)."""
         structure = (self.row_order, self.block_starts, self.block_of_row, self.block_sizes, self._identity)
-        return self._reweighted(self.l1 * factor, self.group_weights * factor, self.ridge * factor, structure)
+        kept = (self.penalized, self._all_penalized, self._grouped) if factor > 0 else None
+        return self._reweighted(
+            self.l1 * factor, self.group_weights * factor, self.ridge * factor, structure, kept
+        )
 
     @property
     def shape(self):
@@ -345,14 +359,26 @@ class BlockPenalty:
 
     def restrict(self, block_ids):
         """This penalty on the rows of the given blocks, in that order, and those rows."""
-        rows = self._rows_of(block_ids)
         sizes = self.block_sizes[block_ids]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        local = np.arange(rows.size)
-        singletons = sizes.size == rows.size
-        block_of_row = local if singletons else np.repeat(np.arange(sizes.size), sizes)
-        structure = (local, starts, block_of_row, sizes, singletons)
-        return self._reweighted(self.l1[rows], self.group_weights[block_ids], self.ridge, structure), rows
+        if self.singletons:  # a block a row: the blocks' rows, one after the other (a third of the time)
+            rows = self.row_order[self.block_starts[block_ids]]
+            local = np.arange(rows.size)
+            structure = (local, local, local, sizes, True)
+        else:
+            rows = self._rows_of(block_ids)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            local = np.arange(rows.size)
+            singletons = sizes.size == rows.size
+            block_of_row = local if singletons else np.repeat(np.arange(sizes.size), sizes)
+            structure = (local, starts, block_of_row, sizes, singletons)
+        group_weights = self.group_weights[block_ids]
+        penalized = self.penalized[block_ids]
+        selected = (
+            penalized,
+            self._all_penalized or bool(penalized.all()),
+            self._grouped and bool(np.any(group_weights > 0)),
+        )
+        return self._reweighted(self.l1[rows], group_weights, self.ridge, structure, selected), rows
 
 
 def _as_matrix(W, shape):
