@@ -230,7 +230,7 @@ class BlockPenalty:
         total = float((self.l1 * np.abs(W)).sum())
         if self._grouped:
             total += float(self.group_weights @ self.block_norms(W))
-        return total + 0.5 * self.ridge * float((W * W).sum())
+        return total + 0.5 * self.ridge * float((W * W).sum()) if self.ridge else total
 
     def shrink(self, Z, step):
         r""":math:`S_{s\beta}(S_{s\alpha}(Z))`, the prox of the non-ridge part (``step`` per block or one)."""
@@ -257,6 +257,8 @@ class BlockPenalty:
             # one entry per block: the group norm is |v|, so t = |v| / (alpha + beta); the weights are
             # positive where the block is penalized (one division: np.where over both took 10 times as long)
             total = alpha[:, 0] + beta
+            if self._all_penalized:
+                return A[:, 0] / total
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = A[:, 0] / total
             if not self._all_penalized:
@@ -301,7 +303,7 @@ class BlockPenalty:
 
     def dual_scale(self, V):
         r""":math:`\kappa = \max(1, \max_g t_g(V))` over the penalized blocks; 1 when :math:`\mu > 0`."""
-        if self.ridge > 0 or not np.any(self.penalized):
+        if self.ridge > 0 or not (self._all_penalized or np.any(self.penalized)):
             return 1.0
         return max(1.0, self._largest_penalized(self.block_dual_norms(V)))
 
@@ -324,7 +326,7 @@ class BlockPenalty:
 
     def _largest_penalized(self, per_block):
         """The largest entry of a per-block vector over the penalized blocks (at least one)."""
-        return float(np.max(per_block if self._all_penalized else per_block[self.penalized]))
+        return float((per_block if self._all_penalized else per_block[self.penalized]).max())
 
     def certified_zero(self, V, radius):
         r"""Gap-safe screening: blocks that are zero at every optimum.

@@ -49,6 +49,8 @@ __all__ = [
     "solvers_for",
 ]
 
+_EPS64 = float(np.finfo(np.float64).eps)
+
 
 class _Setup:
     """One problem and one penalty, with what every solver and :math:`\\lambda_{\\max}` share, built once.
@@ -447,8 +449,8 @@ def _diverged(sol, problem):
     (all of the tolerance range) plus 64 ulps.
     """
     scale = problem.objective_at_zero()
-    finite = all(np.all(np.isfinite(a)) for a in (sol.coef, sol.intercept, sol.objective))
-    return not finite or sol.objective > 2 * scale + 64 * np.finfo(np.float64).eps * abs(scale)
+    finite = math.isfinite(sol.objective) and np.isfinite(sol.coef).all() and np.isfinite(sol.intercept).all()
+    return not finite or sol.objective > 2 * scale + 64 * _EPS64 * abs(scale)
 
 
 def _choose_solver(solver, setup):

@@ -733,7 +733,7 @@ def dual_objective(datafit, y, u, weights, kappa, conjugate):
     ``u`` is :math:`\ell'(z)` at a primal point (possibly projected by
     :meth:`Problem.free_projection`), in the datafit's shape.
     """
-    return float(datafit.dual(y, u / kappa, weights)) - conjugate
+    return float(datafit.dual(y, u if kappa == 1 else u / kappa, weights)) - conjugate
 
 
 def _dense(M):
