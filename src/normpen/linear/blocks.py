@@ -342,6 +342,8 @@ class BlockPenalty:
         """
         A = np.maximum(V, 0) if self.positive else np.abs(V)
         D = A - self.l1
+        if self._identity and D.shape[1] == 1:  # one entry a block: the signed distance is D itself
+            return self.penalized & (D[:, 0] + radius < self.group_weights)
         outside = self.block_norms(np.maximum(D, 0))
         # the distance to the box outside it (largest entry of D > 0), minus delta_g = -max D inside it
         signed = outside + np.minimum(self.block_max(D.max(axis=1)), 0)

@@ -352,7 +352,7 @@ def _working_set(penalty, W, violation, unscreened, ws_start, previous=None):
     (437 of 1,302: the working set of twice the support shrinks to the support once solved and grows
     again at the next strength); keeping them, 866 columns and 30 instead of 50 ms of Gram products.
     """
-    nonzero = penalty.block_max(np.max(np.abs(W), axis=1)) > 0
+    nonzero = penalty.block_max(np.abs(W[:, 0]) if W.shape[1] == 1 else np.max(np.abs(W), axis=1)) > 0
     keep = (nonzero | ~penalty.penalized) & unscreened
     size = max(ws_start, 2 * int(np.count_nonzero(nonzero)))
     candidates = np.flatnonzero(unscreened & ~keep & (violation > 0))
