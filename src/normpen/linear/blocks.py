@@ -243,9 +243,11 @@ class BlockPenalty:
 
     def prox(self, Z, step):
         r""":math:`\operatorname{prox}_{sP}(Z)` for a scalar or per-block step ``s``."""
-        Z = _as_matrix(Z, self.shape)
+        U = self.shrink(_as_matrix(Z, self.shape), step)
+        if not self.ridge:
+            return U
         row_step = step if np.isscalar(step) else self._per_row(step)[:, None]
-        return self.shrink(Z, step) / (1 + row_step * self.ridge)
+        return U / (1 + row_step * self.ridge)
 
     # ---- duality ------------------------------------------------------------------
 
