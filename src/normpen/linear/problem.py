@@ -40,7 +40,7 @@ import array_api_compat
 import numpy as np
 import scipy.sparse as sp
 
-from normpen._array import check_array, namespace
+from normpen._array import check_array, matrix_axis_sum, namespace
 from normpen.linear._validation import check_design, check_flag, check_target_array
 from normpen.linear.datafits.base import Datafit, normalize_weights
 from normpen.linear.datafits.quadratic import Quadratic
@@ -399,6 +399,10 @@ class Problem:
             G = self.raw_gradient(state.z)
             state.gradient = (G, self.gradient(G))
         return state.gradient
+
+    def intercept_gradient(self, G):
+        r""":math:`\partial_b F = \sum_i G_i` (``(m,)``); zeros without an intercept, which no step moves."""
+        return matrix_axis_sum(G, 0) if self.fit_intercept else np.zeros(self.n_outputs)
 
     def gradient(self, G, rows=None):
         r""":math:`X^\top G` (restricted to ``rows``), an ``(p, m)`` float64 array."""

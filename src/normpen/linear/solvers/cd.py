@@ -390,7 +390,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     pen_ws, rows = penalty.restrict(working)
     X_ws = problem.columns(rows)
     quadratic = problem.exact_model
-    g_ws, g_b = grad[rows], matrix_axis_sum(G, 0)
+    g_ws, g_b = grad[rows], problem.intercept_gradient(G)
     epochs = 0
     model, t, primal = None, 1.0, None
     for newton in range(_MAX_NEWTON):
@@ -398,7 +398,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
             problem.refit_intercept(state)
             G = problem.raw_gradient(state.z)
             g_ws = np.asarray(X_ws.T @ G.astype(X_ws.dtype), dtype=np.float64).reshape(-1, problem.n_outputs)
-            g_b = matrix_axis_sum(G, 0)
+            g_b = problem.intercept_gradient(G)
             report = problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows)
             if report.gap <= gap_target:
                 return epochs, report
