@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import array_api_compat
 import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
 
 from normpen._array import check_array, matrix_axis_sum, namespace
 from normpen.linear._validation import check_design, check_flag, check_target_array
@@ -469,6 +470,35 @@ class Problem:
         self.refit_intercept(state)
         _, grad = self.full_gradient(state)
         return self.duality_gap(state.z, penalty, state.W, grad)
+
+    def solution(self, state, report, threshold, *, tol, n_iter, n_epochs, solver, work, warn):
+        r"""The :class:`Solution` a primal solver returns at ``state`` with its :class:`GapReport`.
+
+        It has converged when the gap is at most ``threshold``; with ``warn``, a
+        ``ConvergenceWarning`` names the ``solver``, the gap and the ``work`` done (for
+        example ``"12 iterations (80 epochs)"``), and :meth:`warn_if_uncertifiable` speaks
+        when ``tol`` asked for less than a gap can certify.
+        """
+        converged = report.gap <= threshold
+        if warn and not converged:
+            warnings.warn(
+                f"{solver} did not converge: duality gap {report.gap:.3e} > tol * P0 = {threshold:.3e} "
+                f"after {work}; increase max_iter or tol",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if warn:
+            self.warn_if_uncertifiable(tol, report.primal, report.gap)
+        return Solution(
+            coef=self.as_coef(state.W),
+            intercept=self.as_intercept(state.b),
+            dual_gap=float(report.gap),
+            gap_scale=self.objective_at_zero(),
+            objective=float(report.primal),
+            n_iter=n_iter,
+            n_epochs=n_epochs,
+            converged=converged,
+        )
 
     def free_projection(self, u, free):
         r"""The dual point ``u`` projected onto the constraints of the unpenalized coefficients ``free``.

@@ -69,18 +69,16 @@ fit):
 from __future__ import annotations
 
 import math
-import warnings
 from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, cg
-from sklearn.exceptions import ConvergenceWarning
 
 from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
-from normpen.linear.problem import Problem, Solution, gram_blocks
+from normpen.linear.problem import Problem, gram_blocks
 from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, FaceFactor, minimize_coordinates
 from normpen.linear.solvers._sweeps import (
     epoch_blocks,
@@ -277,25 +275,16 @@ def solve(
         )
         epochs += used
         whole = last if working.size == penalty.n_blocks else None
-    converged = report.gap <= threshold
-    if warn and not converged:
-        warnings.warn(
-            f"coordinate descent did not converge: duality gap {report.gap:.3e} > tol * P0 = "
-            f"{threshold:.3e} after {it} iterations ({epochs} epochs); increase max_iter or tol",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    if warn:
-        problem.warn_if_uncertifiable(tol, report.primal, report.gap)
-    return Solution(
-        coef=problem.as_coef(state.W),
-        intercept=problem.as_intercept(state.b),
-        dual_gap=float(report.gap),
-        gap_scale=problem.objective_at_zero(),
-        objective=float(report.primal),
+    return problem.solution(
+        state,
+        report,
+        threshold,
+        tol=tol,
         n_iter=it,
         n_epochs=epochs,
-        converged=converged,
+        solver="coordinate descent",
+        work=f"{it} iterations ({epochs} epochs)",
+        warn=warn,
     )
 
 

@@ -31,14 +31,10 @@ a round that falls short of the target is followed by another with a trigger
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.exceptions import ConvergenceWarning
 
 from normpen.linear._validation import check_count, check_tol
-from normpen.linear.problem import Solution
 
 __all__ = ["solve"]
 
@@ -147,23 +143,16 @@ def solve(problem, penalty, state, *, tol=1e-4, max_iter=100, memory=10, warn=Tr
         if np.array_equal(result.x, start):  # no step lowered f: rounding, further rounds repeat this one
             break
         trigger *= _TIGHTER
-    converged = report.gap <= threshold
-    if warn and not converged:
-        warnings.warn(
-            f"L-BFGS did not converge: duality gap {report.gap:.3e} > tol * P0 = {threshold:.3e} after "
-            f"{rounds} rounds ({iterations} iterations); increase max_iter or tol",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    return Solution(
-        coef=problem.as_coef(state.W),
-        intercept=problem.as_intercept(state.b),
-        dual_gap=float(report.gap),
-        gap_scale=problem.objective_at_zero(),
-        objective=float(report.primal),
+    return problem.solution(
+        state,
+        report,
+        threshold,
+        tol=tol,
         n_iter=rounds,
         n_epochs=iterations,
-        converged=converged,
+        solver="L-BFGS",
+        work=f"{rounds} rounds ({iterations} iterations)",
+        warn=warn,
     )
 
 
