@@ -85,3 +85,21 @@ def test_np_matrix_input_is_refused_with_the_fix(data):
         Lasso(lam=0.1).fit(np.asmatrix(X), y)
     with pytest.raises(TypeError, match=r"np.matrix is not supported.*np.asarray"):
         path(X=np.asmatrix(X), y=y, datafit=Quadratic(), penalty=npn.L1(1.0))
+
+
+@pytest.mark.parametrize("entry", ["path", "lambda_max", "coordinate_descent"])
+def test_torch_tensors_are_refused_with_the_way_out(data, entry):
+    """The host solvers name the conversion and FISTA (which runs on tensors) instead of failing inside."""
+    torch = pytest.importorskip("torch")
+    from normpen.linear.solvers.cd import coordinate_descent
+
+    X, y = (torch.tensor(a) for a in data[:2])
+    call = {
+        "path": lambda: path(X, y, Quadratic(), npn.L1(1.0), [0.1]),
+        "lambda_max": lambda: lambda_max(X, y, Quadratic(), npn.L1(1.0)),
+        "coordinate_descent": lambda: coordinate_descent(X, y, Quadratic(), npn.L1(0.1)),
+    }[entry]
+    with pytest.raises(
+        TypeError, match=rf"{entry} takes numpy arrays .* normpen\.linear\.solvers\.fista\.fista"
+    ):
+        call()

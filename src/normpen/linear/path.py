@@ -262,6 +262,7 @@ def lambda_max(X, y, datafit, penalty, *, sample_weight=None, fit_intercept=True
     """
     _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+    problem.require_host_arrays("lambda_max")
     return _Setup(problem, penalty, check_flag(positive, "positive")).lambda_max()
 
 
@@ -379,6 +380,7 @@ def path(
     """
     _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+    problem.require_host_arrays("path")
     setup = _Setup(problem, penalty, check_flag(positive, "positive"))
     entry = _choose_solver(solver, setup)
     if lams is None:

@@ -319,6 +319,15 @@ class Problem:
         self._zero = None
         self._free = None
 
+    def require_host_arrays(self, caller):
+        """Refuse torch tensors where only numpy arrays and scipy.sparse matrices are taken (``caller``)."""
+        if self.tensor:
+            raise TypeError(
+                f"{caller} takes numpy arrays or scipy.sparse matrices, not torch tensors: pass "
+                "X.cpu().numpy() and y.cpu().numpy(), or solve on the tensors' device with "
+                "normpen.linear.solvers.fista.fista(X, y, datafit, penalty)"
+            )
+
     # ---- shapes -----------------------------------------------------------------
 
     def as_matrix(self, coef):

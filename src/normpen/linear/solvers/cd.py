@@ -183,6 +183,7 @@ def coordinate_descent(
         ``tol`` is not met.
     """
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+    problem.require_host_arrays("coordinate_descent")
     state = problem.state(coef_init, intercept_init)
     return solve(
         problem,
