@@ -653,7 +653,7 @@ class Problem:
         scale) and returned in float64.
         """
         if cached and self._gram is not None and h is self.weights:
-            return self._gram.centred(rows)
+            return self._gram.centred(rows, columns)
         Xr = self.columns(rows) if columns is None else columns
         if self.fit_intercept:
             q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
@@ -789,23 +789,20 @@ class _GramCache:
     Working sets along a path overlap heavily and keep their order (blocks
     sorted), so the matrix of the next rows is the last one with a few rows and
     columns taken out and a few put in: the entries of rows met before are
-    copied over in runs of consecutive positions (:func:`_moved`), and only
-    the new rows' products with the columns of :math:`X` are computed. The
-    entries are stored centred (the means' outer product subtracted once, when
-    an entry is computed) and handed out read-only, so that the same rows
-    asked for again cost nothing. Dense columns of :math:`X` met so far are
-    kept in order of arrival for those products (``slot`` gives a feature's
-    column there) and dropped, but for the rows at hand, when they would
-    outnumber twice those rows.
+    copied over (:func:`_moved`), and only the new rows' products with the
+    columns :math:`X_r` are computed, from the caller's copy of those columns
+    when it holds one (the working set's, :func:`~normpen.linear.solvers.cd._solve_working_set`).
+    The entries are stored centred (the means' outer product subtracted once,
+    when an entry is computed) and handed out read-only, so that the same rows
+    asked for again cost nothing. ``position`` gives each feature's row in the
+    stored matrix (-1 for the others).
     """
 
     def __init__(self, problem):
         self.problem = problem
         self.rows = np.zeros(0, dtype=np.int64)
         self.gram = np.zeros((0, 0))
-        self.slot = np.full(problem.n_features, -1, dtype=np.int64)
-        self.stored = 0
-        self.columns = np.zeros((problem.n_samples, 0), dtype=problem.X.dtype, order="F")
+        self.position = np.full(problem.n_features, -1, dtype=np.int64)
         self.kept_blocks = {}  # size: (slot of each block's first row, the blocks' rows, their Gram blocks)
 
     def blocks(self, rows):
@@ -841,77 +838,49 @@ class _GramCache:
 
     def missing(self, rows):
         """How many of ``rows`` are not among the last rows asked for (:meth:`centred` computes theirs)."""
-        if np.array_equal(rows, self.rows):
-            return 0
-        return int(rows.size - np.count_nonzero(np.isin(rows, self.rows, assume_unique=True)))
+        return int(np.count_nonzero(self.position[rows] < 0))
 
-    def centred(self, rows):
+    def centred(self, rows, columns=None):
+        """The centred Gram matrix of ``rows``; ``columns`` are :math:`X_r` when the caller holds them."""
         if np.array_equal(rows, self.rows):
             return self.gram
         problem = self.problem
-        position = np.full(problem.n_features, -1, dtype=np.int64)
-        position[self.rows] = np.arange(self.rows.size)
-        old = position[rows]
-        kept, new = np.flatnonzero(old >= 0), np.flatnonzero(old < 0)
+        old = self.position[rows]
+        stays = old >= 0
+        new = np.flatnonzero(~stays)
         gram = np.empty((rows.size, rows.size))
-        _moved(self.gram, old[kept], gram, kept)
+        _moved(self.gram, old[stays], gram, np.flatnonzero(stays))
         if new.size:
-            a = problem.weights
-            X_new = problem.columns(rows[new])
+            X_r = problem.columns(rows) if columns is None else columns
+            X_new, a = X_r[:, new], problem.weights
             aX_new = (
                 X_new.multiply(a[:, None]).tocsc()
                 if problem.sparse
                 else X_new * a[:, None].astype(X_new.dtype)
             )
-            cross = self._products(aX_new, rows)
+            cross = _dense(aX_new.T @ X_r)
             if problem.fit_intercept:
                 q = problem.means()[rows]
                 cross -= q[new, None] * q[None, :]
             gram[new] = cross
             gram[:, new] = cross.T
         gram.flags.writeable = False
+        self.position[self.rows] = -1
+        self.position[rows] = np.arange(rows.size)
         self.rows, self.gram = rows.copy(), gram
         return gram
 
-    def _products(self, aX_new, rows):
-        """``aX_new.T @ X[:, rows]`` in float64, for dense ``X`` from the store of columns."""
-        problem = self.problem
-        if problem.sparse:
-            return _dense(aX_new.T @ problem.columns(rows))
-        arrived = np.unique(rows[self.slot[rows] < 0])
-        if self.stored + arrived.size > 2 * rows.size:
-            self.slot[:] = -1
-            self.stored, arrived = 0, np.unique(rows)
-        end = self.stored + arrived.size
-        if end > self.columns.shape[1]:
-            capacity = min(max(2 * end, 64), problem.n_features)
-            grown = np.empty((problem.n_samples, capacity), dtype=problem.X.dtype, order="F")
-            grown[:, : self.stored] = self.columns[:, : self.stored]
-            self.columns = grown
-        self.columns[:, self.stored : end] = problem.columns(arrived)
-        self.slot[arrived] = np.arange(self.stored, end)
-        self.stored = end
-        return _dense(aX_new.T @ self.columns[:, :end])[:, self.slot[rows]]
-
 
 def _moved(source, at, target, to):
-    """``target[to][:, to] = source[at][:, at]`` by runs where both ``at`` and ``to`` step by 1.
+    """``target[to][:, to] = source[at][:, at]``: the columns moved into a buffer, then the rows.
 
-    Rows kept from one working set to the next keep their order, so the runs are
-    few and each is a slice copy, where a gather by index pairs reads every entry
-    through two index arrays (three times slower on 2,600 rows). Each run costs two
-    slice copies of Python overhead, about the gather of a thousand entries: a matrix
-    with fewer than a thousand entries a run is gathered.
+    Two gathers along one axis each, where :func:`numpy.ix_` reads every entry through two index
+    arrays (about three times slower on 600 of 850 rows). Rows kept from one working set to the next
+    keep their order: when all of ``source``'s are kept, its columns are read without a gather.
     """
     if not at.size:
         return
-    breaks = np.flatnonzero((np.diff(at) != 1) | (np.diff(to) != 1)) + 1
-    if at.size**2 < 1000 * (breaks.size + 1):
-        target[np.ix_(to, to)] = source[np.ix_(at, at)]
-        return
-    runs = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [at.size]]), strict=True))
+    in_order = at.size == source.shape[0] and bool(np.all(at[1:] > at[:-1]))  # at is then 0, 1, ...
     columns = np.empty((source.shape[0], target.shape[1]))
-    for i, j in runs:
-        columns[:, to[i] : to[i] + j - i] = source[:, at[i] : at[i] + j - i]
-    for i, j in runs:
-        target[to[i] : to[i] + j - i] = columns[at[i] : at[i] + j - i]
+    columns[:, to] = source if in_order else source[:, at]
+    target[to] = columns if in_order else columns[at]

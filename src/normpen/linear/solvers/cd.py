@@ -609,7 +609,7 @@ class _QuadraticModel:
                 X_ws, np.asarray(weights, dtype=np.float64), q, float(self.hsum[0]), kept
             )
         elif quadratic:
-            self.Q = problem.weighted_gram(rows, problem.weights)
+            self.Q = problem.weighted_gram(rows, problem.weights, columns=X_ws)
         else:
             grams = [
                 problem.weighted_gram(rows, h[:, c], self.hsum[c], columns=X_ws, single=single)
