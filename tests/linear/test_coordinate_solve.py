@@ -3,13 +3,16 @@
 The model is a least-squares problem on a small design, :math:`m(b) = \\frac1{2n}\\|y - Xb\\|^2 + P(b)`,
 given to the solve as ``cd`` does (:math:`Q = X^\\top X/n`, the gradient :math:`g_0 = Q w_0 - X^\\top y/n`
 at a start :math:`w_0`, :class:`cd._LeastSquaresGap`'s stop data). The reference minimiser is proximal
-gradient in numpy (:func:`_reference`), written from the penalty's formula, not from the kernel.
+gradient in numpy (:func:`_reference`), written from the penalty's formula, not from the kernel. The
+same solve on an implicit ``Q`` (``cd._ResidualSweep`` over ``cd._ImplicitGram``, the route of wide
+sparse working sets) is held to the same bounds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from normpen.linear.blocks import BlockPenalty
 from normpen.linear.solvers import cd
@@ -36,7 +39,7 @@ def _solve(
     Q, g0, W0, alpha, ridge, positive, stop, anderson=5, max_epochs=10_000, direct=cd._DIRECT_GRAM_FACE
 ):
     return minimize_coordinates(
-        Q, g0, W0, alpha, ridge, positive, stop, anderson, max_epochs, 16 * Q.shape[0] * EPS,
+        Q, g0, W0, alpha, ridge, positive, stop, anderson, max_epochs, 16 * g0.size * EPS,
         cd._REFRESH_EPOCHS, cd._SETTLED_SIGNS, direct, cd._FACE_ITERATIONS,
         cd._FACE_REDUCTION, cd._POLISH_MAX_SUPPORT,
     )  # fmt: skip
@@ -71,13 +74,22 @@ CASES = {
 }
 
 
+def _implicit(X, W0, g0):
+    """The model's ``Q`` left implicit over sparse columns (:math:`h = 1/n`, no intercept), as the operator
+    :func:`minimize_coordinates` drives, and the ``Q`` its stop test reads."""
+    n = X.shape[0]
+    Q = cd._ImplicitGram.of(sp.csc_matrix(X), np.full(n, 1.0 / n), None, 1.0)
+    return cd._ResidualSweep(Q, g0[:, None], W0[:, None]), Q
+
+
 # faces solved directly (dpstrf), or all by conjugate gradients (direct = 0: the route of faces over
-# cd._DIRECT_GRAM_FACE coordinates)
+# cd._DIRECT_GRAM_FACE coordinates); Q formed or implicit
+@pytest.mark.parametrize("implicit", [False, True])
 @pytest.mark.parametrize("direct", [cd._DIRECT_GRAM_FACE, 0])
 @pytest.mark.parametrize("anderson", [0, 5])
 @pytest.mark.parametrize("warm", [False, True])
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_gap_stop_leaves_a_point_within_its_target_of_the_optimum(case, warm, anderson, direct):
+def test_the_gap_stop_leaves_a_point_within_its_target_of_the_optimum(case, warm, anderson, direct, implicit):
     alpha, ridge, positive = CASES[case]
     rng = np.random.default_rng(0)
     X, y = _design(rng)
@@ -87,8 +99,9 @@ def test_the_gap_stop_leaves_a_point_within_its_target_of_the_optimum(case, warm
     P0 = 0.5 * float(y @ y) / X.shape[0]
     target = 1e-10 * P0
     pen = BlockPenalty.separable(alpha[:, None], ridge, positive)
-    stop = cd._LeastSquaresGap(loss0, W0[:, None], g0[:, None], Q, pen, target).compiled()
-    b, epochs = _solve(Q, g0, W0, alpha, ridge, positive, stop, anderson, direct=direct)
+    operator, model = _implicit(X, W0, g0) if implicit else (Q, Q)
+    stop = cd._LeastSquaresGap(loss0, W0[:, None], g0[:, None], model, pen, target).compiled()
+    b, epochs = _solve(operator, g0, W0, alpha, ridge, positive, stop, anderson, direct=direct)
     assert 0 < epochs < 10_000
     reference = _reference(Q, X.T @ y / X.shape[0], alpha, ridge, positive)
     # the objective of the point left is within the gap target of the optimum; both objectives are sums of
@@ -158,9 +171,9 @@ def test_face_steps_converge_on_an_ill_conditioned_rank_deficient_design():
 
 
 def test_the_polish_refuses_a_singular_hessian():
-    """test_path's case through the compiled solve: columns a, b and a + b on the support, Q_SS singular but
-    for one ulp; LAPACK's plain solve takes a step of ~1e14 along (1, 1, -1). With no epoch the solve is its
-    closing polish, which must leave the start as it was."""
+    """Columns a, b and a + b on the support, Q_SS singular but for one ulp; LAPACK's plain solve takes a
+    step of ~1e14 along (1, 1, -1) that keeps the signs. With no epoch the solve is its closing polish,
+    which must leave the start as it was."""
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2, 40))
     X = np.column_stack([a, b, a + b])
@@ -169,6 +182,9 @@ def test_the_polish_refuses_a_singular_hessian():
     W0 = np.array([0.5, 0.25, -0.125])
     grad = np.array([-0.3, -0.2, 0.1])
     alpha = np.full(3, 0.1)
+    step = np.linalg.solve(Q, -(grad + alpha * np.sign(W0)))
+    # what a plain solve takes: a step of ~1e14 along the null space (1, 1, -1) that keeps the signs
+    assert np.max(np.abs(step)) > 1e6 and np.array_equal(np.sign(W0 + step), np.sign(W0))
     out, epochs = _solve(Q, grad, W0, alpha, 0.0, False, (RESIDUAL, 0.0), max_epochs=0)
     assert epochs == 0
     np.testing.assert_array_equal(out, W0)

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-r"""One compiled working-set solve of :mod:`normpen.linear.solvers.cd`: coordinates, one output, formed ``Q``.
+r"""One compiled working-set solve of :mod:`normpen.linear.solvers.cd`: coordinates, one output.
 
 :func:`minimize_coordinates` minimises the quadratic model
 
@@ -16,12 +16,17 @@ extrapolation, steps on the face of the signs (a pivoted Cholesky factorisation,
 kept while the support stays, its null space followed to the first zero; Jacobi-preconditioned
 conjugate gradients on large faces), the stop test after every epoch (the working set's exact duality
 gap, or the fall of the prox-gradient residual of a Newton model) and the closing polish on the support.
-Every rule and constant is the one its Python counterpart in ``cd.py`` documents
+The rules shared with the block sweeps' loop in ``cd.py`` are the ones documented there
 (:func:`~normpen.linear.solvers.cd._lowers_model`,
-:class:`~normpen.linear.solvers.cd._LeastSquaresGap`, :class:`~normpen.linear.solvers.cd._Anderson`,
-:func:`~normpen.linear.solvers.cd._polish_support`); the constants come from there as arguments.
-A working-set solve of issue 15's 200 x 1000 lasso took about 1,000 Python-level calls in that loop:
-here it is one.
+:class:`~normpen.linear.solvers.cd._LeastSquaresGap`, :class:`~normpen.linear.solvers.cd._Anderson`);
+the face steps and the polish live only here. The constants come from ``cd`` as arguments.
+A working-set solve of issue 15's 200 x 1000 lasso took about 1,000 Python-level calls in a Python
+loop: here it is one.
+
+``Q`` is formed (its rows read in place), or left implicit on wide sparse working sets: then an
+operator object (``cd._ResidualSweep``) makes the epochs (``_sweeps.epoch_residual``), the products,
+the gradient at a rebase and the face Hessians, one Python call each, where an epoch costs passes
+over the working set's columns (:func:`minimize_coordinates`).
 """
 
 import numpy as np
@@ -297,6 +302,9 @@ cdef class _Solve:
 
     cdef const double[:, ::1] Q
     cdef const double[::1] g0, W0, alpha, inv_l, thresh, shrink, c, free_system
+    cdef object implicit  # None for a formed Q, else the operator of an implicit one (minimize_coordinates)
+    cdef Py_ssize_t terms  # the most terms in one sum of a product with Q (lowers())
+    cdef object factored_support  # the support whose face ``factored`` factors
     cdef double[::1] row_sums  # of |Q|, computed at the first lowers()
     cdef bint has_row_sums
     cdef const Py_ssize_t[::1] free
@@ -304,7 +312,7 @@ cdef class _Solve:
     cdef bint positive, penalized
     cdef Py_ssize_t k, memory, count, direct_face, face_iterations
     cdef object b_array, grad_array, Q_array, constants
-    cdef double[::1] b, grad, work, work2, point, face_target, face_step, face_values, free_coefficients
+    cdef double[::1] b, grad, work, work2, work3, point, face_target, face_step, face_values, free_coefficients
     cdef double[:, ::1] iterates, grads
     cdef signed char[::1] signs, refused
     cdef bint has_signs, has_refused
@@ -322,10 +330,16 @@ cdef class _Solve:
             squares += b[j] * b[j]
         return total + 0.5 * self.ridge * squares
 
-    cdef void product(self, const double[::1] e, double[::1] out) noexcept:
-        """``out`` = :math:`Qe`, one axpy with a row of the symmetric ``Q`` per nonzero :math:`e_j`."""
+    cdef void product(self, const double[::1] e, double[::1] out):
+        """``out`` = :math:`Qe`, one axpy with a row of the symmetric ``Q`` per nonzero :math:`e_j` (the
+        operator's product for an implicit ``Q``)."""
         cdef Py_ssize_t i, j, k = self.k
         cdef double ej
+        cdef const double[::1] result
+        if self.implicit is not None:
+            result = self.implicit.product(np.asarray(e))
+            out[:] = result
+            return
         for i in range(k):
             out[i] = 0.0
         for j in range(k):
@@ -334,21 +348,30 @@ cdef class _Solve:
                 for i in range(k):
                     out[i] += ej * self.Q[j, i]
 
-    cdef void rebase(self) noexcept:
-        """The gradient :math:`g + Q(b - w)` recomputed from scratch, so rounding never accumulates."""
+    cdef void rebase(self):
+        """The gradient :math:`g + Q(b - w)` recomputed from scratch, so rounding never accumulates (by the
+        operator of an implicit ``Q``, which also recomputes its residual at ``b``)."""
         cdef Py_ssize_t j
+        if self.implicit is not None:
+            self.implicit.rebase(self.b_array, self.grad_array)
+            return
         for j in range(self.k):
             self.work2[j] = self.b[j] - self.W0[j]
         self.product(self.work2, self.grad)
         for j in range(self.k):
             self.grad[j] = self.g0[j] + self.grad[j]
 
-    cdef bint lowers(self, const double[::1] C) noexcept:
+    cdef bint lowers(self, const double[::1] C) except -1:
         """``cd._lowers_model``: whether moving from ``b`` to ``C`` lowers the model by more than rounding."""
         cdef Py_ssize_t j, i
         cdef double before = self.value(self.b), after = self.value(C), change = 0.0, size = 0.0, e
+        cdef const double[::1] sums
         if after == INFINITY:
             return False
+        if not self.has_row_sums and self.implicit is not None:
+            sums = self.implicit.magnitude_row_sums()
+            self.row_sums[:] = sums
+            self.has_row_sums = True
         if not self.has_row_sums:
             for j in range(self.k):
                 e = 0.0
@@ -365,7 +388,7 @@ cdef class _Solve:
             size += fabs(e) * (fabs(self.grad[j]) + self.row_sums[j] * fabs(e))
         change += after - before
         size += before + after
-        return change < -(self.k + 2) * DBL_EPSILON * size
+        return change < -(self.terms + 2) * DBL_EPSILON * size
 
     cdef void push(self) noexcept:
         """``cd._Anderson.push``: record the iterate and its gradient, dropping the oldest when full."""
@@ -420,8 +443,16 @@ cdef class _Solve:
         return True
 
     cdef Py_ssize_t face(self, bint *exact):
-        r"""``cd._CoordinateSweep.face``: the support :math:`S` of ``b`` (with the unpenalized coordinates)
-        into ``support``, the face step into ``face_step``; returns :math:`|S|` (0: no face)."""
+        r"""The face of ``b``'s signs and the step towards the model's minimiser on it.
+
+        On the face (the nonzero coordinates :math:`S` keep their signs :math:`\sigma`, the others
+        stay 0; unpenalized coordinates are always on it) the model is the quadratic
+        :math:`\tfrac12 u^\top(Q_{SS} + \mu I)u + (\nabla_S + \mu b_S + \alpha_S\sigma_S)^\top u`,
+        minimised by a :class:`FaceFactor` (kept while the support stays, updated when it moved
+        little) on faces of at most ``direct_face`` coordinates, by :meth:`iterate_face` on larger
+        ones. ``exact`` says the face's Hessian had full rank and was factored (the step then solves
+        the face's optimality conditions). The support goes into ``support``, the step into
+        ``face_step``; returns :math:`|S|` (0: an empty face)."""
         cdef Py_ssize_t j, s = 0
         cdef double bj
         for j in range(self.k):
@@ -438,25 +469,45 @@ cdef class _Solve:
             exact[0] = False
             return s
         support = np.asarray(self.support[:s]).copy()
-        if self.factored is None or not np.array_equal(self.factored.support, support):
-            self.factored = FaceFactor(self.Q, support, self.ridge, self.cutoff, self.factored)
+        if self.factored is None or not np.array_equal(self.factored_support, support):
+            if self.implicit is None:
+                self.factored = FaceFactor(self.Q, support, self.ridge, self.cutoff, self.factored)
+            else:  # the face's entries, formed: its factor cannot be updated from Q's rows
+                hessian = np.ascontiguousarray(self.implicit.principal(support, self.ridge).formed())
+                self.factored = FaceFactor(hessian, np.arange(s, dtype=np.intp), 0.0, self.cutoff)
+            self.factored_support = support
         exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], s, &self.face_step[0])
         return s
 
     cdef void iterate_face(self, Py_ssize_t s):
-        """``cd._face_iterations``: Jacobi-preconditioned conjugate gradients from 0 (scipy's ``cg``
-        iteration), until the residual fell by ``face_reduction`` or after ``face_iterations`` products."""
+        r"""An approximate minimiser of the face quadratic :math:`\tfrac12 u^\top H u - r^\top u` on a large
+        face, :math:`H = Q_{SS} + \mu I`: Jacobi-preconditioned conjugate gradients from 0 (scipy's ``cg``
+        iteration), until the residual fell by ``face_reduction`` or after ``face_iterations`` products
+        with :math:`H`, where a factorisation would cost :math:`|S|^3/3`. The step is a descent direction
+        of the face quadratic from its first iteration on; :meth:`face_move` keeps it only where it
+        lowers the model. :math:`H` is formed once for the products (``dgemv``), or for an implicit ``Q``
+        is the operator's implicit principal block (each product two passes over its columns)."""
         cdef double[::1] r = np.empty(s), z = np.empty(s), p = np.empty(s), q = np.empty(s)
         cdef double[::1] x = self.face_step, inverse = np.empty(s)
-        cdef double[:, ::1] H = np.empty((s, s))  # Q_SS + mu I, formed once for the products (dgemv)
+        cdef const double[::1] diagonal, result
+        cdef double[:, ::1] H
         cdef Py_ssize_t a, c, it
         cdef int n = <int>s, inc = 1
         cdef double bound = 0.0, rho = 0.0, previous = 0.0, norm, pq, step, unit = 1.0, nothing = 0.0
+        operator = None
+        if self.implicit is None:
+            H = np.empty((s, s))
+            for a in range(s):
+                for c in range(s):
+                    H[a, c] = self.Q[self.support[a], self.support[c]]
+                H[a, a] += self.ridge
+                inverse[a] = 1.0 / H[a, a] if H[a, a] > 0 else 1.0
+        else:
+            operator = self.implicit.principal(np.asarray(self.support[:s]).copy(), self.ridge)
+            diagonal = operator.diagonal()
+            for a in range(s):
+                inverse[a] = 1.0 / diagonal[a] if diagonal[a] > 0 else 1.0
         for a in range(s):
-            for c in range(s):
-                H[a, c] = self.Q[self.support[a], self.support[c]]
-            H[a, a] += self.ridge
-            inverse[a] = 1.0 / H[a, a] if H[a, a] > 0 else 1.0
             x[a] = 0.0
             r[a] = self.face_target[a]
             bound += r[a] * r[a]
@@ -473,7 +524,11 @@ cdef class _Solve:
                 rho += r[a] * z[a]
             for a in range(s):
                 p[a] = z[a] if it == 0 else z[a] + (rho / previous) * p[a]
-            dgemv(b"N", &n, &n, &unit, &H[0, 0], &n, &p[0], &inc, &nothing, &q[0], &inc)  # H symmetric
+            if operator is None:
+                dgemv(b"N", &n, &n, &unit, &H[0, 0], &n, &p[0], &inc, &nothing, &q[0], &inc)  # H symmetric
+            else:
+                result = operator @ np.asarray(p)
+                q[:] = result
             pq = 0.0
             for a in range(s):
                 pq += p[a] * q[a]
@@ -486,9 +541,20 @@ cdef class _Solve:
             previous = rho
 
     cdef void face_move(self):
-        r"""``cd._CoordinateSweep.face_step``: after an epoch that changed at most ``settled_fraction`` of
-        the signs (and not back to a face refused), the face step in full, the coordinates it carries
-        across 0 set to 0, else up to its first crossing of 0; kept when it lowers the model."""
+        r"""After an epoch that (nearly) kept the signs: a step on their face, when it lowers the model.
+
+        Coordinate descent alone approaches the minimiser slowly on an ill-conditioned ``Q`` (on
+        issue 15's degree-3 diabetes features, condition ~1e11 and rank 274 of 285, it did not reach
+        a gap of 1e-2 in 10,000 epochs). Once an epoch changes the signs of at most
+        ``settled_fraction`` of the coordinates (none on working sets under 100; on issue 15's sparse
+        workload (e), thousands of coordinates of which a few near 0 change sign at every epoch,
+        waiting for none took about 90 epochs a strength, against 10 to 30), the step :meth:`face`
+        towards the face's minimiser is tried in full, the coordinates it carries across 0 set to 0
+        (its projection onto the face's orthant); where that does not lower the model, up to its
+        first crossing of 0 (the model falls all along that segment, a descent direction of a convex
+        quadratic up to its minimiser). A candidate is kept when it lowers the model by more than
+        rounding (:meth:`lowers`). A face whose step was refused is not tried again until the signs
+        change."""
         cdef Py_ssize_t j, a, s, changed = 0, zero, trial
         cdef bint exact, same_as_refused = self.has_refused, kinked
         cdef double t, best, time
@@ -534,7 +600,7 @@ cdef class _Solve:
         self.refused[:] = self.signs
         self.has_refused = True
 
-    cdef bint gap_stops(self) noexcept:
+    cdef bint gap_stops(self) except -1:
         """``cd._LeastSquaresGap.__call__``: the working set's duality gap from Gram quantities."""
         cdef Py_ssize_t j, a, l, f = self.free.shape[0]
         cdef double bg = 0.0, bc = 0.0, loss, fitted, squared, dual, kappa = 1.0, v, conjugate = 0.0, acc
@@ -553,10 +619,18 @@ cdef class _Solve:
                 self.free_coefficients[a] = acc
                 fitted += acc * self.c[self.free[a]]
                 squared -= acc * self.grad[self.free[a]]
-            for a in range(f):
-                acc = self.free_coefficients[a]
+            if self.implicit is None:
+                for a in range(f):
+                    acc = self.free_coefficients[a]
+                    for j in range(self.k):
+                        self.work[j] -= acc * self.Q[self.free[a], j]
+            else:  # Q_{:, f} times the coefficients, as Q times them placed in a zero vector
+                self.work2[:] = 0.0
+                for a in range(f):
+                    self.work2[self.free[a]] = self.free_coefficients[a]
+                self.product(self.work2, self.work3)
                 for j in range(self.k):
-                    self.work[j] -= acc * self.Q[self.free[a], j]
+                    self.work[j] -= self.work3[j]
         if self.ridge > 0:
             for j in range(self.k):
                 v = _soft(-self.work[j], self.alpha[j], self.positive)
@@ -581,8 +655,15 @@ cdef class _Solve:
         return largest
 
     cdef void polish(self, Py_ssize_t max_support):
-        """``cd._polish_support``: the face's exact minimiser when it keeps the signs and the coordinates
-        off the support still satisfy their optimality conditions."""
+        r"""The model's exact minimiser on the support and signs coordinate descent found, when they are right.
+
+        On the support :math:`S` with signs :math:`\sigma` the optimality conditions are linear, and
+        :meth:`face` solves them: the point :math:`b_S + u` is kept when the face's Hessian had full
+        rank (collinear columns on the support leave the minimiser not unique), it keeps the signs
+        of the penalized coordinates and the coordinates off :math:`S` still satisfy
+        :math:`|\nabla_j| \le \alpha_j` (one-sided with positivity) to a slack of :math:`10^{-9}`
+        of the largest gradient and weight; then it is the exact minimiser, to rounding. Supports
+        above ``max_support`` are left as they are."""
         cdef Py_ssize_t j, a, s, nonzero = 0
         cdef bint exact
         cdef double largest = 0.0, top_alpha = 0.0, slack, violation
@@ -626,7 +707,13 @@ def minimize_coordinates(
 ):
     r"""Minimise the module's model from ``W0`` (gradient ``g0``): returns the minimiser and the epochs used.
 
-    ``Q`` ``(k, k)`` C-contiguous float64; ``g0``, ``W0`` and ``alpha`` (:math:`\alpha`, 0 for
+    ``Q`` ``(k, k)`` C-contiguous float64, or an implicit ``Q``: an operator with ``diagonal()``,
+    ``terms`` (the most terms in one sum of its products), ``magnitude_row_sums()`` (row sums of a
+    matrix entrywise at least :math:`|Q|`), ``product(e)`` (:math:`Qe`), ``principal(S, mu)`` (the
+    implicit :math:`Q_{SS} + \mu I`, with ``diagonal()``, ``@`` and ``formed()``), ``epoch(b, grad,
+    thresh, inv_l, shrink, positive)`` (one cyclic pass from ``b`` that leaves ``b`` and its gradient in
+    place, at ``_sweeps.epoch_coordinates``' constants) and ``rebase(b, grad)`` (the gradient at ``b``
+    from scratch, in place); it starts at ``W0``. ``g0``, ``W0`` and ``alpha`` (:math:`\alpha`, 0 for
     unpenalized coordinates) float64 ``(k,)``. The coordinates' curvatures are :math:`Q_{jj}`, or 1
     where that is 0 (``cd._block_lipschitz_of_model``'s). ``stop`` is ``(GAP, c, yy, target, free, free_system)`` (:class:`cd._LeastSquaresGap`'s
     quantities, ``free_system`` the flattened pseudo-inverse of :math:`Q_{ff}`) or ``(RESIDUAL, fraction)``
@@ -641,14 +728,21 @@ def minimize_coordinates(
     cdef double goal = 0.0
     cdef int mode = stop[0]
     cdef Py_ssize_t j
-    Q = np.ascontiguousarray(Q, dtype=np.float64)
-    scratch = np.empty((12, k))  # every vector of the solve, one allocation
+    cdef const double[::1] diagonal
+    implicit = None if isinstance(Q, np.ndarray) else Q
+    if implicit is None:
+        Q = np.ascontiguousarray(Q, dtype=np.float64)
+        diagonal, self.terms = np.ascontiguousarray(np.diagonal(Q)), k
+    else:
+        diagonal, self.terms = np.ascontiguousarray(implicit.diagonal(), dtype=np.float64), implicit.terms
+        Q = np.zeros((0, 0))  # never read: every use of Q goes through the operator
+    scratch = np.empty((13, k))  # every vector of the solve, one allocation
     cdef double[:, ::1] rows = scratch
-    self.Q, self.k, self.ridge, self.positive, self.cutoff = Q, k, ridge, positive, cutoff
+    self.Q, self.implicit, self.k, self.ridge, self.positive, self.cutoff = Q, implicit, k, ridge, positive, cutoff
     self.g0, self.W0, self.alpha = g0, W0, alpha
     self.penalized = False
     for j in range(k):
-        rows[0, j] = 1.0 / self.Q[j, j] if self.Q[j, j] > 0 else 1.0
+        rows[0, j] = 1.0 / diagonal[j] if diagonal[j] > 0 else 1.0
         rows[1, j] = self.alpha[j] * rows[0, j]
         rows[2, j] = 1.0 / (1.0 + ridge * rows[0, j])
         rows[3, j], rows[4, j] = self.W0[j], self.g0[j]
@@ -657,7 +751,7 @@ def minimize_coordinates(
     self.constants = (scratch[1], scratch[0], scratch[2])
     self.b_array, self.grad_array = scratch[3], scratch[4]
     self.work, self.work2, self.point, self.row_sums = rows[5], rows[6], rows[7], rows[8]
-    self.face_target, self.face_step, self.face_values = rows[9], rows[10], rows[11]
+    self.face_target, self.face_step, self.face_values, self.work3 = rows[9], rows[10], rows[11], rows[12]
     self.settled_fraction, self.direct_face = settled_fraction, direct_face
     self.face_iterations, self.face_reduction = face_iterations, face_reduction
     self.memory = anderson
@@ -673,7 +767,10 @@ def minimize_coordinates(
         goal = stop[1] * self.residual()
     while epoch < max_epochs:
         epoch += 1
-        epoch_coordinates(Q, self.grad_array, self.b_array, *self.constants, positive)
+        if implicit is None:
+            epoch_coordinates(Q, self.grad_array, self.b_array, *self.constants, positive)
+        else:
+            implicit.epoch(self.b_array, self.grad_array, *self.constants, positive)
         if anderson:
             self.push()
         if epoch % cycle == 0:

@@ -48,7 +48,8 @@ fit):
    A working set whose :math:`|ws|^2` Gram entries cost more than a
    few passes over its nonzeros (wide and sparse, :func:`_implicit_is_cheaper`)
    leaves :math:`Q` implicit and its sweep keeps the residual instead
-   (:class:`_ResidualSweep`, the same iterates). Every ``anderson + 1`` epochs the last iterates are
+   (:class:`_ResidualSweep`, the same iterates and the same compiled solve).
+   Every ``anderson + 1`` epochs the last iterates are
    extrapolated in the metric of :math:`Q` (Bertrand and Massias, 2021), the
    extrapolation is kept when it lowers the model objective, and the model
    gradient is recomputed from :math:`Q` at the point kept, so that rounding
@@ -73,7 +74,6 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import LinearOperator, cg
 
 from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
@@ -106,7 +106,7 @@ _DIRECT_GRAM_FACE = 500
 #: Halvings of a face step that does not lower the model before it is given up.
 _FACE_HALVINGS = 10
 #: An epoch that changed the signs of at most this fraction of a working set's coordinates has settled them
-#: enough for a face step (:meth:`_CoordinateSweep.face_step`).
+#: enough for a face step (``_coordinate_solve``'s ``face_move``).
 _SETTLED_SIGNS = 0.01
 #: Epochs between exact recomputations of the model gradient when Anderson extrapolation is off.
 _REFRESH_EPOCHS = 10
@@ -448,7 +448,8 @@ def _implicit_is_cheaper(X_ws):
 
     The cost model, in multiply-adds per epoch, for :math:`k` coordinates of which about half
     move (the working set is about twice the support, :func:`_working_set`): with :math:`Q`
-    formed (:class:`_CoordinateSweep`) each move is an axpy with a row of :math:`Q`, :math:`k^2/2`;
+    formed (``minimize_coordinates`` reading its rows) each move is an axpy with a row of :math:`Q`,
+    :math:`k^2/2`;
     left implicit (:class:`_ResidualSweep`) each coordinate's gradient is a pass over its
     column's nonzeros, each move a second, and the epoch's closing gradient a third,
     :math:`2.5\,\mathrm{nnz}(X_{ws})`, counted twice for the indexed (scattered) reads and
@@ -879,23 +880,6 @@ def _face_factor(hessian, cutoff):
     return FaceFactor(hessian, np.arange(hessian.shape[0], dtype=np.intp), 0.0, cutoff)
 
 
-def _face_iterations(hessian, target):
-    r"""An approximate minimiser of the face quadratic :math:`\tfrac12 u^\top H u - r^\top u` on a large face.
-
-    Jacobi-preconditioned conjugate gradients from 0 (scipy's), until the residual fell by
-    :data:`_FACE_REDUCTION` or after :data:`_FACE_ITERATIONS` products with :math:`H`: each
-    costs a product with the face's block of ``Q``, where a factorisation would cost
-    :math:`|S|^3/3`. ``hessian`` is a formed matrix or an :class:`_ImplicitGram`. The step is
-    a descent direction of the face quadratic from its first iteration on; the face step
-    keeps it only where it lowers the model.
-    """
-    diagonal = hessian.diagonal()
-    inverse = np.where(diagonal > 0, 1.0 / np.where(diagonal > 0, diagonal, 1.0), 1.0)
-    preconditioner = LinearOperator(hessian.shape, matvec=lambda v: inverse * np.ravel(v))
-    step, _ = cg(hessian, target, rtol=_FACE_REDUCTION, maxiter=_FACE_ITERATIONS, M=preconditioner)
-    return step
-
-
 def _conjugate_gradients(
     model, face, rhs, rhs_b, ridge, max_iter=_FACE_ITERATIONS, reduction=_FACE_REDUCTION
 ):
@@ -1068,16 +1052,17 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
     :math:`10^{-6}`). A sweep whose gradient is approximate (float32 updates
     on a wide working set) has it recomputed exactly before its stop test is
     believed. ``Q`` is formed, or an :class:`_ImplicitGram` (swept by
-    :class:`_ResidualSweep`). With a formed ``Q``, one output and blocks of one
-    coordinate the whole loop is the compiled
-    :func:`~normpen.linear.solvers._coordinate_solve.minimize_coordinates` (the same
-    rules and constants; on issue 15's 200 x 1000 lasso the loop in Python made
-    about 1,000 Python-level calls a working set). Returns the minimiser and the
-    number of epochs.
+    :class:`_ResidualBlockSweep`). With one output and blocks of one coordinate
+    the whole loop, with steps on the face of the signs and a closing polish, is
+    the compiled :func:`~normpen.linear.solvers._coordinate_solve.minimize_coordinates`
+    (the same rules and constants), on a formed ``Q`` or, through
+    :class:`_ResidualSweep`, an implicit one (on issue 15's 200 x 1000 lasso the
+    loop in Python made about 1,000 Python-level calls a working set). Returns the
+    minimiser and the number of epochs.
     """
-    if not isinstance(Q, _ImplicitGram) and _scalar(Q, pen, W0):
+    if _scalar(Q, pen, W0):
         B, epochs = minimize_coordinates(
-            Q,
+            _ResidualSweep(Q, g0, W0) if isinstance(Q, _ImplicitGram) else Q,
             np.ascontiguousarray(g0[:, 0], dtype=np.float64),
             np.ascontiguousarray(W0[:, 0], dtype=np.float64),
             np.ascontiguousarray(pen.l1[:, 0] + pen.group_weights, dtype=np.float64),
@@ -1096,16 +1081,7 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
         )
         return B[:, None], epochs
     L = _block_lipschitz_of_model(Q, pen)
-    if isinstance(Q, _ImplicitGram):
-        sweep = (
-            _ResidualSweep(Q, g0, W0, pen, L, cutoff)
-            if pen.singletons
-            else _ResidualBlockSweep(Q, g0, W0, pen, L)
-        )
-    elif _scalar(Q, pen, W0):
-        sweep = _CoordinateSweep(np.ascontiguousarray(Q), g0, W0, pen, L, cutoff)
-    else:
-        sweep = _BlockSweep(Q, g0, W0, pen, L)
+    sweep = (_ResidualBlockSweep if isinstance(Q, _ImplicitGram) else _BlockSweep)(Q, g0, W0, pen, L)
     accelerator = _Anderson(anderson, W0.size) if anderson else None
     cycle = anderson + 1 if anderson else _REFRESH_EPOCHS
     epoch = 0
@@ -1116,10 +1092,9 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
             accelerator.push(B, grad)
         if epoch % cycle == 0:
             B, grad = _extrapolated(sweep, pen, B, grad, accelerator)
-        B, grad = sweep.face_step(B, grad)
         if stop(B, grad, L) and (not sweep.approximate or stop(B, sweep.exact(), L)):
             break
-    return sweep.finish(), epoch
+    return sweep.B, epoch
 
 
 def _scalar(Q, pen, W0):
@@ -1169,7 +1144,7 @@ def _lowers_model(sweep, pen, B, grad, C):
 
 
 class _Sweep:
-    """What the coordinate and block sweeps share."""
+    """What the block sweeps share."""
 
     @cached_property
     def row_sums(self):
@@ -1181,10 +1156,6 @@ class _Sweep:
             sums[:, start : start + _ROW_CHUNK] = np.abs(stack[:, start : start + _ROW_CHUNK]).sum(axis=2)
         return sums.T
 
-    def face_step(self, B, grad):
-        """No face steps (:meth:`_CoordinateSweep.face_step`) for blocks of several coordinates or outputs."""
-        return B, grad
-
     def product(self, E):
         """:math:`Q_cE_c` per output with the float64 ``Q``."""
         Q = self.exact_model[0]
@@ -1193,114 +1164,6 @@ class _Sweep:
     def product_terms(self):
         """The most terms in one sum of a product with ``Q`` (:func:`_lowers_model`): the working set size."""
         return self.exact_model[0].shape[-1]
-
-
-class _CoordinateSweep(_Sweep):
-    """Cyclic coordinate descent state (one output, blocks of one row): the face steps and the polish of
-    :class:`_ResidualSweep`, which adds the epochs on an implicit ``Q``.
-
-    The coordinates, the gradient and the per-coordinate constants live in
-    contiguous float64 arrays, updated in place by the kernel. The gradient
-    is rebuilt from scratch at every :meth:`rebase`. A formed ``Q`` takes the
-    compiled ``_coordinate_solve.minimize_coordinates`` instead, which repeats
-    these rules in C: its products read the rows of ``Q``, where an implicit ``Q``'s
-    are passes over ``X`` made by ``_sweeps``'s residual kernels.
-    """
-
-    approximate = False  # updates read the float64 Q
-
-    def __init__(self, Q, g0, W0, pen, L, cutoff):
-        inv_l = 1.0 / L
-        # one row per block and one output: the group norm is |w_j|, so beta adds to the L1 weight
-        self.alpha = pen.l1[:, 0] + pen.group_weights
-        thresh = self.alpha * inv_l
-        self.constants = (thresh, inv_l, 1.0 / (1.0 + pen.ridge * inv_l))
-        self.Q, self.pen, self.start, self.cutoff = Q, pen, (g0, W0), cutoff  # Q's rows contiguous
-        self.exact_model = (self.Q, g0, W0)
-        self.signs = self.refused = None  # the signs after the last epoch, and of the last face refused
-        self.factored = None  # the support of the last face solved directly and its FaceFactor
-        self.rebase(W0, g0)
-
-    def gradient_at(self, B):
-        return _model_gradient(self.Q, *self.start, B)
-
-    def rebase(self, B, grad):
-        """Continue from ``B`` with its gradient ``grad``; returns both."""
-        self.coords = np.array(B[:, 0], dtype=np.float64)
-        self.grad = np.array(grad[:, 0], dtype=np.float64)
-        return B, grad
-
-    def face(self, B, grad):
-        r"""The face of ``B``'s signs and the step towards the model's minimiser on it: ``(S, u, exact)``.
-
-        On the face (the nonzero coordinates :math:`S` keep their signs :math:`\sigma`, the
-        others stay 0; unpenalized coordinates are always on it) the model is the quadratic
-        :math:`\tfrac12 u^\top(Q_{SS} + \mu I)u + (\nabla_S + \mu B_S + \alpha_S\sigma_S)^\top u`,
-        minimised by :func:`_face_factor`'s factor (kept while the support stays); ``exact`` says its
-        Hessian had full rank (the step then solves the face's optimality conditions). ``None`` for
-        an empty face.
-        """
-        b, pen = B[:, 0], self.pen
-        support = np.flatnonzero((b != 0) | ((self.alpha == 0) & (not pen.positive)))
-        if not support.size:
-            return None
-        target = -(grad[support, 0] + pen.ridge * b[support] + self.alpha[support] * np.sign(b[support]))
-        if support.size > _DIRECT_GRAM_FACE:
-            return support, _face_iterations(_principal(self.Q, support, pen.ridge), target), False
-        if self.factored is None or not np.array_equal(self.factored[0], support):
-            hessian = _formed(_principal(self.Q, support, pen.ridge))
-            self.factored = (support, _face_factor(hessian, self.cutoff))
-        step, exact = self.factored[1].solution(target, b[support])
-        return support, step, exact
-
-    def face_step(self, B, grad):
-        r"""After an epoch that (nearly) kept the signs: a step on their face, when it lowers the model.
-
-        Coordinate descent alone approaches the minimiser slowly on an ill-conditioned
-        ``Q`` (on issue 15's degree-3 diabetes features, condition ~1e11 and rank 274 of
-        285, it did not reach a gap of 1e-2 in 10,000 epochs). Once an epoch changes the
-        signs of at most :data:`_SETTLED_SIGNS` of the coordinates (none on working sets
-        under 100; on issue 15's sparse workload (e), thousands of coordinates of which a
-        few near 0 change sign at every epoch, waiting for none took about 90 epochs a
-        strength, against 10 to 30), the step :meth:`face` towards the face's minimiser is
-        tried in full, the coordinates it carries across 0 set to 0 (its projection onto the
-        face's orthant); where that does not lower the model, up to its first crossing of
-        0 (the model falls all along that segment, a descent direction of a convex
-        quadratic up to its minimiser). A candidate is kept when it lowers the model by
-        more than rounding (:func:`_lowers_model`). A face whose step was refused is not
-        tried again until the signs change. Returns the point and its gradient.
-        """
-        signs = np.sign(B[:, 0])
-        changed = signs.size if self.signs is None else np.count_nonzero(signs != self.signs)
-        settled = changed <= _SETTLED_SIGNS * signs.size and not np.array_equal(signs, self.refused)
-        self.signs = signs
-        face = self.face(B, grad) if settled else None
-        if face is None:
-            return B, grad
-        support, step, _ = face
-        b = B[:, 0]
-        kinked = (self.alpha[support] > 0) | self.pen.positive  # where the penalty is not smooth at 0
-        crossing = np.flatnonzero(kinked & (signs[support] * step < 0))
-        candidates = [(1.0, None)]  # (length, the coordinate it takes to 0)
-        if crossing.size:
-            times = -b[support[crossing]] / step[crossing]
-            candidates.append((float(np.min(times)), support[crossing[np.argmin(times)]]))
-        for t, zero in candidates:
-            moved = b.copy()
-            moved[support] += t * step
-            moved[support[kinked & (np.sign(moved[support]) != signs[support])]] = 0.0
-            if zero is not None:
-                moved[zero] = 0.0
-            C = moved[:, None]
-            if _lowers_model(self, self.pen, B, grad, C):
-                self.signs = np.sign(moved)
-                return self.rebase(C, self.gradient_at(C))
-        self.refused = signs
-        return B, grad
-
-    def finish(self):
-        B = self.coords[:, None].copy()
-        return _polish_support(self, B, self.grad[:, None])
 
 
 class _KeptResidual:
@@ -1338,30 +1201,44 @@ class _KeptResidual:
         return grad
 
 
-class _ResidualSweep(_KeptResidual, _CoordinateSweep):
-    r"""The iterates of :class:`_CoordinateSweep` on an implicit ``Q`` (:class:`_ImplicitGram`).
+class _ResidualSweep(_KeptResidual):
+    r"""An implicit ``Q`` (:class:`_ImplicitGram`) as the compiled coordinate solve drives it.
 
-    The sweep keeps the weighted residual :math:`v = HX(B - W_0)` and
+    :func:`~normpen.linear.solvers._coordinate_solve.minimize_coordinates` makes the working-set
+    solve (epochs, extrapolation, face steps, stop tests, polish) on a formed ``Q`` or on this
+    operator, which keeps the weighted residual :math:`v = HX(B - W_0)` and
     :math:`c = q^\top(B - W_0)`, from which a coordinate's model gradient is
     :math:`g_{0,j} + x_j^\top v - q_jc/\sum h` (one pass over the column's
     nonzeros), and a move :math:`\delta` follows with :math:`v \mathrel{+}= \delta\,Hx_j`
     (a second): the compiled ``epoch_residual``, exactly the updates the rows of
     :math:`Q` would make. After the epoch the whole gradient is recomputed from
     :math:`v` (a third pass), and at every :meth:`rebase` :math:`v` itself from
-    :math:`B`, so rounding does not accumulate across rebases. The cost model is
-    :func:`_implicit_is_cheaper`'s.
+    :math:`B`, so rounding does not accumulate across rebases. Products, row sums of
+    :math:`|Q|` and face Hessians come from the :class:`_ImplicitGram`. One Python call
+    an epoch or a face, against passes over a wide working set's columns. The cost
+    model is :func:`_implicit_is_cheaper`'s.
     """
 
-    def __init__(self, Q, g0, W0, pen, L, cutoff):
+    def __init__(self, Q, g0, W0):
+        self.Q, self.start = Q, (g0, W0)
         self._keep_residual(Q, g0)
         self.weighted = _ColumnReader(Q.HX)
-        super().__init__(Q, g0, W0, pen, L, cutoff)
+        self._rebase_residual(W0, W0)
+        self.diagonal, self.principal = Q.diagonal, Q.principal
+        self.magnitude_row_sums, self.terms = Q.magnitude_row_sums, self.product_terms()
 
-    def rebase(self, B, grad):
+    def product(self, e):
+        """:math:`Qe`."""
+        return self.Q @ e
+
+    def rebase(self, b, grad):
+        """Continue from ``b`` (``(k,)``): :math:`v`, :math:`c` and its gradient (into ``grad``) afresh."""
+        B = b[:, None]
         self._rebase_residual(B, self.start[1])
-        return super().rebase(B, grad)
+        grad[:] = _model_gradient(self.Q, *self.start, B)[:, 0]
 
-    def epoch(self):
+    def epoch(self, b, grad, thresh, inv_l, shrink, positive):
+        """One pass of ``epoch_residual`` over ``b`` (in place), then the gradient into ``grad``."""
         columns, weighted = self.columns, self.weighted
         _, self.centre = epoch_residual(
             columns.rows,
@@ -1369,16 +1246,17 @@ class _ResidualSweep(_KeptResidual, _CoordinateSweep):
             columns.indptr,
             columns.indices,
             self.g0,
-            self.coords,
+            b,
             self.residual,
             self.q,
             self.centre,
             float(self.Q.hsum),
-            *self.constants,
-            self.pen.positive,
+            thresh,
+            inv_l,
+            shrink,
+            positive,
         )
-        self.grad = self._gradient()
-        return self.coords[:, None].copy(), self.grad[:, None]
+        grad[:] = self._gradient()
 
 
 class _ImplicitGram:
@@ -1391,9 +1269,9 @@ class _ImplicitGram:
     :math:`\mu` (a face's ridge, 0 for the model itself). A product :math:`QV` costs two
     passes over the nonzeros of :math:`X`, where a formed :math:`Q` costs :math:`k^2` per
     product and :math:`k^2` entries of memory; entries are formed only for a few columns
-    at a time (:meth:`principal`, :meth:`formed`). It has what the sweep, the stop test
-    and the face solvers read of a formed ``Q``: ``shape``, ``ndim``, ``dtype``, ``@``,
-    :meth:`diagonal`, and ``matvec`` for scipy's conjugate gradients.
+    at a time (:meth:`principal`, :meth:`formed`). It has what the sweeps, the stop test
+    and the face solvers read of a formed ``Q``: ``shape``, ``ndim``, ``dtype``, ``@`` and
+    :meth:`diagonal`.
     """
 
     ndim = 2
@@ -1431,9 +1309,6 @@ class _ImplicitGram:
         if self.q is not None:
             out -= np.multiply.outer(self.q, self.q @ V) / self.hsum
         return out + self.shift * V if self.shift else out
-
-    def matvec(self, v):
-        return self @ np.ravel(v)
 
     def diagonal(self):
         squares = self.X.multiply(self.X) if sp.issparse(self.X) else self.X * self.X
@@ -1584,9 +1459,6 @@ class _BlockSweep(_Sweep):
         epoch_blocks(self.stack, self.grad, self.B, *self.blocks, self.positive, self.work)
         return self.B, self.grad
 
-    def finish(self):
-        return self.B
-
 
 class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
     r"""The iterates of :class:`_BlockSweep` on an implicit ``Q`` (:class:`_ImplicitGram`), one output.
@@ -1660,38 +1532,6 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
             visit,
         )
         return change
-
-
-def _polish_support(sweep, B, grad):
-    r"""The model's exact minimiser on the support and signs coordinate descent found, when they are right.
-
-    On the support :math:`S` with signs :math:`\sigma` the optimality conditions are
-    linear, and :meth:`_CoordinateSweep.face` solves them: the point :math:`B_S + u`
-    is kept when the face's Hessian had full rank (collinear columns on the support
-    leave the minimiser not unique), it keeps the signs of the penalized coordinates
-    and the coordinates off :math:`S` still satisfy :math:`|\nabla_j| \le \alpha_j`
-    (one-sided with positivity); then it is the exact minimiser, to rounding.
-    Supports above ``_POLISH_MAX_SUPPORT`` are left as they are.
-    """
-    b = B[:, 0]
-    if not 0 < np.count_nonzero(b) <= _POLISH_MAX_SUPPORT:
-        return B
-    support, step, exact = sweep.face(B, grad)
-    new = b[support] + step
-    alpha = sweep.alpha
-    penalized = alpha[support] > 0
-    if not exact or np.any(np.sign(new[penalized]) != np.sign(b[support][penalized])):
-        return B
-    moved = grad[:, 0] + _columns_product(sweep.Q, support, step)
-    off = np.ones(b.size, dtype=bool)
-    off[support] = False
-    slack = 1e-9 * (np.max(np.abs(moved), initial=0.0) + np.max(alpha, initial=0.0))
-    violation = -moved[off] if sweep.pen.positive else np.abs(moved[off])
-    if np.any(violation > alpha[off] + slack):
-        return B
-    polished = np.zeros_like(B)
-    polished[support, 0] = new
-    return polished
 
 
 def _block_steps(pen, L, Q):
