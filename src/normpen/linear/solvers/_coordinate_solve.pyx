@@ -9,8 +9,9 @@ r"""One compiled working-set solve of :mod:`normpen.linear.solvers.cd`: coordina
            + \tfrac\mu2 \|b\|^2 \;\big[+\ \iota_{b \ge 0}\big]
 
 (blocks of one coordinate: the lasso, weighted lasso, elastic net, positivity and unpenalized
-coordinates, :math:`\alpha_j = 0`) by the loop of :func:`normpen.linear.solvers.cd._minimize_model`,
-all of it in one call: epochs of ``_sweeps.epoch_coordinates``, Anderson extrapolation in the metric
+coordinates, :math:`\alpha_j = 0`) by the loop :func:`normpen.linear.solvers.cd._minimize_model` runs
+in Python for the block sweeps, with face steps added, all of it in one call: epochs of
+``_sweeps.epoch_coordinates``, Anderson extrapolation in the metric
 of ``Q`` kept when it lowers the model beyond rounding, the gradient recomputed from ``Q`` at every
 extrapolation, steps on the face of the signs (a pivoted Cholesky factorisation, LAPACK ``dpstrf``,
 kept while the support stays, its null space followed to the first zero; Jacobi-preconditioned
