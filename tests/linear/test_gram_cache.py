@@ -32,7 +32,9 @@ def _row_sets(rng, p, start):
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize(("p", "start"), [(60, 10), (400, 200)])
+# kept rows gathered by index (below _GATHERED_GRAM entries); above it, copied in runs of columns
+# (sorted sets) or gathered (the shuffled set: runs of one)
+@pytest.mark.parametrize(("p", "start"), [(60, 10), (400, 200), (900, 400)])
 def test_cached_gram_matches_direct(sparse, fit_intercept, dtype, p, start):
     rng = np.random.default_rng(0)
     n = 40
