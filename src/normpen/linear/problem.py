@@ -853,11 +853,12 @@ class _GramCache:
         if new.size:
             X_r = problem.columns(rows) if columns is None else columns
             X_new, a = X_r[:, new], problem.weights
-            aX_new = (
-                X_new.multiply(a[:, None]).tocsc()
-                if problem.sparse
-                else X_new * a[:, None].astype(X_new.dtype)
-            )
+            if problem.sparse:  # the stored entries scaled in place of multiply(): no COO round trip
+                aX_new = type(X_new)(
+                    (X_new.data * a[X_new.indices], X_new.indices, X_new.indptr), X_new.shape
+                )
+            else:
+                aX_new = X_new * a[:, None].astype(X_new.dtype)
             cross = _dense(aX_new.T @ X_r)
             if problem.fit_intercept:
                 q = problem.means()[rows]
