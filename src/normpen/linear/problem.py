@@ -659,7 +659,7 @@ class Problem:
             q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
             hsum = h.sum() if hsum is None else hsum
         if self.sparse:
-            gram = _dense(Xr.T @ Xr.multiply(h[:, None]).tocsc())
+            gram = _dense(Xr.T @ _rows_scaled(Xr, h))
             return gram - np.outer(q, q) / hsum if self.fit_intercept else gram
         if self.fit_intercept:
             # the columns centred on their h-weighted means q / sum h: S^T S below is then the Schur
@@ -779,6 +779,11 @@ def dual_objective(datafit, y, u, weights, kappa, conjugate):
     return float(datafit.dual(y, u if kappa == 1 else u / kappa, weights)) - conjugate
 
 
+def _rows_scaled(X, h):
+    """``diag(h) X`` of a CSC matrix, its stored entries scaled (``multiply`` takes a COO round trip)."""
+    return type(X)((X.data * h[X.indices], X.indices, X.indptr), X.shape)
+
+
 def _dense(M):
     return np.asarray(M.toarray() if sp.issparse(M) else M, dtype=np.float64)
 
@@ -853,12 +858,7 @@ class _GramCache:
         if new.size:
             X_r = problem.columns(rows) if columns is None else columns
             X_new, a = X_r[:, new], problem.weights
-            if problem.sparse:  # the stored entries scaled in place of multiply(): no COO round trip
-                aX_new = type(X_new)(
-                    (X_new.data * a[X_new.indices], X_new.indices, X_new.indptr), X_new.shape
-                )
-            else:
-                aX_new = X_new * a[:, None].astype(X_new.dtype)
+            aX_new = _rows_scaled(X_new, a) if problem.sparse else X_new * a[:, None].astype(X_new.dtype)
             cross = _dense(aX_new.T @ X_r)
             if problem.fit_intercept:
                 q = problem.means()[rows]
