@@ -14,7 +14,8 @@ declare (their block-separable form, ``prox``, ``sign_invariant``), never
 by their class. ``solver="auto"`` takes the first entry, in the order of
 :data:`SOLVERS`, that takes the problem (and is not marked ``auto=False``).
 Every solver returns :class:`~normpen.linear.problem.Solution` objects, and
-the :class:`~normpen.linear.problem.Path` is built from them.
+the :class:`~normpen.linear.problem.Path` is built from them. Torch tensors
+go to the solvers marked ``tensors=True`` (FISTA), on their device.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.datafits.hinge import Hinge
 from normpen.linear.datafits.quadratic import Quadratic
 from normpen.linear.datafits.squared_hinge import SquaredHinge
-from normpen.linear.problem import Path, Problem
+from normpen.linear.problem import Path, Problem, host_array
 from normpen.linear.solvers import cd
 from normpen.penalties.base import Penalty
 
@@ -75,21 +76,48 @@ class _Setup:
             return self.problem.zero_state()
         return _null_state(self.problem, self.unit)
 
-    def start(self):
-        """Where a path starts: the null state when :meth:`lambda_max` has computed it already, else
-        :math:`W = 0` (a given grid then never fits the unpenalized columns separately: its first
-        solve does)."""
-        computed = self.__dict__.get("null_state")  # where cached_property keeps its value
-        return self.problem.zero_state() if computed is None else computed.copy()
+    def start(self, init=None):
+        """Where a path starts: ``init = (coef, intercept)`` when given; else the null state when
+        :meth:`lambda_max` has computed it already, else :math:`W = 0` (a given grid then never fits the
+        unpenalized columns separately: its first solve does). Tensor data start at :math:`W = 0` on
+        their device (FISTA fits the unpenalized columns with the others)."""
+        problem = self.problem
+        if init is not None and not problem.tensor:
+            return problem.state(*init)
+        computed = None if problem.tensor else self.__dict__.get("null_state")  # cached_property's value
+        state = problem.zero_state() if computed is None else computed.copy()
+        if init is not None:
+            coef, intercept = init
+            state.W = coef
+            state.b = state.b if intercept is None else intercept
+        return state
+
+    def restart(self):
+        """A fresh null state, where a diverged solve restarts (:math:`W = 0` for tensor data)."""
+        return self.problem.zero_state() if self.problem.tensor else self.null_state.copy()
 
     def lambda_max(self):
-        r""":math:`\lambda_{\max}` (``inf`` for a penalty that never zeroes everything)."""
+        r""":math:`\lambda_{\max}` (``inf`` for a penalty that never zeroes everything).
+
+        For tensor data the gradient at zero is computed on their device and
+        only its :math:`p \times m` entries come to the host, for the dual norm.
+        """
+        problem = self.problem
         if self.unit is None:
-            grad0 = self.problem.gradient_at_zero()
-            return float(self.penalty.with_lam(1.0).lambda_max(grad0.reshape(self.problem.coef_shape)))
+            grad0 = host_array(problem.gradient_at_zero())
+            return float(self.penalty.with_lam(1.0).lambda_max(grad0.reshape(problem.coef_shape)))
         if not np.any(self.unit.penalized):
             return math.inf
-        _, grad = self.problem.full_gradient(self.null_state)
+        if not problem.tensor:
+            _, grad = problem.full_gradient(self.null_state)
+        elif self.unit.free_rows.size:
+            raise ValueError(
+                "lambda_max of torch tensors is computed with every coefficient penalized; this penalty "
+                "leaves some unpenalized (zero weights): give the strengths with lams=, or pass "
+                "X.cpu().numpy() and y.cpu().numpy()"
+            )
+        else:
+            grad = host_array(problem.gradient_at_zero()).astype(np.float64)
         return self.unit.zero_scale(-grad)
 
     @property
@@ -119,6 +147,9 @@ class SolverEntry:
         holds ``tol``, ``max_iter``, ``progress``, ``init`` and the solver's own.
     auto : bool
         Whether ``solver="auto"`` may pick it.
+    tensors : bool
+        Whether it runs on torch tensors (on their device); ``solver="auto"``
+        picks among these for tensor data, and the others refuse it.
     """
 
     name: str
@@ -127,6 +158,7 @@ class SolverEntry:
     penalty_ok: Callable
     solve_grid: Callable
     auto: bool = True
+    tensors: bool = False
 
 
 def _differentiable(datafit):
@@ -159,7 +191,14 @@ def _fista_grid(setup, lams, options):
 
     options = {**options, "positive": setup.positive}
     solutions = _warm_started(setup, fista.solve, setup.penalty.with_lam, lams, options)
-    return Path.from_solutions(lams, solutions)
+    return Path.from_solutions(lams, [_on_host(solution) for solution in solutions])
+
+
+def _on_host(solution):
+    """``solution`` with numpy coefficients and intercept (those of FISTA on tensors are on their device)."""
+    return dataclasses.replace(
+        solution, coef=host_array(solution.coef), intercept=host_array(solution.intercept)
+    )
 
 
 def _svm_grid(setup, lams, options):
@@ -216,6 +255,7 @@ SOLVERS = {
             _differentiable,
             _has_prox,
             _fista_grid,
+            tensors=True,
         ),
         SolverEntry(
             "svm",
@@ -255,6 +295,9 @@ class _ShapeOnly:
 def lambda_max(X, y, datafit, penalty, *, sample_weight=None, fit_intercept=True, positive=False):
     r""":math:`\lambda_{\max}`, the smallest strength of ``penalty`` that zeroes every penalized coefficient.
 
+    ``X`` and ``y`` may be torch tensors: the gradient at zero is then computed
+    on their device (a penalty with unpenalized coefficients needs numpy data).
+
     It is :math:`\lambda\,\max_g t_g(-\nabla F(0))` with the block dual norms
     of :class:`~normpen.linear.blocks.BlockPenalty` (for the lasso,
     :math:`\|X^\top(y - \bar y)\|_\infty / n`, scikit-learn's ``alpha_max``);
@@ -262,7 +305,6 @@ def lambda_max(X, y, datafit, penalty, *, sample_weight=None, fit_intercept=True
     """
     _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    problem.require_host_arrays("lambda_max")
     return _Setup(problem, penalty, check_flag(positive, "positive")).lambda_max()
 
 
@@ -338,8 +380,10 @@ def path(
 
     Parameters
     ----------
-    X : array-like or scipy.sparse matrix of shape (n, p)
-    y : array-like
+    X : array-like, scipy.sparse matrix or torch tensor of shape (n, p)
+        Torch tensors (any device, float32 or float64) are solved by FISTA on
+        their device, the only solver of :data:`SOLVERS` with ``tensors=True``.
+    y : array-like or torch tensor
         Target in the datafit's form.
     datafit : Datafit
     penalty : penalty object
@@ -355,7 +399,8 @@ def path(
         datafit and penalty: L-BFGS for a differentiable datafit with the L2
         penalty alone, coordinate descent for block-separable penalties,
         FISTA for the other penalties with a prox, the SVM solver for the
-        hinge losses with L2 (``"ridge"``, the closed form, only by name).
+        hinge losses with L2 (``"ridge"``, the closed form, only by name);
+        FISTA for torch tensors, which the others refuse.
     tol, max_iter
         Per-:math:`\lambda` tolerance on the relative duality gap and iteration
         cap (the SVM solver's stopping rule: :func:`~normpen.linear.solvers.svm.linear_svm`;
@@ -366,7 +411,8 @@ def path(
         ``(coef, intercept)`` to start the first strength from (an estimator's
         ``warm_start``) instead of the point where the penalized coefficients
         are zero; a start that diverges is retried from that point (coordinate
-        descent and FISTA).
+        descent and FISTA; for tensor data, tensors or numpy arrays, and an
+        intercept of ``None`` keeps the one fitted at zero).
     **solver_options
         Passed to the solver (``ws_start``, ``anderson``, ``screening``,
         ``max_epochs`` for coordinate descent; ``check_every`` for FISTA;
@@ -375,12 +421,14 @@ def path(
     Returns
     -------
     Path
+        Numpy arrays, coefficients and intercepts in ``X``'s dtype, also for
+        tensor data (a host summary of ``L x p`` numbers: the solves stay on the
+        device, their solutions come to the host once each).
         One ``ConvergenceWarning`` lists the strengths that missed ``tol``.
         ``lambda_max`` is ``nan`` when ``lams`` is given (it is then not computed).
     """
     _check_penalty(penalty)
     problem = Problem(X, y, datafit, sample_weight, fit_intercept)
-    problem.require_host_arrays("path")
     setup = _Setup(problem, penalty, check_flag(positive, "positive"))
     entry = _choose_solver(solver, setup)
     if lams is None:
@@ -406,7 +454,7 @@ def _warm_started(setup, solve, at_strength, lams, options):
     problem = setup.problem
     progress, init = options.pop("progress"), options.pop("init")
     options = {**options, "warn": False}
-    state = setup.start() if init is None else problem.state(*init)
+    state = setup.start(init)
     solutions = []
     with _progress(progress, len(lams)) as advance:
         for lam in lams.tolist():
@@ -425,7 +473,7 @@ def _solve_or_restart(solve, setup, at_strength, lam, state, options):
     sol = solve(problem, at_strength(lam), state, **options)
     if not _diverged(sol, problem):
         return sol, state
-    state = setup.null_state.copy()
+    state = setup.restart()
     sol = solve(problem, at_strength(lam), state, **options)
     if _diverged(sol, problem):
         raise SolverDivergedError(
@@ -451,7 +499,8 @@ def _diverged(sol, problem):
     (all of the tolerance range) plus 64 ulps.
     """
     scale = problem.objective_at_zero()
-    finite = math.isfinite(sol.objective) and np.isfinite(sol.coef).all() and np.isfinite(sol.intercept).all()
+    coef, intercept = host_array(sol.coef), host_array(sol.intercept)
+    finite = math.isfinite(sol.objective) and np.isfinite(coef).all() and np.isfinite(intercept).all()
     return not finite or sol.objective > 2 * scale + 64 * _EPS64 * abs(scale)
 
 
@@ -463,13 +512,21 @@ def _choose_solver(solver, setup):
         )
     if solver != "auto" and solver not in SOLVERS:
         raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {solver!r}")
-    datafit = setup.problem.datafit
-    wanted = [entry for entry in SOLVERS.values() if entry.auto] if solver == "auto" else [SOLVERS[solver]]
+    problem = setup.problem
+    datafit = problem.datafit
+    if solver == "auto":
+        wanted = [entry for entry in SOLVERS.values() if entry.auto and entry.tensors >= problem.tensor]
+    else:
+        wanted = [SOLVERS[solver]]
+        if not wanted[0].tensors:
+            problem.require_host_arrays(f"path(solver={solver!r})")
     for entry in wanted:
         if entry.datafit_ok(datafit) and entry.penalty_ok(setup):
             return entry
-    what = f"{type(datafit).__name__} with {type(setup.penalty).__name__}" + (
-        " and positive=True" if setup.positive else ""
+    what = (
+        f"{type(datafit).__name__} with {type(setup.penalty).__name__}"
+        + (" and positive=True" if setup.positive else "")
+        + (" on torch tensors" if problem.tensor else "")
     )
     raise ValueError(
         f"no solver takes {what}: " + "; ".join(f"{entry.name} takes {entry.takes}" for entry in wanted)

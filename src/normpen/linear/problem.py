@@ -49,6 +49,7 @@ from normpen.linear.datafits.quadratic import Quadratic
 __all__ = [
     "Problem",
     "is_tensor",
+    "host_array",
     "State",
     "Solution",
     "Path",
@@ -283,8 +284,8 @@ class Problem:
         Design; float32 is kept, other dtypes become float64. A torch tensor
         stays on its device with its dtype (``y`` and the weights follow it);
         such a problem serves FISTA: the methods that move a :class:`State`
-        (coordinate descent's) and :meth:`zero_state` take numpy and
-        scipy.sparse only.
+        (coordinate descent's) take numpy and scipy.sparse only, and
+        :meth:`zero_state` gives tensors on the device.
     y : array-like
         Target in the form the datafit's ``encode_target`` takes.
     datafit : Datafit
@@ -324,7 +325,8 @@ class Problem:
         if self.tensor:
             raise TypeError(
                 f"{caller} takes numpy arrays or scipy.sparse matrices, not torch tensors: pass "
-                "X.cpu().numpy() and y.cpu().numpy(), or solve on the tensors' device with "
+                "X.cpu().numpy() and y.cpu().numpy(), or solve on the tensors' device with FISTA: "
+                "normpen.linear.path(..., solver='fista') or "
                 "normpen.linear.solvers.fista.fista(X, y, datafit, penalty)"
             )
 
@@ -423,13 +425,7 @@ class Problem:
     def objective_at_zero(self):
         r""":math:`P_0 = \min_b F(0, b)`, the scale of the relative duality gap."""
         if self._zero is None and self.tensor:
-            xp = namespace(self.X)
-            shape = (self.n_samples, self.n_outputs) if self.datafit.multi_output else (self.n_samples,)
-            z = xp.zeros(shape, dtype=self.X.dtype, device=array_api_compat.device(self.X))
-            a = xp.astype(self.weights, self.X.dtype)
-            if self.fit_intercept:
-                z = z + self.datafit.fit_intercept(self.y, z, a)
-            self._zero = (float(self.datafit.value(self.y, z, a)), None, None)
+            self._zero, self._zero_z = self._tensor_zero()
         if self._zero is None:
             state = self.state()
             self.refit_intercept(state)
@@ -438,16 +434,49 @@ class Problem:
             self._zero_z = state.z
         return self._zero[0]
 
+    def _tensor_zero(self):
+        r"""Tensor data, on their device: ``(P_0, \nabla_W F(0, b_0), b_0)`` and the predictor :math:`b_0`.
+
+        The gradient has shape ``(p, m)`` and the intercept ``(m,)`` (zeros
+        without one), both in ``X``'s dtype; only :math:`P_0` leaves the device.
+        """
+        xp = namespace(self.X)
+        device = array_api_compat.device(self.X)
+        shape = (self.n_samples, self.n_outputs) if self.datafit.multi_output else (self.n_samples,)
+        z = xp.zeros(shape, dtype=self.X.dtype, device=device)
+        a = xp.astype(self.weights, self.X.dtype)
+        b = xp.zeros((self.n_outputs,), dtype=self.X.dtype, device=device)
+        if self.fit_intercept:
+            shift = self.datafit.fit_intercept(self.y, z, a)
+            z = z + shift
+            b = b + xp.reshape(xp.asarray(shift, dtype=self.X.dtype, device=device), (-1,))
+        G = xp.reshape(self.datafit.raw_gradient(self.y, z, a), (self.n_samples, self.n_outputs))
+        return (float(self.datafit.value(self.y, z, a)), self.X.T @ G, b), z
+
     def zero_state(self):
-        """The :class:`State` at :math:`W = 0` with the intercept fitted, its gradient already known."""
+        """The :class:`State` at :math:`W = 0` with the intercept fitted, its gradient already known.
+
+        For tensor data its arrays are tensors on ``X``'s device in ``X``'s
+        dtype (what :func:`~normpen.linear.solvers.fista.solve` moves), its
+        cached gradient ``(None, X^T G)``.
+        """
         self.objective_at_zero()
+        if self.tensor:
+            xp = namespace(self.X)
+            W = xp.zeros(
+                (self.n_features, self.n_outputs), dtype=self.X.dtype, device=array_api_compat.device(self.X)
+            )
+            return State(W, self._zero[2], self._zero_z, (None, self._zero[1]))
         G0 = self.raw_gradient(self._zero_z)
         state = State(np.zeros((self.n_features, self.n_outputs)), self._zero[2].copy(), self._zero_z.copy())
         state.gradient = (G0, self._zero[1])
         return state
 
     def gradient_at_zero(self):
-        r""":math:`\nabla_W F(0, b_0)` with the intercept :math:`b_0` fitted, shape ``(p, m)``."""
+        r""":math:`\nabla_W F(0, b_0)` with the intercept :math:`b_0` fitted, shape ``(p, m)``.
+
+        For tensor data a tensor on their device, in ``X``'s dtype.
+        """
         self.objective_at_zero()
         return self._zero[1]
 
@@ -550,7 +579,7 @@ class Problem:
         certifiable = self.certifiable_tol(objective)
         if tol < certifiable:
             warnings.warn(
-                f"tol={tol:.1e} is below the relative duality gap {self.X.dtype.name} can certify here "
+                f"tol={tol:.1e} is below the relative duality gap {self.X.dtype} can certify here "
                 f"({certifiable:.1e}), so the solver also asks the optimality conditions to hold to "
                 f"rounding; it stopped at relative gap {gap / self.objective_at_zero():.1e}",
                 UserWarning,
@@ -699,6 +728,11 @@ def gram_blocks(X, h, rows):
 def is_tensor(X):
     """Whether ``X`` is a torch tensor (without importing torch)."""
     return type(X).__module__.startswith("torch")
+
+
+def host_array(x):
+    """``x`` as a numpy array on the host (a torch tensor is detached and copied from its device)."""
+    return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
 
 
 def _numpy_data(X, y, datafit):

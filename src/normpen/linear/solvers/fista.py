@@ -74,7 +74,7 @@ from normpen.linear.problem import (
     Solution,
     dual_objective,
     free_constraints,
-    is_tensor,
+    host_array,
     penalty_dual_terms,
     project_free,
 )
@@ -150,25 +150,51 @@ def fista(
 
 
 def solve(problem, penalty, state, *, tol=1e-4, max_iter=10_000, check_every=10, warn=True, positive=False):
-    """FISTA on a numpy :class:`~normpen.linear.problem.Problem` from ``state`` (updated in place)."""
+    """FISTA on a :class:`~normpen.linear.problem.Problem` from ``state`` (updated in place).
+
+    For numpy and scipy.sparse data the state is float64 numpy; for tensor data
+    its ``W`` and ``b`` are taken as tensors (or host arrays) and left as tensors
+    on ``X``'s device in ``X``'s dtype, so that a path's warm starts never leave
+    the device.
+    """
+    W, b = _start(problem, state)
+    solution = _run(problem, penalty, W, b, tol, max_iter, check_every, warn, positive)
+    _moved_to(problem, state, solution)
+    return solution
+
+
+def _start(problem, state):
+    """``(W, b)`` of ``state`` as ``X``: ``W`` of ``coef_shape``, ``b`` of ``(m,)`` or ``()``."""
+    if problem.tensor:
+        xp, device = namespace(problem.X), array_api_compat.device(problem.X)
+        W = xp.reshape(xp.asarray(state.W, dtype=problem.X.dtype, device=device), problem.coef_shape)
+        b = xp.reshape(xp.asarray(state.b, dtype=problem.X.dtype, device=device), (problem.n_outputs,))
+        if not problem.fit_intercept:
+            b = b * 0
+        return W, (b if problem.datafit.multi_output else b[0])
     dtype = problem.X.dtype
     W = state.W.reshape(problem.coef_shape).astype(dtype)
-    b = state.b.astype(dtype) if problem.datafit.multi_output else np.asarray(state.b[0], dtype=dtype)
-    solution = _run(problem, penalty, W, b, tol, max_iter, check_every, warn, positive)
-    state.W = np.asarray(solution.coef, dtype=np.float64).reshape(state.W.shape)
-    state.b = np.atleast_1d(np.asarray(solution.intercept, dtype=np.float64)).copy()
-    state.z = problem.predictor(state.W, state.b)
+    return W, (state.b.astype(dtype) if problem.datafit.multi_output else np.asarray(state.b[0], dtype=dtype))
+
+
+def _moved_to(problem, state, solution):
+    """Put ``state`` at ``solution`` (tensors on the device for tensor data, float64 numpy otherwise)."""
+    if problem.tensor:
+        xp, device = namespace(problem.X), array_api_compat.device(problem.X)
+        state.W = xp.reshape(solution.coef, (problem.n_features, problem.n_outputs))
+        b = xp.asarray(solution.intercept, dtype=problem.X.dtype, device=device)
+        state.b = xp.reshape(b, (problem.n_outputs,))
+        state.z = problem.natural(problem.X @ state.W + state.b)
+    else:
+        state.W = np.asarray(solution.coef, dtype=np.float64).reshape(state.W.shape)
+        state.b = np.atleast_1d(np.asarray(solution.intercept, dtype=np.float64)).copy()
+        state.z = problem.predictor(state.W, state.b)
     state.gradient = None
-    return solution
 
 
 def _zeros(X, shape):
     """Zeros of ``shape`` of the kind, dtype and device of the tensor ``X``."""
     return namespace(X).zeros(shape, dtype=X.dtype, device=array_api_compat.device(X))
-
-
-def _to_numpy(x):
-    return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
 
 
 def _kernels(penalty, positive):
@@ -210,7 +236,7 @@ def _certifier(penalty, problem, weights, positive):
         if constraints is not None:
             u, correction = project_free(constraints, u)
             grad = grad - correction
-        return u, *penalty_dual_terms(block, -_to_numpy(grad).astype(np.float64).reshape(block.shape))
+        return u, *penalty_dual_terms(block, -host_array(grad).astype(np.float64).reshape(block.shape))
 
     return certify
 
