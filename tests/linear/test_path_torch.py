@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import normpen as npn
-from normpen.linear import Logistic, Quadratic, path
+from normpen.linear import Hinge, Logistic, MultitaskQuadratic, Quadratic, path
 from normpen.linear.path import SOLVERS, lambda_max
 
 torch = pytest.importorskip("torch")
@@ -78,6 +78,30 @@ def test_lambda_max_on_tensors_equals_numpy_to_rounding(data):
     assert abs(on_tensors - on_numpy) <= 2 * (2 * n) * EPS64 * scale
 
 
+def test_nuclear_path_on_tensors_matches_numpy(data):
+    """A penalty without a block form: lambda_max is its own dual norm of the gradient at zero."""
+    X, _ = data
+    Y = X[:, :3] @ np.random.default_rng(1).standard_normal((3, 4))
+    on_numpy = path(X, Y, MultitaskQuadratic(), npn.Nuclear(1.0), n_lams=4, tol=1e-8)
+    on_tensors = path(*_tensors(X, Y), MultitaskQuadratic(), npn.Nuclear(1.0), on_numpy.lams, tol=1e-8)
+    assert on_tensors.coefs.shape == on_numpy.coefs.shape and on_tensors.converged.all()
+    bound = (
+        on_numpy.dual_gaps
+        + on_tensors.dual_gaps
+        + 64 * EPS64 * (np.abs(on_numpy.objectives) + np.abs(on_tensors.objectives))
+    )  # as for the lasso above
+    assert np.all(np.abs(on_tensors.objectives - on_numpy.objectives) <= bound)
+    # lambda_max = ||X^T (Y - Ybar)||_2 / n: each entry of the gradient is within
+    # (2n) eps |X|^T |Y - Ybar| / n of its value on each side (as for the lasso), the spectral norm moves
+    # by at most the Frobenius norm of that error, and the SVD adds its backward error, a small multiple
+    # of eps ||G||_2 (64 here).
+    n = X.shape[0]
+    entrywise = 2 * n * EPS64 * (np.abs(X).T @ np.abs(Y - Y.mean(axis=0))) / n
+    tolerance = 2 * (np.linalg.norm(entrywise) + 64 * EPS64 * on_numpy.lambda_max)
+    on_device = lambda_max(*_tensors(X, Y), MultitaskQuadratic(), npn.Nuclear(1.0))
+    assert abs(on_device - on_numpy.lambda_max) <= tolerance
+
+
 def test_float32_tensors_reach_their_tol(data):
     X, y = data
     tol = 1e-4
@@ -109,7 +133,12 @@ def test_unpenalized_columns_on_tensors_need_a_grid(data):
     assert result.converged.all()
 
 
-@pytest.mark.parametrize("solver", ["cd", "lbfgs", "ridge"])
+def test_auto_names_fista_when_it_does_not_take_the_problem(data):
+    with pytest.raises(ValueError, match=r"no solver takes Hinge with L2 on torch tensors: fista takes"):
+        path(*_tensors(data[0], np.sign(data[1])), Hinge(), npn.L2(1.0), [0.1])
+
+
+@pytest.mark.parametrize("solver", ["cd", "lbfgs", "svm", "ridge"])
 def test_host_solvers_refuse_tensors_by_name(data, solver):
     penalty = npn.L1(1.0) if solver == "cd" else npn.L2(1.0)
     with pytest.raises(TypeError, match=rf"path\(solver='{solver}'\) takes numpy arrays .* solver='fista'"):
