@@ -41,7 +41,7 @@ def _solve(
     return minimize_coordinates(
         Q, g0, W0, alpha, ridge, positive, stop, anderson, max_epochs, 16 * g0.size * EPS,
         cd._REFRESH_EPOCHS, cd._SETTLED_SIGNS, direct, cd._FACE_ITERATIONS,
-        cd._FACE_REDUCTION, cd._POLISH_MAX_SUPPORT,
+        cd._FACE_REDUCTION, cd._POLISH_MAX_SUPPORT, cd._FACE_COST,
     )  # fmt: skip
 
 

@@ -103,6 +103,11 @@ _DIRECT_FACE = 200
 #: Faces of a Gram model (:class:`_QuadraticModel`) of at most this many coordinates are solved by a
 #: pivoted Cholesky factorisation (500: about the cost of an epoch over 1,000 coordinates), larger by CG.
 _DIRECT_GRAM_FACE = 500
+#: How many times faster a face factorisation's multiply-adds run than an epoch's (LAPACK against a
+#: coordinate sweep): the compiled solve takes a face step only where it costs less than the epochs it
+#: saves (``_coordinate_solve``'s ``_Solve.pays``). On issue 15's 200 x 1000 elastic net path at tol 1e-6,
+#: 1, 3 and 10 took 21.7, 22.2 and 24.7 ms (faces never tried: 20.1), the lasso twin 23.4, 23.0, 22.8 ms.
+_FACE_COST = 3.0
 #: Halvings of a face step that does not lower the model before it is given up.
 _FACE_HALVINGS = 10
 #: An epoch that changed the signs of at most this fraction of a working set's coordinates has settled them
@@ -1078,6 +1083,7 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
             _FACE_ITERATIONS,
             _FACE_REDUCTION,
             _POLISH_MAX_SUPPORT,
+            _FACE_COST,
         )
         return B[:, None], epochs
     L = _block_lipschitz_of_model(Q, pen)
