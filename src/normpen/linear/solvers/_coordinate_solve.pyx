@@ -550,7 +550,8 @@ cdef class _Solve:
         a gap of 1e-2 in 10,000 epochs). Once an epoch changes the signs of at most
         ``settled_fraction`` of the coordinates (none on working sets under 100; on issue 15's sparse
         workload (e), thousands of coordinates of which a few near 0 change sign at every epoch,
-        waiting for none took about 90 epochs a strength, against 10 to 30), the step :meth:`face`
+        waiting for none took about 90 epochs a strength, against 10 to 30) and where the step costs
+        less than the epochs it is expected to save (:meth:`pays`), the step :meth:`face`
         towards the face's minimiser is tried in full, the coordinates it carries across 0 set to 0
         (its projection onto the face's orthant); where that does not lower the model, up to its
         first crossing of 0 (the model falls all along that segment, a descent direction of a convex
