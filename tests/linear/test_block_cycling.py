@@ -73,7 +73,7 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     formed_grad = (g0 + Q @ (B - w0))[rows]
     work = np.empty((2, size, 1))
     formed_moves = epoch_blocks(
-        Q_sub[None], formed_grad, formed_B, *_block_steps(sub, L[visit], Q_sub[None]), False, work
+        Q_sub[None], formed_grad, formed_B, _block_steps(sub, L[visit], Q_sub[None]), False, work
     )
 
     columns = _ColumnReader(X)
@@ -82,7 +82,7 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     centre = float(q @ (B[:, 0] - w0[:, 0])) if centred else 0.0
     moves, centre, change = epoch_residual_blocks(
         columns.rows, columns.indptr, columns.indices, h, g0[:, 0], residual_B, grad, v, q,
-        centre, hsum, *_block_steps(pen, L, Q[None]), False, work, visit,
+        centre, hsum, _block_steps(pen, L, Q[None]), False, work, visit,
     )  # fmt: skip
 
     u = EPS / 2

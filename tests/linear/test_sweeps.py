@@ -95,7 +95,7 @@ def _run_blocks(Q, grad, B, pen, L, model=None):
     B, grad = B.copy(), grad.copy()
     work = np.empty((2, int(pen.block_sizes.max()), B.shape[1]))
     constants = _block_steps(pen, L, Q if model is None else model)
-    moves = epoch_blocks(Q, grad, B, *constants, pen.positive, work)
+    moves = epoch_blocks(Q, grad, B, constants, pen.positive, work)
     return B, grad, moves
 
 
@@ -516,7 +516,7 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     every = np.arange(len(blocks), dtype=np.intp)
     moves, centre, change = epoch_residual_blocks(
         columns.rows, columns.indptr, columns.indices, h, g0[:, 0], residual_B, grad,
-        v, q, centre, hsum, *constants, pen.positive, work, every,
+        v, q, centre, hsum, constants, pen.positive, work, every,
     )  # fmt: skip
 
     u = EPS / 2

@@ -197,80 +197,79 @@ cdef inline bint _exact_block(
     return True
 
 
-cdef inline void _block_step(
-    const double[:, ::1] grad,
-    const double[:, ::1] B,
-    Py_ssize_t g,
-    Py_ssize_t start,
-    Py_ssize_t size,
-    bint shared,
-    const double[::1] steps,
-    const double[:, ::1] thresh,
-    const double[::1] group,
-    const double[::1] shrink,
-    const double[::1] weights,
-    const double[:, ::1] values,
-    const double[:, :, ::1] vectors,
-    double ridge,
-    bint positive,
-    double[:, :, ::1] work,
-) noexcept nogil:
-    """Block ``g``'s new rows into ``work[1]``: its exact minimiser, else its prox gradient step.
+cdef class BlockSteps:
+    r"""The per-block constants of the block sweeps (:func:`epoch_blocks`, :func:`epoch_residual_blocks`).
 
-    The step of :func:`epoch_blocks`, shared with :func:`epoch_residual_blocks`.
+    Block :math:`g` is rows ``starts[g]`` to ``starts[g] + sizes[g]``. With ``weights[g]``
+    :math:`= \beta_g > 0` (a group norm, no L1 part, no positivity: the group lasso, with or
+    without a ridge) it moves to the exact minimiser of the model over it (:func:`_exact_block`,
+    from the eigen-decompositions of its diagonal blocks of ``Q``: eigenvalues ``values``
+    ``(m|1, k)``, clamped at 0, and eigenvectors ``vectors[s, start + r, i]``, row :math:`r` of
+    eigenvector :math:`i`, ``(m|1, k, width)``, and ``ridge`` :math:`\mu`). Any other block, or
+    one whose root is not found, takes a proximal gradient step,
+    :math:`\operatorname{prox}_{P_g/L_g}(B_g - \nabla_g/L_g)`, ``steps[g]`` :math:`= 1/L_g`:
+    entrywise soft thresholding at ``thresh`` (:math:`\alpha/L_g`, zero for none), then group
+    soft thresholding of the whole block at ``group[g]`` (:math:`\beta_g/L_g`), then the ridge
+    factor ``shrink[g]`` (:math:`1/(1 + \mu/L_g)`). Built by
+    :func:`~normpen.linear.solvers.cd._block_steps`.
     """
-    cdef Py_ssize_t r, c, m = B.shape[1]
-    cdef double z, norm = 0.0, scale
-    if weights[g] > 0 and _exact_block(
-        values, vectors, grad, B, start, size, shared, weights[g], ridge, work
-    ):
-        return
-    for r in range(size):
-        for c in range(m):
-            z = _soft(B[start + r, c] - steps[g] * grad[start + r, c], thresh[start + r, c], positive)
-            work[1, r, c] = z
-            norm += z * z
-    scale = shrink[g]
-    if group[g] > 0:
-        norm = sqrt(norm)
-        scale = scale * (_soft(norm, group[g], False) / norm) if norm > 0 else 0.0
-    for r in range(size):
-        for c in range(m):
-            work[1, r, c] = work[1, r, c] * scale
+
+    cdef const Py_ssize_t[::1] starts, sizes
+    cdef const double[::1] steps, group, shrink, weights
+    cdef const double[:, ::1] thresh, values
+    cdef const double[:, :, ::1] vectors
+    cdef double ridge
+
+    def __init__(self, starts, sizes, steps, thresh, group, shrink, weights, values, vectors, double ridge):
+        self.starts, self.sizes, self.steps, self.thresh = starts, sizes, steps, thresh
+        self.group, self.shrink, self.weights = group, shrink, weights
+        self.values, self.vectors, self.ridge = values, vectors, ridge
+
+    cdef void step(
+        self,
+        const double[:, ::1] grad,
+        const double[:, ::1] B,
+        Py_ssize_t g,
+        bint shared,
+        bint positive,
+        double[:, :, ::1] work,
+    ) noexcept nogil:
+        """Block ``g``'s new rows into ``work[1]``: its exact minimiser, else its prox gradient step."""
+        cdef Py_ssize_t r, c, m = B.shape[1], start = self.starts[g], size = self.sizes[g]
+        cdef double z, norm = 0.0, scale
+        if self.weights[g] > 0 and _exact_block(
+            self.values, self.vectors, grad, B, start, size, shared, self.weights[g], self.ridge, work
+        ):
+            return
+        for r in range(size):
+            for c in range(m):
+                z = _soft(
+                    B[start + r, c] - self.steps[g] * grad[start + r, c], self.thresh[start + r, c], positive
+                )
+                work[1, r, c] = z
+                norm += z * z
+        scale = self.shrink[g]
+        if self.group[g] > 0:
+            norm = sqrt(norm)
+            scale = scale * (_soft(norm, self.group[g], False) / norm) if norm > 0 else 0.0
+        for r in range(size):
+            for c in range(m):
+                work[1, r, c] = work[1, r, c] * scale
 
 
 def epoch_blocks(
     const real[:, :, ::1] Q,
     double[:, ::1] grad,
     double[:, ::1] B,
-    const Py_ssize_t[::1] starts,
-    const Py_ssize_t[::1] sizes,
-    const double[::1] steps,
-    const double[:, ::1] thresh,
-    const double[::1] group,
-    const double[::1] shrink,
-    const double[::1] weights,
-    const double[:, ::1] values,
-    const double[:, :, ::1] vectors,
-    double ridge,
+    BlockSteps rule,
     bint positive,
     double[:, :, ::1] work,
 ):
     r"""One cyclic pass of block updates, any blocks, any number of outputs.
 
-    A block :math:`g` (rows ``starts[g]`` to ``starts[g] + sizes[g]`` of ``B``, all
-    outputs) with ``weights[g]`` :math:`= \beta_g > 0` (a group norm, no L1 part, no
-    positivity: the group lasso, with or without a ridge) moves to the exact minimiser of
-    the model over it (:func:`_exact_block`, from the eigen-decompositions of its diagonal
-    blocks of ``Q``: eigenvalues ``values`` ``(m|1, k)``, clamped at 0, and eigenvectors
-    ``vectors[s, start + r, i]``, row :math:`r` of eigenvector :math:`i`, ``(m|1, k, width)``),
-    and ``ridge`` :math:`\mu`). Any other block, or one whose root is not found, takes a
-    proximal gradient step,
-    :math:`\operatorname{prox}_{P_g/L_g}(B_g - \nabla_g/L_g)`, ``steps[g]`` :math:`= 1/L_g`:
-    entrywise soft thresholding at ``thresh`` (:math:`\alpha/L_g`, zero for none), then group
-    soft thresholding of the whole block at ``group[g]`` (:math:`\beta_g/L_g`), then the ridge
-    factor ``shrink[g]`` (:math:`1/(1 + \mu/L_g)`). ``Q`` is ``(1, k, k)`` (one matrix for every
-    output) or ``(m, k, k)``, as are the eigen-decompositions; ``work`` is scratch of
+    Each block takes the step of ``rule`` (:class:`BlockSteps`: its exact minimiser, else its
+    proximal gradient step). ``Q`` is ``(1, k, k)`` (one matrix for every output) or
+    ``(m, k, k)``, as are the rule's eigen-decompositions; ``work`` is scratch of
     ``(2, width, m)`` at least, ``width`` the largest block's rows. ``B`` and ``grad``
     (``(k, m)``) are updated in place; returns the number of blocks that moved.
     """
@@ -279,12 +278,9 @@ def epoch_blocks(
     cdef double new, delta
     cdef bint moved
     with nogil:
-        for g in range(starts.shape[0]):
-            start, size = starts[g], sizes[g]
-            _block_step(
-                grad, B, g, start, size, shared, steps, thresh, group, shrink, weights, values, vectors,
-                ridge, positive, work,
-            )
+        for g in range(rule.starts.shape[0]):
+            start, size = rule.starts[g], rule.sizes[g]
+            rule.step(grad, B, g, shared, positive, work)
             moved = False
             for r in range(size):
                 for c in range(m):
@@ -488,16 +484,7 @@ def epoch_residual_blocks(
     const double[::1] q,
     double centre,
     double hsum,
-    const Py_ssize_t[::1] starts,
-    const Py_ssize_t[::1] sizes,
-    const double[::1] steps,
-    const double[:, ::1] thresh,
-    const double[::1] group,
-    const double[::1] shrink,
-    const double[::1] weights,
-    const double[:, ::1] values,
-    const double[:, :, ::1] vectors,
-    double ridge,
+    BlockSteps rule,
     bint positive,
     double[:, :, ::1] work,
     const Py_ssize_t[::1] visit,
@@ -510,8 +497,8 @@ def epoch_residual_blocks(
     ``grad`` (one pass over the block's columns; ``grad`` of the other blocks is
     left as it was), the block takes the step :func:`epoch_blocks` takes from it
     (the exact minimiser from its eigen-decomposition, else the proximal gradient
-    step; the same arguments, ``B``, ``grad`` and ``thresh`` ``(k, 1)``, ``values``
-    ``(1, k)``, ``vectors`` ``(1, k, width)``), and each moved row :math:`r` adds
+    step of ``rule``, with ``B``, ``grad`` and ``thresh`` ``(k, 1)``, ``values`` ``(1, k)``,
+    ``vectors`` ``(1, k, width)``), and each moved row :math:`r` adds
     :math:`\delta_r\,h \circ x_r` to :math:`v` and :math:`q_r\delta_r` to :math:`c` (a second
     pass, over the column the gradient has just read, so that only :math:`X` streams from memory;
     ``h`` the curvature weights, ``(n,)``): the iterates of :func:`epoch_blocks` on the formed
@@ -522,7 +509,7 @@ def epoch_residual_blocks(
     them, or the active ones between passes over all: :class:`~normpen.linear.solvers.cd._ResidualBlockSweep`).
     ``B``, ``grad`` and ``v`` are updated in place; returns the number of blocks that moved, the new
     ``centre`` and the largest :math:`L_g\|\Delta_g\|^2` of a block's move :math:`\Delta_g`
-    (``steps[g]`` :math:`= 1/L_g`).
+    (``rule.steps[g]`` :math:`= 1/L_g`).
     """
     cdef Py_ssize_t n = v.shape[0], i, g, r, j, t, start, size, cstart, nnz, moves = 0
     cdef bint centred = q.shape[0] > 0, dense = indptr.shape[0] == 0, moved
@@ -537,7 +524,7 @@ def epoch_residual_blocks(
     with nogil:
         for i in range(visit.shape[0]):
             g = visit[i]
-            start, size = starts[g], sizes[g]
+            start, size = rule.starts[g], rule.sizes[g]
             if dense:  # the block's columns side by side: X_g^T v in one BLAS call
                 cols_blas = <int>size
                 for r in range(size):
@@ -552,10 +539,7 @@ def epoch_residual_blocks(
             if centred:
                 for r in range(size):
                     grad[start + r, 0] = grad[start + r, 0] - q[start + r] * (centre / hsum)
-            _block_step(
-                grad, B, g, start, size, True, steps, thresh, group, shrink, weights, values, vectors,
-                ridge, positive, work,
-            )
+            rule.step(grad, B, g, True, positive, work)
             moved, square = False, 0.0
             for r in range(size):
                 j = start + r
@@ -579,6 +563,6 @@ def epoch_residual_blocks(
                 for t in range(n):
                     v[t] += h[t] * moves_x[t]
             moves += moved
-            change = max(change, square / steps[g])
+            change = max(change, square / rule.steps[g])
     free(moves_x)
     return moves, centre, change

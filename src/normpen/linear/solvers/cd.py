@@ -81,6 +81,7 @@ from normpen.linear.blocks import as_block_penalty
 from normpen.linear.problem import Problem, gram_blocks
 from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, FaceFactor, minimize_coordinates
 from normpen.linear.solvers._sweeps import (
+    BlockSteps,
     epoch_blocks,
     epoch_residual,
     epoch_residual_blocks,
@@ -1462,7 +1463,7 @@ class _BlockSweep(_Sweep):
         return self.B, self.grad
 
     def epoch(self):
-        epoch_blocks(self.stack, self.grad, self.B, *self.blocks, self.positive, self.work)
+        epoch_blocks(self.stack, self.grad, self.B, self.blocks, self.positive, self.work)
         return self.B, self.grad
 
 
@@ -1532,7 +1533,7 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
             self.q,
             self.centre,
             float(self.Q.hsum),
-            *self.blocks,
+            self.blocks,
             self.positive,
             self.work,
             visit,
@@ -1541,7 +1542,7 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
 
 
 def _block_steps(pen, L, Q):
-    r"""The per-block constants of the compiled ``epoch_blocks``, in its argument order (up to ``positive``).
+    r"""The per-block constants of the compiled block sweeps (a :class:`~.._sweeps.BlockSteps`).
 
     Block starts and sizes, steps :math:`1/L_g`, the L1 thresholds
     :math:`\alpha/L_g` entry by entry (``(k, m)``), the group thresholds
@@ -1554,7 +1555,7 @@ def _block_steps(pen, L, Q):
     steps = 1.0 / L
     thresh = pen.l1 * np.repeat(steps, pen.block_sizes)[:, None]
     exact = (pen.group_weights > 0) & (pen.block_max(pen.l1.max(axis=1)) == 0) & (not pen.positive)
-    return (
+    return BlockSteps(
         np.ascontiguousarray(pen.block_starts, dtype=np.intp),
         np.ascontiguousarray(pen.block_sizes, dtype=np.intp),
         np.ascontiguousarray(steps, dtype=np.float64),
