@@ -103,6 +103,25 @@ def test_suboptimality_is_against_the_best_run(bench):
     assert runs[1].subopt == pytest.approx(0.5 / scale)
 
 
+def test_ladder_to_subopt_is_normpens_first_run_as_suboptimal(bench):
+    """Table 2's time to a peer's suboptimality: normpen's first tolerance of the tenfold ladder from the
+    peer's gap whose run is as sub-optimal as the peer or better; the tenfold looser one is not (or is the
+    start). The peer here: a tight normpen run reported with a loose gap, as glmnet and adelie are."""
+    work = _cases(bench)["lasso"][0]
+    ours = bench.timed_run(bench.OURS, bench.run_normpen, work, 1e-10)
+    comparison = bench.Comparison(work, ours)
+    peer = bench.timed_run("peer", bench.run_normpen, work, 1e-6)
+    peer.gap = 1e-1
+    comparison.ladders["peer"] = [peer]
+    first = bench.timed_run(bench.OURS, bench.run_normpen, work, peer.gap)
+    run = bench._ladder_to_subopt(work, comparison, first, peer)
+    looser = bench.timed_run(bench.OURS, bench.run_normpen, work, run.tol * 10)
+    bench.measure(work, [*comparison.runs(), first, run, looser, peer])
+    assert bench.as_good(run.subopt, peer.subopt)
+    assert run is first or not bench.as_good(looser.subopt, peer.subopt)
+    assert run.tol >= peer.subopt * (1 - 1e-9)
+
+
 def test_glmnet_gaussian_map(bench):
     """glmnet's (lambda, alpha) from ours: sd(y) divides the ridge part's strength, not the l1 part's."""
     y = np.array([1.0, -3.0, 2.0, 0.0])
