@@ -22,13 +22,24 @@ from normpen.penalties.l1 import L1
 
 @pytest.fixture(scope="module")
 def bench():
-    """The benchmark module, loaded from its file; the thread variables it sets are restored after."""
+    """The benchmark module, loaded from its file; the thread variables it sets are restored after.
+
+    Only its own entry leaves ``sys.modules`` at the end (its dataclasses need one while it loads):
+    restoring the whole dict, as ``mock.patch.dict(sys.modules)`` does, would drop every module first
+    imported meanwhile (parts of matplotlib, of normpen), and a later import would load second copies
+    whose classes fail ``isinstance`` against the first (matplotlib's ``set_clip_path`` raised so in a
+    later test of the same process).
+    """
     file = Path(__file__).resolve().parents[2] / "benchmarks" / "linear.py"
     spec = importlib.util.spec_from_file_location("bench_linear", file)
     module = importlib.util.module_from_spec(spec)
-    with mock.patch.dict(os.environ), mock.patch.dict(sys.modules, {"bench_linear": module}):
-        spec.loader.exec_module(module)
-        yield module
+    sys.modules["bench_linear"] = module
+    try:
+        with mock.patch.dict(os.environ):
+            spec.loader.exec_module(module)
+            yield module
+    finally:
+        del sys.modules["bench_linear"]
 
 
 def _cases(bench):
