@@ -227,10 +227,10 @@ class BlockPenalty:
         W = _as_matrix(W, self.shape)
         if self.positive and np.any(W < 0):
             return math.inf
-        total = float((self.l1 * np.abs(W)).sum())
+        total = float(np.vdot(self.l1, np.abs(W)))
         if self._grouped:
             total += float(self.group_weights @ self.block_norms(W))
-        return total + 0.5 * self.ridge * float((W * W).sum()) if self.ridge else total
+        return total + 0.5 * self.ridge * float(np.vdot(W, W)) if self.ridge else total
 
     def shrink(self, Z, step):
         r""":math:`S_{s\beta}(S_{s\alpha}(Z))`, the prox of the non-ridge part (``step`` per block or one)."""
@@ -318,7 +318,7 @@ class BlockPenalty:
         if self.ridge == 0:
             return 0.0
         U = self.shrink(_as_matrix(V, self.shape), 1.0)
-        return float(np.sum(U * U)) / (2 * self.ridge)
+        return float(np.vdot(U, U)) / (2 * self.ridge)
 
     def zero_scale(self, V):
         r""":math:`\max_g t_g(V)` over penalized blocks: ``lambda_max / lam`` for :math:`V = -\nabla F(0)`."""

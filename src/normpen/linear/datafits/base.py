@@ -224,9 +224,13 @@ class Datafit(ABC):
     # ---- weighted aggregates ----------------------------------------------------
 
     def value(self, y, z, weights):
-        r""":math:`F = \sum_i a_i \ell(y_i, z_i)`, a 0-d array."""
-        xp = namespace(z)
-        return xp.sum(weights * self.loss(y, z))
+        r""":math:`F = \sum_i a_i \ell(y_i, z_i)`, a 0-d array.
+
+        The sum is the arrays' own method (numpy's and torch's), which promotes dtypes as ``*`` does;
+        the array API's ``sum`` through ``array_api_compat`` adds about 2 microseconds a call, which a
+        path pays twice a strength (issue 15's 200 x 1000 problems: about 80 calls a path).
+        """
+        return (weights * self.loss(y, z)).sum()
 
     def raw_gradient(self, y, z, weights):
         r"""Raw gradient :math:`G_i = a_i \partial\ell/\partial z_i`.
@@ -238,10 +242,15 @@ class Datafit(ABC):
     def dual(self, y, u, weights):
         r"""Dual objective :math:`D(u) = -\sum_i a_i \ell_i^*(u_i)` (``-inf`` off the domain).
 
-        Samples with zero weight contribute nothing whatever their :math:`u_i`.
+        Samples with zero weight contribute nothing whatever their :math:`u_i`: a finite inner
+        product :math:`\sum_i a_i\ell_i^*(u_i)` has no infinite term, so it is that sum; otherwise
+        (a zero weight times an infinite conjugate is ``nan``) the zero-weight terms are masked.
         """
-        xp = namespace(u)
         conj = self.conjugate(y, u)
+        total = (weights * conj).sum()  # as in value
+        if math.isfinite(float(total)):
+            return -total
+        xp = namespace(u)
         return -xp.sum(xp.where(weights > 0, weights * conj, xp.zeros_like(conj)))
 
     def fit_intercept(self, y, z, weights, max_iter=50):
