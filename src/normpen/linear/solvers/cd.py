@@ -355,11 +355,15 @@ def _working_set(penalty, W, violation, unscreened, ws_start, previous=None):
     extra = size - int(np.count_nonzero(keep))
     if extra < candidates.size:
         candidates = candidates[np.argpartition(-violation[candidates], max(extra, 1) - 1)[: max(extra, 1)]]
-    working = np.sort(np.concatenate([np.flatnonzero(keep), candidates]))
-    if previous is None:
-        return working
-    union = np.union1d(working, previous[unscreened[previous]])
-    return union if union.size <= 2 * max(size, working.size) else working
+    chosen = keep  # a fresh mask: the blocks, sorted, are its nonzeros (no sort, no set union)
+    chosen[candidates] = True
+    if previous is not None:
+        count = int(np.count_nonzero(chosen))
+        union = chosen.copy()
+        union[previous[unscreened[previous]]] = True
+        if np.count_nonzero(union) <= 2 * max(size, count):
+            chosen = union
+    return np.flatnonzero(chosen)
 
 
 def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, max_epochs, anderson):
