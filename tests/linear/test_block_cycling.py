@@ -4,8 +4,10 @@ After each pass over every block of the working set the sweep passes over the bl
 nonzero only, until they settle; the compiled ``epoch_residual_blocks`` visits the blocks it is
 given, in that order. Checked here: a pass over some blocks makes exactly the moves of the formed
 epoch on the sub-problem of those blocks (the others fixed: their terms of the gradient are
-constant), and a group-lasso path whose wide working sets go implicit (and cycle) reaches the
-objectives of the path on the formed Gram matrix.
+constant), an extrapolated point of the active blocks is kept exactly when it lowers the model and
+leaves the kept residual that of the point, and a group-lasso path whose wide working sets go
+implicit (and cycle, with extrapolations kept) reaches the objectives of the path on the formed
+Gram matrix.
 """
 
 import numpy as np
@@ -47,7 +49,7 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     :math:`L_g\|\Delta_g\|^2`, within the moves' tolerance through
     :math:`|\|a\|^2 - \|b\|^2| \le \|a - b\|(\|a\| + \|b\|)`.
     """
-    from normpen.linear.solvers.cd import _block_steps, _ColumnReader
+    from normpen.linear.solvers.cd import _block_eigen, _block_steps, _ColumnReader
 
     rng = np.random.default_rng(seed)
     n, k, size = 40, 15, 3
@@ -72,9 +74,8 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     formed_B = B[rows].copy()
     formed_grad = (g0 + Q @ (B - w0))[rows]
     work = np.empty((2, size, 1))
-    formed_moves = epoch_blocks(
-        Q_sub[None], formed_grad, formed_B, _block_steps(sub, L[visit], Q_sub[None]), False, work
-    )
+    steps = _block_steps(sub, L[visit], _block_eigen(Q_sub[None], sub))
+    formed_moves = epoch_blocks(Q_sub[None], formed_grad, formed_B, steps, False, work)
 
     columns = _ColumnReader(X)
     residual_B, grad = B.copy(), np.zeros((k, 1))
@@ -82,7 +83,7 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     centre = float(q @ (B[:, 0] - w0[:, 0])) if centred else 0.0
     moves, centre, change = epoch_residual_blocks(
         columns.rows, columns.indptr, columns.indices, h, g0[:, 0], residual_B, grad, v, q,
-        centre, hsum, _block_steps(pen, L, Q[None]), False, work, visit,
+        centre, hsum, _block_steps(pen, L, _block_eigen(Q[None], pen)), False, work, visit,
     )  # fmt: skip
 
     u = EPS / 2
@@ -106,6 +107,62 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     want = max(L[g] * d**2 for g, d in zip(visit, deltas, strict=True))
     slack = L.max() * np.sqrt(size) * tol * (2 * max(deltas) + np.sqrt(size) * tol) + 4 * size * u * want
     assert change == pytest.approx(want, rel=0, abs=slack)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("centred", [False, True])
+def test_an_extrapolated_point_is_kept_when_it_lowers_the_model(seed, centred):
+    r"""``_ResidualBlockSweep._move_if_lower`` on blocks 0 and 2 of five, against the formed model.
+
+    A step along minus the model gradient (length :math:`0.1/\|Q\|`) lowers the model and is kept,
+    one along plus the gradient raises it and is not. Kept, the residual :math:`v` and centre
+    :math:`c` are those of the new point: each is the old one plus the step's :math:`HXe` and
+    :math:`q^\top e`, against :math:`HX(B - W_0)` formed afresh; each entry of either side is a sum of
+    at most :math:`k + 1` products, so within :math:`2(k + 2)u` times the sum of their magnitudes
+    (:math:`h|X|(|B - W_0| + |e|)`, and :math:`|q|^\top(|B - W_0| + |e|)` for the centre).
+    """
+    rng = np.random.default_rng(seed)
+    n, k, size = 40, 15, 3
+    X = np.asfortranarray(rng.standard_normal((n, k)))
+    h = rng.uniform(0.1, 1.0, n)
+    q = X.T @ h if centred else None
+    hsum = float(h.sum())
+    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    w0, B, g0 = (rng.standard_normal((k, 1)) for _ in range(3))
+    blocks = [np.arange(i, i + size) for i in range(0, k, size)]
+    pen = BlockPenalty.from_blocks(np.zeros((k, 1)), blocks, rng.uniform(0.2, 2.0, len(blocks)))
+    model = cd._ImplicitGram.of(X, h, q, hsum)
+    eigen = cd._block_eigen(model, pen)
+    sweep = cd._ResidualBlockSweep(model, g0, w0, pen, cd._block_lipschitz_of_model(pen, eigen[0]), eigen)
+    sweep.rebase(B, g0 + Q @ (B - w0))
+    rows = np.concatenate([blocks[0], blocks[2]])
+    grad = (g0 + Q @ (B - w0))[rows, 0]
+    step = 0.1 / np.linalg.norm(Q, 2) * grad
+
+    def model_value(C):
+        s = C - w0
+        return float(g0[:, 0] @ s[:, 0] + 0.5 * s[:, 0] @ Q @ s[:, 0]) + pen.value(C)
+
+    up = B[rows, 0] + step
+    sweep._move_if_lower(rows, up)
+    moved = B.copy()
+    moved[rows, 0] = up
+    assert model_value(moved) > model_value(B)
+    np.testing.assert_array_equal(sweep.B, B)  # not kept
+
+    down = B[rows, 0] - step
+    moved = B.copy()
+    moved[rows, 0] = down
+    assert model_value(moved) < model_value(B)
+    sweep._move_if_lower(rows, down)
+    np.testing.assert_array_equal(sweep.B, moved)  # kept
+    s, e = moved[:, 0] - w0[:, 0], moved[:, 0] - B[:, 0]
+    u = EPS / 2
+    magnitude = h * (np.abs(X) @ (np.abs(s) + np.abs(e)))
+    np.testing.assert_allclose(sweep.residual, h * (X @ s), rtol=0, atol=2 * (k + 2) * u * magnitude.max())
+    if centred:
+        centre_tol = 2 * (k + 2) * u * float(np.abs(q) @ (np.abs(s) + np.abs(e)))
+        assert sweep.centre == pytest.approx(float(q @ s), rel=0, abs=centre_tol)
 
 
 def _group_path(X, y, groups, lams, tol):
@@ -133,9 +190,19 @@ def test_a_path_whose_working_sets_cycle_implicitly_reaches_the_formed_objective
         passes.append(visit.size < self.every.size)
         return original(self, visit)
 
+    kept = []
+    move_if_lower = cd._ResidualBlockSweep._move_if_lower
+
+    def recorded(self, rows, point):
+        before = self.B.copy()
+        move_if_lower(self, rows, point)
+        kept.append(not np.array_equal(before, self.B))
+
     monkeypatch.setattr(cd._ResidualBlockSweep, "_pass", counted)
+    monkeypatch.setattr(cd._ResidualBlockSweep, "_move_if_lower", recorded)
     implicit = _group_path(X, y, groups, lams, 1e-8)
     assert any(passes)  # some passes went over the active blocks only
+    assert any(kept)  # and some of their extrapolations were kept
     monkeypatch.setattr(cd, "_implicit_blocks_are_cheaper", lambda X_ws, k_new: False)
     formed = _group_path(X, y, groups, lams, 1e-8)
     assert implicit.converged.all() and formed.converged.all()

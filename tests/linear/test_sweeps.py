@@ -90,11 +90,11 @@ def _run_blocks(Q, grad, B, pen, L, model=None):
     The blocks' eigen-decompositions are taken from the float64 ``model`` (``Q`` by default), as the
     solver takes them from its float64 ``Q`` when the sweep reads a float32 copy.
     """
-    from normpen.linear.solvers.cd import _block_steps
+    from normpen.linear.solvers.cd import _block_eigen, _block_steps
 
     B, grad = B.copy(), grad.copy()
     work = np.empty((2, int(pen.block_sizes.max()), B.shape[1]))
-    constants = _block_steps(pen, L, Q if model is None else model)
+    constants = _block_steps(pen, L, _block_eigen(Q if model is None else model, pen))
     moves = epoch_blocks(Q, grad, B, constants, pen.positive, work)
     return B, grad, moves
 
@@ -483,7 +483,7 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     """
     import scipy.sparse as sp
 
-    from normpen.linear.solvers.cd import _block_steps, _ColumnReader, _ImplicitGram
+    from normpen.linear.solvers.cd import _block_eigen, _block_steps, _ColumnReader, _ImplicitGram
 
     rng = np.random.default_rng(seed)
     n, k, size = 40, 12, 3
@@ -504,7 +504,7 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     l1 = np.full((k, 1), 0.1 if case == "sparse-group" else 0.0)
     pen = BlockPenalty.from_blocks(l1, blocks, weights)
     L = _lipschitz(Q[None], pen)
-    constants = _block_steps(pen, L, Q[None])
+    constants = _block_steps(pen, L, _block_eigen(Q[None], pen))
 
     formed_B, formed_grad, formed_moves = _run_blocks(Q[None], g0 + Q @ (B - w0), B, pen, L)
 
