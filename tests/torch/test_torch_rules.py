@@ -271,3 +271,18 @@ def test_a_model_level_penalty_must_return_a_scalar_tensor():
     reg.penalty().backward()
     assert torch.equal(model.fc.weight.grad, torch.sign(model.fc.weight.detach()))  # d|w|/dw = sign(w)
     assert reg.report().rules[0].label == "path"
+
+
+def test_a_rule_names_the_bound_its_mode_applies():
+    """A constrained rule projects onto radius=r and a lagrangian one holds budget=C whatever the
+    penalty's own parameters say (a constrained MaxNorm(3.0) at radius 2 clips rows to 2): the rule's
+    description names that bound (the summary's label here; the errors that name a rule use it too)."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    rules = [
+        Rule(MaxNorm(3.0), mode="constrained", radius=2.0, select="0.weight"),
+        Rule(L2(0.1), mode="lagrangian", budget=5.0, dual_lr=0.1, select="2.weight"),
+        Rule(L2(0.1), mode="decoupled", select="2.weight"),
+    ]
+    labels = [row["label"] for row in Regularizer(model, rules).summary().to_dict()["rules"]]
+    assert labels[0].endswith(" radius=2") and labels[1].endswith(" budget=5")
+    assert "radius" not in labels[2] and "budget" not in labels[2]

@@ -206,7 +206,9 @@ class Rule:
         return isinstance(self.penalty, Mapping)
 
     def describe(self):
-        """Short human-readable name: the label, else mode and penalty."""
+        """Short human-readable name: the label, else mode, penalty and the bound the mode applies
+        (``radius=r`` of a constrained rule, ``budget=C`` of a lagrangian one: a constrained
+        ``MaxNorm(3.0)`` with ``radius=2.0`` clips rows to 2, whatever its own ``c``)."""
         if self.label is not None:
             return self.label
         if self.is_per_tensor:
@@ -216,7 +218,12 @@ class Rule:
             what = getattr(self.penalty, "__name__", type(self.penalty).__name__)
         else:
             what = repr(self.penalty)
-        return f"{self.mode} {what}"
+        bound = "".join(
+            f" {name}={value:g}"
+            for name, value in (("radius", self.radius), ("budget", self.budget))
+            if value is not None
+        )
+        return f"{self.mode} {what}{bound}"
 
     def _check_penalty(self):
         pen = self.penalty
