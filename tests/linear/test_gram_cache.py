@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from normpen.linear.datafits import Quadratic
+from normpen.linear.datafits import Logistic, Quadratic
 from normpen.linear.problem import Problem
 
 
@@ -48,6 +48,9 @@ def test_cached_gram_matches_direct(sparse, fit_intercept, dtype, p, start):
     )
     eps = np.finfo(dtype).eps
     for i, rows in enumerate(_row_sets(rng, p, start)):
+        # every third set in the cache's order, as the lasso's working-set solve asks (new rows first)
+        if i % 3 == 2:
+            rows = rows[problem.gram_order(rows)]
         # every other set hands the cache the columns X_r, as the working-set solve does
         columns = problem.columns(rows) if i % 2 else None
         cached = problem.weighted_gram(rows, a, columns=columns)
@@ -58,11 +61,36 @@ def test_cached_gram_matches_direct(sparse, fit_intercept, dtype, p, start):
         )
 
 
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_gram_order_puts_new_rows_first_and_keeps_the_stored_matrix_whole(monkeypatch, fit_intercept):
+    """``gram_order``: the rows not stored in their order, then the stored in the stored order; asked for
+    in that order, a superset of the stored rows gets the stored matrix as its bottom-right corner
+    (no :func:`_moved`), the same entries as formed directly (tolerance: the module docstring's)."""
+    import normpen.linear.problem as problem_module
+
+    rng = np.random.default_rng(2)
+    n, p = 30, 12
+    X = np.asfortranarray(rng.standard_normal((n, p)))
+    problem = Problem(X, rng.standard_normal(n), Quadratic(), rng.random(n), fit_intercept)
+    a = problem.weights
+    problem.weighted_gram(np.array([5, 2, 9]), a)
+    rows = np.array([1, 2, 5, 7, 9])
+    order = problem.gram_order(rows)
+    np.testing.assert_array_equal(rows[order], [1, 7, 5, 2, 9])
+    monkeypatch.setattr(problem_module, "_moved", None)  # the fast path calls no _moved
+    cached = problem.weighted_gram(rows[order], a)
+    direct = problem.weighted_gram(rows[order], a, cached=False)
+    absolute = np.abs(X)[:, rows[order]]
+    means = np.abs(problem.means()[rows[order]])
+    bound = 2 * n * np.finfo(np.float64).eps * (absolute.T @ (a[:, None] * absolute) + np.outer(means, means))
+    np.testing.assert_array_less(np.abs(cached - direct), bound + 1e-300)
+    uncached = Problem(X, np.where(rng.random(n) < 0.5, -1.0, 1.0), Logistic(), None, fit_intercept)
+    assert uncached.gram_order(rows) == slice(None)  # no cache: the rows' own order
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_gram_missing_counts_the_rows_the_cache_would_compute(sparse):
     """``gram_missing`` is the number of rows not among the last rows asked for (0 for those rows again)."""
-    from normpen.linear.datafits import Logistic
-
     rng = np.random.default_rng(1)
     n, p = 30, 50
     X = rng.standard_normal((n, p))

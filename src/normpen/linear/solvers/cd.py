@@ -389,6 +389,12 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     multinomial path then stalled at a gap of 4e-9 on steps of
     :math:`t \approx 10^{-8}`.)
     """
+    if penalty.singletons:
+        # the rows in the Gram cache's order (Problem.gram_order): new ones first, then those it holds, whose
+        # entries it then moves in one slice; the sweep visits the new rows first (on issue 15's 200 x 1000
+        # and 1000 x 5000 lasso and elastic-net paths as fast as or faster than with the held rows first).
+        # Block sweeps keep the blocks sorted: on the group lasso (d) the cache's moves cost 4 of 450 ms.
+        working = working[problem.gram_order(penalty.row_order[penalty.block_starts[working]])]
     pen_ws, rows = penalty.restrict(working)
     X_ws = problem.columns(rows)
     quadratic = problem.exact_model
