@@ -114,6 +114,15 @@ def test_elastic_net_conjugate_is_the_closed_form():
     assert block.conjugate(V) == pytest.approx(expected, rel=1e-14)  # 7 terms in another order
 
 
+def test_positive_elastic_net_conjugate_is_the_one_sided_closed_form():
+    """With positivity only the positive part of V is thresholded: sup over w >= 0 of <v, w> - P(w)."""
+    lam, rho = 0.8, 0.3
+    V = np.random.default_rng(4).standard_normal((7, 1)) * 2
+    block = as_block_penalty(ElasticNet(lam, rho), (7,), positive=True)
+    expected = np.sum(np.maximum(V - lam * rho, 0) ** 2) / (2 * lam * (1 - rho))
+    assert block.conjugate(V) == pytest.approx(expected, rel=1e-14)  # as the closed form above
+
+
 def test_conjugate_matches_a_numerical_supremum():
     """P*(v) = sup_w <v, w> - P(w) for the sparse-group lasso plus a ridge part."""
     base = as_block_penalty(SparseGroupLasso(0.6, GROUPS, 0.5), (7,))

@@ -232,10 +232,14 @@ class BlockPenalty:
             total += float(self.group_weights @ self.block_norms(W))
         return total + 0.5 * self.ridge * float(np.vdot(W, W)) if self.ridge else total
 
-    def shrink(self, Z, step):
-        r""":math:`S_{s\beta}(S_{s\alpha}(Z))`, the prox of the non-ridge part (``step`` per block or one)."""
+    def shrink(self, Z, step, one_sided=False):
+        r""":math:`S_{s\beta}(S_{s\alpha}(Z))`, the prox of the non-ridge part (``step`` per block or one).
+
+        ``one_sided``: the entries are thresholded one-sidedly, :math:`\max(Z - s\alpha, 0)`, which is
+        :math:`S_{s\alpha}` itself for ``Z >= 0`` (magnitudes) and for a positive penalty.
+        """
         row_step = step if np.isscalar(step) else self._per_row(step)[:, None]
-        U = soft_threshold(Z, row_step * self.l1, self.positive)
+        U = soft_threshold(Z, row_step * self.l1, self.positive or one_sided)
         if self._grouped:
             scale = group_soft_threshold_scale(self.block_norms(U), step * self.group_weights)
             U = U * self._per_row(scale)[:, None]
@@ -317,7 +321,9 @@ class BlockPenalty:
         """
         if self.ridge == 0:
             return 0.0
-        U = self.shrink(_as_matrix(V, self.shape), 1.0)
+        # soft thresholding is odd and the group scaling reads norms: S(V) and S(|V|) have the same norm,
+        # and S(|V|) is one-sided (two array operations fewer than with the signs)
+        U = self.shrink(_as_matrix(V if self.positive else np.abs(V), self.shape), 1.0, one_sided=True)
         return float(np.vdot(U, U)) / (2 * self.ridge)
 
     def zero_scale(self, V):
