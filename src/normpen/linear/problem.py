@@ -897,8 +897,14 @@ class _GramCache:
         new rows' products fill the first rows and columns.
         """
         old = self.position[rows]
-        stored = np.flatnonzero(old >= 0)
-        return np.concatenate([np.flatnonzero(old < 0), stored[np.argsort(old[stored])]])
+        held = old >= 0
+        stored = np.flatnonzero(held)
+        if stored.size == self.rows.size:  # every stored row: their positions are a permutation, inverted
+            in_order = np.empty_like(stored)
+            in_order[old[stored]] = stored
+        else:
+            in_order = stored[np.argsort(old[stored])]
+        return np.concatenate([np.flatnonzero(~held), in_order])
 
     def centred(self, rows, columns=None):
         """The centred Gram matrix of ``rows``; ``columns`` are :math:`X_r` when the caller holds them."""
