@@ -505,15 +505,19 @@ def epoch_residual_blocks(
     :math:`Q`. The columns' layout is :func:`epoch_residual`'s; a dense block's columns lie side by
     side, so its gradient :math:`X_g^\top v` and its move :math:`X_g\delta` (added to :math:`v`
     times :math:`h`) are one BLAS ``dgemv`` each (scipy's; on issue 15's workload (d), blocks of 5
-    columns of 1,000 samples, 15% less time at tolerance 1e-6 than the four-chain loops). The blocks visited are ``visit``, in that order (all of
+    columns of 1,000 samples, 15% less time at tolerance 1e-6 than the four-chain loops). When every
+    sample has the same weight :math:`h_0` (least squares without sample weights) the move's
+    ``dgemv`` adds :math:`h_0X_g\delta` to :math:`v` itself, without a pass of its own over
+    :math:`v` (a moving block's visit about 10% faster: 1.84-2.14 -> 1.73-1.77 us on 1,000 x 2,500
+    columns in blocks of 5, interleaved, loaded machine). The blocks visited are ``visit``, in that order (all of
     them, or the active ones between passes over all: :class:`~normpen.linear.solvers.cd._ResidualBlockSweep`).
     ``B``, ``grad`` and ``v`` are updated in place; returns the number of blocks that moved, the new
     ``centre`` and the largest :math:`L_g\|\Delta_g\|^2` of a block's move :math:`\Delta_g`
     (``rule.steps[g]`` :math:`= 1/L_g`).
     """
     cdef Py_ssize_t n = v.shape[0], i, g, r, j, t, start, size, cstart, nnz, moves = 0
-    cdef bint centred = q.shape[0] > 0, dense = indptr.shape[0] == 0, moved
-    cdef double new, delta, square, change = 0.0, one = 1.0, zero = 0.0
+    cdef bint centred = q.shape[0] > 0, dense = indptr.shape[0] == 0, moved, uniform = n > 0
+    cdef double new, delta, square, change = 0.0, one = 1.0, zero = 0.0, weight = h[0] if n > 0 else 0.0
     cdef const double *x
     cdef const Py_ssize_t *index
     cdef int rows_blas = <int>n, cols_blas, step_blas = 1
@@ -522,6 +526,10 @@ def epoch_residual_blocks(
     if moves_x == NULL:
         raise MemoryError()
     with nogil:
+        for t in range(1, n):  # one weight for every sample (least squares without sample weights)
+            if h[t] != weight:
+                uniform = False
+                break
         for i in range(visit.shape[0]):
             g = visit[i]
             start, size = rule.starts[g], rule.sizes[g]
@@ -557,7 +565,10 @@ def epoch_residual_blocks(
                         centre += q[j] * delta
                     moved = True
                     square += delta * delta
-            if moved and dense:  # v += h o (X_g delta), X_g delta in one BLAS call
+            if moved and dense and uniform:  # v += h_0 X_g delta in one BLAS call, into v
+                dgemv(&plain, &rows_blas, &cols_blas, &weight, <double *>&columns[0, 0] + start * n,
+                      &rows_blas, &work[0, 0, 0], &step_blas, &one, &v[0], &step_blas)
+            elif moved and dense:  # v += h o (X_g delta), X_g delta in one BLAS call
                 dgemv(&plain, &rows_blas, &cols_blas, &one, <double *>&columns[0, 0] + start * n,
                       &rows_blas, &work[0, 0, 0], &step_blas, &zero, moves_x, &step_blas)
                 for t in range(n):
