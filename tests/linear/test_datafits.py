@@ -234,3 +234,18 @@ def test_hinge_refuses_smooth_solvers_helpers():
         Hinge().lipschitz(np.ones((3, 2)))
     with pytest.raises(ValueError, match="not differentiable"):
         Hinge().fit_intercept(np.ones(2), np.zeros(2), np.full(2, 0.5))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_dual_leaves_out_zero_weight_samples_off_the_domain(kind):
+    """``Datafit.dual``: a zero-weight sample adds nothing even where its conjugate is infinite (its
+    ``0 * inf`` is masked), a weighted one off the domain makes the dual ``-inf``; on the domain the
+    dual is the weighted sum (one sum of three terms: exact to rounding, 1e-15 relative)."""
+    hinge = Hinge()
+    y = np.array([1.0, 1.0, -1.0])
+    u = np.array([0.5, -0.5, 0.25])  # y u = 0.5 is off the hinge conjugate's domain [-1, 0] for sample 0
+    as_kind = (lambda a: torch.as_tensor(a)) if kind == "torch" else (lambda a: a)
+    conj = np.clip(y * u, -1, 0)
+    masked = float(hinge.dual(as_kind(y), as_kind(u), as_kind(np.array([0.0, 0.5, 0.5]))))
+    assert masked == pytest.approx(-(0.5 * conj[1] + 0.5 * conj[2]), rel=1e-15)
+    assert float(hinge.dual(as_kind(y), as_kind(u), as_kind(np.array([0.2, 0.4, 0.4])))) == -np.inf

@@ -242,16 +242,16 @@ class Datafit(ABC):
     def dual(self, y, u, weights):
         r"""Dual objective :math:`D(u) = -\sum_i a_i \ell_i^*(u_i)` (``-inf`` off the domain).
 
-        Samples with zero weight contribute nothing whatever their :math:`u_i`: a finite inner
-        product :math:`\sum_i a_i\ell_i^*(u_i)` has no infinite term, so it is that sum; otherwise
-        (a zero weight times an infinite conjugate is ``nan``) the zero-weight terms are masked.
+        Samples with zero weight contribute nothing whatever their :math:`u_i`: their conjugates are
+        replaced by 0 before the product (a zero weight times an infinite conjugate would be ``nan``,
+        and numpy would warn), which the common case, every weight positive, skips (summed as in
+        :meth:`value`).
         """
         conj = self.conjugate(y, u)
-        total = (weights * conj).sum()  # as in value
-        if math.isfinite(float(total)):
-            return -total
+        if weights.min() > 0:
+            return -(weights * conj).sum()
         xp = namespace(u)
-        return -xp.sum(xp.where(weights > 0, weights * conj, xp.zeros_like(conj)))
+        return -xp.sum(weights * xp.where(weights > 0, conj, xp.zeros_like(conj)))
 
     def fit_intercept(self, y, z, weights, max_iter=50):
         r"""Shift :math:`\delta` minimising :math:`\delta \mapsto \sum_i a_i \ell(y_i, z_i + \delta)`.
