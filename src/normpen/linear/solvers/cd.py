@@ -421,7 +421,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         B, db, used = model.minimize(g_ws, g_b, W_ws, pen_ws, stop, max_epochs - epochs, anderson)
         epochs += used
         step = B - W_ws
-        if not np.any(step):
+        if not step.any():
             break
         dz = problem.natural(problem.product(X_ws, step) + db)
         t = 1.0 if quadratic else _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, primal)
@@ -533,7 +533,7 @@ class _LeastSquaresGap:
 
     def __init__(self, loss0, W0, g0, Q, pen, target):
         self.c = Q @ W0 - g0
-        self.yy = 2 * loss0 + float(np.sum(W0 * (self.c - g0)))
+        self.yy = 2 * loss0 + float(np.vdot(W0, self.c - g0))
         self.pen, self.target, self.Q = pen, target, Q
         self.free = pen.free_rows
         self.free_system = np.linalg.pinv(_formed(_principal(Q, self.free))) if self.free.size else None
