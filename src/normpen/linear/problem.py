@@ -849,7 +849,7 @@ class _GramCache:
         self.rows = np.zeros(0, dtype=np.int64)
         self.gram = np.zeros((0, 0))
         self.position = np.full(problem.n_features, -1, dtype=np.int64)
-        self.positions = np.arange(problem.n_features)  # (of the stored rows, in order: slices of it)
+        self.positions = np.arange(problem.n_features)  # 0, 1, ...: the stored rows' positions, in order
         self.kept_blocks = {}  # size: (slot of each block's first row, the blocks' rows, their Gram blocks)
 
     def blocks(self, rows):
@@ -915,9 +915,8 @@ class _GramCache:
         kept = self.rows.size
         gram = np.empty((rows.size, rows.size))
         fresh = rows.size - kept
-        if fresh >= 0 and np.array_equal(
-            old[fresh:], self.positions[:kept]
-        ):  # new rows, then every stored one
+        # rows in order(): the new ones first, then every stored one in the stored order
+        if fresh >= 0 and np.array_equal(old[fresh:], self.positions[:kept]):
             gram[fresh:, fresh:] = self.gram
             new = slice(0, fresh)
         else:
