@@ -104,10 +104,14 @@ cdef class FaceFactor:
         cdef int n = <int>s, rank = 0, info = 0, nr, lwork, one = 1
         cdef double scale = 0.0, unit = 1.0, tol
         self.support, self.size, self.cutoff, self.rank = support, s, cutoff, 0
-        self.factor = np.empty((s, s), order="F")
+        # one allocation: the factor's s columns, then the four vectors and dpstrf's work (2s)
+        cdef double[::1, :] columns = np.empty((s, s + 6), order="F")
+        self.factor = columns[:, :s]
+        self.ordered = columns[:, s]
+        self.basic = columns[:, s + 1]
+        self.flat = columns[:, s + 2]
+        self.coefficients = columns[:, s + 3]
         self.pivots = np.empty(s, dtype=np.intc)
-        self.ordered, self.basic, self.flat = np.empty(s), np.empty(s), np.empty(s)
-        self.coefficients = np.empty(s)
         for c in range(s):
             scale = max(scale, Q[S[c], S[c]] + ridge)
         if not scale > 0:
@@ -119,10 +123,8 @@ cdef class FaceFactor:
             for a in range(c, s):
                 self.factor[a, c] = Q[S[c], S[a]]
             self.factor[c, c] += ridge
-        work = np.empty(2 * s)
-        cdef double[::1] w = work
         tol = cutoff * scale
-        dpstrf(b"L", &n, &self.factor[0, 0], &n, &self.pivots[0], &rank, &tol, &w[0], &info)
+        dpstrf(b"L", &n, &self.factor[0, 0], &n, &self.pivots[0], &rank, &tol, &columns[0, s + 4], &info)
         self.rank = rank
         for a in range(s):
             self.pivots[a] -= 1
@@ -140,8 +142,7 @@ cdef class FaceFactor:
         tau = np.empty(nr)
         lwork = 64 * nr
         work = np.empty(lwork)
-        cdef double[::1] t = tau
-        w = work
+        cdef double[::1] t = tau, w = work
         dgeqrf(&n, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
         dorgqr(&n, &nr, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
 
@@ -305,7 +306,7 @@ cdef class _Solve:
     cdef const double[::1] g0, W0, alpha, inv_l, thresh, shrink, c, free_system
     cdef object implicit  # None for a formed Q, else the operator of an implicit one (minimize_coordinates)
     cdef Py_ssize_t terms  # the most terms in one sum of a product with Q (lowers())
-    cdef object factored_support  # the support whose face ``factored`` factors
+    cdef const Py_ssize_t[::1] factored_support  # the support whose face ``factored`` factors
     cdef double[::1] row_sums  # of |Q|, computed at the first lowers()
     cdef bint has_row_sums
     cdef const Py_ssize_t[::1] free
@@ -470,8 +471,8 @@ cdef class _Solve:
             self.iterate_face(s)
             exact[0] = False
             return s
-        support = np.asarray(self.support[:s]).copy()
-        if self.factored is None or not np.array_equal(self.factored_support, support):
+        if not self.factored_here(s):
+            support = np.asarray(self.support[:s]).copy()
             if self.implicit is None:
                 self.factored = FaceFactor(self.Q, support, self.ridge, self.cutoff, self.factored)
             else:  # the face's entries, formed: its factor cannot be updated from Q's rows
@@ -480,6 +481,16 @@ cdef class _Solve:
             self.factored_support = support
         exact[0] = self.factored.solve(&self.face_target[0], &self.face_values[0], s, &self.face_step[0])
         return s
+
+    cdef bint factored_here(self, Py_ssize_t s) noexcept:
+        """Whether ``factored`` factors the face of the first ``s`` coordinates of ``support``."""
+        cdef Py_ssize_t a
+        if self.factored is None or self.factored_support.shape[0] != s:
+            return False
+        for a in range(s):
+            if self.factored_support[a] != self.support[a]:
+                return False
+        return True
 
     cdef void iterate_face(self, Py_ssize_t s):
         r"""An approximate minimiser of the face quadratic :math:`\tfrac12 u^\top H u - r^\top u` on a large
@@ -765,11 +776,12 @@ def minimize_coordinates(
     cdef Py_ssize_t k = W0.shape[0], epoch = 0, cycle = anderson + 1 if anderson else refresh_epochs
     cdef int mode = stop[0]
     cdef Py_ssize_t j
+    cdef double d
     cdef const double[::1] diagonal
     implicit = None if isinstance(Q, np.ndarray) else Q
     if implicit is None:
         Q = np.ascontiguousarray(Q, dtype=np.float64)
-        diagonal, self.terms = np.ascontiguousarray(np.diagonal(Q)), k
+        self.terms = k
     else:
         diagonal, self.terms = np.ascontiguousarray(implicit.diagonal(), dtype=np.float64), implicit.terms
         Q = np.zeros((0, 0))  # never read: every use of Q goes through the operator
@@ -779,7 +791,8 @@ def minimize_coordinates(
     self.g0, self.W0, self.alpha = g0, W0, alpha
     self.penalized = False
     for j in range(k):
-        rows[0, j] = 1.0 / diagonal[j] if diagonal[j] > 0 else 1.0
+        d = self.Q[j, j] if implicit is None else diagonal[j]
+        rows[0, j] = 1.0 / d if d > 0 else 1.0
         rows[1, j] = self.alpha[j] * rows[0, j]
         rows[2, j] = 1.0 / (1.0 + ridge * rows[0, j])
         rows[3, j], rows[4, j] = self.W0[j], self.g0[j]
@@ -793,7 +806,8 @@ def minimize_coordinates(
     self.face_iterations, self.face_reduction = face_iterations, face_reduction
     self.face_cost, self.measured, self.measured_before = face_cost, INFINITY, INFINITY
     self.memory = anderson
-    self.iterates, self.grads = np.empty((anderson + 1, k)), np.empty((anderson + 1, k))
+    cdef double[:, :, ::1] history = np.empty((2, anderson + 1, k))
+    self.iterates, self.grads = history[0], history[1]
     self.support = np.empty(k, dtype=np.intp)
     signs = np.zeros((2, k), dtype=np.int8)
     self.signs, self.refused = signs[0], signs[1]
