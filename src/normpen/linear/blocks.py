@@ -449,10 +449,9 @@ def as_block_penalty(penalty, coef_shape, positive=False):
         l1 = form.l1 * form.l1_weights.reshape(p, m)
     if form.groups is None:
         return BlockPenalty.separable(l1, form.ridge, positive)
-    blocks, weights = _row_blocks(form, p, m)
-    if blocks is None:
-        return BlockPenalty(l1, np.arange(p), np.arange(p), form.group_lam * weights, form.ridge, positive)
-    return BlockPenalty.from_blocks(l1, blocks, form.group_lam * weights, form.ridge, positive)
+    row_order, sizes, weights = _row_blocks(form, p, m)
+    starts = np.cumsum(sizes) - sizes
+    return BlockPenalty(l1, row_order, starts, form.group_lam * weights, form.ridge, positive)
 
 
 def _coordinate_descent_form(penalty, coef_shape):
@@ -469,13 +468,13 @@ def _coordinate_descent_form(penalty, coef_shape):
 
 
 def _row_blocks(form, p, m):
-    """Blocks of rows and their unit weights from a block form's groups.
+    """Rows listed block after block, the blocks' sizes and unit weights, from a block form's groups.
 
-    ``None`` for the blocks means one block per row (``groups="rows"``).
-
-    Index groups count into the flattened ``(p, m)`` coefficients, so for
-    ``m > 1`` each must be a union of whole rows; rows in no group become
-    unpenalized singleton blocks.
+    ``groups="rows"`` makes one block per row. Index groups count into the flattened ``(p, m)``
+    coefficients, so for ``m > 1`` each must be a union of whole rows (a block lists its rows in
+    increasing order); rows in no group become unpenalized singleton blocks after the groups. All
+    groups are checked and converted at once, on their concatenation (a loop over 1,000 groups of 5
+    took 3.6 ms of a path's set-up).
     """
     if form.axis is not None:
         if form.axis == 1 or m == 1:
@@ -487,22 +486,35 @@ def _row_blocks(form, p, m):
             raise ValueError(
                 f"weights has {form.group_weights.size} entries but there are {p} groups; give one per group"
             )
-        return None, form.group_weights
-    blocks, covered = [], np.zeros(p, dtype=bool)
-    for i, g in enumerate(form.groups):
-        if g.max() >= p * m:
+        return np.arange(p), np.ones(p, dtype=np.int64), form.group_weights
+    groups = form.groups
+    lengths = np.array([g.size for g in groups], dtype=np.int64)
+    owner = np.repeat(np.arange(lengths.size), lengths)
+    flat = np.concatenate([np.zeros(0, dtype=np.int64), *groups])
+    # each group's rows, sorted, and whether it repeats one (every output of a row once: lengths = m rows)
+    key = owner * p + np.minimum(flat // m, p)
+    if not np.all(key[1:] > key[:-1]):
+        key = np.sort(key)
+    first = np.ones(key.size, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    counts = np.bincount(owner[first], minlength=lengths.size)
+    beyond = np.zeros(lengths.size, dtype=bool)
+    beyond[owner[flat >= p * m]] = True
+    bad = np.flatnonzero(beyond | (counts * m != lengths))
+    if bad.size:
+        i = int(bad[0])
+        if beyond[i]:
             raise ValueError(
-                f"groups[{i}] contains index {g.max()} but there are only {p * m} coefficients "
+                f"groups[{i}] contains index {groups[i].max()} but there are only {p * m} coefficients "
                 f"({p} features x {m} outputs); the groups do not fit X"
             )
-        rows = np.unique(g // m)
-        if rows.size * m != g.size:
-            raise ValueError(
-                f"groups[{i}] splits a feature's outputs; with {m} outputs a group must hold whole rows "
-                "(all outputs of each of its features)"
-            )
-        blocks.append(rows)
-        covered[rows] = True
+        raise ValueError(
+            f"groups[{i}] splits a feature's outputs; with {m} outputs a group must hold whole rows "
+            "(all outputs of each of its features)"
+        )
+    rows = key[first] % p
+    covered = np.zeros(p, dtype=bool)
+    covered[rows] = True
     free = np.flatnonzero(~covered)
-    blocks.extend(np.array([j]) for j in free)
-    return tuple(blocks), np.concatenate([form.group_weights, np.zeros(free.size)])
+    sizes = np.concatenate([counts, np.ones(free.size, dtype=np.int64)])
+    return np.concatenate([rows, free]), sizes, np.concatenate([form.group_weights, np.zeros(free.size)])

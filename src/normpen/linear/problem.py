@@ -318,6 +318,7 @@ class Problem:
         self._block_lipschitz = {}
         self._square_norms = None
         self._zero = None
+        self._target = None
         self._free = None
 
     def require_host_arrays(self, caller):
@@ -479,6 +480,20 @@ class Problem:
         """
         self.objective_at_zero()
         return self._zero[1]
+
+    def target_products(self):
+        r"""Least squares: :math:`c = X^\top A(y - \bar y)` (:math:`X^\top Ay` without intercept), ``(p, m)``.
+
+        It is :math:`-\nabla_W F(0, b_0)` (:meth:`gradient_at_zero`: :math:`b_0 = \bar y`, and
+        :math:`A(y - \bar y)` sums to 0), so a path, which computes that gradient for :math:`P_0`, has it
+        without a pass over :math:`X`. At a point :math:`(W, b)` with the intercept fitted
+        (:math:`b = \bar y - \bar x^\top W`) it is :math:`QW - X^\top G` for the centred Gram matrix
+        :math:`Q = X^\top AX - \bar x\bar x^\top` and :math:`G = A(XW + b - y)`: the least-squares
+        stop test's :math:`c` (:class:`~normpen.linear.solvers.cd._LeastSquaresGap`).
+        """
+        if self._target is None:
+            self._target = -self.gradient_at_zero()
+        return self._target
 
     # ---- duality ------------------------------------------------------------------
 

@@ -168,7 +168,7 @@ class _IndexGroups(_Groups):
         super().__init__(weights)
         self.groups = groups
         self.lengths = np.array([g.size for g in groups], dtype=np.int64)
-        tops = np.array([g.max() for g in groups], dtype=np.int64)
+        tops = _group_reduce(np.maximum, groups, self.lengths) if groups else np.zeros(0, dtype=np.int64)
         self.top_group = int(np.argmax(tops)) if groups else -1
         self.top = int(tops[self.top_group]) if groups else -1
 
@@ -264,9 +264,35 @@ def _parse_groups(groups):
         raise TypeError(f"{_GROUPS_HELP}, got {type(groups).__name__}") from err
     for i, g in enumerate(parsed):
         _check_index_array(g, i)
+    _check_index_range(parsed)
     parsed = tuple(g.astype(np.int64) for g in parsed)
     _check_disjoint(parsed)
     return parsed
+
+
+def _group_reduce(ufunc, groups, lengths):
+    """``ufunc.reduce`` of every group (non-empty, one integer dtype) in one ``reduceat`` over their
+    concatenation (a reduction a group took 3 us each: 1,000 groups of 5 were 7 ms of a path's set-up)."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return ufunc.reduceat(np.concatenate(groups), starts)
+
+
+def _check_index_range(groups):
+    """Every index of the 1-D integer index arrays ``groups`` is in ``[0, 2**63)``; the first group that
+    is not named. Groups of one dtype are reduced together (:func:`_group_reduce`), so that mixing
+    signed and unsigned indices never converts them to float."""
+    by_dtype = {}
+    for i, g in enumerate(groups):
+        by_dtype.setdefault(g.dtype, []).append(i)
+    bad = []
+    for members in by_dtype.values():
+        arrays = [groups[i] for i in members]
+        lengths = [g.size for g in arrays]
+        low = np.flatnonzero(_group_reduce(np.minimum, arrays, lengths) < 0)
+        high = np.flatnonzero(_group_reduce(np.maximum, arrays, lengths) > np.iinfo(np.int64).max)
+        bad += [members[j] for j in (*low[:1], *high[:1])]
+    if bad:
+        _check_index_values(groups[min(bad)], min(bad))
 
 
 def _check_index_array(g, i):
@@ -280,11 +306,14 @@ def _check_index_array(g, i):
         raise TypeError(f"groups[{i}] must be a 1-D array of indices, got shape {g.shape}{hint}")
     if g.size == 0:
         raise ValueError(f"groups[{i}] is empty; every group needs at least one index")
-    if g.dtype == np.bool_ or not np.issubdtype(g.dtype, np.integer):
+    if g.dtype.kind not in "iu":  # signed or unsigned integers (not bool, float, object, ...)
         raise TypeError(
             f"groups[{i}] must hold integer indices, got dtype {g.dtype}; "
             "turn a boolean mask into indices with numpy.flatnonzero(mask)"
         )
+
+
+def _check_index_values(g, i):
     if g.min() < 0:
         raise ValueError(f"groups[{i}] contains the negative index {g.min()}; indices count from 0")
     if g.max() > np.iinfo(np.int64).max:

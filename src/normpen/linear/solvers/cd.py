@@ -415,7 +415,11 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         model = _newton_model(problem, rows, X_ws, pen_ws, state.z, model, t)
         g_model = model.reduced(g_ws, g_b)
         if quadratic:
-            stop = _LeastSquaresGap(problem.loss(state.z), W_ws, g_model, model.Q, pen_ws, gap_target)
+            # solve's working sets hold every nonzero coefficient: X_ws W_ws is X W, and the stop test's
+            # X_ws^T A (y - y_bar) is read from the path's start (Problem.target_products), not formed
+            whole = np.count_nonzero(W_ws) == np.count_nonzero(state.W)
+            c = problem.target_products()[rows] if whole else None
+            stop = _LeastSquaresGap(problem.loss(state.z), W_ws, g_model, model.Q, pen_ws, gap_target, c)
         else:
             stop = _ResidualTarget(pen_ws, W_ws, g_model, _NEWTON_RESIDUAL_FRACTION)
         B, db, used = model.minimize(g_ws, g_b, W_ws, pen_ws, stop, max_epochs - epochs, anderson)
@@ -427,9 +431,11 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         t = 1.0 if quadratic else _armijo(problem, state, pen_ws, W_ws, step, dz, g_ws, g_b, db, primal)
         if t == 0:
             break
-        state.W[rows] = W_ws + t * step
-        state.b += t * db
-        state.z = state.z + t * dz
+        if t != 1:  # (a full step adds step, db and dz as they are: the same sums without three products)
+            step, db, dz = t * step, t * db, t * dz
+        state.W[rows] = W_ws + step
+        state.b += db
+        state.z = state.z + dz
         state.gradient = None
         if quadratic or epochs >= max_epochs:
             break
@@ -517,7 +523,11 @@ class _LeastSquaresGap:
     r"""Stop test of the least-squares working-set problem: its duality gap, from Gram quantities only.
 
     With :math:`c = X_{ws}^\top A y` (centred with an intercept), the model
-    gradient is :math:`\nabla = QB - c`, so :math:`c = QW_0 - g_0`, and
+    gradient is :math:`\nabla = QB - c`, so :math:`c = QW_0 - g_0` (``c`` given: the
+    caller's :math:`X_{ws}^\top A(y - \bar y)`, which :math:`QW_0 - g_0` is when every
+    nonzero coefficient is in the working set and the intercept is fitted, and
+    which saves forming :math:`QW_0`: :math:`|ws|^2` multiply-adds, or two passes
+    over :math:`X_{ws}` for an implicit ``Q``), and
     :math:`\|y\|_A^2 = 2F_0 + W_0^\top(c - g_0)` from the loss :math:`F_0` at
     :math:`W_0`. Then :math:`F(B) = \tfrac12(\|y\|_A^2 + B^\top(\nabla - c))` and,
     for the residual dual point :math:`u = z - y` scaled by :math:`\kappa`,
@@ -531,8 +541,8 @@ class _LeastSquaresGap:
     :math:`O(|ws|)`, never a pass over :math:`X`.
     """
 
-    def __init__(self, loss0, W0, g0, Q, pen, target):
-        self.c = Q @ W0 - g0
+    def __init__(self, loss0, W0, g0, Q, pen, target, c=None):
+        self.c = Q @ W0 - g0 if c is None else c
         self.yy = 2 * loss0 + float(np.vdot(W0, self.c - g0))
         self.pen, self.target, self.Q = pen, target, Q
         self.free = pen.free_rows
