@@ -104,3 +104,31 @@ def test_torch_tensors_are_refused_with_the_way_out(data, entry):
         TypeError, match=rf"{re.escape(entry)} takes numpy arrays .* normpen\.linear\.solvers\.fista\.fista"
     ):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("value", "message"), [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")])
+def test_float_arrays_skip_check_array_with_the_same_results_and_errors(dtype, value, message):
+    """``check_design`` and ``check_target_array`` take float numpy arrays without scikit-learn's
+    ``check_array``: the same arrays (Fortran order, dtype kept) and, for a NaN or an infinity anywhere
+    (one of the scale check's extremes then is not finite), ``check_array``'s errors."""
+    from sklearn.utils import check_array
+
+    from normpen.linear._validation import check_design, check_target_array
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 4)).astype(dtype)  # C order: made Fortran-ordered, as check_array does
+    checked = check_design(X)
+    reference = check_array(X, dtype=[np.float64, np.float32], order="F")
+    assert checked.dtype == dtype and checked.flags.f_contiguous
+    np.testing.assert_array_equal(checked, reference)  # a copy in another order: the same values exactly
+    y = X[:, 0].copy()
+    assert check_target_array(X, y) is y
+    bad = X.copy()
+    bad[3, 2] = value
+    with pytest.raises(ValueError, match=f"Input X contains {message}"):
+        check_design(bad)
+    with pytest.raises(ValueError, match=f"Input y contains {message}"):
+        check_target_array(X, bad[:, 2])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        check_target_array(X, y[:5])

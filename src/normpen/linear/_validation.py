@@ -39,7 +39,17 @@ def check_design(X, name="X"):
     Other dtypes become float64. scipy.sparse input of any format becomes CSC
     (cheap column slices for coordinate descent). Raises ``ValueError`` for NaN
     or infinite entries, a non-2-D ``X`` or an empty one.
+
+    A non-empty 2-D float32/float64 numpy array (the common case) skips scikit-learn's
+    ``check_array`` (about 70 us a call on a 200 x 1000 design, a path's fixed cost): the scale
+    check's largest and smallest entries are finite exactly when every entry is (a NaN or an
+    infinity makes one of them so), and an array that is not goes through ``check_array`` after
+    all, for its error.
     """
+    if type(X) is np.ndarray and X.dtype in (np.float32, np.float64) and X.ndim == 2 and X.size:
+        X = np.asfortranarray(X)
+        if _check_scale(X, X.shape[0] * X.shape[1], X.dtype, name):
+            return X
     if sp.issparse(X) and X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     X = check_array(
@@ -60,11 +70,14 @@ def _check_scale(values, count, dtype, name):
     Gram entries :math:`\sum_i x_{ij}x_{ik}`, column norms, gradients
     :math:`X^\top X w` (``count`` = np) and the squared residuals (``count`` = n)
     are such sums; above :math:`\sqrt{f_{\max}/\text{count}}` they can overflow
-    and a solver would return zeros or NaN.
+    and a solver would return zeros or NaN. Returns False, raising nothing, when a value is NaN or
+    infinite (the callers' finiteness checks report those), True otherwise.
     """
     # the largest magnitude as max(max, -min): two reads of the values, no temporary |values| (on a
     # 200 x 100,000 design, 9 ms against 36 ms and a 160 MB array)
     largest = max(float(np.max(values, initial=0.0)), -float(np.min(values, initial=0.0)))
+    if not math.isfinite(largest):  # a NaN or an infinity among the values: the caller's check names it
+        return False
     limit = math.sqrt(float(np.finfo(dtype).max) / max(count, 1))
     if largest > limit:
         raise ValueError(
@@ -72,13 +85,20 @@ def _check_scale(values, count, dtype, name):
             f"overflow {np.dtype(dtype).name} (the limit for this shape is {limit:.3g}); divide {name} by a "
             "power of ten (or standardise it) and rescale the fitted coefficients by the same factor"
         )
+    return True
 
 
 def check_target_array(X, y, name="y"):
-    """``y`` as a finite 1-D or 2-D numpy array with as many rows as ``X``."""
-    y = check_array(y, ensure_2d=False, dtype=None, ensure_all_finite=True, input_name=name)
-    if y.dtype.kind == "f":
-        _check_scale(y, y.size, np.float64, name)
+    """``y`` as a finite 1-D or 2-D numpy array with as many rows as ``X``.
+
+    A non-empty float numpy ``y`` of at most two dimensions skips ``check_array`` as
+    :func:`check_design` does (its scale check finds a NaN or an infinity).
+    """
+    fast = type(y) is np.ndarray and y.dtype in (np.float32, np.float64) and 1 <= y.ndim <= 2 and y.size
+    if not (fast and _check_scale(y, y.size, np.float64, name)):
+        y = check_array(y, ensure_2d=False, dtype=None, ensure_all_finite=True, input_name=name)
+        if y.dtype.kind == "f":
+            _check_scale(y, y.size, np.float64, name)
     if y.ndim > 2:
         raise ValueError(f"{name} must be 1-D (one target) or 2-D (one column per output), got {y.ndim}-D")
     check_consistent_length(X, y)
@@ -87,6 +107,8 @@ def check_target_array(X, y, name="y"):
 
 def check_tol(tol, name="tol"):
     """``tol`` as a positive finite float."""
+    if type(tol) is float and 0 < tol < math.inf:  # the common case, without the abstract-class test
+        return tol
     if isinstance(tol, bool) or not isinstance(tol, Real) or not math.isfinite(tol) or tol <= 0:
         raise ValueError(f"{name} must be a positive finite number such as 1e-4, got {tol!r}")
     return float(tol)
@@ -94,6 +116,8 @@ def check_tol(tol, name="tol"):
 
 def check_count(value, name, minimum=1):
     """``value`` as an int ``>= minimum``."""
+    if type(value) is int and value >= minimum:  # the common case, without the abstract-class test
+        return value
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
