@@ -111,3 +111,34 @@ def test_target_products_are_the_stop_tests_c(fit_intercept):
         for c in (None, problem.target_products()[rows])
     ]
     assert np.all(np.abs(built[0] - built[1]) <= tol)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("m", [1, 2])
+def test_group_lasso_shortcuts_are_the_general_formulas(positive, m):
+    """Without L1 weights the block dual norms, screening test, value and prox skip the L1 terms, and
+    blocks listing the rows in order skip the gather: the same operations on the same numbers
+    otherwise, so the results are equal (forced through the general code by the two flags)."""
+    rng = np.random.default_rng(1)
+    p = 12
+    blocks = [np.arange(0, 3), np.arange(3, 7), np.arange(7, 9)] + [np.array([j]) for j in range(9, p)]
+    weights = np.concatenate([[0.7, 0.0, 1.3], np.zeros(p - 9)])  # a zero-weight group, free rows
+    fast = BlockPenalty.from_blocks(np.zeros((p, m)), blocks, weights, positive=positive)
+    general = BlockPenalty.from_blocks(np.zeros((p, m)), blocks, weights, positive=positive)
+    general.__dict__.update(_l1_part=True, _ordered=False)
+    assert not fast._l1_part and fast._ordered
+    V = rng.standard_normal((p, m))
+    V[7:9] = 0.0  # a zero block: t = 0
+    W = rng.standard_normal((p, m)) * (rng.uniform(size=(p, 1)) > 0.3)
+    radius = rng.uniform(0.0, 0.5, len(blocks))
+    L = rng.uniform(0.5, 2.0, len(blocks))
+    np.testing.assert_array_equal(fast.block_dual_norms(V), general.block_dual_norms(V))
+    np.testing.assert_array_equal(fast.certified_zero(V, radius), general.certified_zero(V, radius))
+    np.testing.assert_array_equal(fast.block_max(V[:, 0]), general.block_max(V[:, 0]))
+    if not positive:
+        assert fast.value(W) == general.value(W)
+    np.testing.assert_array_equal(fast.prox(W, 0.4), general.prox(W, 0.4))
+    np.testing.assert_array_equal(fast.kkt_violation(W, V, L), general.kkt_violation(W, V, L))
+    sub, rows = fast.restrict(np.array([2, 0, 4]))
+    assert sub._ordered and not sub._l1_part
+    np.testing.assert_array_equal(sub.block_dual_norms(V[rows]), fast.block_dual_norms(V)[[2, 0, 4]])
