@@ -621,7 +621,8 @@ class _QuadraticModel:
         # which they are formed): face Hessians with pivots below 16 n eps of their largest are singular
         self.cutoff = 16 * problem.n_samples * float(np.finfo(np.float32 if single else problem.X.dtype).eps)
         if quadratic:
-            self.q = np.tile(problem.means()[rows], (problem.n_outputs, 1))
+            # (read only with an intercept: the column means, which are zeros without one)
+            self.q = np.tile(problem.means()[rows], (problem.n_outputs, 1)) if self.fit_intercept else None
             self.hsum = np.ones(problem.n_outputs)
             self.h = None
             weights = problem.weights
