@@ -142,3 +142,38 @@ def test_group_lasso_shortcuts_are_the_general_formulas(positive, m):
     sub, rows = fast.restrict(np.array([2, 0, 4]))
     assert sub._ordered and not sub._l1_part
     np.testing.assert_array_equal(sub.block_dual_norms(V[rows]), fast.block_dual_norms(V)[[2, 0, 4]])
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_gram_blocks_with_equal_weights_scale_the_products(equal):
+    from normpen.linear.problem import gram_blocks
+
+    rng = np.random.default_rng(2)
+    n, p = 50, 30
+    X = np.asfortranarray(rng.standard_normal((n, p)))
+    h = np.full(n, 1.0 / n) if equal else rng.uniform(0.5, 1.5, n) / n
+    rows = rng.permutation(p).reshape(-1, 3)
+    got = gram_blocks(X, h, rows)
+    cols = X[:, rows]  # (n, blocks, 3)
+    want = np.einsum("nbi,n,nbj->bij", cols, h, cols)
+    # sums of n products h_i x_ij x_ik, either order of the products: within n eps of the sums of magnitudes
+    bound = n * np.finfo(np.float64).eps * np.einsum("nbi,n,nbj->bij", np.abs(cols), h, np.abs(cols))
+    assert np.all(np.abs(got - want) <= bound)
+
+
+def test_block_lipschitz_of_groups_reads_no_column_norms():
+    """Blocks of several rows take the top eigenvalue of their centred Gram block; the centred square
+    norms (a pass over X) are formed only for blocks of one row."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 9))
+    problem = Problem(X, rng.standard_normal(40), Quadratic())
+    pen = as_block_penalty(GroupLasso(1.0, [[0, 1, 2], [3, 4, 5], [6, 7, 8]]), (9,))
+    L = problem.block_lipschitz(pen)
+    assert problem._square_norms is None
+    Xc = X - X.mean(axis=0)
+    want = [np.linalg.eigvalsh(Xc[:, g].T @ Xc[:, g] / 40)[-1] for g in ([0, 1, 2], [3, 4, 5], [6, 7, 8])]
+    # eigenvalues of 3 x 3 sums of 40 products: within 40 eps of the block's norm, a few roundings more
+    np.testing.assert_allclose(L, want, rtol=64 * 40 * np.finfo(np.float64).eps)
+    mixed = as_block_penalty(GroupLasso(1.0, [[0, 1, 2], [3, 4, 5]]), (9,))  # rows 6-8 alone
+    L = problem.block_lipschitz(mixed)
+    np.testing.assert_allclose(L[2:], (Xc[:, 6:] ** 2).mean(axis=0), rtol=64 * 40 * np.finfo(np.float64).eps)
