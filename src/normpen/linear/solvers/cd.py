@@ -259,7 +259,7 @@ def solve(
             # certifies) a radius of 0 screened the active blocks, whose gradient sits at the threshold
             radius = np.sqrt(2 * max(report.gap, problem.objective_rounding(report.primal)) * lipschitz)
             newly = penalty.certified_zero(-grad, radius) & unscreened
-            unscreened &= ~newly
+            unscreened ^= newly  # (newly lies inside unscreened)
             if _zero_blocks(problem, state, penalty, newly):
                 problem.refit_intercept(state)
                 G, grad = problem.full_gradient(state)
@@ -353,17 +353,19 @@ def _working_set(penalty, W, violation, unscreened, ws_start, previous=None):
     nonzero = penalty.block_max(np.abs(W[:, 0]) if W.shape[1] == 1 else np.max(np.abs(W), axis=1)) > 0
     keep = (nonzero | ~penalty.penalized) & unscreened
     size = max(ws_start, 2 * int(np.count_nonzero(nonzero)))
-    candidates = np.flatnonzero(unscreened & ~keep & (violation > 0))
-    extra = size - int(np.count_nonzero(keep))
+    kept = int(np.count_nonzero(keep))
+    candidates = violation > 0
+    candidates &= keep ^ unscreened  # unscreened and not kept (keep lies inside unscreened)
+    candidates = np.flatnonzero(candidates)
+    extra = size - kept
     if extra < candidates.size:
         candidates = candidates[np.argpartition(-violation[candidates], max(extra, 1) - 1)[: max(extra, 1)]]
     chosen = keep  # a fresh mask: the blocks, sorted, are its nonzeros (no sort, no set union)
     chosen[candidates] = True
     if previous is not None:
-        count = int(np.count_nonzero(chosen))
         union = chosen.copy()
         union[previous[unscreened[previous]]] = True
-        if np.count_nonzero(union) <= 2 * max(size, count):
+        if np.count_nonzero(union) <= 2 * max(size, kept + candidates.size):  # candidates lie outside keep
             chosen = union
     return np.flatnonzero(chosen)
 
