@@ -177,3 +177,11 @@ def test_block_lipschitz_of_groups_reads_no_column_norms():
     mixed = as_block_penalty(GroupLasso(1.0, [[0, 1, 2], [3, 4, 5]]), (9,))  # rows 6-8 alone
     L = problem.block_lipschitz(mixed)
     np.testing.assert_allclose(L[2:], (Xc[:, 6:] ** 2).mean(axis=0), rtol=64 * 40 * np.finfo(np.float64).eps)
+
+
+def test_structure_key_is_kept_and_shared_by_scaled_copies():
+    pen = as_block_penalty(GroupLasso(1.0, [[0, 1], [2, 3, 4]]), (6,))
+    key = pen.structure_key
+    assert pen.scaled(0.5).structure_key is key  # the same object: its hash is computed once
+    assert pen.scaled(0.0).structure_key == key  # a rebuilt penalty forms an equal one
+    assert pen.restrict(np.array([1]))[0].structure_key != key
