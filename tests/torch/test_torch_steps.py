@@ -241,3 +241,24 @@ def test_a_bad_hyperparameter_of_another_optimizer_kind_is_caught_too():
     with pytest.raises(TypeError, match="nesterov='yes'"):
         sgd.step()
     assert torch.equal(model.weight, weight)
+
+
+def test_a_hyperparameter_changed_in_place_after_checked_steps_is_caught():
+    # the check skips values it found valid and that cannot change in place; a list can
+    model = nn.Linear(3, 2)
+    reg = Regularizer(model, Rule(L2(0.1), mode="decoupled"))
+    adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=0.1))
+    adam.param_groups[0]["betas"] = [0.9, 0.999]
+    for _ in range(2):
+        model(torch.ones(1, 3)).sum().backward()
+        adam.step()
+    adam.param_groups[0]["betas"][1] = "bad"
+    weight = model.weight.detach().clone()
+    with pytest.raises(TypeError, match="betas=\\[0.9, 'bad'\\]"):
+        adam.step()
+    assert torch.equal(model.weight, weight)
+    adam.param_groups[0]["betas"][1] = 0.999
+    adam.defaults["maximize"] = 1.0  # the defaults changed: every value checked against them again
+    with pytest.raises(TypeError, match="maximize=False, not of the kind of its default 1.0"):
+        adam.step()
+    assert torch.equal(model.weight, weight)

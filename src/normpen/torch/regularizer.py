@@ -52,9 +52,11 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import math
 import numbers
+import operator
 import sys
 import types
 import warnings
@@ -173,6 +175,7 @@ class _Wrapped:
     model_constraints: list = dataclasses.field(default_factory=list)
     dual_rules: list = dataclasses.field(default_factory=list)
     decayed: list = dataclasses.field(default_factory=list)
+    checked: dict = dataclasses.field(default_factory=dict)
     step: types.MethodType | None = None
 
 
@@ -744,7 +747,7 @@ class Regularizer:
             self._coverage_checked = False
         if not self._coverage_checked:
             self._check_coverage()
-        _check_hyperparameters(wrapped.optimizer)
+        _check_hyperparameters(wrapped.optimizer, wrapped.checked)
 
     def _check_values(self, wrapped):
         """The lagrangian rules have this step's constraint value; warn when the coupled term is missing."""
@@ -1282,26 +1285,62 @@ def _check_state_tensor(value, what, shape, nonnegative=False):
         raise ValueError(f"{what} in the state is negative; it must be >= 0")
 
 
-def _check_hyperparameters(optimizer):
+def _check_hyperparameters(optimizer, checked):
     """Every param group's hyperparameters are of the kind of the optimizer's defaults, its ``lr`` >= 0.
 
     Checked before the regularizer modifies anything, so that the optimizer
     does not fail half-way through the step (``betas="bad"``, a group with
     ``lr="0.1"``): a failed step then changes nothing.
+
+    ``checked`` (a dict, updated) holds what earlier calls found valid: per
+    group, the group and its values of the defaults' keys, under the
+    defaults as they were. A value identical to the one found valid there
+    and immutable (a number, a string, a tuple of them) is not checked
+    again, so an unchanged group costs one read of its values and a learning
+    rate scheduler's new ``lr`` is the one value checked.
     """
+    defaults = {"lr": _ABSENT, **optimizer.defaults}  # lr checked even where the defaults have none
+    keys, values = tuple(defaults), tuple(defaults.values())
+    if not _all_same(keys + values, checked.get("defaults", ())):
+        checked.clear()
+        checked["defaults"] = keys + values
+    defaults = values
     for index, group in enumerate(optimizer.param_groups):
-        for key, default in optimizer.defaults.items():
-            if key in group and not _same_kind(group[key], default):
+        values = tuple(map(group.get, keys, itertools.repeat(_ABSENT)))
+        seen_group, seen = checked.get(index, (None, None))
+        if seen_group is not group:
+            seen = (_ABSENT,) * len(keys)
+        elif _all_same(values, seen):
+            continue
+        for key, default, value, old in zip(keys, defaults, values, seen, strict=True):
+            if value is not old and value is not _ABSENT and not _same_kind(value, default):
                 raise TypeError(
-                    f"param group {index} of {type(optimizer).__name__} has {key}={group[key]!r}, not of "
+                    f"param group {index} of {type(optimizer).__name__} has {key}={value!r}, not of "
                     f"the kind of its default {default!r}; fix the group (this step changed nothing)"
                 )
-        lr = group.get("lr")
+        lr = values[0]  # keys[0] is "lr"
         if isinstance(lr, numbers.Real) and not (math.isfinite(lr) and lr >= 0):
             raise ValueError(
                 f"param group {index} has lr={lr!r}; a learning rate is finite and >= 0 (this step changed "
                 "nothing)"
             )
+        checked[index] = group, tuple(v if _immutable(v) else _ABSENT for v in values)
+
+
+#: a group's value for a key it does not have (and a value never taken as already checked)
+_ABSENT = object()
+
+
+def _all_same(values, seen):
+    """Every one of ``values`` is the object at its place in ``seen`` (of the same length)."""
+    return len(values) == len(seen) and all(map(operator.is_, values, seen))
+
+
+def _immutable(value):
+    """``value`` cannot change in place: a number, a string, ``None`` or a tuple of them."""
+    if isinstance(value, tuple):
+        return all(map(_immutable, value))
+    return value is None or type(value) in (bool, int, float, str)
 
 
 def _initialises_state(optimizer):
