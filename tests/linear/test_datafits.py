@@ -202,6 +202,26 @@ def test_logistic_is_finite_and_exact_for_extreme_margins(scale):
     assert np.all(np.isfinite(Logistic().derivative(y, z)))
 
 
+@pytest.mark.skipif(np.finfo(np.longdouble).eps > 1e-18, reason="needs an extended-precision reference")
+def test_logistic_derivatives_keep_their_relative_accuracy():
+    # |t| <= 700: beyond about 708 exp(-|t|) leaves float64's normal range and its relative accuracy
+    t = np.clip(
+        np.random.default_rng(0).standard_normal(2000) * np.repeat([1e-8, 3.0, 30.0, 300.0], 500), -700, 700
+    )
+    e = np.exp(-np.abs(t).astype(np.longdouble))  # the reference in x87 extended precision, eps 1.1e-19
+    sigma_minus = np.where(t >= 0, e, 1) / (1 + e)  # sigma(-t)
+    curvature = e / (1 + e) ** 2
+    eps = np.finfo(np.float64).eps
+    # each value is exp of -|t| (numpy's vectorised exp: within 4 ulp), then one addition and one division
+    # (phi') or one addition, one square and one division (phi''), a rounding each: at most 4 + 3 = 7 eps
+    # relative, the reference's own error (1e-19) aside; measured 1.0 and 1.8 eps (the former forms,
+    # exp(-logaddexp(...)), lose |t| eps: 7.7 and 28 eps here)
+    derivative = Logistic().phi_derivative(t)
+    second = Logistic().phi_second_derivative(t)
+    assert np.max(np.abs(derivative + sigma_minus) / sigma_minus) <= 7 * eps
+    assert np.max(np.abs(second - curvature) / curvature) <= 7 * eps
+
+
 @pytest.mark.parametrize(
     ("datafit", "y", "message"),
     [

@@ -19,26 +19,32 @@ class Logistic(MarginDatafit):
     Notes
     -----
     - :math:`\varphi'(t) = -\sigma(-t)`, :math:`\varphi''(t) = \sigma(t)\sigma(-t) \le 1/4`
-      (``curvature = 1/4``), with :math:`\sigma(t) = 1/(1+e^{-t})` computed as
-      :math:`e^{-\log(1+e^{-t})}` so that nothing overflows;
+      (``curvature = 1/4``), with :math:`\sigma(t) = 1/(1+e^{-t})`; all three are
+      computed from :math:`e = e^{-|t|} \le 1`, so that nothing overflows and
+      every value keeps its relative accuracy: :math:`\varphi(t) = \max(-t, 0) +
+      \log(1 + e)`, :math:`\sigma(-t) = e/(1+e)` for :math:`t \ge 0` and
+      :math:`1/(1+e)` otherwise, :math:`\sigma(t)\sigma(-t) = e/(1+e)^2`;
     - conjugate :math:`\varphi^*(s) = (-s)\log(-s) + (1+s)\log(1+s)` on
       :math:`s \in [-1, 0]` (the negative binary entropy), ``inf`` elsewhere.
     """
 
+    # (the forms through e = exp(-|t|) are logaddexp's own, from vectorised exp and log1p: numpy's logaddexp
+    # is a scalar loop; on 2,000 entries phi 21 -> 8 us, phi' 23 -> 8, phi'' 47 -> 5; issue 15 item 3)
     curvature = 0.25
 
     def phi(self, t):
         xp = namespace(t)
-        return xp.logaddexp(xp.zeros_like(t), -t)
+        return xp.where(t < 0, -t, xp.zeros_like(t)) + xp.log1p(xp.exp(-xp.abs(t)))
 
     def phi_derivative(self, t):
         xp = namespace(t)
-        return -xp.exp(-xp.logaddexp(xp.zeros_like(t), t))
+        e = xp.exp(-xp.abs(t))
+        return -xp.where(t >= 0, e, xp.ones_like(e)) / (1 + e)
 
     def phi_second_derivative(self, t):
         xp = namespace(t)
-        zero = xp.zeros_like(t)
-        return xp.exp(-xp.logaddexp(zero, t) - xp.logaddexp(zero, -t))
+        e = xp.exp(-xp.abs(t))
+        return e / (1 + e) ** 2
 
     def phi_conjugate(self, s):
         xp = namespace(s)
