@@ -693,36 +693,43 @@ class Problem:
         """How many of ``rows`` the Gram cache would compute products for (all of them without a cache)."""
         return rows.size if self._gram is None else self._gram.missing(rows)
 
-    def weighted_gram(self, rows, h, hsum=None, cached=True, columns=None, single=False):
+    def weighted_gram(self, rows, h, hsum=None, cached=True, columns=None, single=False, q=None):
         r"""Centred Gram :math:`X_r^\top H X_r - q q^\top / \sum h` with :math:`q = X_r^\top h`.
 
         The centring (only with an intercept) is the Schur complement that
         eliminates the intercept from a quadratic model with curvature
         weights ``h``; for the quadratic datafit (``h = a``) the result is
         taken from and stored in the Gram cache. ``columns`` are
-        :math:`X_r` when the caller holds them. With ``single`` a dense
-        design's product is formed in float32 (half the time of float64's;
-        entries then known to about :math:`n\varepsilon_{32}` of their
-        scale) and returned in float64.
+        :math:`X_r` and ``q`` is :math:`X_r^\top h` when the caller holds
+        them. With ``single`` a dense design's product is formed in float32
+        (half the time of float64's; entries then known to about
+        :math:`n\varepsilon_{32}` of their scale) and returned in float64.
         """
         if cached and self._gram is not None and h is self.weights:
             return self._gram.centred(rows, columns)
         Xr = self.columns(rows) if columns is None else columns
         if self.fit_intercept:
-            q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
+            if q is None:
+                q = np.asarray(Xr.T @ h.astype(Xr.dtype), dtype=np.float64).ravel()
             hsum = h.sum() if hsum is None else hsum
         if self.sparse:
             gram = _dense(Xr.T @ _rows_scaled(Xr, h))
             return gram - np.outer(q, q) / hsum if self.fit_intercept else gram
-        if self.fit_intercept:
-            # the columns centred on their h-weighted means q / sum h: S^T S below is then the Schur
-            # complement itself, with no cancellation against q q^T / sum h (whose entries, of the order of
-            # the means' squares, a float32 product would leave rounded to their n eps_32)
-            Xr = Xr - (q / hsum).astype(Xr.dtype)
         # S^T S with S = H^(1/2) X_r (h >= 0: a convex datafit's curvature), which numpy hands to BLAS's
-        # symmetric rank-k update: half the multiply-adds of X_r^T (H X_r)
+        # symmetric rank-k update: half the multiply-adds of X_r^T (H X_r). S is one buffer of the
+        # product's dtype, written once from X_r and scaled in place (on issue 15's workload (c), 2,000 x
+        # 712 float64 columns to float32, 1.08 -> 0.76 ms centred, 0.38 -> 0.29 ms not; the same values)
         dtype = np.float32 if single else Xr.dtype
-        S = Xr.astype(dtype, copy=False) * np.sqrt(h).astype(dtype)[:, None]
+        S = np.empty_like(Xr, dtype=dtype)
+        if self.fit_intercept:
+            # the columns centred on their h-weighted means q / sum h (in X_r's dtype, then stored): S^T S
+            # is then the Schur complement itself, with no cancellation against q q^T / sum h (whose
+            # entries, of the order of the means' squares, a float32 product would leave rounded to their
+            # n eps_32)
+            np.subtract(Xr, (q / hsum).astype(Xr.dtype), out=S, casting="unsafe")
+        else:
+            S[...] = Xr
+        S *= np.sqrt(h).astype(dtype)[:, None]
         return _dense(S.T @ S)
 
 

@@ -631,7 +631,12 @@ class _QuadraticModel:
         else:
             h = np.asarray(h, dtype=np.float64)
             self.hsum = np.maximum(h.sum(axis=0), np.finfo(np.float64).tiny)
-            self.q = np.asarray((X_ws.T @ h.astype(X_ws.dtype)).T, dtype=np.float64).reshape(h.shape[1], -1)
+            # (a pass over X_ws, made only where it is read: with an intercept)
+            self.q = (
+                np.asarray((X_ws.T @ h.astype(X_ws.dtype)).T, dtype=np.float64).reshape(h.shape[1], -1)
+                if self.fit_intercept
+                else None
+            )
             self.h = h
             weights = h[:, 0]  # the implicit model's (one output)
         if implicit:
@@ -644,7 +649,14 @@ class _QuadraticModel:
             self.Q = problem.weighted_gram(rows, problem.weights, columns=X_ws)
         else:
             grams = [
-                problem.weighted_gram(rows, h[:, c], self.hsum[c], columns=X_ws, single=single)
+                problem.weighted_gram(
+                    rows,
+                    h[:, c],
+                    self.hsum[c],
+                    columns=X_ws,
+                    single=single,
+                    q=None if self.q is None else self.q[c],
+                )
                 for c in range(h.shape[1])
             ]
             self.Q = grams[0] if len(grams) == 1 else np.stack(grams)
