@@ -136,8 +136,9 @@ def test_the_in_place_group_factor_is_the_array_formula_bit_for_bit(dtype, seed,
     norms[::7] = 0.0  # zero groups
     thresholds = torch.rand(64, generator=g, dtype=dtype) * scale  # 0: the identity
     thresholds[::5] = 0.0
-    out = torch.empty_like(norms)
-    group_soft_threshold_scale_(out, norms, thresholds)
+    out, denominators = torch.empty_like(norms), torch.empty_like(norms)
+    positive = torch.zeros_like(norms, dtype=torch.bool)  # written by the call
+    group_soft_threshold_scale_(out, norms, thresholds, positive, denominators, norms.new_ones(()))
     assert torch.equal(out, group_soft_threshold_scale(norms, thresholds))
 
 
@@ -349,3 +350,26 @@ def test_a_bucket_skips_tensors_without_gradient_and_keeps_the_others_exact():
         torch.testing.assert_close(
             model[1 - skipped].weight.detach(), pen.prox(moved, 0.2), rtol=1e-12, atol=0
         )
+
+
+def test_the_group_thresholds_follow_a_changed_step_and_a_tensor_step_changed_in_place():
+    # the thresholds are kept while the step is the same number; each call must act as a fresh one
+    pen = GroupLasso(0.5, "rows")
+    kernel = kernel_for(pen)(pen)
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    slots = [Slot("t0", x.clone(), pen, kernel)]
+    data = kernel.prepare(slots, x.dtype, "prox")
+    tensor_step = torch.tensor(0.0)
+    for value, as_tensor in (
+        (0.1, False),
+        (0.1, False),
+        (0.3, False),
+        (0.2, True),
+        (0.4, True),
+        (0.4, False),
+    ):
+        step = tensor_step.fill_(value) if as_tensor else value  # the tensor changed in place
+        y = [slots[0].local.clone()]
+        kernel.prox_(y, data, step)
+        fresh = _run(pen, "prox", [slots[0].local], value)[0]
+        assert torch.equal(y[0], fresh)  # the same operations on the same numbers

@@ -643,12 +643,18 @@ def _canonical_shape(slot):
 @dataclass(eq=False)
 class _GroupThreshold:
     """AxisGroupKernel's data: the group norms, :math:`\\lambda\\omega` per group, buffers for the
-    thresholds :math:`\\eta\\lambda\\omega` and the factors."""
+    thresholds :math:`\\eta\\lambda\\omega` (and the Python number :math:`\\eta` they were last
+    computed at, ``None`` for none or a tensor), the factors, and :func:`group_soft_threshold_scale_`'s
+    mask, denominators and 1."""
 
     norms: GroupNorms
     scaled_weights: torch.Tensor
     thresholds: torch.Tensor
     factors: torch.Tensor
+    positive: torch.Tensor
+    denominators: torch.Tensor
+    one: torch.Tensor
+    step: float | None = None
 
 
 class AxisGroupKernel(Kernel):
@@ -686,7 +692,9 @@ class AxisGroupKernel(Kernel):
         norms = GroupNorms([s.local for s in slots], dims, dtype, _split_groups(slots, dims))
         weights = [self._weights(s, d, dtype) for s, d in zip(slots, dims, strict=True)]
         scaled = (self.form.group_lam * norms.concatenate(weights)).to(norms.flat.device)
-        return _GroupThreshold(norms, scaled, torch.empty_like(norms.flat), torch.empty_like(norms.flat))
+        flat = norms.flat
+        buffers = [torch.empty_like(flat), torch.empty_like(flat), torch.empty_like(flat, dtype=torch.bool)]
+        return _GroupThreshold(norms, scaled, *buffers, torch.empty_like(flat), flat.new_ones(()))
 
     def sharded_value(self, tensors, slots):
         r""":math:`\lambda \sum_g \omega_g \|x_g\|` of FSDP2 parameters from this rank's rows: groups inside
@@ -714,22 +722,30 @@ class AxisGroupKernel(Kernel):
         return _local_group_weights(slot, torch.as_tensor(unit, dtype=dtype), dims)
 
     def prox_(self, tensors, data, step):
+        """The thresholds are kept while the step is the same Python number (a constant learning rate):
+        multiplied again only when it changes or is a tensor (whose value may have changed in place)."""
         norms = data.norms.compute(tensors)
-        torch.mul(data.scaled_weights, step, out=data.thresholds)
-        group_soft_threshold_scale_(data.factors, norms, data.thresholds)
+        if isinstance(step, torch.Tensor) or step != data.step:
+            torch.mul(data.scaled_weights, step, out=data.thresholds)
+            data.step = None if isinstance(step, torch.Tensor) else step
+        buffers = data.positive, data.denominators, data.one
+        group_soft_threshold_scale_(data.factors, norms, data.thresholds, *buffers)
         data.norms.scale_(tensors, data.factors)
 
 
-def group_soft_threshold_scale_(out, norms, thresholds):
+def group_soft_threshold_scale_(out, norms, thresholds, positive, denominators, one):
     """:func:`normpen._array.group_soft_threshold_scale` of ``norms`` (:math:`n \\ge 0`) at ``thresholds``,
-    bit for bit (tested), written into ``out``: five operations on the bucket's vectors and two temporaries
-    (the mask of nonzero norms, the denominators), where the array-API formula takes nine and seven.
+    bit for bit (tested), written into ``out``: five operations on the bucket's vectors, the mask of
+    nonzero norms and the denominators written into the buffers ``positive`` (bool) and
+    ``denominators`` (``one`` a 0-d tensor 1 of their dtype): no temporary, where the array-API
+    formula takes nine operations and seven temporaries.
 
     For :math:`n \\ge 0` the soft threshold :math:`\\operatorname{sign}(n)\\max(|n| - t, 0)` is
     :math:`\\max(n - t, 0)` (the same rounding; 0 at :math:`n = 0`).
     """
     torch.sub(norms, thresholds, out=out).clamp_min_(0)
-    out.div_(torch.where(norms > 0, norms, 1))
+    torch.gt(norms, 0, out=positive)
+    out.div_(torch.where(positive, norms, one, out=denominators))
 
 
 def _group_dims(slot, axis, plain):
