@@ -303,9 +303,8 @@ class BlockPenalty:
                 free = ~self.penalized
                 t[free] = np.where(A[free, 0] > 0, np.inf, 0.0)
             return t
-        if (
-            not self._l1_part
-        ):  # the group lasso: t = ||V_g|| / beta (no ratios, no roots: a fifth of the time)
+        # the group lasso: t = ||V_g|| / beta (no ratios, no roots: a fifth of the time)
+        if not self._l1_part:
             norms = self.block_norms(A)
             if self._all_penalized:  # every block then has beta > 0
                 return norms / beta
