@@ -668,8 +668,8 @@ class AxisGroupKernel(Kernel):
     of the bucket land in one vector (:class:`GroupNorms`: one ``vector_norm`` per tensor for rows,
     blocked sums of squares for columns; a plain sum of squares: exact unless entries exceed about
     :math:`10^{150}` in float64, :math:`10^{19}` in float32, far beyond any trained weight); the
-    thresholds and factors are six operations on preallocated vectors
-    (:func:`group_soft_threshold_scale_`), and the rescaling one ``_foreach_mul_``
+    thresholds one multiply (kept while the step is the same number) and the factors five operations on
+    preallocated vectors (:func:`group_soft_threshold_scale_`), and the rescaling one ``_foreach_mul_``
     (:meth:`GroupNorms.scale_`): nothing per tensor but the norms. Two passes over the weights, the
     norms then the rescaling: every norm must be complete before its group is rescaled.
     """
