@@ -12,6 +12,7 @@ Gram matrix.
 
 import numpy as np
 import pytest
+from sweep_models import centred_model
 
 from normpen.linear import path
 from normpen.linear.blocks import BlockPenalty
@@ -58,9 +59,7 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     # one weight for every sample takes the kernel's other move (one dgemv into v, scaled by it); 0.3 is
     # within the varied weights' range, so block 3's weight of 100 stays far above its linear term
     h = np.full(n, 0.3) if equal_weights else rng.uniform(0.1, 1.0, n)
-    q = X.T @ h if centred else np.zeros(0)
-    hsum = float(h.sum())
-    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    q, hsum, Q, absQ = centred_model(X, h, centred)
     w0, B, g0 = (rng.standard_normal((k, 1)) for _ in range(3))
     blocks = [np.arange(i, i + size) for i in range(0, k, size)]
     weights = rng.uniform(0.2, 2.0, len(blocks))
@@ -90,7 +89,6 @@ def test_a_pass_over_some_blocks_makes_the_moves_of_their_formed_sub_problem(see
     )  # fmt: skip
 
     u = EPS / 2
-    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
     after = B.copy()
     after[rows] = formed_B
     S = np.abs(g0).max() + (absQ @ (np.abs(B - w0) + np.abs(after - w0))).max()
@@ -128,13 +126,11 @@ def test_an_extrapolated_point_is_kept_when_it_lowers_the_model(seed, centred):
     n, k, size = 40, 15, 3
     X = np.asfortranarray(rng.standard_normal((n, k)))
     h = rng.uniform(0.1, 1.0, n)
-    q = X.T @ h if centred else None
-    hsum = float(h.sum())
-    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    q, hsum, Q, absQ = centred_model(X, h, centred)
     w0, B, g0 = (rng.standard_normal((k, 1)) for _ in range(3))
     blocks = [np.arange(i, i + size) for i in range(0, k, size)]
     pen = BlockPenalty.from_blocks(np.zeros((k, 1)), blocks, rng.uniform(0.2, 2.0, len(blocks)))
-    model = cd._ImplicitGram.of(X, h, q, hsum)
+    model = cd._ImplicitGram.of(X, h, q if centred else None, hsum)
     eigen = cd._block_eigen(model, pen)
     sweep = cd._ResidualBlockSweep(model, g0, w0, pen, cd._block_lipschitz_of_model(pen, eigen[0]), eigen)
     sweep.rebase(B, g0 + Q @ (B - w0))

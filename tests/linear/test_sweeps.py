@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sweep_models import centred_model
 
 from normpen._array import soft_threshold
 from normpen.linear.blocks import BlockPenalty
@@ -422,9 +423,7 @@ def test_a_residual_epoch_makes_the_moves_of_the_formed_model(seed, sparse, cent
         X[rng.random(X.shape) < 0.6] = 0.0
         X[0] = 1.0  # no empty column
     h = rng.uniform(0.1, 1.0, n)
-    q = X.T @ h if centred else np.zeros(0)
-    hsum = float(h.sum())
-    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    q, hsum, Q, absQ = centred_model(X, h, centred)
     w0, b = rng.standard_normal(k), rng.standard_normal(k)
     g0 = rng.standard_normal(k)
     inv_l = 1.0 / np.diag(Q)
@@ -445,7 +444,6 @@ def test_a_residual_epoch_makes_the_moves_of_the_formed_model(seed, sparse, cent
     )  # fmt: skip
 
     u = EPS / 2
-    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
     S = np.abs(g0).max() + (absQ @ (np.abs(b - w0) + np.abs(formed_b - w0))).max()
     growth = (1.0 + absQ.sum(axis=1).max() / np.diag(Q).min()) ** k
     tol = 2 * (n + k + 1) * u * S * growth / np.diag(Q).min() + 8 * u * np.abs(formed_b).max()
@@ -493,9 +491,7 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
         X[0] = 1.0  # no empty column
     h = rng.uniform(0.1, 1.0, n)
     centred = case == "centred"
-    q = X.T @ h if centred else np.zeros(0)
-    hsum = float(h.sum())
-    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
+    q, hsum, Q, absQ = centred_model(X, h, centred)
     w0, B = rng.standard_normal((k, 1)), rng.standard_normal((k, 1))
     g0 = rng.standard_normal((k, 1))
     blocks = [np.arange(i, i + size) for i in range(0, k, size)]
@@ -520,7 +516,6 @@ def test_a_residual_block_epoch_makes_the_moves_of_the_formed_model(seed, sparse
     )  # fmt: skip
 
     u = EPS / 2
-    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
     moved = np.abs(B - w0) + np.abs(formed_B - w0)
     S = np.abs(g0).max() + (absQ @ moved).max()
     least = min(np.linalg.eigvalsh(Q[rows[:, None], rows])[0] for rows in blocks)
@@ -569,15 +564,12 @@ def test_the_implicit_diagonal_blocks_are_the_formed_ones(centred, layout):
     n, k, size = 30, 20, 4
     X = np.asfortranarray(rng.standard_normal((n, k)))
     h = rng.uniform(0.1, 1.0, n)
-    q = X.T @ h if centred else None
-    hsum = float(h.sum())
-    Q = X.T @ (h[:, None] * X) - (np.outer(q, q) / hsum if centred else 0.0)
-    absQ = np.abs(X).T @ (h[:, None] * np.abs(X)) + (np.outer(np.abs(q), np.abs(q)) / hsum if centred else 0)
+    q, hsum, Q, absQ = centred_model(X, h, centred)
     if layout == "consecutive":
         rows = np.arange(4, 4 + 3 * size).reshape(3, size)
     else:
         rows = np.stack([np.arange(12, 16), np.arange(0, 4), [5, 9, 2, 17]])
-    got = _ImplicitGram.of(X, h, q, hsum).blocks(rows)
+    got = _ImplicitGram.of(X, h, q if centred else None, hsum).blocks(rows)
     np.testing.assert_allclose(
         got, Q[rows[:, :, None], rows[:, None, :]], rtol=0, atol=2 * (n + 2) * EPS / 2 * absQ.max()
     )
