@@ -11,6 +11,9 @@ with a tolerance, 1e-12 relative, in case a worker's BLAS sums in another order:
 squared residuals of coefficients that CD moves by ~cond * eps changes by ~1e-14.
 """
 
+import os
+from unittest import mock
+
 import numpy as np
 import pytest
 from sklearn.model_selection import KFold
@@ -30,7 +33,11 @@ def test_lasso_cv_on_a_dask_cluster_gives_the_serial_lambda_and_coefficients():
     options = {"cv": KFold(5, shuffle=True, random_state=0), "n_lams": 30, "tol": 1e-8}
     with threadpool_limits(1):
         serial = LassoCV(**options).fit(X, y)
+    # the nanny sets its workers' variables (OMP/OPENBLAS/MKL_NUM_THREADS, MALLOC_TRIM_THRESHOLD_,
+    # PYTHONHASHSEED, ...) in this process's environment and leaves them there: restored after, so that no
+    # later test's subprocess inherits them
     with (
+        mock.patch.dict(os.environ),
         distributed.LocalCluster(
             processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
         ) as cluster,
