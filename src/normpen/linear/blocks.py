@@ -269,7 +269,9 @@ class BlockPenalty:
         :math:`S_{s\alpha}` itself for ``Z >= 0`` (magnitudes) and for a positive penalty.
         """
         U = Z
-        if self._l1_part or self.positive or one_sided or not self._grouped:  # else S_0(Z) = Z: skipped
+        # S_0(Z) = Z is skipped only when the group scaling follows, which makes the new array the caller
+        # gets (returned alone, U would be Z itself)
+        if self._l1_part or self.positive or one_sided or not self._grouped:
             row_step = step if np.isscalar(step) else self._per_row(step)[:, None]
             U = soft_threshold(Z, row_step * self.l1, self.positive or one_sided)
         if self._grouped:

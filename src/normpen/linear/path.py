@@ -82,10 +82,12 @@ class _Setup:
         unpenalized columns separately: its first solve does). Tensor data start at :math:`W = 0` on
         their device (FISTA fits the unpenalized columns with the others)."""
         problem = self.problem
-        if init is not None and not problem.tensor:
-            return problem.state(*init)
-        computed = None if problem.tensor else self.__dict__.get("null_state")  # cached_property's value
-        state = problem.zero_state() if computed is None else computed.copy()
+        if not problem.tensor:
+            if init is not None:
+                return problem.state(*init)
+            computed = self.__dict__.get("null_state")  # cached_property's value
+            return problem.zero_state() if computed is None else computed.copy()
+        state = problem.zero_state()
         if init is not None:
             coef, intercept = init
             state.W = coef
