@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from normpen.linear.blocks import BlockPenalty, as_block_penalty
-from normpen.linear.datafits import Quadratic
+from normpen.linear.datafits import Logistic, MultitaskQuadratic, Quadratic
 from normpen.linear.path import path
 from normpen.linear.problem import Problem
 from normpen.linear.solvers.cd import _working_set
@@ -76,3 +76,53 @@ def test_a_path_that_keeps_its_working_sets_meets_tol_by_the_exact_gap(fit_inter
         exact = problem.certify(unit.scaled(lam), coef, intercept if fit_intercept else None).gap
         assert gap == pytest.approx(exact, abs=1e-12)
         assert exact <= tol * result.gap_scale + 1e-12
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_refitting_the_intercept_keeps_a_least_squares_gradient_equal_to_a_fresh_one(outputs):
+    """Least squares: the gradient cached before the intercept's refit, moved by the shift, is the
+    gradient formed afresh at the refitted point; no pass over X is needed (issue 15 item 3).
+
+    G = A(z - y) and X^T G are affine in the intercept. The two sides differ by the rounding of the
+    sums X^T G over n = 60 samples, each within n eps |X|^T |G| of the exact value (the sums' error
+    bound), the update's own product and addition within 2 eps |x_bar| |shift| more: the bound used is
+    2 n eps |X|^T (|G_before| + a |shift|).
+    """
+    rng = np.random.default_rng(5)
+    X = np.asfortranarray(rng.standard_normal((60, 25)))
+    y = rng.standard_normal((60, outputs)) + 4.0  # the intercept at 0 is far from its optimum
+    weights = rng.uniform(0.5, 2.0, 60)
+    datafit = Quadratic() if outputs == 1 else MultitaskQuadratic()
+    problem = Problem(X, y[:, 0] if outputs == 1 else y, datafit, weights, fit_intercept=True)
+    W = np.zeros((25, outputs))
+    W[[1, 4, 9]] = rng.standard_normal((3, outputs))
+    state = problem.state(W.reshape(problem.coef_shape))
+    G_before, _ = problem.full_gradient(state)
+    b_before = state.b.copy()
+    problem.refit_intercept(state)
+    shift = state.b - b_before
+    assert np.all(np.abs(shift) > 1.0)
+    assert state.gradient is not None
+    G_kept, grad_kept = state.gradient
+    state.gradient = None
+    G_fresh, grad_fresh = problem.full_gradient(state)
+    a = problem.weights[:, None]
+    eps = np.finfo(np.float64).eps
+    size = np.abs(G_before) + a * np.abs(shift)
+    # a(z - y) + a shift against a((z + shift) - y): two or three roundings of these magnitudes each
+    np.testing.assert_array_less(np.abs(G_kept - G_fresh), 4 * eps * size + np.finfo(np.float64).tiny)
+    bound = 2 * 60 * eps * (np.abs(X).T @ size)
+    assert np.all(np.abs(grad_kept - grad_fresh) <= bound)
+
+
+def test_refitting_the_intercept_drops_a_logistic_gradient():
+    """A logistic G is not affine in the intercept: the refit leaves the gradient to be formed again."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((50, 10))
+    y = np.where(rng.standard_normal(50) > -1.0, 1.0, -1.0)
+    problem = Problem(X, y, Logistic(), fit_intercept=True)
+    state = problem.state()
+    problem.full_gradient(state)
+    problem.refit_intercept(state)
+    assert state.b[0] != 0
+    assert state.gradient is None
