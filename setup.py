@@ -15,6 +15,11 @@ setup(
             extra_compile_args=["-O3"],
         ),
         Extension(
+            "normpen.linear.solvers._gaussian_path",
+            ["src/normpen/linear/solvers/_gaussian_path.pyx"],
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
             "normpen.linear.solvers._dual_sweeps",
             ["src/normpen/linear/solvers/_dual_sweeps.pyx"],
             extra_compile_args=["-O3"],

@@ -110,7 +110,8 @@ def test_group_lasso_path_selects_whole_groups(data):
 def test_one_warning_lists_the_strengths_that_missed_tol(data):
     X, y = data
     with pytest.warns(ConvergenceWarning, match=r"\d+ of 5 strengths did not reach tol") as record:
-        result = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-3, tol=1e-15, max_iter=1)
+        # coordinate descent's outer rounds (the covariance solver solves these strengths exactly in one)
+        result = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-3, tol=1e-15, max_iter=1, solver="cd")
     assert len([w for w in record if issubclass(w.category, ConvergenceWarning)]) == 1
     assert not np.all(result.converged)
 
@@ -193,7 +194,8 @@ def test_lasso_path_on_collinear_one_hot_columns_converges_to_bounded_coefficien
 
 def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, data):
     X, y = data
-    good = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10)
+    # cd.solve is the solver patched below: solver="cd" (auto would take the covariance solver)
+    good = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10, solver="cd")
     calls = []
 
     def diverging_once(problem, penalty, state, **options):
@@ -204,7 +206,7 @@ def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, d
         return sol
 
     monkeypatch.setattr(path_module.cd, "solve", diverging_once)
-    recovered = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10)
+    recovered = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, tol=1e-10, solver="cd")
     assert len(calls) == 6  # one extra solve, from the null state
     # a cold start and a warm one both end in the support polish (exact up to ~3e-13, as in
     # test_path_equals_independent_solves); the gap alone would allow 1.3e-4
@@ -216,7 +218,7 @@ def test_a_solve_that_diverges_is_restarted_cold_and_then_refused(monkeypatch, d
 
     monkeypatch.setattr(path_module.cd, "solve", always_diverging)
     with pytest.raises(SolverDivergedError, match="diverged at lam=.*collinear"):
-        path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2)
+        path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-2, solver="cd")
 
 
 def test_a_tolerance_below_what_float64_certifies_warns_and_still_finds_the_active_variable():

@@ -179,6 +179,25 @@ def _cd_grid(setup, lams, options):
     return Path.from_solutions(lams, solutions)
 
 
+def _covariance_takes(setup):
+    # imported on use, not by every `import normpen.linear` (cold start, issue 15)
+    from normpen.linear.solvers import gaussian_path
+
+    return gaussian_path.takes(setup.problem, setup.unit)
+
+
+def _covariance_grid(setup, lams, options):
+    """Covariance coordinate descent (:mod:`~normpen.linear.solvers.gaussian_path`); options of ``"cd"``
+    alone (``ws_start``, ``anderson``, ``screening``) send the path to :func:`_cd_grid`."""
+    from normpen.linear.solvers import gaussian_path
+
+    if set(options) - {"tol", "max_iter", "max_epochs", "progress", "init"}:
+        return _cd_grid(setup, lams, options)
+    solve = gaussian_path.PathSolver(setup.problem, setup.unit)
+    solutions = _warm_started(setup, solve, float, lams, options)
+    return Path.from_solutions(lams, solutions)
+
+
 def _lbfgs_grid(setup, lams, options):
     # imported on use, not by every `import normpen.linear` (cold start, issue 15)
     from normpen.linear.solvers import lbfgs
@@ -241,6 +260,15 @@ SOLVERS = {
             _differentiable,
             lambda setup: setup.pure_ridge and not setup.positive,
             _lbfgs_grid,
+        ),
+        SolverEntry(
+            "covariance",
+            "the Quadratic datafit with one output and a coordinate-separable penalty (L1, weighted L1, "
+            "elastic net, unpenalized coordinates) on a dense float64 numpy design (covariance coordinate "
+            "descent: each strength one compiled call)",
+            lambda datafit: isinstance(datafit, Quadratic),
+            _covariance_takes,
+            _covariance_grid,
         ),
         SolverEntry(
             "cd",
@@ -396,10 +424,13 @@ def path(
         ``n_lams`` values from :math:`\lambda_{\max}` to ``eps`` times it.
     sample_weight, fit_intercept, positive
         As for :func:`~normpen.linear.solvers.cd.coordinate_descent`.
-    solver : {"auto", "lbfgs", "cd", "fista", "svm", "ridge"}
+    solver : {"auto", "lbfgs", "covariance", "cd", "fista", "svm", "ridge"}
         A name of :data:`SOLVERS`; ``"auto"`` takes the first that takes the
         datafit and penalty: L-BFGS for a differentiable datafit with the L2
-        penalty alone, coordinate descent for block-separable penalties,
+        penalty alone, covariance coordinate descent for least squares with
+        one output, a coordinate-separable penalty and a dense float64 design
+        (options of ``"cd"`` alone send it to ``"cd"``), coordinate descent
+        for block-separable penalties,
         FISTA for the other penalties with a prox, the SVM solver for the
         hinge losses with L2 (``"ridge"``, the closed form, only by name);
         FISTA for torch tensors, which the others refuse.

@@ -1,0 +1,236 @@
+"""The covariance solver (``path(..., solver="covariance")``, :mod:`normpen.linear.solvers.gaussian_path`).
+
+Its certificate is :meth:`Problem.duality_gap`'s, so the checks are those of any certified solver:
+
+- the gap it reports is the gap :meth:`Problem.certify` recomputes on the coefficients it returns, up to
+  the rounding of the two computations (the same sums in another order);
+- every strength's gap is at most its threshold, :math:`\\max(\\text{tol}\\,P_0, 64\\epsilon|P|)`;
+- against another solution with a certified gap :math:`G_2` (coordinate descent's, or scikit-learn's
+  coefficients certified by :meth:`Problem.certify`), :math:`|P_1 - P_2| \\le G_1 + G_2` plus the rounding
+  of two objectives, :math:`64\\epsilon(|P_1| + |P_2|)` (both lie in :math:`[P^\\star, P^\\star + G_i]`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import enet_path, lasso_path
+
+from normpen.linear.blocks import as_block_penalty
+from normpen.linear.datafits import Quadratic
+from normpen.linear.path import _Setup, lambda_max, path
+from normpen.linear.problem import Problem
+from normpen.linear.solvers.gaussian_path import PathSolver
+from normpen.penalties.elastic_net import ElasticNet
+from normpen.penalties.l1 import L1
+
+EPS = np.finfo(np.float64).eps
+
+
+def _regression(n, p, seed, fit_intercept=True):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) + (3.0 if fit_intercept else 0.0)
+    X[:, 1::2] += 0.6 * X[:, ::2][:, : X[:, 1::2].shape[1]]  # correlated pairs
+    w = np.zeros(p)
+    w[: min(5, p)] = [2.0, -1.5, 1.0, 0.5, -0.5][: min(5, p)]
+    return X, X @ w + 0.5 * rng.standard_normal(n) + (4.0 if fit_intercept else 0.0)
+
+
+def _penalty(kind, p, rng=None):
+    if kind == "l1":
+        return L1(1.0)
+    if kind == "enet":
+        return ElasticNet(1.0, 0.5)
+    weights = rng.uniform(0.5, 2.0, p)
+    weights[rng.choice(p, size=min(2, p - 1), replace=False)] = 0.0  # unpenalized coordinates (not all)
+    return L1(1.0, weights=weights)
+
+
+def _gap_rounding(X, y, a, coef, intercept, block):
+    r"""A first-order bound on how far two float64 evaluations of the gap at ``coef`` can differ.
+
+    Each sums the same terms in another order; recursive summation of ``k`` terms errs by at most ``k eps``
+    times the sum of their magnitudes. The predictor :math:`z = Xw + b` errs by
+    :math:`\delta z = (p + 1)\epsilon(|X||w| + |b|)`, the gradient :math:`X^\top G` (:math:`G = a(z - y)`) by
+    :math:`\delta g = n\epsilon|X|^\top|G| + |X|^\top(a\,\delta z)`, and the dual scale
+    :math:`\kappa = \max_j |g_j|/w_j` by :math:`\max_j \delta g_j / w_j`, which moves the dual objective by at
+    most :math:`(\sum a|uy| + \sum a u^2)\,\delta\kappa` (the ridge's conjugate by
+    :math:`\sum_j (|g_j| - w_j)_+\delta g_j / \mu`). The projection onto unpenalized columns' constraints
+    adds a correction of the size of their gradient, whose rounding is that of :math:`\delta g`.
+    """
+    n, p = X.shape
+    u = X @ coef + intercept - y
+    G = a * u
+    dz = (p + 1) * EPS * (np.abs(X) @ np.abs(coef) + abs(intercept))
+    dg = n * EPS * (np.abs(X).T @ np.abs(G)) + np.abs(X).T @ (a * dz)
+    grad = X.T @ G
+    weights = block.l1[:, 0]
+    dual_terms = float(a @ np.abs(u * y)) + float(a @ (u * u))
+    objective = float(a @ (u * u)) / 2 + block.value(coef)
+    bound = (n + p) * EPS * (abs(objective) + dual_terms) + float(a @ ((2 * np.abs(u) + np.abs(y)) * dz))
+    if block.ridge > 0:
+        bound += float(np.maximum(np.abs(grad) - weights, 0) @ dg) / block.ridge
+    else:
+        penalized = weights > 0
+        bound += dual_terms * float(np.max(dg[penalized] / weights[penalized], initial=0.0))
+        bound += dual_terms * float(np.max(dg[~penalized], initial=0.0)) / weights[penalized].min()
+    return 2 * bound
+
+
+def _check_certificates(X, y, penalty, result, tol, sample_weight=None, fit_intercept=True, positive=False):
+    """Reported gap = recomputed gap (to rounding), and every gap at most its threshold."""
+    problem = Problem(X, y, Quadratic(), sample_weight, fit_intercept)
+    p0 = problem.objective_at_zero()
+    p = X.shape[1]
+    for lam, coef, intercept, gap, objective in zip(
+        result.lams, result.coefs, result.intercepts, result.dual_gaps, result.objectives, strict=True
+    ):
+        block = as_block_penalty(penalty.with_lam(lam), (p,), positive)
+        report = problem.certify(block, coef, intercept if fit_intercept else None)
+        rounding = _gap_rounding(X, y, problem.weights, coef, intercept, block)
+        assert abs(report.gap - gap) <= rounding
+        assert abs(report.primal - objective) <= rounding
+        assert gap <= max(tol * p0, 64 * EPS * abs(objective))
+
+
+def _agree(one, two, gaps_one, gaps_two):
+    """|P_1 - P_2| <= G_1 + G_2 + 64 eps (|P_1| + |P_2|) at every strength (module docstring)."""
+    bound = np.maximum(gaps_one, 0) + np.maximum(gaps_two, 0) + 64 * EPS * (np.abs(one) + np.abs(two))
+    assert np.all(np.abs(one - two) <= bound)
+
+
+@pytest.mark.parametrize("kind", ["l1", "enet", "weighted"])
+@pytest.mark.parametrize("shape", [(80, 30), (40, 120)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_agrees_with_coordinate_descent_within_both_certificates(kind, shape, fit_intercept):
+    X, y = _regression(*shape, seed=1, fit_intercept=fit_intercept)
+    penalty = _penalty(kind, shape[1], np.random.default_rng(2))
+    for tol in (1e-3, 1e-8):
+        ours = path(
+            X, y, Quadratic(), penalty, n_lams=20, fit_intercept=fit_intercept, tol=tol, solver="covariance"
+        )
+        cd = path(X, y, Quadratic(), penalty, n_lams=20, fit_intercept=fit_intercept, tol=tol, solver="cd")
+        assert ours.converged.all()
+        _check_certificates(X, y, penalty, ours, tol, fit_intercept=fit_intercept)
+        _agree(ours.objectives, cd.objectives, ours.dual_gaps, cd.dual_gaps)
+
+
+@pytest.mark.parametrize("l1_ratio", [1.0, 0.5])
+def test_agrees_with_scikit_learn_paths_within_both_certificates(l1_ratio):
+    X, y = _regression(60, 150, seed=3, fit_intercept=False)
+    penalty = L1(1.0) if l1_ratio == 1 else ElasticNet(1.0, l1_ratio)
+    ours = path(X, y, Quadratic(), penalty, n_lams=15, fit_intercept=False, tol=1e-8, solver="covariance")
+    if l1_ratio == 1:
+        _, coefs, _ = lasso_path(X, y, alphas=ours.lams, tol=1e-10, max_iter=100_000)
+    else:
+        _, coefs, _ = enet_path(X, y, l1_ratio=l1_ratio, alphas=ours.lams, tol=1e-10, max_iter=100_000)
+    problem = Problem(X, y, Quadratic(), None, False)
+    reports = [
+        problem.certify(as_block_penalty(penalty.with_lam(lam), (150,)), coef)
+        for lam, coef in zip(ours.lams, coefs.T, strict=True)
+    ]
+    theirs = np.array([r.primal for r in reports])
+    _agree(ours.objectives, theirs, ours.dual_gaps, np.array([r.gap for r in reports]))
+    _check_certificates(X, y, penalty, ours, 1e-8, fit_intercept=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(5, 60),
+    p=st.integers(1, 90),
+    kind=st.sampled_from(["l1", "enet", "weighted"]),
+    fit_intercept=st.booleans(),
+    positive=st.booleans(),
+    weighted_samples=st.booleans(),
+    tol=st.sampled_from([1e-2, 1e-4, 1e-9]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_shape_is_certified_and_agrees_with_coordinate_descent(
+    n, p, kind, fit_intercept, positive, weighted_samples, tol, seed
+):
+    # Unpenalized coordinates held at 0 by positivity are outside what the certificate handles: it projects
+    # the dual point onto X_f^T A u = 0, where the constraint is one-sided (coordinate descent's gap stays
+    # ~0.3 P0 there too, with the same coefficients)
+    assume(not (positive and kind == "weighted"))
+    rng = np.random.default_rng(seed)
+    X, y = _regression(n, p, seed, fit_intercept)
+    penalty = _penalty(kind, p, rng)
+    sample_weight = rng.uniform(0.0, 2.0, n) if weighted_samples else None
+    if sample_weight is not None:
+        sample_weight[0] = 1.0  # a positive sum
+    options = dict(sample_weight=sample_weight, fit_intercept=fit_intercept, positive=positive)
+    top = lambda_max(X, y, Quadratic(), penalty, **options)
+    assume(0 < top < np.inf)  # (0: a positive fit of data whose loss only negative weights lower)
+    options["lams"] = top * np.geomspace(1, 1e-2, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a tol below what float64 certifies warns (checked below)
+        ours = path(X, y, Quadratic(), penalty, tol=tol, solver="covariance", **options)
+        cd = path(X, y, Quadratic(), penalty, tol=tol, solver="cd", **options)
+    assert ours.converged.all()
+    if positive:
+        assert np.all(ours.coefs >= 0)
+    _check_certificates(X, y, penalty, ours, tol, sample_weight, fit_intercept, positive)
+    _agree(ours.objectives, cd.objectives, ours.dual_gaps, cd.dual_gaps)
+
+
+def test_auto_takes_it_for_least_squares_on_dense_float64_data_only():
+    X, y = _regression(30, 10, seed=4)
+    setup = _Setup(Problem(X, y, Quadratic()), L1(1.0), False)
+    from normpen.linear.path import _choose_solver
+
+    assert _choose_solver("auto", setup).name == "covariance"
+    for other in (X.astype(np.float32), __import__("scipy.sparse").sparse.csc_matrix(X)):
+        assert _choose_solver("auto", _Setup(Problem(other, y, Quadratic()), L1(1.0), False)).name == "cd"
+
+
+def test_options_of_coordinate_descent_alone_go_to_it():
+    X, y = _regression(40, 20, seed=5)
+    with_cd = path(X, y, Quadratic(), L1(1.0), n_lams=5, anderson=0, tol=1e-8)
+    cd = path(X, y, Quadratic(), L1(1.0), n_lams=5, anderson=0, tol=1e-8, solver="cd")
+    np.testing.assert_array_equal(with_cd.coefs, cd.coefs)  # the same solver, the same arithmetic
+
+
+def _solver_along(X, y, penalty):
+    problem = Problem(X, y, Quadratic())
+    setup = _Setup(problem, penalty, False)
+    return problem, setup, PathSolver(problem, setup.unit)
+
+
+def test_a_warm_start_takes_fewer_epochs_than_a_cold_one_to_the_same_solution():
+    X, y = _regression(100, 30, seed=6)
+    problem, setup, solve = _solver_along(X, y, L1(1.0))
+    state = setup.start()
+    solve(problem, 0.05, state, tol=1e-10)
+    warm = solve(problem, 0.045, state, tol=1e-10)
+    cold = solve(problem, 0.045, setup.start(), tol=1e-10)  # another state: a fresh start from W = 0
+    # both within 1e-10 P0 of the optimum: the objectives agree to the gaps (module docstring)
+    _agree(np.array([warm.objective]), np.array([cold.objective]), warm.dual_gap, cold.dual_gap)
+    assert warm.n_epochs < cold.n_epochs
+
+
+def test_a_restarted_state_is_solved_from_its_own_coefficients():
+    """The path's restart hands the solver a fresh state mid-path: it starts from that state's point."""
+    X, y = _regression(50, 40, seed=7)
+    lams = np.geomspace(0.5, 0.01, 6)
+    problem, setup, solve = _solver_along(X, y, L1(1.0))
+    state = setup.start()
+    for lam in lams[:4]:
+        solve(problem, float(lam), state, tol=1e-9)
+    fresh = setup.restart()
+    restarted = solve(problem, float(lams[4]), fresh, tol=1e-9)
+    assert restarted.converged
+    report = problem.certify(setup.unit.scaled(float(lams[4])), restarted.coef, restarted.intercept)
+    assert report.gap <= 1e-9 * problem.objective_at_zero() + 64 * EPS * abs(report.primal)
+    np.testing.assert_array_equal(fresh.W[:, 0], restarted.coef)
+
+
+def test_no_strength_is_returned_at_its_warm_start():
+    """Every strength gets coordinate descent before its first check (at a loose tol too)."""
+    X, y = _regression(80, 40, seed=8)
+    result = path(X, y, Quadratic(), L1(1.0), n_lams=10, tol=1e-2, solver="covariance")
+    assert np.all(result.n_iters >= 1)
+    assert not np.any(np.all(np.diff(result.coefs, axis=0) == 0, axis=1)[1:])  # each strength moved
