@@ -23,6 +23,7 @@ import numpy as np
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.datafits.quadratic import Quadratic
 from normpen.linear.problem import GapReport, free_constraints
+from normpen.linear.solvers import cd
 from normpen.linear.solvers._gaussian_path import GaussianPath
 
 __all__ = ["PathSolver", "takes"]
@@ -74,6 +75,17 @@ class PathSolver:
             bool(unit.positive),
             problem.fit_intercept,
             free_constraints(problem.X, problem.weights, problem.fit_intercept, free) if free.size else None,
+            (
+                5,  # Anderson memory: cd.solve's default
+                16 * problem.n_samples * problem.eps,  # cd._QuadraticModel's face rank cutoff
+                cd._REFRESH_EPOCHS,
+                cd._SETTLED_SIGNS,
+                cd._DIRECT_GRAM_FACE,
+                cd._FACE_ITERATIONS,
+                cd._FACE_REDUCTION,
+                cd._POLISH_MAX_SUPPORT,
+                cd._FACE_COST,
+            ),
         )
         self._state = None
 
