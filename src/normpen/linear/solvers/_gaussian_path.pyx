@@ -152,8 +152,7 @@ cdef class GaussianPath:
             self.pos[self.ws[j]] = -1
         self.ws_n = 0
         self.beta[:] = beta
-        new = [j for j in range(self.p) if beta[j] != 0 or self.unit[j] == 0]
-        self._add(np.asarray(new, dtype=np.intp))
+        self._add(np.flatnonzero((np.asarray(beta) != 0) | (np.asarray(self.unit) == 0)).astype(np.intp))
         self._residual()
         self.lam_prev = lam_prev
 
