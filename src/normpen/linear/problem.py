@@ -25,9 +25,10 @@ The gap :math:`P(W, b) - D(u) \ge P(W, b) - P^\star` is reported as is
 (``dual_gap_``) and compared with ``tol`` times :math:`P_0 = \min_b F(0, b)`,
 the objective at :math:`W = 0`. Unpenalized coefficients (zero weights,
 features outside every group) carry the dual constraint
-:math:`(X^\top A u)_j = 0`, which no rescaling meets: :math:`u` is first
-projected onto it (:meth:`Problem.free_projection`), so the certificate holds
-for every penalty.
+:math:`(X^\top A u)_j = 0`, or :math:`(X^\top A u)_j \ge 0` with
+``positive=True``, which no rescaling meets: :math:`u` is first projected
+onto them (:meth:`Problem.free_projection`), so the certificate holds for
+every penalty.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import array_api_compat
 import numpy as np
 import scipy.sparse as sp
+from scipy.optimize import nnls
 from sklearn.exceptions import ConvergenceWarning
 
 from normpen._array import check_array, matrix_axis_sum, namespace
@@ -57,6 +60,7 @@ __all__ = [
     "relative_stop",
     "dual_objective",
     "penalty_dual_terms",
+    "FreeConstraints",
     "free_constraints",
     "project_free",
 ]
@@ -526,7 +530,7 @@ class Problem:
         u = self.matrix(self.datafit.derivative(self.y, z))
         free = penalty.free_rows
         if free.size:
-            u, correction = self.free_projection(u, free if rows is None else rows[free])
+            u, correction = self.free_projection(u, free if rows is None else rows[free], penalty.positive)
             grad = grad - (correction if rows is None else correction[rows])
         dual = dual_objective(
             self.datafit, self.y, self.natural(u), self.weights, *penalty_dual_terms(penalty, -grad)
@@ -569,22 +573,48 @@ class Problem:
             converged=converged,
         )
 
-    def free_projection(self, u, free):
+    def free_projection(self, u, free, positive=False):
         r"""The dual point ``u`` projected onto the constraints of the unpenalized coefficients ``free``.
 
-        Unpenalized coefficients (zero weights, features in no group) add the
-        dual constraints :math:`X_f^\top A u = 0`. With :math:`\tilde X = [X_f, 1]`
-        (the column of ones with an intercept, whose constraint the intercept
-        refit already meets) the :math:`A`-orthogonal projection is
-        :math:`u - \tilde X c` with :math:`c = (\tilde X^\top A\tilde X)^+\tilde X^\top A u`.
-        Returns it and :math:`X^\top A\tilde X c`, the change of :math:`X^\top A u`
-        (from the cached :math:`X^\top A \tilde X`, so no pass over :math:`X`).
-        Near the optimum :math:`c` is tiny; a projection that leaves the
-        conjugate's domain gives an infinite gap, so the certificate stays valid.
+        An unpenalized coefficient :math:`j` (zero weights, a feature in no
+        group) adds to :math:`P` the term 0, or with ``positive`` the indicator
+        of :math:`w_j \ge 0`. Their conjugates at :math:`v_j = -(X^\top A u)_j`
+        are the indicator of :math:`v_j = 0` and
+        :math:`\sup_{w \ge 0} w v_j`, the indicator of :math:`v_j \le 0`: the
+        dual constraints :math:`X_j^\top A u = 0`, or :math:`X_j^\top A u \ge 0`
+        with ``positive`` (active only where the optimal :math:`w_j` is 0, by
+        complementary slackness). With the intercept's :math:`1^\top A u = 0`
+        (which the intercept refit already meets) they define a closed convex
+        cone :math:`K`, which the later rescaling by :math:`\kappa > 0` keeps.
+
+        ``u`` is replaced by its :math:`A`-orthogonal projection onto :math:`K`,
+        :math:`u - \tilde X c` for :math:`\tilde X = [X_f, 1]` and :math:`c`
+        minimising :math:`\tfrac12\|u - \tilde X c\|_A^2 = \text{const} - c^\top h
+        + \tfrac12 c^\top M c` with :math:`h = \tilde X^\top A u`,
+        :math:`M = \tilde X^\top A\tilde X`: :math:`c = M^+ h` for equalities;
+        with ``positive``, subject to :math:`c_j \le 0` on the coefficients'
+        columns (the projection's optimality conditions read
+        :math:`u' = u + \sum_j d_j X_j` with :math:`d_j = -c_j \ge 0` and
+        :math:`d_j X_j^\top A u' = 0`), a small nonnegative least-squares
+        problem (:func:`project_free`). A projection onto a convex set moves
+        no point closer together and fixes the optimal dual point
+        :math:`u^\star = \ell'(z^\star)`, which is in :math:`K` (the optimality
+        conditions of the unpenalized coefficients), so
+        :math:`\|u' - u^\star\|_A \le \|u - u^\star\|_A` and the gap goes to 0
+        with the primal point. (The equality projection is feasible for the
+        one-sided constraints too, but it moves :math:`u^\star` itself when a
+        coefficient sits at 0 with :math:`X_j^\top A u^\star > 0`: its gap stays
+        bounded away from 0.)
+
+        Returns the projection and :math:`X^\top A\tilde X c`, the change of
+        :math:`X^\top A u` (from the cached :math:`X^\top A \tilde X`, so no
+        pass over :math:`X`). A projection that leaves the datafit conjugate's
+        domain gives an infinite gap, so the certificate stays valid.
         """
-        key = free.tobytes()
+        key = (free.tobytes(), bool(positive))
         if self._free is None or self._free[0] != key:
-            self._free = (key, free_constraints(self.X, self.weights, self.fit_intercept, free))
+            constraints = free_constraints(self.X, self.weights, self.fit_intercept, free, positive)
+            self._free = (key, constraints)
         return project_free(self._free[1], u)
 
     def gap_threshold(self, tol, report):
@@ -826,12 +856,38 @@ def penalty_dual_terms(penalty, V):
     return None
 
 
-def free_constraints(X, weights, fit_intercept, free):
+class FreeConstraints(NamedTuple):
+    r"""What :func:`project_free` needs: :math:`\tilde X = [X_f, 1]` and the products it reads.
+
+    ``columns`` is :math:`\tilde X` (dense), ``weighted`` :math:`A\tilde X`, ``system``
+    :math:`M^+ = (\tilde X^\top A\tilde X)^+`, ``cross`` :math:`X^\top A\tilde X`, all in the
+    kind of the weights; ``one_sided`` is ``None`` for equality constraints, else the host
+    (float64) matrices ``(L, R, K, N)`` of the one-sided problem (:func:`free_constraints`).
+    """
+
+    columns: object
+    weighted: object
+    system: object
+    cross: object
+    one_sided: tuple | None = None
+
+
+def free_constraints(X, weights, fit_intercept, free, positive=False):
     r"""What :func:`project_free` needs for the unpenalized columns ``free`` (numpy, scipy.sparse or torch).
 
-    Returns :math:`\tilde X = [X_f, 1]` (dense), :math:`A\tilde X`,
-    :math:`(\tilde X^\top A\tilde X)^+` and :math:`X^\top A\tilde X`, in the
-    kind of ``weights``.
+    Returns a :class:`FreeConstraints`. With ``positive`` the constraints of the
+    columns are one-sided (:meth:`Problem.free_projection`): minimise
+    :math:`\tfrac12 c^\top Mc - c^\top h` over :math:`c = (c_B, c_E)` (``B`` the
+    columns :math:`X_f`, ``E`` the column of ones, if any) with :math:`c_B \le 0`.
+    For a fixed :math:`c_B` the best :math:`c_E = M_{EE}^+(h_E - M_{EB}c_B)`; what is
+    left, in :math:`d = -c_B \ge 0`, is
+    :math:`\tfrac12 d^\top S d + d^\top(h_B - T h_E)` with :math:`T = M_{BE}M_{EE}^+`
+    and the Schur complement :math:`S = M_{BB} - TM_{EB} = Q\Lambda Q^\top`. Over the
+    eigenvalues above :math:`k\epsilon\lambda_{\max}` (``pinv``'s cutoff), with
+    :math:`R = \Lambda^{1/2}Q^\top`, it is :math:`\tfrac12\|Rd - Lh\|^2` plus a constant,
+    for :math:`L = -\Lambda^{-1/2}Q^\top[I, -T]` (:math:`h_B - Th_E` lies in the range of
+    :math:`S`): nonnegative least squares. Then :math:`c = Kh + Nd` with
+    :math:`K = \operatorname{diag}(0, M_{EE}^+)` and :math:`N = [-I; T^\top]`.
     """
     xp = namespace(weights)
     device = array_api_compat.device(weights)
@@ -842,21 +898,59 @@ def free_constraints(X, weights, fit_intercept, free):
         ones = xp.ones((X.shape[0], 1), dtype=weights.dtype, device=device)
         columns = xp.concat([columns, ones], axis=1)
     weighted = columns * xp.reshape(weights, (-1, 1))
-    system = xp.linalg.pinv(columns.T @ weighted)
+    gram = columns.T @ weighted
+    system = xp.linalg.pinv(gram)
     cross = xp.asarray(X.T @ xp.astype(weighted, X.dtype), dtype=weights.dtype, device=device)
-    return columns, weighted, system, cross
+    one_sided = _one_sided_system(host_array(gram).astype(np.float64), len(free)) if positive else None
+    return FreeConstraints(columns, weighted, system, cross, one_sided)
+
+
+def _one_sided_system(M, k):
+    r"""``(L, R, K, N)`` of :func:`free_constraints` for the Gram matrix ``M`` (``k`` one-sided columns)."""
+    E = np.linalg.pinv(M[k:, k:])
+    T = M[:k, k:] @ E
+    values, vectors = np.linalg.eigh(M[:k, :k] - T @ M[k:, :k])
+    kept = values > k * np.finfo(np.float64).eps * max(float(values.max(initial=0.0)), 0.0)
+    root = np.sqrt(values[kept])
+    R = root[:, None] * vectors[:, kept].T
+    L = -(vectors[:, kept].T / root[:, None]) @ np.hstack([np.eye(k), -T])
+    K = np.zeros_like(M)
+    K[k:, k:] = E
+    N = np.vstack([-np.eye(k), T.T])
+    return L, R, K, N
 
 
 def project_free(constraints, u):
     r"""The projected dual point :math:`u - \tilde X c` and :math:`X^\top A\tilde X c`.
 
-    Here :math:`c = (\tilde X^\top A\tilde X)^+\tilde X^\top A u`.
+    For equality constraints :math:`c = (\tilde X^\top A\tilde X)^+\tilde X^\top A u`; for
+    one-sided ones (``positive``) :math:`c = Kh + Nd` with :math:`d \ge 0` the
+    nonnegative least-squares solution of :math:`\min\|Rd - Lh\|`, :math:`h = \tilde X^\top Au`,
+    one output at a time (:func:`free_constraints`; solved on the host in float64).
 
     ``u`` has shape ``(n,)`` or ``(n, m)``; see :meth:`Problem.free_projection`.
     """
-    columns, weighted, system, cross = constraints
-    coefficients = system @ (weighted.T @ u)
+    columns, weighted, system, cross, one_sided = constraints
+    h = weighted.T @ u
+    if one_sided is None:
+        coefficients = system @ h
+    else:
+        C = _one_sided_coefficients(one_sided, host_array(h).astype(np.float64).reshape(h.shape[0], -1))
+        coefficients = namespace(h).asarray(
+            C.reshape(h.shape), dtype=h.dtype, device=array_api_compat.device(h)
+        )
     return u - columns @ coefficients, cross @ coefficients
+
+
+def _one_sided_coefficients(one_sided, H):
+    r""":math:`c = Kh + Nd` of :func:`free_constraints` for each column :math:`h` of ``H`` (host, float64)."""
+    L, R, K, N = one_sided
+    if R.size:
+        B = L @ H
+        D = np.column_stack([nnls(R, B[:, j])[0] for j in range(B.shape[1])])
+    else:  # S = 0: every column lies in the span of the ones, whose constraint the intercept meets; d = 0
+        D = np.zeros((R.shape[1], H.shape[1]))
+    return K @ H + N @ D
 
 
 def dual_objective(datafit, y, u, weights, kappa, conjugate):

@@ -230,7 +230,9 @@ def _certifier(penalty, problem, weights, positive):
             return lambda u, grad: (u, *penalty_dual_terms(penalty, -grad))
         return None
     free = block.free_rows
-    constraints = free_constraints(problem.X, weights, problem.fit_intercept, free) if free.size else None
+    constraints = (
+        free_constraints(problem.X, weights, problem.fit_intercept, free, positive) if free.size else None
+    )
 
     def certify(u, grad):
         if constraints is not None:
