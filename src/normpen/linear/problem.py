@@ -62,6 +62,8 @@ __all__ = [
     "penalty_dual_terms",
     "FreeConstraints",
     "free_constraints",
+    "one_sided_system",
+    "one_sided_coefficients",
     "project_free",
 ]
 
@@ -901,11 +903,11 @@ def free_constraints(X, weights, fit_intercept, free, positive=False):
     gram = columns.T @ weighted
     system = xp.linalg.pinv(gram)
     cross = xp.asarray(X.T @ xp.astype(weighted, X.dtype), dtype=weights.dtype, device=device)
-    one_sided = _one_sided_system(host_array(gram).astype(np.float64), len(free)) if positive else None
+    one_sided = one_sided_system(host_array(gram).astype(np.float64), len(free)) if positive else None
     return FreeConstraints(columns, weighted, system, cross, one_sided)
 
 
-def _one_sided_system(M, k):
+def one_sided_system(M, k):
     r"""``(L, R, K, N)`` of :func:`free_constraints` for the Gram matrix ``M`` (``k`` one-sided columns)."""
     E = np.linalg.pinv(M[k:, k:])
     T = M[:k, k:] @ E
@@ -935,14 +937,14 @@ def project_free(constraints, u):
     if one_sided is None:
         coefficients = system @ h
     else:
-        C = _one_sided_coefficients(one_sided, host_array(h).astype(np.float64).reshape(h.shape[0], -1))
+        C = one_sided_coefficients(one_sided, host_array(h).astype(np.float64).reshape(h.shape[0], -1))
         coefficients = namespace(h).asarray(
             C.reshape(h.shape), dtype=h.dtype, device=array_api_compat.device(h)
         )
     return u - columns @ coefficients, cross @ coefficients
 
 
-def _one_sided_coefficients(one_sided, H):
+def one_sided_coefficients(one_sided, H):
     r""":math:`c = Kh + Nd` of :func:`free_constraints` for each column :math:`h` of ``H`` (host, float64)."""
     L, R, K, N = one_sided
     if R.size:

@@ -78,7 +78,7 @@ import scipy.sparse as sp
 from normpen._array import matrix_axis_sum
 from normpen.linear._validation import check_count, check_tol
 from normpen.linear.blocks import as_block_penalty
-from normpen.linear.problem import Problem, gram_blocks
+from normpen.linear.problem import Problem, gram_blocks, one_sided_coefficients, one_sided_system
 from normpen.linear.solvers._coordinate_solve import GAP, RESIDUAL, FaceFactor, minimize_coordinates
 from normpen.linear.solvers._sweeps import (
     BlockSteps,
@@ -544,7 +544,10 @@ class _LeastSquaresGap:
     coordinates :math:`f` project :math:`u` as :meth:`Problem.free_projection`
     does, here to :math:`u - X_f Q_{ff}^+\nabla_f`: that adds
     :math:`c_f^\top Q_{ff}^+\nabla_f` to :math:`-u^\top Ay` and removes
-    :math:`\nabla_f^\top Q_{ff}^+\nabla_f` from :math:`\|u\|_A^2`. Each test costs
+    :math:`\nabla_f^\top Q_{ff}^+\nabla_f` from :math:`\|u\|_A^2`. With ``positive`` their
+    constraints are one-sided and the coefficients :math:`c \le 0` minimise
+    :math:`\tfrac12 c^\top Q_{ff}c - c^\top\nabla_f` (:func:`~normpen.linear.problem.one_sided_system`),
+    a test the compiled solve does not make (:meth:`compiled` is then ``None``). Each test costs
     :math:`O(|ws|)`, never a pass over :math:`X`.
     """
 
@@ -553,15 +556,21 @@ class _LeastSquaresGap:
         self.yy = 2 * loss0 + float(np.vdot(W0, self.c - g0))
         self.pen, self.target, self.Q = pen, target, Q
         self.free = pen.free_rows
-        self.free_system = np.linalg.pinv(_formed(_principal(Q, self.free))) if self.free.size else None
+        free_gram = _formed(_principal(Q, self.free)) if self.free.size else None
+        self.free_system = np.linalg.pinv(free_gram) if self.free.size else None
+        one_sided = self.free.size and pen.positive
+        self.one_sided = one_sided_system(free_gram, self.free.size) if one_sided else None
 
     def compiled(self):
         """The test as :func:`_coordinate_solve.minimize_coordinates` takes it (one output, singletons).
 
         The compiled solve repeats :meth:`__call__` for blocks of one coordinate, whose dual norm
         is :math:`|v_j|/\alpha_j`; the block sweeps keep :meth:`__call__`, whose block dual norms
-        (group and sparse-group roots, several outputs) have no compiled form.
+        (group and sparse-group roots, several outputs) and one-sided projections have no compiled form
+        (``None``).
         """
+        if self.one_sided is not None:
+            return None
         free_system = np.zeros(0) if self.free_system is None else self.free_system.astype(np.float64).ravel()
         free = np.ascontiguousarray(self.free, dtype=np.intp)
         return GAP, np.ascontiguousarray(self.c[:, 0]), self.yy, float(self.target), free, free_system
@@ -572,7 +581,11 @@ class _LeastSquaresGap:
         squared = 2 * loss
         if self.free.size:
             # project the residual onto the unpenalized columns' constraints (Problem.free_projection)
-            coefficients = self.free_system @ grad[self.free]
+            coefficients = (
+                self.free_system @ grad[self.free]
+                if self.one_sided is None
+                else one_sided_coefficients(self.one_sided, grad[self.free])
+            )
             fitted += float(np.sum(coefficients * self.c[self.free]))
             squared -= float(np.sum(coefficients * grad[self.free]))
             grad = grad - _columns_product(self.Q, self.free, coefficients)
@@ -1101,7 +1114,8 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
     loop in Python made about 1,000 Python-level calls a working set). Returns the
     minimiser and the number of epochs.
     """
-    if _scalar(Q, pen, W0):
+    compiled = stop.compiled() if _scalar(Q, pen, W0) else None
+    if compiled is not None:
         B, epochs = minimize_coordinates(
             _ResidualSweep(Q, g0, W0) if isinstance(Q, _ImplicitGram) else Q,
             np.ascontiguousarray(g0[:, 0], dtype=np.float64),
@@ -1109,7 +1123,7 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
             np.ascontiguousarray(pen.l1[:, 0] + pen.group_weights, dtype=np.float64),
             float(pen.ridge),
             pen.positive,
-            stop.compiled(),
+            compiled,
             anderson,
             max_epochs,
             cutoff,
