@@ -937,7 +937,8 @@ def project_free(constraints, u):
     if one_sided is None:
         coefficients = system @ h
     else:
-        C = one_sided_coefficients(one_sided, host_array(h).astype(np.float64).reshape(h.shape[0], -1))
+        H = host_array(h).astype(np.float64)
+        C = one_sided_coefficients(one_sided, H[:, None] if H.ndim == 1 else H)
         coefficients = namespace(h).asarray(
             C.reshape(h.shape), dtype=h.dtype, device=array_api_compat.device(h)
         )
