@@ -82,7 +82,7 @@ def test_single_models_reach_the_double_models_optimum(datafit, fit_intercept, m
 
 
 def test_a_shortened_step_forms_the_next_model_in_double(monkeypatch):
-    """After an Armijo step below 1 the next model is formed in float64, otherwise in float32."""
+    """After an Armijo step below 1 the working set's next models are formed in float64, before in float32."""
     rng = np.random.default_rng(4)
     X = np.asfortranarray(rng.standard_normal((120, 30)))
     y = np.where(X[:, 0] + 0.3 * rng.standard_normal(120) > 0, 1.0, -1.0)
@@ -92,9 +92,9 @@ def test_a_shortened_step_forms_the_next_model_in_double(monkeypatch):
     def halved(*args, **kwargs):  # half of an accepted step: the objective is convex along it, still lower
         return armijo(*args, **kwargs) / 2
 
-    def model(problem, rows, X_ws, pen, z, previous, t):
-        last_step.append(t)
-        return newton_model(problem, rows, X_ws, pen, z, previous, t)
+    def model(problem, rows, X_ws, pen, z, previous, t, double):
+        last_step.append(double)
+        return newton_model(problem, rows, X_ws, pen, z, previous, t, double)
 
     def recorded(self, *args, single=False, **kwargs):
         formed.append((last_step[-1], single))
@@ -106,5 +106,5 @@ def test_a_shortened_step_forms_the_next_model_in_double(monkeypatch):
     result = coordinate_descent(X, y, Logistic(), L1(0.02), tol=1e-8, max_iter=5)
     assert np.isfinite(result.dual_gap)
     assert {single for _, single in formed} == {False, True}
-    for t, single in formed:
-        assert single == (t == 1)
+    for double, single in formed:
+        assert single == (not double)

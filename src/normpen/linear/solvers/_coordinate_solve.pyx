@@ -367,9 +367,9 @@ cdef class _Solve:
     cdef bint lowers(self, const double[::1] C) except -1:
         """``cd._lowers_model``: whether moving from ``b`` to ``C`` lowers the model by more than rounding."""
         cdef Py_ssize_t j, i
-        cdef double before = self.value(self.b), after = self.value(C), change = 0.0, size = 0.0, e
+        cdef double change = 0.0, size = 0.0, e
         cdef const double[::1] sums
-        if after == INFINITY:
+        if self.value(C) == INFINITY:
             return False
         if not self.has_row_sums and self.implicit is not None:
             sums = self.implicit.magnitude_row_sums()
@@ -389,8 +389,9 @@ cdef class _Solve:
             e = self.work[j]
             change += e * (self.grad[j] + 0.5 * self.work2[j])
             size += fabs(e) * (fabs(self.grad[j]) + self.row_sums[j] * fabs(e))
-        change += after - before
-        size += before + after
+            # the penalty's change coordinate by coordinate, |C_j| - |b_j| and C_j^2 - b_j^2 = e (C_j + b_j)
+            change += self.alpha[j] * (fabs(C[j]) - fabs(self.b[j])) + 0.5 * self.ridge * e * (C[j] + self.b[j])
+            size += fabs(e) * (self.alpha[j] + 0.5 * self.ridge * (fabs(C[j]) + fabs(self.b[j])))
         return change < -(self.terms + 2) * DBL_EPSILON * size
 
     cdef void push(self) noexcept:

@@ -376,7 +376,7 @@ def _working_set(penalty, W, violation, unscreened, ws_start, previous=None):
 
 
 def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, max_epochs, anderson):
-    """Solve the problem restricted to the working set to the duality gap ``gap_target``.
+    r"""Solve the problem restricted to the working set to the duality gap ``gap_target``.
 
     Returns the epochs used and the working set's gap report when it met the
     target at the point left (``None`` otherwise).
@@ -395,6 +395,30 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     step says the model misjudges the curvature: with a kept float32 model a
     multinomial path then stalled at a gap of 4e-9 on steps of
     :math:`t \approx 10^{-8}`.)
+
+    Models are formed in float32 until one of this working set misjudged the
+    curvature, then in float64 for the rest of its solve. A float32 Gram
+    knows its entries to about :math:`n\varepsilon_{32}` of their scale, so it
+    resolves no curvature below its face cutoff (:attr:`_QuadraticModel.cutoff`,
+    :math:`16n\varepsilon_{32}` of the largest): on near-duplicate columns
+    (issue 15: 1000 x 600, pairs :math:`x, x + 10^{-3}\xi`, L1 logistic with an
+    intercept, tol 1e-10) a face's smallest curvature was :math:`10^{-8}` of
+    :math:`0.18`, condition :math:`1.6\cdot 10^7`, far below it. Along such a
+    direction the model's curvature is rounding: its steps go arbitrarily far
+    along a valley where the objective is flat to its rounding (the Armijo
+    test takes them in full, then the working set's gap *rises*: 2.8e-6 ->
+    1.4e-5), and its face factor drops the direction, so coordinate descent
+    alone is left, converging at about :math:`1 - 1/\kappa` an epoch (9,000
+    epochs, the whole solve's budget, for a tenfold fall of the residual; the
+    path then stopped at a gap of 1e-2). The evidence of a misjudged curvature
+    is a shortened step, a working-set gap that rose after a full step, or a
+    float32 solve still short of its target after
+    :attr:`_QuadraticModel.resolved_epochs` (:math:`1/\text{cutoff}`) epochs,
+    where the solve is stopped: on a face whose condition it resolves
+    (:math:`\kappa \le 1/\text{cutoff}`) the face steps finish the solve,
+    and on issue 15's workload (c) no float32 solve took over 21 epochs (the
+    allowance there is 263). A float64 model resolves curvatures down to
+    :math:`16n\varepsilon_{64}`; the same path then reaches 1e-10.
     """
     if penalty.singletons:
         # the rows in the Gram cache's order (Problem.gram_order): new ones first, then those it holds, whose
@@ -407,7 +431,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     quadratic = problem.exact_model
     g_ws, g_b = grad[rows], problem.intercept_gradient(G)
     epochs = 0
-    model, t, primal = None, 1.0, None
+    model, t, primal, gap, double = None, 1.0, None, math.inf, False  # double: float64 models from now on
     for newton in range(_MAX_NEWTON):
         if newton:
             problem.refit_intercept(state)
@@ -417,9 +441,10 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
             report = problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows)
             if report.gap <= gap_target:
                 return epochs, report
-            primal = report.primal
+            double = double or t < 1 or report.gap > gap
+            primal, gap = report.primal, report.gap
         W_ws = state.W[rows]
-        model = _newton_model(problem, rows, X_ws, pen_ws, state.z, model, t)
+        model = _newton_model(problem, rows, X_ws, pen_ws, state.z, model, t, double)
         g_model = model.reduced(g_ws, g_b)
         if quadratic:
             # solve's working sets hold every nonzero coefficient: X_ws W_ws is X W, and the stop test's
@@ -429,8 +454,11 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
             stop = _LeastSquaresGap(problem.loss(state.z), W_ws, g_model, model.Q, pen_ws, gap_target, c)
         else:
             stop = _ResidualTarget(pen_ws, W_ws, g_model, _NEWTON_RESIDUAL_FRACTION)
-        B, db, used = model.minimize(g_ws, g_b, W_ws, pen_ws, stop, max_epochs - epochs, anderson)
+        B, db, used = model.minimize(
+            g_ws, g_b, W_ws, pen_ws, stop, min(max_epochs - epochs, model.resolved_epochs), anderson
+        )
         epochs += used
+        double = double or used >= model.resolved_epochs
         step = B - W_ws
         if not step.any():
             break
@@ -449,19 +477,20 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     return epochs, None
 
 
-def _newton_model(problem, rows, X_ws, pen, z, previous, t):
+def _newton_model(problem, rows, X_ws, pen, z, previous, t, double):
     """The Newton model at ``z``: the previous one when it may be kept, else a new one of the right kind.
 
     An exact model (least squares) is its own curvature, the sample weights (:class:`_QuadraticModel`):
-    it asks the datafit for no Hessian (about 12 us a strength on issue 15's a200). A new model
-    after a shortened step (``t < 1``, the last model misjudged the curvature) is formed in
-    float64, others in float32 (``single`` of :class:`_QuadraticModel`).
+    it asks the datafit for no Hessian (about 12 us a strength on issue 15's a200). A model is formed
+    anew after a shortened step (``t < 1``, the last model misjudged the curvature) and, with
+    ``double`` (a model of this working set misjudged it, :func:`_solve_working_set`), in float64,
+    replacing a float32 one; otherwise in float32 (``single`` of :class:`_QuadraticModel`).
     """
     exact = problem.exact_model
     D, V = (None, None) if exact else problem.datafit.hessian_factors(problem.y, z, problem.weights)
     if V is not None and pen.singletons:
         return _CoupledModel(problem, X_ws, D, V)
-    if previous is None or t < 1 or previous.drifted(D):
+    if previous is None or t < 1 or (double and previous.single) or previous.drifted(D):
         if pen.singletons:
             implicit = problem.n_outputs == 1 and _implicit_is_cheaper(X_ws)
         else:
@@ -470,7 +499,7 @@ def _newton_model(problem, rows, X_ws, pen, z, previous, t):
                 and problem.exact_model
                 and _implicit_blocks_are_cheaper(X_ws, problem.gram_missing(rows))
             )
-        return _QuadraticModel(problem, rows, X_ws, D, problem.exact_model, implicit, single=t == 1)
+        return _QuadraticModel(problem, rows, X_ws, D, problem.exact_model, implicit, single=not double)
     return previous
 
 
@@ -636,10 +665,14 @@ class _QuadraticModel:
 
     def __init__(self, problem, rows, X_ws, h, quadratic, implicit=False, single=False):
         self.fit_intercept = problem.fit_intercept
-        single = single and not (quadratic or implicit or problem.sparse)
+        self.single = single = single and not (quadratic or implicit or problem.sparse)
         # Q's entries are sums over the samples, known to about n eps of their scale (eps of the dtype in
         # which they are formed): face Hessians with pivots below 16 n eps of their largest are singular
         self.cutoff = 16 * problem.n_samples * float(np.finfo(np.float32 if single else problem.X.dtype).eps)
+        # coordinate descent converges at about 1 - 1/kappa an epoch on a face of condition kappa, and face
+        # steps finish faces whose curvatures the model resolves: a solve still short after 1/cutoff epochs
+        # is held up by curvature below the cutoff (_solve_working_set); float64 models are not cut short
+        self.resolved_epochs = math.ceil(1 / self.cutoff) if single else math.inf
         if quadratic:
             # (read only with an intercept: the column means, which are zeros without one)
             self.q = np.tile(problem.means()[rows], (problem.n_outputs, 1)) if self.fit_intercept else None
@@ -729,6 +762,9 @@ class _CoupledModel:
     multinomial path of issue 15 (f) took about 22 Newton steps per working
     set, 25 being the cap.
     """
+
+    #: Formed in float64 (no Gram matrix): its solves are never cut short (a float32 model's may be)
+    resolved_epochs = math.inf
 
     def __init__(self, problem, X_ws, D, V):
         self.fit_intercept = problem.fit_intercept
@@ -1180,24 +1216,56 @@ def _lowers_model(sweep, pen, B, grad, C):
 
     The model is quadratic, so its change is
     :math:`\langle e, \nabla_B\rangle + \tfrac12 e^\top Qe + P(C) - P(B)` with :math:`e = C - B`,
-    computed from the difference (with the float64 :math:`Q`) so that its rounding scales with
-    :math:`|e|` and not with the model's own terms: those made every small but real decrease
-    near convergence look like rounding. In float64 the product :math:`e^\top Qe` is known to
+    computed from the difference (with the float64 :math:`Q`, and the penalty's change from
+    :func:`_penalty_change`) so that its rounding scales with :math:`|e|` and not with the
+    model's own terms: those made every small but real decrease near convergence look like
+    rounding. In float64 the product :math:`e^\top Qe` is known to
     :math:`k\epsilon|e|^\top|Q||e| \le k\epsilon\sum_i r_ie_i^2` (:math:`k` the working-set size,
     :math:`r` the row sums of :math:`|Q|`, :attr:`_Sweep.row_sums`, from
     :math:`2|e_ie_j| \le e_i^2 + e_j^2` and the symmetry of :math:`Q`), the inner product to
-    :math:`k\epsilon|e|^\top|\nabla_B|` and each penalty, a sum of at most :math:`k` terms, to
-    :math:`k\epsilon P`: the decrease must exceed :math:`(k + 2)\epsilon` times the sum of these
-    terms (:meth:`_Sweep.product_terms` is :math:`k`; :math:`k + n` for an implicit :math:`Q`,
-    whose products also sum over the samples). On collinear columns :math:`Q` is singular and
-    its computed null space slightly indefinite, so a step far along it can *seem* to lower the
-    model by up to the first of them.
+    :math:`k\epsilon|e|^\top|\nabla_B|` and the penalty's change to :math:`k\epsilon` times
+    its bound: the decrease must exceed :math:`(k + 2)\epsilon` times the sum of these terms
+    (:meth:`_Sweep.product_terms` is :math:`k`; :math:`k + n` for an implicit :math:`Q`, whose
+    products also sum over the samples). On collinear columns :math:`Q` is singular and its
+    computed null space slightly indefinite, so a step far along it can *seem* to lower the model
+    by up to the first of them. (With :math:`P(C) - P(B)` taken from the two values, known to
+    :math:`k\epsilon(P(B) + P(C))`, a face step along near-duplicate columns that lowered the
+    model by 3e-15 where :math:`P \approx 0.09` was refused as rounding, and coordinate descent
+    took the solve's whole budget of 10,000 epochs in its place: issue 15.)
+    """
+    if pen.positive and np.any(C < 0):
+        return False
+    e = C - B
+    penalty, bound = _penalty_change(pen, B, C)
+    change = float(np.sum(e * (grad + 0.5 * sweep.product(e)))) + penalty
+    size = float(np.sum(np.abs(e) * (np.abs(grad) + sweep.row_sums * np.abs(e)))) + bound
+    return change < -(sweep.product_terms() + 2) * float(np.finfo(np.float64).eps) * size
+
+
+def _penalty_change(pen, B, C):
+    r""":math:`P(C) - P(B)` from the differences :math:`e = C - B`, and the sum its rounding scales with.
+
+    The L1 part is :math:`\sum\alpha(|C| - |B|)`, each term within :math:`\epsilon\alpha|e|`
+    (:math:`||C| - |B|| \le |e|`); a group's norm changes by
+    :math:`\|C_g\| - \|B_g\| = \langle e_g, B_g + C_g\rangle / (\|B_g\| + \|C_g\|)`, within a few
+    :math:`|g|\epsilon\|e_g\|` (Cauchy-Schwarz: :math:`|e_g|^\top|B_g + C_g| \le
+    \|e_g\|(\|B_g\| + \|C_g\|)`); the ridge's by :math:`\tfrac\mu2\langle e, B + C\rangle`, within
+    :math:`\tfrac\mu2|e|^\top(|B| + |C|)` times the terms' count and :math:`\epsilon`. Returns the
+    change and :math:`\sum\alpha|e| + \sum_g\beta_g\|e_g\| + \tfrac\mu2|e|^\top(|B| + |C|)`.
+    (:meth:`BlockPenalty.value` twice would be known only to :math:`\epsilon(P(B) + P(C))`.)
     """
     e = C - B
-    before, after = pen.value(B), pen.value(C)
-    change = float(np.sum(e * (grad + 0.5 * sweep.product(e)))) + after - before
-    size = float(np.sum(np.abs(e) * (np.abs(grad) + sweep.row_sums * np.abs(e)))) + before + after
-    return change < -(sweep.product_terms() + 2) * float(np.finfo(np.float64).eps) * size
+    change = float(np.sum(pen.l1 * (np.abs(C) - np.abs(B))))
+    bound = float(np.sum(pen.l1 * np.abs(e)))
+    if np.any(pen.group_weights > 0):
+        sums = pen.block_norms(B) + pen.block_norms(C)
+        moved = pen.block_sum(np.einsum("ij,ij->i", e, B + C))
+        change += float(pen.group_weights @ np.divide(moved, sums, out=np.zeros_like(sums), where=sums > 0))
+        bound += float(pen.group_weights @ pen.block_norms(e))
+    if pen.ridge:
+        change += 0.5 * pen.ridge * float(np.vdot(e, B + C))
+        bound += 0.5 * pen.ridge * float(np.sum(np.abs(e) * (np.abs(B) + np.abs(C))))
+    return change, bound
 
 
 class _Sweep:
@@ -1604,7 +1672,8 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
         :math:`e^\top Qe = (Xe)^\top H(Xe) - (q^\top e)^2/\sum h`; a move then adds :math:`HXe` to
         :math:`v` and :math:`q^\top e` to :math:`c`, as the kernel's moves do. The decrease must exceed
         :math:`(n + k + 2)\epsilon` times the sum of the terms' magnitudes (each a sum of at most
-        :math:`n + k` products), as in :func:`_lowers_model`. Only the iterates depend on the choice:
+        :math:`n + k` products; the penalty's change and its bound from :func:`_penalty_change`), as in
+        :func:`_lowers_model`. Only the iterates depend on the choice:
         the stop test reads the gradient the epoch recomputes from :math:`v`.
         """
         e = np.zeros(self.B.shape[0])
@@ -1614,7 +1683,9 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
         qe = float(self.q @ e) if self.q.size else 0.0
         C = self.B.copy()
         C[rows, 0] = point
-        before, after = self.pen.value(self.B), self.pen.value(C)
+        if self.pen.positive and np.any(C < 0):
+            return
+        penalty, bound = _penalty_change(self.pen, self.B, C)
         linear = float(e @ self.g0) + float(self.residual @ Xe) - qe * self.centre / self.Q.hsum
         quadratic = float(He @ Xe) - qe * qe / self.Q.hsum
         size = (
@@ -1622,11 +1693,10 @@ class _ResidualBlockSweep(_KeptResidual, _BlockSweep):
             + float(np.abs(self.residual) @ np.abs(Xe))
             + abs(qe * self.centre) / self.Q.hsum
             + 0.5 * (float(np.abs(He) @ np.abs(Xe)) + qe * qe / self.Q.hsum)
-            + before
-            + after
+            + bound
         )
         terms = self.Q.shape[0] + self.Q.X.shape[0] + 2
-        if linear + 0.5 * quadratic + after - before < -terms * float(np.finfo(np.float64).eps) * size:
+        if linear + 0.5 * quadratic + penalty < -terms * float(np.finfo(np.float64).eps) * size:
             self.B[rows, 0] = point
             self.residual += He
             self.centre += qe
