@@ -20,13 +20,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import enet_path, lasso_path
 
-from normpen.linear.blocks import as_block_penalty
+from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.datafits import Quadratic
 from normpen.linear.path import _Setup, lambda_max, path
 from normpen.linear.problem import Problem
+from normpen.linear.solvers import gaussian_path
 from normpen.linear.solvers.gaussian_path import PathSolver
 from normpen.penalties.elastic_net import ElasticNet
+from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
+from normpen.penalties.sparse_group_lasso import SparseGroupLasso
 
 EPS = np.finfo(np.float64).eps
 
@@ -40,7 +43,18 @@ def _regression(n, p, seed, fit_intercept=True):
     return X, X @ w + 0.5 * rng.standard_normal(n) + (4.0 if fit_intercept else 0.0)
 
 
+def _groups(p, rng, covered=1.0):
+    """Consecutive groups of 1 to 5 features over a random ``covered`` share of them (the rest in no group:
+    unpenalized coordinates), with weights in [0.5, 2]."""
+    order = rng.permutation(p)[: max(1, int(round(covered * p)))]
+    cuts = np.cumsum(rng.integers(1, 6, size=p))
+    groups = [g for g in np.split(order, cuts[cuts < order.size]) if g.size]
+    return GroupLasso(1.0, groups, weights=rng.uniform(0.5, 2.0, len(groups)))
+
+
 def _penalty(kind, p, rng=None):
+    if kind == "group":
+        return _groups(p, rng)
     if kind == "l1":
         return L1(1.0)
     if kind == "enet":
@@ -57,18 +71,20 @@ def _gap_rounding(X, y, a, coef, intercept, block):
     times the sum of their magnitudes. The predictor :math:`z = Xw + b` errs by
     :math:`\delta z = (p + 1)\epsilon(|X||w| + |b|)`, the gradient :math:`X^\top G` (:math:`G = a(z - y)`) by
     :math:`\delta g = n\epsilon|X|^\top|G| + |X|^\top(a\,\delta z)`, and the dual scale
-    :math:`\kappa = \max_j |g_j|/w_j` by :math:`\max_j \delta g_j / w_j`, which moves the dual objective by at
+    :math:`\kappa = \max_b \|g_b\|/w_b` over the blocks (a coordinate's L1 weight, a group's group weight) by
+    :math:`\max_b \|\delta g_b\| / w_b` (the norm is 1-Lipschitz), which moves the dual objective by at
     most :math:`(\sum a|uy| + \sum a u^2)\,\delta\kappa` (the ridge's conjugate by
-    :math:`\sum_j (|g_j| - w_j)_+\delta g_j / \mu`). The projection onto unpenalized columns' constraints
-    adds a correction of the size of their gradient, whose rounding is that of :math:`\delta g`.
+    :math:`\sum_b (\|g_b\| - w_b)_+\|\delta g_b\| / \mu`). The projection onto unpenalized columns'
+    constraints adds a correction of the size of their gradient, whose rounding is that of :math:`\delta g`.
     """
     n, p = X.shape
     u = X @ coef + intercept - y
     G = a * u
     dz = (p + 1) * EPS * (np.abs(X) @ np.abs(coef) + abs(intercept))
     dg = n * EPS * (np.abs(X).T @ np.abs(G)) + np.abs(X).T @ (a * dz)
-    grad = X.T @ G
-    weights = block.l1[:, 0]
+    grad = block.block_norms((X.T @ G)[:, None])
+    dg = block.block_norms(dg[:, None])
+    weights = block.block_max(block.l1[:, 0]) + block.group_weights
     dual_terms = float(a @ np.abs(u * y)) + float(a @ (u * u))
     objective = float(a @ (u * u)) / 2 + block.value(coef)
     bound = (n + p) * EPS * (abs(objective) + dual_terms) + float(a @ ((2 * np.abs(u) + np.abs(y)) * dz))
@@ -103,7 +119,7 @@ def _agree(one, two, gaps_one, gaps_two):
     assert np.all(np.abs(one - two) <= bound)
 
 
-@pytest.mark.parametrize("kind", ["l1", "enet", "weighted"])
+@pytest.mark.parametrize("kind", ["l1", "enet", "weighted", "group"])
 @pytest.mark.parametrize("shape", [(80, 30), (40, 120)])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_agrees_with_coordinate_descent_within_both_certificates(kind, shape, fit_intercept):
@@ -142,7 +158,7 @@ def test_agrees_with_scikit_learn_paths_within_both_certificates(l1_ratio):
 @given(
     n=st.integers(5, 60),
     p=st.integers(1, 90),
-    kind=st.sampled_from(["l1", "enet", "weighted"]),
+    kind=st.sampled_from(["l1", "enet", "weighted", "group"]),
     fit_intercept=st.booleans(),
     positive=st.booleans(),
     weighted_samples=st.booleans(),
@@ -234,3 +250,111 @@ def test_no_strength_is_returned_at_its_warm_start():
     result = path(X, y, Quadratic(), L1(1.0), n_lams=10, tol=1e-2, solver="covariance")
     assert np.all(result.n_iters >= 1)
     assert not np.any(np.all(np.diff(result.coefs, axis=0) == 0, axis=1)[1:])  # each strength moved
+
+
+def test_the_group_lasso_meets_its_optimality_conditions_group_by_group():
+    """At tol 1e-12 each group satisfies its own KKT conditions (checked on the coefficients, independently of
+    the certificate): a zero group :math:`\\|\\nabla_g F\\| \\le \\lambda v_g`, a nonzero one
+    :math:`\\nabla_g F + \\lambda v_g\\beta_g/\\|\\beta_g\\| = 0`. The gap bounds the distance to the optimum,
+    :math:`\\tfrac12\\|\\beta - \\beta^\\star\\|_Q^2 \\le G`, so the gradient is off by at most
+    :math:`\\|Q^{1/2}\\|\\sqrt{2G}`; the direction of a nonzero group moves by that over its norm. Both are
+    bounded by :math:`10^{-4}\\lambda v_g` here (the gap is ~1e-12 P0, the smallest nonzero group norm ~1e-2,
+    measured over the strengths)."""
+    X, y = _regression(120, 40, seed=11, fit_intercept=True)
+    penalty = _groups(40, np.random.default_rng(12))
+    result = path(X, y, Quadratic(), penalty, n_lams=8, tol=1e-12, solver="covariance")
+    block = as_block_penalty(penalty, (40,))
+    Xc = X - X.mean(axis=0)
+    for lam, coef in zip(result.lams, result.coefs, strict=True):
+        grad = Xc.T @ (Xc @ coef - (y - y.mean())) / X.shape[0]
+        bound = 1e-4 * lam
+        for g in range(block.n_blocks):
+            rows, v = block.block_rows(g), block.group_weights[g]
+            if v == 0:  # a coordinate in no group: unpenalized, its gradient is zero
+                assert abs(grad[rows]).max() <= bound
+                continue
+            norm = np.linalg.norm(coef[rows])
+            if norm == 0:
+                assert np.linalg.norm(grad[rows]) <= lam * v * (1 + 1e-4)
+            else:
+                assert np.linalg.norm(grad[rows] + lam * v * coef[rows] / norm) <= bound * v
+
+
+def _ridge_groups(p, rng, ridge):
+    """A group elastic net as a BlockPenalty (groups of 1 to 4, no L1 weight, a ridge) at strength 1."""
+    sizes = rng.integers(1, 5, size=p)
+    sizes = sizes[: np.searchsorted(np.cumsum(sizes), p) + 1]
+    sizes[-1] -= sizes.sum() - p
+    sizes = sizes[sizes > 0]
+    starts = np.cumsum(sizes) - sizes
+    return BlockPenalty(
+        np.zeros((p, 1)), rng.permutation(p), starts, rng.uniform(0.5, 2.0, sizes.size), ridge
+    )
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_a_group_elastic_net_is_certified_and_agrees_with_coordinate_descent(positive):
+    """The group elastic net (and with positivity, whose groups take proximal gradient steps) strength by
+    strength through the path solver, against cd.solve on the same block penalty."""
+    from normpen.linear.solvers import cd
+
+    X, y = _regression(60, 25, seed=13)
+    unit = _ridge_groups(25, np.random.default_rng(14), 0.5)
+    if positive:
+        unit = as_block_penalty(unit, (25,), positive=True)
+    problem = Problem(X, y, Quadratic())
+    solve = PathSolver(problem, unit)
+    setup = _Setup(problem, L1(1.0), positive)
+    state = setup.start()
+    top = unit.zero_scale(problem.target_products())
+    for lam in top * np.geomspace(1, 1e-3, 6):
+        ours = solve(problem, float(lam), state, tol=1e-10)
+        theirs = cd.solve(problem, unit.scaled(float(lam)), setup.start(), tol=1e-10)
+        assert ours.converged
+        report = problem.certify(unit.scaled(float(lam)), ours.coef, ours.intercept)
+        rounding = _gap_rounding(X, y, problem.weights, ours.coef, ours.intercept, unit.scaled(float(lam)))
+        assert abs(report.gap - ours.dual_gap) <= rounding
+        _agree(np.array([ours.objective]), np.array([theirs.objective]), ours.dual_gap, theirs.dual_gap)
+        if positive:
+            assert np.all(ours.coef >= 0)
+
+
+def test_a_working_set_wider_than_the_gram_budget_reads_its_gradient_from_the_residual(monkeypatch):
+    """Past :func:`gaussian_path.gram_limit` the kernel drops the working set's columns and Gram matrix
+    (memory :math:`n|ws| + |ws|^2` bounded) and keeps solving from the residual: the same certified path."""
+    monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
+    monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
+    assert gaussian_path.gram_limit(60) == 15  # max(1 // 60, 60 // 4) within the 20 the entries allow
+    X, y = _regression(60, 80, seed=15)
+    for penalty in (L1(1.0), _groups(80, np.random.default_rng(16))):
+        problem = Problem(X, y, Quadratic())
+        setup = _Setup(problem, penalty, False)
+        solve = PathSolver(problem, setup.unit)
+        state = setup.start()
+        lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
+        solutions = [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
+        assert not solve.kernel.gram  # the working set outgrew the budget
+        cd = path(X, y, Quadratic(), penalty, lams=lams, tol=1e-8, solver="cd")
+        for solution, objective, gap in zip(solutions, cd.objectives, cd.dual_gaps, strict=True):
+            assert solution.converged
+            _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
+
+
+@pytest.mark.parametrize(
+    "penalty",
+    [
+        SparseGroupLasso(1.0, [np.arange(0, 4), np.arange(4, 10)], l1_ratio=0.5),  # groups with an L1 weight
+        GroupLasso(1.0, [np.arange(0, 4), np.arange(4, 10)], weights=[1.0, 0.0]),  # an unpenalized group
+    ],
+)
+def test_groups_it_does_not_solve_go_to_coordinate_descent(penalty):
+    X, y = _regression(30, 10, seed=17)
+    from normpen.linear.path import _choose_solver
+
+    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), penalty, False)).name == "cd"
+    assert (
+        _choose_solver(
+            "auto", _Setup(Problem(X, y, Quadratic()), _groups(10, np.random.default_rng(0)), False)
+        ).name
+        == "covariance"
+    )

@@ -1,61 +1,76 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 r"""The compiled strength loop of :mod:`normpen.linear.solvers.gaussian_path` (covariance coordinate descent).
 
-Least squares with a coordinate-separable penalty on a dense float64 design, one output:
+Least squares with a block-separable penalty on a dense float64 design, one output:
 
 .. math::
 
     \min_{\beta, b}\; \tfrac12 \sum_i a_i (y_i - x_i^\top\beta - b)^2
-        + \sum_j w_j |\beta_j| + \tfrac\mu2 \|\beta\|^2 \;\big[+\ \iota_{\beta \ge 0}\big],
+        + \sum_j w_j |\beta_j| + \sum_g v_g \|\beta_g\| + \tfrac\mu2 \|\beta\|^2
+        \;\big[+\ \iota_{\beta \ge 0}\big],
+
+over blocks :math:`g` that partition the coordinates: a block of one coordinate carries an L1 weight
+:math:`w_j` (its group weight folded in), a block of several a group weight :math:`v_g > 0` alone (the
+lasso, elastic net, group lasso and group elastic net; a singleton is a group of size 1).
 
 :math:`\sum_i a_i = 1`. With the intercept eliminated (:math:`b = \bar y - \bar x^\top\beta`, the
 weighted means) the datafit is :math:`\tfrac12\beta^\top Q\beta - c^\top\beta + \tfrac12 s_{yy}` with the
 centred Gram matrix :math:`Q = X^\top AX - \bar x\bar x^\top`, :math:`c = X^\top A(y - \bar y)` and
 :math:`s_{yy} = \sum_i a_i (y_i - \bar y)^2` (no centring without an intercept). :class:`GaussianPath`
-keeps, across the strengths of a path, a working set of coordinates, a copy of their columns and
-:math:`Q` restricted to them (a new coordinate costs one product :math:`X_{ws}^\top A x_j` of
-:math:`n|ws|` multiply-adds, batched in one ``dgemm``), and runs one strength per call of
+keeps, across the strengths of a path, a working set of blocks, a copy of their columns and
+:math:`Q` restricted to them (a new block costs one product :math:`X_{ws}^\top A X_g` of
+:math:`n|ws||g|` multiply-adds, batched in one ``dgemm``; a group's eigen-decomposition of
+:math:`Q_{gg}` is formed once, when it enters), and runs one strength per call of
 :meth:`GaussianPath.solve`:
 
 1. *Strong rule* (Tibshirani et al., 2012): from the exact gradient at the previous solution, the
-   coordinates with :math:`|\nabla_j F| \ge \omega_j(2\lambda - \lambda_{\text{prev}})` join the working
-   set (:math:`\omega_j` the weight at strength 1); coordinates without weight are in it from the start.
-2. *Coordinate descent on the working set* with the gradient :math:`g = Q\beta - c` kept on it (one
-   axpy of a Gram column per moved coordinate), epochs until the working set's own duality gap
+   blocks whose dual norm :math:`t_g(-\nabla_g F)` (:math:`|\nabla_j F|/\omega_j`, or
+   :math:`\|\nabla_g F\|/\omega_g` for a group) is at least :math:`2\lambda - \lambda_{\text{prev}}` join
+   the working set (:math:`\omega` the weight at strength 1); coordinates without weight are in it from
+   the start.
+2. *Block coordinate descent on the working set* with the gradient :math:`g = Q\beta - c` kept on it (one
+   axpy of a Gram column per moved coordinate): a coordinate's exact minimiser, a group's exact minimiser
+   (:func:`normpen.linear.solvers._common._exact_block`: Newton's method on the secular equation in the
+   eigenbasis of :math:`Q_{gg}`; with positivity, or if it fails, a proximal gradient step with
+   :math:`L_g = \lambda_{\max}(Q_{gg})`), epochs until the working set's own duality gap
    (from Gram quantities, :math:`O(|ws|)`) is below a fraction of the target and the epoch's largest
    objective decrease :math:`Q_{jj}\delta_j^2` below the same fraction: at least one epoch, so no
-   strength is returned at its warm start. Newton steps on the face of the signs once epochs have
-   cost as much; a working set still unsolved after :data:`_SWEEP_EPOCHS` epochs (correlated columns)
-   goes to coordinate descent's compiled model solve
+   strength is returned at its warm start. Newton steps on the face of the signs of the single
+   coordinates once epochs have cost as much; a working set of single coordinates still unsolved
+   after :data:`_SWEEP_EPOCHS` epochs (correlated columns) goes to coordinate descent's compiled model
+   solve
    (:func:`normpen.linear.solvers._coordinate_solve.minimize_coordinates`: Anderson extrapolation,
    its face steps and polish), with the same stop test.
 3. *Check*: the residual (:math:`X_{ws}\beta_{ws}`), the full gradient :math:`X^\top A r` (one
    ``dgemv``) and the duality gap of :meth:`normpen.linear.problem.Problem.duality_gap` (the same dual
-   point: the residual, projected onto the unpenalized columns' constraints, rescaled into the dual ball,
-   or with the ridge part's conjugate), with the stop rule of :func:`normpen.linear.solvers.cd._stops`
-   (the gap below ``max(tol P_0, 64 eps |P|)``; below the certifiable tolerance also every coordinate's
-   prox-gradient residual at the gradient's rounding). Coordinates that violate the optimality conditions
-   join the working set; with none left the working-set target is tightened tenfold.
+   point: the residual, projected onto the unpenalized columns' constraints, rescaled into the dual ball
+   by the largest block dual norm, or with the ridge part's conjugate), with the stop rule of
+   :func:`normpen.linear.solvers.cd._stops` (the gap below ``max(tol P_0, 64 eps |P|)``; below the
+   certifiable tolerance also every block's prox-gradient residual at the gradient's rounding). Blocks
+   that violate the optimality conditions join the working set; with none left the working-set target is
+   tightened tenfold.
 """
 
-from libc.math cimport fabs
+from libc.math cimport fabs, sqrt
 from libc.string cimport memcpy
 from scipy.linalg import cython_blas, cython_lapack
 
 import numpy as np
 
-from normpen.linear.solvers._common cimport _dgemv_t, _exported, _soft
+from normpen.linear.solvers._common cimport _dgemv_t, _exact_block, _exported, _soft
 from normpen.linear.solvers._coordinate_solve import GAP, minimize_coordinates
 
 ctypedef void (*_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*, double*,
                           double*, int*) noexcept nogil
 ctypedef void (*_daxpy_t)(int*, double*, double*, int*, double*, int*) noexcept nogil
+ctypedef double (*_ddot_t)(int*, double*, int*, double*, int*) noexcept nogil
 ctypedef void (*_dpstrf_t)(char*, int*, double*, int*, int*, int*, double*, double*, int*) noexcept nogil
 ctypedef void (*_dpotrs_t)(char*, int*, int*, double*, int*, double*, int*, int*) noexcept nogil
 
 cdef _dgemv_t dgemv = <_dgemv_t>_exported(cython_blas, "dgemv")
 cdef _dgemm_t dgemm = <_dgemm_t>_exported(cython_blas, "dgemm")
 cdef _daxpy_t daxpy = <_daxpy_t>_exported(cython_blas, "daxpy")
+cdef _ddot_t ddot = <_ddot_t>_exported(cython_blas, "ddot")
 cdef _dpstrf_t dpstrf = <_dpstrf_t>_exported(cython_lapack, "dpstrf")
 cdef _dpotrs_t dpotrs = <_dpotrs_t>_exported(cython_lapack, "dpotrs")
 
@@ -72,7 +87,7 @@ cdef int _SWEEP_EPOCHS = 20
 
 
 cdef class GaussianPath:
-    """The state of one path: coefficients, the working set, its columns and Gram matrix.
+    """The state of one path: coefficients, the working set of blocks, their columns and Gram matrix.
 
     Parameters
     ----------
@@ -83,10 +98,18 @@ cdef class GaussianPath:
         :math:`\\bar x` (zeros without an intercept).
     target : float64 ndarray (p,)
         :math:`c = X^\\top A(y - \\bar y)`.
-    square_norms : float64 ndarray (p,)
-        :math:`Q_{jj}` for every coordinate (the block Lipschitz constants before their zero floor).
+    order, starts : intp ndarray (p,), (n_blocks + 1,)
+        The coordinates listed block after block, and where each block starts in ``order`` (then ``p``).
     unit : float64 ndarray (p,)
-        :math:`\\omega_j`, the L1 weight of each coordinate at strength 1.
+        :math:`w_j` at strength 1: a single coordinate's L1 weight (its group weight included), 0 in a group.
+    group : float64 ndarray (n_blocks,)
+        :math:`v_g` at strength 1: a group's weight, 0 for a single coordinate.
+    gram_limit : int
+        The most working-set coordinates whose columns and Gram matrix are kept (``n |ws| + |ws|^2``
+        floats); a wider working set drops them and its gradient is read from the residual instead.
+    lipschitz : callable
+        Returns the blocks' :math:`L_g` (:meth:`normpen.linear.problem.Problem.block_lipschitz`, floored
+        at 1), read by the stop rule below the certifiable tolerance only.
     unit_ridge : float
         :math:`\\mu` at strength 1.
     positive, fit_intercept : bool
@@ -99,26 +122,41 @@ cdef class GaussianPath:
     """
 
     cdef const double[::1, :] X
-    cdef const double[::1] y, a, means, target, sq, unit
-    cdef double[::1] beta, z, G, grad, work
+    cdef const double[::1] y, a, means, target, unit, group
+    cdef const Py_ssize_t[::1] order, starts
+    cdef double[::1] beta, z, G, grad, work, weight, blip
     cdef double ybar, syy, unit_ridge, b, lam_prev
     cdef bint positive, intercept, has_free
-    cdef int n, p, ws_n, cap
-    cdef Py_ssize_t[::1] ws, pos, found
+    cdef int n, p, nb, cap, width
+    cdef public int ws_n, ws_nb
+    cdef Py_ssize_t[::1] ws, wsb, wstart, bpos, found, iota
     cdef double[::1, :] Xws, Q
-    cdef double[::1] beta_ws, g_ws
-    cdef object free, model
+    cdef double[::1] beta_ws, g_ws, wlip, diag
+    cdef int gram_limit
+    cdef bint uniform
+    cdef public bint gram
+    cdef double[:, ::1] values, b2, g2
+    cdef double[:, :, ::1] vectors, bwork
+    cdef object free, model, lipschitz
     cdef bint settled
     cdef public double primal, dual
     cdef public int n_iter, n_epochs
 
     def __init__(
-        self, X, y, a, means, target, square_norms, unit, unit_ridge, positive, fit_intercept, free, model
+        self, X, y, a, means, target, order, starts, unit, group, gram_limit, lipschitz, unit_ridge,
+        positive, fit_intercept, free, model
     ):
         self.X = X
-        self.y, self.a, self.means, self.target, self.sq, self.unit = y, a, means, target, square_norms, unit
-        self.n, self.p = X.shape[0], X.shape[1]
+        self.y, self.a, self.means, self.target = y, a, means, target
+        self.order, self.starts, self.unit, self.group = order, starts, unit, group
+        self.n, self.p, self.nb = X.shape[0], X.shape[1], group.shape[0]
+        sizes = np.diff(starts)
+        self.width = int(sizes.max(initial=1))
+        # a block's weight in its dual norm: w_j for a single coordinate, v_g for a group
+        self.weight = np.where(sizes > 1, group, np.asarray(unit)[np.asarray(order)[np.asarray(starts)[:-1]]])
+        self.lipschitz, self.blip, self.gram_limit, self.gram = lipschitz, None, gram_limit, True
         self.unit_ridge, self.positive, self.intercept = unit_ridge, positive, fit_intercept
+        self.uniform = bool(np.all(np.asarray(a) == a[0]))
         self.ybar = float(np.dot(a, y)) if fit_intercept else 0.0
         centred = np.asarray(y) - self.ybar
         self.syy = float(np.dot(a, centred * centred))
@@ -130,10 +168,14 @@ cdef class GaussianPath:
         self.G = np.zeros(self.n)
         self.grad = np.zeros(self.p)
         self.work = np.zeros(max(self.n, self.p))
-        self.pos = np.full(self.p, -1, dtype=np.intp)
+        self.iota = np.arange(self.p, dtype=np.intp)
+        self.bpos = np.full(self.nb, -1, dtype=np.intp)
+        self.wsb = np.zeros(self.nb, dtype=np.intp)
+        self.wstart = np.zeros(self.nb + 1, dtype=np.intp)
         self.ws = np.zeros(self.p, dtype=np.intp)
         self.found = np.zeros(self.p, dtype=np.intp)
-        self.ws_n, self.cap = 0, 0
+        self.bwork = np.zeros((2, self.width, 1))
+        self.ws_n, self.ws_nb, self.cap = 0, 0, 0
         self._grow(16)
 
     def coef(self):
@@ -145,81 +187,165 @@ cdef class GaussianPath:
         return np.asarray(self.z), self.b
 
     def start(self, const double[::1] beta, double lam_prev):
-        """Move to ``beta`` (a warm start or a restart): the working set becomes its support and the
-        coordinates without weight, and the point is checked (residual and gradient)."""
-        cdef int j
-        for j in range(self.ws_n):
-            self.pos[self.ws[j]] = -1
-        self.ws_n = 0
+        """Move to ``beta`` (a warm start or a restart): the working set becomes the blocks of its support
+        and the coordinates without weight, and the point is checked (residual and gradient)."""
+        cdef int t
+        for t in range(self.ws_nb):
+            self.bpos[self.wsb[t]] = -1
+        self.ws_n, self.ws_nb = 0, 0
+        if not self.gram:
+            self.gram, self.cap = True, 0
+            self._grow(16)
         self.beta[:] = beta
-        self._add(np.flatnonzero((np.asarray(beta) != 0) | (np.asarray(self.unit) == 0)).astype(np.intp))
+        order, starts = np.asarray(self.order), np.asarray(self.starts)[:-1]
+        held = np.add.reduceat((np.asarray(beta) != 0)[order], starts) if self.nb < self.p else np.asarray(beta)[order] != 0
+        self._add(np.flatnonzero(held | (np.asarray(self.weight) == 0)).astype(np.intp))
         self._residual()
         self.lam_prev = lam_prev
 
     cdef void _grow(self, int need):
-        """Room for ``need`` working-set coordinates (doubling), the held entries copied over."""
+        """Room for ``need`` working-set coordinates (doubling; with the Gram matrix at most ``gram_limit``),
+        the held entries copied over; without it, its columns and Gram matrix are dropped."""
         cdef int cap = max(need, 2 * self.cap)
+        cdef int k = self.ws_n
         if cap > self.p:
             cap = self.p
+        if self.gram and cap > self.gram_limit:
+            cap = max(self.gram_limit, need)
         if cap <= self.cap:
             return
-        Xws = np.empty((self.n, cap), order="F")
-        Q = np.empty((cap, cap), order="F")
-        beta_ws, g_ws = np.zeros(cap), np.zeros(cap)
-        if self.ws_n:
-            k = self.ws_n
-            Xws[:, :k] = np.asarray(self.Xws)[:, :k]
-            Q[:k, :k] = np.asarray(self.Q)[:k, :k]
+        if self.gram:
+            Xws = np.empty((self.n, cap), order="F")
+            Q = np.empty((cap, cap), order="F")
+            Xws[:, :k] = np.asarray(self.Xws)[:, :k] if k else 0.0
+            Q[:k, :k] = np.asarray(self.Q)[:k, :k] if k else 0.0
+        else:
+            Xws, Q = np.empty((1, 1), order="F"), np.empty((1, 1), order="F")
+        beta_ws, g_ws, wlip, diag = np.zeros(cap), np.zeros(cap), np.zeros(cap), np.zeros(cap)
+        values, vectors = np.zeros((1, cap)), np.zeros((1, cap, self.width))
+        if k:
             beta_ws[:k] = np.asarray(self.beta_ws)[:k]
             g_ws[:k] = np.asarray(self.g_ws)[:k]
-        self.Xws, self.Q, self.beta_ws, self.g_ws, self.cap = Xws, Q, beta_ws, g_ws, cap
+            wlip[: self.ws_nb] = np.asarray(self.wlip)[: self.ws_nb]
+            diag[:k] = np.asarray(self.diag)[:k]
+            values[:, :k] = np.asarray(self.values)[:, :k]
+            vectors[:, :k] = np.asarray(self.vectors)[:, :k]
+        self.Xws, self.Q, self.beta_ws, self.g_ws, self.wlip, self.cap = Xws, Q, beta_ws, g_ws, wlip, cap
+        self.diag = diag
+        self.b2, self.g2 = beta_ws.reshape(cap, 1), g_ws.reshape(cap, 1)  # the layout of _exact_block
+        self.values, self.vectors = values, vectors
 
     def _add(self, Py_ssize_t[::1] new):
-        """Append the coordinates ``new`` to the working set: their columns, their Gram rows and columns
-        (one ``dgemm`` of :math:`X_{ws}^\\top A X_{new}`), coefficients and gradient entries."""
-        cdef int k = new.shape[0], old = self.ws_n, total, i, t, j
+        """Append the blocks ``new`` to the working set: their columns, their Gram rows and columns (one
+        ``dgemm`` of :math:`X_{ws}^\\top A X_{new}`), coefficients and gradient entries, and each block's
+        curvature (a coordinate's :math:`Q_{jj}`, a group's eigen-decomposition of :math:`Q_{gg}`)."""
+        cdef int old = self.ws_n, total = old, i, c, t, j, r, k, g, groups = 0
         cdef double one = 1.0, zero = 0.0
-        if k == 0:
+        if new.shape[0] == 0:
             return
-        total = old + k
+        for t in range(new.shape[0]):
+            total += self.starts[new[t] + 1] - self.starts[new[t]]
+        if self.gram and total > self.gram_limit:
+            self.gram, self.cap = False, 0  # too wide for the Gram matrix: the residual's gradient from now
+            self._grow(total)
         if total > self.cap:
             self._grow(total)
-        scaled = np.empty((self.n, k), order="F")
+        k = total - old
+        scaled = np.empty((self.n, k if self.gram else 1), order="F")
         cdef double[::1, :] S = scaled
-        for t in range(k):
-            j = new[t]
-            self.ws[old + t] = j
-            self.pos[j] = old + t
-            memcpy(&self.Xws[0, old + t], &self.X[0, j], self.n * sizeof(double))
-            for i in range(self.n):
-                S[i, t] = self.a[i] * self.X[i, j]
-            self.beta_ws[old + t] = self.beta[j]
-            self.g_ws[old + t] = self.grad[j]
-        dgemm("T", "N", &total, &k, &self.n, &one, &self.Xws[0, 0], &self.n, &S[0, 0], &self.n, &zero,
-              &self.Q[0, old], &self.cap)
-        if self.intercept:
-            for t in range(k):
-                for i in range(total):
-                    self.Q[i, old + t] -= self.means[self.ws[i]] * self.means[self.ws[old + t]]
-        for t in range(k):  # the new rows of the old columns, by symmetry
-            for i in range(old):
-                self.Q[old + t, i] = self.Q[i, old + t]
+        t = old
+        for r in range(new.shape[0]):
+            g = new[r]
+            self.bpos[g] = self.ws_nb
+            self.wsb[self.ws_nb] = g
+            self.wstart[self.ws_nb] = t
+            self.ws_nb += 1
+            groups += self.starts[g + 1] - self.starts[g] > 1
+            for i in range(self.starts[g], self.starts[g + 1]):
+                j = self.order[i]
+                self.ws[t] = j
+                if self.gram:
+                    memcpy(&self.Xws[0, t], &self.X[0, j], self.n * sizeof(double))
+                    for c in range(self.n):
+                        S[c, t - old] = self.a[c] * self.X[c, j]
+                else:  # the centred square norm
+                    self.diag[t] = -self.means[j] * self.means[j]
+                    for c in range(self.n):
+                        self.diag[t] += self.a[c] * self.X[c, j] * self.X[c, j]
+                self.beta_ws[t] = self.beta[j]
+                self.g_ws[t] = self.grad[j]
+                t += 1
+        self.wstart[self.ws_nb] = total
         self.ws_n = total
+        if self.gram:
+            dgemm("T", "N", &total, &k, &self.n, &one, &self.Xws[0, 0], &self.n, &S[0, 0], &self.n, &zero,
+                  &self.Q[0, old], &self.cap)
+            if self.intercept:
+                for t in range(k):
+                    for i in range(total):
+                        self.Q[i, old + t] -= self.means[self.ws[i]] * self.means[self.ws[old + t]]
+            for t in range(k):  # the new rows of the old columns, by symmetry
+                for i in range(old):
+                    self.Q[old + t, i] = self.Q[i, old + t]
+            for t in range(old, total):
+                self.diag[t] = self.Q[t, t]
+        for t in range(self.ws_nb - new.shape[0], self.ws_nb):
+            self.wlip[t] = self.diag[self.wstart[t]]
+        if groups:
+            self._eigen(self.ws_nb - new.shape[0])
+
+    def _eigen(self, int first):
+        """The eigen-decompositions of the diagonal Gram blocks of the working set's groups from the
+        ``first``-th on (one batched ``eigh`` per size; eigenvalues clamped at 0: :math:`Q` is positive
+        semi-definite), and their :math:`L_g`, the largest eigenvalue."""
+        wstart = np.asarray(self.wstart)[first : self.ws_nb + 1]
+        sizes = np.diff(wstart)
+        for size in np.unique(sizes[sizes > 1]):
+            slots = wstart[:-1][sizes == size, None] + np.arange(size)
+            d, V = np.linalg.eigh(self._gram_blocks(slots))
+            d = np.maximum(d, 0.0)
+            np.asarray(self.values)[0, slots] = d
+            np.asarray(self.vectors)[0, slots, :size] = V
+            np.asarray(self.wlip)[first + np.flatnonzero(sizes == size)] = d[:, -1]
+
+    def _gram_blocks(self, slots):
+        """The centred Gram blocks of the working-set slots ``slots`` ``(blocks, size)``: read from the kept
+        Gram matrix, else formed from the columns (:math:`X_g^\top AX_g - \bar x_g\bar x_g^\top`)."""
+        if self.gram:
+            return np.asarray(self.Q)[slots[:, :, None], slots[:, None, :]]
+        rows = np.asarray(self.ws)[slots]
+        columns = np.asarray(self.X)[:, rows]
+        blocks = np.einsum("ikr,ikc,i->krc", columns, columns, np.asarray(self.a))
+        means = np.asarray(self.means)[rows]
+        return blocks - means[:, :, None] * means[:, None, :]
 
     cdef void _residual(self) noexcept nogil:
+        """The exact point (:meth:`_point`), the full gradient :math:`X^\\top G`, and the working set's
+        gradient reset to it (no rounding carried from the epochs' updates)."""
+        cdef int k, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        self._point()
+        dgemv("T", &self.n, &self.p, &one, <double*>&self.X[0, 0], &self.n, &self.G[0], &one_i, &zero,
+              &self.grad[0], &one_i)
+        for k in range(self.ws_n):
+            self.g_ws[k] = self.grad[self.ws[k]]
+
+    cdef void _point(self) noexcept nogil:
         """The exact point from the working set's coefficients: :math:`z = X_{ws}\\beta_{ws} + b` with the
-        intercept refitted, :math:`G = A(z - y)`, the full gradient :math:`X^\\top G`, and the working
-        set's gradient reset to it (no rounding carried from the epochs' updates)."""
+        intercept refitted and :math:`G = A(z - y)`."""
         cdef int i, k, one_i = 1
         cdef double one = 1.0, zero = 0.0, shift = 0.0
         for k in range(self.ws_n):
             self.beta[self.ws[k]] = self.beta_ws[k]
-        if self.ws_n:
+        if self.ws_n and self.gram:
             dgemv("N", &self.n, &self.ws_n, &one, &self.Xws[0, 0], &self.n, &self.beta_ws[0], &one_i, &zero,
                   &self.z[0], &one_i)
         else:
             for i in range(self.n):
                 self.z[i] = 0.0
+            for k in range(self.ws_n):
+                if not self.gram and self.beta_ws[k] != 0:
+                    daxpy(&self.n, &self.beta_ws[k], <double*>&self.X[0, self.ws[k]], &one_i, &self.z[0], &one_i)
         if self.intercept:
             for i in range(self.n):
                 shift += self.a[i] * (self.y[i] - self.z[i])
@@ -227,10 +353,6 @@ cdef class GaussianPath:
         for i in range(self.n):
             self.z[i] += shift
             self.G[i] = self.a[i] * (self.z[i] - self.y[i])
-        dgemv("T", &self.n, &self.p, &one, <double*>&self.X[0, 0], &self.n, &self.G[0], &one_i, &zero,
-              &self.grad[0], &one_i)
-        for k in range(self.ws_n):
-            self.g_ws[k] = self.grad[self.ws[k]]
 
     def solve(self, double lam, double tol, double scale, double eps, int max_iter, int max_epochs):
         """Solve at strength ``lam`` from the current point; returns ``(gap, threshold)``.
@@ -240,13 +362,16 @@ cdef class GaussianPath:
         ``dual``, ``n_iter`` (working-set rounds) and ``n_epochs`` are left on the object.
         """
         cdef double fraction = _INNER_FRACTION, gap, threshold, target
-        cdef int rounds = 0, epochs = 0, found
-        self._add(self.found[:self._outside(2 * lam - self.lam_prev, lam, False)])
+        cdef int rounds = 0, epochs = 0, found, sweep
+        cdef bint coordinates
+        self._add(self.found[:self._outside(2 * lam - self.lam_prev, False)])
         while True:
             if rounds < max_iter and epochs < max_epochs:
                 target = fraction * max(tol * scale, 64 * eps * fabs(self.primal))
-                epochs += self._epochs(lam, target, min(max_epochs - epochs, _SWEEP_EPOCHS))
-                if not self.settled and epochs < max_epochs:
+                coordinates = self.gram and self.ws_n == self.ws_nb  # the model solve's: Q, single coordinates
+                sweep = min(max_epochs - epochs, _SWEEP_EPOCHS if coordinates else max_epochs)
+                epochs += self._epochs(lam, target, sweep)
+                if not self.settled and coordinates and epochs < max_epochs:
                     epochs += self._model_solve(lam, target, max_epochs - epochs)
                 rounds += 1
                 self._residual()
@@ -255,7 +380,7 @@ cdef class GaussianPath:
                 break
             if self._stops(lam, tol, scale, eps, gap, threshold):
                 break
-            found = self._outside(lam, lam, True)
+            found = self._outside(lam, True)
             if found:
                 self._add(self.found[:found])
             else:
@@ -264,32 +389,50 @@ cdef class GaussianPath:
         self.n_iter, self.n_epochs = rounds, epochs
         return gap, threshold
 
-    cdef int _outside(self, double level, double lam, bint strict) noexcept nogil:
-        """Write into ``found`` the coordinates outside the working set whose gradient reaches ``level``
-        times their weight (strictly: violators of the optimality conditions at zero; else the sequential
+    cdef int _outside(self, double level, bint strict) noexcept nogil:
+        """Write into ``found`` the blocks outside the working set whose gradient reaches ``level`` times
+        their weight (strictly: violators of the optimality conditions at zero; else the sequential
         strong rule's level :math:`2\\lambda - \\lambda_{\\text{prev}}`); returns how many."""
-        cdef int j, count = 0
+        cdef int g, count = 0
         cdef double excess
-        for j in range(self.p):
-            if self.pos[j] >= 0:
+        for g in range(self.nb):
+            if self.bpos[g] >= 0:
                 continue
-            excess = self._excess(j, level)
+            excess = self._magnitude(&self.grad[0], &self.order[self.starts[g]],
+                                     self.starts[g + 1] - self.starts[g]) - level * self.weight[g]
             if excess > 0 or (excess == 0 and not strict):
-                self.found[count] = j
+                self.found[count] = g
                 count += 1
         return count
 
-    cdef inline double _excess(self, int j, double lam) noexcept nogil:
-        """:math:`A_j - \\lambda\\omega_j` with :math:`A_j = |\\nabla_j F|` (its negative part with positivity)."""
-        cdef double v = -self.grad[j]
-        if not self.positive:
-            v = fabs(v)
-        return v - lam * self.unit[j]
+    cdef inline double _magnitude(self, const double *V, const Py_ssize_t *rows, int size) noexcept nogil:
+        """A block's magnitude in its dual norm (the dual norm is it over the block's weight): for one
+        coordinate :math:`|V_j|` (:math:`-V_j` with positivity), for a group :math:`\\|V_g\\|`
+        (:math:`\\|(-V_g)_+\\|`)."""
+        cdef int r
+        cdef double v, total = 0.0
+        if size == 1:
+            return -V[rows[0]] if self.positive else fabs(V[rows[0]])
+        for r in range(size):
+            v = -V[rows[r]]
+            if v > 0 or not self.positive:
+                total += v * v
+        return sqrt(total)
+
+    cdef inline double _dual_part(self, double magnitude, double weight, double mu, double *kappa) noexcept nogil:
+        """One block's part of the dual: with :math:`\\mu > 0` its conjugate's term
+        :math:`(m - w)_+^2` (returned; divided by :math:`2\\mu` by the caller), else 0 with ``kappa``
+        raised to its dual norm :math:`m / w` (a penalized block)."""
+        if mu > 0:
+            return (magnitude - weight) * (magnitude - weight) if magnitude > weight else 0.0
+        if weight > 0 and magnitude > kappa[0] * weight:
+            kappa[0] = magnitude / weight
+        return 0.0
 
     cdef int _model_solve(self, double lam, double target, int max_epochs):
-        """The working set solved by ``minimize_coordinates`` from the current point to the working-set
-        gap ``target`` (:class:`normpen.linear.solvers.cd._LeastSquaresGap`'s test, whose unpenalized
-        coordinates need the pseudo-inverse of their Gram block); returns the epochs used."""
+        """The working set (single coordinates) solved by ``minimize_coordinates`` from the current point to
+        the working-set gap ``target`` (:class:`normpen.linear.solvers.cd._LeastSquaresGap`'s test, whose
+        unpenalized coordinates need the pseudo-inverse of their Gram block); returns the epochs used."""
         cdef int k = self.ws_n
         if k == 0:
             return 0
@@ -308,64 +451,138 @@ cdef class GaussianPath:
         np.asarray(self.beta_ws)[:k] = B
         return used
 
+    cdef void _block_step(self, int t, double lam, double mu) noexcept nogil:
+        r"""The new coefficients of the working set's ``t``-th block into ``bwork[1]``: a group's exact
+        minimiser of the model over it (:func:`_exact_block`, without positivity), else the proximal step
+        :math:`S_{v_g}(S_{w}(L\beta_g - g_g)) / (L + \mu)` with :math:`L = L_g` (for one coordinate,
+        :math:`L = Q_{jj}`, its exact minimiser)."""
+        cdef int s = self.wstart[t], size = self.wstart[t + 1] - self.wstart[t], r
+        cdef double v = lam * self.group[self.wsb[t]], L = self.wlip[t], u, norm = 0.0, shrink = 1.0
+        if v > 0 and not self.positive and _exact_block(
+            self.values, self.vectors, self.g2, self.b2, s, size, True, v, mu, self.bwork
+        ):
+            return
+        for r in range(size):
+            u = _soft(L * self.beta_ws[s + r] - self.g_ws[s + r], lam * self.unit[self.ws[s + r]], self.positive)
+            self.bwork[1, r, 0] = u
+            norm += u * u
+        if v > 0:
+            norm = sqrt(norm)
+            shrink = _soft(norm, v, False) / norm if norm > 0 else 0.0
+        for r in range(size):
+            self.bwork[1, r, 0] = self.bwork[1, r, 0] * shrink / (L + mu)
+
     cdef int _epochs(self, double lam, double target, int max_epochs):
-        """Cyclic epochs over the working set until its gap and an epoch's largest decrease are at most
-        ``target`` (at least one epoch); returns the epochs run.
+        """Cyclic epochs over the working set's blocks until its gap and an epoch's largest decrease are at
+        most ``target`` (at least one epoch); returns the epochs run.
 
         After an epoch that changed no coordinate's zero pattern, once the epochs since the last face
         step have cost (in multiply-adds, times :data:`_FACE_SPEED`) what a face step costs, a face step
         (:meth:`_face_step`) is taken; and once at the stop when it costs less than an epoch (small
         supports then end on their face, exactly, as coordinate descent's support polish).
+
+        Without the Gram matrix a zero block's visit costs a gradient (:math:`n|g|`, where with it a
+        zero coordinate costs one comparison), so after a full epoch the epochs visit the nonzero blocks
+        alone until their decrease is at most ``target``, then a full epoch checks the working set (the
+        active-set cycling of glmnet and adelie); the stop is decided on full epochs.
         """
-        cdef int k, epochs = 0, one_i = 1, n = self.ws_n, active
-        cdef bint switched, polished = False
-        cdef double mu = lam * self.unit_ridge, qkk, old, new, delta, moved, work = 0.0, face
+        cdef int t, k, r, s, size, epochs = 0, one_i = 1, n = self.ws_n, active, i
+        cdef bint switched, polished = False, full = True
+        cdef double mu = lam * self.unit_ridge, old, new, delta, moved, decrease, work = 0.0, face
         self.settled = False
         while epochs < max_epochs:
             epochs += 1
             moved = 0.0
             switched = False
             active = 0
-            for k in range(n):
-                qkk = self.Q[k, k]
-                old = self.beta_ws[k]
-                if qkk <= 0:
+            for t in range(self.ws_nb):
+                if self.wlip[t] <= 0:
                     continue
-                new = _soft(qkk * old - self.g_ws[k], lam * self.unit[self.ws[k]], self.positive) / (qkk + mu)
-                if new != old:
-                    delta = new - old
-                    self.beta_ws[k] = new
-                    daxpy(&n, &delta, &self.Q[0, k], &one_i, &self.g_ws[0], &one_i)
-                    work += n
-                    switched = switched or old == 0 or new == 0
-                    if qkk * delta * delta > moved:
-                        moved = qkk * delta * delta
-                if new != 0:
-                    active += 1
+                s, size = self.wstart[t], self.wstart[t + 1] - self.wstart[t]
+                if not full and self._zero(s, s + size):
+                    continue
+                if not self.gram:
+                    self._gradient(s, s + size)
+                self._block_step(t, lam, mu)
+                decrease = 0.0
+                for r in range(size):
+                    k = s + r
+                    old, new = self.beta_ws[k], self.bwork[1, r, 0]
+                    if new != old:
+                        delta = new - old
+                        self.beta_ws[k] = new
+                        if self.gram:
+                            daxpy(&n, &delta, &self.Q[0, k], &one_i, &self.g_ws[0], &one_i)
+                        else:
+                            self._move(self.ws[k], delta)
+                        work += n
+                        switched = switched or old == 0 or new == 0
+                        decrease += self.diag[k] * delta * delta
+                    if new != 0 and size == 1 and self.gram:  # face steps need the Gram matrix
+                        active += 1
+                if decrease > moved:
+                    moved = decrease
             face = active * (active * active / 3.0 + n)
+            if not full:
+                full = moved <= target
+                continue
+            full = self.gram
             self.settled = moved <= target and self._working_gap(lam) <= target
             if self.settled:
-                if polished or switched or face > _FACE_SPEED * active * n:
+                if polished or switched or active == 0 or face > _FACE_SPEED * active * n:
                     break
                 polished = True  # a face step cheaper than an epoch: small supports end on their face
                 self._face_step(lam)
-            elif _FACE_SPEED * work >= face:
+            elif active and _FACE_SPEED * work >= face:
                 self._face_step(lam)
                 work = 0.0
         return epochs
 
-    cdef void _face_step(self, double lam):
-        r"""A Newton step on the face of the current signs: on the nonzero coordinates :math:`A`, with
-        :math:`H = Q_{AA} + \mu I` and :math:`\nabla_A = g_A + \mu\beta_A + w_A\operatorname{sign}\beta_A`,
-        :math:`d = -H^{-1}\nabla_A` on the coordinates of a pivoted Cholesky factor of :math:`H`'s numerical
-        rank (``dpstrf``; the others keep their values: with more coordinates than samples :math:`H` is
-        singular), shortened to the first coordinate it would take through zero (set to zero there).
-        The model is quadratic on the face and decreases along :math:`d` up to :math:`t = 1`, so every
-        step taken lowers it."""
-        cdef int k, i, c, m = 0, rank = 0, info = 0, one_i = 1, n = self.ws_n, blocked = -1
-        cdef double mu = lam * self.unit_ridge, t = 1.0, b, step, cutoff = -1.0
-        for k in range(n):
+    cdef inline bint _zero(self, int first, int last) noexcept nogil:
+        """Whether the working set's coefficients on the slots ``first`` to ``last`` are all zero."""
+        cdef int k
+        for k in range(first, last):
             if self.beta_ws[k] != 0:
+                return False
+        return True
+
+    cdef void _gradient(self, int first, int last) noexcept nogil:
+        """Without the Gram matrix: the working set's gradient on the slots ``first`` to ``last`` from the
+        residual, :math:`x_j^\top G` (:math:`G` sums to 0 with an intercept, so the centring drops out)."""
+        cdef int k, one_i = 1
+        for k in range(first, last):
+            self.g_ws[k] = ddot(&self.n, <double*>&self.X[0, self.ws[k]], &one_i, &self.G[0], &one_i)
+
+    cdef void _move(self, int j, double delta) noexcept nogil:
+        """Without the Gram matrix: coordinate ``j`` moved by ``delta``, the residual follows,
+        :math:`G \mathrel{+}= \delta A(x_j - \bar x_j)`."""
+        cdef int i, one_i = 1
+        cdef double shift = -delta * self.means[j], step
+        cdef double *G = &self.G[0]
+        cdef const double *x = &self.X[0, j]
+        cdef const double *a = &self.a[0]
+        if self.uniform:  # A = a_0 I: two axpys
+            step = delta * a[0]
+            daxpy(&self.n, &step, <double*>x, &one_i, G, &one_i)
+            if shift != 0:
+                daxpy(&self.n, &shift, <double*>a, &one_i, G, &one_i)
+            return
+        for i in range(self.n):
+            G[i] += a[i] * (delta * x[i] + shift)
+
+    cdef void _face_step(self, double lam):
+        r"""A Newton step on the face of the current signs of the single coordinates (the groups held): on
+        their nonzero coordinates :math:`A`, with :math:`H = Q_{AA} + \mu I` and
+        :math:`\nabla_A = g_A + \mu\beta_A + w_A\operatorname{sign}\beta_A`, :math:`d = -H^{-1}\nabla_A` on
+        the coordinates of a pivoted Cholesky factor of :math:`H`'s numerical rank (``dpstrf``; the others
+        keep their values: with more coordinates than samples :math:`H` is singular), shortened to the
+        first coordinate it would take through zero (set to zero there). The model is quadratic on the
+        face and decreases along :math:`d` up to :math:`t = 1`, so every step taken lowers it."""
+        cdef int k, i, c, t, m = 0, rank = 0, info = 0, one_i = 1, n = self.ws_n, blocked = -1
+        cdef double mu = lam * self.unit_ridge, step_t = 1.0, b, step, cutoff = -1.0
+        for t in range(self.ws_nb):
+            k = self.wstart[t]
+            if self.wstart[t + 1] - k == 1 and self.beta_ws[k] != 0:
                 self.found[m] = k
                 m += 1
         if m == 0:
@@ -396,11 +613,11 @@ cdef class GaussianPath:
             dv[pv[i] - 1] = rv[i]
         for i in range(m):
             b = self.beta_ws[self.found[i]]
-            if b * dv[i] < 0 and -b / dv[i] < t:
-                t, blocked = -b / dv[i], i
+            if b * dv[i] < 0 and -b / dv[i] < step_t:
+                step_t, blocked = -b / dv[i], i
         for i in range(m):
             k = self.found[i]
-            step = -self.beta_ws[k] if i == blocked else t * dv[i]
+            step = -self.beta_ws[k] if i == blocked else step_t * dv[i]
             if step != 0:
                 self.beta_ws[k] = 0.0 if i == blocked else self.beta_ws[k] + step
                 daxpy(&n, &step, &self.Q[0, k], &one_i, &self.g_ws[0], &one_i)
@@ -408,22 +625,29 @@ cdef class GaussianPath:
     cdef double _working_gap(self, double lam) noexcept nogil:
         r"""The duality gap of the problem restricted to the working set, from Gram quantities:
         :math:`F = \tfrac12(\beta^\top g - c^\top\beta + s_{yy})` and
-        :math:`\sum_i a_i u_i y_i = c^\top\beta - s_{yy}` for :math:`u = X_c\beta - y_c`."""
-        cdef int k
-        cdef double bg = 0.0, cb = 0.0, pen = 0.0, kappa = 1.0, conj = 0.0, v, w, loss, excess
+        :math:`\sum_i a_i u_i y_i = c^\top\beta - s_{yy}` for :math:`u = X_c\beta - y_c` (without the Gram
+        matrix, the gradient :math:`g` is first read from the residual, recomputed: the epochs' updates
+        of it drift by their rounding, which could keep the gap above a tight target)."""
+        cdef int k, t, s
+        cdef double bg = 0.0, cb = 0.0, pen = 0.0, kappa = 1.0, conj = 0.0, loss, norm
         cdef double mu = lam * self.unit_ridge
-        for k in range(self.ws_n):
-            w = lam * self.unit[self.ws[k]]
-            bg += self.beta_ws[k] * self.g_ws[k]
-            cb += self.target[self.ws[k]] * self.beta_ws[k]
-            pen += w * fabs(self.beta_ws[k]) + 0.5 * mu * self.beta_ws[k] * self.beta_ws[k]
-            v = -self.g_ws[k] if self.positive else fabs(self.g_ws[k])
-            if mu > 0:
-                excess = v - w
-                if excess > 0:
-                    conj += excess * excess
-            elif w > 0 and v > kappa * w:
-                kappa = v / w
+        if not self.gram:
+            self._point()
+            self._gradient(0, self.ws_n)
+        for t in range(self.ws_nb):
+            s = self.wstart[t]
+            norm = 0.0
+            for k in range(s, self.wstart[t + 1]):
+                bg += self.beta_ws[k] * self.g_ws[k]
+                cb += self.target[self.ws[k]] * self.beta_ws[k]
+                pen += lam * self.unit[self.ws[k]] * fabs(self.beta_ws[k]) + 0.5 * mu * self.beta_ws[k] * self.beta_ws[k]
+                norm += self.beta_ws[k] * self.beta_ws[k]
+            if self.group[self.wsb[t]] > 0:
+                pen += lam * self.group[self.wsb[t]] * sqrt(norm)
+            conj += self._dual_part(
+                self._magnitude(&self.g_ws[0], &self.iota[s], self.wstart[t + 1] - s),
+                lam * self.weight[self.wsb[t]], mu, &kappa,
+            )
         loss = 0.5 * (bg - cb + self.syy)
         if mu > 0:
             conj /= 2 * mu
@@ -431,17 +655,23 @@ cdef class GaussianPath:
 
     cdef tuple _check(self, double lam, double tol, double scale, double eps):
         """The gap of :meth:`Problem.duality_gap` at the current point and its threshold."""
-        cdef int i, j, one_i = 1, f
-        cdef double loss = 0.0, pen = 0.0, kappa = 1.0, conj = 0.0, dual = 0.0, r, u, v, w, excess
-        cdef double mu = lam * self.unit_ridge, one = 1.0, minus = -1.0
+        cdef int i, j, g, r
+        cdef double loss = 0.0, pen = 0.0, kappa = 1.0, conj = 0.0, dual = 0.0, rr, u, norm
+        cdef double mu = lam * self.unit_ridge
         cdef double[::1] V = self.grad, U = self.work
         for i in range(self.n):
-            r = self.z[i] - self.y[i]
-            loss += self.a[i] * 0.5 * r * r
+            rr = self.z[i] - self.y[i]
+            loss += self.a[i] * 0.5 * rr * rr
         for j in range(self.p):
             pen += lam * self.unit[j] * fabs(self.beta[j])
             if mu > 0:
                 pen += 0.5 * mu * self.beta[j] * self.beta[j]
+        for g in range(self.nb):
+            if self.group[g] > 0:
+                norm = 0.0
+                for r in range(self.starts[g], self.starts[g + 1]):
+                    norm += self.beta[self.order[r]] * self.beta[self.order[r]]
+                pen += lam * self.group[g] * sqrt(norm)
         if self.has_free:  # the projection of Problem.free_projection (normpen.linear.problem.project_free)
             residual = np.asarray(self.z) - np.asarray(self.y)
             projected, correction = _project(self.free, residual)
@@ -450,15 +680,11 @@ cdef class GaussianPath:
         else:
             for i in range(self.n):
                 U[i] = self.z[i] - self.y[i]
-        for j in range(self.p):
-            w = lam * self.unit[j]
-            v = -V[j] if self.positive else fabs(V[j])
-            if mu > 0:
-                excess = v - w
-                if excess > 0:
-                    conj += excess * excess
-            elif w > 0 and v > kappa * w:
-                kappa = v / w
+        for g in range(self.nb):
+            conj += self._dual_part(
+                self._magnitude(&V[0], &self.order[self.starts[g]], self.starts[g + 1] - self.starts[g]),
+                lam * self.weight[g], mu, &kappa,
+            )
         if mu > 0:
             conj /= 2 * mu
         for i in range(self.n):
@@ -471,20 +697,37 @@ cdef class GaussianPath:
 
     cdef bint _stops(self, double lam, double tol, double scale, double eps, double gap, double threshold):
         """:func:`normpen.linear.solvers.cd._stops`: the gap at ``threshold``, and below the certifiable
-        tolerance every coordinate's prox-gradient residual :math:`L_j|\\beta_j - \\operatorname{prox}(
-        \\beta_j - \\nabla_j F/L_j)|` at the gradient's rounding :math:`64\\epsilon\\max|\\nabla F|`."""
-        cdef int j
-        cdef double L, moved, worst = 0.0, largest = 0.0, mu = lam * self.unit_ridge
+        tolerance every block's prox-gradient residual :math:`L_g\\|\\beta_g - \\operatorname{prox}(
+        \\beta_g - \\nabla_g F/L_g)\\|` at the gradient's rounding :math:`64\\epsilon\\max|\\nabla F|`."""
+        cdef int g, r, j
+        cdef double L, u, moved, norm, shrink, v, worst = 0.0, largest = 0.0, mu = lam * self.unit_ridge
         if gap > threshold:
             return False
         if scale <= 0 or tol >= 64 * eps * fabs(self.primal) / scale:
             return True
-        for j in range(self.p):
-            L = self.sq[j] if self.sq[j] > 0 else 1.0
-            moved = self.beta[j] - _soft(self.beta[j] - self.grad[j] / L, lam * self.unit[j] / L,
-                                         self.positive) / (1 + mu / L)
-            worst = max(worst, L * fabs(moved))
-            largest = max(largest, fabs(self.grad[j]))
+        if self.blip is None:
+            self.blip = np.ascontiguousarray(self.lipschitz(), dtype=np.float64)
+        cdef double[::1] lip = self.blip
+        for g in range(self.nb):
+            L = lip[g]
+            v = lam * self.group[g] / L
+            norm = 0.0
+            for r in range(self.starts[g], self.starts[g + 1]):  # the shrunk point, then the group scaling
+                j = self.order[r]
+                u = _soft(self.beta[j] - self.grad[j] / L, lam * self.unit[j] / L, self.positive)
+                self.work[r] = u
+                norm += u * u
+            shrink = 1.0
+            if v > 0:
+                norm = sqrt(norm)
+                shrink = _soft(norm, v, False) / norm if norm > 0 else 0.0
+            norm = 0.0
+            for r in range(self.starts[g], self.starts[g + 1]):
+                j = self.order[r]
+                moved = self.beta[j] - self.work[r] * shrink / (1 + mu / L)
+                norm += moved * moved
+                largest = max(largest, fabs(self.grad[j]))
+            worst = max(worst, L * sqrt(norm))
         return worst <= 64 * eps * largest
 
 
