@@ -358,3 +358,16 @@ def test_groups_it_does_not_solve_go_to_coordinate_descent(penalty):
         ).name
         == "covariance"
     )
+
+
+def test_auto_takes_groups_only_while_every_feature_fits_the_gram_budget(monkeypatch):
+    """Past the budget group lasso working sets would be solved on the residual, slower than cd (measured in
+    gaussian_path.takes): auto then picks cd; single coordinates stay."""
+    from normpen.linear.path import _choose_solver
+
+    X, y = _regression(30, 40, seed=18)
+    groups = _groups(40, np.random.default_rng(19))
+    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), groups, False)).name == "covariance"
+    monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)  # gram_limit(30) = 30 // 4 = 7 < 40 features
+    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), groups, False)).name == "cd"
+    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), L1(1.0), False)).name == "covariance"

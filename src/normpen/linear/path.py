@@ -263,9 +263,10 @@ SOLVERS = {
         ),
         SolverEntry(
             "covariance",
-            "the Quadratic datafit with one output and a penalty of single coordinates and groups without "
-            "an L1 part (L1, weighted L1, elastic net, unpenalized coordinates, group lasso) on a dense "
-            "float64 numpy design (covariance block coordinate descent: each strength one compiled call)",
+            "the Quadratic datafit with one output and a penalty of single coordinates (L1, weighted L1, "
+            "elastic net, unpenalized coordinates), or groups without an L1 part (group lasso) while the "
+            "features fit its Gram budget, on a dense float64 numpy design (covariance block coordinate "
+            "descent: each strength one compiled call)",
             lambda datafit: isinstance(datafit, Quadratic),
             _covariance_takes,
             _covariance_grid,
@@ -428,8 +429,8 @@ def path(
         A name of :data:`SOLVERS`; ``"auto"`` takes the first that takes the
         datafit and penalty: L-BFGS for a differentiable datafit with the L2
         penalty alone, covariance coordinate descent for least squares with
-        one output, a penalty of single coordinates and groups without an L1
-        part and a dense float64 design
+        one output, a penalty of single coordinates (or groups without an L1
+        part, when the features fit its Gram budget) and a dense float64 design
         (options of ``"cd"`` alone send it to ``"cd"``), coordinate descent
         for block-separable penalties,
         FISTA for the other penalties with a prox, the SVM solver for the
