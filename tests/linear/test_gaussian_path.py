@@ -324,7 +324,8 @@ def test_a_working_set_wider_than_the_gram_budget_reads_its_gradient_from_the_re
     (memory :math:`n|ws| + |ws|^2` bounded) and keeps solving from the residual: the same certified path."""
     monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
     monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
-    assert gaussian_path.gram_limit(60) == 15  # max(1 // 60, 60 // 4) within the 20 the entries allow
+    assert gaussian_path.gram_limit(60, 1e-3) == 15  # max(1 // 60, 60 // 4) within the 20 the entries allow
+    assert gaussian_path.gram_limit(60, 1e-8) == 20  # a tight tol: the entries alone
     X, y = _regression(60, 80, seed=15)
     for penalty in (L1(1.0), _groups(80, np.random.default_rng(16))):
         problem = Problem(X, y, Quadratic())

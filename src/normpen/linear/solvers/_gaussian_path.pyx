@@ -51,6 +51,7 @@ keeps, across the strengths of a path, a working set of blocks, a copy of their 
    tightened tenfold.
 """
 
+cimport cython
 from libc.math cimport fabs, sqrt
 from libc.string cimport memcpy
 from scipy.linalg import cython_blas, cython_lapack
@@ -89,6 +90,7 @@ cdef int _SWEEP_EPOCHS = 20
 cdef double _REFRESH_BELOW = 1.5e-8
 
 
+@cython.final  # its cdef methods called directly (no vtable), the small ones inlined
 cdef class GaussianPath:
     """The state of one path: coefficients, the working set of blocks, their columns and Gram matrix.
 
@@ -135,7 +137,7 @@ cdef class GaussianPath:
     cdef Py_ssize_t[::1] ws, wsb, wstart, bpos, found, iota
     cdef double[::1, :] Xws, Q
     cdef double[::1] beta_ws, g_ws, wlip, diag
-    cdef int gram_limit
+    cdef public int gram_limit
     cdef bint uniform
     cdef public bint gram
     cdef double[:, ::1] values, b2, g2
@@ -457,7 +459,7 @@ cdef class GaussianPath:
         np.asarray(self.beta_ws)[:k] = B
         return used
 
-    cdef void _block_step(self, int t, double lam, double mu) noexcept nogil:
+    cdef inline void _block_step(self, int t, double lam, double mu) noexcept nogil:
         r"""The new coefficients of the working set's ``t``-th block into ``bwork[1]``: a group's exact
         minimiser of the model over it (:func:`_exact_block`, without positivity), else the proximal step
         :math:`S_{v_g}(S_{w}(L\beta_g - g_g)) / (L + \mu)` with :math:`L = L_g` (for one coordinate,

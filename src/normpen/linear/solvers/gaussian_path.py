@@ -36,24 +36,29 @@ __all__ = ["PathSolver", "takes"]
 _GRAM_ENTRIES = 2**27
 #: Multiply-adds of a new column's Gram entries (:math:`n|ws|`) below which the Gram matrix is kept.
 _GRAM_COLUMN = 2**19
+#: Tolerances from which a wide working set leaves the Gram matrix (:func:`gram_limit`).
+_LOOSE = 1e-4
 
 
-def gram_limit(n_samples, entries=None):
-    r"""The widest working set whose columns and Gram matrix are kept, :math:`\max(2^{19}/n, n/4)`
-    coordinates, and within ``entries`` floats (default :data:`_GRAM_ENTRIES`),
-    :math:`|ws|(n + |ws|) \le` ``entries``; a wider one reads its gradient from the residual.
+def gram_limit(n_samples, tol=None, entries=None):
+    r"""The widest working set whose columns and Gram matrix are kept: within ``entries`` floats (default
+    :data:`_GRAM_ENTRIES`), :math:`|ws|(n + |ws|) \le` ``entries``, and unless ``tol`` is below
+    :data:`_LOOSE`, at most :math:`\max(2^{19}/n, n/4)` coordinates; a wider one reads its gradient from
+    the residual (plain coordinate descent, without the model solve's acceleration).
 
     A new coordinate's Gram column costs :math:`n|ws|` multiply-adds (in ``dgemm``), a visit without it
-    :math:`2n` (a dot product and an axpy), and the Gram form needs few visits to pay off while a column
-    costs little: always on small problems (below :math:`2^{19}`, a few tenths of a millisecond; plain
-    coordinate descent without it also lacks the model solve's acceleration, which nearly interpolating
-    fits, :math:`|ws| > n`, need), on tall ones up to a quarter of the samples. Workload (d) (groups of 5,
-    1000 x 5000, working sets of 3,000 coordinates at the last strengths; tol 1.7e-3, best of 4, load
-    ~4): kept to 1000 coordinates 188 ms, 500 168 ms, 250 166 ms, 100 167 ms; kept throughout (forming
-    the Gram columns 30-60 ms a strength) about 470 ms.
+    :math:`2n` (a dot product and an axpy): the Gram form pays off with many visits, always while a
+    column costs little (below :math:`2^{19}`, a few tenths of a millisecond) and at tight tolerances,
+    whose many epochs its acceleration shortens. Measured (one thread, best of 5, load ~2): workload (a),
+    the lasso on 1000 x 5000 (working sets past 524 coordinates at the late strengths), Gram throughout
+    / residual past 524: tol 1.2e-3 101.8 / 84.5 ms, 1e-6 133.0 / 151.5 ms; workload (d), groups of 5 on
+    1000 x 5000 (working sets of 3,000 coordinates), tol 1.7e-3: Gram throughout ~470 ms (its columns
+    30-60 ms a strength), residual past 1000 / 500 / 250 / 100 coordinates 188 / 168 / 166 / 167 ms.
     """
     entries = _GRAM_ENTRIES if entries is None else entries
     within = int((np.sqrt(float(n_samples) ** 2 + 4.0 * entries) - n_samples) / 2)
+    if tol is not None and tol < _LOOSE:
+        return max(within, 0)
     return max(min(max(_GRAM_COLUMN // max(n_samples, 1), n_samples // 4), within), 0)
 
 
@@ -119,7 +124,7 @@ class PathSolver:
             np.append(unit.block_starts, problem.n_features).astype(np.intp),
             weights,
             np.where(single, 0.0, unit.group_weights),
-            gram_limit(problem.n_samples),
+            gram_limit(problem.n_samples),  # (reset for each call's tol)
             lambda: problem.block_lipschitz(unit),
             float(unit.ridge),
             bool(unit.positive),
@@ -148,6 +153,7 @@ class PathSolver:
         max_iter = check_count(max_iter, "max_iter")
         max_epochs = check_count(max_epochs, "max_epochs")
         kernel = self.kernel
+        kernel.gram_limit = gram_limit(problem.n_samples, tol)
         if state is not self._state:
             kernel.start(np.ascontiguousarray(state.W[:, 0]), lam)
             self._state = state
