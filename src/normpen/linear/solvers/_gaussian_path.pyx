@@ -465,8 +465,12 @@ cdef class GaussianPath:
         :math:`S_{v_g}(S_{w}(L\beta_g - g_g)) / (L + \mu)` with :math:`L = L_g` (for one coordinate,
         :math:`L = Q_{jj}`, its exact minimiser)."""
         cdef int s = self.wstart[t], size = self.wstart[t + 1] - self.wstart[t], r
-        cdef double v = lam * self.group[self.wsb[t]], L = self.wlip[t], u, norm = 0.0, shrink = 1.0
-        if v > 0 and not self.positive and _exact_block(
+        cdef double v = lam * self.group[self.wsb[t]], L = self.wlip[t], u, norm = 0.0, shrink
+        if v == 0:  # a single coordinate: its soft-thresholded step, exact
+            self.bwork[1, 0, 0] = _soft(L * self.beta_ws[s] - self.g_ws[s], lam * self.unit[self.ws[s]],
+                                        self.positive) / (L + mu)
+            return
+        if not self.positive and _exact_block(
             self.values, self.vectors, self.g2, self.b2, s, size, True, v, mu, self.bwork
         ):
             return
@@ -474,9 +478,8 @@ cdef class GaussianPath:
             u = _soft(L * self.beta_ws[s + r] - self.g_ws[s + r], lam * self.unit[self.ws[s + r]], self.positive)
             self.bwork[1, r, 0] = u
             norm += u * u
-        if v > 0:
-            norm = sqrt(norm)
-            shrink = _soft(norm, v, False) / norm if norm > 0 else 0.0
+        norm = sqrt(norm)
+        shrink = _soft(norm, v, False) / norm if norm > 0 else 0.0
         for r in range(size):
             self.bwork[1, r, 0] = self.bwork[1, r, 0] * shrink / (L + mu)
 
@@ -691,7 +694,7 @@ cdef class GaussianPath:
             pen += lam * self.unit[j] * fabs(self.beta[j])
             if mu > 0:
                 pen += 0.5 * mu * self.beta[j] * self.beta[j]
-        for g in range(self.nb):
+        for g in range(self.nb if self.nb < self.p else 0):  # (no groups: no group norms)
             if self.group[g] > 0:
                 norm = 0.0
                 for r in range(self.starts[g], self.starts[g + 1]):

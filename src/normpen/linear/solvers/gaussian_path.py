@@ -144,7 +144,7 @@ class PathSolver:
                 cd._FACE_COST,
             ),
         )
-        self._state = None
+        self._state = self._tol = None
 
     def __call__(self, problem, lam, state, *, tol=1e-4, max_iter=100, max_epochs=10_000, warn=True):
         """The :class:`~normpen.linear.problem.Solution` at strength ``lam`` (``tol``, ``max_iter``,
@@ -153,7 +153,8 @@ class PathSolver:
         max_iter = check_count(max_iter, "max_iter")
         max_epochs = check_count(max_epochs, "max_epochs")
         kernel = self.kernel
-        kernel.gram_limit = gram_limit(problem.n_samples, tol)
+        if tol != self._tol:  # (2-3 us a call: a path's strengths share their tol)
+            kernel.gram_limit, self._tol = gram_limit(problem.n_samples, tol), tol
         if state is not self._state:
             kernel.start(np.ascontiguousarray(state.W[:, 0]), lam)
             self._state = state
