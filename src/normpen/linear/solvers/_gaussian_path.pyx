@@ -142,6 +142,8 @@ cdef class GaussianPath:
     cdef public bint gram
     cdef double[:, ::1] values, b2, g2
     cdef double[:, :, ::1] vectors, bwork
+    cdef double *stepped  # bwork[1]: a block's new coefficients
+    cdef double *change  # bwork[0]: their changes
     cdef object free, model, lipschitz
     cdef bint settled
     cdef public double primal, dual
@@ -180,6 +182,7 @@ cdef class GaussianPath:
         self.ws = np.zeros(self.p, dtype=np.intp)
         self.found = np.zeros(self.p, dtype=np.intp)
         self.bwork = np.zeros((2, self.width, 1))
+        self.stepped, self.change = &self.bwork[1, 0, 0], &self.bwork[0, 0, 0]
         self.ws_n, self.ws_nb, self.cap = 0, 0, 0
         self._grow(16)
 
@@ -467,7 +470,7 @@ cdef class GaussianPath:
         cdef int s = self.wstart[t], size = self.wstart[t + 1] - self.wstart[t], r
         cdef double v = lam * self.group[self.wsb[t]], L = self.wlip[t], u, norm = 0.0, shrink
         if v == 0:  # a single coordinate: its soft-thresholded step, exact
-            self.bwork[1, 0, 0] = _soft(L * self.beta_ws[s] - self.g_ws[s], lam * self.unit[self.ws[s]],
+            self.stepped[0] = _soft(L * self.beta_ws[s] - self.g_ws[s], lam * self.unit[self.ws[s]],
                                         self.positive) / (L + mu)
             return
         if not self.positive and _exact_block(
@@ -476,12 +479,12 @@ cdef class GaussianPath:
             return
         for r in range(size):
             u = _soft(L * self.beta_ws[s + r] - self.g_ws[s + r], lam * self.unit[self.ws[s + r]], self.positive)
-            self.bwork[1, r, 0] = u
+            self.stepped[r] = u
             norm += u * u
         norm = sqrt(norm)
         shrink = _soft(norm, v, False) / norm if norm > 0 else 0.0
         for r in range(size):
-            self.bwork[1, r, 0] = self.bwork[1, r, 0] * shrink / (L + mu)
+            self.stepped[r] = self.stepped[r] * shrink / (L + mu)
 
     cdef int _epochs(self, double lam, double target, int max_epochs, bint refresh):
         """Cyclic epochs over the working set's blocks until its gap and an epoch's largest decrease are at
@@ -518,8 +521,8 @@ cdef class GaussianPath:
                 decrease = 0.0
                 for r in range(size):
                     k = s + r
-                    old, new = self.beta_ws[k], self.bwork[1, r, 0]
-                    self.bwork[0, r, 0] = new - old
+                    old, new = self.beta_ws[k], self.stepped[r]
+                    self.change[r] = new - old
                     if new != old:
                         delta = new - old
                         self.beta_ws[k] = new
@@ -578,10 +581,10 @@ cdef class GaussianPath:
         cdef const double *x
         cdef const double *a = &self.a[0]
         for r in range(size):
-            shift -= self.bwork[0, r, 0] * self.means[self.ws[first + r]]
+            shift -= self.change[r] * self.means[self.ws[first + r]]
         if self.uniform:
             for r in range(size):
-                step = self.bwork[0, r, 0] * a[0]
+                step = self.change[r] * a[0]
                 if step != 0:
                     daxpy(&self.n, &step, <double*>&self.X[0, self.ws[first + r]], &one_i, G, &one_i)
             if shift != 0:
@@ -590,7 +593,7 @@ cdef class GaussianPath:
         for r in range(size):
             j = self.ws[first + r]
             x = &self.X[0, j]
-            step = self.bwork[0, r, 0]
+            step = self.change[r]
             if step != 0:
                 for i in range(self.n):
                     G[i] += a[i] * step * x[i]
