@@ -168,9 +168,8 @@ def test_agrees_with_scikit_learn_paths_within_both_certificates(l1_ratio):
 def test_any_shape_is_certified_and_agrees_with_coordinate_descent(
     n, p, kind, fit_intercept, positive, weighted_samples, tol, seed
 ):
-    # Unpenalized coordinates held at 0 by positivity are outside what the certificate handles: it projects
-    # the dual point onto X_f^T A u = 0, where the constraint is one-sided (coordinate descent's gap stays
-    # ~0.3 P0 there too, with the same coefficients)
+    # Unpenalized coordinates under positivity go to coordinate descent (their one-sided dual constraint:
+    # tests/linear/test_positive_free_certificate.py), so this solver does not take them
     assume(not (positive and kind == "weighted"))
     rng = np.random.default_rng(seed)
     X, y = _regression(n, p, seed, fit_intercept)

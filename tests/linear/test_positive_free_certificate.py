@@ -30,7 +30,7 @@ from scipy.special import expit
 
 from normpen.linear.blocks import as_block_penalty
 from normpen.linear.datafits import Logistic, Quadratic
-from normpen.linear.path import path
+from normpen.linear.path import path, solvers_for
 from normpen.linear.problem import Problem, free_constraints, project_free
 from normpen.penalties.l1 import L1
 
@@ -113,13 +113,19 @@ def _sample_weight(weighted, n, seed):
     return weights
 
 
-COVARIANCE_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="gaussian_path.PathSolver builds free_constraints without positive= (the equality projection)",
-)
+def test_the_covariance_solver_leaves_one_sided_free_coordinates_to_coordinate_descent():
+    # its compiled working-set stop test projects onto X_F^T A u = 0 (the equality form): under
+    # positive=True it declines, so solver="auto" (first entry that takes the problem) runs cd
+    p = 6
+    free = np.zeros(p, dtype=bool)
+    free[[0, 2]] = True
+    penalty = L1(1.0, weights=_weights(p, free))
+    assert "covariance" in solvers_for(Quadratic(), penalty, (p,), positive=False)
+    assert "covariance" not in solvers_for(Quadratic(), penalty, (p,), positive=True)
+    assert "covariance" in solvers_for(Quadratic(), L1(1.0), (p,), positive=True)
 
 
-@pytest.mark.parametrize("solver", ["cd", pytest.param("covariance", marks=COVARIANCE_PENDING)])
+@pytest.mark.parametrize("solver", ["cd", "auto"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_least_squares_path_certifies_the_brute_force_optimum(solver, fit_intercept, weighted):

@@ -67,7 +67,10 @@ def takes(problem, block):
 
     Least squares with one output, every block of several coordinates a group weight and no L1 weight
     (:func:`_groups_ok`), and (when the problem holds data) a dense float64 numpy design. ``problem`` may
-    be shape-only (no ``X``): then the data are not judged.
+    be shape-only (no ``X``): then the data are not judged. Unpenalized coordinates under ``positive``
+    go to coordinate descent: their dual constraint is one-sided
+    (:func:`~normpen.linear.problem.free_constraints`), which the compiled working-set solve's stop test
+    (an equality projection) does not know.
 
     Groups are taken when every coordinate fits the Gram matrix (:math:`p \le` :func:`gram_limit`): past
     it a group lasso working set is solved by plain block coordinate descent on the residual, which
@@ -85,6 +88,7 @@ def takes(problem, block):
         and len(problem.coef_shape) == 1
         and block is not None
         and _groups_ok(block)
+        and not (block.positive and block.free_rows.size)
         and (block.singletons or X is None or problem.n_features <= gram_limit(problem.n_samples))
     )
 
