@@ -109,11 +109,24 @@ def test_group_lasso_path_selects_whole_groups(data):
 
 def test_one_warning_lists_the_strengths_that_missed_tol(data):
     X, y = data
-    with pytest.warns(ConvergenceWarning, match=r"\d+ of 5 strengths did not reach tol") as record:
+    with pytest.warns(
+        ConvergenceWarning, match=r"\d+ of 5 strengths did not reach tol.*increase max_iter "
+    ) as record:
         # coordinate descent's outer rounds (the covariance solver solves these strengths exactly in one)
         result = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-3, tol=1e-15, max_iter=1, solver="cd")
     assert len([w for w in record if issubclass(w.category, ConvergenceWarning)]) == 1
     assert not np.all(result.converged)
+
+
+@pytest.mark.parametrize("solver", ["cd", "covariance"])
+def test_the_warning_names_max_epochs_when_the_epochs_ran_out_within_the_rounds(data, solver):
+    X, y = data
+    with pytest.warns(ConvergenceWarning, match=r"did not reach tol.*increase max_epochs") as record:
+        # two epochs a strength leave the later strengths of these 60 x 20 data short of 1e-12 (measured:
+        # relative gaps 1e-3..2e-2 after one round)
+        result = path(X, y, Quadratic(), L1(1.0), n_lams=5, eps=1e-3, tol=1e-12, max_epochs=2, solver=solver)
+    assert len([w for w in record if issubclass(w.category, ConvergenceWarning)]) == 1
+    assert np.all(result.n_iters[~result.converged] < 100)  # the default max_iter was not the limit
 
 
 def test_plot_draws_one_line_per_coefficient(data):

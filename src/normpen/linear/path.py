@@ -473,15 +473,24 @@ def path(
         lam_max, lams = math.nan, decreasing_lams(lams)
     options = {**solver_options, "tol": tol, "max_iter": max_iter, "progress": progress, "init": init}
     result = entry.solve_grid(setup, lams, options)
-    missed = int(np.count_nonzero(~result.converged))
-    if missed:
+    missed = ~result.converged
+    if missed.any():
+        largest = np.max(result.dual_gaps / result.gap_scale)
         warnings.warn(
-            f"{missed} of {len(lams)} strengths did not reach tol={tol} (largest relative gap "
-            f"{np.max(result.dual_gaps / result.gap_scale):.2e}); increase max_iter or tol",
+            f"{np.count_nonzero(missed)} of {len(lams)} strengths did not reach tol={tol} (largest relative "
+            f"gap {largest:.2e}); increase {_spent_budget(result, missed, max_iter)} or tol",
             ConvergenceWarning,
             stacklevel=2,
         )
     return dataclasses.replace(result, lambda_max=lam_max)
+
+
+def _spent_budget(result, missed, max_iter):
+    """The option whose budget the strengths that missed their tolerance used up: ``max_iter`` when one
+    ran all its rounds, else ``max_epochs`` (coordinate descent's epochs, spent inside fewer rounds)."""
+    if np.any(result.n_iters[missed] >= max_iter):
+        return "max_iter"
+    return "max_epochs (coordinate descent's epochs in all)"
 
 
 def _warm_started(setup, solve, at_strength, lams, options):
