@@ -121,6 +121,24 @@ def test_a_seed_whose_model_needs_several_sign_flips_reaches_tol_1e10():
     assert reference >= ours - result.dual_gaps[14] - rounding
 
 
+def test_closer_duplicates_reach_tol_1e6():
+    """Pairs :math:`x, x + 10^{-4}\\xi` (face condition about :math:`10^9`): before the face steps went on
+    from each crossing, strengths 39, 42, 45 and 49 of this path missed ``tol=1e-6`` (relative gap up to
+    2.8e-2); now every strength is certified, and the last two agree with L-BFGS-B on the split form."""
+    X, y = _near_duplicates(1000, 300, 1e-4, seed=0)
+    result = path(X, y, Logistic(), L1(1.0), n_lams=50, eps=1e-2, fit_intercept=True, tol=1e-6)
+    assert result.converged.all()
+    np.testing.assert_array_less(result.dual_gaps, 1e-6 * result.gap_scale)
+    for k in (45, 49):
+        lam = float(result.lams[k])
+        ours = _objective(X, y, lam, result.coefs[k], result.intercepts[k])
+        reference = _reference(X, y, lam)
+        # weak duality and the objectives' rounding (n = 1000 terms, 600 |w_j|), as in the tests above
+        rounding = 2 * 64 * EPS * abs(ours)
+        assert ours <= reference + result.dual_gaps[k] + rounding
+        assert reference >= ours - result.dual_gaps[k] - rounding
+
+
 def _brute_force_minimiser(Q, lin, alpha):
     """The minimiser of :math:`\\tfrac12 b^\\top Qb + l^\\top b + \\sum\\alpha_j|b_j|`, ``Q`` positive
     definite, by search over every sign pattern: on the face of signs :math:`\\sigma` the stationary point
