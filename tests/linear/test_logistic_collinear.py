@@ -59,24 +59,32 @@ def _reference(X, y, lam):
     return _objective(X, y, lam, fit.x[:p] - fit.x[p : 2 * p], fit.x[-1])
 
 
+def _check_certified(X, y, result, tol, strengths):
+    """Every strength certified at ``tol``, and at ``strengths`` the objective within the certificate of an
+    independent minimiser's (:func:`_reference`).
+
+    Weak duality, whatever the reference's accuracy: P* <= reference and ours <= P* + gap, and the dual
+    value ours - gap <= P* <= reference. Both objectives are sums of n logaddexp terms and p |w_j| of size
+    <= 1, each rounded to eps relative: 64 eps |P| (Problem.objective_rounding) each.
+    """
+    assert result.converged.all()
+    np.testing.assert_array_less(result.dual_gaps, tol * result.gap_scale)
+    for k in strengths:
+        lam = float(result.lams[k])
+        ours = _objective(X, y, lam, result.coefs[k], result.intercepts[k])
+        reference = _reference(X, y, lam)
+        rounding = 2 * 64 * EPS * abs(ours)
+        assert ours <= reference + result.dual_gaps[k] + rounding
+        assert reference >= ours - result.dual_gaps[k] - rounding
+
+
 def test_a_path_on_near_duplicate_columns_reaches_tol_1e10():
     """Before the fix this path missed strengths 9, 14 and 18 (relative gap 5.3e-2, the 10,000 epochs
     spent inside single Newton-model solves); now every strength is certified at 1e-10, and the objective
     agrees with an independent minimiser's within what the certificate allows."""
     X, y = _near_duplicates(500, 150, 1e-3, seed=0)
     result = path(X, y, Logistic(), L1(1.0), n_lams=20, eps=1e-2, fit_intercept=True, tol=1e-10)
-    assert result.converged.all()
-    np.testing.assert_array_less(result.dual_gaps, 1e-10 * result.gap_scale)
-    for k in (9, 14, 18):
-        lam = float(result.lams[k])
-        ours = _objective(X, y, lam, result.coefs[k], result.intercepts[k])
-        reference = _reference(X, y, lam)
-        # Weak duality, whatever the reference's accuracy: P* <= reference and ours <= P* + gap, and the
-        # dual value ours - gap <= P* <= reference. Both objectives are sums of n = 500 logaddexp terms and
-        # 300 |w_j| of size <= 1, each rounded to eps relative: 64 eps |P| (Problem.objective_rounding) each.
-        rounding = 2 * 64 * EPS * abs(ours)
-        assert ours <= reference + result.dual_gaps[k] + rounding
-        assert reference >= ours - result.dual_gaps[k] - rounding
+    _check_certified(X, y, result, 1e-10, (9, 14, 18))
 
 
 def test_a_face_step_below_the_penalty_values_rounding_is_taken():
@@ -110,15 +118,7 @@ def test_a_seed_whose_model_needs_several_sign_flips_reaches_tol_1e10():
     ``_coordinate_solve._Solve.face_move``): every strength is certified."""
     X, y = _near_duplicates(500, 150, 1e-3, seed=2)
     result = path(X, y, Logistic(), L1(1.0), n_lams=20, eps=1e-2, fit_intercept=True, tol=1e-10)
-    assert result.converged.all()
-    np.testing.assert_array_less(result.dual_gaps, 1e-10 * result.gap_scale)
-    lam = float(result.lams[14])
-    ours = _objective(X, y, lam, result.coefs[14], result.intercepts[14])
-    reference = _reference(X, y, lam)
-    # weak duality and the objectives' rounding, as in the test above
-    rounding = 2 * 64 * EPS * abs(ours)
-    assert ours <= reference + result.dual_gaps[14] + rounding
-    assert reference >= ours - result.dual_gaps[14] - rounding
+    _check_certified(X, y, result, 1e-10, (14,))
 
 
 def test_closer_duplicates_reach_tol_1e6():
@@ -127,16 +127,7 @@ def test_closer_duplicates_reach_tol_1e6():
     2.8e-2); now every strength is certified, and the last two agree with L-BFGS-B on the split form."""
     X, y = _near_duplicates(1000, 300, 1e-4, seed=0)
     result = path(X, y, Logistic(), L1(1.0), n_lams=50, eps=1e-2, fit_intercept=True, tol=1e-6)
-    assert result.converged.all()
-    np.testing.assert_array_less(result.dual_gaps, 1e-6 * result.gap_scale)
-    for k in (45, 49):
-        lam = float(result.lams[k])
-        ours = _objective(X, y, lam, result.coefs[k], result.intercepts[k])
-        reference = _reference(X, y, lam)
-        # weak duality and the objectives' rounding (n = 1000 terms, 600 |w_j|), as in the tests above
-        rounding = 2 * 64 * EPS * abs(ours)
-        assert ours <= reference + result.dual_gaps[k] + rounding
-        assert reference >= ours - result.dual_gaps[k] - rounding
+    _check_certified(X, y, result, 1e-6, (45, 49))
 
 
 def _brute_force_minimiser(Q, lin, alpha):
