@@ -113,6 +113,31 @@ def _sample_weight(weighted, n, seed):
     return weights
 
 
+def _positive_path(logistic, n, p, free_columns, seed, fit_intercept, weighted, lams, solver, tol):
+    """A weighted-L1 path under ``positive=True`` (logistic or least squares) whose weights are 0 on
+    ``free_columns``: the data, the free mask, the weights, the :class:`Problem` and the path."""
+    free = np.zeros(p, dtype=bool)
+    free[free_columns] = True
+    datafit = Logistic() if logistic else Quadratic()
+    X, y = _data(n, p, free, seed=seed, fit_intercept=fit_intercept, logistic=logistic)
+    sample_weight = _sample_weight(weighted, n, seed)
+    weights = _weights(p, free)
+    problem = Problem(X, y, datafit, sample_weight, fit_intercept)
+    result = path(
+        X,
+        y,
+        datafit,
+        L1(1.0, weights=weights),
+        lams=lams,
+        positive=True,
+        solver=solver,
+        tol=tol,
+        sample_weight=sample_weight,
+        fit_intercept=fit_intercept,
+    )
+    return X, y, free, weights, problem, result
+
+
 def test_the_covariance_solver_leaves_one_sided_free_coordinates_to_coordinate_descent():
     # its compiled working-set stop test projects onto X_F^T A u = 0 (the equality form): under
     # positive=True it declines, so solver="auto" (first entry that takes the problem) runs cd
@@ -129,25 +154,9 @@ def test_the_covariance_solver_leaves_one_sided_free_coordinates_to_coordinate_d
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_least_squares_path_certifies_the_brute_force_optimum(solver, fit_intercept, weighted):
-    n, p = 40, 6
-    free = np.zeros(p, dtype=bool)
-    free[[0, 2]] = True
-    X, y = _data(n, p, free, seed=0, fit_intercept=fit_intercept)
-    sample_weight = _sample_weight(weighted, n, 0)
-    weights = _weights(p, free)
-    problem = Problem(X, y, Quadratic(), sample_weight, fit_intercept)
     tol = 1e-8
-    result = path(
-        X,
-        y,
-        Quadratic(),
-        L1(1.0, weights=weights),
-        lams=np.geomspace(1.0, 1e-3, 6),
-        positive=True,
-        solver=solver,
-        tol=tol,
-        sample_weight=sample_weight,
-        fit_intercept=fit_intercept,
+    X, y, free, weights, problem, result = _positive_path(
+        False, 40, 6, [0, 2], 0, fit_intercept, weighted, np.geomspace(1.0, 1e-3, 6), solver, tol
     )
     assert result.converged.all()
     assert np.all(result.dual_gaps <= tol * result.gap_scale)
@@ -259,27 +268,11 @@ def test_projection_is_the_projection_onto_the_dual_cone(p, extra, free_bits, fi
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_logistic_path_certifies_and_bounds_suboptimality(fit_intercept, weighted):
-    n, p = 80, 5
-    free = np.zeros(p, dtype=bool)
-    free[[0, 3]] = True
-    X, y = _data(n, p, free, seed=3, fit_intercept=fit_intercept, logistic=True)
-    sample_weight = _sample_weight(weighted, n, 3)
-    weights = _weights(p, free)
-    problem = Problem(X, y, Logistic(), sample_weight, fit_intercept)
-    a = problem.weights
-    tol = 1e-8
-    result = path(
-        X,
-        y,
-        Logistic(),
-        L1(1.0, weights=weights),
-        lams=np.geomspace(0.05, 1e-3, 4),
-        positive=True,
-        solver="cd",
-        tol=tol,
-        sample_weight=sample_weight,
-        fit_intercept=fit_intercept,
+    p = 5
+    X, y, free, weights, problem, result = _positive_path(
+        True, 80, p, [0, 3], 3, fit_intercept, weighted, np.geomspace(0.05, 1e-3, 4), "cd", 1e-8
     )
+    a = problem.weights
     assert result.converged.all()
     held = 0
     for lam, coef, objective, gap in zip(
