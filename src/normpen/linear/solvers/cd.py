@@ -121,6 +121,29 @@ _FACE_HALVINGS = 10
 _SETTLED_SIGNS = 0.01
 #: Epochs between exact recomputations of the model gradient when Anderson extrapolation is off.
 _REFRESH_EPOCHS = 10
+#: The constants :func:`~normpen.linear.solvers._coordinate_solve.minimize_coordinates` takes after its
+#: rank cutoff, in its order: coordinate descent's and the covariance solver's compiled model solves read
+#: this one tuple.
+MODEL_CONSTANTS = (
+    _REFRESH_EPOCHS,
+    _SETTLED_SIGNS,
+    _DIRECT_GRAM_FACE,
+    _FACE_ITERATIONS,
+    _FACE_REDUCTION,
+    _POLISH_MAX_SUPPORT,
+    _FACE_COST,
+)
+
+
+def rank_cutoff(n_samples, dtype):
+    r"""The relative pivot below which a Gram model's face Hessian counts as singular: :math:`16n\varepsilon`.
+
+    Entries of :math:`X^\top AX` are sums over the ``n_samples`` samples, known to about
+    :math:`n\varepsilon` of their scale (:math:`\varepsilon` of the ``dtype`` in which they are formed).
+    """
+    return 16 * n_samples * float(np.finfo(dtype).eps)
+
+
 #: Rows of ``Q`` read at a time for the row sums of its magnitudes.
 _ROW_CHUNK = 256
 #: Working sets at least this wide (in coordinates) stream a float32 copy of ``Q`` in block updates.
@@ -586,8 +609,8 @@ class _LeastSquaresGap:
         self.pen, self.target, self.Q = pen, target, Q
         self.free = pen.free_rows
         free_gram = _formed(_principal(Q, self.free)) if self.free.size else None
-        self.free_system = np.linalg.pinv(free_gram) if self.free.size else None
         one_sided = self.free.size and pen.positive
+        self.free_system = np.linalg.pinv(free_gram) if self.free.size and not one_sided else None
         self.one_sided = one_sided_system(free_gram, self.free.size) if one_sided else None
 
     def compiled(self):
@@ -666,9 +689,7 @@ class _QuadraticModel:
     def __init__(self, problem, rows, X_ws, h, quadratic, implicit=False, single=False):
         self.fit_intercept = problem.fit_intercept
         self.single = single = single and not (quadratic or implicit or problem.sparse)
-        # Q's entries are sums over the samples, known to about n eps of their scale (eps of the dtype in
-        # which they are formed): face Hessians with pivots below 16 n eps of their largest are singular
-        self.cutoff = 16 * problem.n_samples * float(np.finfo(np.float32 if single else problem.X.dtype).eps)
+        self.cutoff = rank_cutoff(problem.n_samples, np.float32 if single else problem.X.dtype)
         # coordinate descent converges at about 1 - 1/kappa an epoch on a face of condition kappa, and face
         # steps finish faces whose curvatures the model resolves: a solve still short after 1/cutoff epochs
         # is held up by curvature below the cutoff (_solve_working_set); float64 models are not cut short
@@ -784,7 +805,7 @@ class _CoupledModel:
         # adding a constant to every output is an exact null direction of these Hessians; its computed
         # eigenvalue is the rounding of a sum over the samples, and keeping it would amplify rounding by
         # up to 1/eps: everything below the rounding level of such a sum counts as 0
-        self.cutoff = 16 * n * float(np.finfo(np.float64).eps)
+        self.cutoff = rank_cutoff(n, np.float64)
         self.intercept_inverse = (
             np.linalg.pinv(intercept, self.cutoff, hermitian=True) if self.fit_intercept else None
         )
@@ -1163,13 +1184,7 @@ def _minimize_model(Q, g0, W0, pen, stop, max_epochs, anderson, cutoff):
             anderson,
             max_epochs,
             cutoff,
-            _REFRESH_EPOCHS,
-            _SETTLED_SIGNS,
-            _DIRECT_GRAM_FACE,
-            _FACE_ITERATIONS,
-            _FACE_REDUCTION,
-            _POLISH_MAX_SUPPORT,
-            _FACE_COST,
+            *MODEL_CONSTANTS,
         )
         return B[:, None], epochs
     eigen = _block_eigen(Q, pen)

@@ -138,14 +138,8 @@ class PathSolver:
             else None,
             (
                 5,  # Anderson memory: cd.solve's default
-                16 * problem.n_samples * problem.eps,  # cd._QuadraticModel's face rank cutoff
-                cd._REFRESH_EPOCHS,
-                cd._SETTLED_SIGNS,
-                cd._DIRECT_GRAM_FACE,
-                cd._FACE_ITERATIONS,
-                cd._FACE_REDUCTION,
-                cd._POLISH_MAX_SUPPORT,
-                cd._FACE_COST,
+                cd.rank_cutoff(problem.n_samples, np.float64),
+                *cd.MODEL_CONSTANTS,
             ),
         )
         self._state = self._tol = None
