@@ -227,6 +227,31 @@ def test_a_warm_start_takes_fewer_epochs_than_a_cold_one_to_the_same_solution():
     assert warm.n_epochs < cold.n_epochs
 
 
+@pytest.mark.parametrize("kind", ["l1", "group"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_checks_bound_the_gradient_away_from_the_dual_ball_and_certify_as_the_exact_one(kind, fit_intercept):
+    """Between full gradients a check forms the gradient only of the blocks whose bound may reach the dual
+    ball's boundary: fewer full gradients than strengths, and every reported gap is still the one
+    :meth:`Problem.certify` recomputes from the whole exact gradient (to the rounding of the two sums)."""
+    X, y = _regression(100, 400, seed=11, fit_intercept=fit_intercept)
+    penalty = _penalty(kind, 400, np.random.default_rng(11))
+    problem = Problem(X, y, Quadratic(), fit_intercept=fit_intercept)
+    setup = _Setup(problem, penalty, False)
+    solve = PathSolver(problem, setup.unit)
+    state = setup.start()
+    lams = lambda_max(X, y, Quadratic(), penalty, fit_intercept=fit_intercept) * np.geomspace(1, 0.05, 20)
+    gradients = 0
+    for lam in lams:
+        solution = solve(problem, float(lam), state, tol=1e-3)
+        gradients += solve.kernel.n_gradients
+        assert solution.converged
+        block = setup.unit.scaled(float(lam))
+        report = problem.certify(block, solution.coef, solution.intercept if fit_intercept else None)
+        rounding = _gap_rounding(X, y, problem.weights, solution.coef, solution.intercept, block)
+        assert abs(report.gap - solution.dual_gap) <= rounding
+    assert gradients < lams.size
+
+
 def test_a_restarted_state_is_solved_from_its_own_coefficients():
     """The path's restart hands the solver a fresh state mid-path: it starts from that state's point."""
     X, y = _regression(50, 40, seed=7)

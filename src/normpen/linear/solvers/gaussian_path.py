@@ -10,8 +10,9 @@ weights, with or without an intercept (eliminated by centring the Gram matrix). 
 compiled call solves a strength (:class:`~normpen.linear.solvers._gaussian_path.GaussianPath`, whose
 docstring gives the algorithm: strong-rule working sets of blocks, block coordinate descent on their
 Gram matrix cached along the path (a group's exact minimiser from its Gram block's eigen-decomposition,
-as adelie's), one full
-gradient per check, the certificate of :meth:`~normpen.linear.problem.Problem.duality_gap` and the stop
+as adelie's), at each check the gradient formed only where a bound from the last full gradient does not
+keep it inside the dual ball (about a third fewer passes over ``X`` on issue 15's lasso paths), the
+certificate of :meth:`~normpen.linear.problem.Problem.duality_gap` and the stop
 rule of :mod:`~normpen.linear.solvers.cd`), where coordinate descent's outer loop spends about
 twenty numpy calls a round; every strength is solved before its first check, so none is returned at
 its warm start.
@@ -171,6 +172,6 @@ class PathSolver:
             n_iter=kernel.n_iter,
             n_epochs=kernel.n_epochs,
             solver="covariance coordinate descent",
-            work=f"{kernel.n_iter} iterations ({kernel.n_epochs} epochs)",
+            work=f"{kernel.n_iter} iterations ({kernel.n_epochs} epochs, {kernel.n_gradients} full gradients)",
             warn=warn,
         )
