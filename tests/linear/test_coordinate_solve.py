@@ -190,6 +190,40 @@ def test_the_polish_refuses_a_singular_hessian():
     np.testing.assert_array_equal(out, W0)
 
 
+def test_a_rank_deficient_face_factor_is_updated_when_coordinates_leave():
+    """A face holding an exact linear dependence (a column that is the sum of two others) factors to rank
+    s - 1; when two coordinates outside the dependence leave, the factor is updated (its coordinate past
+    the rank stays past it) and solves the new face as the least-norm solution on the range of H,
+    ``pinv(H) r`` for r in that range. When one coordinate of the dependence leaves, the face has full
+    rank again, by an update or afresh. Tolerance, as for the full-rank update below, with the condition
+    number on the range (largest over smallest nonzero eigenvalue)."""
+    rng = np.random.default_rng(5)
+    n, k = 300, 90
+    X = rng.standard_normal((n, k))
+    old = np.sort(rng.choice(k, 60, replace=False))
+    pair = old[[3, 30]]
+    Xs = np.column_stack([X, X[:, pair[0]] + X[:, pair[1]]])
+    Q = Xs.T @ Xs / n
+    cutoff = 16 * n * EPS
+    face = np.r_[old, k]
+    previous = FaceFactor(Q, face, 0.0, cutoff)
+    assert not previous.solution(np.ones(face.size), np.zeros(face.size))[1]  # rank deficient
+    for leaving, updated in ([old[[10, 50]], True], [pair[:1], None]):
+        new = np.setdiff1d(face, leaving)
+        factor = FaceFactor(Q, new, 0.0, cutoff, previous)
+        if updated is not None:
+            assert factor.from_update == updated
+        H = Q[np.ix_(new, new)]
+        values, vectors = np.linalg.eigh(H)
+        nonzero = values > cutoff * values[-1]
+        target = vectors[:, nonzero] @ rng.standard_normal(int(nonzero.sum()))  # in the range of H
+        step, full_rank = factor.solution(target, np.zeros(new.size))
+        assert full_rank == bool(nonzero.all())
+        exact = np.linalg.pinv(H, rtol=cutoff) @ target
+        condition = values[-1] / values[nonzero][0]
+        assert np.linalg.norm(step - exact) <= 10 * new.size * EPS * condition * np.linalg.norm(exact)
+
+
 def test_an_updated_face_factor_solves_the_new_face():
     """A face that lost two coordinates and gained three since the last one factored: the factor is
     updated (Givens rotations, appended rows) and solves the new face's system as a fresh solve does.

@@ -101,8 +101,8 @@ cdef class FaceFactor:
     def __init__(self, const double[:, ::1] Q, support, double ridge, double cutoff, FaceFactor previous=None):
         cdef const Py_ssize_t[::1] S = support
         cdef Py_ssize_t s = S.shape[0], a, c
-        cdef int n = <int>s, rank = 0, info = 0, nr, lwork, one = 1
-        cdef double scale = 0.0, unit = 1.0, tol
+        cdef int n = <int>s, rank = 0, info = 0
+        cdef double scale = 0.0, tol
         self.support, self.size, self.cutoff, self.rank = support, s, cutoff, 0
         # one allocation: the factor's s columns, then the four vectors and dpstrf's work (2s)
         cdef double[::1, :] columns = np.empty((s, s + 6), order="F")
@@ -129,10 +129,17 @@ cdef class FaceFactor:
         for a in range(s):
             self.pivots[a] -= 1
         self.nullity = s - rank
+        self._null_space()
+
+    cdef void _null_space(self):
+        r"""The orthonormal basis of the null space :math:`N = [-L_{11}^{-\top}L_{21}^\top;\ I]` (pivoted
+        order) of a factor of rank :math:`k < s` (nothing at full rank)."""
+        cdef Py_ssize_t a, c
+        cdef int n = <int>self.size, rank = <int>self.rank, nr = <int>self.nullity, lwork, info = 0
+        cdef double unit = 1.0
         if self.nullity == 0:
             return
-        nr = <int>self.nullity
-        self.nullspace = np.zeros((s, self.nullity), order="F")
+        self.nullspace = np.zeros((self.size, self.nullity), order="F")
         for c in range(self.nullity):  # -L21^T, then L11^{-T} applied in place: the top block of the basis
             for a in range(rank):
                 self.nullspace[a, c] = -self.factor[rank + c, a]
@@ -147,7 +154,7 @@ cdef class FaceFactor:
         dorgqr(&n, &nr, &nr, &self.nullspace[0, 0], &n, &t[0], &w[0], &lwork, &info)
 
     cdef bint updated(self, const double[:, ::1] Q, double ridge, double tol, FaceFactor old) except -1:
-        r"""The factor of this face from ``old``'s, when that had full rank and few coordinates changed.
+        r"""The factor of this face from ``old``'s, when few coordinates changed.
 
         Deleting the rows of the coordinates that left from ``old``'s factor :math:`L` leaves
         :math:`MM^\top = H'` (the kept coordinates in ``old``'s pivoted order) with :math:`M` lower
@@ -156,14 +163,20 @@ cdef class FaceFactor:
         that entered is appended: its row :math:`l = L^{-1}h` and pivot :math:`\sqrt{H_{jj} - l^\top l}`.
         Every pivot must stay above the rank cutoff (``tol``, as ``dpstrf``'s; the kept ones can only
         grow, as conditioning on fewer coordinates leaves more variance), else False and the face is
-        factored afresh. The cost is :math:`O(s^2)` a change against ``dpstrf``'s :math:`s^3/3`: taken
+        factored afresh. A rank-deficient ``old`` (rank :math:`k`) is updated when coordinates only left:
+        its coordinates past the rank (the rows :math:`L_{21}`) are rotated with the others and stay
+        past it while their remaining pivots :math:`H_{jj} - \|l_j\|^2` on the kept basis are still below
+        the cutoff (a basis coordinate that left may have carried one of them: then False), and the null
+        space is formed anew (:meth:`_null_space`, :math:`O(s^2(s - k))`). On issue 15's degree-3
+        diabetes path the feature-sign search drops one coordinate a step from faces of about 190 with
+        nullity 1 to 4. The cost is :math:`O(s^2)` a change against ``dpstrf``'s :math:`s^3/3`: taken
         while the changes are at most :data:`_UPDATE_SHARE` of the face's size.
         """
         cdef const Py_ssize_t[::1] S = self.support
         cdef const Py_ssize_t[::1] So = old.support
-        cdef Py_ssize_t s = self.size, so = old.size, kept = 0, cur, a, c, i, t, j
+        cdef Py_ssize_t s = self.size, so = old.size, kept = 0, basis = 0, cur, a, c, i, t, j
         cdef double x, y, r, cs, sn, d
-        if old.nullity or old.rank == 0:
+        if old.rank == 0:
             return False
         where = np.full(Q.shape[0], -1, dtype=np.intp)
         fresh_array = np.ones(s, dtype=np.int8)
@@ -179,14 +192,15 @@ cdef class FaceFactor:
                 self.pivots[kept] = <int>j
                 fresh[j] = 0
                 kept += 1
-        if (so - kept) + (s - kept) > _UPDATE_SHARE * s:
+                basis += a < old.rank
+        if (so - kept) + (s - kept) > _UPDATE_SHARE * s or (old.nullity and s > kept):
             return False
-        M_array = np.zeros((kept, so), order="F")
+        M_array = np.zeros((kept, old.rank), order="F")
         cdef double[::1, :] M = M_array
         for i in range(kept):
-            for c in range(kp[i] + 1):
+            for c in range(min(kp[i] + 1, old.rank)):
                 M[i, c] = old.factor[kp[i], c]
-        for i in range(kept):
+        for i in range(basis):
             for c in range(kp[i], i, -1):  # rotate columns (c - 1, c) to take M[i, c] to 0
                 y = M[i, c]
                 if y == 0:
@@ -205,6 +219,17 @@ cdef class FaceFactor:
                 return False
             for t in range(i, kept):
                 self.factor[t, i] = M[t, i]
+        for i in range(basis, kept):  # old's coordinates past its rank: still below the cutoff
+            j = S[self.pivots[i]]
+            d = Q[j, j] + ridge
+            for c in range(basis):
+                d -= M[i, c] * M[i, c]
+            if d > tol:
+                return False
+        if basis < kept:
+            self.rank, self.nullity = basis, kept - basis
+            self._null_space()
+            return True
         cur = kept
         for a in range(s):
             if not fresh[a]:

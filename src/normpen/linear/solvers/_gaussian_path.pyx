@@ -158,7 +158,7 @@ cdef class GaussianPath:
     cdef double[::1] ref, G_ref, reach
     cdef unsigned char[::1] known
     cdef double drift, margin
-    cdef bint bounded
+    cdef bint bounded, solved
 
     def __init__(
         self, X, y, a, means, target, order, starts, unit, group, gram_limit, lipschitz, unit_ridge,
@@ -228,7 +228,7 @@ cdef class GaussianPath:
         self._add(np.flatnonzero(held | (np.asarray(self.weight) == 0)).astype(np.intp))
         self._point()
         self._full_gradient()
-        self.lam_prev = lam_prev
+        self.lam_prev, self.solved = lam_prev, False
 
     cdef void _grow(self, int need):
         """Room for ``need`` working-set coordinates (doubling; with the Gram matrix at most ``gram_limit``),
@@ -348,14 +348,16 @@ cdef class GaussianPath:
         return blocks - means[:, :, None] * means[:, None, :]
 
     cdef void _residual(self):
-        r"""The exact point (:meth:`_point`) and its gradient: while the path has a reference gradient and
-        no unpenalized coordinates (whose projection of the dual point moves every block's gradient),
+        r"""The exact point (:meth:`_point`) and its gradient: from a path's second strength on, without
+        unpenalized coordinates (whose projection of the dual point moves every block's gradient),
         formed where it is needed (:meth:`_settle`, on the working set always: no rounding is carried
-        from the epochs' updates) and bounded elsewhere; else the full :math:`X^\top G`."""
+        from the epochs' updates) and bounded elsewhere; else the full :math:`X^\top G` (a single fit's
+        first check is far from its start: the bounds' one pass over ``X`` for the norms would buy
+        nothing there)."""
         cdef int i
         cdef double d = 0.0
         self._point()
-        if self.has_free:
+        if self.has_free or (self.reach is None and not self.solved):
             self._full_gradient()
             return
         if self.reach is None:
@@ -506,7 +508,7 @@ cdef class GaussianPath:
                 self._add(self.found[:found])
             else:
                 fraction *= _TIGHTEN
-        self.lam_prev = lam
+        self.lam_prev, self.solved = lam, True
         self.n_iter, self.n_epochs = rounds, epochs
         return gap, threshold
 
