@@ -175,7 +175,7 @@ def _has_prox(setup):
 
 
 def _cd_grid(setup, lams, options):
-    solutions = _warm_started(setup, cd.solve, setup.unit.scaled, lams, options)
+    solutions = _warm_started(setup, cd.PathSolver(setup.unit), float, lams, options)
     return Path.from_solutions(lams, solutions)
 
 
