@@ -25,7 +25,10 @@ fit):
 
 1. *Outer loop.* Refit the intercept exactly, compute the full gradient
    :math:`X^\top G` once, the duality gap (:mod:`normpen.linear.problem`), and
-   stop when it is below ``tol`` times the objective at :math:`W = 0`.
+   stop when it is below ``tol`` times the objective at :math:`W = 0`. Along a
+   least-squares path (:class:`PathSolver`) a warm start's first round skips
+   the test: its working set is solved first, so no strength is returned at its
+   warm start.
 2. *Gap-safe screening* (Ndiaye et al., 2017). The dual is
    :math:`1/c`-strongly concave, so :math:`\|X_g^\top A(u - u^\star)\| \le
    \sqrt{2\,\text{gap}\,L_g}` with :math:`L_g = c\|A^{1/2}X_g\|^2`; blocks whose
