@@ -3,10 +3,10 @@ is returned at its warm start, and a single fit from a start that meets its tole
 
 Below :math:`\\lambda_{\\max}` distinct strengths have distinct optima (on the support the optimality
 conditions read :math:`|\\nabla_j F| = \\lambda`), so a strength whose coefficients equal the previous
-strength's was returned at its warm start. The solutions are checked against scikit-learn's (the lasso) or the covariance
-solver's (the group lasso) at a tight tolerance, each certified by :meth:`~normpen.linear.problem.Problem.certify`: both objectives lie in
-:math:`[P^\\star, P^\\star + G_i]`, so :math:`|P_1 - P_2| \\le G_1 + G_2` plus the rounding of two
-objectives, :math:`64\\epsilon(|P_1| + |P_2|)`.
+strength's was returned at its warm start. The solutions are checked against scikit-learn's (the lasso,
+the logistic) or the covariance solver's (the group lasso) at a tight tolerance, each certified by
+:meth:`~normpen.linear.problem.Problem.certify`: both objectives lie in :math:`[P^\\star, P^\\star + G_i]`,
+so :math:`|P_1 - P_2| \\le G_1 + G_2` plus the rounding of two objectives, :math:`64\\epsilon(|P_1| + |P_2|)`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ def _sparse_regression(n=200, p=400, seed=1):
 def _certified(X, y, datafit, lams, coefs):
     """Objectives and gaps of ``coefs`` (one per strength of the L1 path, no intercept)."""
     problem = Problem(X, y, datafit, None, False)
-    reports = [
-        problem.certify(as_block_penalty(L1(lam), (X.shape[1],)), coef) for lam, coef in zip(lams, coefs)
-    ]
+    blocks = [as_block_penalty(L1(lam), (X.shape[1],)) for lam in lams]
+    reports = [problem.certify(block, coef) for block, coef in zip(blocks, coefs, strict=True)]
     return np.array([r.primal for r in reports]), np.array([r.gap for r in reports])
 
 
@@ -85,13 +84,14 @@ def test_a_single_fit_from_a_start_that_meets_tol_returns_it():
     X, y = _sparse_regression()
     lam = float(path(X, y, Quadratic(), L1(1.0), n_lams=5, fit_intercept=False).lams[3])
     first = path(X, y, Quadratic(), L1(1.0), [lam], fit_intercept=False, tol=1e-8)
-    again = path(X, y, Quadratic(), L1(1.0), [lam], fit_intercept=False, tol=1e-8, init=(first.coefs[0], None))
+    start = (first.coefs[0], None)
+    again = path(X, y, Quadratic(), L1(1.0), [lam], fit_intercept=False, tol=1e-8, init=start)
     assert again.n_iters[0] == 0
     np.testing.assert_array_equal(again.coefs[0], first.coefs[0])
 
 
 def test_a_logistic_path_is_certified_and_agrees_with_scikit_learn():
-    """Newton-model datafits keep checking each warm start first (:class:`PathSolver`): certified all the same."""
+    """Newton-model datafits check each warm start first (:class:`PathSolver`): certified all the same."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((120, 60))
     y = np.where(X[:, :5] @ np.ones(5) + 0.5 * rng.standard_normal(120) > 0, 1.0, -1.0)
@@ -103,7 +103,12 @@ def test_a_logistic_path_is_certified_and_agrees_with_scikit_learn():
         warnings.simplefilter("ignore", ConvergenceWarning)
         coefs = [
             LogisticRegression(
-                l1_ratio=1.0, C=1 / (n * lam), fit_intercept=False, solver="liblinear", tol=1e-10, max_iter=10_000
+                l1_ratio=1.0,
+                C=1 / (n * lam),
+                fit_intercept=False,
+                solver="liblinear",
+                tol=1e-10,
+                max_iter=10_000,
             )
             .fit(X, y)
             .coef_[0]
