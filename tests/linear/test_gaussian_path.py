@@ -12,6 +12,7 @@ Its certificate is :meth:`Problem.duality_gap`'s, so the checks are those of any
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import numpy as np
@@ -385,14 +386,27 @@ def test_groups_it_does_not_solve_go_to_coordinate_descent(penalty):
     )
 
 
-def test_auto_takes_groups_only_while_every_feature_fits_the_gram_budget(monkeypatch):
-    """Past the budget group lasso working sets would be solved on the residual, slower than cd (measured in
-    gaussian_path.takes): auto then picks cd; single coordinates stay."""
+def test_groups_wider_than_the_gram_budget_run_here_at_loose_tolerances_and_in_cd_at_tight_ones(monkeypatch):
+    """Past the budget a group lasso working set is solved on the residual, which cd's accelerated sweeps
+    beat at tight tolerances (measured in gaussian_path.hands_to_cd): auto takes the path, and hands it to
+    cd below tol 1e-4; single coordinates stay at every tolerance. Either way the path is certified and
+    agrees with cd's."""
     from normpen.linear.path import _choose_solver
+
+    path_module = importlib.import_module("normpen.linear.path")  # (normpen.linear.path is also the function)
 
     X, y = _regression(30, 40, seed=18)
     groups = _groups(40, np.random.default_rng(19))
-    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), groups, False)).name == "covariance"
     monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)  # gram_limit(30) = 30 // 4 = 7 < 40 features
-    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), groups, False)).name == "cd"
-    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), L1(1.0), False)).name == "covariance"
+    assert _choose_solver("auto", _Setup(Problem(X, y, Quadratic()), groups, False)).name == "covariance"
+    handed = []
+    cd_grid = path_module._cd_grid
+    monkeypatch.setattr(path_module, "_cd_grid", lambda *args: handed.append(True) or cd_grid(*args))
+    for penalty, tol, to_cd in ((groups, 1e-3, False), (groups, 1e-6, True), (L1(1.0), 1e-6, False)):
+        handed.clear()
+        ours = path(X, y, Quadratic(), penalty, n_lams=8, tol=tol)
+        assert bool(handed) == to_cd
+        cd = path(X, y, Quadratic(), penalty, n_lams=8, tol=tol, solver="cd")
+        assert ours.converged.all()
+        _check_certificates(X, y, penalty, ours, tol)
+        _agree(ours.objectives, cd.objectives, ours.dual_gaps, cd.dual_gaps)

@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from normpen.linear._validation import check_count, check_flag, decreasing_lams
+from normpen.linear._validation import check_count, check_flag, check_tol, decreasing_lams
 from normpen.linear.blocks import BlockPenalty, as_block_penalty
 from normpen.linear.datafits.hinge import Hinge
 from normpen.linear.datafits.quadratic import Quadratic
@@ -188,10 +188,12 @@ def _covariance_takes(setup):
 
 def _covariance_grid(setup, lams, options):
     """Covariance coordinate descent (:mod:`~normpen.linear.solvers.gaussian_path`); options of ``"cd"``
-    alone (``ws_start``, ``anderson``, ``screening``) send the path to :func:`_cd_grid`."""
+    alone (``ws_start``, ``anderson``, ``screening``), and wide grouped designs at tight tolerances
+    (:func:`~normpen.linear.solvers.gaussian_path.hands_to_cd`), send the path to :func:`_cd_grid`."""
     from normpen.linear.solvers import gaussian_path
 
-    if set(options) - {"tol", "max_iter", "max_epochs", "progress", "init"}:
+    cd_only = set(options) - {"tol", "max_iter", "max_epochs", "progress", "init"}
+    if cd_only or gaussian_path.hands_to_cd(setup.problem, setup.unit, check_tol(options["tol"])):
         return _cd_grid(setup, lams, options)
     solve = gaussian_path.PathSolver(setup.problem, setup.unit)
     solutions = _warm_started(setup, solve, float, lams, options)

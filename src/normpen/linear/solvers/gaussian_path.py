@@ -73,13 +73,8 @@ def takes(problem, block):
     (:func:`~normpen.linear.problem.free_constraints`), which the compiled working-set solve's stop test
     (an equality projection) does not know.
 
-    Groups are taken when every coordinate fits the Gram matrix (:math:`p \le` :func:`gram_limit`): past
-    it a group lasso working set is solved by plain block coordinate descent on the residual, which
-    coordinate descent's accelerated residual sweeps beat. Measured (50 strengths to 1e-2, groups of 5,
-    AR(1) designs, one thread, best of 4, load ~2; covariance / cd, tol 1.7e-3 then 1e-6): 2000 x 250
-    12.0 / 21.5 and 13.7 / 36.8 ms; 1000 x 500 16.9 / 21.8 and 19.0 / 49.0; 500 x 1000 28.2 / 26.1
-    (suboptimality 1.8e-5 / 1.3e-2) and 59.3 / 74.4; 200 x 1000 15.0 / 17.5 and 64.0 / 67.8; but workload
-    (d), 1000 x 5000 (working sets of 3,000 coordinates, residual form), 153 / 112 and 471 / 300 ms.
+    Groups are taken whatever the design's width; :func:`hands_to_cd` sends a path of groups wider than
+    the Gram budget to coordinate descent at tight tolerances.
     """
     X = getattr(problem, "X", None)
     data_ok = X is None or (isinstance(X, np.ndarray) and X.dtype == np.float64)
@@ -90,8 +85,29 @@ def takes(problem, block):
         and block is not None
         and _groups_ok(block)
         and not (block.positive and block.free_rows.size)
-        and (block.singletons or X is None or problem.n_features <= gram_limit(problem.n_samples))
     )
+
+
+def hands_to_cd(problem, block, tol):
+    r"""Whether a path that :func:`takes` would take runs faster in coordinate descent: groups whose
+    features do not all fit the Gram budget (:math:`p >` :func:`gram_limit`) at ``tol`` below
+    :data:`_LOOSE`.
+
+    Past the budget a group lasso working set is solved by plain block coordinate descent on the
+    residual (with the Gram matrix, no faster: a group's step has no model solve to accelerate it),
+    which coordinate descent's Anderson-accelerated block sweeps beat at tight tolerances; at loose
+    ones both take about as long and this solver, solving every strength before its first check, is
+    far closer to the optimum. Workload (d), groups of 5 on 1000 x 5000 (working sets of 3,000
+    coordinates), one thread, load ~2, 2026-12-07, this solver with bounded checks / coordinate
+    descent solving each warm start first: tol 1.7e-3 331-341 / 398-433 ms (largest suboptimality
+    4.4e-6 / 5.7e-6, adelie 239 ms at 6.1e-6), 1.7e-4 534-564 / 507-598 (8.6e-8 / 1.2e-6); 1.7e-5
+    855 / 606, 1e-6 1207 / 807 (with the Gram matrix 1331 and 1680). Groups that fit the budget stay
+    at every tolerance (AR(1) designs, 50 strengths to 1e-2, groups of 5, covariance / cd, tol 1.7e-3
+    then 1e-6: 2000 x 250 12.0 / 21.5 and 13.7 / 36.8 ms; 1000 x 500 16.9 / 21.8 and 19.0 / 49.0;
+    500 x 1000 28.2 / 26.1 and 59.3 / 74.4; 200 x 1000 15.0 / 17.5 and 64.0 / 67.8).
+    """
+    wide = not block.singletons and problem.n_features > gram_limit(problem.n_samples)
+    return wide and tol < _LOOSE
 
 
 def _groups_ok(block):
