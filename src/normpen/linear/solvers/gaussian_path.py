@@ -188,6 +188,6 @@ class PathSolver:
             n_iter=kernel.n_iter,
             n_epochs=kernel.n_epochs,
             solver="covariance coordinate descent",
-            work=f"{kernel.n_iter} iterations ({kernel.n_epochs} epochs, {kernel.n_gradients} full gradients)",
+            work=f"{kernel.n_iter} iterations ({kernel.n_epochs} epochs, {kernel.n_gradients} gradients)",
             warn=warn,
         )
