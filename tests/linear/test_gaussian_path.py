@@ -366,6 +366,31 @@ def test_a_working_set_wider_than_the_gram_budget_reads_its_gradient_from_the_re
             _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
 
 
+@pytest.mark.parametrize("few_epochs, keeps_gram", [(10**9, False), (0, True)])
+def test_after_a_strength_that_converged_in_few_epochs_a_wide_working_set_leaves_the_gram_matrix(
+    monkeypatch, few_epochs, keeps_gram
+):
+    """At a tight tol the Gram matrix is kept up to the memory budget, unless the last strength took fewer
+    than ``_FEW_EPOCHS`` epochs: then a working set past the loose limit reads its gradient from the
+    residual (here every strength counts as quick, or none does). The same certified path either way."""
+    monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)  # loose limit: 60 // 4 = 15 coordinates
+    monkeypatch.setattr(gaussian_path, "_FEW_EPOCHS", few_epochs)
+    X, y = _regression(60, 80, seed=15)
+    penalty = ElasticNet(1.0, 0.5)
+    problem = Problem(X, y, Quadratic())
+    setup = _Setup(problem, penalty, False)
+    solve = PathSolver(problem, setup.unit)
+    state = setup.start()
+    lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
+    solutions = [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
+    assert solve.kernel.ws_n > 15  # past the loose limit, within the budget
+    assert solve.kernel.gram == keeps_gram
+    cd = path(X, y, Quadratic(), penalty, lams=lams, tol=1e-8, solver="cd")
+    for solution, objective, gap in zip(solutions, cd.objectives, cd.dual_gaps, strict=True):
+        assert solution.converged
+        _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
+
+
 @pytest.mark.parametrize(
     "penalty",
     [
