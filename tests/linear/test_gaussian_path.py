@@ -353,17 +353,24 @@ def test_a_working_set_wider_than_the_gram_budget_reads_its_gradient_from_the_re
     assert gaussian_path.gram_limit(60, 1e-8) == 20  # a tight tol: the entries alone
     X, y = _regression(60, 80, seed=15)
     for penalty in (L1(1.0), _groups(80, np.random.default_rng(16))):
-        problem = Problem(X, y, Quadratic())
-        setup = _Setup(problem, penalty, False)
-        solve = PathSolver(problem, setup.unit)
-        state = setup.start()
-        lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
-        solutions = [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
-        assert not solve.kernel.gram  # the working set outgrew the budget
-        cd = path(X, y, Quadratic(), penalty, lams=lams, tol=1e-8, solver="cd")
-        for solution, objective, gap in zip(solutions, cd.objectives, cd.dual_gaps, strict=True):
-            assert solution.converged
-            _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
+        kernel = _solved_like_cd(X, y, penalty)
+        assert not kernel.gram  # the working set outgrew the budget
+
+
+def _solved_like_cd(X, y, penalty):
+    """A path of 10 strengths to 1e-2 of lambda_max at tol 1e-8, strength by strength, each certified and
+    agreeing with cd's; returns the solver's kernel as the path left it."""
+    problem = Problem(X, y, Quadratic())
+    setup = _Setup(problem, penalty, False)
+    solve = PathSolver(problem, setup.unit)
+    state = setup.start()
+    lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
+    solutions = [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
+    cd = path(X, y, Quadratic(), penalty, lams=lams, tol=1e-8, solver="cd")
+    for solution, objective, gap in zip(solutions, cd.objectives, cd.dual_gaps, strict=True):
+        assert solution.converged
+        _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
+    return solve.kernel
 
 
 @pytest.mark.parametrize("few_epochs, keeps_gram", [(10**9, False), (0, True)])
@@ -376,19 +383,9 @@ def test_after_a_strength_that_converged_in_few_epochs_a_wide_working_set_leaves
     monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)  # loose limit: 60 // 4 = 15 coordinates
     monkeypatch.setattr(gaussian_path, "_FEW_EPOCHS", few_epochs)
     X, y = _regression(60, 80, seed=15)
-    penalty = ElasticNet(1.0, 0.5)
-    problem = Problem(X, y, Quadratic())
-    setup = _Setup(problem, penalty, False)
-    solve = PathSolver(problem, setup.unit)
-    state = setup.start()
-    lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
-    solutions = [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
-    assert solve.kernel.ws_n > 15  # past the loose limit, within the budget
-    assert solve.kernel.gram == keeps_gram
-    cd = path(X, y, Quadratic(), penalty, lams=lams, tol=1e-8, solver="cd")
-    for solution, objective, gap in zip(solutions, cd.objectives, cd.dual_gaps, strict=True):
-        assert solution.converged
-        _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
+    kernel = _solved_like_cd(X, y, ElasticNet(1.0, 0.5))
+    assert kernel.ws_n > 15  # past the loose limit, within the budget
+    assert kernel.gram == keeps_gram
 
 
 @pytest.mark.parametrize(
