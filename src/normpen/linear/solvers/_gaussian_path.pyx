@@ -121,7 +121,8 @@ cdef class GaussianPath:
         floats); a wider working set drops them and its gradient is read from the residual instead.
     lipschitz : callable
         Returns the blocks' :math:`L_g` (:meth:`normpen.linear.problem.Problem.block_lipschitz`, floored
-        at 1), read by the stop rule below the certifiable tolerance only.
+        at 1), read by the checks' bounds (:meth:`_settle`) and the stop rule below the certifiable
+        tolerance.
     unit_ridge : float
         :math:`\\mu` at strength 1.
     positive, fit_intercept : bool
@@ -195,9 +196,9 @@ cdef class GaussianPath:
         self.ref, self.G_ref, self.reach = np.zeros(self.p), np.zeros(self.n), None
         self.known = np.ones(self.nb, dtype=np.uint8)
         self.drift, self.bounded = 0.0, False
-        # the norms of _reach and of the residual's move, sums of n squares, are within a relative
-        # (n + 2) eps of theirs (Higham's gamma_n, a square root and a product); twice that again over
-        # covers both factors of a bound
+        # the residual's move and the blocks' L_g (sums of n squares; an eigenvalue of a group's Gram block)
+        # are within a relative (n + 2) eps of theirs (Higham's gamma_n, a square root and a product);
+        # twice that again over covers both factors of a bound
         self.margin = 1.0 + 4.0 * (self.n + 2) * np.finfo(np.float64).eps
         self.bwork = np.zeros((2, self.width, 1))
         self.stepped, self.change = &self.bwork[1, 0, 0], &self.bwork[0, 0, 0]
@@ -352,8 +353,8 @@ cdef class GaussianPath:
         unpenalized coordinates (whose projection of the dual point moves every block's gradient),
         formed where it is needed (:meth:`_settle`, on the working set always: no rounding is carried
         from the epochs' updates) and bounded elsewhere; else the full :math:`X^\top G` (a single fit's
-        first check is far from its start: the bounds' one pass over ``X`` for the norms would buy
-        nothing there)."""
+        first check is far from its start: the blocks' :math:`L_g`, a pass over ``X``, would buy nothing
+        there)."""
         cdef int i
         cdef double d = 0.0
         self._point()
@@ -361,9 +362,10 @@ cdef class GaussianPath:
             self._full_gradient()
             return
         if self.reach is None:
-            self.reach = self._reach()
+            self.reach = np.sqrt(self._lipschitz()) * self.margin
         for i in range(self.n):
-            d += (self.G[i] - self.G_ref[i]) * (self.G[i] - self.G_ref[i])
+            if self.a[i] > 0:  # (a zero weight's G_i is 0 at every point)
+                d += (self.G[i] - self.G_ref[i]) * (self.G[i] - self.G_ref[i]) / self.a[i]
         self.drift = sqrt(d) * self.margin
         memcpy(&self.grad[0], &self.ref[0], self.p * sizeof(double))
         self.known[:] = 0
@@ -383,25 +385,11 @@ cdef class GaussianPath:
         self.drift, self.bounded = 0.0, False
         self.n_gradients += 1
 
-    def _reach(self):
-        r"""Each block's :math:`\|X_g - \mathbf 1\bar x_g^\top\|_F` (:math:`\|X_g\|_F` without an intercept),
-        times :attr:`margin`: a block's gradient :math:`X_g^\top G` moves by at most it times
-        :math:`\|\Delta G\|` (Cauchy-Schwarz; with an intercept :math:`\Delta G` sums to 0, so the
-        centring is free). One pass over ``X``, on the path's first bounded check."""
-        squares = np.empty(self.p)
-        cdef double[::1] out = squares
-        cdef int i, j
-        cdef double c, v, total
-        for j in range(self.p):
-            c = self.means[j] if self.intercept else 0.0
-            total = 0.0
-            for i in range(self.n):
-                v = self.X[i, j] - c
-                total += v * v
-            out[j] = total
-        squares = squares[np.asarray(self.order)]
-        blocks = np.add.reduceat(squares, np.asarray(self.starts)[:-1]) if self.nb < self.p else squares
-        return np.sqrt(blocks) * self.margin
+    def _lipschitz(self):
+        """The blocks' :math:`L_g` (the ``lipschitz`` callable's, formed on first use)."""
+        if self.blip is None:
+            self.blip = np.ascontiguousarray(self.lipschitz(), dtype=np.float64)
+        return self.blip
 
     cdef void _settle(self, double level) noexcept nogil:
         r"""Make exact the gradient of the working set and of every block outside it whose magnitude
@@ -409,8 +397,11 @@ cdef class GaussianPath:
 
         Between full gradients a block's gradient is known from the reference point's,
         :math:`\nabla_g F = X_g^\top G_{\text{ref}} + X_g^\top(G - G_{\text{ref}})`, to within
-        :math:`\rho_g = \|X_g\|_F\|G - G_{\text{ref}}\|` (:meth:`_reach`; the magnitude, a norm or a positive
-        part of one, is 1-Lipschitz); a block whose bound stays below the level cannot reach it, and its
+        :math:`\rho_g = \sqrt{L_g}\,\|A^{-1/2}(G - G_{\text{ref}})\|` (Cauchy-Schwarz in the weighted norm:
+        :math:`G = A(z - y)`, :math:`L_g = \|A^{1/2}(X_g - \mathbf 1\bar x_g^\top)\|_2^2` the block's Lipschitz
+        constant of :meth:`~normpen.linear.problem.Problem.block_lipschitz`, its centring free with an
+        intercept, where :math:`\sum_i(G - G_{\text{ref}})_i = 0`; the magnitude, a norm or a positive part
+        of one, is 1-Lipschitz); a block whose bound stays below the level cannot reach it, and its
         stale entries (the reference's) read below the level too, so the strong rule, the optimality
         check and the certificate's dual norm (whose blocks below the dual ball's boundary count for
         nothing) are those of the exact gradient, to its rounding. The others are formed column by
@@ -853,9 +844,7 @@ cdef class GaussianPath:
             return True
         if self.bounded:  # every block's residual is read
             self._full_gradient()
-        if self.blip is None:
-            self.blip = np.ascontiguousarray(self.lipschitz(), dtype=np.float64)
-        cdef double[::1] lip = self.blip
+        cdef double[::1] lip = self._lipschitz()
         for g in range(self.nb):
             L = lip[g]
             v = lam * self.group[g] / L
