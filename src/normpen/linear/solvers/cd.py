@@ -353,6 +353,11 @@ class PathSolver:
     with new curvature weights) each round, and check first: on the L1 logistic path (c) at adelie's gap
     9.8e-4 solving first took 0.29-0.38 -> 0.40-0.43 s (adelie 0.31-0.37 s; its 9 extra models were
     the widest, about 7 ms each) and left 4.8e-6 (adelie's 7.5e-7: tol 9.8e-5 was still needed).
+    From a least-squares path's third strength on, the start is moved first along the line through the
+    last two solutions (:func:`_extrapolate`: exact on a face of fixed signs, no pass over ``X``). On
+    (e) at adelie's gap 5e-3 that took the suboptimality from 3.3e-4 to 6.4e-5 (adelie's 1.0e-4) and
+    1.05 to 0.69-0.80 s; at 1e-6 2.85 -> 1.77-2.10 s; (d) through ``cd`` at 1.7e-3 422-441 -> 347-371
+    ms, at 1e-6 unchanged (754-789 -> 755-778 ms).
     A call with another state (the path's first strength, a restart, a single fit) solves as
     :func:`solve` alone does.
     """
@@ -360,13 +365,47 @@ class PathSolver:
     def __init__(self, unit):
         self.unit = unit
         self._state = None
+        self._solved = []  # the last two strengths' (lam, W, b, z, gradient), a least-squares path's
 
     def __call__(self, problem, lam, state, **options):
         """The :class:`~normpen.linear.problem.Solution` at strength ``lam`` from ``state`` (updated in
         place); ``options`` as for :func:`solve`."""
         warm, self._state = state is self._state, state
-        first = warm and problem.exact_model
-        return solve(problem, self.unit.scaled(lam), state, solve_first=first, **options)
+        if not warm:
+            self._solved = []
+        penalty = self.unit.scaled(lam)
+        if len(self._solved) == 2:
+            _extrapolate(problem, penalty, lam, state, *self._solved)
+        solution = solve(problem, penalty, state, solve_first=warm and problem.exact_model, **options)
+        if problem.exact_model:
+            point = (lam, state.W.copy(), state.b.copy(), state.z.copy(), state.gradient)
+            self._solved = [*self._solved[-1:], point]
+        return solution
+
+
+def _extrapolate(problem, penalty, lam, state, before, last):
+    r"""Move ``state`` (at ``last``'s solution) along the line through the last two solutions of a
+    least-squares path, to strength ``lam``, where that lowers the objective at ``lam``.
+
+    On a face of fixed signs the lasso's solution is affine in :math:`\lambda`
+    (:math:`W_S = (X_S^\top AX_S)^{-1}(X_S^\top Ay - \lambda s)`), and so are
+    :math:`z = XW + b` and the cached gradient :math:`X^\top A(z - y)`: the point
+    :math:`W_1 + t(W_1 - W_0)` with :math:`t = (\lambda - \lambda_1)/(\lambda_1 - \lambda_0)`
+    is the next solution exactly while no sign changes, and costs no pass over
+    ``X``. Where the line leaves the face (a block crosses zero, a new one entered
+    between the two) the step is only a guess: it is taken when it lowers the
+    objective at ``lam`` (a pass over ``z`` and ``W``), else the start stays the last solution.
+    """
+    (lam0, W0, b0, z0, grad0), (lam1, W1, b1, z1, grad1) = before, last
+    t = (lam - lam1) / (lam1 - lam0)
+    W, z = W1 + t * (W1 - W0), z1 + t * (z1 - z0)
+    if problem.loss(z) + penalty.value(W) >= problem.loss(z1) + penalty.value(W1):
+        return
+    state.W[...] = W
+    state.b[...] = b1 + t * (b1 - b0)
+    state.z = z
+    both = grad0 is not None and grad1 is not None
+    state.gradient = tuple(g1 + t * (g1 - g0) for g0, g1 in zip(grad0, grad1, strict=True)) if both else None
 
 
 def _certifies(problem, report, tol):
