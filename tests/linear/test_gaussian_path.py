@@ -253,6 +253,33 @@ def test_checks_bound_the_gradient_away_from_the_dual_ball_and_certify_as_the_ex
     assert gradients < lams.size
 
 
+@pytest.mark.parametrize("gram", [True, False])
+def test_on_one_face_a_strength_starts_on_the_line_through_the_last_two_solutions(monkeypatch, gram):
+    """While no sign changes the lasso's solution is affine in lambda, so from a path's third strength on the
+    kernel starts on the next solution (the line through the last two, to rounding): fewer epochs than the
+    second strength, which starts at the previous solution; with the Gram matrix and from the residual
+    (its budget cut to 3 coordinates). Every strength is certified and agrees with cd's."""
+    if not gram:
+        monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
+        monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 100 * 3 + 3**2)
+    rng = np.random.default_rng(3)
+    Z = rng.standard_normal((100, 12))
+    X = Z + 0.8 * Z[:, [0]]  # correlated columns: coordinate descent needs several epochs from a stale start
+    y = X[:, :6] @ np.array([3.0, -2.0, 2.5, -1.5, 2.0, 1.0]) + 0.1 * rng.standard_normal(100)
+    lams = lambda_max(X, y, Quadratic(), L1(1.0)) * np.geomspace(0.05, 0.02, 8)
+    cd = path(X, y, Quadratic(), L1(1.0), lams=lams, tol=1e-12, solver="cd")
+    assert np.all(np.sign(cd.coefs) == np.sign(cd.coefs[0]))  # one face along the whole path
+    problem, setup, solve = _solver_along(X, y, L1(1.0))
+    state = setup.start()
+    epochs = []
+    for lam, objective, gap in zip(lams, cd.objectives, cd.dual_gaps, strict=True):
+        solution = solve(problem, float(lam), state, tol=1e-10)
+        assert solve.kernel.gram == gram and solution.converged
+        _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
+        epochs.append(solution.n_epochs)
+    assert max(epochs[2:]) < epochs[1]
+
+
 def test_a_restarted_state_is_solved_from_its_own_coefficients():
     """The path's restart hands the solver a fresh state mid-path: it starts from that state's point."""
     X, y = _regression(50, 40, seed=7)

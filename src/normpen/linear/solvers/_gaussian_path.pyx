@@ -28,7 +28,10 @@ keeps, across the strengths of a path, a working set of blocks, a copy of their 
    :math:`\|\nabla_g F\|/\omega_g` for a group) is at least :math:`2\lambda - \lambda_{\text{prev}}` join
    the working set (:math:`\omega` the weight at strength 1); coordinates without weight are in it from
    the start.
-2. *Block coordinate descent on the working set* with the gradient :math:`g = Q\beta - c` kept on it (one
+2. *Start on the line* through the last two solutions (:meth:`GaussianPath._extrapolate`, from a path's
+   third strength on): exact while no sign changes (the lasso's solution is affine in :math:`\lambda` on a
+   face), taken only where it lowers the objective at the new strength.
+3. *Block coordinate descent on the working set* with the gradient :math:`g = Q\beta - c` kept on it (one
    axpy of a Gram column per moved coordinate): a coordinate's exact minimiser, a group's exact minimiser
    (:func:`normpen.linear.solvers._common._exact_block`: Newton's method on the secular equation in the
    eigenbasis of :math:`Q_{gg}`; with positivity, or if it fails, a proximal gradient step with
@@ -41,7 +44,7 @@ keeps, across the strengths of a path, a working set of blocks, a copy of their 
    solve
    (:func:`normpen.linear.solvers._coordinate_solve.minimize_coordinates`: Anderson extrapolation,
    its face steps and polish), with the same stop test.
-3. *Check*: the residual (:math:`X_{ws}\beta_{ws}`), the full gradient :math:`X^\top A r` (one
+4. *Check*: the residual (:math:`X_{ws}\beta_{ws}`), the full gradient :math:`X^\top A r` (one
    ``dgemv``, or the working set's part and bounds for the rest: :meth:`GaussianPath._settle`) and the
    duality gap of :meth:`normpen.linear.problem.Problem.duality_gap` (the same dual
    point: the residual, projected onto the unpenalized columns' constraints, rescaled into the dual ball
@@ -53,7 +56,7 @@ keeps, across the strengths of a path, a working set of blocks, a copy of their 
 """
 
 cimport cython
-from libc.math cimport fabs, sqrt
+from libc.math cimport INFINITY, fabs, sqrt
 from libc.string cimport memcpy
 from scipy.linalg import cython_blas, cython_lapack
 
@@ -160,6 +163,9 @@ cdef class GaussianPath:
     cdef unsigned char[::1] known
     cdef double drift, margin
     cdef bint bounded, solved
+    cdef double[::1] previous
+    cdef double lam_before
+    cdef bint has_previous
 
     def __init__(
         self, X, y, a, means, target, order, starts, unit, group, gram_limit, lipschitz, unit_ridge,
@@ -194,6 +200,7 @@ cdef class GaussianPath:
         self.ws = np.zeros(self.p, dtype=np.intp)
         self.found = np.zeros(self.p, dtype=np.intp)
         self.ref, self.G_ref, self.reach = np.zeros(self.p), np.zeros(self.n), None
+        self.previous, self.lam_before, self.has_previous = np.zeros(self.p), 0.0, False
         self.known = np.ones(self.nb, dtype=np.uint8)
         self.drift, self.bounded = 0.0, False
         # the residual's move and the blocks' L_g (sums of n squares; an eigenvalue of a group's Gram block)
@@ -229,7 +236,7 @@ cdef class GaussianPath:
         self._add(np.flatnonzero(held | (np.asarray(self.weight) == 0)).astype(np.intp))
         self._point()
         self._full_gradient()
-        self.lam_prev, self.solved = lam_prev, False
+        self.lam_prev, self.solved, self.has_previous = lam_prev, False, False
 
     cdef void _grow(self, int need):
         """Room for ``need`` working-set coordinates (doubling; with the Gram matrix at most ``gram_limit``),
@@ -477,6 +484,11 @@ cdef class GaussianPath:
         cdef bint coordinates
         self.n_gradients = 0
         self._add(self.found[:self._outside(2 * lam - self.lam_prev, False)])
+        if self.solved:
+            if self.has_previous and self.lam_prev != self.lam_before:
+                self._extrapolate(lam)
+            memcpy(&self.previous[0], &self.beta[0], self.p * sizeof(double))
+            self.lam_before, self.has_previous = self.lam_prev, True
         while True:
             if rounds < max_iter and epochs < max_epochs:
                 target = fraction * max(tol * scale, 64 * eps * fabs(self.primal))
@@ -502,6 +514,81 @@ cdef class GaussianPath:
         self.lam_prev, self.solved = lam, True
         self.n_iter, self.n_epochs = rounds, epochs
         return gap, threshold
+
+    cdef void _extrapolate(self, double lam):
+        r"""Move the working set's coefficients along the line through the last two solutions to strength
+        ``lam`` where that lowers the objective at ``lam``.
+
+        On a face of fixed signs the solution is affine in :math:`\lambda` (the lasso's
+        :math:`\beta_S = Q_{SS}^{-1}(c_S - \lambda w_S s)`), so the step
+        :math:`\delta = t(\beta_1 - \beta_0)`, :math:`t = (\lambda - \lambda_1)/(\lambda_1 - \lambda_0)`, lands on
+        the next solution while no sign changes (``cd._extrapolate``'s start, here in the kernel). With the
+        Gram matrix the datafit changes by :math:`\delta^\top(g + \tfrac12 Q\delta)` and the gradient by
+        :math:`Q\delta` (one product of :math:`|ws|^2`); without it the residual moves (:meth:`_move`, a pass
+        over the moved columns) and the datafit is :math:`\tfrac12\sum_i G_i^2/a_i`, the residual put back
+        when the step is refused.
+        """
+        cdef int k, t, s, r, i, one_i = 1, n = self.ws_n
+        cdef double step = (lam - self.lam_prev) / (self.lam_prev - self.lam_before), change = 0.0
+        cdef double one = 1.0, zero = 0.0
+        cdef bint moves = False
+        steps = np.zeros(n)
+        cdef double[::1] delta = steps
+        for k in range(n):
+            delta[k] = step * (self.beta[self.ws[k]] - self.previous[self.ws[k]])
+            moves = moves or delta[k] != 0
+        if not moves:
+            return
+        products = np.zeros(n)
+        cdef double[::1] Qd = products
+        if self.gram:
+            dgemv("N", &n, &n, &one, &self.Q[0, 0], &self.cap, &delta[0], &one_i, &zero, &Qd[0], &one_i)
+            for k in range(n):
+                change += delta[k] * (self.g_ws[k] + 0.5 * Qd[k])
+        else:
+            memcpy(&self.work[0], &self.G[0], self.n * sizeof(double))
+            change = -self._residual_loss()
+            for t in range(self.ws_nb):
+                s = self.wstart[t]
+                for r in range(self.wstart[t + 1] - s):
+                    self.change[r] = delta[s + r]
+                self._move(s, self.wstart[t + 1] - s)
+            change += self._residual_loss()
+        change += self._penalty_at(lam, &delta[0], 1.0) - self._penalty_at(lam, &delta[0], 0.0)
+        if not change < 0:  # (an infinite or undefined change too)
+            if not self.gram:
+                memcpy(&self.G[0], &self.work[0], self.n * sizeof(double))
+            return
+        for k in range(n):
+            self.beta_ws[k] += delta[k]
+            if self.gram:
+                self.g_ws[k] += Qd[k]
+
+    cdef double _residual_loss(self) noexcept nogil:
+        """The datafit from the kept residual: :math:`\tfrac12\sum_i a_i(z_i - y_i)^2 = \tfrac12\sum_i G_i^2/a_i`."""
+        cdef int i
+        cdef double total = 0.0
+        for i in range(self.n):
+            if self.a[i] > 0:
+                total += self.G[i] * self.G[i] / self.a[i]
+        return 0.5 * total
+
+    cdef double _penalty_at(self, double lam, const double *delta, double step) noexcept nogil:
+        """The penalty at strength ``lam`` of the working set's coefficients moved by ``step`` times ``delta``
+        (infinite where positivity is violated)."""
+        cdef int t, k
+        cdef double total = 0.0, norm, b, mu = lam * self.unit_ridge
+        for t in range(self.ws_nb):
+            norm = 0.0
+            for k in range(self.wstart[t], self.wstart[t + 1]):
+                b = self.beta_ws[k] + step * delta[k]
+                if self.positive and b < 0:
+                    return INFINITY
+                total += lam * self.unit[self.ws[k]] * fabs(b) + 0.5 * mu * b * b
+                norm += b * b
+            if self.group[self.wsb[t]] > 0:
+                total += lam * self.group[self.wsb[t]] * sqrt(norm)
+        return total
 
     cdef int _outside(self, double level, bint strict) noexcept nogil:
         """Write into ``found`` the blocks outside the working set whose gradient reaches ``level`` times
