@@ -52,31 +52,32 @@ def _point(problem, lam, W):
     return (lam, state.W.copy(), state.b.copy(), state.z.copy(), state.gradient)
 
 
+def _step_to_third(problem, state, W0, W1):
+    """``state`` moved to ``LAMS[2]`` from the points ``W0``, ``W1`` at the first two strengths."""
+    lam0, lam1, lam2 = LAMS
+    penalty = as_block_penalty(L1(lam2), (P,))
+    _extrapolate(problem, penalty, lam2, state, _point(problem, lam0, W0), _point(problem, lam1, W1))
+
+
 def test_on_one_face_the_step_lands_on_the_next_solution_with_its_predictor_and_gradient():
     X, y, c, d = _orthogonal_problem()
     problem = Problem(X, y, Quadratic(), None, False)
-    (lam0, lam1, lam2), t = LAMS, (LAMS[2] - LAMS[1]) / (LAMS[1] - LAMS[0])
+    t = (LAMS[2] - LAMS[1]) / (LAMS[1] - LAMS[0])
     W0, W1, W2 = (_solution(c, d, lam) for lam in LAMS)
     assert np.array_equal(np.sign(W0), np.sign(W2))  # one face: the step is exact in exact arithmetic
     state = _solved_state(problem, W1)
-    _extrapolate(
-        problem,
-        as_block_penalty(L1(lam2), (P,)),
-        lam2,
-        state,
-        _point(problem, lam0, W0),
-        _point(problem, lam1, W1),
-    )
+    _step_to_third(problem, state, W0, W1)
     expected = _solved_state(problem, W2)
     # Each w_k carries three roundings of (|c| + lam) n / d^2 (a subtraction, a product, a quotient), the step
     # three more, amplified by its weights 1 + t and t: within 8 eps (1 + 2|t|) of that scale.
-    scale = (np.abs(c) + lam0) * N / d**2
+    scale = (np.abs(c) + LAMS[0]) * N / d**2
     assert np.all(np.abs(state.W[:, 0] - W2) <= 8 * EPS * (1 + 2 * abs(t)) * scale)
     # z = Xw and X^T A(z - y) are sums of P and N products: each within gamma (P + N + 2) of the sum of the
-    # magnitudes (Higham), at three points, and the step's weights again.
+    # magnitudes (Higham), at the three points, the step's weights 1 + t and t on two of them, its own three
+    # roundings once more: within 4 gamma (1 + 2|t|) of the magnitudes at all three.
     gamma = (P + N + 2) * EPS / (1 - (P + N + 2) * EPS)
     z_scale = np.abs(X) @ (np.abs(W0) + np.abs(W1) + np.abs(W2))
-    assert np.all(np.abs(state.z - expected.z) <= 4 * gamma * (1 + 2 * abs(t)) * (z_scale + np.abs(y)))
+    assert np.all(np.abs(state.z - expected.z) <= 4 * gamma * (1 + 2 * abs(t)) * z_scale)
     G, grad = state.gradient
     G_scale = (z_scale + np.abs(y)) / N
     assert np.all(np.abs(G - expected.gradient[0]) <= 4 * gamma * (1 + 2 * abs(t)) * G_scale[:, None])
@@ -87,20 +88,12 @@ def test_on_one_face_the_step_lands_on_the_next_solution_with_its_predictor_and_
 def test_a_step_that_raises_the_objective_leaves_the_start_as_it_was():
     X, y, c, d = _orthogonal_problem()
     problem = Problem(X, y, Quadratic(), None, False)
-    lam0, lam1, lam2 = LAMS
-    W1 = _solution(c, d, lam1)
+    W1 = _solution(c, d, LAMS[1])
     off = W1.copy()
     off[P - 1] = 100.0  # a zero coordinate far from zero: the line leaves it at -100 t, far from optimal
     state = _solved_state(problem, W1)
     before = (state.W.copy(), state.b.copy(), state.z.copy(), state.gradient)
-    _extrapolate(
-        problem,
-        as_block_penalty(L1(lam2), (P,)),
-        lam2,
-        state,
-        _point(problem, lam0, off),
-        _point(problem, lam1, W1),
-    )
+    _step_to_third(problem, state, off, W1)
     assert np.array_equal(state.W, before[0]) and np.array_equal(state.b, before[1])
     assert np.array_equal(state.z, before[2]) and state.gradient is before[3]
 
