@@ -521,14 +521,14 @@ cdef class GaussianPath:
 
         On a face of fixed signs the solution is affine in :math:`\lambda` (the lasso's
         :math:`\beta_S = Q_{SS}^{-1}(c_S - \lambda w_S s)`), so the step
-        :math:`\delta = t(\beta_1 - \beta_0)`, :math:`t = (\lambda - \lambda_1)/(\lambda_1 - \lambda_0)`, lands on
-        the next solution while no sign changes (``cd._extrapolate``'s start, here in the kernel). With the
-        Gram matrix the datafit changes by :math:`\delta^\top(g + \tfrac12 Q\delta)` and the gradient by
+        :math:`\delta = t(\beta_1 - \beta_0)`, :math:`t = (\lambda - \lambda_1)/(\lambda_1 - \lambda_0)`,
+        lands on the next solution while no sign changes (``cd._extrapolate``'s start, in the kernel). With
+        the Gram matrix the datafit changes by :math:`\delta^\top(g + \tfrac12 Q\delta)` and the gradient by
         :math:`Q\delta` (one product of :math:`|ws|^2`); without it the residual moves (:meth:`_move`, a pass
         over the moved columns) and the datafit is :math:`\tfrac12\sum_i G_i^2/a_i`, the residual put back
         when the step is refused.
         """
-        cdef int k, t, s, r, i, one_i = 1, n = self.ws_n
+        cdef int k, t, s, r, one_i = 1, n = self.ws_n
         cdef double step = (lam - self.lam_prev) / (self.lam_prev - self.lam_before), change = 0.0
         cdef double one = 1.0, zero = 0.0
         cdef bint moves = False
@@ -565,7 +565,8 @@ cdef class GaussianPath:
                 self.g_ws[k] += Qd[k]
 
     cdef double _residual_loss(self) noexcept nogil:
-        """The datafit from the kept residual: :math:`\tfrac12\sum_i a_i(z_i - y_i)^2 = \tfrac12\sum_i G_i^2/a_i`."""
+        r"""The datafit from the kept residual,
+        :math:`\tfrac12\sum_i a_i(z_i - y_i)^2 = \tfrac12\sum_i G_i^2/a_i`."""
         cdef int i
         cdef double total = 0.0
         for i in range(self.n):
