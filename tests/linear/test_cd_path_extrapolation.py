@@ -98,13 +98,30 @@ def test_a_step_that_raises_the_objective_leaves_the_start_as_it_was():
     assert np.array_equal(state.z, before[2]) and state.gradient is before[3]
 
 
+def _within_the_gaps_of_the_closed_form(lams, result, c, d):
+    """Each strength's coefficients within the gap it reports of the closed form: the objective is
+    1-strongly convex in the metric of X^T X / n, so ||w - w*||^2_{X^T X / n} <= 2 gap (plus the rounding of
+    the two objectives, 64 eps of the datafit's scale)."""
+    for lam, coef, gap in zip(lams, result.coefs, result.dual_gaps, strict=True):
+        exact = _solution(c, d, lam)
+        error = (coef - exact) * d / np.sqrt(N)
+        assert np.sum(error**2) <= 2 * max(gap, 0.0) + 64 * EPS * np.sum((exact * d) ** 2) / N
+
+
 def test_a_path_on_one_face_returns_the_closed_form_solutions():
-    """The solver on top of the step: every strength of a path on one face within the gap it reports of the
-    closed form (the objective is 1-strongly convex in the metric of X^T X / n, so
-    ||w - w*||^2_{X^T X / n} <= 2 gap)."""
+    """The solver on top of the step: each strength of a path on one face within its gap of the exact one."""
     X, y, c, d = _orthogonal_problem()
     lams = np.linspace(1.5, 1.0, 6)
     result = path(X, y, Quadratic(), L1(1.0), lams, fit_intercept=False, tol=1e-3, solver="cd")
-    for lam, coef, gap in zip(lams, result.coefs, result.dual_gaps, strict=True):
-        error = (coef - _solution(c, d, lam)) * d / np.sqrt(N)
-        assert np.sum(error**2) <= 2 * max(gap, 0.0) + 64 * EPS * np.sum((_solution(c, d, lam) * d) ** 2) / N
+    _within_the_gaps_of_the_closed_form(lams, result, c, d)
+
+
+def test_repeated_strengths_define_no_line_and_each_is_solved_from_the_last_solution():
+    """A grid that repeats a strength (a user's list) has no line through two equal strengths: both solvers
+    keep the start and certify every strength, the repeats at the same optimum (within their gaps)."""
+    X, y, c, d = _orthogonal_problem()
+    lams = [1.5, 1.2, 1.2, 1.2, 1.0]
+    for solver in ("cd", "covariance"):
+        result = path(X, y, Quadratic(), L1(1.0), lams, fit_intercept=False, tol=1e-8, solver=solver)
+        assert result.converged.all()
+        _within_the_gaps_of_the_closed_form(lams, result, c, d)

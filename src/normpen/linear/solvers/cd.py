@@ -394,9 +394,12 @@ def _extrapolate(problem, penalty, lam, state, before, last):
     is the next solution exactly while no sign changes, and costs no pass over
     ``X``. Where the line leaves the face (a block crosses zero, a new one entered
     between the two) the step is only a guess: it is taken when it lowers the
-    objective at ``lam`` (a pass over ``z`` and ``W``), else the start stays the last solution.
+    objective at ``lam`` (a pass over ``z`` and ``W``), else the start stays the last solution. Two equal
+    strengths define no line: the start stays.
     """
     (lam0, W0, b0, z0, grad0), (lam1, W1, b1, z1, grad1) = before, last
+    if lam1 == lam0:
+        return
     t = (lam - lam1) / (lam1 - lam0)
     W, z = W1 + t * (W1 - W0), z1 + t * (z1 - z0)
     if problem.loss(z) + penalty.value(W) >= problem.loss(z1) + penalty.value(W1):
