@@ -539,8 +539,8 @@ cdef class GaussianPath:
             moves = moves or delta[k] != 0
         if not moves:
             return
-        products = np.zeros(n)
-        cdef double[::1] Qd = products
+        products, coefficients = np.zeros(n), np.empty(n)
+        cdef double[::1] Qd = products, moved = coefficients
         if self.gram:
             dgemv("N", &n, &n, &one, &self.Q[0, 0], &self.cap, &delta[0], &one_i, &zero, &Qd[0], &one_i)
             for k in range(n):
@@ -554,13 +554,15 @@ cdef class GaussianPath:
                     self.change[r] = delta[s + r]
                 self._move(s, self.wstart[t + 1] - s)
             change += self._residual_loss()
-        change += self._penalty_at(lam, &delta[0], 1.0) - self._penalty_at(lam, &delta[0], 0.0)
+        for k in range(n):
+            moved[k] = self.beta_ws[k] + delta[k]
+        change += self._penalty(lam, &moved[0]) - self._penalty(lam, &self.beta_ws[0])
         if not change < 0:  # (an infinite or undefined change too)
             if not self.gram:
                 memcpy(&self.G[0], &self.work[0], self.n * sizeof(double))
             return
         for k in range(n):
-            self.beta_ws[k] += delta[k]
+            self.beta_ws[k] = moved[k]
             if self.gram:
                 self.g_ws[k] += Qd[k]
 
@@ -574,15 +576,15 @@ cdef class GaussianPath:
                 total += self.G[i] * self.G[i] / self.a[i]
         return 0.5 * total
 
-    cdef double _penalty_at(self, double lam, const double *delta, double step) noexcept nogil:
-        """The penalty at strength ``lam`` of the working set's coefficients moved by ``step`` times ``delta``
-        (infinite where positivity is violated)."""
+    cdef double _penalty(self, double lam, const double *beta) noexcept nogil:
+        """The penalty at strength ``lam`` of coefficients ``beta`` on the working set's slots (infinite where
+        positivity is violated)."""
         cdef int t, k
         cdef double total = 0.0, norm, b, mu = lam * self.unit_ridge
         for t in range(self.ws_nb):
             norm = 0.0
             for k in range(self.wstart[t], self.wstart[t + 1]):
-                b = self.beta_ws[k] + step * delta[k]
+                b = beta[k]
                 if self.positive and b < 0:
                     return INFINITY
                 total += lam * self.unit[self.ws[k]] * fabs(b) + 0.5 * mu * b * b
@@ -851,7 +853,7 @@ cdef class GaussianPath:
         matrix, the gradient :math:`g` is first read from the residual, with ``refresh`` recomputed: the
         epochs' updates of it drift by their rounding, which could keep the gap above a tight target)."""
         cdef int k, t, s
-        cdef double bg = 0.0, cb = 0.0, pen = 0.0, kappa = 1.0, conj = 0.0, loss, norm
+        cdef double bg = 0.0, cb = 0.0, kappa = 1.0, conj = 0.0, loss, pen
         cdef double mu = lam * self.unit_ridge
         if not self.gram:
             if refresh:
@@ -859,14 +861,9 @@ cdef class GaussianPath:
             self._gradient(0, self.ws_n)
         for t in range(self.ws_nb):
             s = self.wstart[t]
-            norm = 0.0
             for k in range(s, self.wstart[t + 1]):
                 bg += self.beta_ws[k] * self.g_ws[k]
                 cb += self.target[self.ws[k]] * self.beta_ws[k]
-                pen += lam * self.unit[self.ws[k]] * fabs(self.beta_ws[k]) + 0.5 * mu * self.beta_ws[k] * self.beta_ws[k]
-                norm += self.beta_ws[k] * self.beta_ws[k]
-            if self.group[self.wsb[t]] > 0:
-                pen += lam * self.group[self.wsb[t]] * sqrt(norm)
             conj += self._dual_part(
                 self._magnitude(&self.g_ws[0], &self.iota[s], self.wstart[t + 1] - s),
                 lam * self.weight[self.wsb[t]], mu, &kappa,
@@ -874,6 +871,7 @@ cdef class GaussianPath:
         loss = 0.5 * (bg - cb + self.syy)
         if mu > 0:
             conj /= 2 * mu
+        pen = self._penalty(lam, &self.beta_ws[0])
         return loss + pen + (cb - self.syy) / kappa + loss / (kappa * kappa) + conj
 
     cdef tuple _check(self, double lam, double tol, double scale, double eps):
