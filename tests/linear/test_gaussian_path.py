@@ -387,17 +387,27 @@ def test_a_working_set_wider_than_the_gram_budget_reads_its_gradient_from_the_re
 def _solved_like_cd(X, y, penalty):
     """A path of 10 strengths to 1e-2 of lambda_max at tol 1e-8, strength by strength, each certified and
     agreeing with cd's; returns the solver's kernel as the path left it."""
+    kernel, lams, solutions = _solved_path(X, y, penalty)
+    _agree_with_cd(X, y, penalty, lams, solutions)
+    return kernel
+
+
+def _solved_path(X, y, penalty):
+    """``(kernel, lams, solutions)`` of the solver along 10 strengths to 1e-2 of lambda_max at tol 1e-8."""
     problem = Problem(X, y, Quadratic())
     setup = _Setup(problem, penalty, False)
     solve = PathSolver(problem, setup.unit)
     state = setup.start()
     lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
-    solutions = [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
+    return solve.kernel, lams, [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
+
+
+def _agree_with_cd(X, y, penalty, lams, solutions):
+    """Every solution certified, and agreeing with cd's path at ``lams`` within both certificates."""
     cd = path(X, y, Quadratic(), penalty, lams=lams, tol=1e-8, solver="cd")
     for solution, objective, gap in zip(solutions, cd.objectives, cd.dual_gaps, strict=True):
         assert solution.converged
         _agree(np.array([solution.objective]), np.array([objective]), solution.dual_gap, gap)
-    return solve.kernel
 
 
 @pytest.mark.parametrize("few_epochs, keeps_gram", [(10**9, False), (0, True)])
@@ -459,3 +469,30 @@ def test_groups_wider_than_the_gram_budget_run_here_at_loose_tolerances_and_in_c
         assert ours.converged.all()
         _check_certificates(X, y, penalty, ours, tol)
         _agree(ours.objectives, cd.objectives, ours.dual_gaps, cd.dual_gaps)
+
+
+@pytest.mark.parametrize("gram", [True, False])
+def test_a_path_decomposes_each_group_gram_block_once(monkeypatch, gram):
+    """The working set's groups take their eigen-decompositions from the problem's Gram cache, which also
+    serves the blocks' :math:`L_g` of the checks' bounds: over a whole path (its working set held with the
+    Gram matrix, or read from the residual) ``eigh`` meets each group's block once, and the path is the
+    certified one of coordinate descent."""
+    if not gram:
+        monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
+        monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
+    decomposed = []
+    eigh = np.linalg.eigh
+
+    def counting_eigh(a, *args, **kwargs):
+        decomposed.append(1 if a.ndim == 2 else a.shape[0])
+        return eigh(a, *args, **kwargs)
+
+    X, y = _regression(60, 80, seed=15)
+    penalty = GroupLasso(1.0, np.split(np.random.default_rng(17).permutation(80), 20))  # 20 groups of 4
+    with monkeypatch.context() as patched:
+        patched.setattr(np.linalg, "eigh", counting_eigh)
+        kernel, lams, solutions = _solved_path(X, y, penalty)
+    assert kernel.gram == gram
+    assert kernel.ws_nb > 1
+    assert sum(decomposed) == 20
+    _agree_with_cd(X, y, penalty, lams, solutions)

@@ -126,6 +126,10 @@ cdef class GaussianPath:
         Returns the blocks' :math:`L_g` (:meth:`normpen.linear.problem.Problem.block_lipschitz`, floored
         at 1), read by the checks' bounds (:meth:`_settle`) and the stop rule below the certifiable
         tolerance.
+    eigen : callable
+        ``eigen(rows)``: ``eigh`` of the centred Gram blocks of the features ``rows`` ``(blocks, size)``
+        (:meth:`normpen.linear.problem.Problem.centred_eigen`, whose Gram cache keeps them: ``lipschitz``
+        and the working set's groups share one decomposition of each block).
     unit_ridge : float
         :math:`\\mu` at strength 1.
     positive, fit_intercept : bool
@@ -155,7 +159,7 @@ cdef class GaussianPath:
     cdef double[:, :, ::1] vectors, bwork
     cdef double *stepped  # bwork[1]: a block's new coefficients
     cdef double *change  # bwork[0]: their changes
-    cdef object free, model, lipschitz
+    cdef object free, model, lipschitz, eigen
     cdef bint settled
     cdef public double primal, dual
     cdef public int n_iter, n_epochs, n_gradients
@@ -168,7 +172,7 @@ cdef class GaussianPath:
     cdef bint has_previous
 
     def __init__(
-        self, X, y, a, means, target, order, starts, unit, group, gram_limit, lipschitz, unit_ridge,
+        self, X, y, a, means, target, order, starts, unit, group, gram_limit, lipschitz, eigen, unit_ridge,
         positive, fit_intercept, free, model
     ):
         self.X = X
@@ -179,7 +183,8 @@ cdef class GaussianPath:
         self.width = int(sizes.max(initial=1))
         # a block's weight in its dual norm: w_j for a single coordinate, v_g for a group
         self.weight = np.where(sizes > 1, group, np.asarray(unit)[np.asarray(order)[np.asarray(starts)[:-1]]])
-        self.lipschitz, self.blip, self.gram_limit, self.gram = lipschitz, None, gram_limit, True
+        self.lipschitz, self.blip, self.eigen = lipschitz, None, eigen
+        self.gram_limit, self.gram = gram_limit, True
         self.unit_ridge, self.positive, self.intercept = unit_ridge, positive, fit_intercept
         self.uniform = bool(np.all(np.asarray(a) == a[0]))
         self.ybar = float(np.dot(a, y)) if fit_intercept else 0.0
@@ -331,29 +336,17 @@ cdef class GaussianPath:
 
     def _eigen(self, int first):
         """The eigen-decompositions of the diagonal Gram blocks of the working set's groups from the
-        ``first``-th on (one batched ``eigh`` per size; eigenvalues clamped at 0: :math:`Q` is positive
-        semi-definite), and their :math:`L_g`, the largest eigenvalue."""
+        ``first``-th on (the ``eigen`` callable's, one call per size; eigenvalues clamped at 0: the blocks
+        are positive semi-definite), and their :math:`L_g`, the largest eigenvalue."""
         wstart = np.asarray(self.wstart)[first : self.ws_nb + 1]
         sizes = np.diff(wstart)
         for size in np.unique(sizes[sizes > 1]):
             slots = wstart[:-1][sizes == size, None] + np.arange(size)
-            d, V = np.linalg.eigh(self._gram_blocks(slots))
+            d, V = self.eigen(np.asarray(self.ws)[slots])
             d = np.maximum(d, 0.0)
             np.asarray(self.values)[0, slots] = d
             np.asarray(self.vectors)[0, slots, :size] = V
             np.asarray(self.wlip)[first + np.flatnonzero(sizes == size)] = d[:, -1]
-
-    def _gram_blocks(self, slots):
-        """The centred Gram blocks of the working-set slots ``slots`` ``(blocks, size)``: read from the kept
-        Gram matrix, else formed from the columns (:math:`X_g^\top AX_g - \bar x_g\bar x_g^\top`)."""
-        if self.gram:
-            return np.asarray(self.Q)[slots[:, :, None], slots[:, None, :]]
-        rows = np.asarray(self.ws)[slots]
-        columns = np.asarray(self.X)[:, rows]
-        columns = columns.reshape(columns.shape[0], -1, slots.shape[1]).transpose(1, 2, 0)  # (blocks, size, n)
-        blocks = np.matmul(columns * np.asarray(self.a), columns.transpose(0, 2, 1))
-        means = np.asarray(self.means)[rows]
-        return blocks - means[:, :, None] * means[:, None, :]
 
     cdef void _residual(self):
         r"""The exact point (:meth:`_point`) and its gradient: from a path's second strength on, without

@@ -159,6 +159,7 @@ class PathSolver:
             np.where(single, 0.0, unit.group_weights),
             gram_limit(problem.n_samples),  # (reset at each call)
             lambda: problem.block_lipschitz(unit),
+            problem.centred_eigen,
             float(unit.ridge),
             bool(unit.positive),
             problem.fit_intercept,
