@@ -729,7 +729,15 @@ cdef class GaussianPath:
                 full = moved <= target
                 continue
             full = self.gram
-            self.settled = moved <= target and self._working_gap(lam, refresh) <= target
+            # without the Gram matrix the working-set gap costs a pass over its columns: a call's first epoch
+            # that changed the zero pattern (blocks entering from the strong rule) is not taken as the last.
+            # On the group lasso (d) at tol 1.7e-3 the gap after such an epoch missed its target at 18 of 19
+            # strengths; not forming it: 174,865 -> 136,880 columns read, 214-272 -> 181-269 ms (4 interleaved)
+            self.settled = (
+                moved <= target
+                and (self.gram or epochs > 1 or not switched)
+                and self._working_gap(lam, refresh) <= target
+            )
             if self.settled:
                 if polished or switched or active == 0 or face > _FACE_SPEED * active * n:
                     break
