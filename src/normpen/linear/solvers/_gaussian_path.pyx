@@ -684,8 +684,10 @@ cdef class GaussianPath:
 
         Without the Gram matrix a zero block's visit costs a gradient (:math:`n|g|`, where with it a
         zero coordinate costs one comparison), so after a full epoch the epochs visit the nonzero blocks
-        alone until their decrease is at most ``target``, then a full epoch checks the working set (the
-        active-set cycling of glmnet and adelie); the stop is decided on full epochs.
+        alone until their decrease is at most ``target`` (the active-set cycling of glmnet and adelie).
+        Then the gap of the whole working set, its zero blocks' gradients formed from the residual,
+        decides: a full epoch follows only where it misses the target (on (d) at tol 1.7e-3: 136,880 ->
+        124,775 columns read, 203-252 -> 175-207 ms, 3 interleaved rounds).
         """
         cdef int t, k, r, s, size, epochs = 0, one_i = 1, n = self.ws_n, active, i
         cdef bint switched, polished = False, full = True
@@ -725,8 +727,11 @@ cdef class GaussianPath:
                 if decrease > moved:
                     moved = decrease
             face = active * (active * active / 3.0 + n)
-            if not full:
-                full = moved <= target
+            if not full:  # (without the Gram matrix) the nonzero blocks settled: the whole working set's gap
+                full = moved <= target  # (its zero blocks' gradient formed) decides whether a full epoch follows
+                self.settled = full and self._working_gap(lam, refresh) <= target
+                if self.settled:
+                    break
                 continue
             full = self.gram
             # without the Gram matrix the working-set gap costs a pass over its columns: a call's first epoch
