@@ -167,7 +167,7 @@ cdef class GaussianPath:
     cdef unsigned char[::1] known
     cdef double drift, margin
     cdef bint bounded, solved
-    cdef double[::1] previous
+    cdef double[::1] previous, G_before, G_last  # the last two solutions' beta and G (extrapolation)
     cdef double lam_before
     cdef bint has_previous
 
@@ -206,6 +206,7 @@ cdef class GaussianPath:
         self.found = np.zeros(self.p, dtype=np.intp)
         self.ref, self.G_ref, self.reach = np.zeros(self.p), np.zeros(self.n), None
         self.previous, self.lam_before, self.has_previous = np.zeros(self.p), 0.0, False
+        self.G_before, self.G_last = np.zeros(self.n), np.zeros(self.n)
         self.known = np.ones(self.nb, dtype=np.uint8)
         self.drift, self.bounded = 0.0, False
         # the residual's move and the blocks' L_g (sums of n squares; an eigenvalue of a group's Gram block)
@@ -478,9 +479,11 @@ cdef class GaussianPath:
         self.n_gradients = 0
         self._add(self.found[:self._outside(2 * lam - self.lam_prev, False)])
         if self.solved:
+            memcpy(&self.G_last[0], &self.G[0], self.n * sizeof(double))
             if self.has_previous and self.lam_prev != self.lam_before:
                 self._extrapolate(lam)
             memcpy(&self.previous[0], &self.beta[0], self.p * sizeof(double))
+            self.G_before, self.G_last = self.G_last, self.G_before
             self.lam_before, self.has_previous = self.lam_prev, True
         while True:
             if rounds < max_iter and epochs < max_epochs:
@@ -517,11 +520,12 @@ cdef class GaussianPath:
         :math:`\delta = t(\beta_1 - \beta_0)`, :math:`t = (\lambda - \lambda_1)/(\lambda_1 - \lambda_0)`,
         lands on the next solution while no sign changes (``cd._extrapolate``'s start, in the kernel). With
         the Gram matrix the datafit changes by :math:`\delta^\top(g + \tfrac12 Q\delta)` and the gradient by
-        :math:`Q\delta` (one product of :math:`|ws|^2`); without it the residual moves (:meth:`_move`, a pass
-        over the moved columns) and the datafit is :math:`\tfrac12\sum_i G_i^2/a_i`, the residual put back
+        :math:`Q\delta` (one product of :math:`|ws|^2`); without it the residual moves on its own line,
+        :math:`G_1 + t(G_1 - G_0)` (affine in the coefficients, the refitted intercept's too: no pass over
+        the columns), and the datafit is :math:`\tfrac12\sum_i G_i^2/a_i`, the residual put back
         when the step is refused.
         """
-        cdef int k, t, s, r, one_i = 1, n = self.ws_n
+        cdef int k, i, one_i = 1, n = self.ws_n
         cdef double step = (lam - self.lam_prev) / (self.lam_prev - self.lam_before), change = 0.0
         cdef double one = 1.0, zero = 0.0
         cdef bint moves = False
@@ -541,11 +545,8 @@ cdef class GaussianPath:
         else:
             memcpy(&self.work[0], &self.G[0], self.n * sizeof(double))
             change = -self._residual_loss()
-            for t in range(self.ws_nb):
-                s = self.wstart[t]
-                for r in range(self.wstart[t + 1] - s):
-                    self.change[r] = delta[s + r]
-                self._move(s, self.wstart[t + 1] - s)
+            for i in range(self.n):
+                self.G[i] += step * (self.G[i] - self.G_before[i])
             change += self._residual_loss()
         for k in range(n):
             moved[k] = self.beta_ws[k] + delta[k]
