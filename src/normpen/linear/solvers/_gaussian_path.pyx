@@ -728,8 +728,10 @@ cdef class GaussianPath:
                 if decrease > moved:
                     moved = decrease
             face = active * (active * active / 3.0 + n)
-            if not full:  # (without the Gram matrix) the nonzero blocks settled: the whole working set's gap
-                full = moved <= target  # (its zero blocks' gradient formed) decides whether a full epoch follows
+            if not full:
+                # (without the Gram matrix) once the nonzero blocks settle, the whole working set's gap, its
+                # zero blocks' gradients formed, decides whether a full epoch follows
+                full = moved <= target
                 self.settled = full and self._working_gap(lam, refresh) <= target
                 if self.settled:
                     break
