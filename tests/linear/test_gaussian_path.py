@@ -496,3 +496,28 @@ def test_a_path_decomposes_each_group_gram_block_once(monkeypatch, gram):
     assert kernel.ws_nb > 1
     assert sum(decomposed) == 20
     _agree_with_cd(X, y, penalty, lams, solutions)
+
+
+def test_without_the_gram_matrix_a_round_settles_after_its_epoch_over_the_nonzero_blocks():
+    """Without the Gram matrix, epochs over the nonzero blocks alone follow a full epoch; once their
+    decrease meets the target, the whole working set's gap (its zero blocks' gradients formed) decides,
+    and a full epoch follows only where it misses. So a round can end after two epochs, a full one and
+    one over the nonzero blocks, where a rule deciding only on full epochs ends after an odd number
+    (full, nonzero blocks, full, ...). The path is certified at every strength."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 80))
+    y = X[:, :40] @ rng.standard_normal(40) + rng.standard_normal(60)
+    penalty = GroupLasso(1.0, np.split(np.arange(80), 20))  # 20 groups of 4
+    problem = Problem(X, y, Quadratic())
+    setup = _Setup(problem, penalty, False)
+    solve = PathSolver(problem, setup.unit)
+    state = setup.start()
+    rounds = []  # (Gram matrix kept, working-set rounds, epochs) of each strength
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(gaussian_path, "_GRAM_COLUMN", 1)
+        patched.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
+        for lam in lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 0.05, 30):
+            solution = solve(problem, float(lam), state, tol=1e-3)
+            assert solution.converged
+            rounds.append((solve.kernel.gram, solution.n_iter, solution.n_epochs))
+    assert (False, 1, 2) in rounds

@@ -688,7 +688,8 @@ cdef class GaussianPath:
         alone until their decrease is at most ``target`` (the active-set cycling of glmnet and adelie).
         Then the gap of the whole working set, its zero blocks' gradients formed from the residual,
         decides: a full epoch follows only where it misses the target (on (d) at tol 1.7e-3: 136,880 ->
-        124,775 columns read, 203-252 -> 175-207 ms, 3 interleaved rounds).
+        124,775 columns read; with the rule on a first epoch below, 203-252 -> 175-207 ms, 3 interleaved
+        rounds).
         """
         cdef int t, k, r, s, size, epochs = 0, one_i = 1, n = self.ws_n, active, i
         cdef bint switched, polished = False, full = True
