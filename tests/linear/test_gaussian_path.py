@@ -216,6 +216,13 @@ def _solver_along(X, y, penalty):
     return problem, setup, PathSolver(problem, setup.unit)
 
 
+def _gram_budget(patch, n_samples, coordinates):
+    """Cut the kernel's Gram budget (``patch``, a monkeypatch) to ``coordinates`` working-set coordinates
+    of ``n_samples`` samples, at every tolerance (:func:`gaussian_path.gram_limit`)."""
+    patch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
+    patch.setattr(gaussian_path, "_GRAM_ENTRIES", n_samples * coordinates + coordinates**2)
+
+
 def test_a_warm_start_takes_fewer_epochs_than_a_cold_one_to_the_same_solution():
     X, y = _regression(100, 30, seed=6)
     problem, setup, solve = _solver_along(X, y, L1(1.0))
@@ -260,8 +267,7 @@ def test_on_one_face_a_strength_starts_on_the_line_through_the_last_two_solution
     second strength, which starts at the previous solution; with the Gram matrix and from the residual
     (its budget cut to 3 coordinates). Every strength is certified and agrees with cd's."""
     if not gram:
-        monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
-        monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 100 * 3 + 3**2)
+        _gram_budget(monkeypatch, 100, 3)
     rng = np.random.default_rng(3)
     Z = rng.standard_normal((100, 12))
     X = Z + 0.8 * Z[:, [0]]  # correlated columns: coordinate descent needs several epochs from a stale start
@@ -374,8 +380,7 @@ def test_a_group_elastic_net_is_certified_and_agrees_with_coordinate_descent(pos
 def test_a_working_set_wider_than_the_gram_budget_reads_its_gradient_from_the_residual(monkeypatch):
     """Past :func:`gaussian_path.gram_limit` the kernel drops the working set's columns and Gram matrix
     (memory :math:`n|ws| + |ws|^2` bounded) and keeps solving from the residual: the same certified path."""
-    monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
-    monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
+    _gram_budget(monkeypatch, 60, 20)
     assert gaussian_path.gram_limit(60, 1e-3) == 15  # max(1 // 60, 60 // 4) within the 20 the entries allow
     assert gaussian_path.gram_limit(60, 1e-8) == 20  # a tight tol: the entries alone
     X, y = _regression(60, 80, seed=15)
@@ -394,9 +399,7 @@ def _solved_like_cd(X, y, penalty):
 
 def _solved_path(X, y, penalty):
     """``(kernel, lams, solutions)`` of the solver along 10 strengths to 1e-2 of lambda_max at tol 1e-8."""
-    problem = Problem(X, y, Quadratic())
-    setup = _Setup(problem, penalty, False)
-    solve = PathSolver(problem, setup.unit)
+    problem, setup, solve = _solver_along(X, y, penalty)
     state = setup.start()
     lams = lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 1e-2, 10)
     return solve.kernel, lams, [solve(problem, float(lam), state, tol=1e-8) for lam in lams]
@@ -478,8 +481,7 @@ def test_a_path_decomposes_each_group_gram_block_once(monkeypatch, gram):
     Gram matrix, or read from the residual) ``eigh`` meets each group's block once, and the path is the
     certified one of coordinate descent."""
     if not gram:
-        monkeypatch.setattr(gaussian_path, "_GRAM_COLUMN", 1)
-        monkeypatch.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
+        _gram_budget(monkeypatch, 60, 20)
     decomposed = []
     eigh = np.linalg.eigh
 
@@ -508,14 +510,11 @@ def test_without_the_gram_matrix_a_round_settles_after_its_epoch_over_the_nonzer
     X = rng.standard_normal((60, 80))
     y = X[:, :40] @ rng.standard_normal(40) + rng.standard_normal(60)
     penalty = GroupLasso(1.0, np.split(np.arange(80), 20))  # 20 groups of 4
-    problem = Problem(X, y, Quadratic())
-    setup = _Setup(problem, penalty, False)
-    solve = PathSolver(problem, setup.unit)
+    problem, setup, solve = _solver_along(X, y, penalty)
     state = setup.start()
     rounds = []  # (Gram matrix kept, working-set rounds, epochs) of each strength
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(gaussian_path, "_GRAM_COLUMN", 1)
-        patched.setattr(gaussian_path, "_GRAM_ENTRIES", 60 * 20 + 20**2)  # at most 20 coordinates
+        _gram_budget(patched, 60, 20)
         for lam in lambda_max(X, y, Quadratic(), penalty) * np.geomspace(1, 0.05, 30):
             solution = solve(problem, float(lam), state, tol=1e-3)
             assert solution.converged
