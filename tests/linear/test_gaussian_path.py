@@ -520,3 +520,74 @@ def test_without_the_gram_matrix_a_round_settles_after_its_epoch_over_the_nonzer
             assert solution.converged
             rounds.append((solve.kernel.gram, solution.n_iter, solution.n_epochs))
     assert (False, 1, 2) in rounds
+
+
+def _kept_residual_path(weighted):
+    """A path of 30 strengths at tol 1e-3 on working sets wider than the Gram budget (a group lasso, groups
+    of 4; columns off centre by 3, so the centring's updates are large; unequal sample weights or equal
+    ones): ``(problem, penalty, strengths, solutions, kernel readings)``, the readings per strength
+    ``(Gram matrix kept, points formed, residual error bound, z, b)``."""
+    X, y = _regression(60, 80, seed=17)
+    weights = np.random.default_rng(18).uniform(0.2, 3.0, 60) if weighted else None
+    penalty = GroupLasso(1.0, np.split(np.arange(80), 20))
+    problem = Problem(X, y, Quadratic(), weights)
+    setup = _Setup(problem, penalty, False)
+    solve = PathSolver(problem, setup.unit)
+    state = setup.start()
+    lams = lambda_max(X, y, Quadratic(), penalty, sample_weight=weights) * np.geomspace(1, 0.05, 30)
+    solutions, readings = [], []
+    with pytest.MonkeyPatch.context() as patched:
+        _gram_budget(patched, 60, 20)
+        for lam in lams:
+            solutions.append(solve(problem, float(lam), state, tol=1e-3))
+            z, b = solve.kernel.point()
+            kernel = solve.kernel
+            readings.append((kernel.gram, kernel.n_points, kernel.residual_error, z.copy(), b))
+    assert not solve.kernel.gram
+    return problem, penalty, lams, solutions, readings
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_without_the_gram_matrix_the_point_read_from_the_kept_residual_is_within_its_bound(weighted):
+    r"""Far from the rounding floor a round's point is read from the residual the epochs keep,
+    :math:`z = y + G/a`, with no pass over the columns, and the kernel's bound :math:`E` on the kept
+    residual's error holds: :math:`\|a^{1/2}(z - z^\star)\| \le E` plus the rounding of
+    :math:`z^\star = Xw + b` formed here, :math:`(p + 2)\epsilon(|X||w| + |b|)` an entry (a sum of
+    :math:`p + 1` terms), and of the kernel's intercept :math:`\bar y - \bar x^\top w`,
+    :math:`(p + 2)\epsilon(|\bar y| + |\bar x|^\top|w|)`. At tol 1e-3 the datafit may be off by
+    :math:`10^{-6}P_0` and :math:`E` stays near :math:`10^{-12}\sqrt{P_0}`: after the first strength
+    solved without the Gram matrix (whose first round starts from a point formed with it) no strength
+    forms a point."""
+    problem, _, _, solutions, readings = _kept_residual_path(weighted)
+    X, y, a = problem.X, problem.y, problem.weights
+    for solution, (_, _, error, z, b) in zip(solutions, readings, strict=True):
+        w = solution.coef
+        exact = X @ w + b
+        rounding = (
+            (X.shape[1] + 2)
+            * EPS
+            * (np.abs(X) @ np.abs(w) + abs(b) + abs(a @ y) + np.abs(problem.means()) @ np.abs(w))
+        )
+        assert np.sqrt(a @ (z - exact) ** 2) <= error + np.sqrt(a @ rounding**2)
+    residual = [points for gram, points, *_ in readings if not gram]
+    assert len(residual) >= 2
+    assert residual[1:] == [0] * (len(residual) - 1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_point_read_from_the_kept_residual_is_certified_within_a_thousandth_of_the_tolerance(weighted):
+    r"""The datafit read from the kept residual is off by at most :math:`E(R + E/2)`, which the kernel keeps
+    below :math:`10^{-3}\,\mathrm{tol}\,P_0` and adds to the gap it reports: the reported gap is at least
+    the gap :meth:`Problem.certify` recomputes on the returned coefficients (to the two computations'
+    rounding, :func:`_gap_rounding`) and at most that plus twice the allowance; every strength meets its
+    threshold."""
+    problem, penalty, lams, solutions, _ = _kept_residual_path(weighted)
+    X, y, a = problem.X, problem.y, problem.weights
+    p0 = problem.objective_at_zero()
+    for lam, solution in zip(lams, solutions, strict=True):
+        block = as_block_penalty(penalty.with_lam(lam), (X.shape[1],), False)
+        report = problem.certify(block, solution.coef, solution.intercept)
+        rounding = _gap_rounding(X, y, a, solution.coef, solution.intercept, block)
+        assert report.gap <= solution.dual_gap + rounding
+        assert solution.dual_gap <= report.gap + rounding + 2e-3 * 1e-3 * p0
+        assert solution.converged

@@ -56,6 +56,7 @@ keeps, across the strengths of a path, a working set of blocks, a copy of their 
 """
 
 cimport cython
+from libc.float cimport DBL_EPSILON
 from libc.math cimport INFINITY, fabs, sqrt
 from libc.string cimport memcpy
 from scipy.linalg import cython_blas, cython_lapack
@@ -98,6 +99,13 @@ cdef double _REFRESH_BELOW = 1.5e-8
 #: column by column counted by their share): lasso 1000 x 5000 (a) 33.7 / 32.4 / 32.0 of 50 at 0.2 / 0.3
 #: / 0.5, elastic net (b) 35.3, lasso 200 x 1000 (a200) 39.5, 200 x 100,000 (h) 27.7 at 0.3.
 cdef double _SETTLE_SHARE = 0.5
+#: Share of the tolerance (:math:`\mathrm{tol}\,P_0`) by which the datafit read from the kept residual may
+#: be off (:meth:`GaussianPath._point`).
+cdef double _KEPT_SHARE = 1e-3
+#: Bound on the rounding of one update of the residual, :math:`|G_i + \Delta_i|` computed with at most
+#: three roundings (a scaled column added; :math:`\gamma_3 = 3u/(1 - 3u)` with :math:`u = \epsilon/2`),
+#: relative to :math:`|G_i| + |\Delta_i|`.
+cdef double _ROUNDING = 2 * DBL_EPSILON
 
 
 @cython.final  # its cdef methods called directly (no vtable), the small ones inlined
@@ -168,6 +176,14 @@ cdef class GaussianPath:
     cdef double drift, margin
     cdef bint bounded, solved
     cdef double[::1] previous, G_before, G_last  # the last two solutions' beta and G (extrapolation)
+    # without the Gram matrix, in the norm ||v|| = sqrt(sum_i v_i^2 / a_i): bounds on how far G and G_before
+    # are from the exact residuals of their points (the updates' rounding since the last exact point) and
+    # on how far apart these two errors are, a bound on G during a solve; by how much the datafit read from
+    # G may be off (_point), and may be off at most
+    cdef readonly double residual_error
+    cdef double residual_error_before, residual_change, residual_reach, loss_error, allowance, lam_now
+    cdef readonly int n_points
+    cdef bint weighted
     cdef double lam_before
     cdef bint has_previous
 
@@ -187,6 +203,10 @@ cdef class GaussianPath:
         self.gram_limit, self.gram = gram_limit, True
         self.unit_ridge, self.positive, self.intercept = unit_ridge, positive, fit_intercept
         self.uniform = bool(np.all(np.asarray(a) == a[0]))
+        self.weighted = bool(np.all(np.asarray(a) > 0))
+        self.residual_error, self.residual_error_before, self.residual_change = 0.0, 0.0, 0.0
+        self.residual_reach = 0.0
+        self.allowance, self.loss_error, self.n_points, self.lam_now = 0.0, 0.0, 0, 0.0
         self.ybar = float(np.dot(a, y)) if fit_intercept else 0.0
         centred = np.asarray(y) - self.ybar
         self.syy = float(np.dot(a, centred * centred))
@@ -240,7 +260,7 @@ cdef class GaussianPath:
         order, starts = np.asarray(self.order), np.asarray(self.starts)[:-1]
         held = np.add.reduceat((np.asarray(beta) != 0)[order], starts) if self.nb < self.p else np.asarray(beta)[order] != 0
         self._add(np.flatnonzero(held | (np.asarray(self.weight) == 0)).astype(np.intp))
-        self._point()
+        self._point(True)
         self._full_gradient()
         self.lam_prev, self.solved, self.has_previous = lam_prev, False, False
 
@@ -358,7 +378,7 @@ cdef class GaussianPath:
         there)."""
         cdef int i
         cdef double d = 0.0
-        self._point()
+        self._point(False)
         if self.has_free or (self.reach is None and not self.solved):
             self._full_gradient()
             return
@@ -441,13 +461,37 @@ cdef class GaussianPath:
                                                 &one_i)
             self.known[g] = 1
 
-    cdef void _point(self) noexcept nogil:
-        """The exact point from the working set's coefficients: :math:`z = X_{ws}\\beta_{ws} + b` with the
-        intercept refitted and :math:`G = A(z - y)`."""
+    cdef void _point(self, bint exact) noexcept nogil:
+        r"""The point of the working set's coefficients: :math:`z = X_{ws}\beta_{ws} + b` with the intercept
+        refitted, :math:`b = \bar y - \bar x^\top\beta`, and :math:`G = A(z - y)`.
+
+        Without the Gram matrix the epochs keep :math:`G` (:meth:`_move`), and unless ``exact`` the point
+        is read from it, :math:`z = y + A^{-1}G` (every sample weight positive), where that is accurate
+        enough: else it is formed anew (an ``axpy`` a nonzero column; on (d)'s late strengths 1,900
+        columns of the 15,000 a strength reads). The kept residual is off by the rounding of its updates,
+        at most :math:`E` in the norm :math:`\|v\| = (\sum_i v_i^2/a_i)^{1/2}` (accumulated in
+        :meth:`_move` and :meth:`_extrapolate`); the datafit :math:`F = \tfrac12\|G\|^2` read from it is
+        then off by at most :math:`E(R + E/2)`, :math:`R \ge \|G\|` the solve's bound. That is allowed
+        up to :data:`_KEPT_SHARE` of :math:`\mathrm{tol}\,P_0`, so the certificate moves by a thousandth
+        of its tolerance at most (the dual is that of the dual point the kept :math:`G` gives, exact).
+        """
         cdef int i, k, one_i = 1
         cdef double one = 1.0, zero = 0.0, shift = 0.0
         for k in range(self.ws_n):
             self.beta[self.ws[k]] = self.beta_ws[k]
+        cdef double loss_error = self.residual_error * (self.residual_reach + 0.5 * self.residual_error)
+        if not (exact or self.gram) and self.weighted and loss_error <= self.allowance:
+            if self.intercept:
+                shift = self.ybar
+                for k in range(self.ws_n):
+                    shift -= self.means[self.ws[k]] * self.beta_ws[k]
+            self.b = shift
+            for i in range(self.n):
+                self.z[i] = self.y[i] + self.G[i] / self.a[i]
+            self.loss_error = loss_error
+            return
+        self.residual_error, self.residual_change, self.loss_error = 0.0, self.residual_error_before, 0.0
+        self.n_points += 1
         if self.ws_n and self.gram:
             dgemv("N", &self.n, &self.ws_n, &one, &self.Xws[0, 0], &self.n, &self.beta_ws[0], &one_i, &zero,
                   &self.z[0], &one_i)
@@ -464,26 +508,41 @@ cdef class GaussianPath:
         for i in range(self.n):
             self.z[i] += shift
             self.G[i] = self.a[i] * (self.z[i] - self.y[i])
+        if not self.gram:  # (after a switch from the Gram matrix, whose model solves may have climbed)
+            self._reach(self.residual_reach)
+
+    cdef void _reach(self, double least) noexcept nogil:
+        r"""The bound :math:`R` on the kept residual's norm for the rest of the solve: the objective only
+        falls in the epochs without the Gram matrix (exact block steps; a start on the line is taken only
+        where it is lower), so the datafit :math:`\tfrac12\|G\|^2` stays below the objective now (plus
+        the residual's error); at least ``least``."""
+        cdef double objective = self._residual_loss() + self._penalty(self.lam_now, &self.beta_ws[0])
+        self.residual_reach = max(least, sqrt(2 * objective) + self.residual_error)
 
     def solve(self, double lam, double tol, double scale, double eps, int max_iter, int max_epochs):
         """Solve at strength ``lam`` from the current point; returns ``(gap, threshold)``.
 
         The working set is solved before the first check (``max_iter = 0``: the current point is only
         checked). ``scale`` is :math:`P_0`, ``eps`` the rounding unit of ``X``'s dtype; ``primal``,
-        ``dual``, ``n_iter`` (working-set rounds), ``n_epochs`` and ``n_gradients`` (full gradients formed)
-        are left on the object.
+        ``dual``, ``n_iter`` (working-set rounds), ``n_epochs``, ``n_gradients`` (full gradients formed)
+        and ``n_points`` (points formed anew, :meth:`_point`) are left on the object.
         """
-        cdef double fraction = _INNER_FRACTION, gap, threshold, target
+        cdef double fraction = _INNER_FRACTION, gap, threshold, target, error, change
         cdef int rounds = 0, epochs = 0, found, sweep
         cdef bint coordinates
-        self.n_gradients = 0
+        self.n_gradients, self.n_points, self.lam_now = 0, 0, lam
+        self.allowance = _KEPT_SHARE * tol * scale
+        self._reach(0.0)
         self._add(self.found[:self._outside(2 * lam - self.lam_prev, False)])
         if self.solved:
             memcpy(&self.G_last[0], &self.G[0], self.n * sizeof(double))
+            error, change = self.residual_error, self.residual_change
+            self.residual_change = 0.0  # (G is the snapshot G_before becomes, unless it moves on the line)
             if self.has_previous and self.lam_prev != self.lam_before:
-                self._extrapolate(lam)
+                self._extrapolate(lam, change)
             memcpy(&self.previous[0], &self.beta[0], self.p * sizeof(double))
             self.G_before, self.G_last = self.G_last, self.G_before
+            self.residual_error_before = error
             self.lam_before, self.has_previous = self.lam_prev, True
         while True:
             if rounds < max_iter and epochs < max_epochs:
@@ -511,7 +570,7 @@ cdef class GaussianPath:
         self.n_iter, self.n_epochs = rounds, epochs
         return gap, threshold
 
-    cdef void _extrapolate(self, double lam):
+    cdef void _extrapolate(self, double lam, double change_bound):
         r"""Move the working set's coefficients along the line through the last two solutions to strength
         ``lam`` where that lowers the objective at ``lam``.
 
@@ -555,6 +614,11 @@ cdef class GaussianPath:
             if not self.gram:
                 memcpy(&self.G[0], &self.work[0], self.n * sizeof(double))
             return
+        if not self.gram:
+            # G1 + t(G1 - G0) is off by e1 + t(e1 - e0) (``change_bound`` bounds e1 - e0) and rounds each
+            # entry by at most _ROUNDING (|G_i| + 2|t (G1 - G0)_i|): 5 R in norm (a move of at most 2 R)
+            self.residual_change = fabs(step) * change_bound + 5 * _ROUNDING * self.residual_reach
+            self.residual_error += self.residual_change
         for k in range(n):
             self.beta_ws[k] = moved[k]
             if self.gram:
@@ -778,14 +842,22 @@ cdef class GaussianPath:
         """Without the Gram matrix: the block on the slots ``first`` to ``first + size`` moved by the
         changes in ``bwork[0]``, the residual follows, :math:`G \mathrel{+}= A\sum_j\delta_j(x_j - \bar x_j)`
         (with equal sample weights :math:`a_0`: an axpy a moved column, and one axpy of :math:`a` for the
-        centring)."""
-        cdef int i, r, j, one_i = 1
-        cdef double shift = 0.0, step
+        centring); the bounds on the kept residual's error grow by these updates' rounding (:meth:`_point`)."""
+        cdef int i, r, j, one_i = 1, updates = 1
+        cdef double shift = 0.0, step, moved_norm = 0.0, m, moved
         cdef double *G = &self.G[0]
         cdef const double *x
         cdef const double *a = &self.a[0]
         for r in range(size):
-            shift -= self.change[r] * self.means[self.ws[first + r]]
+            m = self.means[self.ws[first + r]]
+            shift -= self.change[r] * m
+            if self.change[r] != 0:  # its update's norm: |delta| (sum_i a_i x_i^2)^(1/2)
+                moved_norm += fabs(self.change[r]) * sqrt(max(self.diag[first + r] + m * m, 0.0))
+                updates += 1
+        # each update rounds G's entries by at most _ROUNDING (|G_i| + |Delta_i|), G at most R plus the moves
+        moved = _ROUNDING * updates * (self.residual_reach + 2 * (moved_norm + fabs(shift)))
+        self.residual_error += moved
+        self.residual_change += moved
         if self.uniform:
             for r in range(size):
                 step = self.change[r] * a[0]
@@ -867,7 +939,7 @@ cdef class GaussianPath:
         cdef double mu = lam * self.unit_ridge
         if not self.gram:
             if refresh:
-                self._point()
+                self._point(True)
             self._gradient(0, self.ws_n)
         for t in range(self.ws_nb):
             s = self.wstart[t]
@@ -885,7 +957,8 @@ cdef class GaussianPath:
         return loss + pen + (cb - self.syy) / kappa + loss / (kappa * kappa) + conj
 
     cdef tuple _check(self, double lam, double tol, double scale, double eps):
-        """The gap of :meth:`Problem.duality_gap` at the current point and its threshold."""
+        """The gap of :meth:`Problem.duality_gap` at the current point, plus the bound on the datafit's error
+        where the point was read from the kept residual (:meth:`_point`), and its threshold."""
         cdef int i, j, g, r
         cdef double loss = 0.0, pen = 0.0, kappa = 1.0, conj = 0.0, dual = 0.0, rr, u, norm
         cdef double mu = lam * self.unit_ridge
@@ -926,7 +999,7 @@ cdef class GaussianPath:
         self.primal = loss + pen
         self.dual = dual - conj
         threshold = max(tol * scale, 64 * eps * fabs(self.primal))
-        return self.primal - self.dual, threshold
+        return self.primal - self.dual + self.loss_error, threshold
 
     cdef bint _stops(self, double lam, double tol, double scale, double eps, double gap, double threshold):
         """:func:`normpen.linear.solvers.cd._stops`: the gap at ``threshold``, and below the certifiable
