@@ -522,11 +522,15 @@ def test_without_the_gram_matrix_a_round_settles_after_its_epoch_over_the_nonzer
     assert (False, 1, 2) in rounds
 
 
+#: The tolerance of :func:`_kept_residual_path`.
+KEPT_TOL = 1e-3
+
+
 def _kept_residual_path(weighted):
-    """A path of 30 strengths at tol 1e-3 on working sets wider than the Gram budget (a group lasso, groups
-    of 4; columns off centre by 3, so the centring's updates are large; unequal sample weights or equal
-    ones): ``(problem, penalty, strengths, solutions, kernel readings)``, the readings per strength
-    ``(Gram matrix kept, points formed, residual error bound, z, b)``."""
+    """A path of 30 strengths at :data:`KEPT_TOL` on working sets wider than the Gram budget (a group
+    lasso, groups of 4; columns off centre by 3, so the centring's updates are large; unequal sample
+    weights or equal ones): ``(problem, penalty, strengths, solutions, kernel readings)``, the readings
+    per strength ``(Gram matrix kept, points formed, residual error bound, z, b)``."""
     X, y = _regression(60, 80, seed=17)
     weights = np.random.default_rng(18).uniform(0.2, 3.0, 60) if weighted else None
     penalty = GroupLasso(1.0, np.split(np.arange(80), 20))
@@ -539,9 +543,9 @@ def _kept_residual_path(weighted):
     with pytest.MonkeyPatch.context() as patched:
         _gram_budget(patched, 60, 20)
         for lam in lams:
-            solutions.append(solve(problem, float(lam), state, tol=1e-3))
-            z, b = solve.kernel.point()
+            solutions.append(solve(problem, float(lam), state, tol=KEPT_TOL))
             kernel = solve.kernel
+            z, b = kernel.point()
             readings.append((kernel.gram, kernel.n_points, kernel.residual_error, z.copy(), b))
     assert not solve.kernel.gram
     return problem, penalty, lams, solutions, readings
@@ -579,8 +583,8 @@ def test_a_point_read_from_the_kept_residual_is_certified_within_a_thousandth_of
     r"""The datafit read from the kept residual is off by at most :math:`E(R + E/2)`, which the kernel keeps
     below :math:`10^{-3}\,\mathrm{tol}\,P_0` and adds to the gap it reports: the reported gap is at least
     the gap :meth:`Problem.certify` recomputes on the returned coefficients (to the two computations'
-    rounding, :func:`_gap_rounding`) and at most that plus twice the allowance; every strength meets its
-    threshold."""
+    rounding, :func:`_gap_rounding`) and at most that plus twice the allowance (the bound, and the error
+    it bounds); every strength meets its threshold."""
     problem, penalty, lams, solutions, _ = _kept_residual_path(weighted)
     X, y, a = problem.X, problem.y, problem.weights
     p0 = problem.objective_at_zero()
@@ -589,5 +593,5 @@ def test_a_point_read_from_the_kept_residual_is_certified_within_a_thousandth_of
         report = problem.certify(block, solution.coef, solution.intercept)
         rounding = _gap_rounding(X, y, a, solution.coef, solution.intercept, block)
         assert report.gap <= solution.dual_gap + rounding
-        assert solution.dual_gap <= report.gap + rounding + 2e-3 * 1e-3 * p0
+        assert solution.dual_gap <= report.gap + rounding + 2 * 1e-3 * KEPT_TOL * p0
         assert solution.converged

@@ -176,14 +176,14 @@ cdef class GaussianPath:
     cdef double drift, margin
     cdef bint bounded, solved
     cdef double[::1] previous, G_before, G_last  # the last two solutions' beta and G (extrapolation)
-    # without the Gram matrix, in the norm ||v|| = sqrt(sum_i v_i^2 / a_i): bounds on how far G and G_before
-    # are from the exact residuals of their points (the updates' rounding since the last exact point) and
-    # on how far apart these two errors are, a bound on G during a solve; by how much the datafit read from
-    # G may be off (_point), and may be off at most
+    # the kept residual (without the Gram matrix, _point), in the norm ||v|| = sqrt(sum_i v_i^2 / a_i): bounds
+    # on how far G and G_before are from the exact residuals of their points (the rounding of the updates
+    # since the last exact point), on the difference of these two errors, and on ||G|| during a solve; the
+    # bound on the datafit read from G at the last point, and the most it may be
     cdef readonly double residual_error
     cdef double residual_error_before, residual_change, residual_reach, loss_error, allowance, lam_now
     cdef readonly int n_points
-    cdef bint weighted
+    cdef bint weights_positive
     cdef double lam_before
     cdef bint has_previous
 
@@ -203,7 +203,7 @@ cdef class GaussianPath:
         self.gram_limit, self.gram = gram_limit, True
         self.unit_ridge, self.positive, self.intercept = unit_ridge, positive, fit_intercept
         self.uniform = bool(np.all(np.asarray(a) == a[0]))
-        self.weighted = bool(np.all(np.asarray(a) > 0))
+        self.weights_positive = bool(np.all(np.asarray(a) > 0))
         self.residual_error, self.residual_error_before, self.residual_change = 0.0, 0.0, 0.0
         self.residual_reach = 0.0
         self.allowance, self.loss_error, self.n_points, self.lam_now = 0.0, 0.0, 0, 0.0
@@ -477,10 +477,10 @@ cdef class GaussianPath:
         """
         cdef int i, k, one_i = 1
         cdef double one = 1.0, zero = 0.0, shift = 0.0
+        cdef double loss_error = self.residual_error * (self.residual_reach + 0.5 * self.residual_error)
         for k in range(self.ws_n):
             self.beta[self.ws[k]] = self.beta_ws[k]
-        cdef double loss_error = self.residual_error * (self.residual_reach + 0.5 * self.residual_error)
-        if not (exact or self.gram) and self.weighted and loss_error <= self.allowance:
+        if not (exact or self.gram) and self.weights_positive and loss_error <= self.allowance:
             if self.intercept:
                 shift = self.ybar
                 for k in range(self.ws_n):
@@ -842,9 +842,10 @@ cdef class GaussianPath:
         """Without the Gram matrix: the block on the slots ``first`` to ``first + size`` moved by the
         changes in ``bwork[0]``, the residual follows, :math:`G \mathrel{+}= A\sum_j\delta_j(x_j - \bar x_j)`
         (with equal sample weights :math:`a_0`: an axpy a moved column, and one axpy of :math:`a` for the
-        centring); the bounds on the kept residual's error grow by these updates' rounding (:meth:`_point`)."""
+        centring); the bounds on the kept residual's error grow by these updates' rounding
+        (:meth:`_point`)."""
         cdef int i, r, j, one_i = 1, updates = 1
-        cdef double shift = 0.0, step, moved_norm = 0.0, m, moved
+        cdef double shift = 0.0, step, moved_norm = 0.0, m, rounding
         cdef double *G = &self.G[0]
         cdef const double *x
         cdef const double *a = &self.a[0]
@@ -855,9 +856,9 @@ cdef class GaussianPath:
                 moved_norm += fabs(self.change[r]) * sqrt(max(self.diag[first + r] + m * m, 0.0))
                 updates += 1
         # each update rounds G's entries by at most _ROUNDING (|G_i| + |Delta_i|), G at most R plus the moves
-        moved = _ROUNDING * updates * (self.residual_reach + 2 * (moved_norm + fabs(shift)))
-        self.residual_error += moved
-        self.residual_change += moved
+        rounding = _ROUNDING * updates * (self.residual_reach + 2 * (moved_norm + fabs(shift)))
+        self.residual_error += rounding
+        self.residual_change += rounding
         if self.uniform:
             for r in range(size):
                 step = self.change[r] * a[0]
