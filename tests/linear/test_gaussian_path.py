@@ -210,8 +210,8 @@ def test_options_of_coordinate_descent_alone_go_to_it():
     np.testing.assert_array_equal(with_cd.coefs, cd.coefs)  # the same solver, the same arithmetic
 
 
-def _solver_along(X, y, penalty):
-    problem = Problem(X, y, Quadratic())
+def _solver_along(X, y, penalty, sample_weight=None):
+    problem = Problem(X, y, Quadratic(), sample_weight)
     setup = _Setup(problem, penalty, False)
     return problem, setup, PathSolver(problem, setup.unit)
 
@@ -534,9 +534,7 @@ def _kept_residual_path(weighted):
     X, y = _regression(60, 80, seed=17)
     weights = np.random.default_rng(18).uniform(0.2, 3.0, 60) if weighted else None
     penalty = GroupLasso(1.0, np.split(np.arange(80), 20))
-    problem = Problem(X, y, Quadratic(), weights)
-    setup = _Setup(problem, penalty, False)
-    solve = PathSolver(problem, setup.unit)
+    problem, setup, solve = _solver_along(X, y, penalty, weights)
     state = setup.start()
     lams = lambda_max(X, y, Quadratic(), penalty, sample_weight=weights) * np.geomspace(1, 0.05, 30)
     solutions, readings = [], []

@@ -308,6 +308,7 @@ cdef class GaussianPath:
             total += self.starts[new[t] + 1] - self.starts[new[t]]
         if self.gram and total > self.gram_limit:
             self.gram, self.cap = False, 0  # too wide for the Gram matrix: the residual's gradient from now
+            self._reach()  # (at an exact point: the last one was formed with the Gram matrix)
             self._grow(total)
         if total > self.cap:
             self._grow(total)
@@ -508,16 +509,15 @@ cdef class GaussianPath:
         for i in range(self.n):
             self.z[i] += shift
             self.G[i] = self.a[i] * (self.z[i] - self.y[i])
-        if not self.gram:  # (after a switch from the Gram matrix, whose model solves may have climbed)
-            self._reach(self.residual_reach)
 
-    cdef void _reach(self, double least) noexcept nogil:
-        r"""The bound :math:`R` on the kept residual's norm for the rest of the solve: the objective only
-        falls in the epochs without the Gram matrix (exact block steps; a start on the line is taken only
-        where it is lower), so the datafit :math:`\tfrac12\|G\|^2` stays below the objective now (plus
-        the residual's error); at least ``least``."""
+    cdef void _reach(self) noexcept nogil:
+        r"""The bound :math:`R` on the kept residual's norm for the rest of the solve, set where the residual
+        starts to be kept (a solve without the Gram matrix, a switch from it): the objective only falls in
+        the epochs without the Gram matrix (exact block steps; a start on the line is taken only where it
+        is lower), so the datafit :math:`\tfrac12\|G\|^2` stays below the objective now (plus the
+        residual's error)."""
         cdef double objective = self._residual_loss() + self._penalty(self.lam_now, &self.beta_ws[0])
-        self.residual_reach = max(least, sqrt(2 * objective) + self.residual_error)
+        self.residual_reach = sqrt(2 * objective) + self.residual_error
 
     def solve(self, double lam, double tol, double scale, double eps, int max_iter, int max_epochs):
         """Solve at strength ``lam`` from the current point; returns ``(gap, threshold)``.
@@ -532,8 +532,9 @@ cdef class GaussianPath:
         cdef bint coordinates
         self.n_gradients, self.n_points, self.lam_now = 0, 0, lam
         self.allowance = _KEPT_SHARE * tol * scale
-        self._reach(0.0)
         self._add(self.found[:self._outside(2 * lam - self.lam_prev, False)])
+        if not self.gram:
+            self._reach()
         if self.solved:
             memcpy(&self.G_last[0], &self.G[0], self.n * sizeof(double))
             error, change = self.residual_error, self.residual_change
