@@ -45,7 +45,12 @@ Two accuracies, one table each:
    then at tenfold tighter tolerances (the ladder the peers get in table 1)
    until its measured suboptimality is at most the peer's, at the latest at
    ``tol`` = that suboptimality (suboptimality is at most the gap): ratio
-   normpen over peer by each measure.
+   normpen over peer by each measure. A close call (a ratio within
+   :data:`_CLOSE` of 1) is timed again in ``--rounds`` paired rounds, normpen
+   at that ``tol`` and the peer at its default back to back, the order
+   alternating (:func:`paired_ratios`): the cell shows the median of the
+   rounds' ratios and their range, since two best-of-3 times taken minutes
+   apart moved by 20% on the development machine.
 
 Times are process CPU seconds with every thread pool pinned to one thread
 (best of 3 for runs under a second), after one untimed call on a corner of
@@ -68,7 +73,7 @@ h. wide lasso, n = 200, p = 100000, 50 strengths to lambda_max / 100;
 svm. the linear SVMs of ``benchmarks/svm_problem.py`` (its own peers and
      measure: relative suboptimality), in their own table.
 
-Run ``python benchmarks/linear.py [--quick] [--only a,b,g1] [--tol 1e-6] [--patience 5]``.
+Run ``python benchmarks/linear.py [--quick] [--only a,b,g1] [--tol 1e-6] [--patience 5] [--rounds 7]``.
 Install the peers with ``scripts/setup_bench.sh``; a missing one is skipped.
 This is a benchmark, not a test: nothing asserts a time.
 """
@@ -531,6 +536,9 @@ PEERS = {
 _TIGHTEST = 1e-6
 #: Accuracies below this are rounding and all equal; normpen's tol is never set below it.
 _FLOOR = 1e-14
+#: Table 2's ratios within this factor of 1 (either way) are timed again in paired rounds: single best-of-3
+#: times taken minutes apart moved by 20% on the development machine, enough to flip a close call.
+_CLOSE = 1.5
 
 
 def available(name):
@@ -615,14 +623,16 @@ class Comparison:
     ladders: dict = field(default_factory=dict)  # peer -> [Run], default tolerance first
     refused: dict = field(default_factory=dict)  # peer -> reason
     at_peer: dict = field(default_factory=dict)  # peer -> (normpen at its gap, normpen at its suboptimality)
+    paired: dict = field(default_factory=dict)  # (peer, normpen's tol) -> per-round ratios (close calls)
 
     def runs(self):
         extra = [run for pair in self.at_peer.values() for run in pair]
         return [self.ours, *(run for ladder in self.ladders.values() for run in ladder), *extra]
 
 
-def compare(work, names, tol, patience):
-    """Run normpen, every peer's ladder and normpen at every peer's default accuracy."""
+def compare(work, names, tol, patience, rounds):
+    """Run normpen, every peer's ladder and normpen at every peer's default accuracy; time the close calls
+    of table 2 again in ``rounds`` paired rounds (:func:`paired_ratios`)."""
     run_normpen(corner(work, 2), tol)  # imports and first-call costs, untimed as the peers' are
     ours = timed_run(OURS, run_normpen, work, tol)
     comparison = Comparison(work, ours)
@@ -650,7 +660,31 @@ def compare(work, names, tol, patience):
             at_subopt = _ladder_to_subopt(work, comparison, at_gap[target], default)
         comparison.at_peer[name] = (at_gap[target], at_subopt)
     measure(work, comparison.runs())
+    for name, pair in comparison.at_peer.items():
+        default = comparison.ladders[name][0]
+        for ours_run in pair:
+            close = 1 / _CLOSE <= ours_run.seconds / default.seconds <= _CLOSE
+            if close and (name, ours_run.tol) not in comparison.paired:
+                with console.status(f"({work.key}) normpen against {name}: paired rounds"):
+                    comparison.paired[name, ours_run.tol] = paired_ratios(work, ours_run.tol, name, rounds)
     return comparison
+
+
+def paired_ratios(work, tol, name, rounds):
+    """normpen's time at ``tol`` over the peer's at its default tolerance, timed back to back in ``rounds``
+    rounds (the order alternating): one ratio a round, so that a change in the machine's speed between
+    rounds (other tenants, caches, clocks) moves both sides of it."""
+    peer = PEERS[name]
+    sides = [(OURS, run_normpen, tol), (name, peer.run, peer.default_tol)]
+    ratios = []
+    for round_ in range(rounds):
+        seconds = {}
+        for library, runner, at in sides[:: 1 if round_ % 2 == 0 else -1]:
+            start = time.process_time()
+            runner(work, at)
+            seconds[library] = time.process_time() - start
+        ratios.append(seconds[OURS] / seconds[name])
+    return np.array(ratios)
 
 
 def _ladder_to_subopt(work, comparison, first, peer):
@@ -744,6 +778,14 @@ def accuracy_table(comparisons, tol):
     return table
 
 
+def _ratio_cell(comp, name, ours, peer):
+    """The ratio of the two runs' times; for a close call the median of its paired rounds, [min, max]."""
+    ratios = comp.paired.get((name, ours.tol))
+    if ratios is None:
+        return f"{ours.seconds / peer.seconds:.2f}"
+    return f"{np.median(ratios):.2f} [{ratios.min():.2f}, {ratios.max():.2f}]"
+
+
 def defaults_table(comparisons):
     """Table 2: each peer at its defaults, normpen at the gap it reached and first as sub-optimal as it."""
     table = Table(
@@ -778,11 +820,11 @@ def defaults_table(comparisons):
                 f"{peer.subopt:.1e}",
                 f"{at_gap.seconds:.3f}",
                 f"{at_gap.gap:.1e}",
-                f"{at_gap.seconds / peer.seconds:.2f}",
+                _ratio_cell(comp, name, at_gap, peer),
                 f"{at_subopt.seconds:.3f}",
                 f"{at_subopt.tol:.0e}",
                 f"{at_subopt.subopt:.1e}",
-                f"{at_subopt.seconds / peer.seconds:.2f}",
+                _ratio_cell(comp, name, at_subopt, peer),
             )
         table.add_section()
     return table
@@ -853,6 +895,12 @@ def main(argv=None):
     parser.add_argument(
         "--patience", type=float, default=5.0, help="no tighter peer run past this multiple of normpen's time"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=7,
+        help="paired rounds for table 2's close calls (ratio within 1.5x of 1); 0 skips them",
+    )
     args = parser.parse_args(argv)
     keys = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = set(keys) - set(KEYS) - {"svm"}
@@ -873,7 +921,7 @@ def main(argv=None):
             for key in measured:
                 work = works[key]
                 progress.update(task, description=f"({key}) {work.title}")
-                comparisons.append(compare(work, names, work.tol or args.tol, args.patience))
+                comparisons.append(compare(work, names, work.tol or args.tol, args.patience, args.rounds))
                 progress.advance(task)
         if comparisons:
             console.print(accuracy_table(comparisons, args.tol))

@@ -133,6 +133,44 @@ def test_ladder_to_subopt_is_normpens_first_run_as_suboptimal(bench):
     assert run.tol >= peer.subopt * (1 - 1e-9)
 
 
+def test_paired_rounds_time_both_sides_back_to_back(bench, monkeypatch):
+    """Table 2's close calls: one ratio a round from the two runs of that round, the order alternating.
+
+    A fake clock advances by each library's cost when it runs (normpen 3 units, the peer 2, the peer
+    slowed to 6 in the third round as a machine slowing down would): the ratios are those of the rounds,
+    1.5, 1.5, 0.5, 1.5, and the calls alternate normpen first, peer first."""
+    clock, calls = [0.0], []
+    peer_costs = iter([2.0, 2.0, 6.0, 2.0])
+
+    def ours(work, tol):
+        calls.append(("normpen", tol))
+        clock[0] += 3.0
+
+    def peer(work, tol):
+        calls.append(("peer", tol))
+        clock[0] += next(peer_costs)
+
+    monkeypatch.setattr(bench, "run_normpen", ours)
+    monkeypatch.setitem(bench.PEERS, "peer", bench.Peer(peer, 1e-4, "peer"))
+    monkeypatch.setattr(bench.time, "process_time", lambda: clock[0])
+    ratios = bench.paired_ratios(None, 1e-3, "peer", 4)
+    np.testing.assert_array_equal(ratios, [1.5, 1.5, 0.5, 1.5])
+    assert [name for name, _ in calls] == ["normpen", "peer", "peer", "normpen"] * 2
+    assert {tol for name, tol in calls if name == "peer"} == {1e-4}
+    assert {tol for name, tol in calls if name == "normpen"} == {1e-3}
+
+
+def test_ratio_cell_gives_the_paired_median_where_paired(bench):
+    """A paired close call shows the median of its rounds and their range; another cell the plain ratio."""
+    work = _cases(bench)["lasso"][0]
+    ours = bench.Run("normpen", 1e-3, 0.30, [], np.zeros(1), 0.0)
+    peer = bench.Run("peer", 1e-4, 0.25, [], np.zeros(1), 0.0)
+    comparison = bench.Comparison(work, ours)
+    assert bench._ratio_cell(comparison, "peer", ours, peer) == "1.20"
+    comparison.paired["peer", 1e-3] = np.array([0.9, 1.3, 0.95, 1.0, 0.8])
+    assert bench._ratio_cell(comparison, "peer", ours, peer) == "0.95 [0.80, 1.30]"
+
+
 def test_glmnet_gaussian_map(bench):
     """glmnet's (lambda, alpha) from ours: sd(y) divides the ridge part's strength, not the l1 part's."""
     y = np.array([1.0, -3.0, 2.0, 0.0])
