@@ -106,10 +106,10 @@ def normalize_weights(sample_weight, n_samples, like):
 
 
 def xlogx(t):
-    r""":math:`t \log t` elementwise, with :math:`0 \log 0 = 0`."""
+    r""":math:`t \log t` elementwise for :math:`t \ge 0`, with :math:`0 \log 0 = 0` (the logarithm of 1 taken
+    there)."""
     xp = namespace(t)
-    positive = t > 0
-    return xp.where(positive, t * xp.log(xp.where(positive, t, xp.ones_like(t))), xp.zeros_like(t))
+    return t * xp.log(xp.where(t > 0, t, 1.0))
 
 
 def float_target(y, ndim, owner):
