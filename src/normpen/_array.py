@@ -8,6 +8,7 @@ kind, dtype, device and shape.
 
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Real
 
@@ -35,7 +36,14 @@ __all__ = [
 
 
 def namespace(*arrays):
-    """Array API namespace of ``arrays`` (numpy or torch), with a clear error otherwise."""
+    """Array API namespace of ``arrays`` (numpy or torch), with a clear error otherwise.
+
+    Plain numpy arrays, the solvers' case, take a shortcut to the namespace ``array_api_compat`` gives
+    them: its lookup walks every argument's type (7.6 microseconds a call on issue 15's L1 logistic path,
+    which makes about 1,800 calls, against under 1 for the shortcut).
+    """
+    if arrays and all(type(array) is numpy.ndarray for array in arrays):
+        return _numpy_namespace()
     try:
         return array_api_compat.array_namespace(*arrays)
     except TypeError as err:
@@ -43,6 +51,12 @@ def namespace(*arrays):
         raise TypeError(
             f"expected numpy arrays or torch tensors, got {kinds}; convert lists with numpy.asarray first"
         ) from err
+
+
+@functools.cache
+def _numpy_namespace():
+    """``array_api_compat``'s namespace of numpy arrays (imported on first use)."""
+    return array_api_compat.array_namespace(numpy.empty(0))
 
 
 def l2_norm(x, axis=None, keepdims=False):
