@@ -663,7 +663,7 @@ def compare(work, names, tol, patience, rounds):
     for name, pair in comparison.at_peer.items():
         default = comparison.ladders[name][0]
         for ours_run in pair:
-            close = 1 / _CLOSE <= ours_run.seconds / default.seconds <= _CLOSE
+            close = rounds > 0 and 1 / _CLOSE <= ours_run.seconds / default.seconds <= _CLOSE
             if close and (name, ours_run.tol) not in comparison.paired:
                 with console.status(f"({work.key}) normpen against {name}: paired rounds"):
                     comparison.paired[name, ours_run.tol] = paired_ratios(work, ours_run.tol, name, rounds)
@@ -902,6 +902,8 @@ def main(argv=None):
         help="paired rounds for table 2's close calls (ratio within 1.5x of 1); 0 skips them",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 0:
+        parser.error(f"--rounds: give 0 (no paired rounds) or more, got {args.rounds}")
     keys = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = set(keys) - set(KEYS) - {"svm"}
     if unknown:

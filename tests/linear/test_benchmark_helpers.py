@@ -160,6 +160,12 @@ def test_paired_rounds_time_both_sides_back_to_back(bench, monkeypatch):
     assert {tol for name, tol in calls if name == "normpen"} == {1e-3}
 
 
+def test_negative_rounds_are_refused_before_anything_runs(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "-1", "--only", "a"])
+    assert "--rounds: give 0 (no paired rounds) or more, got -1" in capsys.readouterr().err
+
+
 def test_ratio_cell_gives_the_paired_median_where_paired(bench):
     """A paired close call shows the median of its rounds and their range; another cell the plain ratio."""
     work = _cases(bench)["lasso"][0]
