@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from normpen import linear
+from normpen.linear.datafits import Hinge, Logistic, Quadratic, SquaredHinge
 from normpen.penalties import (
     L1,
     L2,
@@ -113,6 +114,24 @@ def test_every_penalty_evaluates_proxes_and_projects(index, kind):
     for result in (penalty.prox(x, 0.5), penalty.project(x, 0.5)):
         assert isinstance(result, torch.Tensor if kind == "torch" else np.ndarray) and result.shape == x.shape
         assert np.all(np.isfinite(np.asarray(result)))
+
+
+@pytest.mark.parametrize("datafit", [Quadratic(), Logistic(), Hinge(), SquaredHinge()], ids=type)
+@pytest.mark.parametrize("kind", ["numpy", "numpy-before-2", "torch"])
+def test_every_datafit_evaluates_its_terms(datafit, kind):
+    """Each per-sample term a solver reads, on each kind of array: its type back, finite where it must be
+    (the conjugate at the derivative lies in its domain). Written with the array API's Python scalars
+    where the oldest array_api_compat allows them (it takes none in torch's maximum)."""
+    rng = np.random.default_rng(2)
+    y, z = np.where(rng.normal(size=8) > 0, 1.0, -1.0), 3 * rng.normal(size=8)
+    if kind == "torch":
+        y, z = torch.as_tensor(y), torch.as_tensor(z)
+    if kind == "numpy-before-2":
+        y, z = y.view(NumpyBeforeTwo), z.view(NumpyBeforeTwo)
+    u = datafit.derivative(y, z) if datafit.curvature is not None else -0.5 * y
+    for term in (datafit.loss(y, z), u, datafit.conjugate(y, u)):
+        assert isinstance(term, torch.Tensor if kind == "torch" else np.ndarray) and term.shape == (8,)
+        assert np.all(np.isfinite(np.asarray(term)))
 
 
 @pytest.mark.parametrize("penalty", [GroupLasso(0.05, BLOCKS), SparseGroupLasso(0.05, BLOCKS, 0.5)])
