@@ -251,7 +251,7 @@ class Datafit(ABC):
         if weights.min() > 0:
             return -(weights * conj).sum()
         xp = namespace(u)
-        return -xp.sum(weights * xp.where(weights > 0, conj, xp.zeros_like(conj)))
+        return -xp.sum(weights * xp.where(weights > 0, conj, 0.0))
 
     def fit_intercept(self, y, z, weights, max_iter=50):
         r"""Shift :math:`\delta` minimising :math:`\delta \mapsto \sum_i a_i \ell(y_i, z_i + \delta)`.

@@ -33,7 +33,7 @@ class Hinge(MarginDatafit):
 
     def phi_derivative(self, t):
         xp = namespace(t)
-        return xp.where(t < 1, -xp.ones_like(t), xp.zeros_like(t))
+        return xp.where(t < 1, -xp.ones_like(t), 0.0)
 
     def phi_second_derivative(self, t):
         return t * 0
@@ -42,4 +42,4 @@ class Hinge(MarginDatafit):
         xp = namespace(s)
         tol = 4 * xp.finfo(s.dtype).eps
         inside = (s >= -1 - tol) & (s <= tol)
-        return xp.where(inside, xp.clip(s, -1, 0), xp.full_like(s, xp.inf))
+        return xp.where(inside, xp.clip(s, -1, 0), xp.inf)

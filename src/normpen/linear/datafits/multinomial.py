@@ -106,4 +106,4 @@ class Multinomial(Datafit):
         tol = 1e3 * xp.finfo(u.dtype).eps
         inside = (_class_extreme(xp.minimum, q) >= -tol) & (xp.abs(_class_sum(q) - 1) <= tol)
         value = _class_sum(xlogx(xp.clip(q, 0, None)))
-        return xp.where(inside, value, xp.full_like(value, xp.inf))
+        return xp.where(inside, value, xp.inf)

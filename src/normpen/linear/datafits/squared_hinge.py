@@ -36,9 +36,9 @@ class SquaredHinge(MarginDatafit):
 
     def phi_second_derivative(self, t):
         xp = namespace(t)
-        return xp.where(t < 1, xp.full_like(t, 2.0), xp.zeros_like(t))
+        return xp.where(t < 1, xp.full_like(t, 2.0), 0.0)
 
     def phi_conjugate(self, s):
         xp = namespace(s)
         tol = 4 * xp.finfo(s.dtype).eps
-        return xp.where(s <= tol, s + 0.25 * s * s, xp.full_like(s, xp.inf))
+        return xp.where(s <= tol, s + 0.25 * s * s, xp.inf)
