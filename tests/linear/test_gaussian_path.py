@@ -502,10 +502,10 @@ def test_a_path_decomposes_each_group_gram_block_once(monkeypatch, gram):
 
 def test_without_the_gram_matrix_a_round_settles_after_its_epoch_over_the_nonzero_blocks():
     """Without the Gram matrix, epochs over the nonzero blocks alone follow a full epoch; once their
-    decrease meets the target, the whole working set's gap (its zero blocks' gradients formed) decides,
-    and a full epoch follows only where it misses. So a round can end after two epochs, a full one and
-    one over the nonzero blocks, where a rule deciding only on full epochs ends after an odd number
-    (full, nonzero blocks, full, ...). The path is certified at every strength."""
+    decrease meets the target, the check decides (a working-set gap formed from the residual would cost
+    the check's own pass over the working set's columns). So a round can end after two epochs, a full
+    one and one over the nonzero blocks, where a rule deciding only on full epochs ends after an odd
+    number (full, nonzero blocks, full, ...). The path is certified at every strength."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 80))
     y = X[:, :40] @ rng.standard_normal(40) + rng.standard_normal(60)

@@ -35,13 +35,14 @@ keeps, across the strengths of a path, a working set of blocks, a copy of their 
    axpy of a Gram column per moved coordinate): a coordinate's exact minimiser, a group's exact minimiser
    (:func:`normpen.linear.solvers._common._exact_block`: Newton's method on the secular equation in the
    eigenbasis of :math:`Q_{gg}`; with positivity, or if it fails, a proximal gradient step with
-   :math:`L_g = \lambda_{\max}(Q_{gg})`), epochs until the working set's own duality gap
-   (from Gram quantities, :math:`O(|ws|)`) is below a fraction of the target and the epoch's largest
-   objective decrease :math:`Q_{jj}\delta_j^2` below the same fraction: at least one epoch, so no
-   strength is returned at its warm start. Newton steps on the face of the signs of the single
-   coordinates once epochs have cost as much; a working set of single coordinates still unsolved
-   after :data:`_SWEEP_EPOCHS` epochs (correlated columns) goes to coordinate descent's compiled model
-   solve
+   :math:`L_g = \lambda_{\max}(Q_{gg})`), epochs until the epoch's largest objective decrease
+   :math:`Q_{jj}\delta_j^2` and, with the Gram matrix, the working set's own duality gap (from Gram
+   quantities, :math:`O(|ws|)`) are below a fraction of the target (without it, past a first full epoch,
+   the nonzero blocks alone; the check then decides, as that gap would cost the pass over the working
+   set's columns the check makes): at least one epoch, so no strength is returned at its warm start.
+   Newton steps on the face of the signs of the single coordinates once epochs have cost as much; a
+   working set of single coordinates still unsolved after :data:`_SWEEP_EPOCHS` epochs (correlated
+   columns) goes to coordinate descent's compiled model solve
    (:func:`normpen.linear.solvers._coordinate_solve.minimize_coordinates`: Anderson extrapolation,
    its face steps and polish), with the same stop test.
 4. *Check*: the residual (:math:`X_{ws}\beta_{ws}`), the full gradient :math:`X^\top A r` (one
@@ -90,9 +91,6 @@ cdef double _FACE_SPEED = 3.0
 #: diabetes degree-3 lasso path (g1, 442 x 285) at tol 2e-3 the late strengths took 400-700 epochs each;
 #: handing over after 20: 132 -> 115 ms (best of 5; a200, b200 unchanged within noise, 10 slower on b200).
 cdef int _SWEEP_EPOCHS = 20
-#: Working-set targets below this times :math:`P_0` (:math:`\sqrt\epsilon`) recompute the residual before
-#: its gap (without the Gram matrix), a pass over the nonzero columns.
-cdef double _REFRESH_BELOW = 1.5e-8
 #: Share of the columns outside the working set past which a check's exact gradients (:meth:`_settle`) are
 #: formed in one full ``dgemv`` (which also renews the bounds' reference) rather than column by column.
 #: Replaying the checks of issue 15's paths (50 strengths, tol 1e-3; cost in full gradients, those
@@ -550,9 +548,7 @@ cdef class GaussianPath:
                 target = fraction * max(tol * scale, 64 * eps * fabs(self.primal))
                 coordinates = self.gram and self.ws_n == self.ws_nb  # the model solve's: Q, single coordinates
                 sweep = min(max_epochs - epochs, _SWEEP_EPOCHS if coordinates else max_epochs)
-                # the residual's drift (rounding of its updates, without the Gram matrix) matters only near
-                # the rounding floor: there the working-set gap recomputes it first
-                epochs += self._epochs(lam, target, sweep, target < _REFRESH_BELOW * scale)
+                epochs += self._epochs(lam, target, sweep)
                 if not self.settled and coordinates and epochs < max_epochs:
                     epochs += self._model_solve(lam, target, max_epochs - epochs)
                 rounds += 1
@@ -739,9 +735,9 @@ cdef class GaussianPath:
         for r in range(size):
             self.stepped[r] = self.stepped[r] * shrink / (L + mu)
 
-    cdef int _epochs(self, double lam, double target, int max_epochs, bint refresh):
-        """Cyclic epochs over the working set's blocks until its gap and an epoch's largest decrease are at
-        most ``target`` (at least one epoch); returns the epochs run.
+    cdef int _epochs(self, double lam, double target, int max_epochs):
+        """Cyclic epochs over the working set's blocks until an epoch's largest decrease and (with the Gram
+        matrix) the working set's gap are at most ``target`` (at least one epoch); returns the epochs run.
 
         After an epoch that changed no coordinate's zero pattern, once the epochs since the last face
         step have cost (in multiply-adds, times :data:`_FACE_SPEED`) what a face step costs, a face step
@@ -751,10 +747,13 @@ cdef class GaussianPath:
         Without the Gram matrix a zero block's visit costs a gradient (:math:`n|g|`, where with it a
         zero coordinate costs one comparison), so after a full epoch the epochs visit the nonzero blocks
         alone until their decrease is at most ``target`` (the active-set cycling of glmnet and adelie).
-        Then the gap of the whole working set, its zero blocks' gradients formed from the residual,
-        decides: a full epoch follows only where it misses the target (on (d) at tol 1.7e-3: 136,880 ->
-        124,775 columns read; with the rule on a first epoch below, 203-252 -> 175-207 ms, 3 interleaved
-        rounds).
+        Then the check decides (:meth:`solve`), not the working set's gap: formed from the residual, that
+        gap costs a pass over the working set's columns, the very pass the check's gradient makes
+        (:meth:`_settle`), and a check that finds the working set unsolved (no block outside violating,
+        the gap above the tolerance) tightens the target and returns here. On (d) at tol 1.7e-3 the working-set gap
+        missed at a few strengths where the check would have passed (epochs 84 -> 79, checks 50 both),
+        and dropping it took 195 / 191 / 192 / 208 to 166 / 176 / 161 / 172 ms (4 interleaved rounds,
+        best of 5, one thread, 2026-12-07).
         """
         cdef int t, k, r, s, size, epochs = 0, one_i = 1, n = self.ws_n, active, i
         cdef bint switched, polished = False, full = True
@@ -794,24 +793,19 @@ cdef class GaussianPath:
                 if decrease > moved:
                     moved = decrease
             face = active * (active * active / 3.0 + n)
-            if not full:
-                # (without the Gram matrix) once the nonzero blocks settle, the whole working set's gap, its
-                # zero blocks' gradients formed, decides whether a full epoch follows
-                full = moved <= target
-                self.settled = full and self._working_gap(lam, refresh) <= target
-                if self.settled:
+            if not full:  # (without the Gram matrix) the nonzero blocks, until they settle
+                if moved <= target:
+                    self.settled = True
                     break
                 continue
             full = self.gram
-            # without the Gram matrix the working-set gap costs a pass over its columns: a call's first epoch
-            # that changed the zero pattern (blocks entering from the strong rule) is not taken as the last.
-            # On the group lasso (d) at tol 1.7e-3 the gap after such an epoch missed its target at 18 of 19
-            # strengths; not forming it: 174,865 -> 136,880 columns read, 214-272 -> 181-269 ms (4 interleaved)
-            self.settled = (
-                moved <= target
-                and (self.gram or epochs > 1 or not switched)
-                and self._working_gap(lam, refresh) <= target
-            )
+            # without the Gram matrix a call's first epoch that changed the zero pattern (blocks entering
+            # from the strong rule) is not taken as the last: on the group lasso (d) at tol 1.7e-3 the
+            # working set was unsolved after such an epoch at 18 of 19 strengths
+            if self.gram:
+                self.settled = moved <= target and self._working_gap(lam) <= target
+            else:
+                self.settled = moved <= target and not switched
             if self.settled:
                 if polished or switched or active == 0 or face > _FACE_SPEED * active * n:
                     break
@@ -930,19 +924,13 @@ cdef class GaussianPath:
                 self.beta_ws[k] = 0.0 if i == blocked else self.beta_ws[k] + step
                 daxpy(&n, &step, &self.Q[0, k], &one_i, &self.g_ws[0], &one_i)
 
-    cdef double _working_gap(self, double lam, bint refresh) noexcept nogil:
-        r"""The duality gap of the problem restricted to the working set, from Gram quantities:
-        :math:`F = \tfrac12(\beta^\top g - c^\top\beta + s_{yy})` and
-        :math:`\sum_i a_i u_i y_i = c^\top\beta - s_{yy}` for :math:`u = X_c\beta - y_c` (without the Gram
-        matrix, the gradient :math:`g` is first read from the residual, with ``refresh`` recomputed: the
-        epochs' updates of it drift by their rounding, which could keep the gap above a tight target)."""
+    cdef double _working_gap(self, double lam) noexcept nogil:
+        r"""With the Gram matrix: the duality gap of the problem restricted to the working set, from Gram
+        quantities: :math:`F = \tfrac12(\beta^\top g - c^\top\beta + s_{yy})` and
+        :math:`\sum_i a_i u_i y_i = c^\top\beta - s_{yy}` for :math:`u = X_c\beta - y_c`."""
         cdef int k, t, s
         cdef double bg = 0.0, cb = 0.0, kappa = 1.0, conj = 0.0, loss, pen
         cdef double mu = lam * self.unit_ridge
-        if not self.gram:
-            if refresh:
-                self._point(True)
-            self._gradient(0, self.ws_n)
         for t in range(self.ws_nb):
             s = self.wstart[t]
             for k in range(s, self.wstart[t + 1]):
