@@ -750,10 +750,10 @@ cdef class GaussianPath:
         Then the check decides (:meth:`solve`), not the working set's gap: formed from the residual, that
         gap costs a pass over the working set's columns, the very pass the check's gradient makes
         (:meth:`_settle`), and a check that finds the working set unsolved (no block outside violating,
-        the gap above the tolerance) tightens the target and returns here. On (d) at tol 1.7e-3 the working-set gap
-        missed at a few strengths where the check would have passed (epochs 84 -> 79, checks 50 both),
-        and dropping it took 195 / 191 / 192 / 208 to 166 / 176 / 161 / 172 ms (4 interleaved rounds,
-        best of 5, one thread, 2026-12-07).
+        the gap above the tolerance) tightens the target and returns here. On (d) at tol 1.7e-3 the
+        working-set gap missed at a few strengths where the check would have passed (epochs 84 -> 79,
+        checks 50 both), and dropping it took 195 / 191 / 192 / 208 to 166 / 176 / 161 / 172 ms (4
+        interleaved rounds, best of 5, one thread, 2026-12-07).
         """
         cdef int t, k, r, s, size, epochs = 0, one_i = 1, n = self.ws_n, active, i
         cdef bint switched, polished = False, full = True
