@@ -33,7 +33,7 @@ class Hinge(MarginDatafit):
 
     def phi_derivative(self, t):
         xp = namespace(t)
-        return xp.where(t < 1, -xp.ones_like(t), 0.0)
+        return xp.where(t < 1, xp.full_like(t, -1.0), 0.0)
 
     def phi_second_derivative(self, t):
         return t * 0
