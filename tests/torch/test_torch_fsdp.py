@@ -52,6 +52,15 @@ RUNS = {
         ],
         False,
     ),
+    # every tensor under one decoupled L2: the optimizer's one param group is handed to Adam's own
+    # decoupled decay, which FSDP2 runs on the shards
+    "l2_handed_to_adam": (
+        lambda m: [
+            Rule(L2(0.1), mode="decoupled", candidates="all"),
+            Rule(L1(0.02), mode="proximal", select="0.weight"),
+        ],
+        True,
+    ),
     "enet_cols_maxrows": (
         lambda m: [
             Rule(ElasticNet(0.05, 0.5), mode="decoupled"),

@@ -237,3 +237,127 @@ def test_without_atomic_decay_a_refused_update_leaves_one_decay_and_no_buffers()
 def test_atomic_decay_must_be_a_bool():
     with pytest.raises(TypeError, match="atomic_decay must be True or False"):
         Regularizer(conv_net(0), MODE_RULES["decoupled"](), atomic_decay="yes")
+
+
+# ---- the decay handed to the optimizer's own decoupled decay ----------------------------------------
+
+#: Optimizers with a decoupled decay of their own (a ``decoupled_weight_decay`` group key), by name.
+DECOUPLED_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adam_for_loop": lambda params, **kw: torch.optim.Adam(params, foreach=False, **kw),
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+}
+
+
+def _decay_groups(model, reg, decay=0.0):
+    """Trainer-style param groups: the tensors the rule took (``weight_decay=decay``), then the rest."""
+    taken = {entry["name"] for entry in reg.summary().to_dict()["rules"][0]["taken"]}
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for n, p in named if n in taken], "weight_decay": decay},
+        {"params": [p for n, p in named if n not in taken], "weight_decay": 0.0},
+    ]
+
+
+def _handed(reg):
+    """The param groups the regularizer hands to the optimizer's own decay, as indices."""
+    (wrapped,) = reg._wrapped
+    return [[g is group for g in wrapped.optimizer.param_groups].index(True) for group, _ in wrapped.handed]
+
+
+@pytest.mark.parametrize("driver", ["step()", "step(closure)"])
+@pytest.mark.parametrize("name", list(DECOUPLED_OPTIMIZERS))
+def test_a_whole_group_under_decoupled_l2_is_the_optimizers_own_decoupled_decay(name, driver):
+    """Trainer-style groups on an optimizer with decoupled decay of its own: the decayed group is handed
+    to that decay (no copy kept), and the update is the optimizer's with ``decoupled_weight_decay=True``
+    and the group's ``weight_decay = lambda``, bit for bit (the same multiply ``w * (1 - lr * lambda)``
+    inside the same update), under a learning-rate schedule; between steps the groups are as built."""
+    make = DECOUPLED_OPTIMIZERS[name]
+    plain, regularized = conv_net(0), conv_net(0)
+    reg = Regularizer(regularized, Rule(L2(0.1), mode="decoupled"))
+    opt = reg.wrap(make(_decay_groups(regularized, reg), lr=1e-2))
+    decoupled = {} if make is torch.optim.AdamW else {"decoupled_weight_decay": True}  # (AdamW's is fixed)
+    reference = make(_decay_groups(plain, reg, decay=0.1), lr=1e-2, **decoupled)
+    assert _handed(reg) == [0] and not reg._wrapped[0].pre
+    schedules = [torch.optim.lr_scheduler.StepLR(o, 1, 0.5) for o in (opt, reference)]
+    built = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    for batch in conv_batches(4):
+        for model, optimizer in ((plain, reference), (regularized, opt)):
+            closure = _closure(model, optimizer, batch)
+            if driver == "step()":
+                closure()
+                optimizer.step()
+            else:
+                optimizer.step(closure)
+        for schedule in schedules:
+            schedule.step()
+        built[0]["lr"] = built[1]["lr"] = opt.param_groups[0]["lr"]
+        assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == built
+    for p, q in zip(plain.parameters(), regularized.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("driver", ["step()", "step(closure)"])
+def test_a_refused_update_of_a_handed_group_changes_nothing(driver):
+    """Adam refuses a sparse gradient before its decoupled decay: parameters, optimizer state (its
+    groups' ``weight_decay`` and ``decoupled_weight_decay`` included) and regularizer state as they were,
+    with no copy kept; the next step works."""
+    model = conv_net(0)
+    reg = Regularizer(model, Rule(L2(0.1), mode="decoupled"))
+    adam = reg.wrap(torch.optim.Adam(_decay_groups(model, reg), lr=1e-2))
+    batches = conv_batches(3)
+    for batch in batches[:2]:
+        adam.step(_closure(model, adam, batch))
+    before = _snapshot(model, adam, reg)
+    closure = _closure(model, adam, batches[2])
+    with pytest.raises(RuntimeError, match="sparse"):
+        if driver == "step()":
+            closure()
+            _sparse_gradient(model)
+            adam.step()
+        else:
+            adam.step(_then_sparse(closure, model))
+    _assert_equal_trees(_snapshot(model, adam, reg), before)
+    adam.step(_closure(model, adam, batches[2]))
+
+
+def test_a_weight_decay_set_on_a_handed_group_takes_the_decay_back():
+    """A ``weight_decay`` the user sets on a handed group after ``wrap`` stays theirs: the regularizer
+    decays that group itself again, as it does for a group built with that ``weight_decay`` (which
+    warns of the double decay), bit for bit."""
+    late, early = conv_net(0), conv_net(0)
+    reg_late = Regularizer(late, Rule(L2(0.1), mode="decoupled"))
+    reg_early = Regularizer(early, Rule(L2(0.1), mode="decoupled"))
+    adam_late = reg_late.wrap(torch.optim.Adam(_decay_groups(late, reg_late), lr=1e-2))
+    with pytest.warns(UserWarning, match="decayed twice"):
+        adam_early = reg_early.wrap(
+            torch.optim.Adam(_decay_groups(early, reg_early, decay=0.05), lr=1e-2, decoupled_weight_decay=True)
+        )
+    adam_late.param_groups[0]["decoupled_weight_decay"] = True
+    adam_late.param_groups[0]["weight_decay"] = 0.05
+    for batch in conv_batches(3):
+        for model, adam in ((late, adam_late), (early, adam_early)):
+            adam.step(_closure(model, adam, batch))
+    assert _handed(reg_late) == [] and adam_late.param_groups[0]["weight_decay"] == 0.05
+    for p, q in zip(early.parameters(), late.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["one mixed group", "schedule fixed", "no decoupled decay (SGD)", "bfloat16 weights"],
+)
+def test_what_is_not_handed_to_the_optimizer_keeps_the_regularizers_decay(case):
+    """A group mixing decayed and undecayed tensors, a ``fixed`` schedule (its decay is not the group's
+    lr times lambda), an optimizer without decoupled decay and low-precision weights (their float32
+    residuals) keep the regularizer's own decay, with its copy."""
+    dtype = torch.bfloat16 if case == "bfloat16 weights" else torch.float64
+    model = conv_net(0, dtype=dtype)
+    rule = Rule(L2(0.1), mode="decoupled", schedule="fixed" if case == "schedule fixed" else "follow")
+    reg = Regularizer(model, rule)
+    optimizer = torch.optim.SGD if case.startswith("no decoupled") else torch.optim.Adam
+    params = model.parameters() if case == "one mixed group" else _decay_groups(model, reg)
+    reg.wrap(optimizer(params, lr=1e-2))
+    assert _handed(reg) == [] and all(action.saved for action in reg._wrapped[0].pre)

@@ -272,6 +272,11 @@ class Kernel:
         """What slots of one rule must share to be served by one kernel instance."""
         return None
 
+    def weight_decay(self):
+        """The ``weight_decay`` whose decoupled decay in ``torch.optim`` (``x *= 1 - lr * weight_decay``) is
+        this kernel's :meth:`decay_` at step ``lr``, bit for bit; None if no such value is."""
+        return None
+
     def prepare(self, slots, dtype, method):
         """The data ``<method>_`` needs on the tensors of ``slots``, computed in ``dtype``; built once.
 
@@ -356,6 +361,9 @@ class L2Kernel(Kernel):
     def value(self, tensors, slots):
         flat = [t.reshape(-1) for t in tensors]
         return (self.form.ridge / 2) * _total([torch.dot(f, f) for f in flat])
+
+    def weight_decay(self):
+        return self.form.ridge
 
     def decay_(self, tensors, data, step):
         torch._foreach_mul_(tensors, 1 - step * self.form.ridge)

@@ -175,6 +175,8 @@ class _Wrapped:
     model_constraints: list = dataclasses.field(default_factory=list)
     dual_rules: list = dataclasses.field(default_factory=list)
     decayed: list = dataclasses.field(default_factory=list)
+    handed: list = dataclasses.field(default_factory=list)
+    handed_back: list = dataclasses.field(default_factory=list)
     checked: dict = dataclasses.field(default_factory=dict)
     step: types.MethodType | None = None
 
@@ -563,6 +565,7 @@ class Regularizer:
         for action in reversed(wrapped.decayed):
             action.undo_()
         wrapped.decayed = []
+        _take_back_decay(wrapped)
         self._constraint_values, wrapped.penalty_seen = records
 
     def _find(self, optimizer):
@@ -577,7 +580,7 @@ class Regularizer:
         wrapped.base_lrs += [base_lr(g) for g in groups[len(wrapped.base_lrs) :]]
         group_of = {id(p): i for i, g in enumerate(groups) for p in g["params"]}
         wrapped.layout = _layout(groups)
-        wrapped.pre, wrapped.post = [], []
+        wrapped.pre, wrapped.post, wrapped.handed = [], [], []
         for rule, slots in zip(self.rules, self._slots, strict=True):
             if rule.mode not in STEP_MODES:
                 continue
@@ -592,6 +595,10 @@ class Regularizer:
                 bucket = Bucket(kernel, bucket_slots, groups[index], METHODS[rule.mode], residuals)
                 action = _Action(rule, bucket, index)
                 if rule.mode == "decoupled":
+                    decay = _optimizer_decay(action, groups[index])
+                    if decay is not None:
+                        wrapped.handed.append((groups[index], decay))
+                        continue
                     if self.atomic_decay:
                         action.keep_overwritten()
                     wrapped.pre.append(action)
@@ -698,7 +705,12 @@ class Regularizer:
 
     def _begin_update(self, wrapped):
         """The checks that need this step's loss, then the decoupled decay (AdamW's place), each bucket
-        recorded once decayed: the step's wrapper undoes those if the step raises before its end."""
+        recorded once decayed: the step's wrapper undoes those if the step raises before its end.
+
+        The param groups handed to the optimizer's own decay (:func:`_optimizer_decay`) get their
+        ``weight_decay`` and ``decoupled_weight_decay`` for this step; the post-step hook (or the
+        step's wrapper, if the step raises) gives them back their own values.
+        """
         self._check_values(wrapped)
         wrapped.decayed = []
         for action in wrapped.pre:
@@ -706,10 +718,14 @@ class Regularizer:
                 action.save()
                 wrapped.decayed.append(action)
             action.bucket.apply_(action.argument(wrapped.base_lrs))
+        wrapped.handed_back = [(g, g["weight_decay"], g["decoupled_weight_decay"]) for g, _ in wrapped.handed]
+        for group, decay in wrapped.handed:
+            group["weight_decay"], group["decoupled_weight_decay"] = decay, True
 
     def _post_step(self, optimizer, args, kwargs):
         wrapped = self._find(optimizer)
         wrapped.decayed = []  # the update is done: its decay stays
+        _take_back_decay(wrapped)
         if wrapped.initialising:  # DCP builds its template from the live states right after this step
             wrapped.initialising = False
             self._insert_live_entries(wrapped)
@@ -742,7 +758,7 @@ class Regularizer:
         """
         if any(action.bucket.is_stale() for action in wrapped.pre + wrapped.post):
             self._rebind()
-        if _layout(wrapped.optimizer.param_groups) != wrapped.layout:
+        if _layout(wrapped.optimizer.param_groups) != wrapped.layout or not _still_handed(wrapped):
             self._build_actions(wrapped)
             self._coverage_checked = False
         if not self._coverage_checked:
@@ -1406,6 +1422,47 @@ def _replace_anchor(penalty, anchor, fisher):
     like = penalty.anchor
     fisher = None if fisher is None else _like(fisher, like)
     return dataclasses.replace(penalty, anchor=_like(anchor, like), fisher=fisher)
+
+
+def _optimizer_decay(action, group):
+    r"""The ``weight_decay`` with which the optimizer's own decoupled decay is ``action``'s, or None.
+
+    Where the optimizer decays by itself (its groups have ``decoupled_weight_decay``: torch's
+    ``Adam``, ``AdamW``, ``NAdam`` and ``RAdam``), a decoupled action whose decay is
+    :math:`x \leftarrow (1 - \eta\mu)x` at the group's current learning rate (an L2 rule
+    following the schedule, on weights without float32 residuals: :meth:`Kernel.weight_decay`)
+    and that covers its whole param group, whose own ``weight_decay`` is 0, is handed to the
+    optimizer for each step (``weight_decay = mu``, ``decoupled_weight_decay = True``, its own
+    values back after the step). The same multiply on the same tensors, so the same update bit for
+    bit; but inside the optimizer's update, after its own checks, so a refused update changes
+    nothing with no copy to undo, and the step costs what AdamW's costs. A group mixing decayed and
+    undecayed tensors (``Adam(model.parameters())``) keeps the regularizer's own decay.
+    """
+    decay = action.bucket.kernel.weight_decay()
+    whole = len(action.bucket.params) == len(group["params"])  # (the bucket's tensors are the group's)
+    own = action.rule.schedule == "follow" and action.bucket.residuals is None
+    if decay is None or not (whole and own and "decoupled_weight_decay" in group and _no_decay(group)):
+        return None
+    return decay
+
+
+def _no_decay(group):
+    """The group's own ``weight_decay`` is the number 0."""
+    decay = group.get("weight_decay")
+    return isinstance(decay, (int, float)) and decay == 0
+
+
+def _still_handed(wrapped):
+    """Every group handed to the optimizer's decay still has no decay of its own (a ``weight_decay``
+    set since then sends the decay back to the regularizer, :meth:`Regularizer._build_actions`)."""
+    return all(_no_decay(group) for group, _ in wrapped.handed)
+
+
+def _take_back_decay(wrapped):
+    """The handed groups' own ``weight_decay`` and ``decoupled_weight_decay`` back after a step."""
+    for group, decay, decoupled in wrapped.handed_back:
+        group["weight_decay"], group["decoupled_weight_decay"] = decay, decoupled
+    wrapped.handed_back = []
 
 
 def _layout(groups):
