@@ -27,10 +27,13 @@ the group lasso's per-group loop, and the fastest hand-vectorised version
 written here (``(fastest)``: multi-tensor ops and preallocated buffers, i.e.
 normpen's own algorithm written out). The table gives ratios to ``Adam`` and
 ``AdamW``, the cost added to Adam, and each hand-written version's time and
-added cost over the normpen mode it replaces. Decoupled L2 runs twice: as
-built by default (``atomic_decay=True``: the decay first copies the weights it
-overwrites, to undo it if the step then fails) and with
-``atomic_decay=False`` (the decay alone, AdamW's own operation). These
+added cost over the normpen mode it replaces. Decoupled L2 runs three times: as
+built by default on one param group (``atomic_decay=True``: the decay first
+copies the weights it overwrites, to undo it if the step then fails), with
+``atomic_decay=False`` (the decay alone, AdamW's own operation), and on the
+weights / rest param groups AdamW has here (as transformers' Trainer builds
+them), where the weights' group is handed to Adam's own decoupled decay
+(AdamW's code). These
 machines are shared and noisy: compare ratios, not absolute times. Not a
 test: nothing here asserts a time.
 
@@ -107,21 +110,28 @@ def plain_adam(model):
     return adam(model.parameters()).step
 
 
-def torch_adamw(model):
+def decay_groups(model):
+    """The param groups transformers' Trainer and timm build: the weights, then the rest."""
     decay = {id(p) for p in weights(model)}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) in decay], "weight_decay": LAM},
-        {"params": [p for p in model.parameters() if id(p) not in decay], "weight_decay": 0.0},
+    return [
+        {"params": [p for p in model.parameters() if id(p) in decay]},
+        {"params": [p for p in model.parameters() if id(p) not in decay]},
     ]
+
+
+def torch_adamw(model):
+    decayed, rest = decay_groups(model)
+    groups = [{**decayed, "weight_decay": LAM}, {**rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=LR, foreach=True).step
 
 
-def normpen(rule, **options):
-    """Adam wrapped by a regularizer of the one rule ``rule()`` (``options`` go to ``Regularizer``)."""
+def normpen(rule, grouped=False, **options):
+    """Adam wrapped by a regularizer of the one rule ``rule()`` (``options`` go to ``Regularizer``), on
+    one param group, or on :func:`decay_groups` with ``grouped``."""
 
     def build(model):
         reg = Regularizer(model, rule(), **options)
-        return reg.wrap(adam(model.parameters())).step
+        return reg.wrap(adam(decay_groups(model) if grouped else model.parameters())).step
 
     return build
 
@@ -256,6 +266,7 @@ def group_threshold_fused(params):
 #: name -> (builder, the normpen variant a hand-written one replaces, or None)
 L2_, L1_, GL_ = "normpen decoupled L2", "normpen proximal L1", "normpen proximal group lasso"
 L2N_ = "normpen decoupled L2 (atomic_decay=False)"
+L2G_ = "normpen decoupled L2 (decay / no-decay groups)"
 GLC_ = "normpen proximal group lasso (cols)"
 COUPLED = "normpen coupled L2 (term + backward)"
 VARIANTS = {
@@ -265,6 +276,7 @@ VARIANTS = {
     "  hand: per-tensor decay loop": (by_hand(before=per_tensor(decay)), L2_),
     "  hand: foreach decay (fastest)": (by_hand(before=decay_foreach), L2_),
     L2N_: (normpen(lambda: Rule(L2(LAM), mode="decoupled"), atomic_decay=False), None),
+    L2G_: (normpen(lambda: Rule(L2(LAM), mode="decoupled"), grouped=True), None),
     L1_: (normpen(lambda: Rule(L1(LAM), mode="proximal")), None),
     "  hand: per-tensor sign(x)max(|x|-t,0)": (by_hand(after=per_tensor(soft_threshold)), L1_),
     "  hand: softshrink in place (fastest)": (by_hand(after=softshrink_in_place), L1_),
@@ -358,7 +370,7 @@ def summarise(times, statistic):
 
 
 #: What ``--fsdp`` times on the sharded model: the peers and the modes FSDP2 runs.
-FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L2N_, L1_, GL_, GLC_, "normpen constrained max-norm")
+FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L2N_, L2G_, L1_, GL_, GLC_, "normpen constrained max-norm")
 
 
 def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, names, out):

@@ -234,7 +234,12 @@ def test_a_default_selection_leaving_out_much_warns_and_names_it():
     assert "no: a positional embedding" in str(reg.summary())
 
 
-def test_trainer_with_the_wrapped_optimizer_is_trainers_own_adamw_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("grouped", [False, True], ids=["one group", "reg.param_groups()"])
+def test_trainer_with_the_wrapped_optimizer_is_trainers_own_adamw_bit_for_bit(tmp_path, grouped):
+    """One param group (the regularizer decays its weights), or the Trainer's decay / no-decay groups from
+    ``reg.param_groups()`` (the decay group handed to Adam's own decoupled decay): both are the Trainer's
+    AdamW, bit for bit."""
+
     def train(optimizers):
         torch.manual_seed(0)
         model = transformers.GPT2LMHeadModel(
@@ -263,7 +268,8 @@ def test_trainer_with_the_wrapped_optimizer_is_trainers_own_adamw_bit_for_bit(tm
 
     def wrapped_adam(model):
         reg = Regularizer(model, Rule(L2(0.1), mode="decoupled", embeddings="all"))
-        adam = reg.wrap(torch.optim.Adam(model.parameters(), lr=1e-2))
+        adam = reg.wrap(torch.optim.Adam(reg.param_groups() if grouped else model.parameters(), lr=1e-2))
+        assert len(reg._wrapped[0].handed) == grouped
         return adam, transformers.get_linear_schedule_with_warmup(adam, 0, 4)
 
     assert_same(train(wrapped_adam), train(None), exact=True)

@@ -28,6 +28,7 @@ import torch
 from test_torch_steps import MODE_RULES, _assert_equal_trees, _closure, _snapshot
 from torch_cases import conv_batches, conv_net
 
+from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l2 import L2
 from normpen.torch import Regularizer, Rule
 
@@ -361,3 +362,43 @@ def test_what_is_not_handed_to_the_optimizer_keeps_the_regularizers_decay(case):
     params = model.parameters() if case == "one mixed group" else _decay_groups(model, reg)
     reg.wrap(optimizer(params, lr=1e-2))
     assert _handed(reg) == [] and all(action.saved for action in reg._wrapped[0].pre)
+
+
+def test_param_groups_are_each_decoupled_l2_rules_tensors_then_the_rest():
+    """``reg.param_groups()``: one group per decoupled L2 rule (its tensors, model order), then every
+    other parameter (a proximal rule's tensors included); each rule's group is handed to Adam's own
+    decay, and with no other rule the update is AdamW's on those groups, bit for bit."""
+    def rules():
+        return [
+            Rule(L2(0.1), mode="decoupled", select="conv.weight"),
+            Rule(L2(0.02), mode="decoupled", select=["fc.weight", "head.weight"]),
+        ]
+
+    model = conv_net(0)
+    reg = Regularizer(model, [*rules(), Rule(GroupLasso(0.05, "rows"), mode="proximal", select="fc.weight")])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert [[names[id(p)] for p in g["params"]] for g in reg.param_groups()] == [
+        ["conv.weight"],
+        ["fc.weight", "head.weight"],
+        ["conv.bias", "fc.bias", "norm.weight", "norm.bias", "head.bias"],
+    ]
+    reg.wrap(torch.optim.Adam(reg.param_groups(), lr=1e-2))
+    assert _handed(reg) == [0, 1]
+
+    plain, regularized = conv_net(0), conv_net(0)
+    reg = Regularizer(regularized, rules())
+    adam = reg.wrap(torch.optim.Adam(reg.param_groups(), lr=1e-2))
+    by_name, names = dict(plain.named_parameters()), {id(p): n for n, p in regularized.named_parameters()}
+    adamw = torch.optim.AdamW(
+        [
+            {"params": [by_name[names[id(p)]] for p in group["params"]], "weight_decay": decay}
+            for group, decay in zip(adam.param_groups, (0.1, 0.02, 0.0), strict=True)
+        ],
+        lr=1e-2,
+    )
+    for batch in conv_batches(3):
+        for net, optimizer in ((plain, adamw), (regularized, adam)):
+            _closure(net, optimizer, batch)()
+            optimizer.step()
+    for p, q in zip(plain.parameters(), regularized.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -203,7 +203,11 @@ class Regularizer:
         copy, decoupled L2 then costs what AdamW's own decay costs, and such a
         failure leaves the weights decayed once; a closure that raises at its
         first evaluation and a bad hyperparameter change nothing either way
-        (both are met before the decay).
+        (both are met before the decay). A param group handed to the
+        optimizer's own decoupled decay (a group wholly under one decoupled
+        L2 rule on ``Adam``, ``AdamW``, ``NAdam`` or ``RAdam``; see
+        :meth:`param_groups`) needs no copy either way: that decay runs after
+        the optimizer's checks.
 
     Examples
     --------
@@ -412,6 +416,37 @@ class Regularizer:
     def names(self, rule):
         """The qualified names of the parameters ``rule`` acts on, in model order."""
         return [s.name for s in self._slots[self._rule_index(rule)]]
+
+    def param_groups(self):
+        """The model's parameters as optimizer param groups: each decoupled L2 rule's tensors, then the rest.
+
+        One group per decoupled rule whose decay is ``torch.optim``'s own
+        decoupled decay (an L2 rule), holding its tensors, then one group of
+        every other parameter, each in model order (the decay / no-decay
+        groups transformers' Trainer and timm build). On an optimizer with a
+        decoupled decay of its own (``Adam``, ``AdamW``, ``NAdam``,
+        ``RAdam``), :meth:`wrap` hands each rule's group to that decay: the
+        same update bit for bit, AdamW's cost, and no copy of the weights kept
+        to undo a refused update (a group mixing decayed and undecayed tensors
+        needs one). Plain dicts: set per-group options on them before building
+        the optimizer.
+
+        Examples
+        --------
+        >>> opt = reg.wrap(torch.optim.Adam(reg.param_groups(), lr=1e-3))
+        """
+        rule_of = {
+            s.name: i
+            for i, (rule, slots) in enumerate(zip(self.rules, self._slots, strict=True))
+            if rule.mode == "decoupled"
+            for s in slots
+            if s.kernel.weight_decay() is not None
+        }
+        rest = len(self.rules)
+        groups = [[] for _ in range(rest + 1)]
+        for name, param in self.model.named_parameters():
+            groups[rule_of.get(name, rest)].append(param)
+        return [{"params": params} for params in groups if params]
 
     def _rule_index(self, rule):
         for i, r in enumerate(self.rules):
