@@ -370,7 +370,17 @@ def summarise(times, statistic):
 
 
 #: What ``--fsdp`` times on the sharded model: the peers and the modes FSDP2 runs.
-FSDP_VARIANTS = ("Adam", "AdamW(weight_decay)", L2_, L2N_, L2G_, L1_, GL_, GLC_, "normpen constrained max-norm")
+FSDP_VARIANTS = (
+    "Adam",
+    "AdamW(weight_decay)",
+    L2_,
+    L2N_,
+    L2G_,
+    L1_,
+    GL_,
+    GLC_,
+    "normpen constrained max-norm",
+)
 
 
 def _fsdp_worker(rank, world, port, make_model, rounds, steps, clock, names, out):

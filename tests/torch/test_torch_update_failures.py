@@ -334,7 +334,9 @@ def test_a_weight_decay_set_on_a_handed_group_takes_the_decay_back():
     adam_late = reg_late.wrap(torch.optim.Adam(_decay_groups(late, reg_late), lr=1e-2))
     with pytest.warns(UserWarning, match="decayed twice"):
         adam_early = reg_early.wrap(
-            torch.optim.Adam(_decay_groups(early, reg_early, decay=0.05), lr=1e-2, decoupled_weight_decay=True)
+            torch.optim.Adam(
+                _decay_groups(early, reg_early, decay=0.05), lr=1e-2, decoupled_weight_decay=True
+            )
         )
     adam_late.param_groups[0]["decoupled_weight_decay"] = True
     adam_late.param_groups[0]["weight_decay"] = 0.05
@@ -368,6 +370,7 @@ def test_param_groups_are_each_decoupled_l2_rules_tensors_then_the_rest():
     """``reg.param_groups()``: one group per decoupled L2 rule (its tensors, model order), then every
     other parameter (a proximal rule's tensors included); each rule's group is handed to Adam's own
     decay, and with no other rule the update is AdamW's on those groups, bit for bit."""
+
     def rules():
         return [
             Rule(L2(0.1), mode="decoupled", select="conv.weight"),
