@@ -1,5 +1,6 @@
-"""Coordinate descent along a least-squares path (:class:`normpen.linear.solvers.cd.PathSolver`): no strength
-is returned at its warm start, and a single fit from a start that meets its tolerance still is.
+"""Coordinate descent along a path (:class:`normpen.linear.solvers.cd.PathSolver`): on least squares no
+strength is returned at its warm start, and a single fit from a start that meets its tolerance still is;
+a Newton datafit's start moves along the path's line after a failed check.
 
 Below :math:`\\lambda_{\\max}` distinct strengths have distinct optima (on the support the optimality
 conditions read :math:`|\\nabla_j F| = \\lambda`), so a strength whose coefficients equal the previous
@@ -14,6 +15,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, lasso_path
@@ -22,6 +24,8 @@ from normpen.linear.blocks import as_block_penalty
 from normpen.linear.datafits import Logistic, Quadratic
 from normpen.linear.path import path
 from normpen.linear.problem import Problem
+from normpen.linear.solvers import cd
+from normpen.linear.solvers.cd import _estimated_move
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.l1 import L1
 
@@ -116,3 +120,50 @@ def test_a_logistic_path_is_certified_and_agrees_with_scikit_learn():
         ]
     theirs, gaps = _certified(X, y, Logistic(), result.lams, coefs)
     _agree(result.objectives, theirs, result.dual_gaps, gaps)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_a_logistic_path_moves_along_its_line_and_agrees_with_cold_fits(monkeypatch, fit_intercept):
+    """After a failed check at the warm start a Newton datafit's start moves along the line through the
+    last two solutions (its gradient there an estimate, its first working set's formed exactly): the path
+    takes such moves, every strength is certified, and each objective agrees with a cold fit of that
+    strength alone at tol 1e-10 (module docstring's bound)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((150, 80))
+    y = np.where(X[:, :6] @ np.ones(6) + 0.3 + 0.5 * rng.standard_normal(150) > 0, 1.0, -1.0)
+    moves = []
+
+    def counted(*args):
+        estimate = _estimated_move(*args)
+        moves.append(estimate is not None)
+        return estimate
+
+    monkeypatch.setattr(cd, "_estimated_move", counted)
+    options = {"fit_intercept": fit_intercept, "solver": "cd"}
+    result = path(X, y, Logistic(), L1(1.0), n_lams=25, eps=0.05, tol=1e-4, **options)
+    assert result.converged.all() and sum(moves) >= 10
+    monkeypatch.undo()
+    cold = [path(X, y, Logistic(), L1(1.0), [lam], tol=1e-10, **options) for lam in result.lams]
+    _agree(
+        result.objectives,
+        np.array([c.objectives[0] for c in cold]),
+        result.dual_gaps,
+        np.array([c.dual_gaps[0] for c in cold]),
+    )
+
+
+def test_a_strength_returned_at_its_start_is_not_a_point_of_the_line():
+    """The line runs through the last two strengths solved: a warm start returned as it was (here a
+    strength repeated, whose start is its solution) holds the previous coefficients at another
+    strength, and would double the line's slope."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((60, 30))
+    y = np.where(X[:, :4] @ np.ones(4) + 0.5 * rng.standard_normal(60) > 0, 1.0, -1.0)
+    problem = Problem(X, y, Logistic(), None, False)
+    solver = cd.PathSolver(as_block_penalty(L1(1.0), (30,)))
+    lam_max = float(np.max(np.abs(problem.gradient(problem.raw_gradient(np.zeros(60))))))
+    state = problem.state()
+    lams = lam_max * np.array([0.5, 0.4, 0.4])
+    iters = [solver(problem, lam, state, tol=1e-8).n_iter for lam in lams]
+    assert iters[0] >= 1 and iters[1] >= 1 and iters[2] == 0
+    assert [point[0] for point in solver._solved] == list(lams[:2])

@@ -619,9 +619,10 @@ class Problem:
             self._free = (key, constraints)
         return project_free(self._free[1], u)
 
-    def gap_threshold(self, tol, report):
-        """The gap to reach: ``tol * P0``, never below the objective's rounding level in ``X``'s dtype."""
-        return max(tol * self.objective_at_zero(), self.objective_rounding(report.primal))
+    def gap_threshold(self, tol, primal):
+        """The gap to reach: ``tol * P0``, never below the rounding level in ``X``'s dtype of objectives near
+        ``primal``."""
+        return max(tol * self.objective_at_zero(), self.objective_rounding(primal))
 
     def certifiable_tol(self, objective):
         r"""The smallest relative gap a duality gap can certify at this objective: :math:`64\epsilon|P|/P_0`.

@@ -298,7 +298,7 @@ def _run(problem, penalty, W, b, tol, max_iter, check_every, warn, positive=Fals
             continue
         gap_report, b_out = report(x, bx)
         primal, gap = gap_report.primal, gap_report.gap
-        threshold = problem.gap_threshold(tol, gap_report)
+        threshold = problem.gap_threshold(tol, gap_report.primal)
         if certify is None:
             moved = math.sqrt(float(xp.sum(dx * dx) + xp.sum(dbx * dbx)))
             size = math.sqrt(float(xp.sum(x * x) + xp.sum(bx * bx)))

@@ -149,7 +149,7 @@ def solve(problem, penalty, state, *, tol=1e-4, max_iter=100, memory=10, warn=Tr
     objective = _SmoothObjective(problem, penalty)
     problem.refit_intercept(state)
     report = _certificate(problem, penalty, state)
-    threshold = problem.gap_threshold(tol, report)
+    threshold = problem.gap_threshold(tol, report.primal)
     trigger, rounds, iterations = _TRIGGER * threshold, 0, 0
     while report.gap > threshold and rounds < max_iter:
         rounds += 1
@@ -168,7 +168,7 @@ def solve(problem, penalty, state, *, tol=1e-4, max_iter=100, memory=10, warn=Tr
         state.z, state.gradient = problem.predictor(state.W, state.b), None
         problem.refit_intercept(state)
         report = _certificate(problem, penalty, state)
-        threshold = problem.gap_threshold(tol, report)
+        threshold = problem.gap_threshold(tol, report.primal)
         if not stop.reached:  # the line search failed or the round ran out: L-BFGS stalled here
             break
         trigger *= _TIGHTER
