@@ -441,8 +441,12 @@ class Problem:
 
     def gradient(self, G, rows=None):
         r""":math:`X^\top G` (restricted to ``rows``), an ``(p, m)`` float64 array."""
-        X = self.X if rows is None else self.columns(rows)
-        out = X.T @ G.astype(self.X.dtype, copy=False)
+        return self.columns_gradient(self.X if rows is None else self.columns(rows), G)
+
+    def columns_gradient(self, X_cols, G):
+        r""":math:`X_c^\top G` for columns ``X_cols`` of ``X`` at hand, as a float64 array of one row per
+        column, computed in the dtype of ``X`` (the transpose of :meth:`product`)."""
+        out = X_cols.T @ G.astype(self.X.dtype, copy=False)
         return np.asarray(out, dtype=np.float64).reshape(-1, self.n_outputs)
 
     def objective_at_zero(self):

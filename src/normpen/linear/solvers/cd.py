@@ -586,7 +586,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
     pen_ws, rows = penalty.restrict(working)
     X_ws = problem.columns(rows)
     quadratic = problem.exact_model
-    g_ws = grad[rows] if grad is not None else _working_gradient(problem, X_ws, G)
+    g_ws = grad[rows] if grad is not None else problem.columns_gradient(X_ws, G)
     g_b = problem.intercept_gradient(G)
     epochs = 0
     model, t, primal, gap, double = None, 1.0, None, math.inf, False  # double: float64 models from now on
@@ -594,7 +594,7 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         if newton:
             problem.refit_intercept(state)
             G = problem.raw_gradient(state.z)
-            g_ws = _working_gradient(problem, X_ws, G)
+            g_ws = problem.columns_gradient(X_ws, G)
             g_b = problem.intercept_gradient(G)
             report = problem.duality_gap(state.z, pen_ws, state.W[rows], g_ws, rows)
             if report.gap <= gap_target:
@@ -633,11 +633,6 @@ def _solve_working_set(problem, state, penalty, working, grad, G, gap_target, ma
         if quadratic or epochs >= max_epochs:
             break
     return epochs, None
-
-
-def _working_gradient(problem, X_ws, G):
-    """:math:`X_{ws}^\top G` as a ``(|ws|, m)`` float64 array, computed in the dtype of ``X``."""
-    return np.asarray(X_ws.T @ G.astype(X_ws.dtype), dtype=np.float64).reshape(-1, problem.n_outputs)
 
 
 def _newton_model(problem, rows, X_ws, pen, z, previous, t, double):
