@@ -278,7 +278,7 @@ def _sparse_classification(seed, n=1000, p=200, density=0.03):
 
 def _without_newton(monkeypatch):
     """The squared hinge routed as the hinge is (dual coordinate descent, the interior point)."""
-    monkeypatch.setattr(svm, "_primal_newton_fits", lambda X, n_weighted: False)
+    monkeypatch.setattr(svm, "_newton_stage", lambda loss, X, n_weighted: None)
 
 
 def _spy_on_the_routing(monkeypatch):
@@ -457,13 +457,14 @@ def test_exact_step_is_the_minimiser_along_the_step(n, lam, seed, zero_rate):
     assert objective(t) <= lowest + 4 * (n + 1) * eps * max(abs(lowest), objective(0.0))
 
 
+@pytest.mark.parametrize("sparse_design", [False, True])
 @pytest.mark.parametrize("intercept", [False, True])
-def test_piece_hessian_follows_the_active_set(intercept):
+def test_piece_hessian_follows_the_active_set(sparse_design, intercept):
     """Updated by the samples that join and leave, the curvature equals the one formed on the piece."""
     rng = np.random.default_rng(7)
     X = rng.normal(size=(60, 5)) + 1.0
     a = rng.uniform(0.1, 1.0, 60)
-    hessian = svm._PieceHessian(X, a)
+    hessian = svm._PieceHessian(sp.csr_matrix(X) if sparse_design else X, a)
     added = 0  # rows added or taken out so far: each adds its rounding to the entries
     for step in range(12):
         active = rng.random(60) < (0.9 if step == 0 else 0.5 + 0.04 * step)
@@ -498,6 +499,39 @@ def test_squared_hinge_newton_ends_on_the_optimal_piece(C, fit_intercept):
     if fit_intercept:  # dP/db = 0 at the returned intercept, to the rounding of the n slacks' sum
         slack = np.maximum(1 - y * (X @ result.coef + result.intercept), 0)
         assert abs(y @ slack) <= 4 * n * eps * slack.sum()
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_a_sparse_squared_hinge_the_screening_leaves_goes_to_newton(monkeypatch, fit_intercept):
+    """Sparse 1000 x 200 at C = 100: the screening's budget runs out; Newton steps from its dual point
+    certify, the interior point never runs, and the answer is the interior point's (alone) within the
+    two certified gaps."""
+    X, y = _sparse_classification(0)
+    n, lam = len(y), 1 / (len(y) * 100.0)
+    interior_point = svm._interior_point
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the interior point ran")
+
+    newton, finite_newton = [], svm._finite_newton
+
+    def recorded_newton(*args):
+        newton.append(finite_newton(*args))
+        return newton[-1]
+
+    monkeypatch.setattr(svm, "_interior_point", refuse)
+    monkeypatch.setattr(svm, "_finite_newton", recorded_newton)
+    options = {"loss": "squared_hinge", "fit_intercept": fit_intercept, "tol": 1e-8, "random_state": 0}
+    routed = linear_svm(X, y, lam, **options)
+    assert len(newton) == 1 and newton[0][2]  # after the screening, and it certified
+    assert routed.converged and routed.n_epochs >= 1 and routed.n_iter == newton[0][1]
+    monkeypatch.setattr(svm, "_interior_point", interior_point)
+    _without_newton(monkeypatch)
+    alone = linear_svm(X, y, lam, **options)
+    rounding = n * np.finfo(np.float64).eps * max(routed.objective, alone.objective)  # P's n terms
+    assert abs(routed.objective - alone.objective) <= routed.dual_gap + alone.dual_gap + 2 * rounding
+    radius = np.sqrt(2 * (routed.dual_gap + rounding) / lam) + np.sqrt(2 * (alone.dual_gap + rounding) / lam)
+    assert np.linalg.norm(routed.coef - alone.coef) <= radius
 
 
 def test_a_newton_solve_that_stalls_hands_its_point_on(monkeypatch):

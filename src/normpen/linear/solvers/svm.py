@@ -68,7 +68,8 @@ giving the accuracy reached. On the 5000 x 500 problem the wandering takes 65
 iterations after the best point (85 in all, against 17 to it); where the
 factorization keeps succeeding it can last until ``max_iter``.
 
-**Squared hinge on a dense design with fewer features than samples**: Newton
+**Squared hinge with fewer features than samples** (first on a dense design, after the
+screening below on a sparse one, in place of the interior point): Newton
 steps on the primal with exact line searches (:func:`_finite_newton`, Keerthi and
 DeCoste's modified finite Newton method): the primal is a convex piecewise
 quadratic, each step minimises the quadratic of the current active set exactly
@@ -79,7 +80,7 @@ on the optimal piece after finitely many (1 to 24 measured), where the gap is th
 rounding of :math:`P`. Each iterate is certified through the dual point
 :math:`\alpha_i = 2a_i\xi_i/\lambda` it names. A solve that stops short (``max_iter``,
 or a step that no longer lowers :math:`P`) hands its best point to the route below as
-a warm start. (:func:`_primal_newton_fits` has the measurements behind the choice.)
+a warm start. (:func:`_newton_stage` has the measurements behind the choice.)
 
 **Routing.** A problem whose interior-point iteration fits goes first to dual
 coordinate descent under a work budget, ``_SCREEN_FRACTION`` (0.15) of the
@@ -618,21 +619,61 @@ def _best_intercept(datafit, y, z, a):
     return float(0.5 * (sorted_breakpoints[left] + sorted_breakpoints[right]))
 
 
-def _primal_newton_fits(X, n_weighted):
-    r"""Whether the squared hinge goes to :func:`_finite_newton` first: a dense design with fewer features
-    than samples of positive weight (its :math:`p`-square system the smaller side) whose interior-point
-    iteration fits (:func:`_interior_point_fits`: the same work per step, bounded the same way).
+def _newton_stage(loss, X, n_weighted):
+    r"""Where Newton steps on the primal (:func:`_finite_newton`) come in :func:`_direct_route`: ``"first"``,
+    ``"after screening"`` or ``None``.
 
-    Measured (issue 15, one thread, tol 1e-6, C from 0.01 to 1000, with and without intercept): on
-    dense designs Newton reached the optimum itself in 0.003-0.21 s where the route below took
-    0.002-2.0 s (breast cancer 569 x 30 alike, 2000 x 200 1.1-2.0 s -> 0.013-0.027 s, 5000 x 500
-    0.55-0.99 s -> 0.12-0.21 s); with more features than samples the interior point's :math:`n`-square
-    systems are the smaller (400 x 2000: 0.08-0.11 s by the route below). On sparse designs dual
-    coordinate descent certifies small and moderate :math:`C` in a fraction of Newton's time (20000 x
-    2000, 1% nonzero: 0.06-0.37 s against 0.64-1.27 s at C = 0.01 and 1), so they keep the route below
-    (at C = 100 Newton took 0.98 s against 4.6 s there: left for a cost model).
+    The squared hinge with fewer features than samples of positive weight takes them, first on a
+    dense design and after the screening on a sparse one, in place of the interior point unless they
+    stop short. Measured (issue 15, one thread, tol 1e-6, C from 0.01 to 1000, with and without
+    intercept): on dense designs Newton reached the optimum itself in 0.003-0.21 s where the screening
+    and the interior point took 0.002-2.0 s (breast cancer 569 x 30 alike, 2000 x 200 1.1-2.0 s ->
+    0.013-0.027 s, 5000 x 500 0.55-0.99 s -> 0.12-0.21 s); on sparse designs the screening certifies
+    small and moderate :math:`C` in a fraction of Newton's time (20000 x 2000, 1% nonzero: 0.06-0.37 s
+    against 0.64-1.27 s at C = 0.01 and 1); at C = 100, where the screening does not certify, Newton
+    after it took 2.5-3.1 s against the interior point's 3.1-3.3 s (5000 x 1000: 0.31-0.36 against
+    0.35-0.46 s), ending on the optimum itself. With more features than samples the interior point's
+    :math:`n`-square systems are the smaller (400 x 2000: 0.08-0.11 s).
     """
-    return not sp.issparse(X) and X.shape[1] < n_weighted and _interior_point_fits(X, n_weighted)
+    if loss != "squared_hinge" or X.shape[1] >= n_weighted:
+        return None
+    return "after screening" if sp.issparse(X) else "first"
+
+
+def _direct_route(qp, args, alpha, stop, max_iter, shrinking, random_state, newton):
+    r"""The solve of a problem whose interior-point iteration fits, stage by stage from the dual point
+    ``alpha`` (or None): ``(certified, n_iter, n_epochs, floor, method)``.
+
+    Each stage hands its point to the next; the first that certifies ``stop`` ends the solve: the
+    handed point itself (a path's warm start), dual coordinate descent under a work budget (the
+    screening: ``_SCREEN_FRACTION`` of :func:`_interior_point_ns`), the interior point; with ``newton``
+    (:func:`_newton_stage`) Newton steps on the primal first or after the screening.
+    """
+    if newton == "first":
+        certified, n_iter, done = _finite_newton(qp, alpha, stop, max_iter)
+        if done:
+            return certified, n_iter, 0, None, "Newton steps"
+        alpha = certified.alpha
+    if alpha is not None:
+        handed = qp.certificate(alpha[qp.weighted])
+        if handed.gap <= stop(handed.objective):
+            return handed, 0, 0, None, "coordinate-descent epochs"
+    n_epochs = 0
+    if _SCREEN_FRACTION > 0:  # dual CD first, under a budget; its dual point is handed over
+        cd = _DualCoordinateDescent(*args, alpha)
+        rng = np.random.default_rng(0 if random_state is None else random_state)
+        budget_ns = _SCREEN_FRACTION * _interior_point_ns(qp.X, qp.a > 0)
+        dual, n_epochs, done = _run_dual_cd(cd, stop, math.inf, shrinking, rng, budget_ns)
+        if done:
+            return _coordinate_descent_point(cd, dual), n_epochs, n_epochs, None, "coordinate-descent epochs"
+        alpha = cd.alpha
+    if newton == "after screening":
+        certified, n_iter, done = _finite_newton(qp, alpha, stop, max_iter)
+        if done:
+            return certified, n_iter, n_epochs, None, "Newton steps"
+        alpha = certified.alpha
+    certified, n_iter, floor = _warm_interior_point(qp, alpha, stop, max_iter)
+    return certified, n_iter, n_epochs, floor, "interior-point iterations"
 
 
 def _interior_point_fits(X, n_weighted):
@@ -723,7 +764,7 @@ def linear_svm(
     dual_init=None,
 ):
     r"""Soft-margin linear SVM: dual coordinate descent, then an interior point with crossover if needed
-    (the squared hinge on a dense design with fewer features than samples: Newton steps on the primal first).
+    (the squared hinge with fewer features than samples: Newton steps on the primal instead).
 
     Minimises :math:`\frac\lambda2\|w\|^2 + \sum_i a_i\varphi(y_i(x_i^\top w + b))`; this
     is scikit-learn's ``LinearSVC(C=1/(n*lam))`` objective divided by :math:`nC`,
@@ -734,9 +775,10 @@ def linear_svm(
     dual coordinate descent under a budget of 15% of the interior point's
     estimated cost, then, if it has not certified the gap, to the interior point
     from its dual point; the others to dual coordinate descent alone (see the
-    module docstring, "Routing"). The squared hinge on a dense design with fewer
-    features than samples goes first to Newton steps on the primal
-    (:func:`_finite_newton`), which end on the exact optimum.
+    module docstring, "Routing"). The squared hinge with fewer features than
+    samples takes Newton steps on the primal (:func:`_finite_newton`, ending on the
+    exact optimum) first on a dense design and in place of the interior point on a
+    sparse one.
 
     Parameters
     ----------
@@ -833,33 +875,23 @@ def solve(
     stop = partial(relative_stop, tol, gap_scale)
     weighted = a > 0
     args = (X, y, a, lam, loss, problem.fit_intercept)
-    floor, method, done = None, "coordinate-descent epochs", False
     n_weighted = int(np.count_nonzero(weighted))
-    newton = loss == "squared_hinge" and _primal_newton_fits(X, n_weighted)
-    qp = _DualQP(*args, gap_scale) if newton or _interior_point_fits(X, n_weighted) else None
-    if newton:  # a point it could not certify is handed on as a warm start
-        certified, n_iter, done = _finite_newton(qp, dual_init, stop, max_iter)
-        n_epochs, dual_init = 0, certified.alpha
-        method = "Newton steps" if done else method
-    if not done and qp is not None and _interior_point_fits(X, n_weighted):
-        warm = None if dual_init is None else qp.certificate(dual_init[qp.weighted])
-        certified, n_iter, n_epochs, handed = warm, 0, 0, dual_init
-        if warm is None or warm.gap > stop(warm.objective):
-            certified = None
-            if _SCREEN_FRACTION > 0:  # dual CD first, under a budget; its dual point is handed over
-                cd = _DualCoordinateDescent(*args, dual_init)
-                rng = np.random.default_rng(0 if random_state is None else random_state)
-                budget_ns = _SCREEN_FRACTION * _interior_point_ns(X, weighted)
-                dual, n_epochs, done = _run_dual_cd(cd, stop, math.inf, shrinking, rng, budget_ns)
-                certified = _coordinate_descent_point(cd, dual) if done else None
-                n_iter, handed = n_epochs, cd.alpha
-        if certified is None:
-            certified, n_iter, floor = _warm_interior_point(qp, handed, stop, max_iter)
-            method = "interior-point iterations"
-    elif not done:
+    if _interior_point_fits(X, n_weighted):
+        certified, n_iter, n_epochs, floor, method = _direct_route(
+            _DualQP(*args, gap_scale),
+            args,
+            dual_init,
+            stop,
+            max_iter,
+            shrinking,
+            random_state,
+            _newton_stage(loss, X, n_weighted),
+        )
+    else:
         cd = _DualCoordinateDescent(*args, dual_init)
         dual, n_iter, _ = _run_dual_cd(cd, stop, max_iter, shrinking, np.random.default_rng(random_state))
         certified, n_epochs = _coordinate_descent_point(cd, dual), n_iter
+        floor, method = None, "coordinate-descent epochs"
     gap, w, b, alpha = certified.gap, certified.w, certified.b, certified.alpha
     z = np.asarray(X @ w).ravel() + b
     objective = 0.5 * lam * float(w @ w) + float(_DATAFITS[loss].value(y, z, a))
@@ -948,7 +980,7 @@ def _finite_newton(qp, alpha, stop, max_iter):
 
 class _PieceHessian:
     r"""The squared hinge's curvature on a piece, :math:`X_A^\top\operatorname{diag}(2a_A)X_A`, kept
-    across pieces (dense ``X``; the lower triangle, BLAS ``syrk``).
+    across pieces (its lower triangle: BLAS ``syrk`` on a dense ``X``, a sparse product on a CSR one).
 
     The weights :math:`2a_i` do not depend on the point, so the matrix of the next active set is
     this one plus the rank-one terms of the samples that joined, minus those of the samples that
@@ -967,7 +999,10 @@ class _PieceHessian:
 
     def _add(self, rows, sign):
         X_r, weight = self.X[rows], self.weight[rows]
-        self.matrix += sign * syrk(1.0, (np.sqrt(weight)[:, None] * X_r).T, lower=1)
+        if sp.issparse(X_r):
+            self.matrix += sign * _dense(X_r.T @ sp.diags(weight) @ X_r)
+        else:
+            self.matrix += sign * syrk(1.0, (np.sqrt(weight)[:, None] * X_r).T, lower=1)
         self.column_sums += sign * np.asarray(X_r.T @ weight).ravel()
         self.total += sign * float(weight.sum())
 
