@@ -534,12 +534,45 @@ def test_a_sparse_squared_hinge_the_screening_leaves_goes_to_newton(monkeypatch,
     assert np.linalg.norm(routed.coef - alone.coef) <= radius
 
 
+def test_a_newton_system_float64_cannot_factorize_leaves_the_route_as_it_was(monkeypatch):
+    """Features scaled by 1e8 put lam below the rounding of the curvature: the first Cholesky fails, and
+    the route below runs exactly as without Newton (from alpha = 0, not from Newton's first point,
+    alpha = 2 a / lam, whose gap is 1e36 P0 here), warning as it did."""
+    X, labels = make_classification(300, 20, n_informative=10, random_state=0)
+    X, y = X * 1e8, 2.0 * labels - 1.0
+    failures, newton_direction = [], svm._newton_direction
+
+    def recorded(*args):
+        try:
+            return newton_direction(*args)
+        except np.linalg.LinAlgError:
+            failures.append(True)
+            raise
+
+    monkeypatch.setattr(svm, "_newton_direction", recorded)
+    with pytest.warns(ConvergenceWarning):
+        ours = linear_svm(X, y, 1e-3, loss="squared_hinge", tol=1e-8)
+    assert failures == [True]
+    _without_newton(monkeypatch)
+    with pytest.warns(ConvergenceWarning):
+        before = linear_svm(X, y, 1e-3, loss="squared_hinge", tol=1e-8)
+    np.testing.assert_array_equal(ours.coef, before.coef)
+    assert (ours.intercept, ours.dual_gap) == (before.intercept, before.dual_gap)
+
+
 def test_a_newton_solve_that_stalls_hands_its_point_on(monkeypatch):
-    """A Newton step that does not lower P stops the steps; the best point certified so far is the warm
-    start of the usual route (dual coordinate descent, then the interior point), which certifies."""
+    """A Newton step that does not lower P stops the steps; the best point certified so far, better than
+    alpha = 0, is the warm start of the usual route (dual coordinate descent, then the interior point),
+    which certifies. Here the third direction is made zero: two real steps (C = 0.01: the gap of their
+    point is 7e-3 P0; a single step's is 5 P0), then the stall."""
     X, labels = make_classification(400, 40, n_informative=20, flip_y=0.05, random_state=0)
-    y, lam = 2.0 * labels - 1.0, 1 / (400 * 100.0)
-    monkeypatch.setattr(svm, "_newton_direction", lambda qp, hessian, w, slack: (0 * w, 0.0))
+    y, lam = 2.0 * labels - 1.0, 1 / (400 * 0.01)
+    directions, newton_direction = [], svm._newton_direction
+
+    def one_real_step(qp, hessian, w, slack):
+        directions.append(newton_direction(qp, hessian, w, slack))
+        return directions[-1] if len(directions) <= 2 else (0 * w, 0.0)
+
     newton, started = [], []
     finite_newton, dual_cd = svm._finite_newton, svm._DualCoordinateDescent
 
@@ -548,14 +581,16 @@ def test_a_newton_solve_that_stalls_hands_its_point_on(monkeypatch):
         return newton[-1]
 
     def recorded_start(*args):
-        started.append(args[-1].copy())
+        started.append(args[-1])
         return dual_cd(*args)
 
+    monkeypatch.setattr(svm, "_newton_direction", one_real_step)
     monkeypatch.setattr(svm, "_finite_newton", recorded_newton)
     monkeypatch.setattr(svm, "_DualCoordinateDescent", recorded_start)
     result = linear_svm(X, y, lam, loss="squared_hinge", tol=1e-8, random_state=0)
     certified, n_iter, done = newton[0]
-    assert not done and n_iter == 1  # the first step did not move: P did not fall
+    assert not done and n_iter == 3  # two steps, a zero step, then P did not fall
+    assert certified.gap < result.gap_scale  # better than alpha = 0
     np.testing.assert_array_equal(started[0], certified.alpha)
     assert result.converged and result.dual_gap <= 1e-8 * min(result.gap_scale, result.objective)
     assert result.n_epochs >= 1

@@ -79,8 +79,10 @@ moves to the piece where the objective is lowest along the step, so the steps en
 on the optimal piece after finitely many (1 to 24 measured), where the gap is the
 rounding of :math:`P`. Each iterate is certified through the dual point
 :math:`\alpha_i = 2a_i\xi_i/\lambda` it names. A solve that stops short (``max_iter``,
-or a step that no longer lowers :math:`P`) hands its best point to the route below as
-a warm start. (:func:`_newton_stage` has the measurements behind the choice.)
+a step that no longer lowers :math:`P`, a system float64 cannot factorize) hands its
+best point to the route below as a warm start where its gap is below that of the point
+it started from (those certificates scale with :math:`1/\lambda` until the last steps;
+:func:`_better_start`). (:func:`_newton_stage` has the measurements behind the choice.)
 
 **Routing.** A problem whose interior-point iteration fits goes first to dual
 coordinate descent under a work budget, ``_SCREEN_FRACTION`` (0.15) of the
@@ -653,7 +655,7 @@ def _direct_route(qp, args, alpha, stop, max_iter, shrinking, random_state, newt
         certified, n_iter, done = _finite_newton(qp, alpha, stop, max_iter)
         if done:
             return certified, n_iter, 0, None, "Newton steps"
-        alpha = certified.alpha
+        alpha = _better_start(qp, certified, alpha)
     if alpha is not None:
         handed = qp.certificate(alpha[qp.weighted])
         if handed.gap <= stop(handed.objective):
@@ -671,9 +673,19 @@ def _direct_route(qp, args, alpha, stop, max_iter, shrinking, random_state, newt
         certified, n_iter, done = _finite_newton(qp, alpha, stop, max_iter)
         if done:
             return certified, n_iter, n_epochs, None, "Newton steps"
-        alpha = certified.alpha
+        alpha = _better_start(qp, certified, alpha)
     certified, n_iter, floor = _warm_interior_point(qp, alpha, stop, max_iter)
     return certified, n_iter, n_epochs, floor, "interior-point iterations"
+
+
+def _better_start(qp, certified, alpha):
+    r"""The dual point to hand on after Newton steps that did not certify: theirs where its gap is below
+    that of ``alpha``, the point they started from (:math:`\alpha = 0` for None, whose gap is
+    :math:`P_0`), else ``alpha``. Newton's first certified point is :math:`\alpha = 2a\xi/\lambda` at its
+    start, which at tiny :math:`\lambda` is far from any solution (:math:`C = 10^{14}`: gap
+    :math:`10^{31} P_0`, where the route below, started at 0, ends near :math:`P_0`)."""
+    start = qp.gap_scale if alpha is None else qp.certificate(alpha[qp.weighted]).gap
+    return certified.alpha if certified.gap < start else alpha
 
 
 def _interior_point_fits(X, n_weighted):
@@ -950,7 +962,9 @@ def _finite_newton(qp, alpha, stop, max_iter):
     :math:`w = \sum_i\alpha_i y_ix_i`), by :meth:`_DualQP.certificate`; ``alpha``, a
     handed dual point (a path's warm start), gives the first iterate, :math:`w = Z^\top\alpha`
     and its best intercept. ``done`` says that a certificate met ``stop``; otherwise (``max_iter``
-    steps, or a step that no longer lowers :math:`P`) the best certified point is returned.
+    steps, a step that no longer lowers :math:`P`, or a system that float64 cannot factorize: where
+    :math:`\lambda` is below the rounding of the curvature's entries, as at :math:`C = 10^{14}` or
+    with features scaled by :math:`10^8`) the best certified point is returned.
     """
     X, y, a, lam = qp.X, qp.y, qp.a, qp.lam
     if alpha is None:
@@ -971,7 +985,10 @@ def _finite_newton(qp, alpha, stop, max_iter):
         if n_iter == max_iter or objective >= previous:
             break
         previous = objective
-        dw, db = _newton_direction(qp, hessian, w, slack)
+        try:
+            dw, db = _newton_direction(qp, hessian, w, slack)
+        except LinAlgError:  # lam below the rounding of the curvature: the system is singular in float64
+            break
         dz = np.asarray(X @ dw).ravel() + db
         t = _exact_step(lam, w, dw, a, 1 - y * z, y * dz)
         w, b, z = w + t * dw, b + t * db, z + t * dz
