@@ -278,7 +278,7 @@ def _sparse_classification(seed, n=1000, p=200, density=0.03):
 
 def _without_newton(monkeypatch):
     """The squared hinge routed as the hinge is (dual coordinate descent, the interior point)."""
-    monkeypatch.setattr(svm, "_newton_stage", lambda loss, X, n_weighted: None)
+    monkeypatch.setattr(svm, "_newton_stage", lambda loss, X, n_weighted, warm: None)
 
 
 def _spy_on_the_routing(monkeypatch):
@@ -558,6 +558,30 @@ def test_a_newton_system_float64_cannot_factorize_leaves_the_route_as_it_was(mon
         before = linear_svm(X, y, 1e-3, loss="squared_hinge", tol=1e-8)
     np.testing.assert_array_equal(ours.coef, before.coef)
     assert (ours.intercept, ours.dual_gap) == (before.intercept, before.dual_gap)
+
+
+def test_a_warm_dense_squared_hinge_tries_the_screening_before_newton(monkeypatch):
+    """From a path's previous solution (``dual_init``) the screening comes first, Newton after it: the
+    warm start is often certified there at once (svm._newton_stage). Cold, Newton comes first."""
+    X, labels = make_classification(400, 40, n_informative=20, flip_y=0.05, random_state=0)
+    y, order = 2.0 * labels - 1.0, []
+    run_dual_cd, finite_newton = svm._run_dual_cd, svm._finite_newton
+
+    def screening(*args, **kwargs):
+        order.append("screening")
+        return run_dual_cd(*args, **kwargs)
+
+    def newton(*args):
+        order.append("newton")
+        return finite_newton(*args)
+
+    monkeypatch.setattr(svm, "_run_dual_cd", screening)
+    monkeypatch.setattr(svm, "_finite_newton", newton)
+    cold = linear_svm(X, y, 1 / 400, loss="squared_hinge", tol=1e-8)
+    assert order == ["newton"] and cold.converged
+    order.clear()
+    warm = linear_svm(X, y, 0.9 / 400, loss="squared_hinge", tol=1e-8, dual_init=cold.dual_coef)
+    assert order[0] == "screening" and warm.converged
 
 
 def test_a_newton_solve_that_stalls_hands_its_point_on(monkeypatch):
