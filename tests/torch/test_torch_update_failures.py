@@ -288,6 +288,9 @@ def test_a_whole_group_under_decoupled_l2_is_the_optimizers_own_decoupled_decay(
     decoupled = {} if make is torch.optim.AdamW else {"decoupled_weight_decay": True}  # (AdamW's is fixed)
     reference = make(_decay_groups(plain, reg, decay=0.1), lr=1e-2, **decoupled)
     assert _handed(reg) == [0] and not reg._wrapped[0].pre
+    (taken,) = (rule["taken"] for rule in reg.summary().to_dict()["rules"])  # the summary says who decays
+    assert {entry["applied_by"] for entry in taken} == {f"{type(opt).__name__}'s weight_decay"}
+    assert f"{type(opt).__name__}'s weight_decay" in str(reg.summary())
     schedules = [torch.optim.lr_scheduler.StepLR(o, 1, 0.5) for o in (opt, reference)]
     built = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     for batch in conv_batches(4):
@@ -361,6 +364,8 @@ def test_what_is_not_handed_to_the_optimizer_keeps_the_regularizers_decay(case):
     params = model.parameters() if case == "one mixed group" else _decay_groups(model, reg)
     reg.wrap(optimizer(params, lr=1e-2))
     assert _handed(reg) == [] and all(action.saved for action in reg._wrapped[0].pre)
+    (taken,) = (rule["taken"] for rule in reg.summary().to_dict()["rules"])
+    assert {entry["applied_by"] for entry in taken} == {"normpen"}
 
 
 def test_param_groups_are_each_decoupled_l2_rules_tensors_then_the_rest():

@@ -313,15 +313,32 @@ class Regularizer:
                 )
 
     def summary(self):
-        """What each rule took, and for the default pool the >=2-D parameters it left out and why.
+        """What each rule took and who applies it, and for the default pool the >=2-D parameters it left
+        out and why.
 
         Returns a :class:`~normpen.torch.report.Summary`: a rich table when
-        printed, plain data from ``to_dict()``. Nothing is read from the
-        tensors' values (shapes only).
+        printed, plain data from ``to_dict()``. A tensor of a decoupled L2 rule
+        whose param group is handed to a wrapped optimizer's own decoupled decay
+        (:meth:`param_groups`) is applied by that optimizer's ``weight_decay``;
+        every other one by normpen. Nothing is read from the tensors' values
+        (shapes only).
         """
+        handed = {
+            id(p): f"{type(w.optimizer).__name__}'s weight_decay"
+            for w in self._wrapped
+            for group, _ in w.handed
+            for p in group["params"]
+        }
         rows = []
         for rule, slots in zip(self.rules, self._slots, strict=True):
-            taken = [(s.name, tuple(s.param.shape)) for s in slots]
+            taken = [
+                (
+                    s.name,
+                    tuple(s.param.shape),
+                    handed.get(id(s.param), "normpen") if rule.mode == "decoupled" else "normpen",
+                )
+                for s in slots
+            ]
             left = [(e.name, tuple(e.param.shape), why) for e, why in self._left_out(rule)]
             rows.append((rule.describe(), rule.mode, taken, left))
         return Summary(rows)

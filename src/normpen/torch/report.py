@@ -176,20 +176,23 @@ class Summary(_PrintsItsTable):
     """What each rule of a :class:`~normpen.torch.Regularizer` selected: ``print`` it or ``to_dict()`` it.
 
     ``rules``: one ``(label, mode, taken, left_out)`` per rule, ``taken`` a
-    list of ``(name, shape)``, ``left_out`` the >=2-D parameters the default
-    pool did not take, as ``(name, shape, reason)``.
+    list of ``(name, shape, applied_by)`` (``"normpen"``, or the optimizer whose
+    own decay the tensor's param group is handed to, say ``"Adam's weight_decay"``),
+    ``left_out`` the >=2-D parameters the default pool did not take, as
+    ``(name, shape, reason)``.
     """
 
     rules: list
 
     def to_dict(self):
-        """Plain data: per rule its label, mode, the tensors taken and those left out with the reason."""
+        """Plain data: per rule its label, mode, the tensors taken (with who applies the rule to each) and
+        those left out with the reason."""
         return {
             "rules": [
                 {
                     "label": label,
                     "mode": mode,
-                    "taken": [{"name": n, "shape": list(shape)} for n, shape in taken],
+                    "taken": [{"name": n, "shape": list(shape), "applied_by": by} for n, shape, by in taken],
                     "left_out": [{"name": n, "shape": list(shape), "reason": why} for n, shape, why in left],
                 }
                 for label, mode, taken, left in self.rules
@@ -199,13 +202,13 @@ class Summary(_PrintsItsTable):
     def table(self):
         """A :class:`rich.table.Table`: one row per tensor taken or left out, grouped by rule."""
         table = Table(title="normpen regularizer: what each rule selected")
-        for column in ("rule", "mode", "tensor", "shape", "taken"):
+        for column in ("rule", "mode", "tensor", "shape", "taken", "applied by"):
             table.add_column(column)
         for label, mode, taken, left in self.rules:
-            for i, (name, shape) in enumerate(taken):
-                table.add_row(label if i == 0 else "", mode if i == 0 else "", name, _shape(shape), "yes")
+            for i, (name, shape, by) in enumerate(taken):
+                table.add_row(label if i == 0 else "", mode if i == 0 else "", name, _shape(shape), "yes", by)
             for name, shape, why in left:
-                table.add_row("", "", name, _shape(shape), f"no: {why}")
+                table.add_row("", "", name, _shape(shape), f"no: {why}", "")
         return table
 
 
