@@ -81,8 +81,8 @@ rounding of :math:`P`. Each iterate is certified through the dual point
 :math:`\alpha_i = 2a_i\xi_i/\lambda` it names. A solve that stops short (``max_iter``,
 a step that no longer lowers :math:`P`, a system float64 cannot factorize) hands its
 best point to the route below as a warm start where its gap is below that of the point
-it started from (those certificates scale with :math:`1/\lambda` until the last steps;
-:func:`_better_start`). (:func:`_newton_stage` has the measurements behind the choice.)
+it started from (those certificates scale with :math:`1/\lambda` until the last steps).
+(:func:`_newton_stage` has the measurements behind the choice.)
 
 **Routing.** A problem whose interior-point iteration fits goes first to dual
 coordinate descent under a work budget, ``_SCREEN_FRACTION`` (0.15) of the
@@ -658,7 +658,7 @@ def _direct_route(qp, args, alpha, stop, max_iter, shrinking, random_state, newt
         certified, n_iter, done = _finite_newton(qp, alpha, stop, max_iter)
         if done:
             return certified, n_iter, 0, None, "Newton steps"
-        alpha = _better_start(qp, certified, alpha)
+        alpha = alpha if certified is None else certified.alpha
     if alpha is not None:
         handed = qp.certificate(alpha[qp.weighted])
         if handed.gap <= stop(handed.objective):
@@ -676,19 +676,9 @@ def _direct_route(qp, args, alpha, stop, max_iter, shrinking, random_state, newt
         certified, n_iter, done = _finite_newton(qp, alpha, stop, max_iter)
         if done:
             return certified, n_iter, n_epochs, None, "Newton steps"
-        alpha = _better_start(qp, certified, alpha)
+        alpha = alpha if certified is None else certified.alpha
     certified, n_iter, floor = _warm_interior_point(qp, alpha, stop, max_iter)
     return certified, n_iter, n_epochs, floor, "interior-point iterations"
-
-
-def _better_start(qp, certified, alpha):
-    r"""The dual point to hand on after Newton steps that did not certify: theirs where its gap is below
-    that of ``alpha``, the point they started from (:math:`\alpha = 0` for None, whose gap is
-    :math:`P_0`), else ``alpha``. Newton's first certified point is :math:`\alpha = 2a\xi/\lambda` at its
-    start, which at tiny :math:`\lambda` is far from any solution (:math:`C = 10^{14}`: gap
-    :math:`10^{31} P_0`, where the route below, started at 0, ends near :math:`P_0`)."""
-    start = qp.gap_scale if alpha is None else qp.certificate(alpha[qp.weighted]).gap
-    return certified.alpha if certified.gap < start else alpha
 
 
 def _interior_point_fits(X, n_weighted):
@@ -967,19 +957,26 @@ def _finite_newton(qp, alpha, stop, max_iter):
     and its best intercept. ``done`` says that a certificate met ``stop``; otherwise (``max_iter``
     steps, a step that no longer lowers :math:`P`, or a system that float64 cannot factorize: where
     :math:`\lambda` is below the rounding of the curvature's entries, as at :math:`C = 10^{14}` or
-    with features scaled by :math:`10^8`) the best certified point is returned.
+    with features scaled by :math:`10^8`) the best certified point is returned where its gap is below
+    that of the start (``alpha``'s, or :math:`P_0` for :math:`\alpha = 0` when None), else None: the
+    first certificate, :math:`\alpha = 2a\xi/\lambda` at the start, is far from any solution at tiny
+    :math:`\lambda` (:math:`C = 10^{14}`: gap :math:`10^{31} P_0`, where the route below, started at 0,
+    ends near :math:`P_0`).
     """
     X, y, a, lam = qp.X, qp.y, qp.a, qp.lam
     if alpha is None:
         w = np.zeros(X.shape[1])
         b = _best_intercept(qp.datafit, y, np.zeros(y.shape), a) if qp.fit_intercept else 0.0
+        start_gap = qp.gap_scale
     else:
         start = qp.certificate(alpha[qp.weighted])
-        w, b = start.w, start.b
+        w, b, start_gap = start.w, start.b, start.gap
     z = np.asarray(X @ w).ravel() + b
     best, previous, hessian = None, math.inf, _PieceHessian(X, a)
+    weighted = a > 0
     for n_iter in range(max_iter + 1):
-        slack = np.maximum(1 - y * z, 0) * (a > 0)
+        margin = 1 - y * z
+        slack = np.maximum(margin, 0) * weighted
         certified = qp.certificate(2 * (a * slack)[qp.weighted] / lam)
         best = certified if best is None or certified.gap < best.gap else best
         if certified.gap <= stop(certified.objective):
@@ -993,9 +990,9 @@ def _finite_newton(qp, alpha, stop, max_iter):
         except LinAlgError:  # lam below the rounding of the curvature: the system is singular in float64
             break
         dz = np.asarray(X @ dw).ravel() + db
-        t = _exact_step(lam, w, dw, a, 1 - y * z, y * dz)
+        t = _exact_step(lam, w, dw, a, margin, y * dz)
         w, b, z = w + t * dw, b + t * db, z + t * dz
-    return best, n_iter, False
+    return (best if best.gap < start_gap else None), n_iter, False
 
 
 class _PieceHessian:
@@ -1059,7 +1056,7 @@ def _newton_direction(qp, hessian, w, slack):
     intercept = qp.fit_intercept and hessian.total > 0
     mean = hessian.column_sums / hessian.total if intercept else None
     rhs = -g_w + mean * g_b if intercept else -g_w
-    dw = cho_solve(cho_factor(hessian.system(lam, intercept), lower=True), rhs)
+    dw = cho_solve(cho_factor(hessian.system(lam, intercept), lower=True, overwrite_a=True), rhs)
     db = -(g_b / hessian.total + mean @ dw) if intercept else 0.0
     return dw, db
 
@@ -1077,15 +1074,16 @@ def _exact_step(lam, w, dw, a, margin, rate):
     weighted = a > 0
     m, e, a = margin[weighted], rate[weighted], a[weighted]
     on = (m > 0) | ((m == 0) & (e < 0))  # in the sum just right of t = 0
-    slope0 = lam * float(w @ dw) + float(np.sum((-2 * a * e * m)[on]))
-    slope1 = lam * float(dw @ dw) + float(np.sum((2 * a * e * e)[on]))
+    constant, linear = -2 * a * e * m, 2 * a * e * e  # a sample's term of P'(t) while in the sum
+    slope0 = lam * float(w @ dw) + float(np.sum(constant[on]))
+    slope1 = lam * float(dw @ dw) + float(np.sum(linear[on]))
     with np.errstate(divide="ignore", invalid="ignore"):
         at = m / e
     moves = (e != 0) & (at > 0)
     order = np.argsort(at[moves])
     at, sign = at[moves][order], np.where(on[moves], -1.0, 1.0)[order]  # leaving (on) or joining
-    c0 = slope0 + np.concatenate([[0.0], np.cumsum(sign * (-2 * a * e * m)[moves][order])])
-    c1 = slope1 + np.concatenate([[0.0], np.cumsum(sign * (2 * a * e * e)[moves][order])])
+    c0 = slope0 + np.concatenate([[0.0], np.cumsum(sign * constant[moves][order])])
+    c1 = slope1 + np.concatenate([[0.0], np.cumsum(sign * linear[moves][order])])
     # stretch k runs from at[k-1] to at[k] with P'(t) = c0[k] + c1[k] t: the root lies in the first
     # whose end has P' >= 0
     reached = np.flatnonzero(c0[:-1] + c1[:-1] * at >= 0)
