@@ -24,5 +24,11 @@ setup(
             ["src/normpen/linear/solvers/_dual_sweeps.pyx"],
             extra_compile_args=["-O3"],
         ),
+        Extension(
+            "normpen.torch._row_scaling",
+            ["src/normpen/torch/_row_scaling.pyx"],
+            depends=["src/normpen/torch/_row_scaling.h"],
+            extra_compile_args=["-O3"],
+        ),
     ]
 )

@@ -1,0 +1,73 @@
+/* One-pass rescaling of the rows of a row-major matrix by a factor of each row's Euclidean norm.
+ *
+ * Each row is read from memory once: its norm is summed in 16 independent lanes (so the compiler
+ * vectorises the loop), then the row is rescaled while it is still in the L1 cache. On x86-64 Linux
+ * every exported function is compiled twice, for AVX2 with FMA and for the baseline, and the loader
+ * picks one for the CPU it runs on (GCC's and Clang's target_clones). The factor of a row follows the
+ * torch operations it replaces operation by operation, so a row's result is theirs given the same
+ * norm; only the norm's summation order differs.
+ */
+#ifndef NORMPEN_ROW_SCALING_H
+#define NORMPEN_ROW_SCALING_H
+
+#include <math.h>
+#include <stddef.h>
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define NORMPEN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NORMPEN_CLONES
+#endif
+
+#define NORMPEN_LANES 16
+
+#define NORMPEN_ROW_SCALING(real, sqrt_, suffix)                                                       \
+    /* The Euclidean norm of row[0:width], its squares summed in NORMPEN_LANES lanes. */              \
+    static inline real normpen_row_norm_##suffix(const real *row, size_t width)                        \
+    {                                                                                                  \
+        real lanes[NORMPEN_LANES] = {0};                                                               \
+        real total = 0;                                                                                \
+        size_t i = 0;                                                                                  \
+        for (; i + NORMPEN_LANES <= width; i += NORMPEN_LANES)                                         \
+            for (int k = 0; k < NORMPEN_LANES; k++)                                                    \
+                lanes[k] += row[i + k] * row[i + k];                                                   \
+        for (; i < width; i++)                                                                         \
+            total += row[i] * row[i];                                                                  \
+        for (int k = 0; k < NORMPEN_LANES; k++)                                                        \
+            total += lanes[k];                                                                         \
+        return sqrt_(total);                                                                           \
+    }                                                                                                  \
+                                                                                                       \
+    /* Group soft thresholding of each row r: x_r *= max(n_r - t_r, 0) / n_r (0 for n_r = 0; NaN  */   \
+    /* propagates as in torch's clamp_min). */                                                         \
+    NORMPEN_CLONES static void normpen_soft_threshold_rows_##suffix(                                   \
+        real *x, size_t rows, size_t width, const real *thresholds)                                    \
+    {                                                                                                  \
+        for (size_t r = 0; r < rows; r++) {                                                            \
+            real *row = x + r * width;                                                                 \
+            real norm = normpen_row_norm_##suffix(row, width);                                         \
+            real excess = norm - thresholds[r];                                                        \
+            real factor = (excess < 0 ? (real)0 : excess) / (norm > 0 ? norm : (real)1);               \
+            if (factor != 1) /* x * 1 is x: an unpenalised row is left as it is */                      \
+                for (size_t j = 0; j < width; j++)                                                     \
+                    row[j] *= factor;                                                                  \
+        }                                                                                              \
+    }                                                                                                  \
+                                                                                                       \
+    /* Each row r clipped to the ball of radius c: x_r /= max(n_r, c) / c (rows inside divided by 1). */ \
+    NORMPEN_CLONES static void normpen_clip_rows_##suffix(real *x, size_t rows, size_t width, real radius) \
+    {                                                                                                  \
+        for (size_t r = 0; r < rows; r++) {                                                            \
+            real *row = x + r * width;                                                                 \
+            real norm = normpen_row_norm_##suffix(row, width);                                         \
+            real divisor = (norm < radius ? radius : norm) / radius;                                   \
+            if (divisor != 1) /* x / 1 is x: a row inside the ball is left as it is */                 \
+                for (size_t j = 0; j < width; j++)                                                     \
+                    row[j] /= divisor;                                                                 \
+        }                                                                                              \
+    }
+
+NORMPEN_ROW_SCALING(float, sqrtf, f32)
+NORMPEN_ROW_SCALING(double, sqrt, f64)
+
+#endif
