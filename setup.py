@@ -25,9 +25,9 @@ setup(
             extra_compile_args=["-O3"],
         ),
         Extension(
-            "normpen.torch._row_scaling",
-            ["src/normpen/torch/_row_scaling.pyx"],
-            depends=["src/normpen/torch/_row_scaling.h"],
+            "normpen.torch._norm_kernels",
+            ["src/normpen/torch/_norm_kernels.pyx"],
+            depends=["src/normpen/torch/_norm_kernels.h"],
             extra_compile_args=["-O3"],
         ),
     ]

@@ -2,7 +2,9 @@
 
 A reduction over dim 0 adds the squares of blocks of rows into one buffer
 (``BLOCK_BYTES``); small blocks here force several of them, a last one
-shorter than the others, and a block of one row.
+shorter than the others, and a block of one row. The column sums of a
+contiguous CPU tensor come from a compiled kernel instead; every test of the
+norms runs both ways (``torch_only`` turns the kernel off).
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from normpen.torch.kernels import GroupNorms
 SHAPES = [(7, 5), (33, 4, 3, 3), (1, 6), (0, 4)]
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def torch_only(request, monkeypatch):
+    """Run with the compiled column sums (where they take the tensor), or with the torch operations only."""
+    if request.param == "torch":
+        monkeypatch.setattr("normpen.torch.kernels.compiled_kernels_take", lambda tensor: False)
+    return request.param == "torch"
+
+
 @pytest.mark.parametrize("block_bytes", [1, 3 * 5 * 8, 2**21])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_column_norms_by_blocks_equal_the_whole_columns(block_bytes, dtype, monkeypatch):
+def test_column_norms_by_blocks_equal_the_whole_columns(block_bytes, dtype, monkeypatch, torch_only):
     monkeypatch.setattr(GroupNorms, "BLOCK_BYTES", block_bytes)
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(shape, generator=g, dtype=torch.float64).to(dtype) for shape in SHAPES]
@@ -29,7 +39,8 @@ def test_column_norms_by_blocks_equal_the_whole_columns(block_bytes, dtype, monk
     for tensor, reduced, out in zip(tensors, dims, norms.out, strict=True):
         expected = tensor.double().square().sum(dim=reduced, keepdim=True).sqrt()
         # a sum of n nonnegative rounded squares: relative error <= (n + 1) u (u = eps / 2), halved by the
-        # square root, taken as 1 / rsqrt (3 roundings, 3 u): (n + 1) u / 2 + 3 u <= (n + 2) eps
+        # square root, taken as 1 / rsqrt (3 roundings, 3 u): (n + 1) u / 2 + 3 u <= (n + 2) eps (the
+        # compiled sums, in float64 then rounded once, are within that too)
         n = math.prod(tensor.shape[d] for d in reduced)
         torch.testing.assert_close(out.double(), expected, rtol=(n + 2) * torch.finfo(dtype).eps, atol=0)
 
@@ -51,7 +62,7 @@ def _bucket(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_norms_of_every_kind_of_group_in_one_bucket(dtype):
+def test_norms_of_every_kind_of_group_in_one_bucket(dtype, torch_only):
     tensors, dims = _bucket(dtype)
     norms = GroupNorms(tensors, dims, dtype)
     flat = norms.compute(tensors)
@@ -75,7 +86,7 @@ SPLITS = [None, [True, True, True, False, False, False]]
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_split_groups_sum_their_squares_over_the_ranks_in_one_all_reduce(split, monkeypatch):
+def test_split_groups_sum_their_squares_over_the_ranks_in_one_all_reduce(split, monkeypatch, torch_only):
     calls = []
 
     def two_equal_ranks(tensors):
@@ -118,3 +129,22 @@ def test_scale_multiplies_every_group_by_its_factor_exactly(dtype):
 def test_groups_of_columns_that_are_not_runs_are_refused():
     with pytest.raises(ValueError, match="not runs of columns"):
         GroupNorms([torch.ones(2, 3, 4)], [(0, 1)], torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_compiled_column_sums_serve_contiguous_cpu_tensors_only(dtype, monkeypatch):
+    """The kernel takes the contiguous tensors; a transposed (non-contiguous) one gets the blocked torch
+    sums; both give the same norms to the bound above (columns of 7 entries: 9 eps)."""
+    served = []
+    monkeypatch.setattr(
+        "normpen.torch.kernels.column_sums_of_squares",
+        lambda x, out: served.append(x) or out.copy_(x.square().sum(0)),
+    )
+    plain = torch.randn(7, 5, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    transposed = plain.t().contiguous().t()
+    results = []
+    for tensor in (plain, transposed):
+        norms = GroupNorms([tensor], [(0,)], dtype)
+        results.append(norms.compute([tensor]).clone())
+    assert len(served) == 1 and served[0] is plain
+    torch.testing.assert_close(results[1], results[0], rtol=9 * torch.finfo(dtype).eps, atol=0)

@@ -1,4 +1,5 @@
-/* One-pass rescaling of the rows of a row-major matrix by a factor of each row's Euclidean norm.
+/* One-pass rescaling of the rows of a row-major matrix by a factor of each row's Euclidean norm, and
+ * the sums of the squares of its columns in one read.
  *
  * Each row is read from memory once: its norm is summed in 16 independent lanes (so the compiler
  * vectorises the loop), then the row is rescaled while it is still in the L1 cache. On x86-64 Linux
@@ -7,8 +8,8 @@
  * torch operations it replaces operation by operation, so a row's result is theirs given the same
  * norm; only the norm's summation order differs.
  */
-#ifndef NORMPEN_ROW_SCALING_H
-#define NORMPEN_ROW_SCALING_H
+#ifndef NORMPEN_NORM_KERNELS_H
+#define NORMPEN_NORM_KERNELS_H
 
 #include <math.h>
 #include <stddef.h>
@@ -69,5 +70,35 @@
 
 NORMPEN_ROW_SCALING(float, sqrtf, f32)
 NORMPEN_ROW_SCALING(double, sqrt, f64)
+
+/* The sums of the squares of the columns of a row-major rows x width matrix, accumulated in float64
+ * in `sums` (width entries) four rows at a time, so that each pass over `sums` (which stays in cache)
+ * takes four rows of x, each read from memory once. */
+#define NORMPEN_COLUMN_SQUARES(real, suffix)                                                           \
+    NORMPEN_CLONES static void normpen_column_squares_##suffix(                                        \
+        const real *x, size_t rows, size_t width, double *sums)                                        \
+    {                                                                                                  \
+        for (size_t j = 0; j < width; j++)                                                             \
+            sums[j] = 0;                                                                               \
+        size_t r = 0;                                                                                  \
+        for (; r + 4 <= rows; r += 4) {                                                                \
+            const real *a = x + r * width, *b = a + width, *c = b + width, *d = c + width;             \
+            for (size_t j = 0; j < width; j++) {                                                       \
+                double four = (double)a[j] * a[j];                                                     \
+                four += (double)b[j] * b[j];                                                           \
+                four += (double)c[j] * c[j];                                                           \
+                four += (double)d[j] * d[j];                                                           \
+                sums[j] += four;                                                                       \
+            }                                                                                          \
+        }                                                                                              \
+        for (; r < rows; r++) {                                                                        \
+            const real *row = x + r * width;                                                           \
+            for (size_t j = 0; j < width; j++)                                                         \
+                sums[j] += (double)row[j] * row[j];                                                    \
+        }                                                                                              \
+    }
+
+NORMPEN_COLUMN_SQUARES(float, f32)
+NORMPEN_COLUMN_SQUARES(double, f64)
 
 #endif

@@ -1,5 +1,6 @@
-"""The compiled one-pass row kernels (``normpen.torch._row_scaling``) against float64 closed forms, and
-the kernels' choice between them and the torch operations (``OnePassRows``)."""
+"""The compiled kernels (``normpen.torch._norm_kernels``: one-pass row thresholding and clipping, column
+sums of squares) against float64 closed forms, and the kernels' choice between them and the torch
+operations (``OnePassRows``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from torch_cases import conv_batches, conv_net
 
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.max_norm import MaxNorm
-from normpen.torch import Regularizer, Rule
-from normpen.torch._row_scaling import clip_rows_, soft_threshold_rows_
-from normpen.torch import kernels
+from normpen.torch import Regularizer, Rule, kernels
+from normpen.torch._norm_kernels import clip_rows_, column_sums_of_squares, soft_threshold_rows_
 from normpen.torch.kernels import Slot, kernel_for
 
 DTYPES = [torch.float32, torch.float64]
@@ -80,6 +80,19 @@ def test_clip_rows_is_the_projection_on_the_ball(x, radius):
     assert torch.equal(y[inside], x[inside])
 
 
+@given(matrices(), st.sampled_from([None, torch.float64]))
+def test_column_sums_of_squares_are_float64_sums(x, into):
+    r"""Against the float64 sums of the exact squares. A float32 entry's square is exact in float64 (48
+    significant bits), a float64 one's rounded once; the kernel adds four rows, then that into the sum:
+    at most :math:`m/4 + 4` additions on any path, all of nonnegative terms, so
+    :math:`(m/4 + 5)\,u_{64}` relative, then one rounding to the output's dtype."""
+    sums = torch.full((x.shape[1],), float("nan"), dtype=into or x.dtype)
+    column_sums_of_squares(x, sums)
+    exact = x.double().square().sum(dim=0)
+    bound = (x.shape[0] / 4 + 5) * torch.finfo(torch.float64).eps / 2 + torch.finfo(sums.dtype).eps / 2
+    torch.testing.assert_close(sums.double(), exact, rtol=bound, atol=0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_infinite_rows_propagate_and_zero_rows_stay_zero(dtype):
     """A NaN row stays NaN (as torch's clamp_min and division leave it), not zeroed; an infinite row turns
@@ -107,6 +120,10 @@ def test_bad_inputs_are_refused_naming_the_argument():
         soft_threshold_rows_(x, torch.zeros(5))
     with pytest.raises(ValueError, match="radius must be positive"):
         clip_rows_(x, 4, 0.0)
+    with pytest.raises(ValueError, match="does not split into columns of 5"):
+        column_sums_of_squares(x, torch.zeros(5))
+    with pytest.raises(ValueError, match="sums must be a contiguous CPU tensor"):
+        column_sums_of_squares(x, torch.zeros(3, 2)[:, 0])
     assert torch.equal(x, torch.ones(4, 3))
 
 
@@ -133,7 +150,11 @@ def _prox(penalty, tensors, method="prox", argument=0.3):
 
 @pytest.mark.parametrize(
     ("penalty", "method"),
-    [(GroupLasso(0.4, "rows"), "prox"), (MaxNorm(1.0, axis="rows"), "project"), (MaxNorm(1.0, axis="cols"), "project")],
+    [
+        (GroupLasso(0.4, "rows"), "prox"),
+        (MaxNorm(1.0, axis="rows"), "project"),
+        (MaxNorm(1.0, axis="cols"), "project"),
+    ],
 )
 def test_the_kernel_serves_row_groups_of_cpu_tensors_and_the_torch_operations_the_rest(penalty, method):
     """Row groups of 2-D and 4-D tensors go to the compiled kernel, a 1-D tensor's one-entry groups and
@@ -156,7 +177,9 @@ def test_the_kernel_serves_row_groups_of_cpu_tensors_and_the_torch_operations_th
         torch.testing.assert_close(y, expected, rtol=tol, atol=tol * float(x.abs().max()))
 
 
-@pytest.mark.parametrize(("penalty", "method"), [(GroupLasso(0.4, "rows"), "prox"), (MaxNorm(1.0, axis="rows"), "project")])
+@pytest.mark.parametrize(
+    ("penalty", "method"), [(GroupLasso(0.4, "rows"), "prox"), (MaxNorm(1.0, axis="rows"), "project")]
+)
 def test_a_call_the_kernel_cannot_serve_takes_the_torch_operations(penalty, method, monkeypatch):
     """A member that is not contiguous at the call, or a step that ``torch.compile`` traces, runs the
     torch operations on every tensor (the fallback's data), with the same result to the tolerance above."""
@@ -174,28 +197,29 @@ def test_a_call_the_kernel_cannot_serve_takes_the_torch_operations(penalty, meth
         torch.testing.assert_close(other, served[0], rtol=tol, atol=tol * float(tensors[0].abs().max()))
 
 
-@pytest.mark.parametrize("mode", ["proximal", "constrained"])
-def test_a_compiled_step_traces_the_torch_operations(mode, monkeypatch):
-    """``torch.compile(opt.step)`` (dynamo's eager backend) traces the torch operations (the kernel is
+@pytest.mark.parametrize("case", ["rows", "cols", "max-norm"])
+def test_a_compiled_step_traces_the_torch_operations(case, monkeypatch):
+    """``torch.compile(opt.step)`` (dynamo's eager backend) traces the torch operations (the kernels are
     opaque to it): the compiled wrapped step is the compiled plain Adam step followed by the penalty's
     prox (projection) of the weights the rule takes (the weights, ``ndim >= 2``), to the tolerance of
-    ``test_torch_kernels`` (rows of at most 27 entries: (27 + 8) eps times 2.5, relative to the largest
+    ``test_torch_kernels`` (groups of at most 27 entries: (27 + 8) eps times 2.5, relative to the largest
     weight). Compiled Adam is the reference because it is not eager Adam bit for bit."""
-    penalty = {"proximal": GroupLasso(0.3, "rows"), "constrained": MaxNorm(1.0, axis="rows")}[mode]
-    radius = 0.05
+    penalty = {"rows": GroupLasso(0.3, "rows"), "cols": GroupLasso(0.3, "cols"), "max-norm": MaxNorm(1.0)}[
+        case
+    ]
+    mode, radius = ("constrained", 0.05) if case == "max-norm" else ("proximal", None)
 
     def refused(*args):
-        raise AssertionError("the compiled kernel ran inside a traced step")
+        raise AssertionError("a compiled kernel ran inside a traced step")
 
-    monkeypatch.setattr(kernels, "soft_threshold_rows_", refused)
-    monkeypatch.setattr(kernels, "clip_rows_", refused)
+    for name in ("soft_threshold_rows_", "clip_rows_", "column_sums_of_squares"):
+        monkeypatch.setattr(kernels, name, refused)
     results = []
     for wrapped in (True, False):
         model = conv_net(0)
         adam = torch.optim.Adam(model.parameters(), lr=1e-2)
         if wrapped:
-            rule = Rule(penalty, mode=mode, radius=radius if mode == "constrained" else None)
-            adam = Regularizer(model, rule).wrap(adam)
+            adam = Regularizer(model, Rule(penalty, mode=mode, radius=radius)).wrap(adam)
         x, y = conv_batches(1)[0]
         ((model(x) - y) ** 2).mean().backward()
         torch.compile(adam.step, backend="eager")()
@@ -203,9 +227,9 @@ def test_a_compiled_step_traces_the_torch_operations(mode, monkeypatch):
     tol = 2.5 * 35 * torch.finfo(torch.float64).eps
     for traced, plain in zip(*results, strict=True):
         expected = plain
-        if plain.ndim >= 2:
-            matrix = plain.reshape(plain.shape[0], -1)
-            changed = penalty.prox(matrix, 1e-2) if mode == "proximal" else penalty.project(matrix, radius)
-            expected = changed.reshape(plain.shape)
-            assert not torch.equal(expected, plain)
+        if plain.ndim >= 2 and radius is None:
+            expected = penalty.prox(plain, 1e-2)
+        elif plain.ndim >= 2:
+            expected = penalty.project(plain.reshape(plain.shape[0], -1), radius).reshape(plain.shape)
+        assert plain.ndim < 2 or not torch.equal(expected, plain)
         torch.testing.assert_close(traced, expected, rtol=0, atol=tol * float(plain.abs().max()))
