@@ -2,9 +2,10 @@
  * the sums of the squares of its columns in one read.
  *
  * Each row is read from memory once: its norm is summed in 16 independent lanes (so the compiler
- * vectorises the loop), then the row is rescaled while it is still in the L1 cache. On x86-64 Linux
- * every exported function is compiled twice, for AVX2 with FMA and for the baseline, and the loader
- * picks one for the CPU it runs on (GCC's and Clang's target_clones). The factor of a row follows the
+ * vectorises the loop), then the row is rescaled while it is still in the L1 cache. On x86-64 with
+ * glibc every exported function is compiled twice, for Haswell's instructions (AVX2, FMA) and for the
+ * baseline, and the loader picks one for the CPU it runs on (GCC's and Clang's target_clones, through
+ * glibc's indirect functions; elsewhere the baseline build alone). The factor of a row follows the
  * torch operations it replaces operation by operation, so a row's result is theirs given the same
  * norm; only the norm's summation order differs.
  */
@@ -14,8 +15,9 @@
 #include <math.h>
 #include <stddef.h>
 
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define NORMPEN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+/* (math.h has defined __GLIBC__ where the C library is glibc, the one with indirect functions) */
+#if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#define NORMPEN_CLONES __attribute__((target_clones("arch=haswell", "default")))
 #else
 #define NORMPEN_CLONES
 #endif
@@ -23,8 +25,9 @@
 #define NORMPEN_LANES 16
 
 #define NORMPEN_ROW_SCALING(real, sqrt_, suffix)                                                       \
-    /* The Euclidean norm of row[0:width], its squares summed in NORMPEN_LANES lanes. */              \
-    static inline real normpen_row_norm_##suffix(const real *row, size_t width)                        \
+    /* The Euclidean norm of row[0:width], its squares summed in NORMPEN_LANES lanes (always inlined:  */ \
+    /* in each clone of its callers it is compiled for that clone's instructions). */                  \
+    static inline __attribute__((always_inline)) real normpen_row_norm_##suffix(const real *row, size_t width) \
     {                                                                                                  \
         real lanes[NORMPEN_LANES] = {0};                                                               \
         real total = 0;                                                                                \
