@@ -5,6 +5,8 @@ operations (``OnePassRows``)."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from torch_cases import conv_batches, conv_net
 
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.max_norm import MaxNorm
-from normpen.torch import Regularizer, Rule, kernels
+from normpen.torch import Regularizer, Rule, _norm_kernels, kernels
 from normpen.torch._norm_kernels import clip_rows_, column_sums_of_squares, soft_threshold_rows_
 from normpen.torch.kernels import Slot, kernel_for
 
@@ -91,6 +93,56 @@ def test_column_sums_of_squares_are_float64_sums(x, into):
     exact = x.double().square().sum(dim=0)
     bound = (x.shape[0] / 4 + 5) * torch.finfo(torch.float64).eps / 2 + torch.finfo(sums.dtype).eps / 2
     torch.testing.assert_close(sums.double(), exact, rtol=bound, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocks_of_rows_on_threads_give_the_one_thread_result(dtype, monkeypatch):
+    """Cut into blocks of rows on 3 threads, each row gets the same operations: the rows' results are the
+    one-thread results bit for bit, and the column sums, which add the blocks' partial sums, are within
+    the bound of one more addition per block (``column_sums_of_squares``' docstring)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 50, generator=g, dtype=dtype)
+    thresholds = torch.rand(37, generator=g, dtype=dtype) * 7
+    results = []
+    for threads, entries in ((1, _norm_kernels.PARALLEL_ENTRIES), (3, 64)):
+        torch.set_num_threads(threads)  # (the conftest fixture restores the count)
+        monkeypatch.setattr(_norm_kernels, "PARALLEL_ENTRIES", entries)
+        assert len(_norm_kernels._row_blocks(37, 50)) == threads
+        thresholded, clipped, sums = x.clone(), x.clone(), torch.empty(50, dtype=dtype)
+        soft_threshold_rows_(thresholded, thresholds)
+        clip_rows_(clipped, 37, 4.0)
+        column_sums_of_squares(x, sums)
+        results.append((thresholded, clipped, sums))
+    (t1, c1, s1), (t3, c3, s3) = results
+    assert torch.equal(t3, t1) and torch.equal(c3, c1)
+    bound = (37 / 4 + 4 + 3) * torch.finfo(torch.float64).eps + torch.finfo(dtype).eps
+    torch.testing.assert_close(s3, s1, rtol=bound, atol=0)
+
+
+def _threshold_in_child(x, thresholds, expected, done):
+    soft_threshold_rows_(x, thresholds)
+    done.put((bool(torch.equal(x, expected)), _norm_kernels._pool[0] == os.getpid()))
+
+
+def test_a_forked_child_makes_its_own_pool(monkeypatch):
+    """Threads do not survive ``fork``: a child forked after the parent made its pool runs its blocks on a
+    pool of its own (the parent's executor would wait for threads that are not there, or start none:
+    its idle threads' semaphore says they are free) and gets the parent's result."""
+    monkeypatch.setattr(_norm_kernels, "PARALLEL_ENTRIES", 64)
+    torch.set_num_threads(2)
+    x = torch.randn(40, 30, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    thresholds = torch.full((40,), 2.0, dtype=torch.float64)
+    expected = x.clone()
+    soft_threshold_rows_(expected, thresholds)  # the parent's pool
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    child = context.Process(target=_threshold_in_child, args=(x, thresholds, expected, done))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's pool")
+    assert child.exitcode == 0 and done.get(timeout=5) == (True, True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,5 +1,6 @@
 # cython: language_level=3
-r"""Compiled one-pass rescaling of the rows of a tensor's matrix view (``_norm_kernels.h``).
+r"""Compiled one-pass rescaling of the rows of a tensor's matrix view, and its column sums of squares
+(``_norm_kernels.h``).
 
 torch computes a row's norm and rescales the row in two passes over the
 tensor: every norm first, then every row. These kernels read each row from
@@ -8,7 +9,19 @@ contiguous CPU tensor of float32 or float64 seen as a row-major matrix of
 ``len(thresholds)`` (or ``rows``) rows, write into it in place, release the GIL and
 bump the tensor's version counter (autograd then sees the write, as it sees
 torch's in-place operations).
+
+A tensor of :data:`PARALLEL_ENTRIES` entries or more is cut into blocks of
+rows, one per thread of ``torch.get_num_threads()`` (at most one per
+:data:`PARALLEL_ENTRIES` entries), run on a pool of that many threads: the
+kernels hold no GIL, so they run side by side, and the wall time of a large
+tensor follows torch's own multi-threaded operations. The pool is made again
+in a forked child (threads do not survive ``fork``) and when the thread count
+changes.
 """
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from libc.stdint cimport uintptr_t
 
@@ -21,6 +34,68 @@ cdef extern from "_norm_kernels.h" nogil:
     void normpen_clip_rows_f64(double *x, size_t rows, size_t width, double radius)
     void normpen_column_squares_f32(const float *x, size_t rows, size_t width, double *sums)
     void normpen_column_squares_f64(const double *x, size_t rows, size_t width, double *sums)
+
+#: Tensors of at least this many entries are split into blocks of rows run on several threads (1 MiB of
+#: float32: below it a thread's wake-up, tens of microseconds, is not paid back).
+PARALLEL_ENTRIES = 2**18
+
+#: (process id, threads, executor) of the pool the blocks run on, made on first use.
+_pool = None
+
+
+def _row_blocks(Py_ssize_t rows, Py_ssize_t width):
+    """``[start, stop)`` ranges of rows, one per thread: as many as ``torch.get_num_threads()``, at most one
+    per :data:`PARALLEL_ENTRIES` entries, at least one."""
+    blocks = max(1, min(torch.get_num_threads(), rows, rows * width // PARALLEL_ENTRIES))
+    bounds = [rows * i // blocks for i in range(blocks + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run(work, blocks):
+    """``work(start, stop)`` for every block: in this thread for one, else on the pool (errors re-raised)."""
+    global _pool
+    if len(blocks) == 1:
+        work(*blocks[0])
+        return
+    threads = torch.get_num_threads()
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] != threads:
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="normpen-rows"))
+    list(_pool[2].map(lambda block: work(*block), blocks))
+
+
+def _threshold_block(uintptr_t data, uintptr_t levels, size_t width, bint single, size_t start, size_t stop):
+    """Rows ``start:stop`` of :func:`soft_threshold_rows_`."""
+    with nogil:
+        if single:
+            normpen_soft_threshold_rows_f32(
+                <float *>data + start * width, stop - start, width, <const float *>levels + start
+            )
+        else:
+            normpen_soft_threshold_rows_f64(
+                <double *>data + start * width, stop - start, width, <const double *>levels + start
+            )
+
+
+def _clip_block(uintptr_t data, double radius, size_t width, bint single, size_t start, size_t stop):
+    """Rows ``start:stop`` of :func:`clip_rows_`."""
+    cdef float radius32 = <float>radius
+    with nogil:
+        if single:
+            normpen_clip_rows_f32(<float *>data + start * width, stop - start, width, radius32)
+        else:
+            normpen_clip_rows_f64(<double *>data + start * width, stop - start, width, radius)
+
+
+def _squares_block(uintptr_t data, uintptr_t partials, size_t width, bint single, blocks, size_t start, size_t stop):
+    """The column sums of rows ``start:stop`` of :func:`column_sums_of_squares`, into row ``k`` of the
+    partial sums (``blocks[k]`` is this block)."""
+    cdef size_t k = blocks.index((start, stop))
+    cdef double *sums = <double *>partials + k * width
+    with nogil:
+        if single:
+            normpen_column_squares_f32(<const float *>data + start * width, stop - start, width, sums)
+        else:
+            normpen_column_squares_f64(<const double *>data + start * width, stop - start, width, sums)
 
 
 def _check(x, Py_ssize_t rows, name):
@@ -53,13 +128,8 @@ def soft_threshold_rows_(x, thresholds):
     if rows == 0:
         return
     cdef size_t width = x.numel() // rows
-    cdef uintptr_t data = x.data_ptr(), levels = thresholds.data_ptr()
-    if x.dtype == torch.float32:
-        with nogil:
-            normpen_soft_threshold_rows_f32(<float *>data, rows, width, <const float *>levels)
-    else:
-        with nogil:
-            normpen_soft_threshold_rows_f64(<double *>data, rows, width, <const double *>levels)
+    work = partial(_threshold_block, x.data_ptr(), thresholds.data_ptr(), width, x.dtype == torch.float32)
+    _run(work, _row_blocks(rows, width))
     torch.autograd.graph.increment_version(x)
 
 
@@ -81,21 +151,14 @@ def clip_rows_(x, Py_ssize_t rows, double radius):
     if rows == 0:
         return
     cdef size_t width = x.numel() // rows
-    cdef uintptr_t data = x.data_ptr()
-    cdef float radius32 = <float>radius
-    if x.dtype == torch.float32:
-        with nogil:
-            normpen_clip_rows_f32(<float *>data, rows, width, radius32)
-    else:
-        with nogil:
-            normpen_clip_rows_f64(<double *>data, rows, width, radius)
+    _run(partial(_clip_block, x.data_ptr(), radius, width, x.dtype == torch.float32), _row_blocks(rows, width))
     torch.autograd.graph.increment_version(x)
 
 
 def column_sums_of_squares(x, sums):
     r"""``sums`` = :math:`\sum_r x_{rj}^2` for each column :math:`j` of ``x.view(-1, len(sums))``, accumulated
-    in float64 (a sum of :math:`m` rows is within :math:`(m/4 + 4)\,u_{64}` relative, then rounded once
-    to the dtype of ``sums``).
+    in float64 (a sum of :math:`m` rows over :math:`b` blocks is within :math:`(m/4 + 4 + b)\,u_{64}`
+    relative, then rounded once to the dtype of ``sums``).
 
     Parameters
     ----------
@@ -112,13 +175,10 @@ def column_sums_of_squares(x, sums):
         raise ValueError(f"x of {x.numel()} entries does not split into columns of {width}")
     cdef Py_ssize_t rows = x.numel() // width
     _check(x, rows, "x")
-    accumulator = sums if sums.dtype == torch.float64 else torch.empty(width, dtype=torch.float64)
-    cdef uintptr_t data = x.data_ptr(), out = accumulator.data_ptr()
-    if x.dtype == torch.float32:
-        with nogil:
-            normpen_column_squares_f32(<const float *>data, rows, width, <double *>out)
-    else:
-        with nogil:
-            normpen_column_squares_f64(<const double *>data, rows, width, <double *>out)
-    if accumulator is not sums:
-        sums.copy_(accumulator)
+    blocks = _row_blocks(rows, width)
+    one = len(blocks) == 1 and sums.dtype == torch.float64
+    partials = sums if one else torch.empty(len(blocks), width, dtype=torch.float64)
+    work = partial(_squares_block, x.data_ptr(), partials.data_ptr(), width, x.dtype == torch.float32, blocks)
+    _run(work, blocks)
+    if not one:
+        torch.sum(partials, dim=0, out=sums) if sums.dtype == torch.float64 else sums.copy_(partials.sum(dim=0))
