@@ -10,7 +10,7 @@ contiguous CPU tensor of float32 or float64 seen as a row-major matrix of
 bump the tensor's version counter (autograd then sees the write, as it sees
 torch's in-place operations).
 
-A tensor of :data:`PARALLEL_ENTRIES` entries or more is cut into blocks of
+A tensor of twice :data:`PARALLEL_ENTRIES` entries or more is cut into blocks of
 rows, one per thread of ``torch.get_num_threads()`` (at most one per
 :data:`PARALLEL_ENTRIES` entries), run on a pool of that many threads: the
 kernels hold no GIL, so they run side by side, and the wall time of a large
@@ -35,9 +35,11 @@ cdef extern from "_norm_kernels.h" nogil:
     void normpen_column_squares_f32(const float *x, size_t rows, size_t width, double *sums)
     void normpen_column_squares_f64(const double *x, size_t rows, size_t width, double *sums)
 
-#: Tensors of at least this many entries are split into blocks of rows run on several threads (1 MiB of
-#: float32: below it a thread's wake-up, tens of microseconds, is not paid back).
-PARALLEL_ENTRIES = 2**18
+#: A block of rows run on a thread of its own holds at least this many entries: 4 MiB of float32, about
+#: 0.5 ms of one thread's work here, so that handing it to a pool thread (tens of microseconds of CPU
+#: time) stays a few percent. With 2^18, the CPU time of ``benchmarks/torch_step.py``'s transformer
+#: rows rose from about AdamW's to 1.09 x AdamW (one 20-round run, 2 threads).
+PARALLEL_ENTRIES = 2**20
 
 #: (process id, threads, executor) of the pool the blocks run on, made on first use.
 _pool = None
