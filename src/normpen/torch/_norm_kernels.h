@@ -22,12 +22,18 @@
 #define NORMPEN_CLONES
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define NORMPEN_INLINE static inline __attribute__((always_inline))
+#else
+#define NORMPEN_INLINE static inline
+#endif
+
 #define NORMPEN_LANES 16
 
 #define NORMPEN_ROW_SCALING(real, sqrt_, suffix)                                                       \
     /* The Euclidean norm of row[0:width], its squares summed in NORMPEN_LANES lanes (always inlined:  */ \
     /* in each clone of its callers it is compiled for that clone's instructions). */                  \
-    static inline __attribute__((always_inline)) real normpen_row_norm_##suffix(const real *row, size_t width) \
+    NORMPEN_INLINE real normpen_row_norm_##suffix(const real *row, size_t width)                       \
     {                                                                                                  \
         real lanes[NORMPEN_LANES] = {0};                                                               \
         real total = 0;                                                                                \
