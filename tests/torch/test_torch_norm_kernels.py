@@ -113,6 +113,10 @@ def test_blocks_of_rows_on_threads_give_the_one_thread_result(dtype, monkeypatch
         clip_rows_(clipped, 37, 4.0)
         column_sums_of_squares(x, sums)
         results.append((thresholded, clipped, sums))
+    torch.set_num_threads(2)  # a new count: a new pool, and the old one's threads end
+    old = _norm_kernels._pool[2]
+    soft_threshold_rows_(x.clone(), thresholds)
+    assert _norm_kernels._pool[1] == 2 and old._shutdown
     (t1, c1, s1), (t3, c3, s3) = results
     assert torch.equal(t3, t1) and torch.equal(c3, c1)
     bound = (37 / 4 + 4 + 3) * torch.finfo(torch.float64).eps + torch.finfo(dtype).eps

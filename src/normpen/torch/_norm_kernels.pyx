@@ -61,6 +61,8 @@ def _run(work, blocks):
         return
     threads = torch.get_num_threads()
     if _pool is None or _pool[0] != os.getpid() or _pool[1] != threads:
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)  # its idle threads end (a forked child has none to end)
         _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="normpen-rows"))
     list(_pool[2].map(lambda block: work(*block), blocks))
 
