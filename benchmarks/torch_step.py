@@ -241,8 +241,9 @@ def group_threshold_per_group(p):
 
 
 def group_threshold_fused(params):
-    """Fastest by hand: every row norm into one preallocated vector, the factors in four ops on it,
-    one multi-tensor multiply (normpen's own algorithm, written out)."""
+    """Fastest by hand in torch operations: every row norm into one preallocated vector, the factors in
+    four ops on it, one multi-tensor multiply (normpen's algorithm before its compiled one-pass row
+    kernel, written out; it still serves GPU tensors)."""
     counts = [p.shape[0] for p in params]
     shapes = [(c,) + (1,) * (p.ndim - 1) for c, p in zip(counts, params, strict=True)]
     norms = torch.empty(sum(counts))
@@ -431,11 +432,14 @@ def two_pass_floor(adamw_ratio):
     """What two passes over the weights cost, each as dear as AdamW's decay (one ``_foreach_mul_``),
     from AdamW's ratio to Adam.
 
-    A group soft threshold needs two: every group's norm must be complete
-    before any of its entries is rescaled (a block-fused version, norms and
-    rescale per cache-sized block of rows, measured no faster: its per-block
-    operations cost what the cache saves). So the proximal group lasso
-    cannot cost less than about this ratio to Adam.
+    A group soft threshold in torch operations takes two: every group's norm
+    is complete before any of its entries is rescaled (a block-fused version
+    in torch operations, norms and rescale per cache-sized block of rows,
+    measured no faster: its per-block operations cost what the cache saves).
+    normpen's compiled kernel for row groups of CPU tensors takes one pass
+    (each row rescaled while it is in the L1 cache), so it measures under
+    this; column groups still take two (every row is read before any
+    column's norm is known).
     """
     return f"two passes over the weights (2 x AdamW's decay): {1 + 2 * (adamw_ratio - 1):.3f} x Adam"
 
