@@ -17,7 +17,15 @@ from torch_cases import conv_batches, conv_net
 from normpen.penalties.group_lasso import GroupLasso
 from normpen.penalties.max_norm import MaxNorm
 from normpen.torch import Regularizer, Rule, _norm_kernels, kernels
-from normpen.torch._norm_kernels import clip_rows_, column_sums_of_squares, soft_threshold_rows_
+from normpen.torch._norm_kernels import (
+    RECORD_LIMITS,
+    clip_rows_,
+    column_sums_of_squares,
+    record_dtype,
+    restore_,
+    scale_recording_,
+    soft_threshold_rows_,
+)
 from normpen.torch.kernels import Slot, kernel_for
 
 DTYPES = [torch.float32, torch.float64]
@@ -147,6 +155,43 @@ def test_a_forked_child_makes_its_own_pool(monkeypatch):
         child.kill()
         pytest.fail("the forked child hung on the parent's pool")
     assert child.exitcode == 0 and done.get(timeout=5) == (True, True)
+
+
+@st.composite
+def float32_entries(draw):
+    """Float32 vectors from subnormal to huge, both signs, with zeros and infinities."""
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    n = draw(st.integers(0, 3000))
+    exponents = torch.randint(-149, 128, (n,), generator=g).double()
+    x = (torch.rand(n, generator=g, dtype=torch.float64) + 1) * torch.pow(2.0, exponents) / 2
+    x = torch.where(torch.rand(n, generator=g) < 0.5, -x, x).float()  # beyond float32's range: inf
+    x[torch.rand(n, generator=g) < 0.05] = 0.0
+    return x
+
+
+@given(float32_entries(), st.sampled_from(list(RECORD_LIMITS)), st.floats(0.0, 1.0))
+def test_a_recorded_decay_is_torchs_product_and_its_record_undoes_it_bit_for_bit(x, dtype, where):
+    """The decay by :math:`c` is torch's float32 product by the Python number, bit for bit, at any
+    :math:`1 - c` up to the record type's limit (the limit itself included), every step count fits the
+    record, and the record gives back every bit pattern (zeros' signs and infinities included)."""
+    factor = 1 - where * RECORD_LIMITS[dtype]
+    decayed, record = x.clone(), torch.empty(x.shape, dtype=dtype)
+    assert scale_recording_(decayed, factor, record)
+    assert torch.equal(decayed.view(torch.int32), (x * factor).view(torch.int32))
+    restore_(decayed, record)
+    assert torch.equal(decayed.view(torch.int32), x.view(torch.int32))
+
+
+def test_the_record_type_is_the_narrowest_that_holds_the_steps():
+    assert record_dtype(1 - 1e-6) == torch.int8 and record_dtype(1.0) == torch.int8
+    assert record_dtype(1 - 1e-4) == torch.int16 and record_dtype(1 - 1e-3) is None
+    assert record_dtype(1.5) is None  # a growth is no decay
+    with pytest.raises(ValueError, match="outside"):
+        scale_recording_(torch.ones(3), 1 - 1e-4, torch.empty(3, dtype=torch.int8))
+    with pytest.raises(ValueError, match="x must be float32"):
+        scale_recording_(torch.ones(3, dtype=torch.float64), 1.0, torch.empty(3, dtype=torch.int8))
+    with pytest.raises(ValueError, match="record has 2 entries"):
+        restore_(torch.ones(3), torch.empty(2, dtype=torch.int16))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

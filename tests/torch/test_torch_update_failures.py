@@ -362,8 +362,10 @@ def test_what_is_not_handed_to_the_optimizer_keeps_the_regularizers_decay(case):
     reg = Regularizer(model, rule)
     optimizer = torch.optim.SGD if case.startswith("no decoupled") else torch.optim.Adam
     params = model.parameters() if case == "one mixed group" else _decay_groups(model, reg)
-    reg.wrap(optimizer(params, lr=1e-2))
-    assert _handed(reg) == [] and all(action.saved for action in reg._wrapped[0].pre)
+    opt = reg.wrap(optimizer(params, lr=1e-2))
+    opt.step(_closure(model, opt, conv_batches(1, dtype=dtype)[0], reg.penalty))
+    # (float64 and bfloat16 weights: their decay copies what it writes, made at the first step)
+    assert _handed(reg) == [] and all(a.saved and a.records is None for a in reg._wrapped[0].pre)
     (taken,) = (rule["taken"] for rule in reg.summary().to_dict()["rules"])
     assert {entry["applied_by"] for entry in taken} == {"normpen"}
 
@@ -407,3 +409,35 @@ def test_param_groups_are_each_decoupled_l2_rules_tensors_then_the_rest():
             optimizer.step()
     for p, q in zip(plain.parameters(), regularized.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+#: (lr, lambda) of a float32 decoupled L2 and the undo it gets: a one-byte record (1 - c = 1e-6), a
+#: two-byte record (1e-4), a copy (1e-3, over the two-byte record's 9.8e-4).
+RECORDED = [(1e-3, 1e-3, torch.int8), (1e-2, 1e-2, torch.int16), (1e-2, 0.1, None)]
+
+
+@pytest.mark.parametrize(("lr", "lam", "record"), RECORDED)
+def test_a_recorded_float32_decay_is_adamw_and_a_refused_update_changes_nothing(lr, lam, record):
+    """Float32 weights on the CPU: the default (atomic) decoupled decay is AdamW's bit for bit over three
+    steps whichever undo it keeps, and Adam refusing the fourth update leaves everything as it was, bit
+    for bit (the record restores each entry's bit pattern; the copy copies)."""
+    plain, regularized = conv_net(0, dtype=torch.float32), conv_net(0, dtype=torch.float32)
+    weights = [p for p in plain.parameters() if p.ndim >= 2]  # what the default selection takes
+    rest = [p for p in plain.parameters() if p.ndim < 2]
+    adamw = torch.optim.AdamW(
+        [{"params": weights}, {"params": rest, "weight_decay": 0.0}], lr=lr, weight_decay=lam
+    )
+    reg = Regularizer(regularized, Rule(L2(lam), mode="decoupled"))
+    # one group mixing decayed and undecayed tensors: the regularizer decays, and keeps the undo
+    adam = reg.wrap(torch.optim.Adam(regularized.parameters(), lr=lr))
+    batches = conv_batches(4, dtype=torch.float32)
+    for batch in batches[:3]:
+        adamw.step(_closure(plain, adamw, batch))
+        adam.step(_closure(regularized, adam, batch, reg.penalty))
+    for p, q in zip(plain.parameters(), regularized.parameters(), strict=True):
+        assert torch.equal(p, q)
+    (action,) = reg._wrapped[0].pre
+    assert (action.records is None) == (record is None)
+    assert record is None or {r.dtype for _, r in action.records} == {record}
+    closure = _closure(regularized, adam, batches[3], reg.penalty)
+    _assert_a_refused_update_changes_nothing(regularized, reg, adam, closure, "step(closure)")

@@ -1,5 +1,5 @@
-/* One-pass rescaling of the rows of a row-major matrix by a factor of each row's Euclidean norm, and
- * the sums of the squares of its columns in one read.
+/* One-pass rescaling of the rows of a row-major matrix by a factor of each row's Euclidean norm, the
+ * sums of the squares of its columns in one read, and a decay that keeps a compact record to undo it.
  *
  * Each row is read from memory once: its norm is summed in 16 independent lanes (so the compiler
  * vectorises the loop), then the row is rescaled while it is still in the L1 cache. On x86-64 with
@@ -14,6 +14,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* (math.h has defined __GLIBC__ where the C library is glibc, the one with indirect functions) */
 #if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
@@ -109,5 +111,42 @@ NORMPEN_ROW_SCALING(double, sqrt, f64)
 
 NORMPEN_COLUMN_SQUARES(float, f32)
 NORMPEN_COLUMN_SQUARES(double, f64)
+
+/* A float32 decay x *= factor (one product, as torch's multiply by a scalar) that keeps what undoes it:
+ * the difference of the bit patterns of x before and after, a count of float32 steps, in `record`
+ * (int8 or int16). Adding it back to the bit pattern of the decayed x gives x again, bit for bit.
+ * Returns 1 if some difference did not fit its type (it cannot for a finite or infinite x when
+ * 1 - factor is within the bound the caller checks; a signalling NaN comes back quiet), else 0. */
+#define NORMPEN_SCALE_RECORDING(record_t, suffix)                                                      \
+    NORMPEN_CLONES static int normpen_scale_recording_##suffix(                                         \
+        float *x, size_t n, float factor, record_t *record)                                            \
+    {                                                                                                  \
+        int overflow = 0;                                                                              \
+        for (size_t i = 0; i < n; i++) {                                                               \
+            float before = x[i], after = before * factor;                                              \
+            int32_t bits_before, bits_after;                                                           \
+            memcpy(&bits_before, &before, sizeof before);                                              \
+            memcpy(&bits_after, &after, sizeof after);                                                 \
+            int32_t steps = bits_before - bits_after;                                                  \
+            overflow |= steps != (record_t)steps;                                                      \
+            record[i] = (record_t)steps;                                                               \
+            x[i] = after;                                                                              \
+        }                                                                                              \
+        return overflow;                                                                               \
+    }                                                                                                  \
+                                                                                                       \
+    /* x back to its value before normpen_scale_recording: its bit pattern plus the record. */         \
+    NORMPEN_CLONES static void normpen_restore_##suffix(float *x, size_t n, const record_t *record)     \
+    {                                                                                                  \
+        for (size_t i = 0; i < n; i++) {                                                               \
+            int32_t bits;                                                                              \
+            memcpy(&bits, x + i, sizeof bits);                                                         \
+            bits += record[i];                                                                         \
+            memcpy(x + i, &bits, sizeof bits);                                                         \
+        }                                                                                              \
+    }
+
+NORMPEN_SCALE_RECORDING(int8_t, i8)
+NORMPEN_SCALE_RECORDING(int16_t, i16)
 
 #endif

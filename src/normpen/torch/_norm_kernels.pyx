@@ -23,7 +23,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport int8_t, int16_t, uintptr_t
 
 import torch
 
@@ -34,6 +34,10 @@ cdef extern from "_norm_kernels.h" nogil:
     void normpen_clip_rows_f64(double *x, size_t rows, size_t width, double radius)
     void normpen_column_squares_f32(const float *x, size_t rows, size_t width, double *sums)
     void normpen_column_squares_f64(const double *x, size_t rows, size_t width, double *sums)
+    int normpen_scale_recording_i8(float *x, size_t n, float factor, int8_t *record)
+    int normpen_scale_recording_i16(float *x, size_t n, float factor, int16_t *record)
+    void normpen_restore_i8(float *x, size_t n, const int8_t *record)
+    void normpen_restore_i16(float *x, size_t n, const int16_t *record)
 
 #: A block of rows run on a thread of its own holds at least this many entries: 4 MiB of float32, about
 #: 0.5 ms of one thread's work here, so that handing it to a pool thread (tens of microseconds of CPU
@@ -55,16 +59,20 @@ def _row_blocks(Py_ssize_t rows, Py_ssize_t width):
 
 def _run(work, blocks):
     """``work(start, stop)`` for every block: in this thread for one, else on the pool (errors re-raised)."""
+    _results(work, blocks)
+
+
+def _results(work, blocks):
+    """The values of ``work(start, stop)`` for the blocks, as :func:`_run` runs them."""
     global _pool
     if len(blocks) == 1:
-        work(*blocks[0])
-        return
+        return [work(*blocks[0])]
     threads = torch.get_num_threads()
     if _pool is None or _pool[0] != os.getpid() or _pool[1] != threads:
         if _pool is not None and _pool[0] == os.getpid():
             _pool[2].shutdown(wait=False)  # its idle threads end (a forked child has none to end)
         _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="normpen-rows"))
-    list(_pool[2].map(lambda block: work(*block), blocks))
+    return list(_pool[2].map(lambda block: work(*block), blocks))
 
 
 def _threshold_block(uintptr_t data, uintptr_t levels, size_t width, bint single, size_t start, size_t stop):
@@ -186,3 +194,88 @@ def column_sums_of_squares(x, sums):
     _run(work, blocks)
     if not one:
         torch.sum(partials, dim=0, out=sums) if sums.dtype == torch.float64 else sums.copy_(partials.sum(dim=0))
+
+
+#: The record types of :func:`scale_recording_`, and the largest :math:`1 - c` (``c`` the float32 factor)
+#: each holds: a decayed entry moves by at most :math:`(1 - c)|x| + \tfrac12\mathrm{ulp}` and
+#: :math:`|x| < 2^{24}` ulps of its binade, twice that where the result falls into the binade below, so
+#: by at most :math:`2^{25}(1 - c) + 1` float32 steps, which must stay within the type's range.
+RECORD_LIMITS = {torch.int8: (127 - 1) / 2**25, torch.int16: (32767 - 1) / 2**25}
+
+
+def record_dtype(double factor):
+    """The narrowest record type (:data:`RECORD_LIMITS`) that holds the steps of a decay by ``factor``
+    (rounded to float32), or None where none does."""
+    cdef float single = <float>factor
+    return next((dtype for dtype, limit in RECORD_LIMITS.items() if 0 <= 1 - single <= limit), None)
+
+
+def _scale_block(uintptr_t data, float factor, uintptr_t record, bint narrow, size_t start, size_t stop):
+    """Entries ``start:stop`` of :func:`scale_recording_`; returns 1 where a difference did not fit."""
+    cdef int overflow
+    with nogil:
+        if narrow:
+            overflow = normpen_scale_recording_i8(<float *>data + start, stop - start, factor, <int8_t *>record + start)
+        else:
+            overflow = normpen_scale_recording_i16(
+                <float *>data + start, stop - start, factor, <int16_t *>record + start
+            )
+    return overflow
+
+
+def _restore_block(uintptr_t data, uintptr_t record, bint narrow, size_t start, size_t stop):
+    """Entries ``start:stop`` of :func:`restore_`."""
+    with nogil:
+        if narrow:
+            normpen_restore_i8(<float *>data + start, stop - start, <const int8_t *>record + start)
+        else:
+            normpen_restore_i16(<float *>data + start, stop - start, <const int16_t *>record + start)
+
+
+def _check_record(x, record):
+    """Raise unless ``x`` is a contiguous CPU float32 tensor and ``record`` a contiguous CPU int8 or int16
+    tensor of as many entries."""
+    _check(x, 1 if x.numel() else 0, "x")
+    if x.dtype != torch.float32:
+        raise ValueError(f"x must be float32, not {x.dtype}: a float64 decay's steps do not fit a record")
+    if record.device.type != "cpu" or record.dtype not in RECORD_LIMITS or not record.is_contiguous():
+        raise ValueError(f"record must be a contiguous CPU int8 or int16 tensor, not {record.dtype} on {record.device}")
+    if record.numel() != x.numel():
+        raise ValueError(f"record has {record.numel()} entries, x has {x.numel()}")
+
+
+def scale_recording_(x, double factor, record):
+    r"""``x *= factor`` in float32 (torch's product by a scalar, bit for bit), keeping in ``record`` what
+    :func:`restore_` undoes it with: the difference of each entry's bit pattern before and after.
+
+    Parameters
+    ----------
+    x : Tensor
+        Contiguous, CPU, float32; written.
+    factor : float
+        :math:`c`, rounded to float32; :math:`1 - c` at most :data:`RECORD_LIMITS` of the record's type.
+    record : Tensor
+        Contiguous, CPU, int8 or int16, as many entries as ``x``; written.
+
+    Returns
+    -------
+    bool
+        True where every difference fitted (always for finite and infinite entries within the limit; a
+        signalling NaN, turned quiet by the product, may not fit and comes back quiet).
+    """
+    _check_record(x, record)
+    cdef float single = <float>factor
+    if not 0 <= 1 - single <= RECORD_LIMITS[record.dtype]:
+        raise ValueError(f"1 - factor = {1 - single} is outside [0, {RECORD_LIMITS[record.dtype]}] for {record.dtype}")
+    work = partial(_scale_block, x.data_ptr(), single, record.data_ptr(), record.dtype == torch.int8)
+    blocks = _row_blocks(x.numel(), 1)
+    fitted = not any(_results(work, blocks))
+    torch.autograd.graph.increment_version(x)
+    return fitted
+
+
+def restore_(x, record):
+    """``x`` as it was before :func:`scale_recording_` wrote it and ``record``, bit for bit."""
+    _check_record(x, record)
+    _run(partial(_restore_block, x.data_ptr(), record.data_ptr(), record.dtype == torch.int8), _row_blocks(x.numel(), 1))
+    torch.autograd.graph.increment_version(x)

@@ -313,6 +313,11 @@ class Kernel:
         parameter's shape (a subclass cuts them to the rank's rows, in ``dtype``)."""
         return slot.penalty
 
+    def decay_factor(self, step):
+        """The number :math:`c` the decay multiplies every entry by (:math:`x \\leftarrow c x`, one product),
+        where the decay is only that; else None."""
+        return None
+
     def decay_(self, tensors, data, step):
         """In place :math:`x \\leftarrow x - \\eta\\nabla P(x)`."""
         grads = [_reshaped(p, layout, "_grad", t) for t, (p, layout) in zip(tensors, data, strict=True)]
@@ -366,8 +371,11 @@ class L2Kernel(Kernel):
     def weight_decay(self):
         return self.form.ridge
 
+    def decay_factor(self, step):
+        return 1 - step * self.form.ridge
+
     def decay_(self, tensors, data, step):
-        torch._foreach_mul_(tensors, 1 - step * self.form.ridge)
+        torch._foreach_mul_(tensors, self.decay_factor(step))
 
 
 class L1Kernel(Kernel):
@@ -1101,19 +1109,33 @@ class Bucket:
         first = self.params[0]
         return first.dtype != self.param_dtype or first.device != self.device
 
-    def apply_(self, argument):
-        """Run the kernel operation with ``argument`` (step or radius) on the live tensors.
+    def live(self):
+        """The tensors, kernel data and residuals of the parameters the optimizer updates in this step,
+        those with a gradient (AdamW skips the others too, decay included), or None for none. The kernel
+        data of a subset is built on its first use and kept."""
+        if all(p.grad is not None for p in self.params):
+            return self.tensors, self.data, self.residuals
+        live = tuple(i for i, p in enumerate(self.params) if p.grad is not None)
+        return self._subset(live) if live else None
 
-        Live: the parameters the optimizer updates in this step, those with
-        a gradient (AdamW skips the others too, decay included). The kernel
-        data of a subset is built on its first use and kept.
-        """
-        params, data, residuals = self.tensors, self.data, self.residuals
-        if any(p.grad is None for p in self.params):
-            live = tuple(i for i, p in enumerate(self.params) if p.grad is not None)
-            if not live:
-                return
-            params, data, residuals = self._subset(live)
+    def recordable_factor(self, step):
+        """The factor of a decay that :func:`~normpen.torch._norm_kernels.scale_recording_` can make and
+        record (a decay that only scales, by a Python number, contiguous CPU float32 tensors without
+        residuals, not while ``torch.compile`` traces), else None."""
+        if self.method != "decay" or self.residuals is not None or isinstance(step, torch.Tensor):
+            return None
+        if torch.compiler.is_compiling() or self.param_dtype != torch.float32:
+            return None
+        if not all(compiled_kernels_take(t) for t in self.tensors):
+            return None
+        return self.kernel.decay_factor(step)
+
+    def apply_(self, argument):
+        """Run the kernel operation with ``argument`` (step or radius) on the live tensors (:meth:`live`)."""
+        live = self.live()
+        if live is None:
+            return
+        params, data, residuals = live
         with torch.no_grad():
             if residuals is None:
                 self.operation(params, data, argument)
