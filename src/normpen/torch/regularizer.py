@@ -122,14 +122,14 @@ _RULES, _MULTIPLIER, _MODEL = "rules", "multiplier", "model"
 
 @dataclasses.dataclass(eq=False)
 class _Action:
-    """One bucket's work in a step: the rule (mode, step rule) and the bucket.
+    r"""One bucket's work in a step: the rule (mode, step rule) and the bucket.
 
     A decoupled action with ``atomic_decay`` also keeps what undoes its
     decay (:meth:`decay_undoably_`, :meth:`undo_`), exactly. A decay that
     only scales (a ridge alone) contiguous CPU float32 tensors by a Python
-    number, with :math:`1 - c \\le 9.8 \times 10^{-4}`, is made by a compiled
+    number, with :math:`1 - c \le 9.8 \times 10^{-4}`, is made by a compiled
     kernel that writes, in the same pass, each entry's move in float32 steps
-    (one byte an entry for :math:`1 - c \\le 3.8 \times 10^{-6}`, else two:
+    (one byte an entry for :math:`1 - c \le 3.8 \times 10^{-6}`, else two:
     :func:`~normpen.torch._norm_kernels.scale_recording_`). Any other decay
     copies what it writes (the bucket's tensors, then its residuals) into one
     buffer per tensor first. On ``benchmarks/torch_step.py``'s MLP weights,
