@@ -58,12 +58,8 @@ def _row_blocks(Py_ssize_t rows, Py_ssize_t width):
 
 
 def _run(work, blocks):
-    """``work(start, stop)`` for every block: in this thread for one, else on the pool (errors re-raised)."""
-    _results(work, blocks)
-
-
-def _results(work, blocks):
-    """The values of ``work(start, stop)`` for the blocks, as :func:`_run` runs them."""
+    """The values of ``work(start, stop)`` for every block: in this thread for one, else on the pool
+    (errors re-raised)."""
     global _pool
     if len(blocks) == 1:
         return [work(*blocks[0])]
@@ -110,9 +106,18 @@ def _squares_block(uintptr_t data, uintptr_t partials, size_t width, bint single
             normpen_column_squares_f64(<const double *>data + start * width, stop - start, width, sums)
 
 
+#: The dtypes the kernels compute in.
+DTYPES = (torch.float32, torch.float64)
+
+
+def takes(tensor):
+    """Whether the kernels take ``tensor``: contiguous, on the CPU, of one of :data:`DTYPES`."""
+    return tensor.device.type == "cpu" and tensor.dtype in DTYPES and tensor.is_contiguous()
+
+
 def _check(x, Py_ssize_t rows, name):
     """Raise unless ``x`` is a contiguous CPU float32/float64 tensor of ``rows`` rows (0 rows: empty)."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
+    if not takes(x):
         raise ValueError(
             f"{name} must be a contiguous CPU tensor of float32 or float64, not {x.dtype} on {x.device} "
             f"(contiguous: {x.is_contiguous()}); pass {name}.contiguous() or use the torch operations"
@@ -193,7 +198,7 @@ def column_sums_of_squares(x, sums):
     work = partial(_squares_block, x.data_ptr(), partials.data_ptr(), width, x.dtype == torch.float32, blocks)
     _run(work, blocks)
     if not one:
-        torch.sum(partials, dim=0, out=sums) if sums.dtype == torch.float64 else sums.copy_(partials.sum(dim=0))
+        sums.copy_(partials.sum(dim=0))
 
 
 #: The record types of :func:`scale_recording_`, and the largest :math:`1 - c` (``c`` the float32 factor)
@@ -269,7 +274,7 @@ def scale_recording_(x, double factor, record):
         raise ValueError(f"1 - factor = {1 - single} is outside [0, {RECORD_LIMITS[record.dtype]}] for {record.dtype}")
     work = partial(_scale_block, x.data_ptr(), single, record.data_ptr(), record.dtype == torch.int8)
     blocks = _row_blocks(x.numel(), 1)
-    fitted = not any(_results(work, blocks))
+    fitted = not any(_run(work, blocks))
     torch.autograd.graph.increment_version(x)
     return fitted
 

@@ -47,7 +47,9 @@ from typing import Any
 import torch
 
 from normpen.penalties.base import Penalty
+from normpen.torch._norm_kernels import DTYPES as COMPILED_DTYPES
 from normpen.torch._norm_kernels import clip_rows_, column_sums_of_squares, soft_threshold_rows_
+from normpen.torch._norm_kernels import takes as compiled_kernels_take
 from normpen.torch.distributed import all_reduce_sum_, is_sharded, local_rows, local_tensor, sum_over_ranks
 
 __all__ = [
@@ -707,7 +709,7 @@ class OnePassRows:
     """
 
     def __init__(self, tensors, dims, split, dtype, enabled=True):
-        compiled = enabled and dtype in (torch.float32, torch.float64)
+        compiled = enabled and dtype in COMPILED_DTYPES
         serves = [
             compiled and not spans and t.device.type == "cpu" and _trailing(reduced, t.ndim)
             for t, reduced, spans in zip(tensors, dims, split, strict=True)
@@ -733,16 +735,6 @@ class OnePassRows:
             return None
         tensors, dims, split = ([seq[i] for i in self.others] for seq in (tensors, dims, split))
         return GroupNorms(tensors, dims, dtype, split)
-
-
-def compiled_kernels_take(tensor):
-    """Whether the compiled kernels of :mod:`normpen.torch._norm_kernels` take ``tensor``: contiguous, on
-    the CPU, float32 or float64."""
-    return (
-        tensor.device.type == "cpu"
-        and tensor.dtype in (torch.float32, torch.float64)
-        and tensor.is_contiguous()
-    )
 
 
 def _trailing(dims, ndim):
